@@ -1,0 +1,1 @@
+"""Learning Notes tooling: the kb command, the MkDocs plugin and the pytest plugin."""

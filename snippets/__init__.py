@@ -1,0 +1,1 @@
+"""Runnable PyTorch snippets included by the pages, one subpackage per topic."""
