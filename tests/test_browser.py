@@ -129,5 +129,12 @@ def test_mermaid_diagram_renders_offline(page):
     page.goto(page.base + "topics/neoverse/")
     if page.locator(".mermaid").count() == 0:
         pytest.fail("the NeoVerse page has no Mermaid diagram")
-    page.wait_for_selector(".mermaid svg", timeout=15_000)
+    # Material renders the diagram into a closed shadow root: the raw source text
+    # disappears from the page and the element takes the diagram's height.
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.mermaid');"
+        " return e && e.textContent.trim() === '' && e.getBoundingClientRect().height > 150; }",
+        timeout=15_000,
+    )
+    page.locator(".mermaid").scroll_into_view_if_needed()
     page.screenshot(path=SHOTS / "neoverse-mermaid.png")

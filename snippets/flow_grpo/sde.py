@@ -1,0 +1,166 @@
+"""One step of Flow-GRPO's SDE sampler and the Gaussian log-density of the step
+(Liu et al., Flow-GRPO, arXiv:2505.05470, Sec. 4.1 "From ODE to SDE").
+
+Convention of snippets/flow_matching/path.py: x_t = (1 - t) x0 + t x1, t = 1 is noise; the
+sampler goes from sigma (= t) down to sigma_next, so dt = sigma_next - sigma < 0.
+The ODE dx = v dt and the SDE
+
+    dx = [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt + sigma_t dw,   sigma_t = a sqrt(t / (1 - t))
+
+have the same marginals p_t (the extra drift is -sigma_t^2/2 times the score
+grad log p_t(x) = -(x + (1 - t) v) / t). Euler-Maruyama makes one step a Gaussian:
+
+    x_{t+dt} = x_t + [v + sigma_t^2/(2t) (x_t + (1 - t) v)] dt + sigma_t sqrt(-dt) eps.
+"""
+
+# --8<-- [start:sde_step]
+import math
+import torch
+
+
+def _per_batch(s, x: torch.Tensor) -> torch.Tensor:
+    """float, () or (batch,) -> a tensor broadcastable against x (batch, *dims)."""
+    s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
+    if s.ndim == 1 and x.ndim > 1:
+        s = s.reshape(-1, *([1] * (x.ndim - 1)))
+    return s
+
+
+def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7, prev_sample=None, noise=None):
+    """One Flow-GRPO SDE step from sigma down to sigma_next (0 <= sigma_next < sigma < 1).
+
+    velocity, x: (batch, *dims), the model output v(x, sigma) and the current sample.
+    sigma, sigma_next: floats or tensors broadcastable per batch element ((batch,) is reshaped).
+    returns (x_next, log_prob, mean, std):
+      mean     (batch, *dims)  the drift formula, grouped as in the reference implementation
+      std      noise_level * sqrt(sigma / (1 - sigma)), before the sqrt(|dt|) factor
+      x_next   prev_sample if given, else mean + std * sqrt(sigma - sigma_next) * noise
+      log_prob (batch,)        log N(x_next; mean, std^2 |dt| I), summed over all non-batch dims;
+                               x_next is treated as a fixed action (no gradient through it).
+    """
+    sigma, sigma_next = _per_batch(sigma, x), _per_batch(sigma_next, x)
+    dt = sigma_next - sigma  # < 0: from noise towards data
+    std = noise_level * torch.sqrt(sigma / (1 - sigma))  # sigma_t = a sqrt(t / (1 - t)), Sec. 4.1
+    # x (1 + sigma_t^2 dt / (2t)) + v (1 + sigma_t^2 (1 - t) / (2t)) dt: the paper's Euler-Maruyama
+    # mean x + [v + sigma_t^2/(2t) (x + (1 - t) v)] dt with the x terms and the v terms collected.
+    mean = x * (1 + std ** 2 / (2 * sigma) * dt) + velocity * (1 + std ** 2 * (1 - sigma) / (2 * sigma)) * dt
+    step_std = std * torch.sqrt(-dt)  # sigma_t sqrt(|dt|)
+    if prev_sample is None:
+        if noise is None:
+            noise = torch.randn_like(x)
+        prev_sample = mean + step_std * noise
+    x_next = prev_sample
+    log_prob = (
+        -((x_next.detach() - mean) ** 2) / (2 * step_std ** 2)
+        - torch.log(step_std)
+        - 0.5 * math.log(2 * math.pi)
+    )
+    return x_next, log_prob.sum(dim=tuple(range(1, x.ndim))), mean, std
+# --8<-- [end:sde_step]
+
+
+# --8<-- [start:paper_form]
+import torch
+
+
+def paper_mean(velocity, x, t, dt, noise_level=0.7):
+    """The Euler-Maruyama mean as the paper writes it (Sec. 4.1, arXiv:2505.05470):
+    x + [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt. Scalars t, dt."""
+    sigma_t = noise_level * (t / (1 - t)) ** 0.5
+    return x + (velocity + sigma_t ** 2 / (2 * t) * (x + (1 - t) * velocity)) * dt
+# --8<-- [end:paper_form]
+
+
+def _random_step(seed=0, shape=(6, 4, 3, 3), dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    v = torch.randn(shape, generator=g, dtype=dtype)
+    noise = torch.randn(shape, generator=g, dtype=dtype)
+    return x, v, noise
+
+
+def test_grouped_mean_is_the_paper_formula():
+    x, v, noise = _random_step()
+    for t, t_next in [(0.9, 0.8), (0.5, 0.45), (0.1, 0.02)]:
+        _, _, mean, _ = sde_step_with_logprob(v, x, t, t_next, noise=noise)
+        torch.testing.assert_close(mean, paper_mean(v, x, t, t_next - t), atol=1e-12, rtol=0)
+
+
+def test_step_log_prob_matches_torch_distributions():
+    x, v, noise = _random_step(1)
+    sigma = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)  # per batch element
+    sigma_next = sigma - 0.05
+    x_next, log_prob, mean, std = sde_step_with_logprob(v, x, sigma, sigma_next, noise=noise)
+    assert log_prob.shape == (6,)
+    scale = (0.7 * (sigma / (1 - sigma)).sqrt() * 0.05 ** 0.5).reshape(6, 1, 1, 1).expand_as(x)
+    dist = torch.distributions.Independent(torch.distributions.Normal(mean, scale), 3)
+    torch.testing.assert_close(log_prob, dist.log_prob(x_next), atol=1e-10, rtol=0)
+    torch.testing.assert_close(x_next, mean + scale * noise, atol=1e-12, rtol=0)
+    # prev_sample given: it is returned unchanged and scored under the same Gaussian.
+    x_given = torch.randn_like(x)
+    out, lp, _, _ = sde_step_with_logprob(v, x, sigma, sigma_next, prev_sample=x_given)
+    assert out is x_given
+    torch.testing.assert_close(lp, dist.log_prob(x_given), atol=1e-10, rtol=0)
+
+
+# --8<-- [start:note_formula]
+import torch
+from snippets.flow_grpo.sde import sde_step_with_logprob
+
+
+def note_vs_actual_step(x, v, t, t_next, noise):
+    """The note writes x_{t+dt} | x_t ~ N(mu(x_t, t) dt, sigma_t^2 dt I). Returns the log-densities
+    of the sampled x_{t+dt} under the note's mean mu dt and under the actual mean x_t + mu dt,
+    both with variance sigma_t^2 |dt| (dt < 0 here, so sigma_t^2 dt would be negative)."""
+    x_next, log_prob, mean, std = sde_step_with_logprob(v, x, t, t_next, noise=noise)
+    dt = t_next - t
+    mu_dt = mean - x  # mu(x_t, t) dt: the drift alone
+    scale = std * abs(dt) ** 0.5
+    note = torch.distributions.Normal(mu_dt, scale).log_prob(x_next).flatten(1).sum(1)
+    actual = torch.distributions.Normal(x + mu_dt, scale).log_prob(x_next).flatten(1).sum(1)
+    return note, actual, log_prob
+# --8<-- [end:note_formula]
+
+
+def test_qualifies_note_transition_formula():
+    x, v, noise = _random_step(2, shape=(8, 2))
+    note, actual, log_prob = note_vs_actual_step(x, v, 0.6, 0.5, noise)
+    # Holds: the step is an isotropic Gaussian with variance sigma_t^2 |dt| (a multivariate
+    # Gaussian density, summed over dimensions) once the mean is x_t + mu dt.
+    torch.testing.assert_close(actual, log_prob, atol=1e-10, rtol=0)
+    # Does not hold as written: the mean mu(x_t, t) dt leaves out x_t. The sampled point
+    # x_t + mu dt + s eps (s = sigma_t sqrt|dt|) then loses (|x_t + s eps|^2 - |s eps|^2) / (2 s^2) nats.
+    s = 0.7 * (0.6 / 0.4) ** 0.5 * 0.1 ** 0.5
+    gap = ((x + s * noise).pow(2).sum(1) - (s * noise).pow(2).sum(1)) / (2 * s ** 2)
+    torch.testing.assert_close(actual - note, gap, atol=1e-9, rtol=0)
+    assert (actual - note).mean() > 10, f"note vs actual log-density gap: {(actual - note)}"
+
+
+# --8<-- [start:mean_vs_sum]
+import torch
+from snippets.flow_grpo.sde import sde_step_with_logprob
+
+
+def ratios_sum_vs_mean(x, v_old, v_new, t, t_next, noise):
+    """Importance ratio pi_new / pi_old of one sampled step, with the log-density summed over the
+    D dimensions (a true density ratio) or averaged over them as the reference code does
+    (flow_grpo/diffusers_patch/sd3_sde_with_logprob.py: log_prob.mean over non-batch dims)."""
+    x_next, lp_old, _, _ = sde_step_with_logprob(v_old, x, t, t_next, noise=noise)
+    _, lp_new, _, _ = sde_step_with_logprob(v_new, x, t, t_next, prev_sample=x_next)
+    D = x[0].numel()
+    return torch.exp(lp_new - lp_old), torch.exp((lp_new - lp_old) / D), D
+# --8<-- [end:mean_vs_sum]
+
+
+def test_mean_over_dims_takes_the_dth_root_of_the_ratio():
+    x, v, noise = _random_step(3, shape=(64, 4, 16, 16), dtype=torch.float64)
+    g = torch.Generator().manual_seed(4)
+    v_new = v + 0.05 * torch.randn(v.shape, generator=g, dtype=torch.float64)  # a small policy update
+    r_sum, r_mean, D = ratios_sum_vs_mean(x, v, v_new, 0.5, 0.45, noise)
+    assert D == 1024
+    torch.testing.assert_close(r_mean, r_sum ** (1 / D), atol=1e-12, rtol=1e-9)
+    # With clip range 0.2 the true ratio leaves [0.8, 1.2] for most samples, the averaged one
+    # never does: clipping with the mean acts like a clip range of 1.2^D on the true ratio.
+    clip_sum = ((r_sum - 1).abs() > 0.2).float().mean().item()
+    clip_mean = ((r_mean - 1).abs() > 0.2).float().mean().item()
+    assert clip_sum > 0.5 and clip_mean == 0.0, (clip_sum, clip_mean)

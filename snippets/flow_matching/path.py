@@ -1,0 +1,85 @@
+"""The linear (rectified-flow / conditional-OT) probability path, in the note's convention.
+
+Convention used everywhere in snippets/flow_matching and snippets/flow_grpo (the one of
+Flow-GRPO and SD3):
+
+    x0 ~ data, x1 ~ N(0, I) (noise), t in [0, 1]
+    x_t = (1 - t) * x0 + t * x1                     # arXiv:2209.03003 Eq. (1); arXiv:2210.02747 Sec. 4.1 (sigma_min = 0, t reversed)
+    u_t = d x_t / dt = x1 - x0                      # the conditional (per-pair) target velocity
+    sampling integrates dx/dt = v(x, t) from t = 1 (noise) down to t = 0 (data).
+
+Lipman et al. (arXiv:2210.02747) put noise at t = 0 and data at t = 1; their path is ours with
+t -> 1 - t and the velocity negated.
+"""
+
+# --8<-- [start:path]
+import torch
+
+
+def _expand_t(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """t: float, () or (batch,) -> broadcastable to x of shape (batch, *dims)."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim)) if t.ndim > 0 else t
+
+
+def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """x_t = (1 - t) x0 + t x1  (x0 data, x1 noise).
+
+    x0, x1: (batch, *dims); t: float, () or (batch,), broadcast over the non-batch dims.
+    returns (batch, *dims). Deterministic: no randomness once x0, x1 and t are given.
+    """
+    t = _expand_t(t, x0)
+    return (1 - t) * x0 + t * x1  # X_t = t X_1 + (1 - t) X_0, Eq. (1), arXiv:2209.03003 (here X_0 is data)
+
+
+def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """Conditional target u_t(x_t | x0, x1) = d x_t / dt = x1 - x0, (batch, *dims)."""
+    return x1 - x0  # Eq. (1), arXiv:2209.03003; OT path of Sec. 4.1, arXiv:2210.02747, with t -> 1 - t
+# --8<-- [end:path]
+
+
+# --8<-- [start:fm_loss]
+import torch
+from snippets.flow_matching.path import interpolate, target_velocity
+
+
+def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Conditional flow matching loss E_{t, x0, x1} || v_theta(x_t, t) - (x1 - x0) ||^2.
+
+    model(x, t): (batch, d), (batch,) -> (batch, d). x0: (batch, d) data. Simulation-free:
+    one network evaluation per sample, no ODE is solved during training.
+    """
+    x1 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # noise end
+    t = torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype)  # t ~ U[0, 1]
+    x_t = interpolate(x0, x1, t)
+    return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).sum(-1).mean()  # CFM loss, Sec. 3.2, arXiv:2210.02747
+# --8<-- [end:fm_loss]
+
+
+def test_interpolate_endpoints_and_broadcast():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, 5, 5, generator=g)
+    x1 = torch.randn(4, 3, 5, 5, generator=g)
+    torch.testing.assert_close(interpolate(x0, x1, 0.0), x0, atol=0, rtol=0)
+    torch.testing.assert_close(interpolate(x0, x1, 1.0), x1, atol=0, rtol=0)
+    t = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    xt = interpolate(x0, x1, t)
+    for i in range(4):
+        torch.testing.assert_close(xt[i], (1 - t[i]) * x0[i] + t[i] * x1[i], atol=1e-6, rtol=0)
+
+
+def test_target_velocity_is_time_derivative_of_path():
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    x1 = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(8, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    h = 1e-6
+    fd = (interpolate(x0, x1, t + h) - interpolate(x0, x1, t - h)) / (2 * h)
+    torch.testing.assert_close(fd, target_velocity(x0, x1), atol=1e-8, rtol=0)
+
+
+def test_flow_matching_loss_is_zero_only_for_the_conditional_target():
+    # The loss of the oracle that knows x1 - x0 is 0; a model that cannot see x0 cannot reach it.
+    x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(2))
+    loss_zero_model = flow_matching_loss(lambda x, t: torch.zeros_like(x), x0, torch.Generator().manual_seed(3))
+    assert loss_zero_model > 1.0, f"zero model should have a large loss, got {loss_zero_model}"

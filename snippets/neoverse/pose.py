@@ -1,0 +1,179 @@
+"""Pose-free, concretely: recover the camera motion between two views from the data itself.
+
+A method that "needs camera poses" gets, for every frame, the rotation R and translation t
+of the camera, usually from a Structure-from-Motion run (COLMAP) before training. A
+"pose-free" method predicts them. The simplest version of predicting them: if we know the
+3D position of the same scene points in two camera frames (e.g. from two depth maps and
+pixel matches), the camera motion is the rigid transform q_i = R p_i + t that best maps one
+point set onto the other. Its least-squares solution has a closed form via one SVD
+(Kabsch 1976; with a global scale, Umeyama 1991, IEEE TPAMI 13(4)).
+
+It only works when the points pin the motion down: at least three non-collinear points,
+all static, and little noise. The tests below check the recovery and each failure.
+"""
+
+# --8<-- [start:kabsch]
+import torch
+
+
+def rigid_transform(P: torch.Tensor, Q: torch.Tensor, with_scale: bool = False):
+    """Least-squares (c, R, t) with Q ~ c R P + t (Kabsch; Umeyama 1991 when with_scale).
+
+    P, Q: (N, 3) corresponding points in the two frames.
+    returns: c (scalar, 1.0 unless with_scale), R (3, 3) with det +1, t (3,).
+    """
+    mp, mq = P.mean(0), Q.mean(0)
+    Pc, Qc = P - mp, Q - mq
+    H = Pc.T @ Qc / P.shape[0]  # cross-covariance (3, 3)
+    U, S, Vh = torch.linalg.svd(H)
+    # Without this sign fix the SVD can return a reflection (det -1), e.g. for planar points.
+    d = torch.sign(torch.linalg.det(Vh.T @ U.T))
+    D = torch.diag(torch.stack([torch.ones_like(d), torch.ones_like(d), d]))
+    R = Vh.T @ D @ U.T
+    c = (S * D.diagonal()).sum() / Pc.pow(2).sum(1).mean() if with_scale else torch.ones((), dtype=P.dtype)
+    t = mq - c * R @ mp
+    return c, R, t
+
+
+def rotation_error_deg(R_est: torch.Tensor, R_true: torch.Tensor) -> float:
+    """Angle (degrees) of the rotation R_est^T R_true: 0 when the two agree.
+
+    Uses ||R_est - R_true||_F = 2 sqrt(2) sin(angle / 2), accurate also for tiny angles
+    (arccos of the trace loses half the digits there).
+    """
+    s = (R_est - R_true).norm() / (2 * 2**0.5)
+    return torch.rad2deg(2 * torch.asin(s.clamp(0, 1))).item()
+# --8<-- [end:kabsch]
+
+
+# --8<-- [start:scenes]
+import torch
+
+from snippets.neoverse.gaussians import quaternion_to_rotation
+
+
+def random_motion(seed: int = 0, dtype=torch.float64):
+    """A random camera motion: rotation of ~20-40 degrees about a random axis, translation ~1."""
+    g = torch.Generator().manual_seed(seed)
+    axis = torch.randn(3, generator=g, dtype=dtype)
+    axis = axis / axis.norm()
+    angle = torch.deg2rad(20 + 20 * torch.rand((), generator=g, dtype=dtype))
+    q = torch.cat([(angle / 2).cos()[None], (angle / 2).sin() * axis])  # (w, x, y, z)
+    R = quaternion_to_rotation(q[None])[0]
+    t = torch.randn(3, generator=g, dtype=dtype)
+    return R, t
+
+
+def scene_points(kind: str, n: int = 100, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
+    """(n, 3) points in the first camera frame: 'general' (a cloud 1-2 units deep),
+    'planar' (a wall), or 'collinear' (a pole: every point on one line)."""
+    g = torch.Generator().manual_seed(seed)
+    P = torch.randn(n, 3, generator=g, dtype=dtype)
+    if kind == "planar":
+        P[:, 2] = 0.0
+    elif kind == "collinear":
+        P = torch.randn(n, 1, generator=g, dtype=dtype) * torch.tensor([[1.0, 0.5, 0.2]], dtype=dtype)
+    return P + torch.tensor([0.0, 0.0, 4.0], dtype=dtype)
+
+
+def observe(P: torch.Tensor, R: torch.Tensor, t: torch.Tensor, noise: float = 0.0, seed: int = 2) -> torch.Tensor:
+    """The same points seen from the second camera, Q = R P + t, plus Gaussian noise (std `noise`)."""
+    g = torch.Generator().manual_seed(seed)
+    return P @ R.T + t + noise * torch.randn(P.shape, generator=g, dtype=P.dtype)
+# --8<-- [end:scenes]
+
+
+# --8<-- [start:noise_sweep]
+import torch
+
+from snippets.neoverse.pose import observe, random_motion, rigid_transform, rotation_error_deg, scene_points
+
+
+def noise_sweep(noises: list[float], n: int = 50, trials: int = 20) -> list[dict[str, float]]:
+    """Mean rotation error (deg) and translation error over `trials` random motions per noise std."""
+    rows = []
+    for sigma in noises:
+        rot, trans = [], []
+        for k in range(trials):
+            R, t = random_motion(seed=k)
+            P = scene_points("general", n, seed=100 + k)
+            _, R_est, t_est = rigid_transform(P, observe(P, R, t, sigma, seed=200 + k))
+            rot.append(rotation_error_deg(R_est, R))
+            trans.append((t_est - t).norm().item())
+        rows.append({"noise": sigma, "rot_err_deg": sum(rot) / trials, "trans_err": sum(trans) / trials})
+    return rows
+# --8<-- [end:noise_sweep]
+
+
+# --8<-- [start:moving_points]
+import torch
+
+from snippets.neoverse.pose import observe, random_motion, rigid_transform, rotation_error_deg, scene_points
+
+
+def pose_with_moving_points(fraction_moving: float, n: int = 100, seed: int = 0) -> float:
+    """Rotation error (deg) when a fraction of the points belongs to an object that moved
+    (by 1 unit, no noise) between the two views: the rigid-scene assumption is violated."""
+    R, t = random_motion(seed)
+    P = scene_points("general", n, seed=seed + 1)
+    Q = observe(P, R, t)
+    k = int(fraction_moving * n)
+    Q[:k] += torch.tensor([1.0, 0.0, 0.0], dtype=Q.dtype) @ R.T  # object moved along its x
+    Q[:k] = (Q[:k] - Q[:k].mean(0)) @ random_motion(seed + 7)[0].T + Q[:k].mean(0)  # and turned
+    _, R_est, _ = rigid_transform(P, Q)
+    return rotation_error_deg(R_est, R)
+# --8<-- [end:moving_points]
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_kabsch_recovers_known_rotation_and_translation():
+    for seed in range(10):
+        R, t = random_motion(seed)
+        for kind in ("general", "planar"):  # a plane is enough: rank 2 plus the det fix
+            P = scene_points(kind, seed=seed + 50)
+            c, R_est, t_est = rigid_transform(P, observe(P, R, t))
+            assert rotation_error_deg(R_est, R) < 1e-5, (seed, kind)
+            torch.testing.assert_close(t_est, t, atol=1e-10, rtol=0)
+            assert abs(torch.linalg.det(R_est).item() - 1) < 1e-10
+        # Umeyama: a monocular depth map knows the scene only up to scale; recover it too.
+        P = scene_points("general", seed=seed + 60)
+        c, R_est, t_est = rigid_transform(P, 2.5 * observe(P, R, t), with_scale=True)
+        assert abs(c.item() - 2.5) < 1e-10 and rotation_error_deg(R_est, R) < 1e-5
+        torch.testing.assert_close(t_est, 2.5 * t, atol=1e-10, rtol=0)
+
+
+def test_kabsch_error_grows_linearly_with_noise():
+    rows = noise_sweep([0.005, 0.01, 0.02, 0.04])
+    errs = [r["rot_err_deg"] for r in rows]
+    # Small noise, small error: 0.01 units on points ~1 unit apart -> well under 1 degree.
+    assert errs[1] < 0.5, errs
+    # Doubling the noise doubles the error (first-order perturbation), within 25 %.
+    for a, b in zip(errs, errs[1:]):
+        assert 1.5 < b / a < 2.5, errs
+    # More points average the noise down: 4x the points -> about half the error.
+    many = noise_sweep([0.02], n=200)[0]["rot_err_deg"]
+    assert 0.35 < many / errs[2] < 0.7, (many, errs[2])
+
+
+def test_refutes_correspondences_always_determine_the_pose():
+    # Collinear points (a pole): any rotation about the line fits equally well.
+    R, t = random_motion(3)
+    P = scene_points("collinear", seed=4)
+    Q = observe(P, R, t)
+    c, R_est, t_est = rigid_transform(P, Q)
+    residual = (P @ R_est.T + t_est - Q).norm(dim=1).max().item()
+    assert residual < 1e-9, "the estimate explains the data perfectly ..."
+    assert rotation_error_deg(R_est, R) > 5.0, "... and is still the wrong rotation"
+
+
+def test_qualifies_pose_from_data_needs_static_well_spread_points():
+    # Holds: static, well-spread points give the camera motion with no pose input at all.
+    assert pose_with_moving_points(0.0) < 1e-5
+    # Does not hold: when 30 % of the points sit on an object that moved, the rigid fit mixes
+    # camera motion and object motion. Degenerate (collinear) points fail as well.
+    assert pose_with_moving_points(0.3) > 3.0
+    R, t = random_motion(3)
+    P = scene_points("collinear", seed=4)
+    assert rotation_error_deg(rigid_transform(P, observe(P, R, t))[1], R) > 5.0

@@ -1,0 +1,177 @@
+"""The SAC critic: soft TD target with several target critics, and the double-Q loss.
+
+Given a batch (s, a, r, s', done) from the replay buffer:
+  a' ~ pi(.|s')                        next action from the *current* policy
+  y  = r + gamma (1 - done) (Q_targ(s', a') - alpha log pi(a'|s'))   Eq. (3)+(2), arXiv:1812.05905
+  loss = sum_i mean_batch (Q_i(s, a) - y_i)^2                       Eq. (5), arXiv:1812.05905
+"""
+
+# --8<-- [start:q_backup]
+import torch
+
+
+def q_backup(next_qs, strategy):
+    """Combine the target critics' values at (s', a') into one target per critic.
+
+    next_qs: (num_critics, batch), row i from target critic i.
+    strategy: "doubleq" (critic i gets the other critic's value), "min" (clipped double Q),
+              "mean" (ensemble average).
+    returns: (num_critics, batch), row i is the value used in critic i's target.
+    """
+    num_critics, batch = next_qs.shape
+    if strategy == "doubleq":
+        # Double Q-learning: y_1 uses Q'_2, y_2 uses Q'_1 (van Hasselt 2010; arXiv:1509.06461)
+        assert num_critics == 2, "doubleq swaps exactly two critics"
+        return next_qs.flip(0)
+    if strategy == "min":
+        # Clipped double Q: min_i Q'_i(s', a'), shared by all critics  (arXiv:1802.09477, Eq. (10))
+        return next_qs.min(dim=0).values.expand(num_critics, batch)
+    if strategy == "mean":
+        # Ensemble mean: (1/N) sum_i Q'_i(s', a'), shared by all critics
+        return next_qs.mean(dim=0).expand(num_critics, batch)
+    raise ValueError(f"unknown backup strategy {strategy!r}")
+# --8<-- [end:q_backup]
+
+
+# --8<-- [start:soft_td_target]
+import torch
+
+from snippets.sac.critic import q_backup
+
+
+def soft_td_target(reward, done, next_qs, next_log_prob, *, discount, temperature, strategy,
+                   backup_entropy=True):
+    """Soft Bellman target, one sample a' ~ pi(.|s') per transition.
+
+    reward, done: (batch,); done is 1.0 where s' is terminal.
+    next_qs: (num_critics, batch) target critics at (s', a'); next_log_prob: (batch,) log pi(a'|s').
+    returns: (num_critics, batch), no gradient needed (call under torch.no_grad()).
+    """
+    next_v = q_backup(next_qs, strategy)
+    if backup_entropy:
+        # V(s') = Q(s', a') - alpha log pi(a'|s'),  a' ~ pi          Eq. (3), arXiv:1812.05905
+        next_v = next_v - temperature * next_log_prob
+    # y = r + gamma (1 - done) V(s')                                 Eq. (2), arXiv:1812.05905
+    return reward + discount * (1.0 - done) * next_v
+# --8<-- [end:soft_td_target]
+
+
+# --8<-- [start:critic_loss]
+import torch
+
+
+def double_q_loss(qs, target):
+    """Every critic regresses to its own target.
+
+    qs: (num_critics, batch) = Q_i(s, a); target: (num_critics, batch), treated as constant.
+    returns: scalar, sum over critics of the mean squared error.
+    """
+    # J_Q(theta_i) = E[(1/2) (Q_i(s,a) - y_i)^2]   Eq. (5), arXiv:1812.05905 (the 1/2 dropped)
+    return ((qs - target.detach()) ** 2).mean(dim=1).sum()
+# --8<-- [end:critic_loss]
+
+
+# --8<-- [start:single_sample_regression]
+import torch
+
+
+def regress_on_single_samples(sample_target, steps=4000, lr=0.01, batch=32, seed=0):
+    """Fit one number q by SGD on (q - y)^2 where each y is ONE fresh sample of the target.
+
+    sample_target(n, generator) -> (n,) independent draws of y = r + gamma (Q(s',a') - alpha log pi(a'|s')).
+    returns: the fitted q (float). The MSE minimiser is E[y]: the expectation lives in the loss.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q = torch.zeros((), requires_grad=True)
+    opt = torch.optim.SGD([q], lr=lr)
+    for _ in range(steps):
+        y = sample_target(batch, g)
+        loss = ((q - y) ** 2).mean()  # argmin_q E[(q - y)^2] = E[y]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return q.item()
+# --8<-- [end:single_sample_regression]
+
+
+def test_q_backup_strategies_match_their_formulas():
+    next_qs = torch.tensor([[1.0, 5.0, -2.0], [3.0, 4.0, 0.0]])
+    torch.testing.assert_close(q_backup(next_qs, "doubleq"), torch.tensor([[3.0, 4.0, 0.0], [1.0, 5.0, -2.0]]))
+    torch.testing.assert_close(q_backup(next_qs, "min"), torch.tensor([[1.0, 4.0, -2.0]] * 2))
+    torch.testing.assert_close(q_backup(next_qs, "mean"), torch.tensor([[2.0, 4.5, -1.0]] * 2))
+    for s in ("doubleq", "min", "mean"):
+        assert q_backup(next_qs, s).shape == (2, 3)
+    three = torch.randn(3, 7)
+    assert q_backup(three, "min").shape == (3, 7) and q_backup(three, "mean").shape == (3, 7)
+
+
+def test_soft_td_target_formula_done_mask_and_entropy_switch():
+    torch.manual_seed(0)
+    reward, done = torch.randn(6), torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    next_qs, logp = torch.randn(2, 6), torch.randn(6)
+    y = soft_td_target(reward, done, next_qs, logp, discount=0.99, temperature=0.2, strategy="min")
+    by_hand = reward + 0.99 * (1 - done) * (next_qs.min(0).values - 0.2 * logp)
+    assert y.shape == (2, 6)
+    torch.testing.assert_close(y, by_hand.expand(2, 6), atol=1e-6, rtol=0)
+    # Terminal transitions: the target is the reward alone.
+    torch.testing.assert_close(y[:, done == 1], reward[done == 1].expand(2, -1), atol=0, rtol=0)
+    y_no_ent = soft_td_target(reward, done, next_qs, logp, discount=0.99, temperature=0.2,
+                              strategy="min", backup_entropy=False)
+    torch.testing.assert_close(y - y_no_ent, (-0.99 * 0.2 * (1 - done) * logp).expand(2, 6), atol=1e-6, rtol=0)
+
+
+def test_single_sample_mse_regression_estimates_the_expected_target():
+    """One a' per transition, many transitions, MSE: the fit converges to E[r + gamma (Q - alpha log pi)]."""
+    from snippets.sac.distributions import tanh_normal
+
+    gamma, alpha, r = 0.9, 0.5, 1.0
+    mean, std = torch.tensor([[0.3]]), torch.tensor([[0.8]])
+
+    def q_next(a):  # a fixed target critic at s': Q'(s', a') = 2 - 3 a'^2
+        return 2.0 - 3.0 * a.squeeze(-1) ** 2
+
+    def sample_target(n, g):
+        u = mean + std * torch.randn(n, 1, generator=g)
+        a = torch.tanh(u)
+        logp = tanh_normal(mean.expand(n, 1), std.expand(n, 1)).log_prob(a)
+        return r + gamma * (q_next(a) - alpha * logp)
+
+    exact = sample_target(2_000_000, torch.Generator().manual_seed(1)).mean().item()  # E[y], MC
+    fitted = regress_on_single_samples(sample_target)
+    assert abs(fitted - exact) < 0.05, f"SGD fit {fitted:.3f} vs E[y] {exact:.3f}"
+
+
+def test_double_q_loss_regresses_each_critic_to_its_own_target():
+    qs = torch.tensor([[1.0, 2.0], [0.0, 4.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    loss = double_q_loss(qs, target)
+    torch.testing.assert_close(loss, torch.tensor((1 + 4) / 2 + (1 + 9) / 2))
+    loss.backward()
+    # dL/dQ_i = 2 (Q_i - y_i) / batch: critic i only sees target i; no gradient into the target.
+    torch.testing.assert_close(qs.grad, torch.tensor([[1.0, 2.0], [-1.0, 3.0]]))
+    assert target.grad is None
+
+
+def test_refutes_recap_target_sign():
+    """The recap wrote y = r + gamma * done * (Q' - alpha * (-log pi)): two slips, the sign of the
+    entropy term and the done mask. Both change the target; the soft-value identity needs the paper's form."""
+    from snippets.sac.soft_q import soft_policy, soft_value
+
+    q_next, alpha, gamma, r = torch.tensor([1.0, 0.0, -1.0]), 0.5, 0.9, 0.3
+    pi = soft_policy(q_next, alpha)
+    log_pi = torch.log(pi)
+    done = torch.zeros(3)
+    correct = soft_td_target(torch.full((3,), r), done, q_next.expand(2, 3), log_pi,
+                             discount=gamma, temperature=alpha, strategy="min")[0]
+    recap = r + gamma * done * (q_next - alpha * (-log_pi))  # as written in the notes
+    recap_masked = r + gamma * (1 - done) * (q_next - alpha * (-log_pi))  # mask fixed, sign kept
+    # Averaged over a' ~ pi, the paper's target gives r + gamma * V_soft(s'); the recap's sign does not.
+    v = soft_value(q_next, alpha)
+    torch.testing.assert_close((pi * correct).sum(), r + gamma * v, atol=1e-6, rtol=0)
+    # The flipped sign turns +alpha H(pi) into -alpha H(pi): an error of 2 gamma alpha H(pi(.|s')) = 0.40 here.
+    entropy = -(pi * log_pi).sum()
+    gap = (pi * recap_masked).sum() - (r + gamma * v)
+    torch.testing.assert_close(gap, -2 * gamma * alpha * entropy, atol=1e-6, rtol=0)
+    assert gap.abs() > 0.3, gap
+    # With done = 0 the recap's mask kills the bootstrap term entirely.
+    torch.testing.assert_close(recap, torch.full((3,), r), atol=0, rtol=0)

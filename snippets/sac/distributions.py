@@ -1,0 +1,137 @@
+"""Action distributions for SAC: diagonal Gaussian, Independent, tanh squashing.
+
+A SAC policy outputs a mean and a standard deviation per action dimension. The action is
+a = tanh(u), u ~ N(mean, diag(std^2)), so that it lies in (-1, 1) (Appendix C of
+arXiv:1801.01290). Everything below is about getting the shapes and log-probabilities
+of that distribution right.
+"""
+
+# --8<-- [start:independent]
+import torch
+from torch.distributions import Independent, Normal
+
+
+def diagonal_gaussian(mean, std):
+    """Diagonal Gaussian over a vector action.
+
+    mean, std: (batch, action_dim).
+    Normal(mean, std) alone has batch_shape (batch, action_dim), event_shape (): it is
+    batch*action_dim independent scalars, and log_prob returns (batch, action_dim).
+    Independent(..., 1) moves the last dimension into the event: batch_shape (batch,),
+    event_shape (action_dim,), and log_prob returns (batch,), the sum over the last dim.
+    """
+    # log N(a; mu, diag(s^2)) = sum_j log N(a_j; mu_j, s_j^2)  (a diagonal Gaussian factorises)
+    return Independent(Normal(mean, std), 1)
+# --8<-- [end:independent]
+
+
+# --8<-- [start:tanh_normal]
+import torch
+from torch.distributions import Independent, Normal, TanhTransform, TransformedDistribution
+
+
+def tanh_normal(mean, std):
+    """Tanh-squashed diagonal Gaussian: a = tanh(u), u ~ N(mean, diag(std^2)).
+
+    mean, std: (batch, action_dim). Samples: (batch, action_dim), inside (-1, 1).
+    log_prob(a): (batch,). entropy(): not available in closed form (NotImplementedError).
+    """
+    # log pi(a|s) = log mu(u|s) - sum_j log(1 - tanh(u_j)^2)   Eq. (21), arXiv:1801.01290
+    # TanhTransform computes log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the stable form.
+    # cache_size=1 keeps u from the last sample so that log_prob(a) does not need atanh(a).
+    squashed = TransformedDistribution(Normal(mean, std), [TanhTransform(cache_size=1)])
+    return Independent(squashed, 1)  # event = last dim: log_prob sums over action_dim
+# --8<-- [end:tanh_normal]
+
+
+# --8<-- [start:tanh_log_prob]
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def tanh_log_prob_naive(u, mean, std):
+    """log pi(tanh(u)) written literally. u, mean, std: (batch, action_dim) -> (batch,)."""
+    gauss = torch.distributions.Normal(mean, std).log_prob(u)
+    # log pi(a) = log mu(u) - log(1 - tanh(u)^2)   Eq. (21), arXiv:1801.01290
+    return (gauss - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+
+
+def tanh_log_prob_stable(u, mean, std):
+    """Same quantity, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)). -> (batch,)."""
+    gauss = torch.distributions.Normal(mean, std).log_prob(u)
+    # 1 - tanh(u)^2 = 4 / (e^u + e^-u)^2  =>  log(...) = 2 (log 2 - u - softplus(-2u))
+    log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))
+    return (gauss - log_det).sum(-1)
+# --8<-- [end:tanh_log_prob]
+
+
+def test_independent_moves_last_dim_into_event():
+    torch.manual_seed(0)
+    mean, std = torch.randn(5, 3), torch.rand(5, 3) + 0.5
+    a = torch.randn(5, 3)
+    per_dim = Normal(mean, std)
+    joint = diagonal_gaussian(mean, std)
+    assert per_dim.batch_shape == (5, 3) and per_dim.event_shape == ()
+    assert joint.batch_shape == (5,) and joint.event_shape == (3,)
+    assert per_dim.log_prob(a).shape == (5, 3) and joint.log_prob(a).shape == (5,)
+    # Independent's log_prob is the per-dimension log_prob summed over the last dim.
+    torch.testing.assert_close(joint.log_prob(a), per_dim.log_prob(a).sum(-1), atol=1e-6, rtol=0)
+
+
+def test_diagonal_gaussian_log_prob_is_sum_over_dims():
+    """A diagonal Gaussian factorises: the full multivariate density equals the sum of 1-D log densities."""
+    torch.manual_seed(0)
+    mean, std = torch.randn(4, 3, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64) + 0.5
+    a = torch.randn(4, 3, dtype=torch.float64)
+    mvn = torch.distributions.MultivariateNormal(mean, covariance_matrix=torch.diag_embed(std**2))
+    torch.testing.assert_close(diagonal_gaussian(mean, std).log_prob(a), mvn.log_prob(a), atol=1e-10, rtol=0)
+
+
+def test_tanh_normal_shapes_bounds_and_log_prob():
+    torch.manual_seed(0)
+    mean, std = torch.randn(64, 2), torch.rand(64, 2) + 0.1
+    dist = tanh_normal(mean, std)
+    a = dist.rsample()
+    assert a.shape == (64, 2) and dist.log_prob(a).shape == (64,)
+    assert a.abs().max() < 1.0, "tanh samples stay strictly inside (-1, 1) here"
+    # Change of variables, Eq. (21) of arXiv:1801.01290, computed by hand from u = atanh(a).
+    u = torch.atanh(a.double())
+    by_hand = tanh_log_prob_naive(u, mean.double(), std.double())
+    torch.testing.assert_close(dist.log_prob(a).double(), by_hand, atol=1e-3, rtol=1e-4)
+
+
+def test_stable_tanh_log_prob_matches_naive_and_stays_finite():
+    mean, std = torch.zeros(1, 1), torch.ones(1, 1)
+    u_moderate = torch.linspace(-4, 4, 41).reshape(-1, 1)
+    torch.testing.assert_close(
+        tanh_log_prob_stable(u_moderate, mean, std), tanh_log_prob_naive(u_moderate, mean, std),
+        atol=1e-4, rtol=1e-4,
+    )
+    u_large = torch.tensor([[20.0]])  # tanh(20) == 1.0 in float32: the naive form takes log(0)
+    assert torch.isinf(tanh_log_prob_naive(u_large, mean, std)).all()
+    assert torch.isfinite(tanh_log_prob_stable(u_large, mean, std)).all()
+
+
+def test_rsample_carries_gradient_sample_does_not():
+    torch.manual_seed(0)
+    mean = torch.zeros(20000, 1, requires_grad=True)
+    std = torch.ones(20000, 1)
+    dist = tanh_normal(mean, std)
+    assert dist.sample().grad_fn is None
+    a = dist.rsample()
+    assert a.grad_fn is not None
+    # d/dmean E[tanh(mean + std*eps)] = E[1 - tanh(u)^2]; for N(0,1) this is about 0.6057.
+    a.mean().backward()
+    grad = mean.grad.sum().item()
+    assert abs(grad - 0.6057) < 0.01, f"pathwise gradient {grad:.4f} vs 0.6057"
+
+
+def test_tanh_normal_has_no_closed_form_entropy():
+    dist = tanh_normal(torch.zeros(2, 1), torch.ones(2, 1))
+    try:
+        dist.entropy()
+    except NotImplementedError:
+        return
+    raise AssertionError("expected NotImplementedError from tanh_normal(...).entropy()")

@@ -1,0 +1,98 @@
+"""Soft Q, soft value and the soft-optimal policy, on a discrete action set and on a tiny MDP.
+
+Maximum-entropy objective: J(pi) = sum_t E[r(s_t, a_t) + alpha H(pi(.|s_t))]   Eq. (1), arXiv:1801.01290
+"""
+
+# --8<-- [start:soft_value]
+import torch
+
+
+def soft_policy(q, alpha):
+    """pi*(a|s) = exp((Q(s,a) - V(s)) / alpha) = softmax(Q / alpha). q: (..., num_actions)."""
+    return torch.softmax(q / alpha, dim=-1)
+
+
+def soft_value(q, alpha):
+    """V(s) = alpha log sum_a exp(Q(s,a) / alpha). q: (..., num_actions) -> (...)."""
+    return alpha * torch.logsumexp(q / alpha, dim=-1)
+
+
+def entropy_augmented_value(q, pi, alpha):
+    """E_{a~pi}[Q(s,a) - alpha log pi(a|s)] = E_pi[Q] + alpha H(pi).  Eq. (3), arXiv:1812.05905."""
+    return (pi * (q - alpha * torch.log(pi))).sum(-1)
+# --8<-- [end:soft_value]
+
+
+# --8<-- [start:tiny_mdp]
+import torch
+
+from snippets.sac.soft_q import entropy_augmented_value, soft_policy
+
+
+def tiny_mdp():
+    """s0 --a0--> s1 (4 actions, all reward 1) ; s0 --a1--> s2 (reward 1 for one action, -5 for three).
+    Every action at s1 or s2 ends the episode. Rewards at s0 are 0. Returns (rewards, next_state)."""
+    rewards = {0: torch.tensor([0.0, 0.0]), 1: torch.tensor([1.0, 1.0, 1.0, 1.0]),
+               2: torch.tensor([1.0, -5.0, -5.0, -5.0])}
+    next_state = {0: [1, 2], 1: [None] * 4, 2: [None] * 4}
+    return rewards, next_state
+
+
+def policy_iteration(alpha, gamma, backup_entropy, iterations=50):
+    """Tabular SAC: evaluate pi with target r + gamma (1-done) V(s'), improve pi <- softmax(Q / alpha).
+
+    V(s') = E_pi[Q(s',a') - alpha log pi(a'|s')] if backup_entropy else E_pi[Q(s',a')].
+    returns: (Q, pi) dicts keyed by state.
+    """
+    rewards, nxt = tiny_mdp()
+    pi = {s: torch.full_like(r, 1 / len(r)) for s, r in rewards.items()}
+    for _ in range(iterations):
+        q = {}
+        for s in (1, 2, 0):  # terminal-side states first: evaluation is exact in one sweep
+            q[s] = rewards[s].clone()
+            for a, s2 in enumerate(nxt[s]):
+                if s2 is not None:
+                    v = entropy_augmented_value(q[s2], pi[s2], alpha) if backup_entropy else (pi[s2] * q[s2]).sum()
+                    q[s][a] += gamma * v  # soft Bellman backup, Eq. (2), arXiv:1801.01290
+        pi = {s: soft_policy(q[s], alpha) for s in q}  # pi_new = argmin KL(pi || exp(Q/alpha)/Z), Eq. (4)
+    return q, pi
+
+
+def max_ent_return(pi, alpha, gamma):
+    """Exact J(pi) from s0: E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))]."""
+    rewards, nxt = tiny_mdp()
+    v = {s: entropy_augmented_value(rewards[s], pi[s], alpha) for s in (1, 2)}
+    q0 = torch.stack([gamma * v[1], gamma * v[2]])
+    return entropy_augmented_value(q0, pi[0], alpha).item()
+# --8<-- [end:tiny_mdp]
+
+
+def test_soft_value_equals_expected_q_minus_alpha_log_pi_under_softmax_policy():
+    torch.manual_seed(0)
+    q = torch.randn(5, 6, dtype=torch.float64) * 3
+    for alpha in (0.1, 1.0, 5.0):
+        pi = soft_policy(q, alpha)
+        torch.testing.assert_close(soft_value(q, alpha), entropy_augmented_value(q, pi, alpha), atol=1e-10, rtol=0)
+        # softmax(Q/alpha) maximises E_pi[Q] + alpha H(pi): no random policy does better.
+        others = torch.distributions.Dirichlet(torch.ones(6, dtype=torch.float64)).sample((2000, 5))
+        assert (entropy_augmented_value(q, others, alpha) <= soft_value(q, alpha) + 1e-10).all()
+    # Limits: alpha -> 0 gives the hard max, alpha -> inf gives mean(Q) + alpha log |A|.
+    torch.testing.assert_close(soft_value(q, 1e-3), q.max(-1).values, atol=5e-3, rtol=0)
+    torch.testing.assert_close(soft_value(q, 1e4) - 1e4 * torch.log(torch.tensor(6.0, dtype=torch.float64)),
+                               q.mean(-1), atol=1e-2, rtol=0)
+
+
+def test_entropy_in_the_backup_makes_the_critic_value_future_entropy():
+    alpha, gamma = 1.0, 0.9
+    q_soft, pi_soft = policy_iteration(alpha, gamma, backup_entropy=True)
+    q_hard, pi_hard = policy_iteration(alpha, gamma, backup_entropy=False)
+    # With the entropy backup, Q(s0, a) = gamma * alpha logsumexp(Q(s', .)/alpha): the soft value.
+    torch.testing.assert_close(q_soft[0], gamma * soft_value(torch.stack([q_soft[1], q_soft[2]]), alpha),
+                               atol=1e-6, rtol=0)
+    # s1 keeps 4 good actions open (high future entropy), s2 only one: only the soft critic sees it.
+    assert pi_soft[0][0] > 0.75, pi_soft[0]
+    assert abs(pi_hard[0][0] - 0.5) < 0.02, pi_hard[0]
+    # The critic's target is one objective, the entropy-augmented return, and the soft critic's policy scores higher.
+    j_soft, j_hard = max_ent_return(pi_soft, alpha, gamma), max_ent_return(pi_hard, alpha, gamma)
+    assert j_soft > j_hard + 0.1, (j_soft, j_hard)
+    torch.testing.assert_close(torch.tensor(j_soft), soft_value(q_soft[0], alpha), atol=1e-5, rtol=0)

@@ -1,0 +1,71 @@
+"""Target networks: a slowly moving copy of the critic used inside the Bellman target."""
+
+# --8<-- [start:soft_update]
+import torch
+
+
+@torch.no_grad()
+def soft_update(target, source, tau):
+    """Polyak averaging, in place. target, source: nn.Modules with the same parameter shapes."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
+        t.lerp_(s, tau)
+# --8<-- [end:soft_update]
+
+
+# --8<-- [start:hard_update]
+import torch
+
+
+@torch.no_grad()
+def hard_update(target, source):
+    """Copy every parameter: theta' <- theta (DQN-style periodic update, tau = 1)."""
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.copy_(s)
+
+
+def periodic_update(target, source, step, period):
+    """Hard update every `period` steps (step counted from 1); returns True when it copied."""
+    if step % period == 0:
+        hard_update(target, source)
+        return True
+    return False
+# --8<-- [end:hard_update]
+
+
+def _pair(seed=0):
+    torch.manual_seed(seed)
+    source = torch.nn.Linear(3, 2)
+    target = torch.nn.Linear(3, 2)
+    return target, source
+
+
+def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
+    target, source = _pair()
+    t0 = [p.clone() for p in target.parameters()]
+    soft_update(target, source, tau=0.1)
+    for p_t, p0, p_s in zip(target.parameters(), t0, source.parameters()):
+        torch.testing.assert_close(p_t, 0.1 * p_s + 0.9 * p0, atol=1e-7, rtol=0)
+    # With a fixed source, after n updates the gap is (1 - tau)^n of the initial gap.
+    target, source = _pair()
+    gap0 = torch.cat([(t - s).flatten() for t, s in zip(target.parameters(), source.parameters())])
+    for _ in range(50):
+        soft_update(target, source, tau=0.05)
+    gap = torch.cat([(t - s).flatten() for t, s in zip(target.parameters(), source.parameters())])
+    torch.testing.assert_close(gap, gap0 * 0.95**50, atol=1e-6, rtol=1e-4)
+
+
+def test_periodic_update_copies_only_every_period_and_tau_one_is_hard():
+    target, source = _pair()
+    before = [p.clone() for p in target.parameters()]
+    copied = [periodic_update(target, source, step, period=4) for step in range(1, 4)]
+    assert copied == [False, False, False]
+    for p, b in zip(target.parameters(), before):
+        torch.testing.assert_close(p, b, atol=0, rtol=0)
+    assert periodic_update(target, source, 4, period=4)
+    for p, s in zip(target.parameters(), source.parameters()):
+        torch.testing.assert_close(p, s, atol=0, rtol=0)
+    target2, source2 = _pair(1)
+    soft_update(target2, source2, tau=1.0)
+    for p, s in zip(target2.parameters(), source2.parameters()):
+        torch.testing.assert_close(p, s, atol=0, rtol=0)
