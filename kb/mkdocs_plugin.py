@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import posixpath
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from mkdocs.config import config_options as c
 from mkdocs.config.base import Config
@@ -85,6 +88,25 @@ def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
     return f"{target}#{anchor}" if anchor else target
 
 
+def figure_uri(notebook_uri: str, k: int) -> str:
+    """`topics/dpo_toy.ipynb`, 1 -> `topics/dpo_toy.figure-1.png` (k counts figures from 1)."""
+    return f"{notebook_uri.removesuffix('.ipynb')}.figure-{k}.png"
+
+
+def notebook_figures(path: str) -> list[bytes]:
+    """The PNG outputs of a committed, executed notebook, in order.
+
+    Topic pages embed them (`![...](dpo_toy.figure-1.png)`), so a figure is shown
+    where it is discussed and still comes from code the test suite executes.
+    """
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return [
+        base64.b64decode(out["data"]["image/png"])
+        for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
+        for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
+    ]
+
+
 def line_anchor(line: int) -> str:
     return f"__codelineno-0-{line}"
 
@@ -119,6 +141,9 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                 continue
             rel_path = path.relative_to(ROOT).as_posix()
             files.append(File.generated(config, code_uri(cfg.code_dir, rel_path), content=self._code_page(rel_path)))
+        for nb in [f for f in files if f.src_uri.endswith(".ipynb")]:
+            for k, png in enumerate(notebook_figures(nb.abs_src_path), 1):
+                files.append(File.generated(config, figure_uri(nb.src_uri, k), content=png))
         files.append(File.generated(config, cfg.claims_page, content=self._claims_page()))
         files.append(File.generated(config, cfg.questions_page, content=self._questions_page()))
         return files
