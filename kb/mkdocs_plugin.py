@@ -30,7 +30,8 @@ from kb.blocks import STATUSES, Block, fenced_lines, parse_blocks, parse_ref
 from kb.knowledge import STATUS_LABELS, KnowledgeBase, Page, python_functions, section_line
 from kb.project import ROOT, SNIPPETS, allowed_topics
 
-INCLUDE = re.compile(r'^[ ]*(?:;)?--8<--[ ]+"(?P<target>[^"]+)"[ ]*$')
+INCLUDE = re.compile(r'^[ ]*--8<--[ ]+"(?P<target>[^"]+)"[ ]*$')
+HTML_ID = re.compile(r'\bid="([^"]+)"')
 FENCE_OPEN = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,})python[ ]*$")
 CATEGORY_SLUG = slugify(case="lower")
 
@@ -149,13 +150,11 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         return files
 
     def _topic_pages(self) -> dict[str, Page]:
-        """The main page of each topic (its index page if it has one)."""
+        """The main page of each topic: its index page if it has one, else its first page."""
         pages: dict[str, Page] = {}
         for page in self.kb.pages:
             topic = page.meta.get("topic")
             if topic and (topic not in pages or page.path.name == "index.md"):
-                if topic in pages and pages[topic].path.name == "index.md":
-                    continue
                 pages[topic] = page
         return pages
 
@@ -168,8 +167,9 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             return markdown
         lines = markdown.split("\n")
         offset = len(source.lines) - len(lines)  # front matter stripped by MkDocs
+        lines = self._mark_lines(lines, source, offset)
         if source.is_post:
-            lines = normalise_list_indent(self._mark_post(lines, source, offset))
+            lines = normalise_list_indent(lines)
         lines = self._render_blocks(lines, source, offset)
         lines = self._title_includes(lines, src)
         markdown = "\n".join(lines)
@@ -231,40 +231,45 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         parts = []
         for key, label in (("journal", "日志原话"), ("answers", "回答的问题")):
             for f in block.all(key):
-                post_key, _ = parse_ref(f.value)
-                line, _ = self.kb.find_line(*parse_ref(f.value))
+                post_key, fragment = parse_ref(f.value)
+                line, _ = self.kb.find_line(post_key, fragment)
                 post = self.kb.posts[post_key]
                 parts.append(f"{label} [{post_key}]({link(src, post.src_uri, f'q-{line}' if key == 'answers' else f'j-{line}')})")
         return parts
 
-    def _mark_post(self, lines: list[str], post: Page, offset: int) -> list[str]:
-        """Anchors and 'later checked' markers beside the learner's lines (words untouched)."""
-        src = post.src_uri
-        extra: dict[int, list[str]] = defaultdict(list)  # file line -> html to append
+    def _mark_lines(self, lines: list[str], source: Page, offset: int) -> list[str]:
+        """Anchors for questions asked on this page, and, in journal posts, markers
+        beside the learner's lines that a claim later checked or answered.
+
+        Only rendering changes: the learner's words and the source file stay as they are.
+        """
+        src = source.src_uri
+        extra: dict[int, list[str]] = defaultdict(list)  # file line -> markup to append
         for q in self.kb.questions:
-            if q.page is post:
-                extra[q.line].append(f'<span id="q-{q.line}" class="kb-anchor"></span>')
-                for b in q.answered_by:
-                    page = self.kb.page_of(b)
-                    href = link(src, page.src_uri, self.kb.anchor(b))
-                    extra[q.line].append(f"[后来解答：见「{page.title}」]({href}){{ .kb-marker .answered }}")
-        for b in self.kb.claims:
+            if q.page is not source or q.kind == "admonition":  # admonitions get their anchor in _render_blocks
+                continue
+            extra[q.line].append(f'<span id="{q.anchor}" class="kb-anchor"></span>')
+            for b in q.answered_by:
+                page = self.kb.page_of(b)
+                href = link(src, page.src_uri, self.kb.anchor(b))
+                extra[q.line].append(f"[后来解答：见「{page.title}」]({href}){{ .kb-marker .answered }}")
+        for b in self.kb.claims if source.is_post else []:
             for f in b.all("journal"):
-                ref = parse_ref(f.value)
-                if ref[0] != post.post_key:
+                post_key, fragment = parse_ref(f.value)
+                if post_key != source.post_key:
                     continue
-                line, _ = self.kb.find_line(*ref)
+                line, _ = self.kb.find_line(post_key, fragment)
                 page = self.kb.page_of(b)
                 status = b.get("status")
-                extra[line].append(f'<span id="j-{line}" class="kb-anchor"></span>')
                 href = link(src, page.src_uri, self.kb.anchor(b))
+                extra[line].append(f'<span id="j-{line}" class="kb-anchor"></span>')
                 extra[line].append(f"[后来核对：{STATUS_LABELS[status]}，见「{page.title}」]({href}){{ .kb-marker .{status} }}")
         out = list(lines)
-        for file_line, html in extra.items():
+        for file_line, markup in extra.items():
             i = file_line - 1 - offset
             text = out[i].rstrip(" ")
             trailing = out[i][len(text):]
-            out[i] = f"{text} {' '.join(dict.fromkeys(html))}{trailing}"
+            out[i] = f"{text} {' '.join(dict.fromkeys(markup))}{trailing}"
         return out
 
     def _title_includes(self, lines: list[str], src: str) -> list[str]:
@@ -313,15 +318,20 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             )
         return ""
 
+    def on_page_content(self, html, page, config, files):
+        # MkDocs only sees ids made by Markdown; the line anchors that Pygments
+        # writes into code blocks (evidence links) count too, so that strict
+        # anchor validation checks every link to them.
+        if page.present_anchor_ids is not None:
+            page.present_anchor_ids |= set(HTML_ID.findall(html))
+        return html
+
     # ---- generated pages ---------------------------------------------------
     def _code_page(self, rel_path: str) -> str:
         code = (ROOT / rel_path).read_text(encoding="utf-8")
         # Escape snippet markers so pymdownx.snippets shows them instead of acting on them.
         code = re.sub(r"(?m)^([ ]*)(# )?--8<--", r"\1\2;--8<--", code)
-        users = [
-            p for p in self.kb.pages
-            if f'"{rel_path}' in p.text or f"{rel_path}::" in p.text or f"{rel_path}:" in p.text
-        ]
+        users = [p for p in self.kb.pages if rel_path in p.text]
         used = "、".join(f"[{p.title}]({link(code_uri(self.config.code_dir, rel_path), p.src_uri)})" for p in users)
         return (
             f"---\ntitle: {rel_path}\nsearch:\n  exclude: true\n---\n\n"

@@ -37,3 +37,14 @@ def test_a_broken_snippet_fails_and_names_the_claim(project_copy):
     assert result.returncode == 1, result.stdout
     assert "claim 'mse-predicts-conditional-mean'" in result.stdout
     assert "is marked verified" in result.stdout
+
+
+def test_a_broken_link_or_anchor_fails_the_build(project_copy):
+    page = project_copy / PAGE
+    text = page.read_text(encoding="utf-8")
+    page.write_text(text + "\n见 [不存在的页](../topics/no-such-page.md)。\n", encoding="utf-8")
+    build = mkdocs_build(project_copy, project_copy / "site")
+    assert build.returncode != 0 and "no-such-page.md" in build.stdout + build.stderr
+    page.write_text(text + "\n见 [不存在的小节](#no-such-anchor)。\n", encoding="utf-8")
+    build = mkdocs_build(project_copy, project_copy / "site")
+    assert build.returncode != 0 and "no-such-anchor" in build.stdout + build.stderr
