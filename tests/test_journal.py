@@ -187,3 +187,18 @@ def test_new_writes_atomically(journal, monkeypatch):
     assert [p.name for p in posts.iterdir()] == ["2026-01-07.md"]
     with pytest.raises(JournalError, match="empty note"):
         new_note(posts, journal / "docs/journal", day=dt.date(2026, 1, 7), topics=[], body="  \n", allowed=["SAC"])
+
+
+def test_a_new_note_appears_in_the_built_site(project_copy):
+    from conftest import mkdocs_build
+
+    r = kb_new(project_copy, "--date", "2026-01-02", "--topic", "DPO", "-m", "DPO 的 β 越大，越靠近参考策略？")
+    assert r.returncode == 0, r.stderr
+    result = mkdocs_build(project_copy, project_copy / "site")
+    assert result.returncode == 0, result.stdout + result.stderr
+    post = project_copy / "site" / "journal" / "2026" / "01" / "02" / "20260102" / "index.html"
+    assert "DPO 的 β 越大，越靠近参考策略？" in post.read_text(encoding="utf-8")
+    questions = (project_copy / "site" / "questions" / "index.html").read_text(encoding="utf-8")
+    assert "DPO 的 β 越大，越靠近参考策略？" in questions  # its question is gathered as open
+    category = (project_copy / "site" / "journal" / "category" / "dpo" / "index.html").read_text(encoding="utf-8")
+    assert "20260102" in category
