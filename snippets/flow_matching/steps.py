@@ -81,7 +81,7 @@ def euler_error_curve(velocity, x1, steps=(1, 2, 4, 8, 16, 32, 64), ref_steps: i
 
 
 def test_qualifies_straight_paths_need_few_steps():
-    from snippets.flow_matching.gaussian import MU, COV
+    from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
     z = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     steps = (4, 8, 16)
@@ -100,11 +100,10 @@ def test_qualifies_straight_paths_need_few_steps():
         assert vp_g[n] < fm_g[n], f"Gaussian, {n} steps: FM {fm_g[n]:.4f} VP {vp_g[n]:.4f}"
 
 
-from snippets.flow_matching.gaussian import marginal_velocity  # noqa: E402  (used by the test)
-
-
 def test_mixture_velocities_reduce_to_the_gaussian_case():
     # With one mode (all 8 means equal) the mixture formulas must equal the Gaussian closed forms.
+    from snippets.flow_matching.gaussian import marginal_velocity
+
     x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     t = torch.full((6,), 0.37, dtype=torch.float64)
     mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
