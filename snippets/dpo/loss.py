@@ -18,11 +18,11 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     mask:   (batch, seq), 1 for the response tokens to count, 0 for prompt/padding.
     returns (batch,).
     """
-    mask = mask.to(logits.dtype)
-    safe_labels = torch.where(mask.bool(), labels, torch.zeros_like(labels))  # e.g. -100 padding
+    mask = mask.bool()
+    safe_labels = torch.where(mask, labels, torch.zeros_like(labels))  # e.g. -100 padding
     logp = torch.log_softmax(logits, dim=-1)
-    token_logp = torch.gather(logp, dim=2, index=safe_labels.unsqueeze(-1)).squeeze(-1)
-    return (token_logp * mask).sum(dim=1)
+    token_logp = torch.gather(logp, dim=2, index=safe_labels.unsqueeze(-1)).squeeze(-1)  # (batch, seq)
+    return token_logp.masked_fill(~mask, 0.0).sum(dim=1)  # sum_t log pi(y_t | x, y_<t), as TRL
 # --8<-- [end:sequence_logps]
 
 
@@ -40,7 +40,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps,
     returns (losses, chosen_rewards, rejected_rewards), each (batch,):
       losses  = -log sigma(beta * ((pi_c - pi_r) - (ref_c - ref_r)))   # Eq. (7), arXiv:2305.18290
       rewards = beta * (policy - reference), detached: the implicit reward
-                r_hat(x, y) = beta log pi(y|x)/pi_ref(y|x)            # Sec. 5, arXiv:2305.18290
+                r_hat(x, y) = beta log pi(y|x)/pi_ref(y|x)            # Sec. 4, arXiv:2305.18290
     """
     pi_logratios = policy_chosen_logps - policy_rejected_logps
     ref_logratios = reference_chosen_logps - reference_rejected_logps
@@ -68,6 +68,9 @@ def test_sequence_logps_matches_loop():
             if mask[b, t]:
                 s += torch.log_softmax(logits[b, t], -1)[labels[b, t]].item()
         assert abs(got[b].item() - s) < 1e-10, f"row {b}: {got[b].item()} vs {s}"
+    # Masked positions are ignored even where their log-probs are not finite.
+    logits[1, 4] = -torch.inf
+    torch.testing.assert_close(sequence_logps(logits, labels, mask), got, atol=1e-12, rtol=0)
 
 
 def test_dpo_loss_matches_formula():

@@ -1,4 +1,5 @@
-"""KL between the policy's and the reference model's Gaussian step (arXiv:2505.05470, Sec. 4.1).
+"""KL between the policy's and the reference model's Gaussian step (arXiv:2505.05470, Sec. 4,
+"From ODE to SDE", the unnumbered closed form after Eq. (9)).
 
 Both steps are N(mean, s^2 I) with the same s = sigma_t sqrt(|dt|) (the noise does not depend
 on the network), so the KL is closed form:
@@ -15,7 +16,7 @@ def step_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std, sigma, sigma_next) 
     mean, ref_mean: (batch, *dims); std, sigma, sigma_next broadcastable. returns (batch,)."""
     var = std ** 2 * (sigma - sigma_next)
     kl = (mean - ref_mean) ** 2 / (2 * var)
-    return kl.flatten(1).sum(1)
+    return kl.reshape(kl.shape[0], -1).sum(1)  # sum over non-batch dims
 # --8<-- [end:step_kl]
 
 

@@ -1,4 +1,4 @@
-"""The SDE of Flow-GRPO keeps the ODE's marginals p_t (arXiv:2505.05470, Sec. 4.1).
+"""The SDE of Flow-GRPO keeps the ODE's marginals p_t (arXiv:2505.05470, Eq. (8); proof in App. A).
 
 Checked on Gaussian data N(MU, COV) with the exact marginal velocity, where p_t is known in
 closed form (snippets/flow_matching/gaussian.py): run many particles through the ODE and

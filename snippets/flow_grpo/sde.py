@@ -1,16 +1,16 @@
 """One step of Flow-GRPO's SDE sampler and the Gaussian log-density of the step
-(Liu et al., Flow-GRPO, arXiv:2505.05470, Sec. 4.1 "From ODE to SDE").
+(Liu et al., Flow-GRPO, arXiv:2505.05470, Sec. 4 "From ODE to SDE", Eqs. (8)-(9)).
 
 Convention of snippets/flow_matching/path.py: x_t = (1 - t) x0 + t x1, t = 1 is noise; the
 sampler goes from sigma (= t) down to sigma_next, so dt = sigma_next - sigma < 0.
 The ODE dx = v dt and the SDE
 
-    dx = [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt + sigma_t dw,   sigma_t = a sqrt(t / (1 - t))
+    dx = [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt + sigma_t dw,   sigma_t = a sqrt(t / (1 - t))   # Eq. (8)
 
 have the same marginals p_t (the extra drift is -sigma_t^2/2 times the score
 grad log p_t(x) = -(x + (1 - t) v) / t). Euler-Maruyama makes one step a Gaussian:
 
-    x_{t+dt} = x_t + [v + sigma_t^2/(2t) (x_t + (1 - t) v)] dt + sigma_t sqrt(-dt) eps.
+    x_{t+dt} = x_t + [v + sigma_t^2/(2t) (x_t + (1 - t) v)] dt + sigma_t sqrt(-dt) eps.   # Eq. (9)
 """
 
 # --8<-- [start:sde_step]
@@ -40,7 +40,7 @@ def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7, pr
     """
     sigma, sigma_next = _per_batch(sigma, x), _per_batch(sigma_next, x)
     dt = sigma_next - sigma  # < 0: from noise towards data
-    std = noise_level * torch.sqrt(sigma / (1 - sigma))  # sigma_t = a sqrt(t / (1 - t)), Sec. 4.1
+    std = noise_level * torch.sqrt(sigma / (1 - sigma))  # sigma_t = a sqrt(t / (1 - t)), after Eq. (9)
     # x (1 + sigma_t^2 dt / (2t)) + v (1 + sigma_t^2 (1 - t) / (2t)) dt: the paper's Euler-Maruyama
     # mean x + [v + sigma_t^2/(2t) (x + (1 - t) v)] dt with the x terms and the v terms collected.
     mean = x * (1 + std ** 2 / (2 * sigma) * dt) + velocity * (1 + std ** 2 * (1 - sigma) / (2 * sigma)) * dt
@@ -55,7 +55,7 @@ def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7, pr
         - torch.log(step_std)
         - 0.5 * math.log(2 * math.pi)
     )
-    return x_next, log_prob.sum(dim=tuple(range(1, x.ndim))), mean, std
+    return x_next, log_prob.reshape(x.shape[0], -1).sum(dim=1), mean, std  # sum over non-batch dims
 # --8<-- [end:sde_step]
 
 
@@ -64,7 +64,7 @@ import torch
 
 
 def paper_mean(velocity, x, t, dt, noise_level=0.7):
-    """The Euler-Maruyama mean as the paper writes it (Sec. 4.1, arXiv:2505.05470):
+    """The Euler-Maruyama mean as the paper writes it (Eq. (9), arXiv:2505.05470):
     x + [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt. Scalars t, dt."""
     sigma_t = noise_level * (t / (1 - t)) ** 0.5
     return x + (velocity + sigma_t ** 2 / (2 * t) * (x + (1 - t) * velocity)) * dt
@@ -101,6 +101,10 @@ def test_step_log_prob_matches_torch_distributions():
     out, lp, _, _ = sde_step_with_logprob(v, x, sigma, sigma_next, prev_sample=x_given)
     assert out is x_given
     torch.testing.assert_close(lp, dist.log_prob(x_given), atol=1e-10, rtol=0)
+    # x of shape (batch,): no non-batch dims, the log-prob stays per element, shape (batch,).
+    x1, lp1, mean1, _ = sde_step_with_logprob(v[:, 0, 0, 0], x[:, 0, 0, 0], sigma, sigma_next, noise=noise[:, 0, 0, 0])
+    assert lp1.shape == (6,)
+    torch.testing.assert_close(lp1, torch.distributions.Normal(mean1, scale[:, 0, 0, 0]).log_prob(x1), atol=1e-10, rtol=0)
 
 
 # --8<-- [start:note_formula]

@@ -22,7 +22,7 @@ def reward(x: torch.Tensor) -> torch.Tensor:
 
 
 def on_data_fraction(x: torch.Tensor, radius: float = 3 * MODE_STD) -> float:
-    """Share of samples within 3 mode standard deviations of one of the 8 modes (any mode)."""
+    """Share of samples within 3 mode standard deviations of one of the 8 modes (any mode). x: (n, 2)."""
     d2 = ((x[:, None, :].double() - MEANS) ** 2).sum(-1).min(1).values
     return (d2 < radius ** 2).double().mean().item()
 # --8<-- [end:reward]
@@ -63,15 +63,17 @@ from snippets.grpo.loss import clipped_surrogate
 def flow_grpo_loss(model, ref_model, states, nexts, old_logps, advantages, ts, *,
                    noise_level=0.7, clip_eps=0.2, beta=0.1):
     """Per-step clipped surrogate + beta * closed-form KL, averaged over the steps of a trajectory,
-    then over trajectories (the token-level GRPO aggregation with steps as tokens).
-    states, nexts: (B, S, 2); old_logps: (B, S); advantages: (B,); ts: (S + 2,) time grid."""
+    then over trajectories (Eq. (5), arXiv:2505.05470: steps play the role of tokens; every
+    trajectory has S steps, so this per-sequence mean equals the token-level mean).
+    states, nexts: (B, S, 2); old_logps: (B, S); advantages: (B,); ts: (S + 2,) time grid.
+    returns (scalar loss, mean per-step KL as a float)."""
     B, S, _ = states.shape
     t = ts[1:-1].repeat(B)  # (B * S,), row-major like states.reshape
     t_next = ts[2:].repeat(B)
     x, x_next = states.reshape(B * S, 2), nexts.reshape(B * S, 2)
     _, logps, mean, std = sde_step_with_logprob(model(x, t), x, t, t_next, noise_level=noise_level, prev_sample=x_next)
     with torch.no_grad():
-        _, _, ref_mean, _ = sde_step_with_logprob(ref_model(x, t), x, t, t_next, noise_level=noise_level)
+        _, _, ref_mean, _ = sde_step_with_logprob(ref_model(x, t), x, t, t_next, noise_level=noise_level, prev_sample=x_next)
     kl = step_kl(mean, ref_mean, std, t[:, None], t_next[:, None]).reshape(B, S)
     surrogate = clipped_surrogate(logps.reshape(B, S), old_logps, advantages, clip_eps)  # (B, S)
     return (-surrogate + beta * kl).mean(1).mean(), kl.mean().item()

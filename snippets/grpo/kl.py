@@ -70,21 +70,25 @@ def test_k3_variance_is_low_only_when_policies_are_close():
     assert v["k3"] > v["k1"], v
 
 
-def test_qualifies_k3_in_loss_gradient_is_reverse_kl():
-    # The k3 VALUE estimates KL(pi || pi_ref), but differentiated as a loss term on samples
-    # from pi, E_pi[grad k3] = sum_y pi_ref grad(-log pi) = grad KL(pi_ref || pi):
-    # the gradient of the REVERSE KL (Tang & Munos 2025, arXiv:2506.09477).
+def test_qualifies_k3_in_loss_minimises_kl_to_reference():
+    # Claim: putting k3 into the loss (Eq. (3), arXiv:2402.03300) minimises KL(pi || pi_ref).
     logp0, ref = _pair(3, scale=1.5)
+    p = logp0.exp()
+    # Holds for the VALUE: on samples y ~ pi, k3 is an unbiased estimate of KL(pi || pi_ref).
+    assert abs((p * k3_kl(logp0, ref)).sum() - exact_kl(logp0, ref)) < 1e-12
+    # Does not hold for the GRADIENT: differentiated as a loss term on samples from pi,
+    # E_pi[grad k3] = sum_y pi_ref grad(-log pi) = grad KL(pi_ref || pi), the KL with its
+    # arguments swapped (Tang & Munos 2025, arXiv:2506.09477). Convention: KL(pi || pi_ref)
+    # is the "reverse" (mode-seeking) KL, KL(pi_ref || pi) the "forward" (mass-covering) one.
     theta = logp0.clone().requires_grad_(True)  # logits of pi
     logp = torch.log_softmax(theta, -1)
-    p = logp.exp().detach()  # sampling distribution, not differentiated
-    (p * k3_kl(logp, ref)).sum().backward()  # E_{y~pi}[grad k3(y)]
+    (p * k3_kl(logp, ref)).sum().backward()  # E_{y~pi}[grad k3(y)], pi not differentiated as sampler
     g_k3 = theta.grad.clone()
     theta.grad = None
     exact_kl(torch.log_softmax(theta, -1), ref).backward()
-    g_forward = theta.grad.clone()
+    g_pi_ref = theta.grad.clone()  # grad KL(pi || pi_ref), what Eq. (3) writes
     theta.grad = None
     exact_kl(ref, torch.log_softmax(theta, -1)).backward()
-    g_reverse = theta.grad.clone()
-    torch.testing.assert_close(g_k3, g_reverse, atol=1e-12, rtol=0)
-    assert (g_k3 - g_forward).abs().max() > 1e-2, "should differ from grad KL(pi || pi_ref)"
+    g_ref_pi = theta.grad.clone()  # grad KL(pi_ref || pi)
+    torch.testing.assert_close(g_k3, g_ref_pi, atol=1e-12, rtol=0)
+    assert (g_k3 - g_pi_ref).abs().max() > 1e-2, "should differ from grad KL(pi || pi_ref)"

@@ -1,8 +1,10 @@
 """GRPO next to PPO: the same clipped importance-sampled surrogate, a different objective.
 
 PPO:  L^CLIP = E_t[ min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t) ]      # Eq. (7), arXiv:1707.06347
-PPO-RLHF puts the KL to pi_ref into the reward, r_t = r(q, o) - beta log(pi_old / pi_ref)
-(per token, as in Ouyang et al. 2022, arXiv:2203.02155, Eq. (2)), and a critic gives A_t via GAE.
+PPO-RLHF puts the KL to pi_ref into the reward, per token
+    r_t = r_phi(q, o_<=t) - beta log(pi_theta(o_t|q, o_<t) / pi_ref(o_t|q, o_<t))   # Eq. (2), arXiv:2402.03300
+with pi_theta evaluated at rollout time (= pi_old) and held constant; the sequence-level form is
+Eq. (2) of Ouyang et al. 2022, arXiv:2203.02155. A critic then gives A_t via GAE.
 GRPO keeps L^CLIP but takes A from the group and adds beta * k3 to the loss
 (Eq. (3), arXiv:2402.03300).
 """
@@ -59,8 +61,8 @@ def test_qualifies_grpo_is_ppo_with_same_objective():
     torch.testing.assert_close(per_token_loss(logps, old, ref, adv, beta=0.0), -ppo, atol=1e-12, rtol=0)
 
     # Does not hold: the KL sits elsewhere and pulls differently. On a categorical policy,
-    # the KL-in-reward gradient is beta * grad KL(pi || pi_ref) (forward), the k3-in-loss
-    # gradient is beta * grad KL(pi_ref || pi) (reverse). Both vanish at pi = pi_ref only.
+    # the KL-in-reward gradient is beta * grad KL(pi || pi_ref), the k3-in-loss gradient is
+    # beta * grad KL(pi_ref || pi) (arguments swapped). Both vanish at pi = pi_ref only.
     logits = 1.5 * torch.randn(8, generator=g, dtype=torch.float64)
     ref_logp = torch.log_softmax(1.5 * torch.randn(8, generator=g, dtype=torch.float64), -1)
     beta = 0.04

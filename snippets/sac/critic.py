@@ -2,7 +2,7 @@
 
 Given a batch (s, a, r, s', done) from the replay buffer:
   a' ~ pi(.|s')                        next action from the *current* policy
-  y  = r + gamma (1 - done) (Q_targ(s', a') - alpha log pi(a'|s'))   Eq. (3)+(2), arXiv:1812.05905
+  y  = r + gamma (1 - done) (Q_targ(s', a') - alpha log pi(a'|s'))   Eqs. (2), (3), (6), arXiv:1812.05905
   loss = sum_i mean_batch (Q_i(s, a) - y_i)^2                       Eq. (5), arXiv:1812.05905
 """
 

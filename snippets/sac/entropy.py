@@ -14,7 +14,7 @@ def gaussian_entropy(std):
     return (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum(-1)
 
 
-def mc_entropy(dist, num_samples, generator=None):
+def mc_entropy(dist, num_samples):
     """Monte Carlo entropy: H = E_{a~pi}[-log pi(a|s)] ~ -(1/N) sum_n log pi(a_n|s). -> (batch,)."""
     a = dist.rsample((num_samples,))                 # (N, batch, act_dim); rsample keeps the gradient path
     return -dist.log_prob(a).mean(0)

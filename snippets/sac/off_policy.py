@@ -11,16 +11,26 @@ def linear_actor(w, obs):
     return tanh_normal(w * obs, torch.full_like(obs, 0.5))
 
 
-def actor_gradient(w, obs, buffer_actions, q_fn, temperature=0.1, seed=0):
-    """Reparameterized actor loss on a buffer batch; buffer_actions are passed in but never read.
-
-    obs, buffer_actions: (batch, 1). returns dJ/dw (float).
-    """
+def actor_gradient(w, obs, q_fn, temperature=0.1, seed=0):
+    """Reparameterized actor loss on the buffer's states only. obs: (batch, 1). returns dJ_pi/dw (float)."""
     torch.manual_seed(seed)
     w = torch.tensor(w, requires_grad=True)
     dist = linear_actor(w, obs)
     a = dist.rsample()                                   # fresh action from the CURRENT policy
     loss = (temperature * dist.log_prob(a) - q_fn(obs, a)).mean()  # Eq. (9), arXiv:1812.05905
+    (g,) = torch.autograd.grad(loss, w)
+    return g.item()
+
+
+def score_function_gradient(w, obs, actions, q_fn):
+    """d/dw of -mean(log pi_w(a|s) Q(s, a)) for GIVEN actions (batch, 1), no importance weights.
+
+    Unbiased for dJ/dw (temperature 0) only if the actions were drawn from pi_w itself.
+    """
+    w = torch.tensor(w, requires_grad=True)
+    dist = linear_actor(w, obs)
+    # grad J = E_{a~pi_w}[grad log pi_w(a|s) Q(s,a)]: the expectation is under the current policy
+    loss = -(dist.log_prob(actions) * q_fn(obs, actions)).mean()
     (g,) = torch.autograd.grad(loss, w)
     return g.item()
 # --8<-- [end:actor_reads_states_only]
@@ -57,7 +67,7 @@ import torch
 
 
 def soft_bellman_operator(q, reward, transition, pi, *, gamma, alpha):
-    """(T^pi Q)(s,a) = r(s,a) + gamma E_{s'}[E_{a'~pi}[Q(s',a') - alpha log pi(a'|s')]].  Eq. (2), arXiv:1801.01290
+    """(T^pi Q)(s,a) = r(s,a) + gamma E_{s'}[E_{a'~pi}[Q(s',a') - alpha log pi(a'|s')]].  Eqs. (2)-(3), arXiv:1812.05905
 
     q, reward: (S, A); transition: (S, A, S) probabilities; pi: (S, A). returns (S, A).
     """
@@ -93,18 +103,28 @@ def test_qualifies_actor_update_is_on_policy():
     def q_fn(s, a):  # a fixed critic that prefers a = 0.5 s
         return -((a - 0.5 * s) ** 2).squeeze(-1)
 
-    obs = torch.randn(512, 1)
-    # Holds: the actions in the batch never enter the actor's loss. Any buffer actions, same gradient:
-    g1 = actor_gradient(1.0, obs, torch.zeros(512, 1), q_fn)
-    g2 = actor_gradient(1.0, obs, torch.rand(512, 1) * 2 - 1, q_fn)
-    assert g1 == g2
+    # Holds: over ACTIONS the actor's objective is an expectation under the current policy, and that is
+    # what it samples. On 100k buffer states (w = 1, temperature 0), the reparameterized gradient agrees with
+    # the score-function estimate on fresh current-policy actions (its standard error here is about 0.002).
+    g = torch.Generator().manual_seed(1)  # not 0: actor_gradient seeds the global RNG with 0 for its eps
+    n = 100_000
+    states = torch.randn(n, 1, generator=g)
+    g_actor = actor_gradient(1.0, states, q_fn, temperature=0.0)
+    fresh_actions = torch.tanh(1.0 * states + 0.5 * torch.randn(n, 1, generator=g))   # a ~ pi_w(.|s), w = 1
+    g_fresh = score_function_gradient(1.0, states, fresh_actions, q_fn)
+    assert abs(g_actor - g_fresh) < 0.01, (g_actor, g_fresh)
+    # Reusing the buffer's actions instead (drawn by an older policy, w = -1) without importance weights
+    # estimates a different vector altogether: the actor must sample its own actions.
+    buffer_actions = torch.tanh(-1.0 * states + 0.5 * torch.randn(n, 1, generator=g))
+    g_buffer = score_function_gradient(1.0, states, buffer_actions, q_fn)
+    assert abs(g_buffer - g_actor) > 1.0, (g_buffer, g_actor)
     # Does not hold: the STATES come from the buffer, i.e. from the mixture of old policies' visitation,
     # not from the current policy's own state distribution. Change where the states come from,
     # the update changes: it is not the on-policy gradient of J(pi).
     old_policy_states = 2.0 + 0.3 * torch.randn(512, 1)   # e.g. where an older policy used to go
     current_policy_states = 0.3 * torch.randn(512, 1)
-    g_old = actor_gradient(1.0, old_policy_states, None, q_fn)
-    g_now = actor_gradient(1.0, current_policy_states, None, q_fn)
+    g_old = actor_gradient(1.0, old_policy_states, q_fn)
+    g_now = actor_gradient(1.0, current_policy_states, q_fn)
     assert abs(g_old - g_now) > 0.1, (g_old, g_now)
 
 

@@ -4,7 +4,7 @@
 
 The pieces come from the other modules of this topic: tanh_normal (the policy's distribution),
 soft_td_target and double_q_loss (the critic), soft_update (the target critics).
-Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning (Sec. 5, Eq. (18)).
+Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning (derived in Sec. 5, Eq. (18) in Sec. 6).
 """
 
 # --8<-- [start:networks]
@@ -134,6 +134,7 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
     critics.requires_grad_(True)
 
     # Temperature: J(alpha) = E[-alpha log pi(a|s) - alpha H_target]   Eq. (18), arXiv:1812.05905
+    # optimised in log alpha (softlearning's form): d/dlog_alpha = -(log pi + H_target), same sign as dJ/dalpha
     alpha_loss = -(log_alpha * (log_prob.detach() + cfg["target_entropy"])).mean()
     opts["alpha"].zero_grad(set_to_none=True)
     alpha_loss.backward()

@@ -53,8 +53,8 @@ def policy_iteration(alpha, gamma, backup_entropy, iterations=50):
             for a, s2 in enumerate(nxt[s]):
                 if s2 is not None:
                     v = entropy_augmented_value(q[s2], pi[s2], alpha) if backup_entropy else (pi[s2] * q[s2]).sum()
-                    q[s][a] += gamma * v  # soft Bellman backup, Eq. (2), arXiv:1801.01290
-        pi = {s: soft_policy(q[s], alpha) for s in q}  # pi_new = argmin KL(pi || exp(Q/alpha)/Z), Eq. (4)
+                    q[s][a] += gamma * v  # soft Bellman backup, Eq. (2), arXiv:1812.05905
+        pi = {s: soft_policy(q[s], alpha) for s in q}  # pi_new = argmin KL(pi || exp(Q/alpha)/Z), Eq. (4), same paper
     return q, pi
 
 
