@@ -90,13 +90,19 @@ def test_k3_is_formula():
     assert torch.equal(k3_kl(lp, lp), torch.zeros_like(lp))
 
 
-def test_grpo_loss_matches_explicit_loops():
-    g = torch.Generator().manual_seed(1)
-    B, T = 4, 6
-    lp = -torch.rand(B, T, generator=g, dtype=torch.float64)
-    old = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    ref = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+def random_token_batch(B: int, T: int, seed: int):
+    """Test data: per-token log-probs of the policy, old policy and reference, (B, T), and advantages (B,)."""
+    g = torch.Generator().manual_seed(seed)
+    logps = -torch.rand(B, T, generator=g, dtype=torch.float64)
+    old = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    ref = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
     adv = torch.randn(B, generator=g, dtype=torch.float64)
+    return logps, old, ref, adv
+
+
+def test_grpo_loss_matches_explicit_loops():
+    B, T = 4, 6
+    lp, old, ref, adv = random_token_batch(B, T, seed=1)
     mask = torch.ones(B, T)
     mask[0, 4:] = 0
     mask[2, 1:] = 0

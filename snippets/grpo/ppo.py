@@ -47,14 +47,10 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
 
 
 def test_qualifies_grpo_is_ppo_with_same_objective():
-    from snippets.grpo.loss import clipped_surrogate, per_token_loss
+    from snippets.grpo.loss import clipped_surrogate, per_token_loss, random_token_batch
 
-    g = torch.Generator().manual_seed(0)
     B, T = 6, 5
-    logps = -torch.rand(B, T, generator=g, dtype=torch.float64)
-    old = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    ref = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    logps, old, ref, adv = random_token_batch(B, T, seed=0)
     # Holds: importance ratio + clipping are PPO's, token for token.
     ppo = ppo_clip_objective(torch.exp(logps - old), adv.unsqueeze(1).expand(B, T))
     torch.testing.assert_close(clipped_surrogate(logps, old, adv), ppo, atol=1e-12, rtol=0)
@@ -63,6 +59,7 @@ def test_qualifies_grpo_is_ppo_with_same_objective():
     # Does not hold: the KL sits elsewhere and pulls differently. On a categorical policy,
     # the KL-in-reward gradient is beta * grad KL(pi || pi_ref), the k3-in-loss gradient is
     # beta * grad KL(pi_ref || pi) (arguments swapped). Both vanish at pi = pi_ref only.
+    g = torch.Generator().manual_seed(0)
     logits = 1.5 * torch.randn(8, generator=g, dtype=torch.float64)
     ref_logp = torch.log_softmax(1.5 * torch.randn(8, generator=g, dtype=torch.float64), -1)
     beta = 0.04
