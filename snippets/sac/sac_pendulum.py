@@ -226,9 +226,11 @@ def main():
     p.add_argument("--total-steps", type=int, default=20000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--hidden", type=int, default=128, help="width of the two hidden layers")
+    p.add_argument("--tau", type=float, default=0.005, help="target-critic Polyak rate; 1.0 = no target network")
     p.add_argument("--csv", help="append rows (steps, seed, eval_return) to this CSV file")
     args = p.parse_args()
-    out = train(seed=args.seed, total_steps=args.total_steps, eval_every=args.eval_every, hidden=args.hidden)
+    out = train(seed=args.seed, total_steps=args.total_steps, eval_every=args.eval_every, hidden=args.hidden,
+                tau=args.tau)
     final = out["curve"][-1][1]
     print(f"seed {args.seed}: final eval return {final:.1f} after {args.total_steps} steps, "
           f"{out['seconds']:.0f}s wall time")
