@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from kb import vendor
-from kb.journal import JournalError, new_note, parse_date
+from kb.journal import JournalError, check_topics, new_note, parse_date, post_path
 from kb.project import DOCS, allowed_topics, rel
 
 
@@ -28,8 +28,7 @@ def _read_body(args) -> str:
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
         if not editor:
             raise JournalError("--edit needs $EDITOR (or $VISUAL) to be set")
-        with tempfile.NamedTemporaryFile("w+", suffix=".md", encoding="utf-8", delete=False) as f:
-            f.write("")
+        with tempfile.NamedTemporaryFile("w", suffix=".md", encoding="utf-8", delete=False) as f:
             draft = Path(f.name)
         try:
             code = subprocess.call([*shlex.split(editor), str(draft)])
@@ -50,8 +49,6 @@ def cmd_new(args) -> int:
     try:
         day = parse_date(args.date)
         allowed = allowed_topics(root / "mkdocs.yml")
-        from kb.journal import check_topics, post_path
-
         check_topics(args.topic, allowed)
         post_path(posts, journal, day)  # refuse before asking for text
         body = _read_body(args)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -334,9 +333,3 @@ class KnowledgeBase:
                 out.setdefault(b.get("test"), []).append(b)
         return out
 
-
-def post_date(page: Page) -> date | None:
-    d = page.meta.get("date")
-    if isinstance(d, dict):
-        d = d.get("created")
-    return d if isinstance(d, date) else None

@@ -56,11 +56,13 @@ def _stamp(dest: Path, pkg: Package) -> Path:
     return dest / pkg.name / ".version"
 
 
+def _current(dest: Path, pkg: Package) -> bool:
+    stamp = _stamp(dest, pkg)
+    return stamp.is_file() and stamp.read_text() == pkg.version
+
+
 def is_installed(docs_dir: Path) -> bool:
-    dest = vendor_dir(docs_dir)
-    return all(
-        _stamp(dest, p).is_file() and _stamp(dest, p).read_text() == p.version for p in PACKAGES
-    )
+    return all(_current(vendor_dir(docs_dir), p) for p in PACKAGES)
 
 
 def _check_integrity(data: bytes, pkg: Package) -> None:
@@ -74,8 +76,7 @@ def install(docs_dir: Path, *, log=print) -> None:
     """Download and unpack every pinned package that is missing or outdated."""
     dest = vendor_dir(docs_dir)
     for pkg in PACKAGES:
-        stamp = _stamp(dest, pkg)
-        if stamp.is_file() and stamp.read_text() == pkg.version:
+        if _current(dest, pkg):
             continue
         log(f"kb assets: fetching {pkg.name}@{pkg.version} from {REGISTRY}")
         with urllib.request.urlopen(pkg.url, timeout=120) as response:
@@ -93,4 +94,4 @@ def install(docs_dir: Path, *, log=print) -> None:
                 out = target / inner.removeprefix("dist/")
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(tar.extractfile(member).read())
-        stamp.write_text(pkg.version)
+        _stamp(dest, pkg).write_text(pkg.version)
