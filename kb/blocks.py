@@ -27,7 +27,9 @@ HEADER = re.compile(
 )
 FENCE = re.compile(r"^[ ]*(?P<fence>`{3,}|~{3,})")
 KEY_LINE = re.compile(r"^(?P<key>[a-z]+):[ ]*(?P<value>.*?)[ ]*$")
-REF = re.compile(r'^(?P<post>\d{8})[ ]+"(?P<fragment>[^"]+)"$')
+# `20251231 "fragment" qualified`: a post, an exact fragment of one of its lines,
+# and the verdict on that line of the learner's (verified/refuted/qualified/answered).
+REF = re.compile(r'^(?P<post>\d{8})[ ]+"(?P<fragment>[^"]+)"(?:[ ]+(?P<verdict>[a-z]+))?$')
 
 
 @dataclass
