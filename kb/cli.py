@@ -1,9 +1,13 @@
-"""The ``kb`` command: add a journal note, list open questions and claims, fetch assets.
+"""The ``kb`` command: the learner's tools, acting on the project you are in.
 
-    kb new [--date YYYY-MM-DD] [--topic SAC ...] [-m TEXT | --edit]
-    kb questions            open questions, as file:line for the terminal
-    kb claims               every claim with its status, as file:line
-    kb assets               fetch KaTeX and Mermaid from the npm registry
+    kb new [--date YYYY-MM-DD] [--topic T ...] [-m TEXT | --edit]   add a note to the journal
+    kb questions [--all]                                             open questions, as file:line
+    kb claims                                                        every claim and its status, as file:line
+    kb assets                                                        fetch KaTeX and Mermaid (npm registry)
+
+The project is the folder holding mkdocs.yml, found from the current directory
+upward (or --root). A refusal is one line naming the file (and line), exit 2,
+and nothing is lost: a note that could not be added is saved and its path printed.
 """
 
 from __future__ import annotations
@@ -11,59 +15,114 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from kb import vendor
-from kb.journal import JournalError, check_topics, new_note, parse_date, post_path
-from kb.project import DOCS, allowed_topics, rel
+from kb.project import KbError, Project
+
+EXIT_REFUSED = 2
 
 
-def _read_body(args) -> str:
+def _project(args) -> Project:
+    root = getattr(args, "root", None)
+    if root:
+        path = Path(root)
+        config = path if path.name.endswith((".yml", ".yaml")) else path / "mkdocs.yml"
+        if not config.is_file():
+            raise KbError(f"{path}: no mkdocs.yml there (--root names a Learning Notes project)")
+        return Project.at(config)
+    return Project.find()
+
+
+# ---- kb new ------------------------------------------------------------------------------
+
+
+class Typed:
+    """The note's text, and whether losing it would lose the learner's typing."""
+
+    def __init__(self, text: str | bytes, precious: bool, refused: str = ""):
+        self.text, self.precious, self.refused = text, precious, refused
+
+
+def _editor_command() -> list[str]:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if not editor or not editor.strip():
+        raise KbError("--edit needs $EDITOR (or $VISUAL) to be set, e.g. export EDITOR=nano")
+    try:
+        argv = shlex.split(editor)
+    except ValueError as e:
+        raise KbError(f"$EDITOR cannot be read as a command ({e}): {editor!r}") from None
+    if not argv or shutil.which(argv[0]) is None:
+        raise KbError(f"$EDITOR names a program that is not there: {argv[0] if argv else editor!r}")
+    return argv
+
+
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise KbError(f"{where}: the note is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def _read_body(args) -> Typed:
     if args.message is not None:
-        return args.message
+        return Typed(args.message, precious=False)
     if args.edit:
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
-        if not editor:
-            raise JournalError("--edit needs $EDITOR (or $VISUAL) to be set")
-        with tempfile.NamedTemporaryFile("w", suffix=".md", encoding="utf-8", delete=False) as f:
-            draft = Path(f.name)
+        argv = _editor_command()  # refused before anything is typed
+        fd, name = tempfile.mkstemp(prefix="kb-note-", suffix=".md")
+        os.close(fd)
+        draft = Path(name)
         try:
-            code = subprocess.call([*shlex.split(editor), str(draft)])
-            if code != 0:
-                raise JournalError(f"editor exited with status {code}; nothing written")
-            return draft.read_text(encoding="utf-8")
+            code = subprocess.call([*argv, str(draft)])
+            data = draft.read_bytes()
         finally:
             draft.unlink(missing_ok=True)
-    if not sys.stdin.isatty():
-        return sys.stdin.read()
-    raise JournalError("no note given: use -m TEXT, --edit, or pipe the text on stdin")
+        if code != 0 and not data.strip():
+            raise KbError(f"the editor exited with status {code}; nothing written")
+        return Typed(data, precious=True, refused=f"the editor exited with status {code}" if code else "")
+    if sys.stdin is None or sys.stdin.isatty():
+        raise KbError("no note given: use -m TEXT, --edit, or pipe the text on stdin")
+    return Typed(sys.stdin.buffer.read(), precious=True)
 
 
 def cmd_new(args) -> int:
-    root = Path(args.root).resolve()
-    journal = root / "docs" / "journal"
-    posts = Path(args.posts_dir).resolve() if args.posts_dir else journal / "posts"
+    from kb.journal import Journal, parse_date, recovery_file
+
+    project = _project(args)
+    journal_dir = project.docs_dir / project.blog_dir
+    posts = Path(args.posts_dir).absolute() if args.posts_dir else project.posts_dir
+    journal = Journal(posts, journal_dir, project.allowed_topics, shown=project.rel)
+    day = parse_date(args.date)
+    journal.check(day, args.topic)  # everything that can be refused, before the note is typed
+    typed = _read_body(args)
     try:
-        day = parse_date(args.date)
-        allowed = allowed_topics(root / "mkdocs.yml")
-        check_topics(args.topic, allowed)
-        post_path(posts, journal, day)  # refuse before asking for text
-        body = _read_body(args)
-        result = new_note(posts, journal, day=day, topics=args.topic, body=body, allowed=allowed)
-    except JournalError as e:
-        print(f"kb new: error: {e}", file=sys.stderr)
-        return 2
-    print(result.path)
+        if typed.refused:
+            raise KbError(f"{typed.refused}; nothing written")
+        body = _decode(typed.text, "the note") if isinstance(typed.text, bytes) else typed.text
+        result = journal.add(day, args.topic, body)
+    except KbError as e:
+        if typed.precious and typed.text.strip():
+            saved = recovery_file(project.root, typed.text, day)
+            raise KbError(f"{e}; your note is kept in {saved}") from None
+        raise
+    print(project.rel(result.path))
     return 0
 
 
-def cmd_questions(args) -> int:
-    from kb.knowledge import KnowledgeBase
+# ---- listings --------------------------------------------------------------------------------
 
-    kb = KnowledgeBase()
+
+def _model(args):
+    from kb.model import KnowledgeBase
+
+    return KnowledgeBase.load(_project(args))
+
+
+def cmd_questions(args) -> int:
+    kb = _model(args)
     qs = [q for q in kb.questions if args.all or not q.answered]
     for q in qs:
         state = "" if not args.all else ("[answered] " if q.answered else "[open] ")
@@ -73,48 +132,82 @@ def cmd_questions(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from kb.knowledge import KnowledgeBase
-
-    kb = KnowledgeBase()
-    errors = kb.errors()
-    for b in kb.claims:
-        print(f"{b.where}: [{b.get('status')}] {b.get('id')}: {b.title}")
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def cmd_assets(args) -> int:
-    vendor.install(DOCS)
-    print(rel(vendor.vendor_dir(DOCS)))
+    kb = _model(args)
+    for c in kb.claims:
+        print(f"{c.where}: [{c.status.key}] {c.id}: {c.title}")
+    kb.check()
     return 0
 
 
+def cmd_assets(args) -> int:
+    from kb import vendor
+
+    project = _project(args)
+    vendor.install(project.docs_dir)
+    print(project.rel(vendor.vendor_dir(project.docs_dir)))
+    return 0
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", help="the project folder (default: found from the current directory)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    n = sub.add_parser("new", help="add a note: create the day's journal post, or append a section to it",
+                       description="Add a note to the journal: create the day's post, or append a section to it.")
+    n.add_argument("--date", help="YYYY-MM-DD (default: today)")
+    n.add_argument("--topic", action="append", default=[], metavar="TOPIC",
+                   help="a journal category; repeatable (the topics are listed below)")
+    n.add_argument("-m", "--message", help="the note's text (else --edit, else stdin)")
+    n.add_argument("--edit", action="store_true", help="write the note in $EDITOR")
+    n.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    n.add_argument("--posts-dir", help="journal posts folder (must lie inside the journal)")
+    n.set_defaults(func=cmd_new)
+
+    q = sub.add_parser("questions", help="print open questions as file:line")
+    q.add_argument("--all", action="store_true", help="answered ones too")
+    q.set_defaults(func=cmd_questions)
+
+    c = sub.add_parser("claims", help="print every claim and its status as file:line")
+    c.set_defaults(func=cmd_claims)
+
+    a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
+    a.set_defaults(func=cmd_assets)
+    return p
+
+
+def _topics_epilog(argv: list[str]) -> str:
+    """The allowed topics, read from the project's mkdocs.yml (for `kb new --help`)."""
+    try:
+        root = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--root"), None)
+        project = Project.at(Path(root) / "mkdocs.yml") if root else Project.find()
+        return "topics: " + ", ".join(f"'{t}'" for t in project.allowed_topics)
+    except KbError as e:
+        return f"topics: (unknown here: {e})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("new", help="create today's (or --date's) journal post, or append a section to it")
-    p.add_argument("--date", help="YYYY-MM-DD (default: today)")
-    p.add_argument("--topic", action="append", default=[], help="a journal category; repeatable")
-    p.add_argument("-m", "--message", help="the note's text (else --edit or stdin)")
-    p.add_argument("--edit", action="store_true", help="write the note in $EDITOR")
-    p.add_argument("--root", default=str(DOCS.parent), help=argparse.SUPPRESS)
-    p.add_argument("--posts-dir", help="journal posts directory (must lie inside docs/journal)")
-    p.set_defaults(func=cmd_new)
-
-    p = sub.add_parser("questions", help="print open questions as file:line")
-    p.add_argument("--all", action="store_true", help="answered ones too")
-    p.set_defaults(func=cmd_questions)
-
-    p = sub.add_parser("claims", help="print every claim and its status as file:line")
-    p.set_defaults(func=cmd_claims)
-
-    p = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
-    p.set_defaults(func=cmd_assets)
-
-    args = parser.parse_args(argv)
-    return args.func(args)
+    argv = sys.argv[1:] if argv is None else argv
+    p = parser()
+    if "new" in argv and ("-h" in argv or "--help" in argv):
+        p._subparsers._group_actions[0].choices["new"].epilog = _topics_epilog(argv)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except KbError as e:
+        for line in str(e).split("\n"):
+            print(f"kb {args.command}: error: {line}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print(f"kb {args.command}: interrupted; nothing written", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"kb {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 if __name__ == "__main__":

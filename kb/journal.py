@@ -1,10 +1,13 @@
-"""Append a dated note to the journal, safely.
+"""Append a dated note to the journal without ever losing one.
 
-A day's post is ``docs/journal/posts/YYYY-MM-DD.md``. Creating writes front
-matter (date, slug, categories) and the heading ``# YYYYMMDD``; if the post
-exists, the note becomes a new section at its end. Nothing is ever
-overwritten: the new file must start with the old one's body, and it is
-written to a temporary file and renamed over the old one in one step.
+A day's post is ``<posts>/YYYY-MM-DD.md``. Creating writes front matter (date,
+slug, categories) and the heading ``# YYYYMMDD``; if the post exists, the note
+becomes a new section at its end. Every change happens under one lock for the
+whole journal, re-reads the post under that lock, writes a temporary file in
+the same folder, fsyncs it and renames it over the post, so that concurrent
+``kb new`` runs (two terminals, an editor plugin, a script) all keep their
+notes. The existing text is never rewritten: the new file must start with the
+old one's body, and front matter edits touch only the ``categories`` line(s).
 """
 
 from __future__ import annotations
@@ -13,16 +16,22 @@ import datetime as dt
 import difflib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import frontmatter
 import yaml
+from filelock import FileLock, Timeout
 
-from kb.project import allowed_topics
+from kb import sources
+from kb.project import KbError, SourceError
 
-class JournalError(Exception):
+LOCK_NAME = ".kb-journal.lock"  # hidden: MkDocs leaves dot files out of the site
+LOCK_TIMEOUT = 60.0
+
+
+class JournalError(KbError):
     """A refused request: nothing was written."""
 
 
@@ -52,86 +61,198 @@ def check_topics(topics: list[str], allowed: list[str]) -> list[str]:
     return list(dict.fromkeys(topics))
 
 
-def post_path(posts_dir: Path, journal_dir: Path, day: dt.date) -> Path:
-    path = (posts_dir / f"{day.isoformat()}.md").resolve()
-    if not path.is_relative_to(journal_dir.resolve()):
-        raise JournalError(f"refusing to write {path}: it is outside the journal ({journal_dir})")
-    return path
+class Journal:
+    """The journal's posts folder, and the one safe way to add to it."""
 
+    def __init__(self, posts_dir: Path, journal_dir: Path, allowed: list[str], shown=str):
+        self.posts = Path(posts_dir)
+        self.journal = Path(journal_dir)
+        self.allowed = allowed
+        self.shown = shown  # how a path is named in messages
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def path(self, day: dt.date) -> Path:
+        path = self.posts / f"{day.isoformat()}.md"
+        if not self.posts.resolve().is_relative_to(self.journal.resolve()):
+            raise JournalError(f"refusing to write into {self.posts}: it is outside the journal ({self.shown(self.journal)})")
+        if not self.posts.is_dir():
+            raise JournalError(f"{self.shown(self.posts)}: the journal folder does not exist")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise JournalError(f"{self.shown(path)}: not a regular file (kb new only writes plain posts)")
+        if not os.access(self.posts, os.W_OK | os.X_OK):
+            raise JournalError(f"{self.shown(self.posts)}: the folder is not writable")
+        if path.exists() and not os.access(path, os.R_OK):
+            raise JournalError(f"{self.shown(path)}: the post is not readable")
+        return path
 
+    def check(self, day: dt.date, topics: list[str]) -> None:
+        """Everything that can be refused before the note is written (so that --edit asks first)."""
+        check_topics(topics, self.allowed)
+        path = self.path(day)
+        if path.exists():
+            self._plan(path, sources.read_text(path, self.shown(path)), topics)
 
-def _front_matter(day: dt.date, slug: str, topics: list[str]) -> str:
-    meta = {"date": day, "slug": slug, "categories": topics}
-    return "---\n" + yaml.safe_dump(meta, allow_unicode=True, sort_keys=False) + "---\n"
-
-
-def new_note(
-    posts_dir: Path,
-    journal_dir: Path,
-    *,
-    day: dt.date,
-    topics: list[str],
-    body: str,
-    allowed: list[str] | None = None,
-    now: dt.datetime | None = None,
-) -> Result:
-    """Create the day's post, or append a section to it. Raises JournalError, writing nothing."""
-    topics = check_topics(topics, allowed if allowed is not None else allowed_topics())
-    if not body.strip():
-        raise JournalError("empty note: nothing to write")
-    path = post_path(posts_dir, journal_dir, day)
-    slug = day.strftime("%Y%m%d")
-    if not path.exists():
-        if not path.parent.is_dir():
-            raise JournalError(f"journal directory {path.parent} does not exist")
-        text = _front_matter(day, slug, topics) + f"# {slug}\n\n" + body.rstrip("\n") + "\n"
-        # O_EXCL: if someone created the post meanwhile, fail rather than overwrite it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+    def add(self, day: dt.date, topics: list[str], body: str, now: dt.datetime | None = None) -> Result:
+        """Create the day's post, or append a section to it. Raises JournalError, writing nothing."""
+        topics = check_topics(topics, self.allowed)
+        if not body.strip():
+            raise JournalError("empty note: nothing to write")
+        path = self.path(day)
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise JournalError(f"{path} appeared while writing; nothing changed") from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return Result(path, created=True)
+            with FileLock(str(self.posts / LOCK_NAME), timeout=LOCK_TIMEOUT):
+                return self._add_locked(path, day, topics, body, now)
+        except Timeout:
+            raise JournalError(f"{self.shown(self.posts)}: another kb new held the journal for {LOCK_TIMEOUT:g} s; "
+                               "nothing written, try again") from None
+        except PermissionError as e:
+            raise JournalError(f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written") from None
 
-    old = path.read_text(encoding="utf-8")
-    lines = old.split("\n")
-    if not lines or lines[0].strip() != "---":
-        raise JournalError(f"{path}:1: the post has no front matter (expected '---'); nothing changed")
-    end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
-    if end is None:
-        raise JournalError(f"{path}:1: front matter is not closed by '---'; nothing changed")
-    try:
-        meta = frontmatter.loads(old).metadata
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 2 if mark else 1
-        raise JournalError(f"{path}:{line}: front matter is not valid YAML ({e.__class__.__name__}); nothing changed") from None
-    categories = list(meta.get("categories") or [])
-    missing = [t for t in topics if t not in categories]
-    head = "\n".join(lines[: end + 1])
-    if missing:
-        # Only the category list changes; the body is kept byte for byte.
-        meta["categories"] = categories + missing
-        head = "---\n" + yaml.safe_dump(dict(meta), allow_unicode=True, sort_keys=False) + "---"
-    stamp = (now or dt.datetime.now()).strftime("%H:%M")
-    body_old = "\n".join(lines[end + 1:])
-    section = f"\n\n## 补充 {stamp}\n\n" + body.rstrip("\n") + "\n"
-    new = head + "\n" + body_old.rstrip("\n") + section
-    _atomic_write(path, new)
-    return Result(path, created=False)
+    # ---- under the lock --------------------------------------------------------------
+    def _add_locked(self, path: Path, day: dt.date, topics: list[str], body: str, now: dt.datetime | None) -> Result:
+        note = body.rstrip("\n") + "\n"
+        if not path.exists():
+            slug = day.strftime("%Y%m%d")
+            meta = yaml.safe_dump({"date": day, "slug": slug, "categories": topics}, allow_unicode=True,
+                                  sort_keys=False, default_flow_style=False)
+            self._write(path, f"---\n{meta}---\n# {slug}\n\n{note}", mode=None)
+            return Result(path, created=True)
+        old = sources.read_text(path, self.shown(path))  # re-read under the lock
+        head, body_old = self._plan(path, old, topics)
+        stamp = (now or dt.datetime.now()).strftime("%H:%M")
+        gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
+        new = head + body_old + gap + f"## 补充 {stamp}\n\n" + note
+        assert new[len(head):].startswith(body_old)  # the learner's text is a prefix, byte for byte
+        self._write(path, new, mode=stat.S_IMODE(path.stat().st_mode))
+        return Result(path, created=False)
+
+    def _plan(self, path: Path, text: str, topics: list[str]) -> tuple[str, str]:
+        """(new front matter text, old body) for an append; refuses a post it cannot edit safely."""
+        shown = self.shown(path)
+        m = sources.YAML_RE.match(text)
+        if not m:
+            raise JournalError(f"{shown}:1: the post has no front matter closed by '---' or '...'; nothing written")
+        doc = sources.read_document(text, shown)  # refuses invalid YAML, lists, ... with file:line
+        head, body = text[: m.end()], text[m.end():]
+        missing = [t for t in topics if t not in _categories(doc.meta, shown)]
+        if missing:
+            head = add_categories(head, missing, shown)
+        return head, body
+
+    def _write(self, path: Path, text: str, mode: int | None) -> None:
+        """Write through a temporary file in the same folder: fsync, rename, fsync the folder."""
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.posts)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+                f.flush()
+                os.fchmod(f.fileno(), mode)
+                os.fsync(f.fileno())
+            if path.exists():
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # never replaces: a post that appeared meanwhile stays
+                os.unlink(tmp)
+        except FileExistsError:
+            Path(tmp).unlink(missing_ok=True)
+            raise JournalError(f"{self.shown(path)} appeared while writing; nothing changed") from None
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise JournalError(f"{self.shown(path)}: could not write ({e.strerror or e}); the post is unchanged") from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.posts, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _categories(meta: dict, shown: str) -> list[str]:
+    cats = meta.get("categories")
+    if cats is None:
+        return []
+    if isinstance(cats, str):
+        return [cats]
+    if isinstance(cats, list) and all(isinstance(c, str) for c in cats):
+        return cats
+    raise JournalError(f"{shown}: categories must be a topic or a list of topics; nothing written")
+
+
+CATEGORIES_KEY = re.compile(r"^categories[ \t]*:(?P<rest>.*)$")
+LIST_ITEM = re.compile(r"^(?P<indent>[ \t]*)-([ \t]|$)")
+
+
+def add_categories(head: str, topics: list[str], shown: str) -> str:
+    """Front matter text with ``topics`` added to its categories, everything else byte for byte.
+
+    The list keeps its form: a block list gets new ``- item`` lines like its
+    own, a flow list gets new items before ``]``, a single scalar becomes a
+    flow list, a missing key is added before the closing line.
+    """
+    lines = head.split("\n")  # head ends with "\n": the last element is ""
+    close = len(lines) - 2  # the closing '---' / '...'
+    key = next((i for i in range(1, close) if CATEGORIES_KEY.match(lines[i])), None)
+    quoted = [_yaml_scalar(t) for t in topics]
+    if key is None:
+        lines[close:close] = ["categories:", *(f"  - {q}" for q in quoted)]
+    else:
+        rest = CATEGORIES_KEY.match(lines[key]).group("rest")
+        value, comment = _split_comment(rest)
+        if not value.strip():  # a block list (or nothing yet): items on the lines below
+            end = key + 1
+            while end < close and lines[end].startswith((" ", "\t", "-")):
+                end += 1
+            first = next((m for j in range(key + 1, end) if (m := LIST_ITEM.match(lines[j]))), None)
+            indent = first.group("indent") if first else "  "
+            lines[end:end] = [f"{indent}- {q}" for q in quoted]
+        elif value.strip().startswith("["):
+            inner = value.strip()
+            if not inner.endswith("]"):
+                raise JournalError(f"{shown}:{key + 1}: a multi-line [..] category list cannot be edited safely; "
+                                   "add the topic by hand; nothing written")
+            body = inner[1:-1].strip()
+            new = f"[{body}{', ' if body else ''}{', '.join(quoted)}]"
+            lines[key] = f"categories:{rest[: len(rest) - len(rest.lstrip())]}{new}{comment}"
+        else:  # one scalar topic
+            lines[key] = f"categories: [{value.strip()}, {', '.join(quoted)}]{comment}"
+    new = "\n".join(lines)
+    before, after = yaml.safe_load(_yaml_part(head)) or {}, yaml.safe_load(_yaml_part(new))
+    expected = dict(before)
+    expected["categories"] = _categories(before, shown) + topics
+    if after != expected:
+        raise JournalError(f"{shown}: could not add {', '.join(topics)} to the categories without touching "
+                           "anything else; add them by hand; nothing written")
+    return new
+
+
+def _yaml_part(head: str) -> str:
+    return head.split("\n", 1)[1].rsplit("\n", 2)[0] + "\n"
+
+
+def _split_comment(rest: str) -> tuple[str, str]:
+    m = re.search(r"[ \t]+#.*$", rest)
+    return (rest[: m.start()], rest[m.start():]) if m else (rest, "")
+
+
+def _yaml_scalar(text: str) -> str:
+    dumped = yaml.safe_dump(text, default_flow_style=True, allow_unicode=True).strip()
+    return dumped.removesuffix("\n...").removesuffix("...").strip()
+
+
+def recovery_file(root: Path, text: str | bytes, day: dt.date) -> Path:
+    """Keep a typed note that could not be added: in the project's .kb/recovered/ (or the temp folder)."""
+    name = f"{day.isoformat()}-{dt.datetime.now().strftime('%H%M%S')}-{os.getpid()}.md"
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    for folder in (root / ".kb" / "recovered", Path(tempfile.gettempdir()) / "kb-recovered"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / name
+            path.write_bytes(data)
+            return path
+        except OSError:
+            continue
+    raise SourceError(name, None, "could not save the note anywhere (disk full?)")

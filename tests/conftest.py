@@ -1,10 +1,12 @@
-"""Shared fixtures: the built site, a served copy of it, a scratch copy of the project."""
+"""Shared fixtures: the project under test, its site built once per session, and
+small scratch projects to break on purpose (the real checkout is never touched)."""
 
 from __future__ import annotations
 
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,42 +14,71 @@ import threading
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from kb.project import ROOT
+from kb.model import KnowledgeBase
+from kb.project import Project
 
+PROJECT = Project.find(Path(__file__).parent)
+ROOT = PROJECT.root
 ENV = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+ENV.pop("PYTEST_XDIST_WORKER", None)
 
 
-def mkdocs_build(root: Path, site: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=root, env={**ENV, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300,
-    )
+def run(cmd: list[str], cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+    """A command in a project folder, importing that folder's kb and snippets."""
+    return subprocess.run(cmd, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def mkdocs_build(root: Path, site: Path, *args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site), *args], root)
+
+
+def kb(root: Path, *args: str, stdin: str | bytes | None = None, **env) -> subprocess.CompletedProcess:
+    """`kb ...` run in ``root`` (the project is found from the current directory)."""
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    r = subprocess.run([sys.executable, "-m", "kb.cli", *args], cwd=root, input=data,
+                       env={**ENV, "PYTHONPATH": str(ROOT), **env}, capture_output=True, timeout=120)
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode("utf-8", "replace"),
+                                       r.stderr.decode("utf-8", "replace"))
+
+
+def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """pytest in a scratch project, with that project's configuration (xdist off)."""
+    return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
+
+
+@pytest.fixture(scope="session")
+def project() -> Project:
+    return PROJECT
+
+
+@pytest.fixture(scope="session")
+def model() -> KnowledgeBase:
+    return KnowledgeBase.load(PROJECT)
+
+
+# ---- the real site, built once for the whole session (all xdist workers share it) ----------
 
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> Path:
-    """`mkdocs build --strict` of the real project, once per test worker that needs it.
+    """``mkdocs build --strict`` of this checkout, once per session.
 
     KB_PREBUILT_SITE=<dir> reuses a build (for iterating on the browser tests only).
     """
     if os.environ.get("KB_PREBUILT_SITE"):
         return Path(os.environ["KB_PREBUILT_SITE"])
-    site = tmp_path_factory.mktemp("site")
-    result = mkdocs_build(ROOT, site)
-    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker
+    site, log = shared / "site", shared / "site.log"
+    with FileLock(str(shared / "site.lock")):
+        if not log.exists():
+            result = mkdocs_build(ROOT, site)
+            log.write_text(f"{result.returncode}\n{result.stdout}\n{result.stderr}", encoding="utf-8")
+    code, _, output = log.read_text(encoding="utf-8").partition("\n")
+    assert code == "0", f"mkdocs build --strict failed:\n{output}"
     return site
-
-
-@pytest.fixture(scope="session")
-def served_site(built_site):
-    """The built site on http://127.0.0.1:<port>/, as a learner's browser sees it."""
-    handler = functools.partial(QuietHandler, directory=str(built_site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -55,33 +86,87 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-PROJECT_PARTS = ("docs", "snippets", "kb", "tests", "mkdocs.yml", "pyproject.toml")
+def serve(folder: Path):
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+@pytest.fixture(scope="session")
+def served_site(built_site):
+    """The built site on http://127.0.0.1:<port>/, as a learner's browser sees it."""
+    server, url = serve(built_site)
+    yield url
+    server.shutdown()
+
+
+# ---- scratch projects ------------------------------------------------------------------------
+
+IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "vendor", "*.egg-info", ".kb-journal.lock")
+MINI_DOCS = ("index.md", "tags.md", "assets", "foundations", "journal")
+
+
+def _link_vendor(dest: Path) -> None:
+    vendor = ROOT / "docs" / "assets" / "vendor"
+    if vendor.exists():
+        (dest / "docs" / "assets" / "vendor").symlink_to(vendor)
+
+
+def copy_project(dest: Path, docs: tuple[str, ...] | None = None) -> Path:
+    """A copy of the project (all of docs/, or only the parts named) with its tooling and snippets."""
+    dest.mkdir(parents=True)
+    for part in ("snippets", "kb", "tests", "overrides", "seed", "pyproject.toml", "mkdocs.yml", ".gitignore"):
+        src = ROOT / part
+        (shutil.copytree(src, dest / part, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest / part))
+    if docs is None:
+        shutil.copytree(ROOT / "docs", dest / "docs", ignore=IGNORE)
+    else:
+        (dest / "docs").mkdir()
+        for part in docs:
+            src = ROOT / "docs" / part
+            (shutil.copytree(src, dest / "docs" / part, ignore=IGNORE) if src.is_dir()
+             else shutil.copy2(src, dest / "docs" / part))
+        _unlink_missing(dest / "docs")
+        config = dest / "mkdocs.yml"
+        # no nav: MkDocs lists what is there (the full nav names pages this copy leaves out)
+        config.write_text(re.sub(r"(?ms)^nav:\n.*?(?=^\S|\Z)", "", config.read_text(encoding="utf-8")), encoding="utf-8")
+    _link_vendor(dest)
+    return dest
+
+
+MD_LINK = re.compile(r"\[(?P<text>[^\]]*)\]\((?P<target>[^)#\s:]+\.(?:md|ipynb))(?P<anchor>#[^)\s]*)?\)")
+
+
+def _unlink_missing(docs: Path) -> None:
+    """In a partial copy, links to pages left out become plain text (the rest stays checked)."""
+    for page in docs.rglob("*.md"):
+        text = text_of(page)
+        kept = MD_LINK.sub(lambda m: m.group(0) if (page.parent / m.group("target")).exists() else m.group("text"), text)
+        if kept != text:
+            page.write_text(kept, encoding="utf-8")
+
+
+@pytest.fixture
+def mini_project(tmp_path) -> Path:
+    """A small copy: home, foundations (a page with blocks, claims and a notebook), the journal.
+
+    It builds in a few seconds, so a test can break it and rebuild it.
+    """
+    return copy_project(tmp_path / "mini", MINI_DOCS)
 
 
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
-    """A scratch copy of the project to break on purpose (the real one is never touched)."""
-    dest = tmp_path / "project"
-    dest.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "vendor", "*.egg-info")
-    for part in PROJECT_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / part)
-    # vendored assets are big and unchanged: link them
-    vendor = ROOT / "docs" / "assets" / "vendor"
-    if vendor.exists():
-        (dest / "docs" / "assets" / "vendor").symlink_to(vendor)
-    return dest
+    """A full scratch copy of the project."""
+    return copy_project(tmp_path / "project")
 
 
-def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """pytest in a project copy, importing that copy's snippets and kb."""
-    env = {**ENV, "PYTHONPATH": str(root)}
-    env.pop("PYTEST_XDIST_WORKER", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-o", "addopts=-p kb.pytest_plugin --codeblocks --doctest-glob=*.md", *args],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )
+def text_of(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    text = text_of(path)
+    assert text.count(old) >= 1, f"{path}: '{old}' not found"
+    path.write_text(text.replace(old, new, count), encoding="utf-8")

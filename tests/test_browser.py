@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from kb.project import ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.xdist_group("site")
 

@@ -1,4 +1,4 @@
-"""The site builds strictly, offline, with every page the learner expects."""
+"""The site builds strictly and offline with every page the learner expects; breaking a page breaks the build."""
 
 from __future__ import annotations
 
@@ -8,68 +8,143 @@ from pathlib import Path
 
 import pytest
 
-from kb.knowledge import KnowledgeBase
+from conftest import PROJECT, ROOT, edit, mkdocs_build, run_pytest, text_of
 
-pytestmark = pytest.mark.xdist_group("site")
-
-EXTERNAL = re.compile(r'<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I)
+EXTERNAL = re.compile(r'<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I)
+PAGE = "docs/foundations/mse-conditional-mean.md"
+SNIPPET = "snippets/foundations/mse.py"
 
 
 def html_pages(site: Path) -> list[Path]:
     return sorted(site.rglob("*.html"))
 
 
-def test_strict_build_has_home_journal_and_foundations(built_site):
+def test_strict_build_has_home_journal_and_foundations(built_site, model):
     assert (built_site / "index.html").is_file()
     assert (built_site / "foundations" / "mse-conditional-mean" / "index.html").is_file()
-    posts = sorted(p.parent.parent.parent.name + p.parent.parent.name + p.parent.name
-                   for p in (built_site / "journal").glob("20*/*/*/*/index.html"))
-    assert len(posts) == len(KnowledgeBase().posts) >= 3, posts
-    home = (built_site / "index.html").read_text(encoding="utf-8")
+    posts = list((built_site / "journal").glob("20*/*/*/*/index.html"))
+    assert len(posts) == len(model.posts) >= 3
+    home = text_of(built_site / "index.html")
     assert "Not guaranteed to be correct" in home and "Learning Notes (Work in Progress)" in home
 
 
 def test_no_page_loads_anything_from_another_host(built_site):
     offenders = {}
     for page in html_pages(built_site):
-        hits = EXTERNAL.findall(page.read_text(encoding="utf-8"))
+        hits = EXTERNAL.findall(text_of(page))
         if hits:
             offenders[str(page.relative_to(built_site))] = hits[:3]
     assert not offenders, f"pages load assets from other hosts: {offenders}"
-    for asset in ("assets/vendor/katex/katex.min.js", "assets/vendor/katex/fonts",
-                  "assets/vendor/mermaid/mermaid.min.js"):
+    for asset in ("assets/vendor/katex/katex.min.js", "assets/vendor/katex/fonts", "assets/vendor/mermaid/mermaid.min.js"):
         assert (built_site / asset).exists(), f"{asset} is not served by the site"
 
 
 def test_search_index_segments_chinese(built_site):
     # Material runs jieba over Chinese text and joins the words with \u200b,
     # so a word from inside a sentence is a search term of its own.
-    index = json.loads((built_site / "search" / "search_index.json").read_text(encoding="utf-8"))
-    assert r"\u200b" in index["config"]["separator"]
+    index = json.loads(text_of(built_site / "search" / "search_index.json"))
     docs = [d for d in index["docs"] if d["location"].startswith("foundations/mse-conditional-mean/")]
-    text = " ".join(d["text"] for d in docs)
-    assert "\u200b均值\u200b" in text, "jieba did not segment the foundations page"
+    assert "\u200b均值\u200b" in " ".join(d["text"] for d in docs), "jieba did not segment the foundations page"
 
 
-def test_every_category_page_lists_its_posts(built_site):
-    kb = KnowledgeBase()
-    for key, post in kb.posts.items():
-        for category in post.meta["categories"]:
-            slug = category.lower().replace(" ", "-")
-            page = built_site / "journal" / "category" / slug / "index.html"
+def test_every_category_page_lists_its_posts(built_site, model):
+    for key, post in model.posts.items():
+        for category in post.categories:
+            page = built_site / "journal" / "category" / category.lower().replace(" ", "-") / "index.html"
             assert page.is_file(), f"no category page for {category}"
-            assert key in page.read_text(encoding="utf-8"), f"{category} page does not list post {key}"
+            assert key in text_of(page), f"{category} page does not list post {key}"
 
 
-def test_posts_link_to_their_topic_pages(built_site):
-    kb = KnowledgeBase()
-    topics = {p.meta["topic"] for p in kb.pages if p.meta.get("topic")}
-    for key, post in kb.posts.items():
-        html = next((built_site / "journal").glob(f"20*/*/*/{key}/index.html")).read_text(encoding="utf-8")
-        for category in post.meta["categories"]:
-            if category in topics:
-                assert "相关主题页" in html, f"post {key} does not link its topic pages"
-        lines = post.text.split("\n")
+def test_posts_link_to_their_topic_pages_and_keep_hard_breaks(built_site, model):
+    for key, post in model.posts.items():
+        page = text_of(next((built_site / "journal").glob(f"20*/*/*/{key}/index.html")))
+        if any(c in model.topic_pages for c in post.categories):
+            assert "相关主题页" in page, f"post {key} does not link its topic pages"
+        lines = post.lines
         breaks = [a for a, b in zip(lines, lines[1:])
                   if a.endswith("  ") and a.strip() and b.strip() and not re.match(r"\s*([-*+]|\d+\.)\s", b)]
-        assert html.count("<br") >= len(breaks), f"post {key}: the learner's hard line breaks are lost"
+        assert page.count("<br") >= len(breaks), f"post {key}: the learner's hard line breaks are lost"
+
+
+def nav_entries(items, out=None) -> list[tuple[str, str]]:
+    out = [] if out is None else out
+    for item in items:
+        if isinstance(item, str):
+            out.append(("", item))
+        elif isinstance(item, dict):
+            for title, value in item.items():
+                if isinstance(value, list):
+                    nav_entries(value, out)
+                else:
+                    out.append((title, value))
+    return out
+
+
+def test_every_nav_entry_opens_the_page_it_names(built_site):
+    entries = nav_entries(PROJECT.config["nav"])
+    notebooks = [(t, uri) for t, uri in entries if uri.endswith(".ipynb")]
+    assert len(notebooks) == len(list(PROJECT.docs_dir.rglob("*.ipynb"))), "a notebook is not in the nav"
+    for title, uri in entries:
+        page = built_site / re.sub(r"(index)?\.(md|ipynb)$", "", uri) / "index.html"
+        assert page.is_file(), f"nav entry '{title}' -> {uri}: no page"
+        html = text_of(page)
+        if uri.endswith(".ipynb"):
+            assert "jp-Cell" in html or "jp-CodeCell" in html, f"nav entry '{title}' -> {uri} does not show the notebook"
+            assert Path(uri).name in html, f"{uri}: no download link for the notebook"
+        else:
+            assert "jp-CodeCell" not in html, f"nav entry '{title}' -> {uri} shows a notebook"
+
+
+# ---- breaking a page breaks the build (on a small copy of the site) ---------------------------
+
+
+def test_a_broken_include_fails_the_page_block_and_the_build(mini_project):
+    edit(mini_project / PAGE, "mse.py:regress_table", "mse.py:regress_tabel")
+    result = run_pytest(mini_project, PAGE)
+    assert result.returncode == 1 and "regress_tabel" in result.stdout, result.stdout
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0 and f"{PAGE}:" in build.stderr and "regress_tabel" in build.stderr
+
+
+def test_a_deleted_snippet_section_fails_the_page_block(mini_project):
+    edit(mini_project / SNIPPET, "# --8<-- [start:skewed_data]\n", "")
+    edit(mini_project / SNIPPET, "# --8<-- [end:skewed_data]\n", "")
+    result = run_pytest(mini_project, PAGE)
+    assert result.returncode == 1 and "skewed_data" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("link, words", [
+    ("[不存在的页](../topics/no-such-page.md)", "no-such-page.md"),
+    ("[不存在的小节](#no-such-anchor)", "no-such-anchor"),
+])
+def test_a_broken_link_or_anchor_fails_the_build(mini_project, link, words):
+    page = mini_project / PAGE
+    page.write_text(text_of(page) + f"\n见 {link}。\n", encoding="utf-8")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0 and words in build.stdout + build.stderr
+
+
+def test_an_unknown_category_fails_the_build_naming_the_post(mini_project):
+    edit(mini_project / "docs/journal/posts/2025-12-30.md", "  - SAC", "  - RLHF")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0
+    assert "docs/journal/posts/2025-12-30.md:1: category 'RLHF' is not one of the topics" in build.stderr
+
+
+def test_a_notebook_with_an_error_output_fails_the_build(mini_project):
+    nb_path = mini_project / "docs/foundations/mse-experiments.ipynb"
+    nb = json.loads(text_of(nb_path))
+    cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    cell["outputs"].append({"output_type": "error", "ename": "ValueError", "evalue": "boom", "traceback": []})
+    nb_path.write_text(json.dumps(nb), encoding="utf-8")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0 and "docs/foundations/mse-experiments.ipynb" in build.stderr and "ValueError" in build.stderr
+
+
+def test_a_notebook_and_a_page_may_not_share_a_url(mini_project):
+    src = mini_project / "docs/foundations/mse-experiments.ipynb"
+    src.rename(src.with_name("mse-conditional-mean.ipynb"))
+    edit(mini_project / "docs/foundations/index.md", "mse-experiments.ipynb", "mse-conditional-mean.ipynb")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0
+    assert "docs/foundations/mse-conditional-mean.ipynb" in build.stderr and "same URL" in build.stderr

@@ -1,36 +1,134 @@
-"""Claims are valid, their status agrees with their test, and the generated pages count them."""
+"""Claims are valid, bound to tests that cannot be slipped, and shown with their verdicts."""
 
 from __future__ import annotations
 
 import functools
+import html
 import re
-from html import unescape
+import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
-from kb.knowledge import KnowledgeBase
-from kb.project import ROOT
+from conftest import ROOT, edit, kb, mkdocs_build, run_pytest
+from kb.model import Status, Verdict
 
 FOUNDATIONS = "docs/foundations/mse-conditional-mean.md"
 
 
-def squash(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
+def test_all_claims_answers_and_references_are_valid(model):
+    assert not model.errors, "\n".join(map(str, model.errors))
+    assert model.claims and all(c.status is Status.OPEN or c.test for c in model.claims)
 
 
-def test_all_claims_and_answers_are_valid():
-    errors = KnowledgeBase().errors()
-    assert not errors, "\n".join(errors)
+def test_every_journal_reference_states_the_verdict_of_its_own_line(model):
+    refs = [r for c in model.claims for r in c.refs]
+    assert len(refs) >= 50
+    assert all(isinstance(r.verdict, Verdict) for r in refs)
 
 
-def test_foundations_page_has_a_verified_and_a_refuted_claim():
-    kb = KnowledgeBase()
-    statuses = {b.get("status") for b in kb.claims if str(b.path).endswith(FOUNDATIONS)}
-    assert {"verified", "refuted"} <= statuses
+@pytest.mark.parametrize("fragment", [
+    "target_Q_valule = r(s_t,a_t) + discount * Q(s_t+1, a_t+1)",
+    "而value-funtion又等于该状态下所有动作的Q-function的期望",
+])
+def test_known_wrong_lines_are_not_marked_verified(model, fragment):
+    refs = [r for c in model.claims for r in c.journal if fragment in r.post.lines[r.post.index(r.line)]]
+    assert refs, f"no claim settles the line '{fragment}'"
+    assert all(r.verdict is not Verdict.VERIFIED for r in refs), [(r.verdict, r.fragment) for r in refs]
 
+
+# ---- a deciding test cannot be slipped --------------------------------------------------------
+
+ATTACKS = {  # module name -> (source, test named by the claim, what the run must say)
+    "marker": ("import pytest\n\n@pytest.mark.skip(reason='later')\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "skipif": ("import pytest\n\n@pytest.mark.skipif(True, reason='never')\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "alias": ("from pytest import mark as m\n\n@m.skip\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "pytestmark": ("import pytest\npytestmark = pytest.mark.skip\n\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "inside": ("import pytest\n\ndef test_x():\n    pytest.skip('not today')\n", "test_x", "skipped"),
+    "importorskip": ("import pytest\npytest.importorskip('no_such_module_kb')\n\ndef test_x():\n    assert 1 == 1\n",
+                     "test_x", "was skipped"),
+    "module_skip": ("import pytest\npytest.skip('whole module', allow_module_level=True)\n\ndef test_x():\n    assert 1\n",
+                    "test_x", "was skipped"),
+    "xfail": ("import pytest\n\n@pytest.mark.xfail\ndef test_x():\n    assert 1 == 2\n", "test_x", "xfailed"),
+    "xpass": ("import pytest\n\n@pytest.mark.xfail\ndef test_x():\n    assert 1 == 1\n", "test_x", "xfailed"),
+    "deleted": ("def test_x():\n    assert 1 == 1\n\ndel test_x\n", "test_x", "never collected"),
+    "param_skip": ("import pytest\n\n@pytest.mark.parametrize('v', [1, pytest.param(2, marks=pytest.mark.skip)])\n"
+                   "def test_x(v):\n    assert v > 0\n", "test_x", "skipped"),
+    "param_missing": ("import pytest\n\n@pytest.mark.parametrize('v', [1, 2])\ndef test_x(v):\n    assert v > 0\n",
+                      "test_x[3]", "never collected"),
+    "experiment": ("import pytest\n\n@pytest.mark.experiment\ndef test_x():\n    assert 1 == 1\n", "test_x",
+                   "never collected"),
+    "failing": ("def test_x():\n    assert 1 == 2\n", "test_x", "failed"),
+}
+
+
+@pytest.fixture
+def attacked(mini_project) -> Path:
+    """The mini project with one claim per way of slipping its deciding test."""
+    attack = mini_project / "snippets" / "attack"
+    attack.mkdir()
+    (attack / "__init__.py").write_text("")
+    blocks = ["---\ntitle: Attacks\n---\n# Attacks\n"]
+    for name, (source, test, _) in ATTACKS.items():
+        (attack / f"{name}.py").write_text(source, encoding="utf-8")
+        blocks.append(f'!!! claim "slipped by {name}"\n    id: attack-{name.replace("_", "-")}\n'
+                      f"    status: verified\n    test: snippets/attack/{name}.py::{test}\n\n    Why.\n")
+    (mini_project / "docs" / "attacks.md").write_text("\n".join(blocks), encoding="utf-8")
+    return mini_project
+
+
+def test_every_way_of_slipping_a_deciding_test_fails_the_run_naming_the_claim(attacked):
+    result = run_pytest(attacked, "snippets/attack")
+    out = result.stdout
+    assert result.returncode == 1, out
+    summary = out.split("claims not decided by a passing test", 1)[-1]
+    for name, (_, _, words) in ATTACKS.items():
+        line = next((l for l in summary.split("\n") if f"claim 'attack-{name.replace('_', '-')}'" in l), None)
+        assert line is not None, f"{name}: not reported\n{out[-3000:]}"
+        assert words in line, f"{name}: {line}"
+
+
+def test_a_full_run_fails_for_a_claim_whose_module_pytest_never_collected(attacked):
+    # `make test` collects its testpaths: here only snippets/attack/marker.py, so every other claim
+    # (the foundations page's, the other attacks') was never collected, and the run must say so.
+    result = run_pytest(attacked, "-o", "testpaths=snippets/attack/marker.py")
+    assert result.returncode == 1, result.stdout
+    assert re.search(r"claim 'mse-predicts-conditional-mean' \(docs/foundations/mse-conditional-mean.md:\d+, "
+                     r"marked verified\): its deciding test snippets/foundations/mse.py::\S+ was never collected",
+                     result.stdout), result.stdout[-3000:]
+
+
+def test_the_build_refuses_skippable_deciding_tests(attacked):
+    result = mkdocs_build(attacked, attacked / "site")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    for name in ("marker", "skipif", "alias", "pytestmark", "importorskip", "module_skip", "xfail"):
+        assert re.search(rf"docs/attacks.md:\d+: test snippets/attack/{name}.py::test_x can be skipped", out), (name, out[-3000:])
+    assert "is not parametrized" not in out
+
+
+def test_python_O_is_refused(mini_project):
+    result = run_pytest(mini_project, "snippets/foundations/mse.py")  # sanity: it runs
+    assert result.returncode == 0, result.stdout[-2000:]
+    import subprocess, sys
+    from conftest import ENV
+    r = subprocess.run([sys.executable, "-O", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0",
+                        "snippets/foundations/mse.py"], cwd=mini_project, env={**ENV, "PYTHONPATH": str(mini_project)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "strips assert statements" in r.stdout + r.stderr
+
+
+def test_a_failing_deciding_test_names_its_claim(mini_project):
+    edit(mini_project / "snippets/foundations/mse.py", "    return table.detach()\n",
+         "    return table.detach() + 0.01  # an off-by-a-bit bug\n")
+    result = run_pytest(mini_project, "snippets/foundations/mse.py")
+    assert result.returncode == 1, result.stdout
+    assert "claim 'mse-predicts-conditional-mean'" in result.stdout and "is marked verified" in result.stdout
+
+
+# ---- the build ----------------------------------------------------------------------------------
 
 BAD_CLAIMS = """
 
@@ -48,38 +146,28 @@ BAD_CLAIMS = """
     status: verified
     test: snippets/foundations/mse.py::test_refutes_l1_also_predicts_conditional_mean
 
-!!! claim "a refuted claim whose test verifies"
-    id: wrong-direction-2
-    status: refuted
-    test: snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean
-
 !!! answer "an answer to a sentence the journal does not have"
-    answers: 20251230 "no such sentence"
+    answers: 20251230 "no such sentence" answered
 """
 
 
-def test_bad_claims_are_reported_with_file_and_line(project_copy):
-    page = project_copy / FOUNDATIONS
+def test_bad_claims_fail_the_build_one_line_each_with_file_and_line(mini_project):
+    page = mini_project / FOUNDATIONS
     start = page.read_text(encoding="utf-8").count("\n") + 1
     page.write_text(page.read_text(encoding="utf-8") + BAD_CLAIMS, encoding="utf-8")
-    errors = "\n".join(KnowledgeBase(project_copy / "docs").errors())
-    line = lambda title: start + BAD_CLAIMS.split("\n").index(next(l for l in BAD_CLAIMS.split("\n") if title in l))  # noqa: E731
-    assert f"mse-conditional-mean.md:{line('test does not exist') + 3}: claim 'ghost-test': test " in errors
-    assert f"mse-conditional-mean.md:{line('without a status')}: claim 'no-status' has no status" in errors
-    assert "claim 'wrong-direction' says verified but its test test_refutes_l1" in errors
-    assert "claim 'wrong-direction-2' says refuted but its test test_mse_minimiser" in errors
-    assert "fragment \"no such sentence\" occurs on 0 lines" in errors
-
-
-def test_a_bad_claim_fails_the_build(project_copy):
-    from conftest import mkdocs_build
-
-    page = project_copy / FOUNDATIONS
-    page.write_text(page.read_text(encoding="utf-8") + BAD_CLAIMS, encoding="utf-8")
-    result = mkdocs_build(project_copy, project_copy / "site")
-    assert result.returncode != 0
+    result = mkdocs_build(mini_project, mini_project / "site")
     out = result.stdout + result.stderr
-    assert "no-status' has no status" in out and "docs/foundations/mse-conditional-mean.md:" in out
+    assert result.returncode != 0
+    bad = BAD_CLAIMS.split("\n")
+    at = lambda words: start + next(i for i, l in enumerate(bad) if words in l)  # noqa: E731
+    assert f"{FOUNDATIONS}:{at('test_no_such_test')}: test snippets/foundations/mse.py::test_no_such_test does not exist" in out
+    assert f"{FOUNDATIONS}:{at('without a status')}: claim 'no-status' has no status" in out
+    assert f"{FOUNDATIONS}:{at('test_refutes_l1')}: the claim says verified but its test" in out
+    assert f'{FOUNDATIONS}:{at("no such sentence")}: fragment "no such sentence" occurs on 0 lines' in out
+    assert "Traceback" not in out
+
+
+# ---- the built site -------------------------------------------------------------------------------
 
 
 class Links(HTMLParser):
@@ -102,31 +190,26 @@ def parse(path: Path) -> Links:
     return p
 
 
-def resolve(site: Path, page: Path, href: str) -> tuple[Path, str]:
-    url = urlparse(href)
-    target = (page.parent / unquote(url.path)).resolve()
-    if target.is_dir():
-        target = target / "index.html"
-    return target, unquote(url.fragment)
-
-
 def check_links(site: Path, page: Path, prefixes: tuple[str, ...]) -> int:
     """Every internal link of a page to these sections lands on an existing page and anchor."""
     checked = 0
     for href in parse(page).links:
         if href.startswith(("http", "#", "mailto:")):
             continue
-        target, anchor = resolve(site, page, href)
+        url = urlparse(href)
+        target = (page.parent / unquote(url.path)).resolve()
+        if target.is_dir():
+            target = target / "index.html"
         if not str(target.relative_to(site)).startswith(prefixes):
             continue
         assert target.is_file(), f"{page.relative_to(site)}: broken link {href}"
+        anchor = unquote(url.fragment)
         if anchor:
             assert anchor in parse(target).ids, f"{page.relative_to(site)}: {href}: no #{anchor} there"
         checked += 1
     return checked
 
 
-@pytest.mark.xdist_group("site")
 def test_every_internal_link_of_the_site_resolves(built_site):
     # Evidence is one click away only if every link lands: pages, claims, questions,
     # journal markers, source lines of the deciding tests, notebook figures.
@@ -135,49 +218,37 @@ def test_every_internal_link_of_the_site_resolves(built_site):
     assert sum(check_links(built_site, p, sections) for p in pages) > 1000
 
 
-@pytest.mark.xdist_group("site")
-def test_claims_page_counts_every_claim(built_site):
-    kb = KnowledgeBase()
-    html = (built_site / "claims" / "index.html").read_text(encoding="utf-8")
-    assert f"共 <strong>{len(kb.claims)}</strong> 条论断" in html
-    for status, label in (("verified", "已验证"), ("refuted", "已证伪")):
-        n = sum(b.get("status") == status for b in kb.claims)
-        assert f"{label} {n}" in html
-    assert check_links(built_site, built_site / "claims" / "index.html", ("foundations", "topics", "code")) >= len(kb.claims)
+def test_claims_page_counts_every_claim_and_its_journal_verdicts(built_site, model):
+    page = built_site / "claims" / "index.html"
+    text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+    assert f"共 {len(model.claims)} 条论断" in text
+    for status in Status:
+        assert f"{status.label} {sum(c.status is status for c in model.claims)}" in text
+    assert check_links(built_site, page, ("foundations", "topics", "code")) >= len(model.claims)
 
 
-@pytest.mark.xdist_group("site")
-def test_questions_page_lists_journal_questions_with_working_links(built_site):
-    kb = KnowledgeBase()
-    journal_qs = [q for q in kb.questions if q.page.is_post]
-    assert len(journal_qs) >= 25, [q.text for q in journal_qs]
-    page = built_site / "questions" / "index.html"
-    html = page.read_text(encoding="utf-8")
-    assert f"共 <strong>{len(kb.questions)}</strong> 个问题" in html
-    restart = [q for q in journal_qs if "num_actor_samples" in q.text or "作业文档里找" in q.text]
-    assert len(restart) == 2  # restart points are questions too
-    assert check_links(built_site, page, ("journal",)) >= len(journal_qs)
+def post_html(site: Path, key: str) -> str:
+    return next((site / "journal").glob(f"20*/*/*/{key}/index.html")).read_text(encoding="utf-8")
 
 
-@pytest.mark.xdist_group("site")
-def test_journal_shows_later_checked_markers_without_changing_words(built_site):
-    kb = KnowledgeBase()
-    for b in kb.claims:
-        for f in b.all("journal"):
-            key, fragment = re.match(r'(\d{8}) "(.*)"', f.value).groups()
-            html = next((built_site / "journal").glob(f"20*/*/*/{key}/index.html")).read_text(encoding="utf-8")
-            words = squash(re.sub(r"^\s*(?:[-*+]|\d+\.)\s+|^>+\s*", "", fragment))
-            assert words in squash(unescape(re.sub(r"<[^>]+>", "", html))), f"the learner's words '{words}' are not on the page"
-            assert "后来核对" in html, f"post {key} has no marker for claim {b.get('id')}"
+def test_each_journal_marker_shows_the_verdict_of_its_own_line(built_site, model):
+    for post in model.posts.values():
+        page = post_html(built_site, post.key)
+        for line, refs in model.refs_by_line.get(post.src_uri, {}).items():
+            anchor = f'id="{"j" if any(r.kind == "journal" for r, _ in refs) else "q"}-{line}"'
+            at = page.index(anchor)
+            markers = page[at: page.index("</li>", at) if "</li>" in page[at:] else None]
+            for ref, owner in refs:
+                prefix = "后来核对" if ref.kind == "journal" else "后来解答"
+                assert f'kb-marker {ref.verdict.key}"' in markers and f"{prefix}：{ref.verdict.label}" in markers, \
+                    (post.key, line, ref.fragment, markers[:400])
 
 
-def test_kb_questions_prints_open_questions_with_file_and_line(capsys):
-    from kb.cli import main
-
-    assert main(["questions"]) == 0
-    out = capsys.readouterr().out.strip().split("\n")
-    kb = KnowledgeBase()
-    assert len(out) == sum(not q.answered for q in kb.questions)
+def test_kb_questions_prints_open_questions_with_file_and_line(model):
+    result = kb(ROOT, "questions")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip().split("\n")
+    assert len(out) == sum(not q.answered for q in model.questions)
     for line in out:
         m = re.match(r"^(docs/[^:]+\.md):(\d+): (.+)$", line)
         assert m, line

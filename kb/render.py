@@ -1,0 +1,340 @@
+"""Rendering: pure functions from the knowledge model to Markdown.
+
+Nothing here reads files or knows MkDocs: the plugin hands in the model, a
+page and its Markdown, and writes what comes back. Every text that comes from
+a page or a note (claim titles, question texts, journal excerpts) is escaped
+so that it renders as text: no HTML, no link, no attribute list.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from pymdownx.slugs import slugify
+
+from kb import sources
+from kb.model import Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
+from kb.project import KbError
+
+CATEGORY_SLUG = slugify(case="lower")
+MATH = r"(?<![\\$])\$(?![\s$])[^$\n]+?(?<![\s\\])\$(?!\$)"
+KEPT = re.compile(f"{sources.CODE_SPAN.pattern}|{MATH}")
+# Characters that Markdown or an extension could act on, as numeric references:
+# they render as themselves and start nothing (no link, emphasis, attribute
+# list, list item, heading, table cell, or math delimiter such as `\(`).
+ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: f"&#{ord(c)};" for c in "\\`*_{}[]#+-.!|~^=:"}}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the generated pages live (docs-relative URIs)."""
+
+    claims: str = "claims.md"
+    questions: str = "questions.md"
+    code_dir: str = "code"
+
+    def code(self, path: str) -> str:
+        """The generated source page of a snippet file."""
+        return f"{self.code_dir}/{path.removesuffix('.py')}.md"
+
+
+# ---- small pieces ------------------------------------------------------------------
+
+
+def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
+    target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
+    return f"{target}#{anchor}" if anchor else target
+
+
+def _split_math(text: str) -> list[tuple[bool, str]]:
+    """Text split into (kept, part): code spans and ``$…$`` math are kept as written."""
+    out, last = [], 0
+    for m in KEPT.finditer(text):
+        out += [(False, text[last:m.start()]), (True, m.group(0))]
+        last = m.end()
+    return out + [(False, text[last:])]
+
+
+def md_text(text: str) -> str:
+    """Inline Markdown that renders as exactly this text (code spans and ``$…$`` math still render)."""
+    out = []
+    for is_math, part in _split_math(text):
+        if is_math:
+            out.append(part)
+            continue
+        out.extend(ENTITIES.get(ch, ch) for ch in part)
+    return "".join(out)
+
+
+def code_link(layout: Layout, from_uri: str, code: CodeLine, text: str) -> str:
+    return f"[`{text}`]({link(from_uri, layout.code(code.path), code_anchor(code.line))})"
+
+
+def post_label(post: Page) -> str:
+    return f"日志 {post.key}"
+
+
+# ---- a page's Markdown ------------------------------------------------------------------
+
+
+def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) -> str:
+    """The Markdown MkDocs renders for a page of the model (the source file is untouched)."""
+    lines = markdown.split("\n")
+    if lines != page.lines:
+        raise KbError(f"{page.rel}: its Markdown was changed before kb rendered it (plugin order in mkdocs.yml)")
+    if page.is_post:  # the learner's words: shown as text, code shown and labelled, never run
+        lines = _label_code(sources.protect_learner_text(lines))
+    lines = _mark_lines(kb, page, lines)
+    if page.is_post:
+        lines = sources.normalise_list_indent(lines)
+    else:
+        lines = _render_blocks(kb, layout, page, lines)
+        lines = _title_includes(kb, layout, page, lines)
+    return "\n".join(lines) + _footer(kb, page)
+
+
+NOT_RUN = "日志原文，未执行"
+
+
+def _label_code(lines: list[str]) -> list[str]:
+    """Title every code block of a post, so the reader knows the suite did not run it."""
+    out = list(lines)
+    for f in sources.fences(lines):
+        if f.info.startswith("{") or "title=" in f.info:
+            continue
+        lang, _, rest = f.info.partition(" ")
+        out[f.start] = f'{f.indent}{f.fence}{lang or "text"} title="{NOT_RUN}"{" " + rest if rest else ""}'
+    return out
+
+
+def _mark_lines(kb: KnowledgeBase, page: Page, lines: list[str]) -> list[str]:
+    """Anchors for the questions asked on this page and, in posts, the verdict beside each settled line."""
+    extra: dict[int, list[str]] = defaultdict(list)  # file line -> markup appended to it
+    for q in kb.questions_by_page.get(page.src_uri, []):
+        if q.kind != "admonition":  # admonitions get their anchor with their block
+            extra[q.line].append(f'<span id="{q.anchor}" class="kb-anchor"></span>')
+    for line, refs in kb.refs_by_line.get(page.src_uri, {}).items():
+        for ref, owner in refs:
+            if ref.kind == "journal":
+                extra[line].append(f'<span id="{ref.anchor}" class="kb-anchor"></span>')
+            extra[line].append(_marker(page, ref, owner))
+    out = list(lines)
+    for line, markup in extra.items():
+        i = page.index(line)
+        text = out[i].rstrip(" ")
+        out[i] = f"{text} {' '.join(dict.fromkeys(markup))}{out[i][len(text):]}"
+    return out
+
+
+def _marker(page: Page, ref: JournalRef, owner) -> str:
+    prefix = "后来核对" if ref.kind == "journal" else "后来解答"
+    href = link(page.src_uri, owner.page.src_uri, owner.anchor)
+    return (f"[{prefix}：{ref.verdict.label}，见「{md_text(owner.page.title)}」]({href})"
+            f"{{ .kb-marker .{ref.verdict.key} }}")
+
+
+def _render_blocks(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[str]) -> list[str]:
+    out = list(lines)
+    questions = {q.line: q for q in kb.questions_by_page.get(page.src_uri, []) if q.kind == "admonition"}
+    blocks = [*page.claims, *page.answers]
+    by_line = {b.line: b for b in blocks}
+    for raw in sorted(sources.parse_blocks(page.lines, page.doc.body_line), key=lambda b: -b.line):
+        owner = by_line.get(raw.line)
+        inner = raw.indent + "    "
+        body = lines[raw.body_start:raw.end]
+        if raw.kind == "claim" and owner is not None:
+            header = f'!!! claim {owner.status.key} "{owner.status.label}：{md_text(owner.title)}"'
+            meta, anchor = _claim_meta(kb, layout, page, owner), owner.anchor
+        elif raw.kind == "answer" and owner is not None:
+            header = f'!!! answer "解答：{md_text(owner.title)}"'
+            meta, anchor = _answer_meta(layout, page, owner), owner.anchor
+        elif raw.kind == "question" and raw.line in questions:
+            header = f'{raw.marker} question "{md_text(raw.title)}"'
+            meta, anchor = "", questions[raw.line].anchor
+        else:  # pragma: no cover - the model refuses what it cannot place
+            continue
+        new = [header, *body]
+        if meta:
+            new += ["", inner + meta]
+        out[raw.start:raw.end] = [f'<div class="kb-block" id="{anchor}" markdown>', "", *new, "", "</div>"]
+    return out
+
+
+def _claim_meta(kb: KnowledgeBase, layout: Layout, page: Page, claim: Claim) -> str:
+    src = page.src_uri
+    parts = []
+    if claim.test:
+        parts.append(f"判定测试 {code_link(layout, src, claim.test.code, claim.test.function)}")
+    elif claim.missing:
+        parts.append(f"尚缺：{md_text(claim.missing)}")
+    for e in claim.evidence:
+        parts.append(f"证据 {code_link(layout, src, e, f'{e.path}:{e.name}' if e.name else e.path)}")
+    parts += _journal_links(src, claim.refs)
+    parts.append(f"[全部论断]({link(src, layout.claims)})")
+    return '<small class="kb-meta">' + " · ".join(parts) + "</small>"
+
+
+def _answer_meta(layout: Layout, page: Page, answer) -> str:
+    parts = _journal_links(page.src_uri, answer.refs) + [f"[全部问题]({link(page.src_uri, layout.questions)})"]
+    return '<small class="kb-meta">' + " · ".join(parts) + "</small>"
+
+
+def _journal_links(src: str, refs: list[JournalRef]) -> list[str]:
+    label = {"journal": "日志原话", "answers": "回答的问题"}
+    return [f"{label[r.kind]} [{r.post.key}（{r.verdict.label}）]({link(src, r.post.src_uri, r.anchor)})" for r in refs]
+
+
+def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[str]) -> list[str]:
+    """Title an include fence with its file and section, linked to the source page."""
+    out = list(lines)
+    for f in reversed(sources.fences(lines)):
+        if f.info != "python" or f.end - f.start != 2:
+            continue
+        m = sources.SNIPPET_LINE.match(lines[f.start + 1])
+        if not m or m.group("escape") or not m.group("snippet"):
+            continue
+        target = m.group("snippet")[1:-1]
+        path, section = sources.split_target(target)
+        line = kb.section_line(path, section) if section else 1
+        out[f.start] = f'{f.indent}{f.fence}python title="{target}"'
+        href = link(page.src_uri, layout.code(path), code_anchor(line))
+        out[f.end + 1:f.end + 1] = ["", f'{f.indent}<small class="kb-source">[源码：`{path}`（由测试执行）]({href})</small>']
+    return out
+
+
+def _footer(kb: KnowledgeBase, page: Page) -> str:
+    src = page.src_uri
+    topics = kb.topic_pages
+    if page.is_post:
+        cats = [c for c in page.categories if c in topics]
+        if not cats:
+            return ""
+        links = "、".join(f"[{md_text(topics[c].title)}]({link(src, topics[c].src_uri)})" for c in cats)
+        return f"\n\n---\n\n<small class=\"kb-related\">相关主题页：{links}</small>\n"
+    posts = kb.posts_by_topic.get(page.topic or "", [])
+    if not posts:
+        return ""
+    cat_uri = f"{kb.project.blog_dir}/category/{CATEGORY_SLUG(page.topic, '-')}.md"
+    post_links = "、".join(f"[{p.key}]({link(src, p.src_uri)})" for p in posts)
+    return (f"\n\n---\n\n<small class=\"kb-related\">日志中的相关笔记：{post_links}"
+            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n")
+
+
+# ---- generated pages --------------------------------------------------------------------
+
+
+def code_page(kb: KnowledgeBase, layout: Layout, path: str, code: str) -> str:
+    """The source page of a snippet file, with line anchors for the evidence links."""
+    uri = layout.code(path)
+    # Escape snippet markers so pymdownx.snippets shows them instead of acting on them.
+    code = re.sub(r"(?m)^([ \t]*)(# )?(-+8<-+)", r"\1\2;\3", code)
+    users = kb.pages_citing.get(path, [])
+    used = "、".join(f"[{md_text(p.title)}]({link(uri, p.src_uri)})" for p in users)
+    fence = "`" * max(4, 1 + max((len(m) for m in re.findall(r"`+", code)), default=0))
+    return (
+        f"---\ntitle: {path}\nsearch:\n  exclude: true\n---\n\n"
+        f"# `{path}`\n\n"
+        f"测试套件运行本文件（`pytest {path}`）及其中每个 `test_*` 函数。"
+        + (f"引用它的页面：{used}。" if used else "")
+        + f"\n\n{fence}python linenums=\"1\"\n{code}{'' if code.endswith(chr(10)) else chr(10)}{fence}\n"
+    )
+
+
+def _section_order(kb: KnowledgeBase) -> list[str]:
+    by = {c.page.section for c in kb.claims}
+    order = ["基础", *kb.project.allowed_topics]
+    return sorted(by, key=lambda t: (order.index(t) if t in order else len(order), t))
+
+
+def _verdict_counts(claim: Claim) -> str:
+    if not claim.refs:
+        return "—"
+    counts = Counter(r.verdict for r in claim.refs)
+    return f"{len(claim.refs)}（" + "，".join(f"{v.label} {counts[v]}" for v in Verdict if counts[v]) + "）"
+
+
+def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
+    uri = layout.claims
+    by_section: dict[str, list[Claim]] = defaultdict(list)
+    for c in kb.claims:
+        by_section[c.page.section].append(c)
+    sections = _section_order(kb)
+    total = Counter(c.status for c in kb.claims)
+    anchor = lambda t: CATEGORY_SLUG(t, "-") or "topic"  # noqa: E731
+    out = [
+        "---", "title: 论断", "---", "", "# 论断", "",
+        "每条论断是学习者理解中的一句话，带着状态和判定它的测试。状态由测试决定："
+        "**已验证**的测试断言这句话成立，**已证伪**的测试断言反例，**部分成立**的测试同时断言成立的部分和不成立的部分，"
+        "**待解决**的论断写明还缺什么。测试失败、被跳过或根本没有运行时 `make test` 失败，并报出论断的名字。"
+        "“日志”一栏是它核对过的日志原话，以及每句原话得到的判定。", "",
+        f"共 **{len(kb.claims)}** 条论断：" + "，".join(f"{s.label} {total[s]}" for s in Status) + "。",
+        "", "| 主题 | " + " | ".join(s.label for s in Status) + " | 合计 |",
+        "|---|" + "---:|" * (len(Status) + 1),
+    ]
+    for t in sections:
+        counts = Counter(c.status for c in by_section[t])
+        out.append(f"| [{md_text(t)}](#{anchor(t)}) | " + " | ".join(str(counts[s]) for s in Status)
+                   + f" | {len(by_section[t])} |")
+    for t in sections:
+        out += ["", f"## {md_text(t)} {{#{anchor(t)}}}", "", "| 状态 | 论断 | 判定测试 | 日志 | 页面 |", "|---|---|---|---|---|"]
+        for c in sorted(by_section[t], key=lambda c: list(Status).index(c.status)):
+            test = code_link(layout, uri, c.test.code, c.test.function) if c.test else f"尚缺：{md_text(c.missing or '—')}"
+            out.append(
+                f'| <span class="kb-status {c.status.key}">{c.status.label}</span> '
+                f"| [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)}) | {test} "
+                f"| {_verdict_counts(c)} | [{md_text(c.page.title)}]({link(uri, c.page.src_uri)}) |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
+    uri = layout.questions
+    qs = kb.questions
+    open_qs = [q for q in qs if not q.answered]
+    done = [q for q in qs if q.answered]
+    out = [
+        "---", "title: 问题", "---", "", "# 问题", "",
+        "日志里以问自己问题的方式学习：这里汇总所有问题、中断时的重启点（`>>`）、未勾选的任务和主题页里的问题框，"
+        "每条都链接到提出它的地方；已解答的问题链接到回答它的论断或小节。终端里用 `kb questions` 列出待解决的问题（带 `file:line`）。",
+        "", f"共 **{len(qs)}** 个问题：待解决 **{len(open_qs)}**，已解答 **{len(done)}**。",
+    ]
+
+    def name(page: Page) -> str:
+        return post_label(page) if page.is_post else md_text(page.title)
+
+    def where(q: Question) -> str:
+        return f"[{name(q.page)}]({link(uri, q.page.src_uri, q.anchor)})"
+
+    def grouped(items: list[Question], render) -> list[str]:
+        groups: dict[str, list[Question]] = defaultdict(list)
+        for q in items:
+            groups[q.page.src_uri].append(q)
+        lines = []
+        for group in groups.values():
+            lines += ["", f"### {name(group[0].page)}", "", *(render(q) for q in group)]
+        return lines
+
+    def answered(q: Question) -> str:
+        if not q.answered_by:
+            return f"- {md_text(q.text)}（{where(q)}，已勾选）"
+        answers = "；".join(
+            f"[{md_text(b.title)}]({link(uri, b.page.src_uri, b.anchor)})"
+            + (f' <span class="kb-status {b.status.key}">{b.status.label}</span>' if isinstance(b, Claim) else "")
+            for b in q.answered_by
+        )
+        return f"- {md_text(q.text)}（{where(q)}）→ {answers}"
+
+    out += ["", "## 待解决", ""]
+    out += grouped(open_qs, lambda q: f"- {md_text(q.text)}（{where(q)}）") if open_qs else ["没有待解决的问题。"]
+    out += ["", "## 已解答", ""]
+    out += grouped(done, answered) if done else ["还没有已解答的问题。"]
+    return "\n".join(out) + "\n"
+
+
+def html_text(text: str) -> str:
+    """HTML that shows exactly this text (for raw-HTML parts of generated pages)."""
+    return html.escape(text, quote=True)

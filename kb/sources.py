@@ -1,0 +1,345 @@
+"""Reading the Markdown sources: pure functions of text, no MkDocs and no model.
+
+- front matter, through MkDocs' own reader, so that file line numbers agree
+  with what MkDocs renders;
+- fenced code spans (so nothing below touches code);
+- the kb blocks (``!!! claim``, ``!!! answer``, ``??? question``), their
+  ``key: value`` lines and journal references;
+- pymdownx.snippets include lines, found with pymdownx's own pattern;
+- the questions a journal line asks;
+- the rendering-only transforms of the learner's text: list re-indent and
+  "show as text" protection.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from mkdocs.utils.meta import YAML_RE, get_data
+from pymdownx.snippets import SnippetPreprocessor
+
+from kb.project import SourceError
+
+# ---- files and front matter ---------------------------------------------------
+
+
+def read_text(path: Path, shown: str) -> str:
+    """A source file as MkDocs reads it (UTF-8, BOM dropped, universal newlines)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="strict") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise SourceError(shown, line, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x}); save the file as UTF-8") from None
+    except OSError as e:
+        raise SourceError(shown, None, f"cannot read: {e.strerror or e}") from None
+
+
+@dataclass(frozen=True)
+class Document:
+    meta: dict
+    body: str  # the Markdown MkDocs renders (front matter removed)
+    body_line: int  # 1-based file line of the body's first line
+
+    @property
+    def lines(self) -> list[str]:
+        return self.body.split("\n")
+
+
+def read_document(text: str, shown: str) -> Document:
+    """Split front matter from body exactly as MkDocs does, but refuse what MkDocs would silently ignore."""
+    m = YAML_RE.match(text)
+    if m:
+        try:
+            data = yaml.load(m.group(1), Loader=yaml.SafeLoader)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = mark.line + 2 if mark else 1
+            raise SourceError(shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})") from None
+        if not isinstance(data, dict):
+            raise SourceError(shown, 1, "front matter must be a mapping of keys (key: value)")
+    body, meta = get_data(text)
+    if not text.endswith(body):  # pragma: no cover - MkDocs keeps the body as a suffix
+        raise SourceError(shown, 1, "could not locate the body after the front matter")
+    return Document(meta=meta, body=body, body_line=text[: len(text) - len(body)].count("\n") + 1)
+
+
+# ---- fenced code ------------------------------------------------------------------
+
+FENCE_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+
+
+@dataclass(frozen=True)
+class Fence:
+    start: int  # 0-based index of the opening line
+    end: int  # 0-based index of the closing line (the last line if never closed)
+    indent: str
+    fence: str
+    info: str
+
+
+def fences(lines: list[str]) -> list[Fence]:
+    out: list[Fence] = []
+    i = 0
+    while i < len(lines):
+        m = FENCE_OPEN.match(lines[i])
+        if not m or (m.group("fence")[0] == "`" and "`" in m.group("info")):
+            i += 1
+            continue
+        fence = m.group("fence")
+        j = i + 1
+        while j < len(lines):
+            c = lines[j].strip()
+            if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
+                break
+            j += 1
+        out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip()))
+        i = j + 1
+    return out
+
+
+def fenced(lines: list[str]) -> list[bool]:
+    """For each line, whether it is part of a fenced code block (fence lines included)."""
+    inside = [False] * len(lines)
+    for f in fences(lines):
+        for k in range(f.start, f.end + 1):
+            inside[k] = True
+    return inside
+
+
+# ---- kb blocks ----------------------------------------------------------------------
+
+KINDS = ("claim", "answer", "question")
+KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing")
+HEADER = re.compile(
+    r'^(?P<indent>[ \t]*)(?P<marker>!!!|\?\?\?\+?)[ ]+(?P<kind>[a-z]+)\b(?P<classes>[^"\n]*)'
+    r'(?:"(?P<title>[^"\n]*)")?[ ]*$'
+)
+ANY_HEADER = re.compile(r"^[ \t]*(?:!!!|\?\?\?\+?)[ ]*(?P<kind>claim|answer|question)\b")
+KEY_LINE = re.compile(r"^(?P<key>[a-z]+):[ ]*(?P<value>.*?)[ ]*$")
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    value: str
+    line: int  # 1-based file line
+
+
+@dataclass
+class RawBlock:
+    kind: str
+    title: str
+    marker: str
+    line: int  # 1-based file line of the header
+    start: int  # 0-based index (in the lines given) of the header
+    end: int  # one past the block's last non-blank line
+    body_start: int  # first line after the key lines
+    indent: str
+    fields: list[Field] = field(default_factory=list)
+
+    def values(self, key: str) -> list[Field]:
+        return [f for f in self.fields if f.key == key]
+
+
+def malformed_headers(lines: list[str], first_line: int = 1) -> list[tuple[int, str]]:
+    """(file line, kind) of block headers that look like kb blocks but do not parse."""
+    in_code = fenced(lines)
+    return [(first_line + i, m.group("kind")) for i, line in enumerate(lines)
+            if not in_code[i] and (m := ANY_HEADER.match(line)) and not HEADER.match(line)]
+
+
+def parse_blocks(lines: list[str], first_line: int = 1) -> list[RawBlock]:
+    """The claim/answer/question admonitions of a page body (never inside code)."""
+    in_code = fenced(lines)
+    blocks: list[RawBlock] = []
+    for i, line in enumerate(lines):
+        m = HEADER.match(line) if not in_code[i] else None
+        if not m or m.group("kind") not in KINDS:
+            continue
+        inner = m.group("indent") + "    "
+        j, end = i + 1, i + 1
+        while j < len(lines) and (not lines[j].strip() or lines[j].startswith(inner)):
+            if lines[j].strip():
+                end = j + 1
+            j += 1
+        block = RawBlock(m.group("kind"), (m.group("title") or "").strip(), m.group("marker"),
+                         first_line + i, i, end, i + 1, m.group("indent"))
+        k = i + 1
+        while k < end:
+            km = KEY_LINE.match(lines[k][len(inner):]) if lines[k].startswith(inner) else None
+            if not km or km.group("key") not in KEYS:
+                break
+            block.fields.append(Field(km.group("key"), km.group("value"), first_line + k))
+            k += 1
+        block.body_start = k
+        blocks.append(block)
+    return blocks
+
+
+# `20251231 "fragment" qualified`: a post, an exact fragment of one of its lines,
+# and the verdict on the learner's line.
+REF = re.compile(r'^(?P<post>\d{8})[ ]+"(?P<fragment>[^"]+)"(?:[ ]+(?P<verdict>\S+))?$')
+
+
+@dataclass(frozen=True)
+class RawRef:
+    post: str
+    fragment: str
+    verdict: str | None
+
+
+def parse_ref(value: str) -> RawRef | None:
+    m = REF.match(value.strip())
+    return RawRef(m.group("post"), m.group("fragment"), m.group("verdict")) if m else None
+
+
+# ---- includes -----------------------------------------------------------------------
+
+SNIPPET_LINE = SnippetPreprocessor.RE_ALL_SNIPPETS  # pymdownx's own pattern, so we see what it sees
+SECTION_TARGET = re.compile(r"^(?P<path>.*?):(?P<section>[a-z][-_0-9a-z]*)$", re.I)
+LINES_TARGET = re.compile(r"^(?P<path>.*?)(?::-?[0-9]*){1,2}(?:,-?[0-9]*(?::-?[0-9]*)?)*$")
+
+
+@dataclass(frozen=True)
+class Include:
+    line: int  # 1-based file line of the path
+    target: str  # as written: path, path:section or path:lines
+    path: str
+    section: str | None
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    m = SECTION_TARGET.match(target)
+    if m:
+        return m.group("path"), m.group("section")
+    m = LINES_TARGET.match(target)
+    return (m.group("path") if m and m.group("path") else target), None
+
+
+def includes(lines: list[str], first_line: int = 1) -> list[Include]:
+    """Every file pymdownx.snippets would include (inline ``--8<-- "x"`` lines and ``--8<--`` blocks)."""
+    out: list[Include] = []
+    in_block = False
+    for i, line in enumerate(lines):
+        m = SNIPPET_LINE.match(line)
+        if m and not m.group("escape"):
+            if m.group("block_marker"):
+                in_block = not in_block
+            else:
+                target = m.group("snippet")[1:-1]
+                out.append(Include(first_line + i, target, *split_target(target)))
+            continue
+        if in_block and line.strip() and not line.strip().startswith(";"):
+            target = line.strip()
+            out.append(Include(first_line + i, target, *split_target(target)))
+    return out
+
+
+# ---- questions in the learner's lines ------------------------------------------------
+
+LIST_ITEM = re.compile(r"^(?P<indent>[ ]*)(?:[-*+]|\d+\.)[ ]+(?P<text>.*)$")
+TASK_ITEM = re.compile(r"^(?P<indent>[ ]*)[-*+][ ]+\[(?P<mark>[ xX])\][ ]+(?P<text>.*)$")
+INTERROGATIVES = ("？", "?", "为什么", "什么", "怎么", "如何", "哪", "吗", "么")
+ASK_HEADERS = ("问：", "问:")
+
+
+def journal_question(line: str, under_ask: bool) -> str | None:
+    """The question a journal line asks, or None (see CONTRIBUTING.md)."""
+    s = line.strip()
+    if not s or s.startswith("#"):
+        return None
+    m = LIST_ITEM.match(line)
+    text = (m.group("text") if m else s).strip()
+    restart = text.startswith(">>")
+    text = text.lstrip(">").strip().strip("*").strip()
+    asks = any(w in text for w in INTERROGATIVES) or text.rstrip("。.，,！!").endswith("吧")
+    if restart or (under_ask and m) or asks:
+        return text
+    return None
+
+
+# ---- rendering-only transforms of the learner's text ----------------------------------
+
+LIST_MARKER = re.compile(r"^(?P<indent>[ ]*)(?P<marker>[-*+]|(?P<num>\d+)\.)[ ]+")
+
+
+def normalise_list_indent(lines: list[str]) -> list[str]:
+    """Re-indent GitHub-style nested list items for Python-Markdown (rendering only).
+
+    The learner nests items by 2-3 spaces (GitHub renders that); Python-Markdown
+    needs 4. An item numbered n+1 under an item numbered n is a sibling that was
+    indented by accident, as GitHub shows it: it joins its sibling's level.
+    Fenced code is left exactly as it is.
+    """
+    in_code = fenced(lines)
+    out: list[str] = []
+    stack: list[tuple[int, int, str | None]] = []  # (original indent, new indent, number)
+    for line, code in zip(lines, in_code):
+        m = None if code else LIST_MARKER.match(line)
+        if not m:
+            if not code and line.strip() and not line.startswith(" "):
+                stack = []
+            out.append(line)
+            continue
+        indent, num = len(m.group("indent")), m.group("num")
+        while stack and stack[-1][0] > indent:
+            stack.pop()
+        if stack and stack[-1][0] == indent:
+            new = stack.pop()[1]
+        elif stack and num and stack[-1][2] and int(num) == int(stack[-1][2]) + 1:
+            new = stack.pop()[1]  # "1. a" then "   2. b": siblings
+        elif stack:
+            new = stack[-1][1] + 4
+        else:
+            new = 0
+        stack.append((indent, new, num))
+        out.append(" " * new + line[indent:])
+    return out
+
+
+CODE_SPAN = re.compile(r"(?<!`)(?P<ticks>`+)(?!`).+?(?<!`)(?P=ticks)(?!`)")
+TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", "{": "&#123;"}
+BLOCK_STARTS = {"!!!": "&#33;!!", "???": "&#63;??"}
+
+
+def _escape_text(text: str) -> str:
+    out, last = [], 0
+    for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
+        out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last:m.start()]))
+        out.append(m.group(0))
+        last = m.end()
+    out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last:]))
+    return "".join(out)
+
+
+def protect_learner_text(lines: list[str]) -> list[str]:
+    """Show a journal post's text as text: nothing in it acts on the site.
+
+    Raw HTML reads as typed (``List<int>``), ``{: attr}`` lists set nothing,
+    ``!!!``/``???`` open no box (so a ``!!! claim`` in a note is not a claim),
+    and ``--8<--`` lines include nothing (escaped the pymdownx way, with ``;``,
+    so they still read as written). Markdown itself (lists, emphasis, headings,
+    code) renders as the learner meant it.
+    """
+    in_code = fenced(lines)
+    out = []
+    for line, code in zip(lines, in_code):
+        m = SNIPPET_LINE.match(line)
+        if m:
+            out.append(m.group("space") + ";" + line[len(m.group("space")):])
+            continue
+        if code:
+            out.append(line)
+            continue
+        stripped = line.lstrip(" \t")
+        text = _escape_text(stripped)
+        for start, entity in BLOCK_STARTS.items():
+            if text.startswith(start):
+                text = entity + text[len(start):]
+                break
+        out.append(line[: len(line) - len(stripped)] + text)
+    return out

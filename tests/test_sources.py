@@ -1,0 +1,130 @@
+"""The source readers, as small pure functions: fences, blocks, references, includes, lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from kb import sources
+from kb.project import SourceError
+
+
+def test_front_matter_is_split_as_mkdocs_does_and_line_numbers_agree():
+    text = "---\ntitle: T\ndate: 2026-01-02\n...\n\n\n# heading\nbody\n"
+    doc = sources.read_document(text, "p.md")
+    assert doc.meta["title"] == "T"
+    assert doc.body == "# heading\nbody\n"  # MkDocs also drops the blank lines after the front matter
+    assert text.split("\n")[doc.body_line - 1] == "# heading"
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("---\ntitle: [unclosed\n---\nbody\n", 3, "not valid YAML"),
+    ("---\n- a\n- b\n---\nbody\n", 1, "must be a mapping"),
+])
+def test_bad_front_matter_is_refused_with_file_and_line(text, line, words):
+    with pytest.raises(SourceError) as e:
+        sources.read_document(text, "docs/p.md")
+    assert str(e.value).startswith(f"docs/p.md:{line}: ") and words in str(e.value)
+
+
+def test_no_front_matter_means_the_whole_file_is_body():
+    doc = sources.read_document("# only a heading\n", "p.md")
+    assert doc.meta == {} and doc.body_line == 1
+
+
+def test_fences_backticks_tildes_nesting_and_unclosed():
+    lines = ["a", "```python", "x = 1", "```", "b", "````md", "```python", "y", "```", "````",
+             "  ~~~", "  z", "  ~~~", "```", "never closed"]
+    spans = [(f.start, f.end, f.info) for f in sources.fences(lines)]
+    assert spans == [(1, 3, "python"), (5, 9, "md"), (10, 12, ""), (13, 14, "")]
+    assert sources.fenced(lines) == [False, True, True, True, False, True, True, True, True, True,
+                                     True, True, True, True, True]
+
+
+def test_a_backtick_info_string_with_backticks_is_not_a_fence():
+    assert sources.fences(["```a`b", "x"]) == []
+
+
+BLOCKS = """\
+intro
+!!! claim "a title with $x$"
+    id: c1
+    status: verified
+    test: snippets/t/m.py::test_x[0.2]
+    journal: 20251231 "frag" qualified
+
+    Explanation.
+
+```markdown
+!!! claim "inside code: not a block"
+    id: no
+```
+
+??? question "why?"
+    body
+"""
+
+
+def test_blocks_keys_and_lines():
+    blocks = sources.parse_blocks(BLOCKS.split("\n"), first_line=10)
+    assert [(b.kind, b.title, b.line) for b in blocks] == [("claim", "a title with $x$", 11), ("question", "why?", 24)]
+    claim = blocks[0]
+    assert [(f.key, f.line) for f in claim.fields] == [("id", 12), ("status", 13), ("test", 14), ("journal", 15)]
+    assert claim.values("test")[0].value == "snippets/t/m.py::test_x[0.2]"
+    assert BLOCKS.split("\n")[claim.body_start:claim.end] == ["", "    Explanation."]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('20251231 "frag ment" qualified', ("20251231", "frag ment", "qualified")),
+    ('20251231 "frag"', ("20251231", "frag", None)),
+    ('20251231  "frag"   answered  ', ("20251231", "frag", "answered")),
+])
+def test_journal_references(value, expected):
+    ref = sources.parse_ref(value)
+    assert (ref.post, ref.fragment, ref.verdict) == expected
+
+
+@pytest.mark.parametrize("value", ['2025-12-31 "frag"', '20251231 frag', '20251231 "frag" two words', ""])
+def test_malformed_journal_references(value):
+    assert sources.parse_ref(value) is None
+
+
+def test_includes_inline_block_escaped_and_sections():
+    lines = ['--8<-- "snippets/a.py:sec"', ';--8<-- "snippets/skip.py"', "  -8<- 'snippets/b.py:1:3'",
+             "--8<--", "snippets/c.py", ";snippets/d.py", "--8<--", 'text --8<-- "not.py"']
+    incs = sources.includes(lines, first_line=5)
+    assert [(i.line, i.path, i.section) for i in incs] == [
+        (5, "snippets/a.py", "sec"), (7, "snippets/b.py", None), (9, "snippets/c.py", None)]
+
+
+def test_list_reindent_makes_github_nesting_four_spaces():
+    lines = ["4. a", "   - b", "5. c", "   6. d", "- e", "  - f", "    - g"]
+    assert sources.normalise_list_indent(lines) == ["4. a", "    - b", "5. c", "6. d", "- e", "    - f", "        - g"]
+
+
+def test_list_reindent_leaves_fenced_code_alone():
+    lines = ["1. a", "   - b", "```python", "   - not a list item", "x = [", "  - 1]", "```", "   - c"]
+    out = sources.normalise_list_indent(lines)
+    assert out[2:7] == lines[2:7]
+    assert out[1] == "    - b"
+
+
+@pytest.mark.parametrize("line, question", [
+    ("4. 为什么target_Q_value能作为当前策略的Q-value ？", "为什么target_Q_value能作为当前策略的Q-value ？"),
+    ("   1. >> 作业文档里找 critic 网络", "作业文档里找 critic 网络"),
+    ("9. actor网络训练部分其实就是on-policy的吧", "actor网络训练部分其实就是on-policy的吧"),
+    ("- 增加entropy_bonus", None),
+    ("# 20251231", None),
+])
+def test_journal_questions(line, question):
+    assert sources.journal_question(line, under_ask=False) == question
+
+
+def test_learner_text_is_protected_but_markdown_still_works():
+    lines = ["List<int> and a<b 且 c>d & `x<y`", '!!! claim "not a claim"', "??? question", "p {: onclick=\"x\"}",
+             '--8<-- ".git/config"', "```python", '--8<-- "snippets/x.py"', "<b>in code</b>", "```", "**bold**"]
+    out = sources.protect_learner_text(lines)
+    assert out[0] == "List&lt;int> and a&lt;b 且 c>d &amp; `x<y`"
+    assert out[1].startswith("&#33;!! claim") and out[2].startswith("&#63;?? question")
+    assert out[3] == 'p &#123;: onclick="x"}'
+    assert out[4] == ';--8<-- ".git/config"' and out[6] == ';--8<-- "snippets/x.py"'
+    assert out[7] == "<b>in code</b>" and out[9] == "**bold**"
