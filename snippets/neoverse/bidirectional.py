@@ -166,20 +166,17 @@ def test_nearest_key_frame_quarters_the_worst_error_of_forward_only():
         # For smooth motion one velocity used both ways does as well: the gain here
         # comes from using the nearest key frame, which needs the backward direction.
         assert abs(worst_error(track, keys, "single") - bi) < 1e-9, h
-
-
-def test_curved_motion_follows_the_same_law():
-    # A point on a circle (radius 3, 0.03 rad per frame) is a parabola only to second
-    # order, with |a| = r w^2; the next terms change the errors by a relative
-    # O((w d)^2 / 10) <= 2 % for d <= 15 frames (0.45 rad), asserted: 5 %.
+    # A curve that is a parabola only to second order: a point on a circle (radius
+    # 3, 0.03 rad per frame), |a| = r w^2. The next terms change the errors by a
+    # relative O((w d)^2 / 10) <= 2 % for d <= 15 frames (0.45 rad); asserted: 5 %.
     w, r = 0.03, 3.0
     t = torch.arange(33, dtype=F64) * w
-    track = torch.stack([r * t.cos(), r * t.sin(), torch.full_like(t, 6.0)], -1)
+    circle = torch.stack([r * t.cos(), r * t.sin(), torch.full_like(t, 6.0)], -1)
     a = r * w**2
     for h in (8, 16):
         keys = list(range(0, 33, h))
-        bi = worst_error(track, keys, "bidirectional")
-        fwd = worst_error(track, keys, "forward")
+        bi = worst_error(circle, keys, "bidirectional")
+        fwd = worst_error(circle, keys, "forward")
         d = h // 2
         assert abs(bi / (a * d * (d - 1) / 2) - 1) < 0.05, (h, bi)
         assert abs(fwd / (a * (h - 1) * (h - 2) / 2) - 1) < 0.05, (h, fwd)

@@ -146,7 +146,7 @@ def composite_back_to_front(
 F64 = torch.float64
 
 
-def close(actual, expected, atol):
+def assert_near(actual, expected, atol):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
 
@@ -158,18 +158,18 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     R = quaternion_to_rotation(q)
     eye = torch.eye(3, dtype=F64).expand(n, 3, 3)
     # The quaternion is normalised inside: R is a proper rotation.
-    close(R @ R.transpose(-1, -2), eye, 1e-12)
-    close(torch.linalg.det(R), torch.ones(n, dtype=F64), 1e-12)
+    assert_near(R @ R.transpose(-1, -2), eye, 1e-12)
+    assert_near(torch.linalg.det(R), torch.ones(n, dtype=F64), 1e-12)
     cov = covariance_from_rotation_scale(q, s)
     assert cov.shape == (n, 3, 3)
-    close(cov, cov.transpose(-1, -2), 1e-12)
+    assert_near(cov, cov.transpose(-1, -2), 1e-12)
     # Eigenvalues are exactly the squared scales: PSD by construction ...
     eig = torch.linalg.eigvalsh(cov)
     torch.testing.assert_close(eig, (s**2).sort(dim=-1).values, atol=1e-10, rtol=1e-10)
     assert (eig > 0).all(), "covariance with positive scales must be positive definite"
     # ... and the eigenvectors are the columns of R: Sigma R = R diag(s^2). This is
     # what "R turns the axes" means; diag(s) R (rows scaled) would fail here.
-    close(cov @ R, R * (s**2).unsqueeze(-2), 1e-10)
+    assert_near(cov @ R, R * (s**2).unsqueeze(-2), 1e-10)
     # A zero scale gives a flat (rank-2) Gaussian: still PSD, smallest eigenvalue 0.
     s0 = s.clone()
     s0[:, 2] = 0.0
@@ -178,7 +178,7 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     # Identity quaternion: Sigma = diag(s^2).
     q_id = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64)
     expected = torch.diag_embed(s[:1] ** 2)
-    close(covariance_from_rotation_scale(q_id, s[:1]), expected, 1e-12)
+    assert_near(covariance_from_rotation_scale(q_id, s[:1]), expected, 1e-12)
 
 
 def test_quaternion_matches_axis_angle_rotation():
@@ -188,12 +188,12 @@ def test_quaternion_matches_axis_angle_rotation():
     q = torch.stack([h.cos(), zero, zero, h.sin()]).unsqueeze(0)
     R = quaternion_to_rotation(q)[0]
     ex = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
-    close(R @ ex, torch.tensor([0.0, 1.0, 0.0], dtype=F64), 1e-12)
+    assert_near(R @ ex, torch.tensor([0.0, 1.0, 0.0], dtype=F64), 1e-12)
     # The long axis follows the rotation: s = (3, 1, 1) turned by 90 deg about z
     # lies along y, Sigma = diag(1, 9, 1).
     s = torch.tensor([[3.0, 1.0, 1.0]], dtype=F64)
     expected = torch.diag(torch.tensor([1.0, 9.0, 1.0], dtype=F64))
-    close(covariance_from_rotation_scale(q, s)[0], expected, 1e-12)
+    assert_near(covariance_from_rotation_scale(q, s)[0], expected, 1e-12)
 
 
 def test_project_covariance_matches_explicit_jacobian():
@@ -226,12 +226,12 @@ def test_front_to_back_equals_back_to_front_over():
     c1, t1 = composite(colors, alphas)
     c2, t2 = composite_back_to_front(colors, alphas)
     assert c1.shape == (h, w, 3) and t1.shape == (h, w)
-    close(c1, c2, 1e-12)
-    close(t1, t2, 1e-12)
+    assert_near(c1, c2, 1e-12)
+    assert_near(t1, t2, 1e-12)
     # Behind the opaque layer nothing shows: changing layers 8.. leaves (0, 0) alone.
     colors2 = colors.clone()
     colors2[8:] = torch.rand(n - 8, h, w, 3, generator=g, dtype=F64)
-    close(composite(colors2, alphas)[0][0, 0], c1[0, 0], 1e-12)
+    assert_near(composite(colors2, alphas)[0][0, 0], c1[0, 0], 1e-12)
 
 
 def test_transmittance_is_product_and_never_increases():
@@ -242,8 +242,8 @@ def test_transmittance_is_product_and_never_increases():
     c, t_final = composite(colors, alphas)
     # T_N = prod (1 - a_i); with all colours 1 the image is the covered fraction
     # 1 - T_N: the weights a_i T_i and the leftover transmittance add up to 1.
-    close(t_final, (1 - alphas).prod(0), 1e-12)
-    close(c[..., 0] + t_final, torch.ones(100, dtype=F64), 1e-12)
+    assert_near(t_final, (1 - alphas).prod(0), 1e-12)
+    assert_near(c[..., 0] + t_final, torch.ones(100, dtype=F64), 1e-12)
     # Transmittance after each layer never increases and stays in [0, 1].
     Ts = torch.stack([composite(colors[: k + 1], alphas[: k + 1])[1] for k in range(n)])
     assert (Ts[1:] <= Ts[:-1] + 1e-15).all(), "transmittance increased"
