@@ -169,3 +169,22 @@ def test_moving_gaussians_fit_every_frame_and_interpolate():
             assert h > c + MARGIN_OVER_CROSSFADE_DB, (seed, h, c)
         assert r["seconds"][0] < 20.0, f"seed {seed}: fit took {r['seconds'][0]:.1f} s"
 
+
+
+def test_means_follow_the_quadratic_and_render_moves_with_them():
+    # mu(t) = mu + v tau + a tau^2 / 2 around tau = t - 1/2: the mean at t = 1/2,
+    # velocity v = (mu(1) - mu(0)), acceleration a = 4 (mu(1) + mu(0) - 2 mu(1/2)).
+    params = {"mean": torch.tensor([[10.0, 12.0]]),
+              "velocity": torch.tensor([[4.0, -2.0]]),
+              "accel": torch.tensor([[8.0, 0.0]]), "log_scale": torch.zeros(1, 2),
+              "angle": torch.zeros(1), "color_logit": torch.full((1, 3), 20.0),
+              "opacity_logit": torch.tensor([20.0])}
+    m0, mh, m1 = (means_at(params, t) for t in (0.0, 0.5, 1.0))
+    torch.testing.assert_close(mh, params["mean"])
+    torch.testing.assert_close(m1 - m0, params["velocity"])
+    torch.testing.assert_close(4 * (m1 + m0 - 2 * mh), params["accel"])
+    # The rendered blob sits where means_at puts it: its brightest pixel at t = 1.
+    frame = render_at(params, 1.0, 24)[..., 0]
+    row, col = divmod(int(frame.argmax()), 24)
+    x, y = m1[0].tolist()
+    assert abs(col + 0.5 - x) <= 0.5 and abs(row + 0.5 - y) <= 0.5, (row, col, x, y)
