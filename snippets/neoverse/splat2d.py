@@ -1,15 +1,16 @@
-"""A minimal differentiable splatting renderer in plain PyTorch, fitted to a synthetic image.
+"""A minimal differentiable splatting renderer in plain PyTorch, fitted to an image.
 
-The image plane of 3DGS after projection: each Gaussian is a 2D ellipse with mean mu (2,),
-covariance Sigma' (2, 2), colour c (3,) and opacity o. At pixel p it contributes
+The image plane of 3DGS after projection: each Gaussian is a 2D ellipse with mean
+mu (2,), covariance Sigma' (2, 2), colour c (3,) and opacity o. At pixel p it adds
 
-    alpha_i(p) = o_i exp(-1/2 (p - mu_i)^T Sigma'_i^{-1} (p - mu_i))   # Eq. (4) with o, arXiv:2308.04079
+    alpha_i(p) = o_i exp(-1/2 (p - mu_i)^T Sigma'_i^{-1} (p - mu_i))
+                                          # Eq. (4) times o_i, arXiv:2308.04079
 
 and the pixel colour is the front-to-back composite of Eq. (3) (`gaussians.composite`).
-Here we skip the 3D part and optimise the 2D Gaussians directly, so the order (index 0 in
-front) is fixed. Every step is a differentiable torch op, so autograd gives the gradients
-that the reference implementation writes by hand in CUDA; there are no tiles, no sorting and
-no densification (cloning/splitting/pruning), only a fixed number of Gaussians.
+Here we skip the 3D part and optimise the 2D Gaussians directly, so the order (index
+0 in front) is fixed. Every step is a differentiable torch op, so autograd gives the
+gradients that the reference implementation writes by hand in CUDA; there are no
+tiles, no sorting and no densification, only a fixed number of Gaussians.
 """
 
 # --8<-- [start:render2d]
@@ -18,11 +19,13 @@ import torch
 from snippets.neoverse.gaussians import composite
 
 
-def covariance_2d(log_scale: torch.Tensor, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def covariance_2d(
+    log_scale: torch.Tensor, angle: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """2D analogue of Sigma = R S S^T R^T (Eq. (6), arXiv:2308.04079) and its inverse.
 
-    log_scale: (N, 2) log standard deviations in pixels; angle: (N,) rotation in radians.
-    returns: Sigma (N, 2, 2) and Sigma^{-1} (N, 2, 2) = R S^{-2} R^T (no matrix inverse needed).
+    log_scale: (N, 2) log standard deviations in pixels; angle: (N,) in radians.
+    returns: Sigma (N, 2, 2) and Sigma^{-1} = R S^{-2} R^T (N, 2, 2), no inversion.
     """
     c, s = angle.cos(), angle.sin()
     R = torch.stack([c, -s, s, c], dim=-1).reshape(-1, 2, 2)
@@ -32,25 +35,29 @@ def covariance_2d(log_scale: torch.Tensor, angle: torch.Tensor) -> tuple[torch.T
     return cov, cov_inv
 
 
-def render_2d(params: dict[str, torch.Tensor], height: int, width: int, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def render_2d(
+    params: dict[str, torch.Tensor], height: int, width: int, background: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Render N 2D Gaussians, index 0 in front.
 
     params: mean (N, 2) pixel coordinates (x, y); log_scale (N, 2); angle (N,);
-            color_logit (N, 3) and opacity_logit (N,) (sigmoid keeps them in [0, 1]).
+            color_logit (N, 3) and opacity_logit (N,) (a sigmoid maps them to [0, 1]).
     background: (3,) colour seen where the splats leave transmittance.
     returns: image (H, W, 3) and final transmittance (H, W).
     """
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=params["mean"].dtype),
-                            torch.arange(width, dtype=params["mean"].dtype), indexing="ij")
+    dtype = params["mean"].dtype
+    rows, cols = torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype)
+    ys, xs = torch.meshgrid(rows, cols, indexing="ij")
     pix = torch.stack([xs, ys], dim=-1) + 0.5  # pixel centres, (H, W, 2)
     _, cov_inv = covariance_2d(params["log_scale"], params["angle"])
     dx = pix[None, ..., 0] - params["mean"][:, 0, None, None]  # (N, H, W)
     dy = pix[None, ..., 1] - params["mean"][:, 1, None, None]
     a, b, c = (cov_inv[:, i, j, None, None] for i, j in ((0, 0), (0, 1), (1, 1)))
-    maha = a * dx * dx + 2 * b * dx * dy + c * dy * dy  # (p - mu)^T Sigma'^{-1} (p - mu)
-    alphas = torch.sigmoid(params["opacity_logit"])[:, None, None] * torch.exp(-0.5 * maha)  # Eq. (4) x o
-    colors = torch.sigmoid(params["color_logit"])[:, None, None, :].expand(-1, height, width, -1)
-    color, T = composite(colors, alphas)  # Eq. (3), arXiv:2308.04079
+    maha = a * dx * dx + 2 * b * dx * dy + c * dy * dy  # (p-mu)^T Sigma'^-1 (p-mu)
+    opacity = torch.sigmoid(params["opacity_logit"])[:, None, None]
+    alphas = opacity * torch.exp(-0.5 * maha)  # Eq. (4) times o, arXiv:2308.04079
+    colors = torch.sigmoid(params["color_logit"])[:, None, None, :]
+    color, T = composite(colors.expand(-1, height, width, -1), alphas)  # Eq. (3)
     return color + T[..., None] * background, T
 # --8<-- [end:render2d]
 
@@ -60,9 +67,11 @@ import torch
 
 
 def synthetic_target(size: int = 48) -> torch.Tensor:
-    """A small test image (size, size, 3) in [0, 1]: a vertical gradient background, a red
-    disk, a blue square with hard edges and a thin green bar; no Gaussians involved."""
-    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    """A small test image (size, size, 3) in [0, 1]: a vertical gradient background,
+    a red disk, a blue square with hard edges and a thin green bar; no Gaussians."""
+    ys, xs = torch.meshgrid(
+        torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij"
+    )
     u, v = xs / size, ys / size
     img = torch.stack([0.15 + 0.2 * v, 0.15 + 0.1 * v, 0.35 - 0.2 * v], dim=-1)
     disk = ((u - 0.32) ** 2 + (v - 0.35) ** 2) < 0.18**2
@@ -89,7 +98,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def init_grid(size: int, per_side: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """per_side^2 Gaussians on a regular grid, round, half-transparent, random colours."""
+    """per_side^2 round, half-transparent Gaussians on a grid, random colours."""
     g = torch.Generator().manual_seed(seed)
     step = size / per_side
     c = (torch.arange(per_side) + 0.5) * step
@@ -104,18 +113,24 @@ def init_grid(size: int, per_side: int, seed: int = 0) -> dict[str, torch.Tensor
     }
 
 
-def fit_2d(target: torch.Tensor, per_side: int = 10, steps: int = 200, lr: float = 0.05, seed: int = 0):
+def fit_2d(
+    target: torch.Tensor, per_side: int = 10, steps: int = 200, lr: float = 0.05,
+    seed: int = 0,
+):
     """Fit per_side^2 Gaussians to `target` (H, W, 3) with Adam on the L2 (MSE) loss.
 
-    returns: fitted params, the initial params, PSNR after each step, wall-clock seconds.
+    returns: fitted params, the initial params, PSNR after each step, seconds.
     """
     torch.manual_seed(seed)
     size = target.shape[0]
     background = torch.zeros(3)
     init = init_grid(size, per_side, seed)
     params = {k: v.clone().requires_grad_(True) for k, v in init.items()}
-    groups = [{"params": [params["mean"]], "lr": lr * size / 10},  # means move in pixels
-              {"params": [params[k] for k in ("log_scale", "angle", "color_logit", "opacity_logit")], "lr": lr}]
+    rest = ("log_scale", "angle", "color_logit", "opacity_logit")
+    groups = [
+        {"params": [params["mean"]], "lr": lr * size / 10},  # means move in pixels
+        {"params": [params[k] for k in rest], "lr": lr},
+    ]
     opt = torch.optim.Adam(groups)
     history, start = [], time.perf_counter()
     for _ in range(steps):
@@ -132,35 +147,41 @@ def fit_2d(target: torch.Tensor, per_side: int = 10, steps: int = 200, lr: float
 
 # ----------------------------------------------------------------------------- tests
 
-PSNR_THRESHOLD_DB = 28.0  # stated on the page
-TIME_BUDGET_S = 15.0  # measured ~3-5 s on the 2 shared cores; the budget leaves room for load
+# 28 dB = RMS error 4 % of the intensity range: the target the page states.
+PSNR_THRESHOLD_DB = 28.0
+# The start must be far from the target, so that the fit, not the init, does the work.
+INITIAL_MAX_DB = 15.0
+TIME_BUDGET_S = 15.0  # measured 3-4 s on the 2 shared cores; room for load
 
 
 def test_splat_renderer_fits_synthetic_image():
     torch.set_num_threads(1)
     target = synthetic_target(48)
-    params, init, history, seconds = fit_2d(target)
     background = torch.zeros(3)
-    fitted = psnr(render_2d(params, 48, 48, background)[0], target)
-    initial = psnr(render_2d(init, 48, 48, background)[0], target)
-    assert fitted > PSNR_THRESHOLD_DB, f"PSNR {fitted:.2f} dB <= {PSNR_THRESHOLD_DB} dB"
-    assert initial < 15.0, f"initial PSNR {initial:.2f} dB: the start should be far from the target"
-    assert seconds < TIME_BUDGET_S, f"fit took {seconds:.1f} s"
+    for seed in (0, 1):  # the seed draws the initial colours
+        params, init, history, seconds = fit_2d(target, seed=seed)
+        fitted = psnr(render_2d(params, 48, 48, background)[0], target)
+        initial = psnr(render_2d(init, 48, 48, background)[0], target)
+        assert fitted > PSNR_THRESHOLD_DB, f"seed {seed}: PSNR {fitted:.2f} dB"
+        assert initial < INITIAL_MAX_DB, f"seed {seed}: initial PSNR {initial:.2f} dB"
+        assert abs(history[-1] - fitted) < 0.5, "history is the PSNR of the renders"
+        assert seconds < TIME_BUDGET_S, f"seed {seed}: fit took {seconds:.1f} s"
 
 
 def test_renderer_gradients_match_finite_differences():
-    # Autograd through covariance, Gaussian falloff and compositing equals central differences.
+    # Autograd through covariance, falloff and compositing = central differences.
     g = torch.Generator().manual_seed(4)
     n, size = 3, 6
+    f64 = torch.float64
     params = {
-        "mean": (torch.rand(n, 2, generator=g, dtype=torch.float64) * size),
-        "log_scale": torch.rand(n, 2, generator=g, dtype=torch.float64) * 0.5,
-        "angle": torch.rand(n, generator=g, dtype=torch.float64),
-        "color_logit": torch.randn(n, 3, generator=g, dtype=torch.float64),
-        "opacity_logit": torch.randn(n, generator=g, dtype=torch.float64),
+        "mean": (torch.rand(n, 2, generator=g, dtype=f64) * size),
+        "log_scale": torch.rand(n, 2, generator=g, dtype=f64) * 0.5,
+        "angle": torch.rand(n, generator=g, dtype=f64),
+        "color_logit": torch.randn(n, 3, generator=g, dtype=f64),
+        "opacity_logit": torch.randn(n, generator=g, dtype=f64),
     }
     keys = list(params)
-    bg = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    bg = torch.tensor([0.1, 0.2, 0.3], dtype=f64)
 
     def f(*tensors):
         return render_2d(dict(zip(keys, tensors)), size, size, bg)[0]
@@ -169,15 +190,25 @@ def test_renderer_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_single_opaque_gaussian_renders_analytic_falloff():
-    # One Gaussian over a black background: pixel value = colour * o * exp(-r^2 / (2 s^2)).
+def test_single_gaussian_renders_analytic_falloff():
+    # One Gaussian over a black background: value = c o exp(-r^2 / (2 s^2)) with
+    # c = o = sigmoid(20) = 1 - 2e-9, s = e (log_scale 1), and T = 1 - that.
+    # A rotated anisotropic one follows (p - mu)^T Sigma^-1 (p - mu).
+    ys, xs = torch.meshgrid(
+        torch.arange(16) + 0.5, torch.arange(16) + 0.5, indexing="ij"
+    )
     params = {
         "mean": torch.tensor([[8.0, 8.0]]), "log_scale": torch.tensor([[1.0, 1.0]]),
         "angle": torch.zeros(1), "color_logit": torch.full((1, 3), 20.0),
         "opacity_logit": torch.tensor([20.0]),
     }
     img, T = render_2d(params, 16, 16, torch.zeros(3))
-    ys, xs = torch.meshgrid(torch.arange(16) + 0.5, torch.arange(16) + 0.5, indexing="ij")
     expected = torch.exp(-((xs - 8) ** 2 + (ys - 8) ** 2) / (2 * torch.e**2))
     torch.testing.assert_close(img[..., 0], expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(T, 1 - expected, atol=1e-6, rtol=0)
+    # Rotated by 90 deg, std (3, 1) along x becomes std 3 along y.
+    rot = dict(params, log_scale=torch.tensor([[3.0, 1.0]]).log(),
+               angle=torch.tensor([torch.pi / 2]))
+    img, _ = render_2d(rot, 16, 16, torch.zeros(3))
+    expected = torch.exp(-0.5 * ((xs - 8) ** 2 / 1.0 + (ys - 8) ** 2 / 9.0))
+    torch.testing.assert_close(img[..., 0], expected, atol=1e-5, rtol=0)
