@@ -50,7 +50,8 @@ def noise_one_point(process: str, t, runs=20_000, same_noise=False, seed=0):
 
 
 def _conditioning_errors(process: str, times) -> list[str]:
-    """Departures from x_t | (x0, t) ~ N(a x0, b^2 I) and from x_t | (x0, n, t) fixed."""
+    """Departures from x_t | (x0, t) ~ N(a x0, b^2 I), and from x_t | (x0, n, t)
+    being one fixed point."""
     eye, errors = torch.eye(2, dtype=torch.float64), []
     for t in times:
         a, b = coefficients(process, t)
