@@ -1,26 +1,35 @@
-"""The SDE of Flow-GRPO keeps the ODE's marginals p_t (arXiv:2505.05470, Eq. (8); proof in App. A).
+"""The SDE of Flow-GRPO keeps the ODE's marginals p_t (arXiv:2505.05470, Eq. (8); proof
+in App. A).
 
-Checked on Gaussian data N(MU, COV) with the exact marginal velocity, where p_t is known in
-closed form (snippets/flow_matching/gaussian.py): run many particles through the ODE and
-through the SDE (sde.py:sde_step) and compare their mean and covariance with p_t at several t.
+Checked on Gaussian data N(MU, COV) with the exact marginal velocity, where p_t is known
+in closed form (snippets/flow_matching/gaussian.py): run many particles through the ODE
+and through the SDE (sde.py:sde_step) and compare their mean and covariance with p_t at
+several t.
 """
+
+import math
 
 # --8<-- [start:simulate]
 import torch
 from snippets.flow_grpo.sde import sde_step_with_logprob
-from snippets.flow_matching.gaussian import COV, MU, marginal_mean_cov, marginal_velocity
+from snippets.flow_matching.gaussian import COV, MU, marginal_mean_cov
+from snippets.flow_matching.gaussian import marginal_velocity
 
 
 @torch.no_grad()
-def simulate_moments(t_start=0.96, num_steps=192, n=20_000, checkpoints=(0.75, 0.5, 0.25, 0.0),
-                     noise_level=0.7, seed=0, drop_correction=False):
-    """Particles start from the exact p_{t_start}; integrate down to t = 0 with the ODE (Euler)
-    and the SDE (Euler-Maruyama). returns {t: (ode_mean, ode_cov, sde_mean, sde_cov, exact_mean, exact_cov)}.
-    drop_correction: SDE with only v in the drift (noise added without the score term)."""
+def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
+                     checkpoints=(0.75, 0.5, 0.25, 0.0), noise_level=0.7, seed=0,
+                     drop_correction=False):
+    """Particles start from the exact p_{t_start}; integrate down to t = 0 with the ODE
+    (Euler) and the SDE (Euler-Maruyama). returns
+    {t: (ode_mean, ode_cov, sde_mean, sde_cov, exact_mean, exact_cov)}.
+    drop_correction: SDE with only v in the drift (noise added without the score term).
+    """
     g = torch.Generator().manual_seed(seed)
     m0, C0 = marginal_mean_cov(t_start, MU, COV)
-    x0 = m0 + torch.randn(n, 2, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(C0).T
-    x_ode, x_sde = x0.clone(), x0.clone()
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x_ode = m0 + z @ torch.linalg.cholesky(C0).T
+    x_sde = x_ode.clone()
     grid = torch.linspace(t_start, 0.0, num_steps + 1, dtype=torch.float64)
     out = {}
     for t, t_next in zip(grid[:-1], grid[1:]):
@@ -31,30 +40,38 @@ def simulate_moments(t_start=0.96, num_steps=192, n=20_000, checkpoints=(0.75, 0
             std = noise_level * (t / (1 - t)).sqrt()
             x_sde = x_sde + v * (t_next - t) + std * (t - t_next).sqrt() * noise
         else:
-            x_sde, _, _, _ = sde_step_with_logprob(v, x_sde, t, t_next, noise_level=noise_level, noise=noise)
+            x_sde, _, _, _ = sde_step_with_logprob(v, x_sde, t, t_next,
+                                                   noise_level=noise_level, noise=noise)
         for c in checkpoints:  # grid step 0.005: the checkpoints are grid points
             if abs(t_next.item() - c) < 1e-6:
                 em, ec = marginal_mean_cov(c, MU, COV)
-                out[c] = (x_ode.mean(0), torch.cov(x_ode.T), x_sde.mean(0), torch.cov(x_sde.T), em, ec)
+                out[c] = (x_ode.mean(0), torch.cov(x_ode.T),
+                          x_sde.mean(0), torch.cov(x_sde.T), em, ec)
     return out
 # --8<-- [end:simulate]
 
 
 def test_sde_and_ode_marginals_agree():
-    res = simulate_moments()
-    assert set(res) == {0.75, 0.5, 0.25, 0.0}
-    for t, (om, oc, sm, sc, em, ec) in res.items():
-        for name, m, c in (("ODE", om, oc), ("SDE", sm, sc)):
-            assert (m - em).abs().max() < 0.03, f"t={t} {name} mean {m} vs {em}"
-            assert (c - ec).abs().max() < 0.03, f"t={t} {name} cov {c} vs {ec}"
+    # 20 000 particles: standard errors <= sqrt(0.75 / 20 000) = 0.006 for a mean and
+    # <= 0.75 sqrt(2 / 20 000) = 0.0075 for a covariance entry (variances here are
+    # <= 0.75); 0.03 is 4-5 of them. Checked for three noise levels a (the claim is for
+    # every a).
+    for a in (0.3, 0.7, 1.0):
+        res = simulate_moments(noise_level=a)
+        assert set(res) == {0.75, 0.5, 0.25, 0.0}
+        for t, (om, oc, sm, sc, em, ec) in res.items():
+            for name, m, c in (("ODE", om, oc), ("SDE", sm, sc)):
+                assert (m - em).abs().max() < 0.03, f"a={a} t={t} {name} mean {m}"
+                assert (c - ec).abs().max() < 0.03, f"a={a} t={t} {name} cov {c}"
 
 
 def test_refutes_noise_without_score_correction_keeps_marginals():
-    # The correction term sigma_t^2/(2t) (x + (1 - t) v) is what keeps p_t: adding the same noise
-    # to the plain ODE step inflates the covariance far beyond the sampling error.
+    # The correction term sigma_t^2/(2t) (x + (1 - t) v) is what keeps p_t: adding the
+    # same noise to the plain ODE step inflates the covariance far beyond the sampling
+    # error (0.2 is more than 25 standard errors).
     res = simulate_moments(drop_correction=True, checkpoints=(0.0,))
     _, _, _, sc, _, ec = res[0.0]
-    assert (sc - ec).abs().max() > 0.2, f"covariance without correction {sc} vs exact {ec}"
+    assert (sc - ec).abs().max() > 0.2, f"covariance without correction {sc} vs {ec}"
 
 
 # --8<-- [start:explore]
@@ -64,9 +81,10 @@ from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
 
 @torch.no_grad()
-def spread_from_one_start(n=2000, num_steps=10, noise_level=0.7, seed=0):
-    """n runs from ONE state at t = 0.9 with the ODE and with the SDE (10 steps to t = 0):
-    per-dimension std of the end points, and the SDE's summed per-step log-probs (n,)."""
+def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
+    """n runs from ONE state at t = 0.9 with the ODE and with the SDE (10 steps to
+    t = 0): per-dimension std of the end points, and the SDE's summed per-step
+    log-probs (n,)."""
     g = torch.Generator().manual_seed(seed)
     x_start = torch.tensor([[0.4, -0.2]], dtype=torch.float64).expand(n, 2)
     grid = torch.linspace(0.9, 0.0, num_steps + 1, dtype=torch.float64)
@@ -74,16 +92,52 @@ def spread_from_one_start(n=2000, num_steps=10, noise_level=0.7, seed=0):
     for t, t_next in zip(grid[:-1], grid[1:]):
         x_ode = x_ode + marginal_velocity(x_ode, t, MU, COV) * (t_next - t)
         noise = torch.randn(n, 2, generator=g, dtype=torch.float64)
-        x_sde, lp, _, _ = sde_step_with_logprob(marginal_velocity(x_sde, t, MU, COV), x_sde, t, t_next,
+        v = marginal_velocity(x_sde, t, MU, COV)
+        x_sde, lp, _, _ = sde_step_with_logprob(v, x_sde, t, t_next,
                                                 noise_level=noise_level, noise=noise)
         logp = logp + lp
     return x_ode.std(0), x_sde.std(0), logp
 # --8<-- [end:explore]
 
 
+def sde_law_from_one_start(num_steps=10, noise_level=0.7, mu=MU, cov=COV):
+    """Exact law of the SDE end point started from one state at t = 0.9 (the grid of
+    spread_from_one_start), for data N(mu, cov) and the exact velocity. v* is affine in
+    x, so each step is x <- M_k x + c_k + s_k z with s_k = sigma_t sqrt(|dt|) and
+    M_k = (1 + sigma_t^2 dt / (2t)) I + (1 + sigma_t^2 (1 - t) / (2t)) dt K_t C_t^{-1}.
+    returns (P, s): the end point's covariance (d, d), the step stds (num_steps,)."""
+    eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+    grid = torch.linspace(0.9, 0.0, num_steps + 1, dtype=torch.float64)
+    P, steps = torch.zeros_like(cov), []
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        dt = t_next - t
+        sig2 = noise_level ** 2 * t / (1 - t)
+        C, K = (1 - t) ** 2 * cov + t ** 2 * eye, t * eye - (1 - t) * cov
+        gain = K @ torch.linalg.inv(C)  # v* = gain x + const
+        M = (1 + sig2 * dt / (2 * t)) * eye + (1 + sig2 * (1 - t) / (2 * t)) * dt * gain
+        P = M @ P @ M.T + sig2 * (-dt) * eye
+        steps.append((sig2 * (-dt)).sqrt())
+    return P, torch.stack(steps)
+
+
 def test_sde_explores_where_the_ode_cannot():
-    ode_std, sde_std, logp = spread_from_one_start()
+    n = 20_000
+    ode_std, sde_std, logp = spread_from_one_start(n=n)
+    # The ODE: one start, one end point, every time.
     assert torch.equal(ode_std, torch.zeros(2, dtype=torch.float64)), ode_std
-    assert (sde_std > 0.3).all(), f"SDE end points from one start: std {sde_std}"
-    # Every SDE trajectory has a finite log-likelihood, a sum of per-step Gaussian terms.
-    assert torch.isfinite(logp).all() and logp.std() > 0.5
+    # The SDE: the end points scatter with the exact std sqrt(diag P) (a sample std over
+    # n runs has relative standard error 1 / sqrt(2n) = 0.5 %: 5 of them).
+    P, s = sde_law_from_one_start()
+    rtol = 5 / (2 * n) ** 0.5
+    torch.testing.assert_close(sde_std, P.diag().sqrt(), atol=0, rtol=rtol)
+    # Every trajectory has a finite log-likelihood: at the sampled point each step
+    # scores -|z|^2 / 2 - d log s_k - d/2 log(2 pi), so over k = 10 steps in d = 2 the
+    # sum is -chi2_20 / 2 + const: its mean is known and its std is sqrt(40) / 2.
+    d, k = 2, len(s)
+    mean = -d * k / 2 - d * s.log().sum() - d * k / 2 * math.log(2 * math.pi)
+    std = (d * k / 2) ** 0.5  # 3.16 nats
+    assert torch.isfinite(logp).all()
+    assert abs(logp.mean() - mean) < 5 * std / n ** 0.5, (logp.mean(), mean)
+    # chi2_20 has excess kurtosis 0.6: the sample std's relative standard error is
+    # sqrt(2.6 / (4 n)); 5 of them.
+    assert abs(logp.std() / std - 1) < 5 * (2.6 / (4 * n)) ** 0.5, logp.std()

@@ -4,13 +4,14 @@ With x0 ~ N(mu, Sigma), x1 ~ N(0, I) independent and x_t = (1 - t) x0 + t x1:
 
     x_t ~ N((1 - t) mu, C_t),   C_t = (1 - t)^2 Sigma + t^2 I
     Cov(x1 - x0, x_t) = K_t = t I - (1 - t) Sigma
-    v*(x, t) = E[x1 - x0 | x_t = x] = -mu + K_t C_t^{-1} (x - (1 - t) mu)   (Gaussian conditioning)
+    v*(x, t) = E[x1 - x0 | x_t = x] = -mu + K_t C_t^{-1} (x - (1 - t) mu)
+               (Gaussian conditioning)
 
 The ODE dx/dt = v*(x, t) from x1 at t = 1 has the exact solution
     x_t = (1 - t) mu + C_t^{1/2} x1
-(C_t, K_t and Sigma share eigenvectors), so x_0 = mu + Sigma^{1/2} x1 is an exact sample.
-The marginal velocity is the minimiser of the flow matching loss (Theorem 2, arXiv:2210.02747;
-the conditional-mean fact: docs/foundations/mse-conditional-mean.md).
+(C_t, K_t and Sigma share eigenvectors), so x_0 = mu + Sigma^{1/2} x1 is an exact
+sample. The marginal velocity is the minimiser of the flow matching loss (Theorem 2,
+arXiv:2210.02747; the conditional-mean fact: docs/foundations/mse-conditional-mean.md).
 """
 
 # --8<-- [start:closed_form]
@@ -18,23 +19,25 @@ import torch
 
 
 def marginal_mean_cov(t, mu: torch.Tensor, cov: torch.Tensor):
-    """p_t = N((1 - t) mu, (1 - t)^2 Sigma + t^2 I). t: float or (batch,); mu: (d,); cov: (d, d).
-    returns mean (batch, d) or (d,), cov (batch, d, d) or (d, d)."""
+    """p_t = N((1 - t) mu, (1 - t)^2 Sigma + t^2 I). t: float or (batch,); mu: (d,);
+    cov: (d, d). returns mean (batch, d) or (d,), cov (batch, d, d) or (d, d)."""
     t = torch.as_tensor(t, dtype=mu.dtype)
     eye = torch.eye(mu.shape[0], dtype=mu.dtype)
     tt = t[..., None, None]
     return (1 - t)[..., None] * mu, (1 - tt) ** 2 * cov + tt ** 2 * eye
 
 
-def marginal_velocity(x: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+def marginal_velocity(x: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor):
     """v*(x, t) = E[x1 - x0 | x_t = x] = -mu + K_t C_t^{-1} (x - (1 - t) mu).
 
     x: (batch, d); t: float or (batch,); mu: (d,); cov: (d, d). returns (batch, d).
-    Sigma = U diag(lam) U^T, so K_t C_t^{-1} = U diag((t - (1 - t) lam) / ((1 - t)^2 lam + t^2)) U^T.
+    Sigma = U diag(lam) U^T, so
+    K_t C_t^{-1} = U diag((t - (1 - t) lam) / ((1 - t)^2 lam + t^2)) U^T.
     """
     t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])[:, None]  # (batch, 1)
     lam, U = torch.linalg.eigh(cov)
-    gain = (t - (1 - t) * lam) / ((1 - t) ** 2 * lam + t ** 2)  # eigenvalues of K_t C_t^{-1}
+    # eigenvalues of K_t C_t^{-1}
+    gain = (t - (1 - t) * lam) / ((1 - t) ** 2 * lam + t ** 2)
     return -mu + (((x - (1 - t) * mu) @ U) * gain) @ U.T
 # --8<-- [end:closed_form]
 
@@ -43,8 +46,9 @@ def marginal_velocity(x: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor) -
 import torch
 
 
-def exact_flow(x1: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    """Exact solution of dx/dt = v*(x, t) started at x1 (t = 1): x_t = (1 - t) mu + C_t^{1/2} x1.
+def exact_flow(x1: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor):
+    """Exact solution of dx/dt = v*(x, t) started at x1 (t = 1):
+    x_t = (1 - t) mu + C_t^{1/2} x1.
 
     x1: (batch, d); t: float; returns (batch, d). At t = 0: mu + Sigma^{1/2} x1.
     """
@@ -61,15 +65,17 @@ MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
 
 
-def sample_gaussian_data(n: int, generator: torch.Generator | None = None, dtype=torch.float32):
+def sample_gaussian_data(n: int, generator=None, dtype=torch.float32):
     """n samples of N(MU, COV), (n, 2)."""
     L = torch.linalg.cholesky(COV)
-    return (MU + torch.randn(n, 2, generator=generator, dtype=torch.float64) @ L.T).to(dtype)
+    z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+    return (MU + z @ L.T).to(dtype)
 # --8<-- [end:example]
 
 
 def test_closed_form_is_the_conditional_mean():
-    # Conditional mean <=> residual (x1 - x0) - v*(x_t) is orthogonal to every function of x_t.
+    # Conditional mean <=> the residual (x1 - x0) - v*(x_t) is orthogonal to every
+    # function of x_t; here to 1, x_t and x_t^2.
     g = torch.Generator().manual_seed(0)
     n = 400_000
     x0 = sample_gaussian_data(n, g, torch.float64)
@@ -79,7 +85,7 @@ def test_closed_form_is_the_conditional_mean():
         resid = (x1 - x0) - marginal_velocity(xt, t, MU, COV)
         feats = torch.cat([torch.ones(n, 1, dtype=torch.float64), xt, xt ** 2], dim=1)
         corr = (resid[:, :, None] * feats[:, None, :]).mean(0)
-        assert corr.abs().max() < 0.02, f"t={t}: residual correlates with x_t features: {corr}"
+        assert corr.abs().max() < 0.02, f"t={t}: residual correlates with x_t: {corr}"
 
 
 def test_exact_flow_solves_the_ode():
@@ -95,14 +101,16 @@ def test_exact_flow_solves_the_ode():
 
 # --8<-- [start:net_vs_closed_form]
 import torch
-from snippets.flow_matching.gaussian import MU, COV, marginal_velocity, sample_gaussian_data
+from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
+from snippets.flow_matching.gaussian import sample_gaussian_data
 from snippets.flow_matching.model import train_flow_matching
 from snippets.flow_matching.path import interpolate, target_velocity
 
 
 def velocity_errors(model, n: int = 20_000, seed: int = 123):
     """Relative RMS distance to the closed-form marginal velocity v*, of (a) the trained
-    network and (b) the per-pair regression target x1 - x0, on x_t with t ~ U[0.02, 0.98]."""
+    network and (b) the per-pair regression target x1 - x0, on x_t with
+    t ~ U[0.02, 0.98]."""
     g = torch.Generator().manual_seed(seed)
     x0 = sample_gaussian_data(n, g, torch.float64)
     x1 = torch.randn(n, 2, generator=g, dtype=torch.float64)
@@ -112,14 +120,19 @@ def velocity_errors(model, n: int = 20_000, seed: int = 123):
     with torch.no_grad():
         v_net = model(xt.float(), t.float()).double()
     rms = lambda a: a.pow(2).sum(-1).mean().sqrt()
-    return (rms(v_net - v_star) / rms(v_star)).item(), (rms(target_velocity(x0, x1) - v_star) / rms(v_star)).item()
+    err_net = rms(v_net - v_star) / rms(v_star)
+    err_target = rms(target_velocity(x0, x1) - v_star) / rms(v_star)
+    return err_net.item(), err_target.item()
 # --8<-- [end:net_vs_closed_form]
 
 
 def test_trained_network_matches_marginal_velocity():
     torch.set_num_threads(1)
-    model = train_flow_matching(lambda n, g: sample_gaussian_data(n, g), steps=1500, hidden=128, seed=0)
+    data = lambda n, g: sample_gaussian_data(n, g)
+    model = train_flow_matching(data, steps=1500, hidden=128, seed=0)
     err_net, err_target = velocity_errors(model)
-    # The network is trained on the noisy per-pair targets x1 - x0, yet lands on their conditional mean.
-    assert err_net < 0.05, f"network vs closed-form marginal velocity: relative RMS {err_net:.3f}"
+    # The network is trained on the noisy per-pair targets x1 - x0, yet lands on their
+    # conditional mean: within 5 % (relative RMS) of v*, while the targets it saw are
+    # off by more than 50 %.
+    assert err_net < 0.05, f"network vs closed-form v*: relative RMS {err_net:.3f}"
     assert err_target > 0.5, f"per-pair targets should be far from v*: {err_target:.3f}"

@@ -1,4 +1,5 @@
-"""A small velocity network v_theta(x, t) and its flow matching training loop (CPU, seconds)."""
+"""A small velocity network v_theta(x, t) and its flow matching training loop
+(CPU, seconds)."""
 
 # --8<-- [start:mlp]
 import torch
@@ -6,7 +7,8 @@ from torch import nn
 
 
 class VelocityMLP(nn.Module):
-    """v_theta(x, t): (batch, dim), (batch,) -> (batch, dim). t enters through sin/cos features."""
+    """v_theta(x, t): (batch, dim), (batch,) -> (batch, dim). t enters through sin/cos
+    features."""
 
     def __init__(self, dim: int = 2, hidden: int = 128, n_freq: int = 4):
         super().__init__()
@@ -31,8 +33,8 @@ from snippets.flow_matching.model import VelocityMLP
 from snippets.flow_matching.path import flow_matching_loss
 
 
-def train_flow_matching(sample_data, *, dim: int = 2, steps: int = 2000, batch: int = 256,
-                        lr: float = 2e-3, hidden: int = 128, seed: int = 0) -> VelocityMLP:
+def train_flow_matching(sample_data, *, dim=2, steps=2000, batch=256, lr=2e-3,
+                        hidden=128, seed=0) -> VelocityMLP:
     """Fit v_theta by regressing on x1 - x0 (snippets/flow_matching/path.py:fm_loss).
 
     sample_data(n, generator) -> (n, dim) fresh data each step. Adam with cosine decay.

@@ -1,15 +1,17 @@
-"""The linear (rectified-flow / conditional-OT) probability path, in the note's convention.
+"""The linear (rectified-flow / conditional-OT) probability path, in the note's
+convention.
 
 Convention used everywhere in snippets/flow_matching and snippets/flow_grpo (the one of
 Flow-GRPO and SD3):
 
     x0 ~ data, x1 ~ N(0, I) (noise), t in [0, 1]
-    x_t = (1 - t) * x0 + t * x1                     # arXiv:2209.03003 Eq. (1); arXiv:2210.02747 Sec. 4.1 (sigma_min = 0, t reversed)
-    u_t = d x_t / dt = x1 - x0                      # the conditional (per-pair) target velocity
+    # Eq. (1), arXiv:2209.03003; Sec. 4.1, arXiv:2210.02747 (sigma_min = 0, t reversed)
+    x_t = (1 - t) * x0 + t * x1
+    u_t = d x_t / dt = x1 - x0       # the conditional (per-pair) target velocity
     sampling integrates dx/dt = v(x, t) from t = 1 (noise) down to t = 0 (data).
 
-Lipman et al. (arXiv:2210.02747) put noise at t = 0 and data at t = 1; their path is ours with
-t -> 1 - t and the velocity negated.
+Lipman et al. (arXiv:2210.02747) put noise at t = 0 and data at t = 1; their path is
+ours with t -> 1 - t and the velocity negated.
 """
 
 # --8<-- [start:path]
@@ -22,19 +24,22 @@ def _expand_t(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape + (1,) * (x.ndim - t.ndim)) if t.ndim > 0 else t
 
 
-def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+def interpolate(x0: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
     """x_t = (1 - t) x0 + t x1  (x0 data, x1 noise).
 
     x0, x1: (batch, *dims); t: float, () or (batch,), broadcast over the non-batch dims.
-    returns (batch, *dims). Deterministic: no randomness once x0, x1 and t are given.
+    returns (batch, *dims). A fixed linear combination of x0 and x1: all randomness of
+    x_t comes from drawing x1 (and t).
     """
     t = _expand_t(t, x0)
-    return (1 - t) * x0 + t * x1  # X_t = t X_1 + (1 - t) X_0, Eq. (1), arXiv:2209.03003 (here X_0 is data)
+    # X_t = t X_1 + (1 - t) X_0, Eq. (1), arXiv:2209.03003 (there X_0 is the noise)
+    return (1 - t) * x0 + t * x1
 
 
 def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """Conditional target u_t(x_t | x0, x1) = d x_t / dt = x1 - x0, (batch, *dims)."""
-    return x1 - x0  # Eq. (1), arXiv:2209.03003; OT path of Sec. 4.1, arXiv:2210.02747, with t -> 1 - t
+    # Eq. (1), arXiv:2209.03003; OT path of Sec. 4.1, arXiv:2210.02747, t -> 1 - t
+    return x1 - x0
 # --8<-- [end:path]
 
 
@@ -43,16 +48,17 @@ import torch
 from snippets.flow_matching.path import interpolate, target_velocity
 
 
-def flow_matching_loss(model, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def flow_matching_loss(model, x0: torch.Tensor, generator=None) -> torch.Tensor:
     """Conditional flow matching loss E_{t, x0, x1} || v_theta(x_t, t) - (x1 - x0) ||^2.
 
-    model(x, t): (batch, d), (batch,) -> (batch, d). x0: (batch, d) data. Simulation-free:
-    one network evaluation per sample, no ODE is solved during training.
+    model(x, t): (batch, d), (batch,) -> (batch, d). x0: (batch, d) data.
+    Simulation-free: one network evaluation per sample, no ODE is solved in training.
     """
     x1 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # noise end
     t = torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype)  # t ~ U[0, 1]
     x_t = interpolate(x0, x1, t)
-    return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).sum(-1).mean()  # CFM loss, Sec. 3.2, arXiv:2210.02747
+    # CFM loss, Sec. 3.2, arXiv:2210.02747
+    return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).sum(-1).mean()
 # --8<-- [end:fm_loss]
 
 
@@ -65,7 +71,8 @@ def test_interpolate_endpoints_and_broadcast():
     t = torch.tensor([0.0, 0.25, 0.5, 1.0])
     xt = interpolate(x0, x1, t)
     for i in range(4):
-        torch.testing.assert_close(xt[i], (1 - t[i]) * x0[i] + t[i] * x1[i], atol=1e-6, rtol=0)
+        expected = (1 - t[i]) * x0[i] + t[i] * x1[i]
+        torch.testing.assert_close(xt[i], expected, atol=1e-6, rtol=0)
 
 
 def test_target_velocity_is_time_derivative_of_path():
@@ -81,23 +88,33 @@ def test_target_velocity_is_time_derivative_of_path():
 def test_flow_matching_loss_follows_its_definition_and_prefers_the_marginal_velocity():
     from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
-    x0 = torch.randn(4096, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64) @ torch.linalg.cholesky(COV).T + MU
-    # (a) The loss is the definition, drawn in this order: noise x1 first, then t ~ U[0, 1].
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(4096, 2, generator=g, dtype=torch.float64)
+    x0 = x0 @ torch.linalg.cholesky(COV).T + MU
+    # (a) The loss is the definition, drawn in this order: noise x1 first, then t.
     model = lambda x, t: 0.5 * x + t[:, None]
     g = torch.Generator().manual_seed(3)
     x1 = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
     t = torch.rand(x0.shape[0], generator=g, dtype=x0.dtype)
     xt = (1 - t[:, None]) * x0 + t[:, None] * x1
     manual = ((model(xt, t) - (x1 - x0)) ** 2).sum(-1).mean()
-    torch.testing.assert_close(flow_matching_loss(model, x0, torch.Generator().manual_seed(3)), manual, atol=1e-12, rtol=0)
-    # (b) On the same draws the marginal velocity E[x1 - x0 | x_t] scores lower than the zero field or
-    # its negation (the velocity of the other time convention), yet not 0: the per-pair targets are noisy,
-    # and what is left is int_0^1 tr Cov(x1 - x0 | x_t) dt = int_0^1 tr(I + Sigma - K_t C_t^{-1} K_t) dt.
+    ours = flow_matching_loss(model, x0, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours, manual, atol=1e-12, rtol=0)
+    # (b) On the same draws the marginal velocity E[x1 - x0 | x_t] scores lower than the
+    # zero field or its negation (the velocity of the other time convention), yet not 0:
+    # the per-pair targets are noisy, and what is left is
+    # int_0^1 tr Cov(x1 - x0 | x_t) dt = int_0^1 tr(I + Sigma - K_t C_t^{-1} K_t) dt.
     loss = lambda m: flow_matching_loss(m, x0, torch.Generator().manual_seed(4)).item()
     v_star = lambda x, t: marginal_velocity(x, t, MU, COV)
-    l_star, l_zero, l_neg = loss(v_star), loss(lambda x, t: torch.zeros_like(x)), loss(lambda x, t: -v_star(x, t))
+    l_star = loss(v_star)
+    l_zero = loss(lambda x, t: torch.zeros_like(x))
+    l_neg = loss(lambda x, t: -v_star(x, t))
     assert l_star < 0.7 * l_zero < 0.7 * l_neg, (l_star, l_zero, l_neg)
-    eye, ts = torch.eye(2, dtype=torch.float64), (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
-    floor = sum(torch.trace(eye + COV - ((t * eye - (1 - t) * COV) @ torch.linalg.solve(
-        (1 - t) ** 2 * COV + t ** 2 * eye, t * eye - (1 - t) * COV))) for t in ts).item() / len(ts)  # midpoint rule
-    assert abs(l_star - floor) < 0.1 * floor, (l_star, floor)  # 4096 samples: Monte Carlo error a few %
+    eye = torch.eye(2, dtype=torch.float64)
+    ts = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000  # midpoint rule
+    floor = 0.0
+    for t in ts:
+        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t ** 2 * eye
+        floor += torch.trace(eye + COV - K @ torch.linalg.solve(C, K)).item() / len(ts)
+    # 4096 samples: the Monte Carlo error is a few per cent
+    assert abs(l_star - floor) < 0.1 * floor, (l_star, floor)

@@ -11,7 +11,8 @@ def time_grid(num_steps: int, dtype=torch.float32) -> torch.Tensor:
 
 @torch.no_grad()
 def euler_sample(velocity, x1: torch.Tensor, num_steps: int, return_path: bool = False):
-    """Integrate dx/dt = velocity(x, t) from x1 at t = 1 to t = 0 with Euler steps (dt < 0).
+    """Integrate dx/dt = velocity(x, t) from x1 at t = 1 to t = 0 with Euler steps
+    (dt < 0).
 
     velocity(x, t): (batch, d), (batch,) -> (batch, d); x1: (batch, d) noise.
     returns x0 (batch, d), or the path (num_steps + 1, batch, d) if return_path.
@@ -20,7 +21,8 @@ def euler_sample(velocity, x1: torch.Tensor, num_steps: int, return_path: bool =
     ts = time_grid(num_steps, x1.dtype)
     x, path = x1, [x1]
     for t, t_next in zip(ts[:-1], ts[1:]):
-        x = x + velocity(x, t.expand(x.shape[0])) * (t_next - t)  # x_{t+dt} = x_t + v dt
+        # x_{t+dt} = x_t + v dt
+        x = x + velocity(x, t.expand(x.shape[0])) * (t_next - t)
         path.append(x)
     return torch.stack(path) if return_path else x
 # --8<-- [end:euler]

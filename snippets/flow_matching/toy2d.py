@@ -1,5 +1,5 @@
-"""2D experiment: a mixture of 8 Gaussians, a flow matching model trained in seconds on CPU,
-and the sliced Wasserstein distance (SWD) between its samples and fresh data."""
+"""2D experiment: a mixture of 8 Gaussians, a flow matching model trained in seconds on
+CPU, and the sliced Wasserstein distance (SWD) between its samples and fresh data."""
 
 # --8<-- [start:data]
 import math
@@ -7,10 +7,11 @@ import torch
 
 RADIUS, MODE_STD = 2.0, 0.1
 ANGLES = torch.arange(8, dtype=torch.float64) * 2 * math.pi / 8
-MEANS = RADIUS * torch.stack([ANGLES.cos(), ANGLES.sin()], dim=1)  # (8, 2), mode k at angle 45k degrees
+# (8, 2): mode k at angle 45 k degrees
+MEANS = RADIUS * torch.stack([ANGLES.cos(), ANGLES.sin()], dim=1)
 
 
-def eight_gaussians(n: int, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
+def eight_gaussians(n: int, generator=None, dtype=torch.float32) -> torch.Tensor:
     """n samples of the equal-weight mixture of N(MEANS[k], MODE_STD^2 I), (n, 2)."""
     k = torch.randint(0, 8, (n,), generator=generator)
     eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
@@ -22,10 +23,10 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, dtype=torc
 import torch
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, seed: int = 0) -> float:
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj=256, seed=0) -> float:
     """Sliced 2-Wasserstein distance between two equal-size point clouds (n, d):
-    sqrt(mean over random directions theta of W2^2 of the 1D projections), where the 1D W2
-    is computed exactly by sorting (Rabin et al. 2011; Bonneel et al. 2015)."""
+    sqrt(mean over random directions theta of W2^2 of the 1D projections), where the
+    1D W2 is computed exactly by sorting (Rabin et al. 2011; Bonneel et al. 2015)."""
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], n_proj, generator=g, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
@@ -50,23 +51,26 @@ def pretrained_toy_model(steps: int = 2000, seed: int = 0):
     returns (model, CPU seconds spent training)."""
     torch.set_num_threads(1)
     start = time.process_time()  # CPU seconds: the machine is shared
-    model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3, hidden=128, seed=seed)
+    model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3,
+                                hidden=128, seed=seed)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, time.process_time() - start
 
 
-def sample_quality(model, n: int = 5000, num_steps: int = 50, seed: int = 1, repeats: int = 5):
-    """SWD(model samples, fresh data) against the noise floor SWD(fresh data, fresh data),
-    each averaged over `repeats` fresh data sets (the floor varies with the mode counts)."""
+def sample_quality(model, n=5000, num_steps=50, seed=1, repeats=5):
+    """SWD(model samples, fresh data) against the noise floor SWD(fresh data, fresh
+    data), each averaged over `repeats` fresh data sets (the floor varies with the mode
+    counts)."""
     g = torch.Generator().manual_seed(seed)
     x1 = torch.randn(n, 2, generator=g)
     samples = euler_sample(model, x1, num_steps)
     mean = lambda f: sum(f() for _ in range(repeats)) / repeats
+    data = lambda: eight_gaussians(n, g)
     return {
-        "swd_model": mean(lambda: sliced_wasserstein(samples, eight_gaussians(n, g))),
-        "swd_floor": mean(lambda: sliced_wasserstein(eight_gaussians(n, g), eight_gaussians(n, g))),
-        "swd_noise": mean(lambda: sliced_wasserstein(x1, eight_gaussians(n, g))),  # untrained: x0 = x1
+        "swd_model": mean(lambda: sliced_wasserstein(samples, data())),
+        "swd_floor": mean(lambda: sliced_wasserstein(data(), data())),
+        "swd_noise": mean(lambda: sliced_wasserstein(x1, data())),  # untrained: x0 = x1
     }
 # --8<-- [end:experiment]
 
@@ -74,19 +78,22 @@ def sample_quality(model, n: int = 5000, num_steps: int = 50, seed: int = 1, rep
 def test_swd_is_zero_for_identical_clouds_and_grows_with_shift():
     x = eight_gaussians(500, torch.Generator().manual_seed(0))
     assert sliced_wasserstein(x, x) == 0.0
-    # Shifting a cloud by a vector c moves every 1D projection by c.theta: SWD = |c| / sqrt(d).
+    # Shifting a cloud by a vector c moves every 1D projection by c.theta:
+    # SWD = |c| / sqrt(d).
     c = torch.tensor([0.6, 0.8])
     assert abs(sliced_wasserstein(x, x + c, n_proj=4000) - 1.0 / 2 ** 0.5) < 0.02
 
 
 def test_swd_threshold_detects_a_dropped_mode():
-    # The threshold used below (1.5 x the data-vs-data floor) rejects a sampler that lost one of the 8 modes.
+    # The threshold used below (1.5 x the data-vs-data floor) rejects a sampler that
+    # lost one of the 8 modes.
     g = torch.Generator().manual_seed(3)
     pool = eight_gaussians(40_000, g)
     nearest = ((pool[:, None, :].double() - MEANS) ** 2).sum(-1).argmin(1)
     dropped = pool[nearest != 0][:5000]
-    swd_dropped = sum(sliced_wasserstein(dropped, eight_gaussians(5000, g)) for _ in range(3)) / 3
-    floor = sum(sliced_wasserstein(eight_gaussians(5000, g), eight_gaussians(5000, g)) for _ in range(3)) / 3
+    data = lambda: eight_gaussians(5000, g)
+    swd_dropped = sum(sliced_wasserstein(dropped, data()) for _ in range(3)) / 3
+    floor = sum(sliced_wasserstein(data(), data()) for _ in range(3)) / 3
     assert swd_dropped > 1.5 * floor, (swd_dropped, floor)
 
 
@@ -94,7 +101,8 @@ def test_toy_flow_trains_fast_and_matches_data():
     model, seconds = pretrained_toy_model()
     q = sample_quality(model)
     assert seconds < 30, f"training took {seconds:.1f} s"
-    # Within 1.5x the SWD between two independent data samples of the same size (the noise
-    # floor of the measure), and far below the SWD of the untrained starting point (noise).
+    # Within 1.5x the SWD between two independent data samples of the same size (the
+    # noise floor of the measure), and far below the SWD of the untrained starting point
+    # (noise).
     assert q["swd_model"] < 1.5 * q["swd_floor"], q
     assert q["swd_model"] < 0.3 * q["swd_noise"], q
