@@ -150,6 +150,17 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         except KbError as e:
             raise PluginError(str(e)) from None
 
+    @event_priority(-100)  # after Material's search plugin has written its index
+    def on_post_build(self, config):
+        index = Path(config.site_dir) / "search" / "search_index.json"
+        if index.is_file():
+            data = json.loads(index.read_text(encoding="utf-8"))
+            for doc in data.get("docs", []):
+                for key in ("title", "text"):
+                    if key in doc:
+                        doc[key] = render.search_text(doc[key])
+            index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
     def on_page_content(self, html, page, config, files):
         # MkDocs only sees ids made by Markdown; the line anchors that Pygments
         # writes into code blocks (evidence links) count too, so that strict

@@ -338,3 +338,13 @@ def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
 def html_text(text: str) -> str:
     """HTML that shows exactly this text (for raw-HTML parts of generated pages)."""
     return html.escape(text, quote=True)
+
+
+# ---- search ---------------------------------------------------------------------------------------
+
+TEX = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$", re.S)
+
+
+def search_text(text: str) -> str:
+    """A search entry without raw TeX: result teasers show words, not ``\\(\\pi_\\theta\\)``."""
+    return re.sub(r"[ \t]{2,}", " ", TEX.sub(" … ", text))

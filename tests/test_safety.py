@@ -1,0 +1,197 @@
+"""Nothing leaks and nothing hangs: hostile notes, page blocks, includes and vendored assets."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, edit, kb, mkdocs_build, run_pytest, text_of
+from kb import vendor
+from kb.project import KbError
+
+HOSTILE_NOTE = """\
+今天的笔记，里面有些“危险”的东西：
+
+- 泛型 List<int> 和不等式 a<b 且 c>d，还有 R&D
+- <script>document.title = "pwned"; window.kbPwned = true;</script>
+- <img src="https://cdn.example.com/x.png" onerror="window.kbPwned = true">
+- emoji 短码 :x: 与 a:b:c 与 :smile:
+- 属性列表 {: onclick="window.kbPwned = true" }
+
+--8<-- ".git/config"
+
+!!! claim "写在日志里的论断"
+    id: sneaky-claim
+    status: verified
+    test: snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory) -> Path:
+    """The mini site with a hostile note appended by `kb new`, built strictly."""
+    from conftest import copy_project, MINI_DOCS
+
+    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
+    r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)
+    assert r.returncode == 0, r.stderr
+    build = mkdocs_build(root, root / "site")
+    assert build.returncode == 0, build.stdout + build.stderr
+    return root / "site"
+
+
+def hostile_post(site: Path) -> str:
+    return text_of(site / "journal" / "2026" / "01" / "02" / "20260102" / "index.html")
+
+
+def test_a_hostile_note_is_shown_as_text(hostile_site):
+    page = hostile_post(hostile_site)
+    article = page[page.index("<article"):page.index("</article>")]
+    assert "<script>document.title" not in article and "<img src=\"https://cdn" not in article
+    assert "onerror=" not in re.sub(r"&[a-z]+;|&#\d+;", "", re.sub(r">[^<]*<", "><", article))
+    assert not re.search(r"<[^>]+onclick=", article)
+    shown = html.unescape(re.sub(r"<[^>]+>", "", article))
+    for words in ("List<int>", "a<b 且 c>d", "R&D", '<script>document.title = "pwned";', ":x:", "a:b:c", ":smile:",
+                  '{: onclick="window.kbPwned = true" }', '--8<-- ".git/config"', '!!! claim "写在日志里的论断"'):
+        assert words in shown, words
+    assert "SECRET-TOKEN-123" not in page
+    assert "SECRET-TOKEN-123" not in text_of(hostile_site / "search" / "search_index.json")
+    assert 'class="admonition' not in article
+    assert "sneaky-claim" not in text_of(hostile_site / "claims" / "index.html")
+
+
+def test_an_include_of_git_config_on_a_page_fails_the_build(mini_project):
+    (mini_project / ".git").mkdir()
+    (mini_project / ".git" / "config").write_text("SECRET\n", encoding="utf-8")
+    page = mini_project / "docs/foundations/mse-conditional-mean.md"
+    page.write_text(text_of(page) + '\n```python\n--8<-- ".git/config"\n```\n', encoding="utf-8")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0 and "include of .git/config is outside snippets/" in build.stderr
+
+
+# ---- page blocks: sandboxed, time-limited, no state left behind ----------------------------------
+
+ATTACK_PAGE = """\
+---
+title: Attacks
+---
+# Attacks
+
+```python
+while True:
+    pass
+```
+
+```python
+from pathlib import Path
+import snippets
+root = Path(snippets.__file__).parent.parent
+(root / "snippets" / "planted.py").write_text("def test_planted():\\n    assert True\\n")
+(root / "docs" / "journal" / "posts" / "2031-01-01.md").write_text("---\\ndate: 2031-01-01\\n---\\n# x\\n")
+```
+
+```python
+import torch.testing
+torch.testing.assert_close = lambda *args, **kwargs: None  # switch the checks off for everyone after me
+import os
+os.environ["KB_FAST"] = "0"
+assert True
+```
+
+```python
+import os
+import torch
+try:
+    torch.testing.assert_close(torch.tensor(1.0), torch.tensor(2.0))
+except AssertionError:
+    pass
+else:
+    raise SystemExit("assert_close was switched off by an earlier block")
+assert os.environ["KB_FAST"] == "1"
+```
+"""
+
+
+def test_page_blocks_cannot_hang_write_into_the_project_or_change_later_tests(mini_project):
+    (mini_project / "docs" / "attacks.md").write_text(ATTACK_PAGE, encoding="utf-8")
+    result = run_pytest(mini_project, "docs/attacks.md", "-o", "kb_block_timeout=3", "-rA")
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert re.search(r"FAILED docs/attacks.md::line 6\b", out) and "did not finish within 3 s" in out, out[-3000:]
+    assert re.search(r"FAILED docs/attacks.md::line 11\b", out) and "Permission" in out, out[-3000:]
+    assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 27\b", out)
+    assert not (mini_project / "snippets" / "planted.py").exists()
+    assert not (mini_project / "docs" / "journal" / "posts" / "2031-01-01.md").exists()
+
+
+def test_every_test_has_a_time_limit(mini_project):
+    (mini_project / "snippets" / "foundations" / "hang.py").write_text(
+        "def test_hangs():\n    while True:\n        pass\n", encoding="utf-8")
+    result = run_pytest(mini_project, "snippets/foundations/hang.py", "-o", "timeout=2")
+    assert result.returncode == 1 and "Timeout" in result.stdout, result.stdout[-2000:]
+
+
+# ---- vendored assets: present and unchanged, or the build stops -------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["delete", "change"])
+def test_a_missing_or_changed_vendored_file_fails_the_build(mini_project, damage):
+    link = mini_project / "docs" / "assets" / "vendor"
+    link.unlink()
+    shutil.copytree(ROOT / "docs" / "assets" / "vendor", link)
+    mermaid = link / "mermaid" / "mermaid.min.js"
+    if damage == "delete":
+        mermaid.unlink()
+    else:
+        mermaid.write_text("window.mermaid = undefined;", encoding="utf-8")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode != 0 and "mermaid.min.js" in build.stderr and "run `kb assets`" in build.stderr
+
+
+def test_kb_assets_offline_is_one_line(tmp_path, project):
+    shutil.copy2(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / "docs").mkdir()
+    r = kb(tmp_path, "assets", KB_NPM_REGISTRY="http://127.0.0.1:9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot fetch http://127.0.0.1:9/katex" in r.stderr, r.stderr
+
+
+def tarball(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_kb_assets_refuses_archives_that_escape_or_lack_files(tmp_path):
+    pkg = vendor.Package("demo", "1.0.0", "sha512-unused")
+    files = {"dist/a.js": hashlib.sha256(b"a").hexdigest(), "dist/b.js": hashlib.sha256(b"b").hexdigest()}
+    with pytest.raises(KbError, match="escapes its folder"):
+        vendor.unpack(tarball({"package/dist/a.js": b"a", "package/../../evil.js": b"x"}), pkg, files, tmp_path / "demo")
+    with pytest.raises(KbError, match="lacks dist/b.js"):
+        vendor.unpack(tarball({"package/dist/a.js": b"a"}), pkg, files, tmp_path / "demo")
+    with pytest.raises(KbError, match="differs from the recorded file"):
+        vendor.unpack(tarball({"package/dist/a.js": b"a", "package/dist/b.js": b"evil"}), pkg, files, tmp_path / "demo")
+    assert not (tmp_path / "demo").exists() and not (tmp_path.parent / "evil.js").exists()
+    vendor.unpack(tarball({"package/dist/a.js": b"a", "package/dist/b.js": b"b", "package/README": b"-"}),
+                  pkg, files, tmp_path / "demo")
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["a.js", "b.js"]
+
+
+def test_the_recorded_asset_hashes_cover_what_the_site_loads():
+    listed = {vendor.served_path(p, f) for p, files in vendor.manifest().items() for f in files}
+    config = text_of(ROOT / "mkdocs.yml")
+    used = re.findall(r"assets/vendor/([\w./-]+)", config)
+    assert used and set(used) <= listed, set(used) - listed
