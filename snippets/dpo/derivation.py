@@ -78,29 +78,27 @@ def _problem(seed=0, prompts=3, responses=6):
 
 # Everything below is exact float64 arithmetic on 6 responses: 1e-12 is rounding.
 def test_closed_form_optimum_maximises_kl_regularised_objective():
+    ref_logits, reward = _problem()
     for beta in (0.5, 2.0):  # beta != 1, so r / beta and r * beta differ
-        _check_closed_form_optimum(*_problem(), beta)
-
-
-def _check_closed_form_optimum(ref_logits, reward, beta):
-    pi_star = optimal_policy(ref_logits, reward, beta)
-    j_star = kl_regularised_objective(pi_star.log(), ref_logits, reward, beta)
-    # The maximum value is beta * log Z(x).
-    torch.testing.assert_close(j_star, beta * log_partition(ref_logits, reward, beta),
-                               atol=1e-12, rtol=0)
-    # Every perturbed policy scores lower.
-    g = torch.Generator().manual_seed(1)
-    for _ in range(200):
-        noise = torch.randn(pi_star.shape, generator=g, dtype=torch.float64)
-        other = pi_star.log() + 0.3 * noise
-        j = kl_regularised_objective(other, ref_logits, reward, beta)
-        assert (j < j_star + 1e-12).all(), "a perturbed policy beats the closed form"
-    # Stationary point: the gradient w.r.t. the logits vanishes at pi*. J is strictly
-    # concave in pi (linear term minus a KL), so the stationary point is the maximum.
-    logits = pi_star.log().requires_grad_(True)
-    kl_regularised_objective(logits, ref_logits, reward, beta).sum().backward()
-    torch.testing.assert_close(logits.grad, torch.zeros_like(logits),
-                               atol=1e-12, rtol=0)
+        pi_star = optimal_policy(ref_logits, reward, beta)
+        j_star = kl_regularised_objective(pi_star.log(), ref_logits, reward, beta)
+        # The maximum value is beta * log Z(x).
+        log_z = log_partition(ref_logits, reward, beta)
+        torch.testing.assert_close(j_star, beta * log_z, atol=1e-12, rtol=0)
+        # Every perturbed policy scores lower.
+        g = torch.Generator().manual_seed(1)
+        for _ in range(200):
+            noise = torch.randn(pi_star.shape, generator=g, dtype=torch.float64)
+            other = pi_star.log() + 0.3 * noise
+            j = kl_regularised_objective(other, ref_logits, reward, beta)
+            assert (j < j_star + 1e-12).all(), "a perturbed policy beats pi*"
+        # Stationary point: the gradient w.r.t. the logits vanishes at pi*. J is
+        # strictly concave in pi (linear term minus a KL): the stationary point is the
+        # maximum.
+        logits = pi_star.log().requires_grad_(True)
+        kl_regularised_objective(logits, ref_logits, reward, beta).sum().backward()
+        torch.testing.assert_close(logits.grad, torch.zeros_like(logits),
+                                   atol=1e-12, rtol=0)
 
 
 def test_implicit_reward_recovers_reward_up_to_prompt_constant():
