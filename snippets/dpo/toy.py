@@ -185,6 +185,43 @@ def test_implicit_reward_of_trained_policy_recovers_reward_differences():
         assert z < Z_TOL, f"seed {seed}: implicit reward off by {z:.1f} standard errors"
 
 
+def test_sampling_error_model():
+    # The tolerances above rest on implicit_reward_covariance and expected_tv_error;
+    # check both against independent computations on problem 0.
+    import torch.nn.functional as F
+    from snippets.dpo.derivation import optimal_policy
+
+    ref_logits, reward = setup()
+    n = 20000
+    cov = implicit_reward_covariance(ref_logits, reward, n)
+    pi = torch.softmax(ref_logits, -1)
+    for p in range(ref_logits.shape[0]):
+        # Fisher information = Hessian of the expected Bradley-Terry NLL of one pair
+        # (y1, y2) ~ pi_ref x pi_ref, at the true reward (autograd, not the Laplacian).
+        def expected_nll(r_hat):
+            d = r_hat.unsqueeze(1) - r_hat.unsqueeze(0)  # r_hat_i - r_hat_j
+            p_first = torch.sigmoid(reward[p].unsqueeze(1) - reward[p].unsqueeze(0))
+            nll = -(p_first * F.logsigmoid(d) + (1 - p_first) * F.logsigmoid(-d))
+            return (pi[p].unsqueeze(1) * pi[p].unsqueeze(0) * nll).sum()
+
+        hessian = torch.autograd.functional.hessian(expected_nll, reward[p].clone())
+        torch.testing.assert_close(cov[p], torch.linalg.pinv(hessian) / n,
+                                   atol=1e-12, rtol=1e-9)
+    # First-order expected TV vs the mean exact TV of 20,000 Gaussian draws of the
+    # implicit-reward error (sd of TV about half its mean: Monte Carlo error ~0.4%;
+    # 5% also covers the first-order approximation).
+    beta = 1.0
+    pi_star = optimal_policy(ref_logits, reward, beta)
+    chol = torch.linalg.cholesky(cov + 1e-12 * torch.eye(6, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 20000, 6, generator=g, dtype=torch.float64)
+    delta = torch.einsum("pij,pnj->pni", chol, z) / beta
+    perturbed = torch.softmax(pi_star.log().unsqueeze(1) + delta, -1)
+    tv = 0.5 * (perturbed - pi_star.unsqueeze(1)).abs().sum(-1).mean(1)
+    expected = expected_tv_error(ref_logits, reward, beta, n)
+    assert ((tv / expected - 1).abs() < 0.05).all(), (tv, expected)
+
+
 def kl_at_optimum(ref_logits, reward, betas):
     """KL(pi*_beta || pi_ref) for each beta, (len(betas), P)."""
     from snippets.dpo.derivation import optimal_policy
