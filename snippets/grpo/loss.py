@@ -1,20 +1,24 @@
 """GRPO objective: PPO's clipped surrogate on group advantages plus a k3 KL penalty.
 
 J = E[ 1/G sum_i 1/|o_i| sum_t { min(rho_it A_it, clip(rho_it, 1-eps, 1+eps) A_it)
-                                  - beta * D_KL[pi_theta || pi_ref] } ]     # Eq. (3), arXiv:2402.03300
-rho_it = pi_theta(o_it | q, o_i,<t) / pi_theta_old(o_it | q, o_i,<t)       # Eq. (7), arXiv:1707.06347
-D_KL   = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1   (per token, k3)        # Eq. (4), arXiv:2402.03300
-
-The loss minimised is -J; the per-sequence mean (1/|o_i|) then the batch mean is the paper's
-aggregation and the one of TRL's GRPOTrainer (loss_type="grpo").
+                                  - beta * D_KL[pi_theta || pi_ref] } ]
+                                                          # Eq. (3), arXiv:2402.03300
+rho_it = pi_theta(o_it | q, o_i,<t) / pi_theta_old(o_it | q, o_i,<t)
+                                                          # Eq. (7), arXiv:1707.06347
+D_KL   = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1   (per token, k3)
+                                                          # Eq. (4), arXiv:2402.03300
+The loss minimised is -J; the per-sequence mean (1/|o_i|) then the batch mean is the
+paper's aggregation and the one of TRL's GRPOTrainer (loss_type="grpo").
 """
+import math
 
 # --8<-- [start:k3_kl]
 import torch
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimator of KL(pi_theta || pi_ref) (Schulman, "Approximating KL divergence").
+    """Per-token k3 estimator of KL(pi_theta || pi_ref)
+    (Schulman 2020, "Approximating KL divergence").
 
     logps, ref_logps: (batch, seq_len) log-probabilities of the sampled tokens under
     pi_theta and pi_ref. returns (batch, seq_len):
@@ -29,12 +33,13 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 import torch
 
 
-def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
-                      clip_eps: float = 0.2) -> torch.Tensor:
+def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor,
+                      advantages: torch.Tensor, clip_eps: float = 0.2) -> torch.Tensor:
     """Per-token PPO clipped surrogate (to be maximised).
 
-    logps, old_logps: (batch, seq_len); advantages: (batch,), one per sequence (outcome reward),
-    broadcast to every token. returns (batch, seq_len): min(rho A, clip(rho, 1-eps, 1+eps) A).
+    logps, old_logps: (batch, seq_len); advantages: (batch,), one per sequence
+    (outcome reward), broadcast to every token.
+    returns (batch, seq_len): min(rho A, clip(rho, 1-eps, 1+eps) A).
     """
     ratio = torch.exp(logps - old_logps)  # rho = pi_theta / pi_theta_old
     adv = advantages.unsqueeze(1)
@@ -50,8 +55,9 @@ from snippets.grpo.loss import clipped_surrogate, k3_kl
 
 
 def per_token_loss(logps, old_logps, ref_logps, advantages, *, clip_eps=0.2, beta=0.04):
-    """Per-token GRPO loss, (batch, seq_len): -clipped surrogate + beta * k3 (the negated
-    integrand of Eq. (3), arXiv:2402.03300). The KL sits in the loss, not in the reward."""
+    """Per-token GRPO loss, (batch, seq_len): -clipped surrogate + beta * k3 (the
+    negated integrand of Eq. (3), arXiv:2402.03300). The KL sits in the loss, not in the
+    reward, and is not clipped."""
     surrogate = clipped_surrogate(logps, old_logps, advantages, clip_eps)
     return -surrogate + beta * k3_kl(logps, ref_logps)
 # --8<-- [end:per_token_loss]
@@ -62,22 +68,22 @@ import torch
 from snippets.grpo.loss import per_token_loss
 
 
-def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, clip_eps=0.2, beta=0.04):
+def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, clip_eps=0.2,
+              beta=0.04):
     """Scalar GRPO loss.
 
-    logps, old_logps, ref_logps: (batch, seq_len) per-token log-probs of the sampled tokens
-    under pi_theta, pi_theta_old and pi_ref; advantages: (batch,); mask: (batch, seq_len),
-    1 for completion tokens, 0 for padding. Each sequence's loss is the mean over its own
-    unmasked tokens (1/|o_i| in Eq. (3), arXiv:2402.03300), then sequences are averaged.
+    logps, old_logps, ref_logps: (batch, seq_len) per-token log-probs of the sampled
+    tokens under pi_theta, pi_theta_old and pi_ref; advantages: (batch,);
+    mask: (batch, seq_len), 1 for completion tokens, 0 for padding. Each sequence's
+    loss is the mean over its own unmasked tokens (1/|o_i| in Eq. (3),
+    arXiv:2402.03300), then sequences are averaged.
     """
     mask = mask.to(logps.dtype)
-    loss_t = per_token_loss(logps, old_logps, ref_logps, advantages, clip_eps=clip_eps, beta=beta)
-    per_seq = (loss_t * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # 1/|o_i| sum_t
+    loss_t = per_token_loss(logps, old_logps, ref_logps, advantages,
+                            clip_eps=clip_eps, beta=beta)
+    per_seq = (loss_t * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # 1/|o_i|
     return per_seq.mean()  # 1/G sum_i (and mean over prompts)
 # --8<-- [end:grpo_loss]
-
-
-import math
 
 
 def test_k3_is_formula():
@@ -85,13 +91,15 @@ def test_k3_is_formula():
     lp = -torch.rand(3, 4, generator=g, dtype=torch.float64) * 3
     ref = -torch.rand(3, 4, generator=g, dtype=torch.float64) * 3
     ratio = ref.exp() / lp.exp()
-    torch.testing.assert_close(k3_kl(lp, ref), ratio - ratio.log() - 1, atol=1e-12, rtol=0)
+    expected = ratio - ratio.log() - 1
+    torch.testing.assert_close(k3_kl(lp, ref), expected, atol=1e-12, rtol=0)
     assert (k3_kl(lp, ref) >= 0).all()
     assert torch.equal(k3_kl(lp, lp), torch.zeros_like(lp))
 
 
 def random_token_batch(B: int, T: int, seed: int):
-    """Test data: per-token log-probs of the policy, old policy and reference, (B, T), and advantages (B,)."""
+    """Test data: per-token log-probs of the policy, old policy and reference, (B, T),
+    and advantages (B,)."""
     g = torch.Generator().manual_seed(seed)
     logps = -torch.rand(B, T, generator=g, dtype=torch.float64)
     old = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
@@ -141,7 +149,21 @@ def test_clipped_tokens_get_zero_gradient():
         clipped = (ratios > 1 + eps) if a > 0 else (ratios < 1 - eps)
         expected = torch.where(clipped, torch.zeros_like(ratios), ratios * a)
         torch.testing.assert_close(grad, expected, atol=1e-12, rtol=0)
-        # The clip only removes the incentive to move further in the advantage's direction:
-        # on the other side of the range the gradient is never zero.
+        # The clip only removes the incentive to move further in the advantage's
+        # direction: on the other side of the range the gradient is never zero.
         assert (grad[~clipped] != 0).all()
         assert clipped.sum() == 2, "two tokens out of range in the direction of A"
+
+
+def test_kl_term_is_not_clipped():
+    # A token far outside the clip range (rho = 2, A > 0) has no surrogate gradient,
+    # but its KL gradient beta * d k3 / d log pi = beta * (1 - pi_ref/pi) remains.
+    beta = 0.04
+    logps = torch.tensor([[math.log(2.0)]], dtype=torch.float64, requires_grad=True)
+    old = torch.zeros_like(logps)
+    ref = torch.tensor([[-0.5]], dtype=torch.float64)
+    adv = torch.tensor([1.0], dtype=torch.float64)
+    mask = torch.ones_like(old)
+    grpo_loss(logps, old, ref, adv, mask, beta=beta).backward()
+    expected = beta * (1 - math.exp(-0.5 - math.log(2.0)))
+    assert abs(logps.grad.item() - expected) < 1e-15, logps.grad
