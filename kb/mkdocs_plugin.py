@@ -17,6 +17,7 @@ from mkdocs.config.base import Config
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
+from mkdocs.utils import get_relative_url
 
 from kb import render, vendor
 from kb.model import KnowledgeBase
@@ -88,7 +89,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         errors += self.kb.errors + self._notebook_errors(files) + self._url_clashes(files)
         if errors:
             raise PluginError("\n".join(str(e) for e in errors))
-        self._generate(files, config)
+        self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
 
     def _notebook_errors(self, files: Files) -> list[SourceError]:
@@ -126,7 +127,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             seen.setdefault(url, f.src_uri)
         return errors
 
-    def _generate(self, files: Files, config) -> None:
+    def _generate(self, files: Files, config, page_text: dict[str, str]) -> None:
         root = self.project.root
         for path in sorted(self.project.snippets_dir.rglob("*.py")):
             if "__pycache__" in path.parts:
@@ -137,6 +138,13 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         for nb in [f for f in files if f.src_uri.endswith(".ipynb")]:
             for k, png in enumerate(notebook_figures(Path(nb.abs_src_path)), 1):
                 files.append(File.generated(config, figure_uri(nb.src_uri, k), content=png))
+        self.edit_urls: dict[str, str] = {}
+        if not config.repo_url:  # no forge to edit on: the edit link shows the page's source and how to change it
+            for page in self.kb.pages.values():
+                source = render.source_page(self.layout, page, page_text[page.src_uri])
+                f = File.generated(config, self.layout.source(page), content=source)
+                files.append(f)
+                self.edit_urls[page.src_uri] = f.url
         files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
         files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
 
@@ -145,6 +153,8 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         source = self.kb.pages.get(page.file.src_uri)
         if source is None:
             return markdown
+        if source.src_uri in self.edit_urls:
+            page.edit_url = get_relative_url(self.edit_urls[source.src_uri], page.url)
         try:
             return render.page_markdown(self.kb, self.layout, source, markdown)
         except KbError as e:

@@ -41,6 +41,10 @@ class Layout:
         """The generated source page of a snippet file."""
         return f"{self.code_dir}/{path.removesuffix('.py')}.md"
 
+    def source(self, page: Page) -> str:
+        """The generated page showing a page's own Markdown (its edit link)."""
+        return f"{self.code_dir}/{page.rel}"
+
 
 # ---- small pieces ------------------------------------------------------------------
 
@@ -94,7 +98,31 @@ def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) 
     else:
         lines = _render_blocks(kb, layout, page, lines)
         lines = _title_includes(kb, layout, page, lines)
+        lines = link_citations(lines)
     return "\n".join(lines) + _footer(kb, page)
+
+
+ARXIV = re.compile(r"(?<![\w/\[.])arXiv:(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?(?![\w\]])")
+MD_LINK_SPAN = re.compile(r"\[[^\]\n]*\]\([^)\n]*\)|<a\b[^>]*>.*?</a>")
+
+
+def link_citations(lines: list[str]) -> list[str]:
+    """Every ``arXiv:NNNN.NNNNN`` of a page becomes a link to the paper (not inside code or a link)."""
+    in_code = sources.fenced(lines)
+    out = []
+    for line, code in zip(lines, in_code):
+        if code or "arXiv:" not in line:
+            out.append(line)
+            continue
+        spans = [m.span() for m in sources.CODE_SPAN.finditer(line)] + [m.span() for m in MD_LINK_SPAN.finditer(line)]
+
+        def cite(m: re.Match) -> str:
+            if any(a <= m.start() < b for a, b in spans):
+                return m.group(0)
+            return f"[{m.group(0)}](https://arxiv.org/abs/{m.group('id')}{m.group('v') or ''})"
+
+        out.append(ARXIV.sub(cite, line))
+    return out
 
 
 NOT_RUN = "日志原文，未执行"
@@ -118,10 +146,9 @@ def _mark_lines(kb: KnowledgeBase, page: Page, lines: list[str]) -> list[str]:
         if q.kind != "admonition":  # admonitions get their anchor with their block
             extra[q.line].append(f'<span id="{q.anchor}" class="kb-anchor"></span>')
     for line, refs in kb.refs_by_line.get(page.src_uri, {}).items():
-        for ref, owner in refs:
-            if ref.kind == "journal":
-                extra[line].append(f'<span id="{ref.anchor}" class="kb-anchor"></span>')
-            extra[line].append(_marker(page, ref, owner))
+        if any(ref.kind == "journal" for ref, _ in refs):
+            extra[line].append(f'<span id="j-{line}" class="kb-anchor"></span>')
+        extra[line] += _markers(page, refs)
     out = list(lines)
     for line, markup in extra.items():
         i = page.index(line)
@@ -130,11 +157,30 @@ def _mark_lines(kb: KnowledgeBase, page: Page, lines: list[str]) -> list[str]:
     return out
 
 
-def _marker(page: Page, ref: JournalRef, owner) -> str:
-    prefix = "后来核对" if ref.kind == "journal" else "后来解答"
-    href = link(page.src_uri, owner.page.src_uri, owner.anchor)
-    return (f"[{prefix}：{ref.verdict.label}，见「{md_text(owner.page.title)}」]({href})"
-            f"{{ .kb-marker .{ref.verdict.key} }}")
+def _markers(page: Page, refs: list[tuple[JournalRef, object]]) -> list[str]:
+    """One marker per verdict on a line: the verdict, then a link to each claim or answer that settles it.
+
+    Claims on one page share the page's name; the second and later get numbered links.
+    """
+    groups: dict[tuple[str, Verdict], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for ref, owner in refs:
+        groups[(ref.kind, ref.verdict)][owner.page.src_uri].append(owner)
+    out = []
+    for (kind, verdict), by_page in groups.items():
+        prefix = "后来核对" if kind == "journal" else "后来解答"
+        links = []
+        for owners in by_page.values():
+            owners = list(dict.fromkeys(owners))
+            for k, owner in enumerate(owners):
+                href = html_text(link(page.src_uri, owner.page.src_uri, owner.anchor))
+                title = html_text(owner.title if isinstance(owner, Claim) else f"解答：{owner.title}")
+                text = f"「{html_text(owner.page.title)}」" if k == 0 else CIRCLED[min(k, len(CIRCLED) - 1)]
+                links.append(f'<a href="{href}" title="{title}">{text}</a>')
+        out.append(f'<span class="kb-marker {verdict.key}">{prefix}：{verdict.label} · {"".join(links)}</span>')
+    return out
+
+
+CIRCLED = "①②③④⑤⑥⑦⑧⑨⑩"
 
 
 def _render_blocks(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[str]) -> list[str]:
@@ -230,18 +276,34 @@ def _footer(kb: KnowledgeBase, page: Page) -> str:
 def code_page(kb: KnowledgeBase, layout: Layout, path: str, code: str) -> str:
     """The source page of a snippet file, with line anchors for the evidence links."""
     uri = layout.code(path)
-    # Escape snippet markers so pymdownx.snippets shows them instead of acting on them.
-    code = re.sub(r"(?m)^([ \t]*)(# )?(-+8<-+)", r"\1\2;\3", code)
     users = kb.pages_citing.get(path, [])
     used = "、".join(f"[{md_text(p.title)}]({link(uri, p.src_uri)})" for p in users)
-    fence = "`" * max(4, 1 + max((len(m) for m in re.findall(r"`+", code)), default=0))
     return (
         f"---\ntitle: {path}\nsearch:\n  exclude: true\n---\n\n"
         f"# `{path}`\n\n"
         f"测试套件运行本文件（`pytest {path}`）及其中每个 `test_*` 函数。"
-        + (f"引用它的页面：{used}。" if used else "")
-        + f"\n\n{fence}python linenums=\"1\"\n{code}{'' if code.endswith(chr(10)) else chr(10)}{fence}\n"
+        + (f"引用它的页面：{used}。" if used else "") + "\n\n" + _fenced(code, "python")
     )
+
+
+def _fenced(code: str, lang: str) -> str:
+    # Escape snippet markers so pymdownx.snippets shows them instead of acting on them.
+    code = re.sub(r"(?m)^([ \t]*)(# )?(-+8<-+)", r"\1\2;\3", code)
+    fence = "`" * max(4, 1 + max((len(m) for m in re.findall(r"`+", code)), default=0))
+    return f'{fence}{lang} linenums="1"\n{code}{"" if code.endswith(chr(10)) else chr(10)}{fence}\n'
+
+
+def source_page(layout: Layout, page: Page, text: str) -> str:
+    """A page's Markdown source, where its edit link leads when the project has no repository URL."""
+    uri = layout.source(page)
+    if page.is_post:
+        how = (f"这是日志原文，不要改动已有的文字。要补充，用 `kb new --date {page.date.isoformat()} -m \"…\"`"
+               "（或 `--edit` 在编辑器里写），它会在文末加一节。")
+    else:
+        how = (f"在编辑器里修改 `{page.rel}`。`make serve` 运行时，保存后页面自动刷新，"
+               f"页面顶部的状态行显示本页的检查（`kb check {page.rel}`）是否通过。")
+    return (f"---\ntitle: {page.rel}\nsearch:\n  exclude: true\n---\n\n# `{page.rel}`\n\n"
+            f"[{md_text(page.title)}]({link(uri, page.src_uri)}) 的源文件。{how}\n\n" + _fenced(text, "markdown"))
 
 
 def _section_order(kb: KnowledgeBase) -> list[str]:
@@ -252,43 +314,80 @@ def _section_order(kb: KnowledgeBase) -> list[str]:
 
 def _verdict_counts(claim: Claim) -> str:
     if not claim.refs:
-        return "—"
+        return ""
     counts = Counter(r.verdict for r in claim.refs)
-    return f"{len(claim.refs)}（" + "，".join(f"{v.label} {counts[v]}" for v in Verdict if counts[v]) + "）"
+    chips = "".join(f'<span class="kb-chip {v.key}" title="{v.label}">{v.label} {counts[v]}</span>'
+                    for v in Verdict if counts[v])
+    return f'<span class="kb-journal-count">日志</span>{chips}'
+
+
+FILTERS = (  # (id, label, statuses shown)
+    ("all", "全部", tuple(Status)),
+    ("wrong", "证伪与部分成立", (Status.REFUTED, Status.QUALIFIED)),
+    ("verified", "已验证", (Status.VERIFIED,)),
+    ("open", "待解决", (Status.OPEN,)),
+)
+STATUS_ORDER = (Status.REFUTED, Status.QUALIFIED, Status.OPEN, Status.VERIFIED)
+
+
+def inline_html(text: str) -> str:
+    """HTML showing this text, with its ``$…$`` math left for KaTeX (as arithmatex would)."""
+    out = []
+    for kept, part in _split_math(text):
+        if kept and part.startswith("$"):
+            out.append(f'<span class="arithmatex">\\({html_text(part[1:-1])}\\)</span>')
+        elif kept:
+            out.append(f"<code>{html_text(part.strip('`'))}</code>")
+        else:
+            out.append(html_text(part))
+    return "".join(out)
 
 
 def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
+    """Every claim in one compact table, refuted and qualified first, filterable by status (no script)."""
     uri = layout.claims
-    by_section: dict[str, list[Claim]] = defaultdict(list)
-    for c in kb.claims:
-        by_section[c.page.section].append(c)
-    sections = _section_order(kb)
     total = Counter(c.status for c in kb.claims)
-    anchor = lambda t: CATEGORY_SLUG(t, "-") or "topic"  # noqa: E731
-    out = [
+    order = _section_order(kb)
+    claims = sorted(kb.claims, key=lambda c: (STATUS_ORDER.index(c.status), order.index(c.page.section), c.where))
+    radios, labels = [], []
+    for key, label, statuses in FILTERS:
+        n = sum(total[s] for s in statuses)
+        radios.append(f'<input type="radio" name="kb-filter" id="kb-filter-{key}" class="kb-filter"'
+                      f'{" checked" if key == "all" else ""}>')
+        labels.append(f'<label for="kb-filter-{key}">{label} {n}</label>')
+    rows = []
+    for c in claims:
+        page = link(uri, c.page.src_uri)
+        test = (f'<a class="kb-test" href="{html_text(link(uri, layout.code(c.test.code.path), code_anchor(c.test.code.line)))}" '
+                f'title="判定测试 {html_text(c.test.node_id)}">测试</a>') if c.test else \
+            f'<span class="kb-test" title="{html_text(c.missing or "")}">尚缺测试</span>'
+        rows.append(
+            f'<tr data-status="{c.status.key}"><td><span class="kb-status {c.status.key}">{c.status.label}</span></td>'
+            f'<td><a href="{html_text(link(uri, c.page.src_uri, c.anchor))}">{inline_html(c.title)}</a>'
+            f'<div class="kb-claim-meta"><span class="kb-status-text">{c.status.label}</span>'
+            f'<a href="{html_text(page)}">{html_text(c.page.section)}</a> · {test}'
+            f"{_verdict_counts(c)}</div></td></tr>")
+    by_topic = defaultdict(Counter)
+    for c in kb.claims:
+        by_topic[c.page.section][c.status] += 1
+    summary = "；".join(f"{html_text(t)} " + "/".join(str(by_topic[t][s]) for s in Status) for t in order)
+    return "\n".join([
         "---", "title: 论断", "---", "", "# 论断", "",
-        "每条论断是学习者理解中的一句话，带着状态和判定它的测试。状态由测试决定："
-        "**已验证**的测试断言这句话成立，**已证伪**的测试断言反例，**部分成立**的测试同时断言成立的部分和不成立的部分，"
-        "**待解决**的论断写明还缺什么。测试失败、被跳过或根本没有运行时 `make test` 失败，并报出论断的名字。"
-        "“日志”一栏是它核对过的日志原话，以及每句原话得到的判定。", "",
-        f"共 **{len(kb.claims)}** 条论断：" + "，".join(f"{s.label} {total[s]}" for s in Status) + "。",
-        "", "| 主题 | " + " | ".join(s.label for s in Status) + " | 合计 |",
-        "|---|" + "---:|" * (len(Status) + 1),
-    ]
-    for t in sections:
-        counts = Counter(c.status for c in by_section[t])
-        out.append(f"| [{md_text(t)}](#{anchor(t)}) | " + " | ".join(str(counts[s]) for s in Status)
-                   + f" | {len(by_section[t])} |")
-    for t in sections:
-        out += ["", f"## {md_text(t)} {{#{anchor(t)}}}", "", "| 状态 | 论断 | 判定测试 | 日志 | 页面 |", "|---|---|---|---|---|"]
-        for c in sorted(by_section[t], key=lambda c: list(Status).index(c.status)):
-            test = code_link(layout, uri, c.test.code, c.test.function) if c.test else f"尚缺：{md_text(c.missing or '—')}"
-            out.append(
-                f'| <span class="kb-status {c.status.key}">{c.status.label}</span> '
-                f"| [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)}) | {test} "
-                f"| {_verdict_counts(c)} | [{md_text(c.page.title)}]({link(uri, c.page.src_uri)}) |"
-            )
-    return "\n".join(out) + "\n"
+        f"共 **{len(kb.claims)}** 条论断，状态由判定测试决定：测试失败、被跳过或根本没有运行时，`make test` 失败并报出论断的名字。", "",
+        '??? info "状态与“日志”的含义，按主题的统计"',
+        "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
+        "**待解决**：写明还缺什么。每条论断下的“日志”是它核对过的日志原话，以及每句原话得到的判定"
+        "（一句原话的判定可以和论断不同：一条已验证的论断，可以证伪学习者写下的某句话）。", "",
+        "    合计：" + "，".join(f"{s.label} {total[s]}" for s in Status)
+        + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。", "",        '<div class="kb-claims">',
+        *radios,
+        f'<div class="kb-filters" role="group" aria-label="按状态筛选">{"".join(labels)}</div>',
+        '<table class="kb-claims-table"><thead><tr><th>状态</th><th>论断</th></tr></thead><tbody>',
+        *rows,
+        "</tbody></table>",
+        "</div>",
+        "",
+    ])
 
 
 def questions_page(kb: KnowledgeBase, layout: Layout) -> str:

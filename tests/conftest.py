@@ -116,7 +116,7 @@ def _link_vendor(dest: Path) -> None:
 def copy_project(dest: Path, docs: tuple[str, ...] | None = None) -> Path:
     """A copy of the project (all of docs/, or only the parts named) with its tooling and snippets."""
     dest.mkdir(parents=True)
-    for part in ("snippets", "kb", "tests", "overrides", "seed", "pyproject.toml", "mkdocs.yml", ".gitignore"):
+    for part in ("snippets", "kb", "tests", "overrides", "seed", "search-terms.txt", "pyproject.toml", "mkdocs.yml", ".gitignore"):
         src = ROOT / part
         (shutil.copytree(src, dest / part, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest / part))
     if docs is None:
@@ -170,3 +170,36 @@ def edit(path: Path, old: str, new: str, count: int = 1) -> None:
     text = text_of(path)
     assert text.count(old) >= 1, f"{path}: '{old}' not found"
     path.write_text(text.replace(old, new, count), encoding="utf-8")
+
+
+# ---- a hostile note, built into the mini site (for the safety and browser tests) ------------------
+
+HOSTILE_NOTE = """\
+今天的笔记，里面有些“危险”的东西：
+
+- 泛型 List<int> 和不等式 a<b 且 c>d，还有 R&D
+- <script>document.title = "pwned"; window.kbPwned = true;</script>
+- <img src="https://cdn.example.com/x.png" onerror="window.kbPwned = true">
+- emoji 短码 :x: 与 a:b:c 与 :smile:
+- 属性列表 {: onclick="window.kbPwned = true" }
+
+--8<-- ".git/config"
+
+!!! claim "写在日志里的论断"
+    id: sneaky-claim
+    status: verified
+    test: snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory) -> Path:
+    """The mini site with a hostile note appended by `kb new`, built strictly."""
+    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
+    r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)
+    assert r.returncode == 0, r.stderr
+    build = mkdocs_build(root, root / "site")
+    assert build.returncode == 0, build.stdout + build.stderr
+    return root / "site"

@@ -1,8 +1,10 @@
 """The built site in a real browser (Debian's Chromium driven by Playwright).
 
 Screenshots are kept in artifacts/screenshots/ as evidence of what was seen.
-Without /usr/bin/chromium these tests skip, saying how to enable them; CI sets
-KB_REQUIRE_BROWSER=1, which turns that skip into a failure.
+Without /usr/bin/chromium these tests skip, saying how to install it; CI sets
+KB_REQUIRE_BROWSER=1, which turns that skip into a failure. Every page a test
+opens is watched: a request to a host other than 127.0.0.1 or a JavaScript
+error fails the test.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, serve
 
-pytestmark = pytest.mark.xdist_group("site")
+pytestmark = pytest.mark.xdist_group("browser")
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "screenshots"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +43,37 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, served_site):
+def watched(browser, base: str, viewport=DESKTOP):
     """A page that records every request and every JavaScript error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    context = browser.new_context(viewport=viewport, locale="zh-CN")
     pg = context.new_page()
-    pg.requests, pg.errors = [], []
+    pg.requests, pg.errors, pg.base = [], [], base
     context.on("request", lambda r: pg.requests.append(r.url))  # workers' requests too
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.base = served_site
-    yield pg
+    return context, pg
+
+
+def check_and_close(context, pg) -> None:
     foreign = [u for u in pg.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
                and urlparse(u).hostname != "127.0.0.1"]
     context.close()
     assert not foreign, f"requests left the machine: {foreign[:5]}"
     assert not pg.errors, f"JavaScript errors: {pg.errors[:5]}"
+
+
+@pytest.fixture
+def page(browser, served_site):
+    context, pg = watched(browser, served_site)
+    yield pg
+    check_and_close(context, pg)
+
+
+@pytest.fixture
+def phone(browser, served_site):
+    context, pg = watched(browser, served_site, PHONE)
+    yield pg
+    check_and_close(context, pg)
 
 
 def test_chinese_renders_with_real_glyphs(page):
@@ -82,8 +100,22 @@ def test_display_formula_is_rendered_by_katex(page):
     page.wait_for_selector(".katex-display")
     page.screenshot(path=SHOTS / "foundations-math.png", full_page=False)
     assert page.locator(".katex-display").count() >= 3
-    raw = page.evaluate("() => Array.from(document.querySelectorAll('.arithmatex')).map(e => e.textContent).filter(t => t.includes('$$') || t.includes('\\\\['))")
+    raw = page.evaluate("() => Array.from(document.querySelectorAll('.arithmatex'))"
+                        ".filter(e => !e.querySelector('.katex')).map(e => e.textContent)")
     assert raw == [], f"unrendered TeX left on the page: {raw[:2]}"
+
+
+def test_notebook_prose_math_renders_and_the_notebook_can_be_downloaded(page):
+    page.goto(page.base + "topics/dpo_toy/")
+    page.wait_for_selector(".jp-MarkdownCell .katex")
+    raw = page.evaluate("() => Array.from(document.querySelectorAll('.jp-MarkdownCell'))"
+                        ".map(e => e.innerText).filter(t => /\\$[^$\\s][^$]*\\$/.test(t))")
+    assert raw == [], f"raw $…$ left in notebook prose: {raw[:2]}"
+    link = page.locator("a.kb-download")
+    assert link.get_attribute("href") == "dpo_toy.ipynb"
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "dpo_toy.ipynb"
 
 
 def test_claim_blocks_show_their_status(page):
@@ -99,36 +131,131 @@ def test_claim_blocks_show_their_status(page):
     assert verified.locator("a[href*='code/snippets/']").count() >= 1, "no link to the deciding test"
 
 
-def search(page, query: str) -> list[str]:
+def test_a_jump_to_a_journal_line_highlights_it_and_shows_its_verdict(page, model):
+    post = model.posts["20251231"]
+    line = next(l for l, refs in model.refs_by_line[post.src_uri].items() if any(r.kind == "journal" for r, _ in refs))
+    page.goto(page.base + f"journal/2025/12/31/20251231/#j-{line}")
+    page.wait_for_timeout(1600)  # past the flash animation
+    holder = page.locator(f"#j-{line}").locator("xpath=..")
+    colour = holder.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert colour not in ("rgba(0, 0, 0, 0)", "transparent"), colour
+    labels = page.evaluate("() => Array.from(document.querySelectorAll('li, p')).map(e =>"
+                           " Array.from(e.querySelectorAll(':scope > .kb-marker')).map(m => m.firstChild.textContent))")
+    assert all(len(set(ls)) == len(ls) for ls in labels), "a line repeats the same verdict label"
+    page.screenshot(path=SHOTS / "journal-jump.png")
+
+
+SEARCHES = {  # the learner's words -> the page about them, which must come first
+    "均方差loss": "foundations/mse-conditional-mean/",
+    "KL散度": ("topics/grpo/", "topics/dpo/"),
+    "target_Q_value": "topics/sac/critic/",
+    "重参数化": "topics/sac/actor/",
+    "优势函数": "topics/grpo/",
+    "double Q": "topics/sac/double-q/",
+    "熵": "topics/sac/entropy/",
+    "4D": "topics/neoverse/",
+}
+
+
+def search(page, query: str) -> dict:
     page.goto(page.base)
-    page.wait_for_load_state("networkidle")  # the search worker has its index
     box = page.locator(".md-search__input")
     box.click()
-    box.press_sequentially(query, delay=50)
-    for _ in range(3):  # typed before the worker was ready: nudge the query
-        try:
-            page.wait_for_selector(".md-search-result__item", timeout=5_000)
-            break
-        except Exception:
-            box.press("Space")
-            box.press("Backspace")
-    return page.eval_on_selector_all(".md-search-result__item a", "els => els.map(e => e.href)")
+    # Material's search worker builds its index first; then type as an IME commits text.
+    page.wait_for_function("() => !document.querySelector('.md-search-result__meta').textContent.includes('初始化')",
+                           timeout=60_000)
+    page.keyboard.insert_text(query)
+    page.keyboard.press("End")
+    page.wait_for_selector(".md-search-result__item", timeout=15_000)
+    return page.evaluate("""() => ({
+        hrefs: Array.from(document.querySelectorAll('.md-search-result__item > a'))
+                    .map(a => new URL(a.href).pathname.replace(/^\\//, '')),
+        missing: Array.from(document.querySelectorAll('.md-search-result__item s')).map(e => e.textContent),
+        teasers: Array.from(document.querySelectorAll('.md-search-result__teaser')).map(e => e.textContent),
+    })""")
 
 
-def test_search_finds_a_chinese_word_inside_a_sentence(page):
-    # "熵" only occurs inside longer sentences (熵正则, 加了熵) of the journal.
-    hits = search(page, "熵")
-    page.screenshot(path=SHOTS / "search-entropy.png")
-    assert any("/journal/2025/12/3" in h or "/topics/sac/" in h for h in hits), hits
-    # "条件均值" inside the foundations page's sentences
-    hits = search(page, "条件均值")
-    assert any("/foundations/mse-conditional-mean/" in h for h in hits), hits
+@pytest.mark.parametrize("query", SEARCHES)
+def test_search_finds_the_learners_words_and_ranks_the_page_about_them_first(page, query):
+    found = search(page, query)
+    expected = SEARCHES[query]
+    assert found["hrefs"] and found["hrefs"][0].startswith(expected), (query, found["hrefs"][:5])
+    assert not found["missing"], (query, found["missing"])
+    assert not [t for t in found["teasers"] if "\\(" in t or "\\[" in t or "$$" in t], found["teasers"][:2]
+    if query == "熵":
+        page.screenshot(path=SHOTS / "search-entropy.png")
+
+
+def test_search_for_a_word_finds_the_notes_that_use_it_inside_a_mixed_token(page):
+    hrefs = search(page, "均方差")["hrefs"]
+    assert any("journal/2025/12/30/" in h for h in hrefs) and any("journal/2025/12/31/" in h for h in hrefs), hrefs
+
+
+def test_code_and_formulas_are_in_full_view_at_1366px(page, built_site):
+    paths = sorted(str(p.parent.relative_to(built_site)) for p in built_site.rglob("index.html"))
+    problems = []
+    for path in [p for p in paths if not p.startswith(("assets", "search"))]:
+        page.goto(page.base + ("" if path == "." else path + "/"))
+        page.wait_for_load_state("load")
+        page.wait_for_function("() => !document.querySelector('.arithmatex') || document.querySelector('.katex')")
+        problems += [f"{path}: {p}" for p in page.evaluate("""() => Array.from(document.querySelectorAll(
+            '.md-content pre > code, .md-content .katex-display, .jupyter-wrapper pre'))
+            .filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => `${e.className || e.tagName} ${e.scrollWidth}>${e.clientWidth}: ${e.textContent.slice(0, 50)}`)""")]
+    assert not problems, "\n".join(problems[:20])
+    # ... and a snippet line of 88 characters fits its code block without wrapping.
+    page.goto(page.base + "topics/sac/critic/")
+    fits = page.evaluate("""() => { const code = document.querySelector('.md-content pre > code');
+        const probe = document.createElement('span'); probe.textContent = 'x'.repeat(88);
+        probe.style.whiteSpace = 'pre'; code.appendChild(probe);
+        const ok = probe.getBoundingClientRect().width <= code.clientWidth; probe.remove(); return ok; }""")
+    assert fits, "an 88-character line does not fit a code block at 1366 px"
+
+
+def test_on_a_phone_code_wraps_and_wide_formulas_scroll_in_their_own_box(phone):
+    for path in ("topics/sac/critic/", "topics/grpo/", "topics/flow-grpo/"):
+        phone.goto(phone.base + path)
+        phone.wait_for_selector(".katex-display")
+        code = phone.evaluate("() => Array.from(document.querySelectorAll('.md-content pre > code'))"
+                              ".filter(e => e.scrollWidth > e.clientWidth + 1).length")
+        assert code == 0, f"{path}: code blocks hide text behind a scroll at 390 px"
+        wide = phone.evaluate("() => Array.from(document.querySelectorAll('.katex-display'))"
+                              ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => getComputedStyle(e).overflowX)")
+        assert all(o == "auto" for o in wide), wide
+    phone.screenshot(path=SHOTS / "phone-flow-grpo.png")
+
+
+def test_the_claims_page_is_compact_and_filters_what_was_wrong(page, phone, model):
+    phone.goto(phone.base + "claims/")
+    height = phone.evaluate("() => document.documentElement.scrollHeight")
+    assert height < 16_104 / 3, f"the claims page is {height} px tall on a phone"
+    phone.screenshot(path=SHOTS / "claims-phone.png")
+    page.goto(page.base + "claims/")
+    rows = page.locator(".kb-claims-table tbody tr")
+    assert rows.count() == len(model.claims)
+    page.locator("label[for='kb-filter-wrong']").click()
+    shown = page.evaluate("() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
+                          ".filter(r => r.offsetParent !== null).map(r => r.dataset.status)")
+    wrong = sum(c.status.key in ("refuted", "qualified") for c in model.claims)
+    assert len(shown) == wrong and set(shown) <= {"refuted", "qualified"}, shown
+    page.screenshot(path=SHOTS / "claims-wrong.png", full_page=True)
+    page.locator("label[for='kb-filter-all']").click()
+    assert page.evaluate("() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
+                         ".filter(r => r.offsetParent !== null).length") == len(model.claims)
+
+
+def test_a_figure_opens_full_size(page):
+    page.goto(page.base + "topics/dpo/")
+    figure = page.locator("a.glightbox").first
+    figure.scroll_into_view_if_needed()
+    figure.click()
+    page.wait_for_selector(".gslide-image img", state="visible")
+    page.screenshot(path=SHOTS / "figure-zoom.png")
 
 
 def test_mermaid_diagram_renders_offline(page):
     page.goto(page.base + "topics/neoverse/")
-    if page.locator(".mermaid").count() == 0:
-        pytest.fail("the NeoVerse page has no Mermaid diagram")
+    assert page.locator(".mermaid").count() >= 1, "the NeoVerse page has no Mermaid diagram"
     # Material renders the diagram into a closed shadow root: the raw source text
     # disappears from the page and the element takes the diagram's height.
     page.wait_for_function(
@@ -138,3 +265,20 @@ def test_mermaid_diagram_renders_offline(page):
     )
     page.locator(".mermaid").scroll_into_view_if_needed()
     page.screenshot(path=SHOTS / "neoverse-mermaid.png")
+
+
+def test_a_hostile_note_shows_its_text_runs_nothing_and_requests_nothing(browser, hostile_site):
+    server, base = serve(hostile_site)
+    try:
+        context, pg = watched(browser, base)
+        pg.goto(base + "journal/2026/01/02/20260102/")
+        pg.wait_for_load_state("networkidle")
+        assert pg.evaluate("() => window.kbPwned") is None
+        assert "pwned" not in pg.title()
+        text = pg.locator("article").inner_text()
+        for words in ("List<int>", "<script>", ":x:", '--8<-- ".git/config"', "!!! claim"):
+            assert words in text, words
+        pg.screenshot(path=SHOTS / "hostile-note.png", full_page=True)
+        check_and_close(context, pg)
+    finally:
+        server.shutdown()

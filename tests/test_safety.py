@@ -17,39 +17,6 @@ from conftest import ROOT, edit, kb, mkdocs_build, run_pytest, text_of
 from kb import vendor
 from kb.project import KbError
 
-HOSTILE_NOTE = """\
-今天的笔记，里面有些“危险”的东西：
-
-- 泛型 List<int> 和不等式 a<b 且 c>d，还有 R&D
-- <script>document.title = "pwned"; window.kbPwned = true;</script>
-- <img src="https://cdn.example.com/x.png" onerror="window.kbPwned = true">
-- emoji 短码 :x: 与 a:b:c 与 :smile:
-- 属性列表 {: onclick="window.kbPwned = true" }
-
---8<-- ".git/config"
-
-!!! claim "写在日志里的论断"
-    id: sneaky-claim
-    status: verified
-    test: snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean
-"""
-
-
-@pytest.fixture(scope="module")
-def hostile_site(tmp_path_factory) -> Path:
-    """The mini site with a hostile note appended by `kb new`, built strictly."""
-    from conftest import copy_project, MINI_DOCS
-
-    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS)
-    (root / ".git").mkdir()
-    (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
-    r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)
-    assert r.returncode == 0, r.stderr
-    build = mkdocs_build(root, root / "site")
-    assert build.returncode == 0, build.stdout + build.stderr
-    return root / "site"
-
-
 def hostile_post(site: Path) -> str:
     return text_of(site / "journal" / "2026" / "01" / "02" / "20260102" / "index.html")
 
