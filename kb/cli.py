@@ -3,6 +3,8 @@
     kb new [--date YYYY-MM-DD] [--topic T ...] [-m TEXT | --edit]   add a note to the journal
     kb questions [--all]                                             open questions, as file:line
     kb claims                                                        every claim and its status, as file:line
+    kb check PATH|TOPIC ...                                          run what pages show and assert
+    kb serve                                                         serve the site with each page's live check status
     kb assets                                                        fetch KaTeX and Mermaid (npm registry)
 
 The project is the folder holding mkdocs.yml, found from the current directory
@@ -139,6 +141,23 @@ def cmd_claims(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from kb import check
+
+    project = _project(args)
+    early = (lambda partial: check.write_status(Path(args.status_file), partial)) if args.status_file else None
+    result = check.run(project, args.targets, Path.cwd(), early=early)
+    if args.status_file:
+        check.write_status(Path(args.status_file), result)
+    return 0 if result["passed"] else 1
+
+
+def cmd_serve(args) -> int:
+    from kb import serve
+
+    return serve.serve(_project(args), args.dev_addr)
+
+
 def cmd_assets(args) -> int:
     from kb import vendor
 
@@ -173,6 +192,17 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("claims", help="print every claim and its status as file:line")
     c.set_defaults(func=cmd_claims)
+
+    k = sub.add_parser("check", help="run what a page shows and asserts: its code, snippets, claims' tests, notebooks",
+                       description="Check pages: a page (docs/...md), every page of a topic (SAC), or every page "
+                                   "that includes a snippet file (snippets/...py). One line per claim, then a summary.")
+    k.add_argument("targets", nargs="+", metavar="PATH|TOPIC")
+    k.add_argument("--status-file", help=argparse.SUPPRESS)  # kb serve's live status
+    k.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("serve", help="serve the site and re-check a page whenever it (or what it includes) is saved")
+    v.add_argument("--dev-addr", default="127.0.0.1:8000", help="address to serve on (default 127.0.0.1:8000)")
+    v.set_defaults(func=cmd_serve)
 
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
     a.set_defaults(func=cmd_assets)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import re
 from pathlib import Path
 
@@ -22,8 +24,12 @@ from mkdocs.utils import get_relative_url
 from kb import render, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
+from kb.serve import STATUS_ENV
+
+LIVE_FILE = "kb-status.json"
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
+log = logging.getLogger("mkdocs.plugins.kb")
 
 
 class KbConfig(Config):
@@ -87,7 +93,10 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         except KbError as e:
             raise PluginError(str(e)) from None
         errors += self.kb.errors + self._notebook_errors(files) + self._url_clashes(files)
-        if errors:
+        if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
+            for e in errors:
+                log.warning(str(e))
+        elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
         self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
@@ -156,12 +165,22 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         if source.src_uri in self.edit_urls:
             page.edit_url = get_relative_url(self.edit_urls[source.src_uri], page.url)
         try:
-            return render.page_markdown(self.kb, self.layout, source, markdown)
+            out = render.page_markdown(self.kb, self.layout, source, markdown)
         except KbError as e:
             raise PluginError(str(e)) from None
+        if os.environ.get(STATUS_ENV):  # only while `kb serve` runs: the page's live check status
+            out = render.live_status(source, get_relative_url(LIVE_FILE, page.url)) + out
+        return out
 
     @event_priority(-100)  # after Material's search plugin has written its index
     def on_post_build(self, config):
+        status = os.environ.get(STATUS_ENV)
+        if status:  # serve the live status file (written by kb serve's checker) beside the pages
+            Path(status).parent.mkdir(parents=True, exist_ok=True)
+            Path(status).touch()
+            link = Path(config.site_dir) / LIVE_FILE
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path(status).resolve())
         index = Path(config.site_dir) / "search" / "search_index.json"
         if index.is_file():
             data = json.loads(index.read_text(encoding="utf-8"))

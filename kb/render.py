@@ -447,3 +447,36 @@ TEX = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$", re.S)
 def search_text(text: str) -> str:
     """A search entry without raw TeX: result teasers show words, not ``\\(\\pi_\\theta\\)``."""
     return re.sub(r"[ \t]{2,}", " ", TEX.sub(" … ", text))
+
+
+# ---- live status (kb serve only) ---------------------------------------------------------------------
+
+LIVE_SCRIPT = """<script>
+(function () {
+  const line = document.currentScript.previousElementSibling;
+  const show = (state, text) => { line.dataset.state = state; line.textContent = text; };
+  async function poll() {
+    try {
+      const response = await fetch(line.dataset.status, {cache: "no-store"});
+      const all = response.ok ? JSON.parse((await response.text()) || "{}") : {};
+      const s = all[line.dataset.page];
+      if (!s) show("none", "本页的检查还没有运行：保存本页（或它引用的代码）后自动运行。");
+      else if (s.running) show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
+      else if (s.passed) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
+      else {
+        const what = s.failing_claims.length ? "论断 " + s.failing_claims.join("、")
+          : (s.problems[0] || s.failed_tests[0] || "见终端");
+        show("failed", `✗ 本页的检查未通过：${what} · ${s.ran_at}`);
+      }
+    } catch (e) { show("none", "读不到检查状态（kb serve 没在运行？）"); }
+  }
+  poll();
+  setInterval(poll, 1500);
+})();
+</script>"""
+
+
+def live_status(page: Page, status_url: str) -> str:
+    """The status line `kb serve` shows on a page: when its checks last ran, and whether they passed."""
+    return (f'<div class="kb-live" data-page="{html_text(page.src_uri)}" data-status="{html_text(status_url)}" '
+            f'data-state="none">本页的检查状态</div>\n{LIVE_SCRIPT}\n\n')

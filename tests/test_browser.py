@@ -282,3 +282,74 @@ def test_a_hostile_note_shows_its_text_runs_nothing_and_requests_nothing(browser
         check_and_close(context, pg)
     finally:
         server.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_site(mini_project):
+    """`kb serve` on the mini project, as a learner runs it (stopped at the end)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import ENV
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
+                            cwd=mini_project, env={**ENV, "PYTHONPATH": str(mini_project)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(base + "foundations/mse-conditional-mean/", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"kb serve exited: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+        yield mini_project, base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_while_serving_a_saved_page_shows_whether_its_claims_still_hold(browser, live_site, built_site):
+    import time
+
+    root, base = live_site
+    context, pg = watched(browser, base)
+    pg.goto(base + "foundations/mse-conditional-mean/")
+    line = pg.locator(".kb-live")
+    assert line.count() == 1
+    page_file = root / "docs/foundations/mse-conditional-mean.md"
+    original = page_file.read_text(encoding="utf-8")
+
+    def save_and_wait(text: str, state: str, words: str) -> float:
+        start = time.monotonic()
+        page_file.write_text(text, encoding="utf-8")
+        pg.wait_for_function("([state, words]) => { const e = document.querySelector('.kb-live');"
+                             " return e && e.dataset.state === state && e.textContent.includes(words); }",
+                             arg=[state, words], timeout=60_000)
+        return time.monotonic() - start
+
+    broken = original.replace("id: mse-predicts-conditional-mean\n    status: verified",
+                              "id: mse-predicts-conditional-mean\n    status: refuted")
+    assert broken != original
+    red = save_and_wait(broken, "failed", "mse-predicts-conditional-mean")
+    green = save_and_wait(original, "passed", "通过")
+    check_and_close(context, pg)
+    assert red < 15 and green < 15, f"status line updated {red:.1f} s / {green:.1f} s after saving"
+    # The published site carries no such line.
+    assert "kb-live" not in (built_site / "foundations/mse-conditional-mean/index.html").read_text(encoding="utf-8")

@@ -254,3 +254,63 @@ def test_kb_questions_prints_open_questions_with_file_and_line(model):
         assert m, line
         source = (ROOT / m.group(1)).read_text(encoding="utf-8").split("\n")[int(m.group(2)) - 1]
         assert m.group(3)[:6] in source
+
+
+# ---- the project is where you are: a second clone acts on itself ---------------------------------
+
+
+@pytest.fixture
+def second_clone(tmp_path) -> Path:
+    """A fresh clone of this repository (or, outside git, a copy) beside the original."""
+    import shutil
+    import subprocess
+
+    from conftest import IGNORE, _link_vendor
+
+    dest = tmp_path / "second-clone"
+    if (ROOT / ".git").exists():
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(dest)], check=True, timeout=120)
+        for part in ("kb", "tests", "docs", "snippets", "mkdocs.yml"):  # what this checkout has now, committed or not
+            src = ROOT / part
+            if src.is_dir():
+                shutil.rmtree(dest / part)
+                shutil.copytree(src, dest / part, ignore=IGNORE)
+            else:
+                shutil.copy2(src, dest / part)
+    else:
+        from conftest import copy_project
+
+        return copy_project(dest)
+    _link_vendor(dest)
+    return dest
+
+
+def test_a_second_clone_acts_on_itself(second_clone):
+    import subprocess
+    import sys
+
+    from conftest import ENV
+
+    # `kb` imported from the first checkout (python -P: the current folder is not on sys.path),
+    # run inside the second clone, writes into the second clone.
+    def installed_kb(*args):
+        return subprocess.run([sys.executable, "-P", "-c", "import sys, kb.cli; sys.exit(kb.cli.main())", *args],
+                              cwd=second_clone, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                              timeout=120)
+
+    r = installed_kb("new", "--date", "2026-03-01", "--topic", "SAC", "-m", "第二个克隆里的笔记")
+    assert r.returncode == 0, r.stderr
+    assert (second_clone / "docs/journal/posts/2026-03-01.md").is_file()
+    assert not (ROOT / "docs/journal/posts/2026-03-01.md").exists(), "the note went into the first checkout"
+
+    # A claim changed in the clone changes the clone's build: refuted by a verifying test fails it, naming the clone's file.
+    page = second_clone / FOUNDATIONS
+    edit(page, "id: mse-predicts-conditional-mean\n    status: verified", "id: mse-predicts-conditional-mean\n    status: refuted")
+    build = subprocess.run([sys.executable, "-P", "-m", "mkdocs", "build", "--strict", "-q", "--site-dir",
+                            str(second_clone / "site")], cwd=second_clone, env={**ENV, "PYTHONPATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode != 0
+    assert f"{FOUNDATIONS}:" in build.stderr and "the claim says refuted but its test" in build.stderr, build.stderr[-2000:]
+    r = installed_kb("claims")
+    assert r.returncode == 2 and "the claim says refuted" in r.stderr
+    assert "[refuted] mse-predicts-conditional-mean" in r.stdout

@@ -1,0 +1,287 @@
+"""``kb check``: run exactly what a page shows and asserts, and nothing else.
+
+For each page asked for (a page, every page of a topic, or every page that
+includes a snippet file), one pytest session runs: the page's own code blocks
+and doctests, the snippet modules it includes or names as evidence, the tests
+deciding its claims, and the notebooks it shows. Before that, the page is
+validated the way the build validates it: its claims, references and includes
+(the knowledge model) and its links and anchors. The output is one line per
+claim (status, pass/fail), then a summary; the exit code is 0 only if all passed.
+
+The same pytest plugin runs here as in ``make test``, so a check means the same
+thing in both.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import markdown
+
+from kb import render, sources
+from kb.model import Claim, KnowledgeBase, Page
+from kb.project import KbError, Project, SourceError
+
+LINK = re.compile(r"!?\[(?:[^\]\n]|\](?!\())*\]\((?P<url>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")
+HTML_ID = re.compile(r'\bid="([^"]+)"')
+
+
+@dataclass
+class Plan:
+    pages: list[Page]
+    node_ids: list[str] = field(default_factory=list)
+    notebooks: list[str] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # validation errors, file:line
+
+
+def _page_of_path(kb: KnowledgeBase, path: Path) -> Page | None:
+    try:
+        uri = path.resolve().relative_to(kb.project.docs_dir).as_posix()
+    except ValueError:
+        return None
+    return kb.pages.get(uri)
+
+
+def resolve(kb: KnowledgeBase, targets: list[str], cwd: Path) -> list[Page]:
+    """The pages a list of targets names: pages, topics, snippet files or notebooks."""
+    project = kb.project
+    topics = {t.lower(): t for t in project.allowed_topics} | {"基础": "基础", "foundations": "基础"}
+    pages: dict[str, Page] = {}
+    for target in targets:
+        path = Path(target)
+        path = path if path.is_absolute() else (cwd / path)
+        found: list[Page] = []
+        if path.suffix == ".md" and path.is_file():
+            page = _page_of_path(kb, path)
+            if page is None:
+                raise KbError(f"{target}: not a page of this project's docs")
+            found = [page]
+        elif path.suffix == ".py" and path.is_file():
+            rel = project.rel(path)
+            found = kb.pages_citing.get(rel, [])
+            if not found:
+                raise KbError(f"{target}: no page includes or cites this file")
+        elif path.suffix == ".ipynb" and path.is_file():
+            uri = path.resolve().relative_to(project.docs_dir).as_posix()
+            found = [p for p in kb.pages.values() if uri in notebooks_of(kb, p)]
+            if not found:
+                raise KbError(f"{target}: no page shows this notebook")
+        elif target.lower() in topics:
+            topic = topics[target.lower()]
+            found = [p for p in kb.pages.values() if not p.is_post and p.section == topic]
+        else:
+            raise KbError(f"{target}: not a page, a snippet file, a notebook or a topic "
+                          f"(topics: {', '.join(project.allowed_topics)}, 基础)")
+        for p in found:
+            pages[p.src_uri] = p
+    return sorted(pages.values(), key=lambda p: p.src_uri)
+
+
+def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
+    """docs-relative notebooks a page shows (links to, or embeds a figure of)."""
+    out = []
+    base = Path(page.src_uri).parent
+    for m in LINK.finditer(page.doc.body):
+        url = m.group("url").split("#")[0]
+        if "://" in url or url.startswith("/"):
+            continue
+        name = Path(url).name
+        fig = FIGURE.match(name)
+        if url.endswith(".ipynb"):
+            out.append((base / url).as_posix())
+        elif fig:
+            out.append((base / url).parent.joinpath(fig.group("stem") + ".ipynb").as_posix())
+    exists = [n for n in dict.fromkeys(_norm(n) for n in out) if (kb.project.docs_dir / n).is_file()]
+    return exists
+
+
+def _norm(uri: str) -> str:
+    parts: list[str] = []
+    for part in uri.split("/"):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
+
+
+def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
+    p = Plan(pages)
+    root_rel = kb.project.rel(kb.project.docs_dir)
+    modules: dict[str, None] = {}
+    for page in pages:
+        p.problems += [str(e) for e in kb.errors if e.path == page.rel]
+        p.problems += [str(e) for e in link_errors(kb, page)]
+        if page.is_post:
+            continue
+        modules.update(dict.fromkeys(i.path for i in sources.includes(page.lines, page.doc.body_line)))
+        for c in page.claims:
+            p.claims.append(c)
+            for code in ([c.test.code] if c.test else []) + c.evidence:
+                modules[code.path] = None
+        p.node_ids.append(page.rel)
+        p.notebooks += [f"{root_rel}/{n}" for n in notebooks_of(kb, page)]
+    p.node_ids += list(modules) + list(dict.fromkeys(p.notebooks))
+    return p
+
+
+# ---- links and anchors ------------------------------------------------------------------------
+
+
+def _anchors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]]) -> set[str]:
+    """Every id the page will have once rendered (headings, claims, questions, journal lines)."""
+    if page.src_uri not in cache:
+        text = render.page_markdown(kb, render.Layout(), page, page.doc.body)
+        md = markdown.Markdown(extensions=MARKDOWN_EXTENSIONS, extension_configs=MARKDOWN_CONFIGS)
+        cache[page.src_uri] = set(HTML_ID.findall(md.convert(text)))
+    return cache[page.src_uri]
+
+
+def _generated(kb: KnowledgeBase, uri: str) -> bool:
+    layout = render.Layout()
+    if uri in (layout.claims, layout.questions) or uri.startswith(layout.code_dir + "/"):
+        return True
+    blog = kb.project.blog_dir
+    return uri.startswith((f"{blog}/category/", f"{blog}/archive/"))
+
+
+def link_errors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None = None) -> list[SourceError]:
+    """Links of a page that lead nowhere: a missing page or file, or a missing anchor."""
+    cache = {} if cache is None else cache
+    errors = []
+    docs = kb.project.docs_dir
+    in_code = sources.fenced(page.lines)
+    base = Path(page.src_uri).parent.as_posix()
+    for i, line in enumerate(page.lines):
+        if in_code[i]:
+            continue
+        spans = [m.span() for m in sources.CODE_SPAN.finditer(line)]
+        for m in LINK.finditer(line):
+            if any(a <= m.start() < b for a, b in spans):
+                continue
+            url = m.group("url")
+            if "://" in url or url.startswith(("mailto:", "/")):
+                continue
+            path, _, anchor = url.partition("#")
+            where = page.file_line(i)
+            target = _norm(f"{base}/{path}") if path else page.src_uri
+            fig = FIGURE.match(Path(target).name)
+            if path and not (docs / target).exists() and not _generated(kb, target):
+                if fig and (docs / Path(target).parent / f"{fig.group('stem')}.ipynb").is_file():
+                    continue
+                errors.append(SourceError(page.rel, where, f"link to {path}: no such page or file"))
+                continue
+            if anchor and target in kb.pages and anchor not in _anchors(kb, kb.pages[target], cache):
+                errors.append(SourceError(page.rel, where, f"link to {url}: no anchor #{anchor} there"))
+    return errors
+
+
+MARKDOWN_EXTENSIONS = ["abbr", "admonition", "attr_list", "def_list", "footnotes", "md_in_html", "tables", "toc",
+                       "pymdownx.arithmatex", "pymdownx.details", "pymdownx.superfences", "pymdownx.tasklist"]
+
+
+def _slugify():
+    from pymdownx.slugs import slugify
+
+    return slugify(case="lower")
+
+
+MARKDOWN_CONFIGS = {"toc": {"slugify": _slugify()}, "pymdownx.arithmatex": {"generic": True}}
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+class Outcomes:
+    """A pytest plugin that keeps each test's outcome."""
+
+    def __init__(self):
+        self.reports: dict[str, str] = {}
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.reports[report.nodeid] = "failed"
+        elif report.skipped:
+            self.reports.setdefault(report.nodeid, "skipped")
+        elif report.when == "call":
+            self.reports.setdefault(report.nodeid, "passed")
+
+
+def claim_line(claim: Claim, outcomes: dict[str, str], invalid: set[str]) -> tuple[bool, str]:
+    if claim.id in invalid:
+        return False, f"FAIL  [{claim.status.key}] {claim.id}: the page does not validate (see above)"
+    if claim.test is None:
+        return True, f"ok    [{claim.status.key}] {claim.id}: open, nothing to run ({claim.missing or 'no test yet'})"
+    seen = {n: o for n, o in outcomes.items() if claim.test.matches(n)}
+    if not seen:
+        return False, f"FAIL  [{claim.status.key}] {claim.id}: {claim.test.node_id} did not run"
+    bad = sorted(n for n, o in seen.items() if o != "passed")
+    if bad:
+        return False, f"FAIL  [{claim.status.key}] {claim.id}: {bad[0]} {seen[bad[0]]}"
+    return True, f"ok    [{claim.status.key}] {claim.id}: {claim.test.node_id} passed"
+
+
+def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (),
+        early=None) -> dict:
+    """Check the pages the targets name; returns the result (also what the live status line shows).
+
+    ``early`` is told at once when validation already fails (the live status line turns red
+    before the tests have run).
+    """
+    import pytest
+
+    started = time.time()
+    kb = KnowledgeBase.load(project)
+    pages = resolve(kb, targets, cwd)
+    p = plan(kb, pages)
+    for problem in p.problems:
+        out(f"invalid: {problem}")
+    invalid = {c.id for c in p.claims if any(f"{c.page.rel}:" in prob for prob in p.problems)}
+    if p.problems and early:
+        early({"pages": [pg.src_uri for pg in pages], "passed": False, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "seconds": round(time.time() - started, 1), "failing_claims": sorted(invalid),
+               "failed_tests": [], "problems": p.problems})
+    outcomes = Outcomes()
+    code = 0
+    if p.node_ids:
+        args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
+                "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
+                *pytest_args, *[str(project.root / n) for n in p.node_ids]]
+        code = pytest.main(args, plugins=[outcomes])
+    lines = [claim_line(c, outcomes.reports, invalid) for c in p.claims]
+    out("")
+    for _, line in lines:
+        out(line)
+    failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
+    passed = not p.problems and code in (0, 5) and all(ok for ok, _ in lines) and not failed_tests
+    failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
+    out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
+        f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
+        f"{time.time() - started:.1f} s")
+    return {
+        "pages": [pg.src_uri for pg in pages], "passed": passed, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
+        "failed_tests": failed_tests, "problems": p.problems, "node_ids": p.node_ids,
+    }
+
+
+def write_status(path: Path, result: dict) -> None:
+    """Merge a check's result into the live status file (one entry per page)."""
+    data = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            data = {}
+    for uri in result["pages"]:
+        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,132 @@
+"""``kb serve``: ``mkdocs serve``, plus a live check of each page you save.
+
+When a page, or a snippet file a page includes, is saved, ``kb check`` runs for
+the pages concerned (in a separate process, one check at a time, the latest
+save winning) and writes its result to ``.kb/status.json``. While serving, the
+MkDocs plugin puts a small status line on each page that reads that file: when
+the page's checks last ran and whether they passed, naming a failing claim.
+``make build`` has no such line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from kb.project import Project
+
+STATUS_ENV = "KB_LIVE_STATUS"  # the plugin adds the status line only when this names the status file
+
+
+def status_file(project: Project) -> Path:
+    return project.root / ".kb" / "status.json"
+
+
+class Checker:
+    """Re-checks the pages touched by saved files, one check at a time (a newer save restarts it)."""
+
+    def __init__(self, project: Project, debounce: float = 0.4):
+        self.project, self.debounce = project, debounce
+        self.pending: set[Path] = set()
+        self.lock = threading.Condition()
+        self.status = status_file(project)
+        threading.Thread(target=self._loop, name="kb-check", daemon=True).start()
+
+    def touched(self, path: str) -> None:
+        p = Path(path)
+        if p.suffix not in (".md", ".py", ".ipynb") or any(part.startswith(".") for part in p.parts[-3:]) \
+                or "__pycache__" in p.parts:
+            return
+        with self.lock:
+            self.pending.add(p)
+            self.lock.notify()
+
+    def _targets(self, paths: set[Path]) -> list[str]:
+        from kb.model import KnowledgeBase
+
+        kb = KnowledgeBase.load(self.project)
+        targets = []
+        for p in paths:
+            if not p.exists():
+                continue
+            rel = self.project.rel(p)
+            if p.suffix == ".py" and rel in kb.pages_citing:
+                targets.append(rel)
+            elif p.suffix in (".md", ".ipynb") and self.project.inside(p, self.project.docs_dir):
+                targets.append(rel)
+        return targets
+
+    def _mark_running(self, pages: list[str]) -> None:
+        data = json.loads(self.status.read_text(encoding="utf-8")) if self.status.is_file() else {}
+        for uri in pages:
+            data.setdefault(uri, {})["running"] = True
+        self.status.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(self.status)
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.pending:
+                    self.lock.wait()
+            time.sleep(self.debounce)  # an editor writes a file in several steps
+            with self.lock:
+                paths, self.pending = self.pending, set()
+            try:
+                targets = self._targets(paths)
+            except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
+                print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
+                continue
+            if not targets:
+                continue
+            docs = self.project.docs_dir
+            uris = [Path(t).resolve().relative_to(docs).as_posix() for t in targets
+                    if Path(self.project.root / t).resolve().is_relative_to(docs)]
+            try:
+                self._mark_running(uris)
+            except (OSError, ValueError):
+                pass
+            print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
+            proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status),
+                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL,
+                                    env={**os.environ, STATUS_ENV: ""})
+            while proc.poll() is None:  # a newer save wins: stop this check and check again with it
+                time.sleep(0.2)
+                with self.lock:
+                    if self.pending:
+                        proc.kill()
+                        proc.wait()
+                        self.pending |= paths
+                        break
+
+
+def serve(project: Project, dev_addr: str) -> int:
+    from mkdocs.commands.serve import serve as mkdocs_serve
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    checker = Checker(project)
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event):
+            if event.event_type in ("modified", "created", "moved") and not event.is_directory:
+                checker.touched(getattr(event, "dest_path", "") or event.src_path)
+
+    observer = Observer()
+    for folder in (project.docs_dir, project.snippets_dir):
+        observer.schedule(Handler(), str(folder), recursive=True)
+    observer.start()
+    os.environ[STATUS_ENV] = str(checker.status)
+    try:
+        # Not strict while editing: a page with a mistake still renders, and its status line names the mistake.
+        mkdocs_serve(config_file=str(project.config_file), dev_addr=dev_addr, livereload=True,
+                     watch=[str(project.snippets_dir)], strict=False)
+    finally:
+        observer.stop()
+    return 0
