@@ -5,6 +5,8 @@
     kb claims                                                        every claim and its status, as file:line
     kb check PATH|TOPIC ...                                          run what pages show and assert
     kb serve                                                         serve the site with each page's live check status
+    kb review [--topic T] [--stats]                                  today's due cards, FSRS-scheduled
+    kb export anki PATH.apkg                                         the cards as an Anki deck
     kb assets                                                        fetch KaTeX and Mermaid (npm registry)
 
 The project is the folder holding mkdocs.yml, found from the current directory
@@ -158,6 +160,43 @@ def cmd_serve(args) -> int:
     return serve.serve(_project(args), args.dev_addr)
 
 
+def _now(value: str | None):
+    import datetime as dt
+
+    value = value or os.environ.get("KB_NOW")
+    if not value:
+        return dt.datetime.now(dt.timezone.utc)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise KbError(f"--now {value!r}: expected a time like 2026-01-02T09:00") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def cmd_review(args) -> int:
+    from kb import review
+
+    project = _project(args)
+    now = _now(args.now)
+    if args.stats:
+        from kb.model import KnowledgeBase
+
+        deck = review.cards(KnowledgeBase.load(project))
+        log = review.read_log(review.log_path(project))
+        print(review.stats(review.schedule(deck, log, now), log, now))
+        return 0
+    return review.session(project, now, args.topic)
+
+
+def cmd_export(args) -> int:
+    from kb import anki
+
+    project = _project(args)
+    path = anki.export(project, Path(args.path))
+    print(path)
+    return 0
+
+
 def cmd_assets(args) -> int:
     from kb import vendor
 
@@ -203,6 +242,17 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve the site and re-check a page whenever it (or what it includes) is saved")
     v.add_argument("--dev-addr", default="127.0.0.1:8000", help="address to serve on (default 127.0.0.1:8000)")
     v.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("review", help="review today's due cards (the notes' questions and claims), FSRS-scheduled")
+    r.add_argument("--topic", help="only this topic's cards")
+    r.add_argument("--stats", action="store_true", help="cards per topic and the forecast for the next 7 days")
+    r.add_argument("--now", help=argparse.SUPPRESS)  # an injected clock, for tests (also KB_NOW)
+    r.set_defaults(func=cmd_review)
+
+    e = sub.add_parser("export", help="export the cards: kb export anki PATH.apkg")
+    e.add_argument("format", choices=["anki"])
+    e.add_argument("path", help="the .apkg file to write")
+    e.set_defaults(func=cmd_export)
 
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
     a.set_defaults(func=cmd_assets)

@@ -8,6 +8,7 @@ checked is what is rendered), for the project of the ``mkdocs.yml`` being built.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import render, vendor
+from kb import render, review, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 from kb.serve import STATUS_ENV
@@ -66,7 +67,8 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             self.project = Project.at(config.config_file_path)
         except KbError as e:
             raise PluginError(str(e)) from None
-        self.layout = render.Layout(self.config.claims_page, self.config.questions_page, self.config.code_dir)
+        self.layout = render.Layout(claims=self.config.claims_page, questions=self.config.questions_page,
+                                    code_dir=self.config.code_dir)
         try:
             vendor.check(Path(config.docs_dir))  # fail closed: never a CDN fallback
         except KbError as e:
@@ -156,6 +158,9 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                 self.edit_urls[page.src_uri] = f.url
         files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
         files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        states = review.schedule(self.kb.cards, review.read_log(review.log_path(self.project)), now)
+        files.append(File.generated(config, self.layout.review, content=render.review_page(self.kb, self.layout, states, now)))
 
     @event_priority(50)
     def on_page_markdown(self, markdown, page, config, files):

@@ -35,6 +35,7 @@ class Layout:
 
     claims: str = "claims.md"
     questions: str = "questions.md"
+    review: str = "review.md"
     code_dir: str = "code"
 
     def code(self, path: str) -> str:
@@ -99,7 +100,7 @@ def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) 
         lines = _render_blocks(kb, layout, page, lines)
         lines = _title_includes(kb, layout, page, lines)
         lines = link_citations(lines)
-    return "\n".join(lines) + _footer(kb, page)
+    return "\n".join(lines) + _footer(kb, page, layout)
 
 
 ARXIV = re.compile(r"(?<![\w/\[.])arXiv:(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?(?![\w\]])")
@@ -252,9 +253,13 @@ def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[s
     return out
 
 
-def _footer(kb: KnowledgeBase, page: Page) -> str:
+def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
     src = page.src_uri
     topics = kb.topic_pages
+    n_cards = sum(c.topic == page.section for c in kb.cards) if not page.is_post else 0
+    review = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
+              f"({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic \"{page.section}\"`）</small>\n"
+              if n_cards and (page.topic or page.src_uri.startswith("foundations/")) else "")
     if page.is_post:
         cats = [c for c in page.categories if c in topics]
         if not cats:
@@ -263,11 +268,15 @@ def _footer(kb: KnowledgeBase, page: Page) -> str:
         return f"\n\n---\n\n<small class=\"kb-related\">相关主题页：{links}</small>\n"
     posts = kb.posts_by_topic.get(page.topic or "", [])
     if not posts:
-        return ""
+        return f"\n\n---{review}" if review else ""
     cat_uri = f"{kb.project.blog_dir}/category/{CATEGORY_SLUG(page.topic, '-')}.md"
     post_links = "、".join(f"[{p.key}]({link(src, p.src_uri)})" for p in posts)
     return (f"\n\n---\n\n<small class=\"kb-related\">日志中的相关笔记：{post_links}"
-            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n")
+            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n" + review)
+
+
+def topic_anchor(topic: str) -> str:
+    return CATEGORY_SLUG(topic, "-") or "topic"
 
 
 # ---- generated pages --------------------------------------------------------------------
@@ -480,3 +489,35 @@ def live_status(page: Page, status_url: str) -> str:
     """The status line `kb serve` shows on a page: when its checks last ran, and whether they passed."""
     return (f'<div class="kb-live" data-page="{html_text(page.src_uri)}" data-status="{html_text(status_url)}" '
             f'data-state="none">本页的检查状态</div>\n{LIVE_SCRIPT}\n\n')
+
+
+# ---- the review page -----------------------------------------------------------------------------
+
+DOCS_LINK = re.compile(r"(\]\()/([^)\s]+)")
+
+
+def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
+    """Every card, by topic, the back folded away; how many were due when the site was built."""
+    uri = layout.review
+    deck = kb.cards
+    due_now = {s.card.id for s in states.values() if s.due <= now}
+    by_topic: dict[str, list] = defaultdict(list)
+    for c in deck:
+        by_topic[c.topic].append(c)
+    order = ["基础", *kb.project.allowed_topics]
+    out = ["---", "title: 复习", "---", "", "# 复习", "",
+           f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"
+           f"构建本站时（{now.strftime('%Y-%m-%d %H:%M')} UTC）到期 **{len(due_now)}** 张。"
+           "终端里运行 `kb review`，按 FSRS 安排复习：先看正面，回想，再看背面并评分；"
+           "`kb review --stats` 显示每个主题的卡片数和未来 7 天的到期预报，`kb export anki cards.apkg` 导出到 Anki。"
+           "论断的状态或内容改变后，它的卡片会重新到期。", ""]
+    for topic in sorted(by_topic, key=lambda t: (order.index(t) if t in order else len(order), t)):
+        cs = by_topic[topic]
+        out += [f"## {md_text(topic)} {{#{topic_anchor(topic)}}}", "",
+                f"{len(cs)} 张卡片，构建时到期 {sum(c.id in due_now for c in cs)} 张。", ""]
+        for c in cs:
+            back = DOCS_LINK.sub(lambda m: m.group(1) + link(uri, m.group(2)), c.back)
+            body = [*back.split("\n"), "", f"[查看原文]({link(uri, c.page, c.anchor)})"]
+            tag = "论断" if c.id.startswith("claim:") else "问题"
+            out += [f'??? question "{tag}：{md_text(c.front)}"'] + [f"    {line}" if line else "" for line in body] + [""]
+    return "\n".join(out) + "\n"

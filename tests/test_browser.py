@@ -253,6 +253,20 @@ def test_a_figure_opens_full_size(page):
     page.screenshot(path=SHOTS / "figure-zoom.png")
 
 
+def test_the_review_page_lists_the_cards_with_their_backs_folded(page, model):
+    page.goto(page.base + "review/")
+    cards = page.locator("details.question")
+    assert cards.count() == len(model.cards)
+    first = cards.first
+    assert first.evaluate("e => e.open") is False
+    first.locator("summary").click()
+    assert first.evaluate("e => e.open") is True and "查看原文" in first.inner_text()
+    page.wait_for_selector("details .katex", state="attached")
+    page.screenshot(path=SHOTS / "review.png")
+    page.goto(page.base + "topics/sac/critic/")
+    assert page.locator("a[href$='review/#sac']").count() == 1, "a topic page links to its cards"
+
+
 def test_mermaid_diagram_renders_offline(page):
     page.goto(page.base + "topics/neoverse/")
     assert page.locator(".mermaid").count() >= 1, "the NeoVerse page has no Mermaid diagram"

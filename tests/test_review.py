@@ -1,0 +1,137 @@
+"""Spaced repetition: cards from the notes' questions and claims, FSRS on a fixed clock, a safe log, Anki export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sqlite3
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import fsrs
+import pytest
+
+from conftest import edit, kb
+from kb import review
+from kb.model import Status
+
+T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.timezone.utc)
+DAY = dt.timedelta(days=1)
+
+
+def test_cards_are_every_claim_and_every_answered_question(model):
+    deck = model.cards
+    claims = [c for c in deck if c.id.startswith("claim:")]
+    questions = [c for c in deck if c.id.startswith("question:")]
+    assert len(claims) == len(model.claims)
+    assert len(questions) == sum(bool(q.answered_by) for q in model.questions)
+    assert not [q for q in model.questions if not q.answered and any(c.front == q.text for c in questions)]
+    assert len({c.id for c in deck}) == len(deck), "card ids are unique"
+    by_id = {c.id: c for c in deck}
+    for claim in model.claims:
+        card = by_id[f"claim:{claim.id}"]
+        assert card.front == claim.title and card.back.startswith(f"**{claim.status.label}**")
+
+
+def test_a_cards_identity_survives_lines_moving(model):
+    q = next(q for q in model.questions if q.answered_by and q.page.is_post)
+    card = next(c for c in model.cards if c.front == q.text)
+    assert card.id == f"question:{q.page.rel}:" + review.hashlib.sha256(q.text.encode()).hexdigest()[:10]
+
+
+def rev(card, when, grade, digest=None, status=None):
+    return review.Review(when, card.id, review.GRADES[grade], digest or card.digest, status or card.status)
+
+
+def test_fsrs_on_a_fixed_clock(model):
+    card = model.cards[0]
+    states = review.schedule([card], [], T0)
+    assert states[card.id].new and review.due(states, T0) == [states[card.id]], "a new card is due today"
+    log = [rev(card, T0, "3")]
+    s = review.schedule([card], log, T0)[card.id]
+    assert T0 < s.due <= T0 + dt.timedelta(minutes=10), "Good on a new card: its next learning step"
+    log.append(rev(card, s.due, "3"))
+    s = review.schedule([card], log, T0)[card.id]
+    assert s.due >= T0 + DAY, "Good again: pushed out by days"
+    assert not review.due(review.schedule([card], log, s.due - dt.timedelta(hours=1)), s.due - dt.timedelta(hours=1))
+    pushed = s.due
+    log.append(rev(card, pushed, "1"))
+    s = review.schedule([card], log, pushed)[card.id]
+    assert s.fsrs_card.state == fsrs.State.Relearning and s.due <= pushed + dt.timedelta(minutes=10), "Again: back soon"
+    assert review.retention(log) == pytest.approx(2 / 3)
+
+
+def test_a_changed_claim_is_due_again_and_says_why(model):
+    claim = next(c for c in model.claims if c.status is Status.VERIFIED)
+    card = next(c for c in model.cards if c.id == f"claim:{claim.id}")
+    log = [rev(card, T0, "3"), rev(card, T0 + dt.timedelta(minutes=10), "4")]
+    later = T0 + dt.timedelta(days=2)
+    assert not review.due(review.schedule([card], log, later), later), "learned: not due two days later"
+    changed = review.Card(card.id, card.topic, card.front, card.back.replace("已验证", "部分成立", 1), "qualified",
+                          "部分成立", card.page, card.anchor)
+    s = review.schedule([changed], log, later)[card.id]
+    assert review.due({card.id: s}, later) == [s]
+    assert s.fsrs_card.state == fsrs.State.Relearning
+    assert s.changed == "此论断已从 已验证 改为 部分成立"
+
+
+def test_kb_review_session_changed_claim_and_stats(mini_project):
+    t0 = "2026-01-10T09:00"
+    n = len(re.findall(r"^!!! claim", (mini_project / "docs/foundations/mse-conditional-mean.md").read_text(), re.M))
+    r = kb(mini_project, "review", "--now", t0, "--topic", "基础", stdin="\n3\n" * 50)
+    assert r.returncode == 0, r.stderr
+    log = (mini_project / "review-log.tsv").read_text(encoding="utf-8")
+    lines = [l for l in log.split("\n") if l and not l.startswith("#")]
+    assert len(lines) >= n and all(l.split("\t")[2] == "3" for l in lines)
+    assert "本次复习" in r.stdout and "24 小时内到期" in r.stdout
+    # Two days later, after learning them, nothing is due...
+    kb(mini_project, "review", "--now", "2026-01-10T09:11", stdin="\n4\n" * 50)
+    r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="q\n")
+    assert "今天没有到期的卡片" in r.stdout, r.stdout
+    # ...until a claim's reason is rewritten: its card comes back, saying so.
+    edit(mini_project / "docs/foundations/mse-conditional-mean.md", "20,000 个样本、4 组", "两万个样本、四组")
+    r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="\nq\n")
+    assert "！此论断的内容已改写" in r.stdout and "MSE 回归的最优解是条件均值" in r.stdout, r.stdout
+    r = kb(mini_project, "review", "--stats", "--now", "2026-01-12T09:00")
+    assert r.returncode == 0 and "未来 7 天每天到期" in r.stdout and "基础" in r.stdout
+
+
+def test_two_sessions_at_once_keep_every_line(mini_project):
+    def session(_):
+        return kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="\n2\n" * 300)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(session, range(2)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    reviewed = sum(int(re.search(r"本次复习 (\d+) 张", r.stdout).group(1)) for r in results)
+    lines = [l for l in (mini_project / "review-log.tsv").read_text().split("\n") if l and not l.startswith("#")]
+    assert len(lines) == reviewed > 0
+    assert all(len(l.split("\t")) == 5 for l in lines)
+
+
+def notes_of(apkg: Path) -> list[tuple[str, str]]:
+    with zipfile.ZipFile(apkg) as z:
+        data = z.read("collection.anki2")
+    db = apkg.with_suffix(".sqlite")
+    db.write_bytes(data)
+    with sqlite3.connect(db) as con:
+        return con.execute("select guid, flds from notes order by guid").fetchall()
+
+
+def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_path):
+    from kb.model import KnowledgeBase
+    from kb.project import Project
+
+    deck = KnowledgeBase.load(Project.find(mini_project)).cards
+    assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg")).returncode == 0
+    edit(mini_project / "docs/foundations/mse-conditional-mean.md", "20,000 个样本、4 组", "两万个样本、四组")
+    assert kb(mini_project, "export", "anki", str(tmp_path / "b.apkg")).returncode == 0
+    a, b = notes_of(tmp_path / "a.apkg"), notes_of(tmp_path / "b.apkg")
+    assert len(a) == len(b) == len(deck)
+    assert [g for g, _ in a] == [g for g, _ in b], "re-importing updates notes instead of adding copies"
+    assert a != b, "the changed card's text is in the second export"
+    fields = " ".join(f for _, f in a)
+    assert "\\(" in fields and "$" not in re.sub(r"\$\$", "", fields).replace("\\$", ""), "math uses Anki's delimiters"
+    r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
+    assert r.returncode == 2 and "must end in .apkg" in r.stderr
