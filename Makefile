@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine with Python 3.11:
-#   make serve   set up, then serve the site on http://127.0.0.1:8000
+#   make serve   set up, then serve the site on http://127.0.0.1:8000 (each saved page re-checked live)
 #   make test    set up, then run every test (snippets, page code, notebooks, build, browser)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup serve build test bench notebooks clean
+.PHONY: setup serve build test experiments check new review mutate bench notebooks clean
 
 setup: $(STAMP)
 
@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/kb assets
 	touch $@
 
+# mkdocs serve, plus `kb check` of every page you save (its status line turns red or green).
 serve: setup
-	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+	$(BIN)/kb serve --dev-addr 127.0.0.1:8000
 
 build: setup
 	$(BIN)/mkdocs build --strict
@@ -29,14 +30,33 @@ build: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# Re-run the committed experiments (minutes): the Pendulum curves against their CSVs.
+experiments: setup
+	$(BIN)/python -m pytest -n 0 --experiments -m experiment
+
+# make check PAGE=docs/topics/sac/critic.md   (or PAGE=SAC, or PAGE=snippets/sac/critic.py)
+check: setup
+	$(BIN)/kb check $(PAGE)
+
+# make new MSG="今天的笔记" TOPIC=SAC   (kb new's other options: .venv/bin/kb new --help)
+new: setup
+	$(BIN)/kb new $(if $(TOPIC),--topic "$(TOPIC)") $(if $(MSG),-m "$(MSG)",--edit)
+
+review: setup
+	$(BIN)/kb review
+
+# Mutation testing of the snippet modules (slow: about an hour on two cores); not part of make test.
+mutate: setup
+	$(BIN)/python -m kb.mutate
+
 bench: setup
 	$(BIN)/python -m kb.bench
 
 # Re-execute every notebook in place (their outputs are what the site shows).
 notebooks: setup
 	for nb in $$(find docs -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort); do \
-	  echo "$$nb"; $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; \
+	  echo "$$nb"; PYTHONPATH=$(CURDIR) $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; \
 	done
 
 clean:
-	rm -rf site .cache artifacts .pytest_cache
+	rm -rf site .cache artifacts .pytest_cache mutants

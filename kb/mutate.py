@@ -1,0 +1,143 @@
+"""``make mutate``: mutation testing of the snippet modules, as a measured figure.
+
+    python -m kb.mutate [snippets/x/y.py ...] [--report-only]
+
+Runs mutmut (configured in pyproject.toml: test functions are not mutated) over
+the given modules (default: all), then reports per module the mutants killed,
+survived and timed out, and the kill rate over the non-equivalent mutants.
+Equivalent mutants (a change that cannot alter behaviour) are listed with a
+one-line reason each in ``mutation/equivalent.txt``; this command reads it.
+Functions that mutmut cannot mutate (decorated ones) are named, so that an
+unmeasured function is visible rather than counted as killed.
+
+Goals (issue 11): at least 95 % of non-equivalent mutants killed in each module
+that defines an interface other pages rely on, 85 % over all snippet modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from kb.project import KbError, Project
+
+INTERFACES = ("sac/distributions.py", "sac/critic.py", "sac/target.py", "dpo/loss.py", "grpo/advantages.py",
+              "grpo/loss.py", "grpo/kl.py", "flow_matching/path.py", "flow_grpo/sde.py", "neoverse/gaussians.py")
+GOAL_INTERFACE, GOAL_ALL = 0.95, 0.85
+EQUIVALENT = Path("mutation") / "equivalent.txt"
+STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
+          255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
+
+
+def equivalents(root: Path) -> dict[str, str]:
+    """mutant name -> the reason it cannot change behaviour (``name  # reason`` per line)."""
+    path = root / EQUIVALENT
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, _, reason = line.partition("#")
+        if not reason.strip():
+            raise KbError(f"{EQUIVALENT}:{n}: an equivalent mutant needs its reason (name  # why it changes nothing)")
+        out[name.strip()] = reason.strip()
+    return out
+
+
+def undecorated_gap(path: Path) -> list[str]:
+    """Functions mutmut leaves alone (decorated, other than staticmethod/classmethod), tests excepted."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.decorator_list and not n.name.startswith("test_")
+            and not all(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in n.decorator_list)]
+
+
+def results(root: Path) -> dict[str, Counter]:
+    """Per module (snippets-relative path): counts by status, and the surviving mutants' names."""
+    out: dict[str, Counter] = {}
+    for meta in sorted((root / "mutants" / "snippets").rglob("*.py.meta")):
+        module = meta.relative_to(root / "mutants" / "snippets").as_posix().removesuffix(".meta")
+        codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        counts: Counter = Counter()
+        for name, code in codes.items():
+            if re.search(r"\.x_test_|ǁtest_", name):  # a test function's mutant: not counted
+                continue
+            counts[STATUS.get(code, "suspicious")] += 1
+            if STATUS.get(code) in ("survived", "no tests"):
+                counts["names:" + name] += 1
+        out[module] = counts
+    return out
+
+
+def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
+    eq = equivalents(root)
+    res = results(root)
+    if modules:
+        res = {m: c for m, c in res.items() if m in modules}
+    if not res:
+        raise KbError("no mutation results: run `make mutate` (mutmut run) first")
+    ok = True
+    total_killed = total_counted = 0
+    out(f"{'module':<34}{'mutants':>8}{'killed':>8}{'survived':>9}{'timeout':>8}{'equiv.':>7}{'rate':>8}  goal")
+    for module, c in res.items():
+        names = [k[6:] for k in c if k.startswith("names:")]
+        n_equiv = sum(n in eq for n in names)
+        mutants = sum(v for k, v in c.items() if not k.startswith("names:") and k != "not checked")
+        counted = mutants - n_equiv - c["skipped"]
+        killed = c["killed"] + c["timeout"]  # a mutant that makes a test hang is caught by the time limit
+        rate = killed / counted if counted else 1.0
+        goal = GOAL_INTERFACE if module in INTERFACES else None
+        verdict = "" if goal is None else ("ok" if rate >= goal else f"BELOW {goal:.0%}")
+        ok &= goal is None or rate >= goal
+        if c["not checked"]:
+            verdict += f" ({c['not checked']} not checked)"
+            ok = False
+        total_killed += killed
+        total_counted += counted
+        out(f"{module:<34}{mutants:>8}{c['killed']:>8}{c['survived'] + c['no tests']:>9}{c['timeout']:>8}"
+            f"{n_equiv:>7}{rate:>8.1%}  {verdict}")
+        for name in sorted(n for n in names if n not in eq):
+            out(f"    survived: {name}")
+        gap = undecorated_gap(root / "snippets" / module)
+        if gap:
+            out(f"    not mutated (decorated): {', '.join(gap)}")
+    rate = total_killed / total_counted if total_counted else 1.0
+    ok &= rate >= GOAL_ALL or bool(modules)
+    out(f"{'all modules':<34}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{rate:>8.1%}  goal {GOAL_ALL:.0%}"
+        f"{'' if rate >= GOAL_ALL else ' (below)'}")
+    stale = [n for n in eq if not any(n == k[6:] for c in res.values() for k in c)]
+    if stale and not modules:
+        out(f"note: {len(stale)} listed equivalent mutant(s) no longer survive or exist: {', '.join(stale[:5])}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kb.mutate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help="snippet modules (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="report the last run without running mutmut")
+    args = parser.parse_args(argv)
+    try:
+        project = Project.find()
+        modules = [Path(m).resolve().relative_to(project.snippets_dir.resolve()).as_posix() for m in args.modules]
+        if not args.report_only:
+            globs = [f"snippets.{m.removesuffix('.py').replace('/', '.')}.*" for m in modules]
+            r = subprocess.run([sys.executable, "-m", "mutmut", "run", *globs], cwd=project.root)
+            if r.returncode not in (0, 1):
+                print(f"kb mutate: mutmut exited with {r.returncode}", file=sys.stderr)
+                return 2
+        return 0 if report(project.root, modules or None) else 1
+    except KbError as e:
+        print(f"kb mutate: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
