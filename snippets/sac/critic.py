@@ -2,8 +2,9 @@
 
 Given a batch (s, a, r, s', done) from the replay buffer:
   a' ~ pi(.|s')                        next action from the *current* policy
-  y  = r + gamma (1 - done) (Q_targ(s', a') - alpha log pi(a'|s'))   Eqs. (2), (3), (6), arXiv:1812.05905
-  loss = sum_i mean_batch (Q_i(s, a) - y_i)^2                       Eq. (5), arXiv:1812.05905
+  y  = r + gamma (1 - done) (Q_targ(s', a') - alpha log pi(a'|s'))
+                                       Eqs. (2), (3), (6), arXiv:1812.05905
+  loss = sum_i mean_batch (Q_i(s, a) - y_i)^2        Eq. (5), arXiv:1812.05905
 """
 
 # --8<-- [start:q_backup]
@@ -14,17 +15,18 @@ def q_backup(next_qs, strategy):
     """Combine the target critics' values at (s', a') into one target per critic.
 
     next_qs: (num_critics, batch), row i from target critic i.
-    strategy: "doubleq" (critic i gets the other critic's value), "min" (clipped double Q),
-              "mean" (ensemble average).
+    strategy: "doubleq" (critic i gets the other critic's value),
+              "min" (clipped double Q), "mean" (ensemble average).
     returns: (num_critics, batch), row i is the value used in critic i's target.
     """
     num_critics, batch = next_qs.shape
     if strategy == "doubleq":
-        # Double Q-learning: y_1 uses Q'_2, y_2 uses Q'_1 (van Hasselt 2010; arXiv:1509.06461)
+        # Double Q-learning: y_1 uses Q'_2, y_2 uses Q'_1
+        # (van Hasselt 2010; arXiv:1509.06461)
         assert num_critics == 2, "doubleq swaps exactly two critics"
         return next_qs.flip(0)
     if strategy == "min":
-        # Clipped double Q: min_i Q'_i(s', a'), shared by all critics  (arXiv:1802.09477, Eq. (10))
+        # Clipped double Q: min_i Q'_i(s', a'), shared      Eq. (10), arXiv:1802.09477
         return next_qs.min(dim=0).values.expand(num_critics, batch)
     if strategy == "mean":
         # Ensemble mean: (1/N) sum_i Q'_i(s', a'), shared by all critics
@@ -39,19 +41,20 @@ import torch
 from snippets.sac.critic import q_backup
 
 
-def soft_td_target(reward, done, next_qs, next_log_prob, *, discount, temperature, strategy,
-                   backup_entropy=True):
+def soft_td_target(reward, done, next_qs, next_log_prob, *, discount, temperature,
+                   strategy, backup_entropy=True):
     """Soft Bellman target, one sample a' ~ pi(.|s') per transition.
 
     reward, done: (batch,); done is 1.0 where s' is terminal.
-    next_qs: (num_critics, batch) target critics at (s', a'); next_log_prob: (batch,) log pi(a'|s').
+    next_qs: (num_critics, batch) target critics at (s', a');
+    next_log_prob: (batch,) log pi(a'|s').
     returns: (num_critics, batch), no gradient needed (call under torch.no_grad()).
     """
     next_v = q_backup(next_qs, strategy)
     if backup_entropy:
-        # V(s') = Q(s', a') - alpha log pi(a'|s'),  a' ~ pi          Eq. (3), arXiv:1812.05905
+        # V(s') = Q(s', a') - alpha log pi(a'|s'), a' ~ pi   Eq. (3), arXiv:1812.05905
         next_v = next_v - temperature * next_log_prob
-    # y = r + gamma (1 - done) V(s')                                 Eq. (2), arXiv:1812.05905
+    # y = r + gamma (1 - done) V(s')                        Eq. (2), arXiv:1812.05905
     return reward + discount * (1.0 - done) * next_v
 # --8<-- [end:soft_td_target]
 
@@ -63,10 +66,12 @@ import torch
 def double_q_loss(qs, target):
     """Every critic regresses to its own target.
 
-    qs: (num_critics, batch) = Q_i(s, a); target: (num_critics, batch), treated as constant.
+    qs: (num_critics, batch) = Q_i(s, a);
+    target: (num_critics, batch), treated as a constant.
     returns: scalar, sum over critics of the mean squared error.
     """
-    # J_Q(theta_i) = E[(1/2) (Q_i(s,a) - y_i)^2]   Eq. (5), arXiv:1812.05905 (the 1/2 dropped)
+    # J_Q(theta_i) = E[(1/2) (Q_i(s,a) - y_i)^2], the 1/2 dropped
+    #                                                       Eq. (5), arXiv:1812.05905
     return ((qs - target.detach()) ** 2).mean(dim=1).sum()
 # --8<-- [end:critic_loss]
 

@@ -20,25 +20,28 @@ def diagonal_gaussian(mean, std):
     Independent(..., 1) moves the last dimension into the event: batch_shape (batch,),
     event_shape (action_dim,), and log_prob returns (batch,), the sum over the last dim.
     """
-    # log N(a; mu, diag(s^2)) = sum_j log N(a_j; mu_j, s_j^2)  (a diagonal Gaussian factorises)
+    # log N(a; mu, diag(s^2)) = sum_j log N(a_j; mu_j, s_j^2): a diagonal Gaussian
+    # factorises (Bishop 2006, Sec. 2.3)
     return Independent(Normal(mean, std), 1)
 # --8<-- [end:independent]
 
 
 # --8<-- [start:tanh_normal]
 import torch
-from torch.distributions import Independent, Normal, TanhTransform, TransformedDistribution
+from torch.distributions import (Independent, Normal, TanhTransform,
+                                 TransformedDistribution)
 
 
 def tanh_normal(mean, std):
     """Tanh-squashed diagonal Gaussian: a = tanh(u), u ~ N(mean, diag(std^2)).
 
     mean, std: (batch, action_dim). Samples: (batch, action_dim), inside (-1, 1).
-    log_prob(a): (batch,). entropy(): not available in closed form (NotImplementedError).
+    log_prob(a): (batch,). entropy(): no closed form (raises NotImplementedError).
     """
     # log pi(a|s) = log mu(u|s) - sum_j log(1 - tanh(u_j)^2)   Eq. (21), arXiv:1801.01290
-    # TanhTransform computes log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the stable form.
-    # cache_size=1 keeps u from the last sample so that log_prob(a) does not need atanh(a).
+    # TanhTransform computes log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), the
+    # stable form. cache_size=1 keeps u from the last sample: log_prob(a) of that
+    # sample needs no atanh(a).
     squashed = TransformedDistribution(Normal(mean, std), [TanhTransform(cache_size=1)])
     return Independent(squashed, 1)  # event = last dim: log_prob sums over action_dim
 # --8<-- [end:tanh_normal]
@@ -52,14 +55,16 @@ import torch.nn.functional as F
 
 
 def tanh_log_prob_naive(u, mean, std):
-    """log pi(tanh(u)) written literally. u, mean, std: (batch, action_dim) -> (batch,)."""
+    """log pi(tanh(u)) written literally.
+    u, mean, std: (batch, action_dim) -> (batch,)."""
     gauss = torch.distributions.Normal(mean, std).log_prob(u)
     # log pi(a) = log mu(u) - log(1 - tanh(u)^2)   Eq. (21), arXiv:1801.01290
     return (gauss - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
 
 
 def tanh_log_prob_stable(u, mean, std):
-    """Same quantity, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)). -> (batch,)."""
+    """Same quantity, with log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    u, mean, std: (batch, action_dim) -> (batch,)."""
     gauss = torch.distributions.Normal(mean, std).log_prob(u)
     # 1 - tanh(u)^2 = 4 / (e^u + e^-u)^2  =>  log(...) = 2 (log 2 - u - softplus(-2u))
     log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))

@@ -1,4 +1,4 @@
-"""Target networks: a slowly moving copy of the critic used inside the Bellman target."""
+"""Target networks: a slowly moving copy of the critic, used in the Bellman target."""
 
 # --8<-- [start:soft_update]
 import torch
@@ -6,7 +6,8 @@ import torch
 
 @torch.no_grad()
 def soft_update(target, source, tau):
-    """Polyak averaging, in place. target, source: nn.Modules with the same parameter shapes."""
+    """Polyak averaging, in place.
+    target, source: nn.Modules with the same parameter shapes."""
     for t, s in zip(target.parameters(), source.parameters()):
         # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
         t.lerp_(s, tau)
@@ -25,7 +26,8 @@ def hard_update(target, source):
 
 
 def periodic_update(target, source, step, period):
-    """Hard update every `period` steps (step counted from 1); returns True when it copied."""
+    """Hard update every `period` steps (step counted from 1).
+    Returns True when it copied."""
     if step % period == 0:
         hard_update(target, source)
         return True

@@ -1,0 +1,191 @@
+"""The committed Pendulum-v1 runs: learning curves, their provenance, and a re-run.
+
+Each run of `python -m snippets.sac.sac_pendulum --csv X.csv` appends its learning
+curve to X.csv (columns steps, seed, eval_return) and its provenance to X.json beside
+it: the command, the train() settings, the git commit and whether the tree was clean,
+the torch/gymnasium versions, the CPU, the wall time, and a fingerprint of the training
+code. The tests that decide the Pendulum claims read the CSV through `load_runs`, which
+fails when the CSV and the JSON disagree or when the training code no longer has the
+fingerprint recorded with the runs: a change to the training code cannot leave a claim
+standing on curves that the new code did not produce. The `experiment` test re-runs a
+seed and compares it with the committed curve.
+"""
+
+# --8<-- [start:read_curve]
+import csv
+import pathlib
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "docs/topics/sac/data"
+CURVE_CSV = DATA / "pendulum_sac.csv"  # tau = 0.005 (with target critics)
+TAU1_CSV = DATA / "pendulum_sac_tau1.csv"  # tau = 1 (no target network)
+
+
+def read_curve(path=CURVE_CSV):
+    """Curves written by --csv. -> {seed: ([steps...], [eval_return...])}."""
+    curves = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            steps, rets = curves.setdefault(int(row["seed"]), ([], []))
+            steps.append(int(row["steps"]))
+            rets.append(float(row["eval_return"]))
+    return curves
+# --8<-- [end:read_curve]
+
+
+# --8<-- [start:provenance]
+import ast
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The code that determines the numbers in the CSVs: module -> top-level names.
+TRAINING_CODE = {
+    "snippets/sac/sac_pendulum.py": ("LOG_STD_MIN", "Actor", "EnsembleLinear",
+                                     "Critics", "ReplayBuffer", "sac_update",
+                                     "evaluate", "train"),
+    "snippets/sac/distributions.py": ("tanh_normal",),
+    "snippets/sac/critic.py": ("q_backup", "soft_td_target", "double_q_loss"),
+    "snippets/sac/target.py": ("soft_update",),
+}
+
+
+def _strip_docstrings(node):
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            n.body = body[1:] or [ast.Pass()]
+    return node
+
+
+def _names(node):
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {n.id for t in node.targets for n in ast.walk(t)
+                if isinstance(n, ast.Name)}
+    return set()
+
+
+def code_fingerprint():
+    """sha256 of the syntax trees of TRAINING_CODE, docstrings removed: comments,
+    docstrings and line breaks do not change it; any change to what runs does."""
+    h = hashlib.sha256()
+    for path, names in TRAINING_CODE.items():
+        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        found = {}
+        for node in tree.body:
+            for name in _names(node) & set(names):
+                found[name] = ast.dump(_strip_docstrings(node))
+        missing = set(names) - set(found)
+        assert not missing, f"{path}: {sorted(missing)} not found"
+        for name in names:
+            h.update(f"{path}:{name}\n{found[name]}\n".encode())
+    return h.hexdigest()
+
+
+def _git(*args):
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.rstrip("\n") if out.returncode == 0 else None
+
+
+def machine():
+    """What floating point depends on: library versions and the CPU kernels used."""
+    import gymnasium
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    return {"torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "python": platform.python_version(), "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
+def record_run(csv_path, seed, settings, curve, seconds, argv=None):
+    """Append one run's curve to csv_path and its provenance to the .json beside it."""
+    csv_path = pathlib.Path(csv_path)
+    json_path = csv_path.with_suffix(".json")
+    # Clean = nothing changed but the data directory that the runs are writing to.
+    data_dir = os.path.relpath(csv_path.resolve().parent, ROOT) + "/"
+    status = _git("status", "--porcelain", "--untracked-files=all")
+    lines = ["?? (git status failed)"] if status is None else status.splitlines()
+    dirty = sorted(line[3:] for line in lines if not line[3:].startswith(data_dir))
+    argv = sys.argv[1:] if argv is None else argv
+    run = {"seed": seed,
+           "command": "python -m snippets.sac.sac_pendulum " + " ".join(argv),
+           "settings": settings, "commit": _git("rev-parse", "HEAD"),
+           "tree_clean": not dirty, "dirty": dirty,
+           "code_fingerprint": code_fingerprint(), **machine(),
+           "seconds": round(seconds, 1), "evaluations": len(curve),
+           "final_return": round(curve[-1][1], 2)}
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["steps", "seed", "eval_return"])
+        w.writerows((s, seed, f"{r:.2f}") for s, r in curve)
+    log = json.loads(json_path.read_text()) if json_path.exists() else {"runs": []}
+    log["runs"].append(run)
+    json_path.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n")
+
+
+def eval_steps(settings):
+    """The steps at which train() evaluates, for the recorded settings."""
+    every, total = settings["eval_every"], settings["total_steps"]
+    return list(range(every, total + 1, every)) + ([total] if total % every else [])
+
+
+def load_runs(csv_path):
+    """Curves of csv_path, checked against the provenance beside it.
+    -> ({seed: (steps, returns)}, {seed: provenance})."""
+    csv_path = pathlib.Path(csv_path)
+    curves = read_curve(csv_path)
+    log = json.loads(csv_path.with_suffix(".json").read_text(encoding="utf-8"))
+    runs = {r["seed"]: r for r in log["runs"]}
+    name = csv_path.name
+    assert len(runs) == len(log["runs"]), f"{name}: a seed recorded twice"
+    assert sorted(runs) == sorted(curves), f"{name}: seeds {sorted(curves)} " \
+        f"in the CSV, {sorted(runs)} in the JSON"
+    for seed, (steps, rets) in curves.items():
+        run, cfg = runs[seed], runs[seed]["settings"]
+        assert cfg["seed"] == seed and steps == eval_steps(cfg), f"{name} seed {seed}"
+        assert abs(rets[-1] - run["final_return"]) < 1e-9, f"{name} seed {seed}"
+        assert run["tree_clean"] and len(run["commit"] or "") == 40, run
+        assert run["code_fingerprint"] == code_fingerprint(), (
+            f"{name} seed {seed} was made by other training code than this one "
+            f"(commit {run['commit']}): re-run `{run['command']}`, commit the data")
+    return curves, runs
+# --8<-- [end:provenance]
+
+
+def test_committed_learning_curve_reaches_minus_200_at_20000_steps():
+    """The tau = 0.005 runs (5 seeds, provenance checked): the mean evaluation
+    return at 20,000 steps is at least -200, the goal set for Pendulum-v1."""
+    curves, runs = load_runs(CURVE_CSV)
+    assert len(curves) == 5
+    assert all(r["settings"]["tau"] == 0.005 for r in runs.values())
+    final = [rets[steps.index(20_000)] for steps, rets in curves.values()]
+    assert sum(final) / len(final) >= -200, final
+
+
+def test_provenance_names_the_command_that_made_each_curve():
+    for path, tau in ((CURVE_CSV, 0.005), (TAU1_CSV, 1.0)):
+        curves, runs = load_runs(path)
+        for seed, run in runs.items():
+            cfg, words = run["settings"], run["command"].split()
+            flags = dict(zip(words[3::2], words[4::2]))
+            assert words[:3] == ["python", "-m", "snippets.sac.sac_pendulum"]
+            assert int(flags["--seed"]) == seed and cfg["tau"] == tau
+            assert int(flags["--total-steps"]) == cfg["total_steps"]
+            assert float(flags.get("--tau", 0.005)) == tau
+            assert flags["--csv"] == os.path.relpath(path, ROOT)
+            assert run["evaluations"] == len(curves[seed][0])
