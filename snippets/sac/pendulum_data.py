@@ -72,12 +72,12 @@ def _names(node):
     return set()
 
 
-def code_fingerprint():
+def code_fingerprint(root=ROOT):
     """sha256 of the syntax trees of TRAINING_CODE, docstrings removed: comments,
     docstrings and line breaks do not change it; any change to what runs does."""
     h = hashlib.sha256()
     for path, names in TRAINING_CODE.items():
-        tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+        tree = ast.parse((pathlib.Path(root) / path).read_text(encoding="utf-8"))
         found = {}
         for node in tree.body:
             for name in _names(node) & set(names):
@@ -189,3 +189,85 @@ def test_provenance_names_the_command_that_made_each_curve():
             assert float(flags.get("--tau", 0.005)) == tau
             assert flags["--csv"] == os.path.relpath(path, ROOT)
             assert run["evaluations"] == len(curves[seed][0])
+
+
+# --8<-- [start:rerun]
+import pytest
+
+
+def late_mean(steps, returns, from_step=20_000):
+    """Mean evaluation return from `from_step` on: the summary compared across
+    machines (single evaluations are too chaotic to compare one by one)."""
+    late = [r for s, r in zip(steps, returns) if s >= from_step]
+    return sum(late) / len(late)
+
+
+def compare_rerun(committed, rerun, exact, tolerance):
+    """committed, rerun: (steps, returns). exact: same torch version and CPU kernels
+    as the recorded run, where training is deterministic: every evaluation must
+    match to the CSV's 2 decimals. Otherwise compare late_mean within `tolerance`.
+    -> error message, or None."""
+    if committed[0] != rerun[0]:
+        return f"evaluation steps differ: {committed[0]} vs {rerun[0]}"
+    if exact:
+        worst = max(abs(a - b) for a, b in zip(committed[1], rerun[1]))
+        return None if worst <= 0.005 + 1e-9 else f"max difference {worst:.3f}"
+    gap = late_mean(*rerun) - late_mean(*committed)
+    return None if abs(gap) <= tolerance else f"late mean differs by {gap:.1f}"
+
+
+@pytest.mark.experiment
+def test_rerun_of_seed_1_reproduces_the_committed_curve():
+    """Re-runs seed 1 of pendulum_sac.csv with its recorded settings (about 3-5 min).
+    Same torch and CPU kernels: identical curve. Elsewhere floating point differs,
+    the difference grows through training, and the re-run behaves like another
+    seed: its late mean must lie within the spread (max - min) of the committed
+    seeds' late means."""
+    from snippets.sac.sac_pendulum import train
+
+    curves, runs = load_runs(CURVE_CSV)
+    run = runs[1]
+    out = train(**run["settings"], log=lambda *_: None)
+    rerun = ([s for s, _ in out["curve"]], [r for _, r in out["curve"]])
+    now = machine()
+    exact = all(now[k] == run[k] for k in ("torch", "cpu_capability"))
+    lates = [late_mean(*c) for c in curves.values()]
+    error = compare_rerun(curves[1], rerun, exact, max(lates) - min(lates))
+    assert error is None, f"{error} (exact comparison: {exact}, {now})"
+# --8<-- [end:rerun]
+
+
+def test_compare_rerun_on_made_up_curves():
+    steps = [10_000, 20_000, 30_000]
+    committed = (steps, [-900.0, -150.0, -110.0])
+    close, off = (steps, [-900.004, -150.0, -110.0]), (steps, [-900.02, -150.0, -110.0])
+    assert compare_rerun(committed, close, True, 0) is None
+    assert compare_rerun(committed, off, True, 99)  # exact: the tolerance is not used
+    later = (steps, [-100.0, -170.0, -110.0])  # late mean -140 vs -130
+    assert compare_rerun(committed, later, False, 10.1) is None
+    assert compare_rerun(committed, later, False, 9.9)
+    assert compare_rerun(committed, (steps[:2], [-900.0, -150.0]), False, 1e9)
+    assert late_mean(*committed) == -130.0
+
+
+def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    import shutil
+
+    def fingerprint_of(edit):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for path in TRAINING_CODE:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / path, root / path)
+        target = root / "snippets/sac/critic.py"
+        target.write_text(edit(target.read_text(encoding="utf-8")), encoding="utf-8")
+        return code_fingerprint(root)
+
+    same = fingerprint_of(lambda s: s)
+    assert same == code_fingerprint()
+    reworded = fingerprint_of(lambda s: s.replace(
+        "# y = r + gamma (1 - done) V(s')", "# the target\n    # (reworded)").replace(
+        "Soft Bellman target, one sample", "Soft target, one draw"))
+    assert reworded == same
+    changed = fingerprint_of(lambda s: s.replace(
+        "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"))
+    assert changed != same

@@ -306,3 +306,63 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction():
     up = train(seed=0, total_steps=150, learning_starts=100, batch_size=64,
                eval_every=150, eval_episodes=1, target_entropy=5.0, log=lambda *_: None)
     assert up["log_alpha"] > 0.02, up["log_alpha"]
+
+
+def test_one_update_uses_target_critics_current_policy_and_soft_target():
+    """sac_update, checked against the formulas with the same random draws: the
+    critic target uses the TARGET critics at a' ~ the CURRENT actor at s', with
+    -alpha log pi and (1 - done); the actor's loss uses the buffer's states with a
+    fresh rsample and the updated critics; alpha and the target critics move as
+    Eq. (18) and the Polyak update say."""
+    torch.manual_seed(0)
+    actor, critics = Actor(3, 1, hidden=16), Critics(3, 1, hidden=16)
+    target = copy.deepcopy(critics).requires_grad_(False)
+    with torch.no_grad():  # make the target critics differ from the online ones
+        for p in target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    log_alpha = torch.tensor(-0.5, requires_grad=True)
+    n = 32
+    batch = (torch.randn(n, 3), torch.rand(n, 1) * 2 - 1, torch.randn(n),
+             torch.randn(n, 3), (torch.arange(n) % 4 == 0).float())
+    obs, act, rew, next_obs, done = batch
+    cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
+    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
+            "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
+            "alpha": torch.optim.Adam([log_alpha], lr=1e-3)}
+    actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
+    log_alpha0, rng = log_alpha.item(), torch.get_rng_state()
+    logs = sac_update(batch, actor, critics, target, log_alpha, opts, cfg)
+
+    torch.set_rng_state(rng)  # replay the same draws by hand
+    alpha = math.exp(log_alpha0)
+    with torch.no_grad():
+        d = actor0(next_obs)
+        a2 = d.sample()
+        soft_v = target0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)
+        y = rew + 0.9 * (1 - done) * soft_v                    # Eq. (2)-(3)
+        q = critics0(obs, act)
+        expected_critic = ((q - y) ** 2).mean(1).sum()
+        # The usual slips give other numbers: online critics in the target,
+        # +alpha log pi, the mask written as done instead of 1 - done.
+        slips = [rew + 0.9 * (1 - done) * (critics0(next_obs, a2).min(0).values
+                                           - alpha * d.log_prob(a2)),
+                 rew + 0.9 * (1 - done) * (soft_v + 2 * alpha * d.log_prob(a2)),
+                 rew + 0.9 * done * soft_v]
+        new = actor0(obs).rsample()
+        dist0 = actor0(obs)
+        logp_new = dist0.log_prob(new)
+        expected_actor = (alpha * logp_new - critics(obs, new).min(0).values).mean()
+    # float32 sums of 32 terms: 1e-5 relative
+    assert abs(logs["critic_loss"] - expected_critic.item()) < 1e-5 * expected_critic
+    for y_slip in slips:
+        wrong = ((q - y_slip) ** 2).mean(1).sum().item()
+        assert abs(wrong - expected_critic.item()) > 1e-2 * expected_critic, wrong
+    assert abs(logs["actor_loss"] - expected_actor.item()) < 1e-4
+    # Temperature: one Adam step of size lr against the sign of the gradient
+    # -(E[log pi] + H_target) (Eq. (18); Adam's first step is lr * sign).
+    grad = -(logp_new.mean().item() + cfg["target_entropy"])
+    assert abs(log_alpha.item() - (log_alpha0 - 1e-3 * math.copysign(1, grad))) < 1e-6
+    # Target critics: theta' <- tau theta + (1 - tau) theta' with the updated theta.
+    params = zip(target.parameters(), target0.parameters(), critics.parameters())
+    for t, t0, c in params:
+        torch.testing.assert_close(t, 0.1 * c + 0.9 * t0, atol=1e-6, rtol=0)
