@@ -51,22 +51,36 @@ def test_collapse_metric_on_hand_made_curves():
     assert first_success(steps, [-1500] * 5) is None
 
 
-def test_no_target_network_loses_the_learned_policy_again():
-    """tau = 0.005: no run collapses after its first success. tau = 1: most runs
-    (at least 3 of 5) do, and the first success comes later (median over seeds)."""
+def median_first_success(summary):
+    """Median over seeds of the first-success step; a run that never succeeds
+    counts as infinitely late."""
+    t = sorted(float("inf") if f is None else f for f, _, _ in summary.values())
+    return t[len(t) // 2]
+
+
+def test_qualifies_no_target_network_makes_learning_less_stable():
+    """Criteria written down before the tau = 1 runs were made: at least 3 of the 5
+    tau = 1 runs collapse after their first success, and their median first success
+    comes later. A third criterion, "no tau = 0.005 run ever collapses", was also
+    written down beforehand; the data refuted it (seed 4 collapsed once), and that
+    is the part of the claim that does not hold."""
     from snippets.sac.pendulum_data import CURVE_CSV, TAU1_CSV, load_runs
 
     (with_target, runs_t), (without, runs_1) = load_runs(CURVE_CSV), load_runs(TAU1_CSV)
     assert sorted(with_target) == sorted(without) and len(without) == 5
-    for seed in with_target:
+    for seed in with_target:  # same settings but tau
         a, b = dict(runs_t[seed]["settings"]), dict(runs_1[seed]["settings"])
         assert (a.pop("tau"), b.pop("tau")) == (0.005, 1.0) and a == b, (a, b)
     s_target, s_tau1 = ablation_summary(with_target), ablation_summary(without)
-    assert all(c == 0 for _, _, c in s_target.values()), s_target
+    # Holds: without the target network most runs lose the learned policy again,
+    # and they succeed later.
     assert sum(c > 0 for _, _, c in s_tau1.values()) >= 3, s_tau1
-
-    def median_first_success(summary):  # a run that never succeeds counts as inf
-        t = sorted(float("inf") if f is None else f for f, _, _ in summary.values())
-        return t[len(t) // 2]
-
     assert median_first_success(s_tau1) > median_first_success(s_target)
+
+    def rate(summary):  # collapses per evaluation after the first success
+        return (sum(c for _, _, c in summary.values())
+                / max(1, sum(n for _, n, _ in summary.values())))
+
+    assert rate(s_tau1) > rate(s_target), (s_tau1, s_target)
+    # Does not hold: the target network does not rule collapses out.
+    assert sum(c for _, _, c in s_target.values()) >= 1, s_target
