@@ -34,14 +34,18 @@ def read_curve(path=CURVE_CSV):
 
 # --8<-- [start:provenance]
 import ast
+import csv
 import hashlib
 import json
 import os
+import pathlib
 import platform
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from snippets.sac.pendulum_data import DATA, read_curve
+
+ROOT = DATA.parents[3]  # DATA = ROOT / "docs/topics/sac/data"
 # The code that determines the numbers in the CSVs: module -> top-level names.
 TRAINING_CODE = {
     "snippets/sac/sac_pendulum.py": ("LOG_STD_MIN", "Actor", "EnsembleLinear",
@@ -193,6 +197,8 @@ def test_provenance_names_the_command_that_made_each_curve():
 
 # --8<-- [start:rerun]
 import pytest
+
+from snippets.sac.pendulum_data import CURVE_CSV, load_runs, machine
 
 
 def late_mean(steps, returns, from_step=20_000):

@@ -138,4 +138,5 @@ def test_entropy_in_the_backup_makes_the_critic_value_future_entropy():
                                atol=1e-5, rtol=0)
     p, p_star = pi_hard[0], pi_soft[0]
     kl = (p * (p.log() - p_star.log())).sum().item()
-    assert kl > 1e-3 and abs((j_soft - j_hard) - alpha * kl) < 1e-5, (j_soft, j_hard, kl)
+    assert kl > 1e-3, kl
+    assert abs((j_soft - j_hard) - alpha * kl) < 1e-5, (j_soft, j_hard, kl)
