@@ -209,7 +209,7 @@ def late_mean(steps, returns, from_step=20_000):
 
 
 def compare_rerun(committed, rerun, exact, tolerance):
-    """committed, rerun: (steps, returns). exact: same torch version and CPU kernels
+    """committed, rerun: (steps, returns). exact: same torch, CPU model and kernels
     as the recorded run, where training is deterministic: every evaluation must
     match to the CSV's 2 decimals. Otherwise compare late_mean within `tolerance`.
     -> error message, or None."""
@@ -225,10 +225,10 @@ def compare_rerun(committed, rerun, exact, tolerance):
 @pytest.mark.experiment
 def test_rerun_of_seed_1_reproduces_the_committed_curve():
     """Re-runs seed 1 of pendulum_sac.csv with its recorded settings (about 3-5 min).
-    Same torch and CPU kernels: identical curve. Elsewhere floating point differs,
-    the difference grows through training, and the re-run behaves like another
-    seed: its late mean must lie within the spread (max - min) of the committed
-    seeds' late means."""
+    Same torch, CPU model and kernels: identical curve. Elsewhere floating point
+    differs, the difference grows through training, and the re-run behaves like
+    another seed: its late mean must lie within the spread (max - min) of the
+    committed seeds' late means."""
     from snippets.sac.sac_pendulum import train
 
     curves, runs = load_runs(CURVE_CSV)
@@ -236,7 +236,7 @@ def test_rerun_of_seed_1_reproduces_the_committed_curve():
     out = train(**run["settings"], log=lambda *_: None)
     rerun = ([s for s, _ in out["curve"]], [r for _, r in out["curve"]])
     now = machine()
-    exact = all(now[k] == run[k] for k in ("torch", "cpu_capability"))
+    exact = all(now[k] == run[k] for k in ("torch", "cpu", "cpu_capability"))
     lates = [late_mean(*c) for c in curves.values()]
     error = compare_rerun(curves[1], rerun, exact, max(lates) - min(lates))
     assert error is None, f"{error} (exact comparison: {exact}, {now})"
