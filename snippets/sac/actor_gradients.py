@@ -1,8 +1,11 @@
-"""The actor's two gradient estimators (REINFORCE and reparameterization) and where the gradient flows.
+"""The actor's two gradient estimators (REINFORCE and reparameterization) and where
+the gradient flows.
 
 Both estimate the gradient of J(theta) = E_{a~pi_theta(.|s)}[Q(s, a)]:
-  REINFORCE:        grad J = E[grad_theta log pi_theta(a|s) Q(s, a)],  a sampled and held constant
-  reparameterized:  grad J = E_eps[grad_theta Q(s, f_theta(eps; s))], a = f_theta(eps; s) = tanh(mu + sigma eps)
+  REINFORCE:        grad J = E[grad_theta log pi_theta(a|s) Q(s, a)],
+                    a sampled and held constant
+  reparameterized:  grad J = E_eps[grad_theta Q(s, f_theta(eps; s))],
+                    a = f_theta(eps; s) = tanh(mu + sigma eps)
 """
 
 # --8<-- [start:reinforce]
@@ -10,16 +13,20 @@ import torch
 
 
 def reinforce_actor_loss(dist, q_fn, num_actor_samples, temperature=0.0):
-    """dist: policy over (batch, act_dim) with log_prob -> (batch,); q_fn: (..., batch, act_dim) -> (..., batch).
+    """dist: policy over (batch, act_dim), log_prob -> (batch,);
+    q_fn: (..., batch, act_dim) -> (..., batch).
 
-    returns: scalar loss whose gradient is the REINFORCE estimate of -grad E[Q] - temperature grad H.
+    returns: scalar loss whose gradient is the REINFORCE estimate of
+    -grad E[Q] - temperature grad H.
     """
     with torch.no_grad():
-        a = dist.sample((num_actor_samples,))        # (K, batch, act_dim): constants, no gradient
-        q = q_fn(a)                                   # (K, batch): a weight, no gradient
-    # grad J = E[grad log pi(a|s) Q(s,a)]: the gradient flows through log_prob's parameters, not through a
+        a = dist.sample((num_actor_samples,))  # (K, batch, act_dim): constants
+        q = q_fn(a)                            # (K, batch): a weight, no gradient
+    # grad J = E[grad log pi(a|s) Q(s,a)]: the gradient flows through log_prob's
+    # parameters, not through a
     pg_loss = -(dist.log_prob(a) * q).mean()
-    # entropy estimate with its own reparameterized sample: H = E[-log pi(a~|s)], a~ = rsample()
+    # entropy estimate with its own reparameterized sample:
+    # H = E[-log pi(a~|s)], a~ = rsample()
     entropy = -dist.log_prob(dist.rsample()).mean()
     return pg_loss - temperature * entropy
 # --8<-- [end:reinforce]
@@ -30,9 +37,11 @@ import torch
 
 
 def reparam_actor_loss(dist, q_fn, num_actor_samples, temperature=0.0):
-    """Same shapes as reinforce_actor_loss. rsample: a~ = tanh(mu + sigma * eps), eps ~ N(0, I)."""
-    a = dist.rsample((num_actor_samples,))            # (K, batch, act_dim), differentiable in theta
-    # J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - Q(s, f(eps;s))]   Eq. (9), arXiv:1812.05905
+    """Same shapes as reinforce_actor_loss.
+    rsample: a~ = tanh(mu + sigma * eps), eps ~ N(0, I)."""
+    a = dist.rsample((num_actor_samples,))  # (K, batch, act_dim), differentiable
+    # J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - Q(s, f(eps;s))]
+    #                                                   Eq. (9), arXiv:1812.05905
     return (temperature * dist.log_prob(a) - q_fn(a)).mean()
 # --8<-- [end:reparameterize]
 
@@ -44,79 +53,132 @@ from snippets.sac.distributions import tanh_normal
 
 
 def q_toy(a, offset=0.0):
-    """A fixed critic for one state: Q(s, a) = offset + 1 - 4 (a - 0.5)^2.  a: (..., act_dim) -> (...)."""
+    """A fixed critic for one state: Q(s, a) = offset + 1 - 4 (a - 0.5)^2.
+    a: (..., act_dim) -> (...)."""
     return offset + 1.0 - 4.0 * ((a - 0.5) ** 2).sum(-1)
 
 
 def gradient_samples(estimator, num_actor_samples, repeats=4000, seed=0, offset=0.0):
-    """Draw `repeats` independent estimates of dJ/dmean (J = E[Q]) at mean = 0, log_std = -0.5.
+    """`repeats` independent estimates of dJ/dmean (J = E[Q]) at mean = 0,
+    log_std = -0.5.
 
-    Each row of the batch is its own copy of the parameters, so one backward pass gives
-    `repeats` independent gradient estimates. returns: (repeats,) tensor.
+    Each row of the batch is its own copy of the parameters, so one backward pass
+    gives `repeats` independent gradient estimates. returns: (repeats,) tensor.
     """
     torch.manual_seed(seed)
     mean = torch.zeros(repeats, 1, requires_grad=True)
     std = torch.full((repeats, 1), -0.5).exp()
     loss_fn = reinforce_actor_loss if estimator == "reinforce" else reparam_actor_loss
-    loss = loss_fn(tanh_normal(mean, std), lambda a: q_toy(a, offset), num_actor_samples)
-    (loss * repeats).backward()                       # the mean over rows -> one estimate per row
-    return -mean.grad.squeeze(1)                      # gradient of J = -loss
+    loss = loss_fn(tanh_normal(mean, std), lambda a: q_toy(a, offset),
+                   num_actor_samples)
+    (loss * repeats).backward()     # the mean over rows -> one estimate per row
+    return -mean.grad.squeeze(1)    # gradient of J = -loss
 # --8<-- [end:gradient_samples]
 
 
-def test_reinforce_and_reparameterization_estimate_the_same_gradient_with_much_lower_variance():
+SIGMA = torch.tensor(-0.5).exp().item()  # the policy's std in gradient_samples
+
+
+def exact_moments(offset=0.0):
+    """Exact mean and variances of the two one-sample estimators at mean = 0, by
+    quadrature over u ~ N(0, SIGMA^2), a = tanh(u) (float64):
+      REINFORCE  g = (u / SIGMA^2) (offset + Q(a))    (score of N(u; mean, SIGMA^2))
+      pathwise   g = Q'(a) (1 - a^2),  Q'(a) = -8 (a - 0.5)
+    returns (dJ/dmean, Var REINFORCE, Var pathwise)."""
+    u = torch.linspace(-12 * SIGMA, 12 * SIGMA, 48_001, dtype=torch.float64)
+    w = torch.exp(-u**2 / (2 * SIGMA**2)) / (SIGMA * (2 * torch.pi) ** 0.5)
+    a = torch.tanh(u)
+    g_rf = u / SIGMA**2 * (offset + 1 - 4 * (a - 0.5) ** 2)
+    g_rp = -8 * (a - 0.5) * (1 - a**2)
+
+    def e(x):
+        return torch.trapezoid(w * x, u).item()
+
+    return e(g_rp), e(g_rf**2) - e(g_rf) ** 2, e(g_rp**2) - e(g_rp) ** 2
+
+
+def var_rel_se(x):
+    """Relative standard error of the sample variance of x: sqrt((kurtosis - 1) / n)."""
+    c = x.double() - x.double().mean()
+    return (((c**4).mean() / (c**2).mean() ** 2 - 1) / len(x)).sqrt().item()
+
+
+def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance():
+    grad, var_rf, var_rp = exact_moments()
+    assert grad > 1.0  # the true gradient is far from 0: agreeing on it means something
     rf = gradient_samples("reinforce", 1)
     rp = gradient_samples("reparameterize", 1, seed=1)
-    se = (rf.var() / len(rf) + rp.var() / len(rp)).sqrt()
-    assert abs(rf.mean() - rp.mean()) < 4 * se, (rf.mean(), rp.mean(), se)
-    # The true gradient (large-sample pathwise estimate) is well away from 0, so the agreement means something.
-    true = gradient_samples("reparameterize", 64, repeats=4000, seed=2).mean()
-    assert true > 1.0 and abs(rp.mean() - true) < 4 * se, (rp.mean(), true)
-    ratio = (rf.var() / rp.var()).item()
-    assert ratio > 3, f"variance ratio REINFORCE / reparam = {ratio:.1f}"
-    # Q-values of a real critic carry a large offset (Pendulum returns are around -100 to -1500).
-    # The pathwise gradient does not see a constant; the score-function one multiplies it.
+    for est in (rf, rp):  # both unbiased: within 4 standard errors of the exact value
+        se = (est.var() / len(est)).sqrt().item()
+        assert abs(est.mean().item() - grad) < 4 * se, (est.mean(), grad, se)
+    # Their variances are the exact ones, within 4 relative standard errors.
+    for est, var in ((rf, var_rf), (rp, var_rp)):
+        assert abs(est.var().item() / var - 1) < 4 * var_rel_se(est), (est.var(), var)
+    assert var_rf / var_rp > 2  # "much lower": exactly 4.2 here
+    # Q-values of a real critic carry a large offset (Pendulum returns: -100 to
+    # -1500). The pathwise gradient does not see a constant at all ...
     rf_off = gradient_samples("reinforce", 1, offset=-100.0)
     rp_off = gradient_samples("reparameterize", 1, seed=1, offset=-100.0)
     torch.testing.assert_close(rp_off, rp, atol=1e-4, rtol=0)
-    ratio_off = (rf_off.var() / rp_off.var()).item()
-    assert ratio_off > 1000, f"variance ratio with offset -100 = {ratio_off:.0f}"
-    se_off = (rf_off.var() / len(rf_off)).sqrt()
-    assert abs(rf_off.mean() - rp.mean()) < 4 * se_off, (rf_off.mean(), rp.mean(), se_off)
+    # ... the score-function one multiplies it: its variance grows to
+    # E[(c + Q)^2 s^2] - g^2, about c^2 / sigma^2 = 2.7e4, still unbiased.
+    _, var_rf_off, _ = exact_moments(offset=-100.0)
+    rel = rf_off.var().item() / var_rf_off - 1
+    assert abs(rel) < 4 * var_rel_se(rf_off), (rf_off.var(), var_rf_off)
+    assert var_rf_off / var_rp > 1000
+    se_off = (rf_off.var() / len(rf_off)).sqrt().item()
+    assert abs(rf_off.mean().item() - grad) < 4 * se_off
 
 
 def test_variance_falls_as_one_over_num_actor_samples():
-    for estimator in ("reinforce", "reparameterize"):
-        v1 = gradient_samples(estimator, 1).var()
-        v16 = gradient_samples(estimator, 16, seed=3).var()
-        assert 12 < v1 / v16 < 20, f"{estimator}: var(K=1)/var(K=16) = {v1 / v16:.1f}, ideal 16"
+    """K independent samples per state: Var(K) = Var(1) / K, checked against the
+    exact one-sample variance, within 4 relative standard errors."""
+    _, var_rf, var_rp = exact_moments()
+    for estimator, var1 in (("reinforce", var_rf), ("reparameterize", var_rp)):
+        for k in (4, 16):
+            est = gradient_samples(estimator, k, seed=3)
+            ratio = var1 / est.var().item()
+            assert abs(ratio / k - 1) < 4 * var_rel_se(est), (estimator, k, ratio)
 
 
-def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action_in_reparam():
+def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action():
+    torch.manual_seed(0)
     mean = torch.zeros(8, 1, requires_grad=True)
     dist = tanh_normal(mean, torch.ones(8, 1))
     a = dist.sample()
-    assert a.grad_fn is None                              # the sampled action is a constant
+    assert a.grad_fn is None                              # the sampled action: constant
+    # ... but log pi(a|s) still depends on theta: d/dmean log N(u; mean, 1) = u - mean,
+    # the score, with u = atanh(a) (float32 atanh: 1e-4)
     (g_logp,) = torch.autograd.grad(dist.log_prob(a).sum(), mean)
-    assert g_logp.abs().sum() > 0                         # ... but log pi(a|s) still depends on theta
+    torch.testing.assert_close(g_logp, torch.atanh(a), atol=1e-4, rtol=1e-4)
     # -Q(s, sample()) has no gradient at all: the reparameterized loss needs rsample().
     assert q_toy(a).requires_grad is False
     dist = tanh_normal(mean, torch.ones(8, 1))
-    (g_rs,) = torch.autograd.grad(q_toy(dist.rsample()).sum(), mean)
-    assert g_rs.abs().sum() > 0
+    a_r = dist.rsample()
+    (g_rs,) = torch.autograd.grad(q_toy(a_r).sum(), mean)
+    # pathwise: dQ/da * da/du = -8 (a - 0.5) (1 - a^2)
+    a_r = a_r.detach()
+    torch.testing.assert_close(g_rs, -8 * (a_r - 0.5) * (1 - a_r**2), atol=1e-5, rtol=0)
 
 
 def test_entropy_term_needs_rsample_a_detached_sample_gives_zero_expected_gradient():
-    """H(N(mu, sigma^2)) = log sigma + const, so dH/dlog_sigma = 1 exactly."""
+    """H(N(0, sigma^2)) = log sigma + const, so dH/dlog_sigma = 1 exactly."""
     torch.manual_seed(0)
-    log_std = torch.zeros(20000, 1, requires_grad=True)
+    n = 20_000
+    log_std = torch.zeros(n, 1, requires_grad=True)
 
     def policy():
-        return torch.distributions.Independent(torch.distributions.Normal(torch.zeros(20000, 1), log_std.exp()), 1)
+        normal = torch.distributions.Normal(torch.zeros(n, 1), log_std.exp())
+        return torch.distributions.Independent(normal, 1)
 
     dist = policy()
     (g_r,) = torch.autograd.grad(-dist.log_prob(dist.rsample()).sum(), log_std)
     dist = policy()
-    (g_s,) = torch.autograd.grad(-dist.log_prob(dist.sample()).sum(), log_std)
-    assert abs(g_r.mean().item() - 1.0) < 1e-5           # pathwise: exactly 1 per sample
-    assert abs(g_s.mean().item()) < 0.05                  # score of a detached sample: mean 0 (true value 1)
+    a = dist.sample()
+    (g_s,) = torch.autograd.grad(-dist.log_prob(a).sum(), log_std)
+    # pathwise: -log N(sigma eps; 0, sigma) = log sigma + eps^2 / 2 + const: exactly 1
+    torch.testing.assert_close(g_r, torch.ones_like(g_r), atol=1e-5, rtol=0)
+    # detached: d/dlog_sigma [log sigma + a^2 / (2 sigma^2)] = 1 - eps^2, mean 0
+    torch.testing.assert_close(g_s, 1 - a**2, atol=1e-5, rtol=0)
+    se = g_s.std().item() / n**0.5  # sd of 1 - eps^2 is sqrt(2)
+    assert abs(g_s.mean().item()) < 4 * se, (g_s.mean(), se)

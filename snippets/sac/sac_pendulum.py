@@ -1,10 +1,12 @@
 """A minimal Soft Actor-Critic on gymnasium's Pendulum-v1, in one file (CleanRL style).
 
-    python -m snippets.sac.sac_pendulum --seed 1 --total-steps 20000 --csv curve.csv
+    python -m snippets.sac.sac_pendulum --seed 1 --total-steps 30000 --csv curve.csv
 
-The pieces come from the other modules of this topic: tanh_normal (the policy's distribution),
-soft_td_target and double_q_loss (the critic), soft_update (the target critics).
-Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning (derived in Sec. 5, Eq. (18) in Sec. 6).
+The pieces come from the other modules of this topic: tanh_normal (the policy's
+distribution), soft_td_target and double_q_loss (the critic), soft_update (the target
+critics). Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning (derived
+in Sec. 5, Eq. (18) in Sec. 6). The committed runs and their provenance:
+snippets/sac/pendulum_data.py.
 """
 
 # --8<-- [start:networks]
@@ -20,7 +22,8 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class Actor(nn.Module):
-    """obs (batch, obs_dim) -> tanh-Gaussian over normalised actions (batch, act_dim) in (-1, 1)."""
+    """obs (batch, obs_dim) -> tanh-Gaussian over actions (batch, act_dim), in (-1, 1)
+    (normalised: the environment's action is action_scale * a)."""
 
     def __init__(self, obs_dim, act_dim, hidden=128):
         super().__init__()
@@ -31,7 +34,8 @@ class Actor(nn.Module):
     def forward(self, obs):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
         # squash log_std smoothly into [LOG_STD_MIN, LOG_STD_MAX]
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        span = LOG_STD_MAX - LOG_STD_MIN
+        log_std = LOG_STD_MIN + 0.5 * span * (torch.tanh(log_std) + 1)
         return tanh_normal(mean, log_std.exp())  # a = tanh(u), u ~ N(mean, std^2)
 
     def act_deterministic(self, obs):
@@ -46,15 +50,18 @@ class EnsembleLinear(nn.Module):
     def __init__(self, num_critics, n_in, n_out):
         super().__init__()
         bound = 1 / math.sqrt(n_in)  # same init range as nn.Linear
-        self.weight = nn.Parameter(torch.empty(num_critics, n_in, n_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(num_critics, 1, n_out).uniform_(-bound, bound))
+        w = torch.empty(num_critics, n_in, n_out).uniform_(-bound, bound)
+        self.weight = nn.Parameter(w)
+        b = torch.empty(num_critics, 1, n_out).uniform_(-bound, bound)
+        self.bias = nn.Parameter(b)
 
     def forward(self, x):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
 class Critics(nn.Module):
-    """Q_i(s, a) for i = 1..num_critics. obs (batch, obs_dim), act (batch, act_dim) -> (num_critics, batch)."""
+    """Q_i(s, a), i = 1..num_critics.
+    obs (batch, obs_dim), act (batch, act_dim) -> (num_critics, batch)."""
 
     def __init__(self, obs_dim, act_dim, num_critics=2, hidden=128):
         super().__init__()
@@ -74,14 +81,14 @@ import torch
 
 
 class ReplayBuffer:
-    """Fixed-size FIFO of transitions, stored as preallocated tensors; uniform sampling."""
+    """Fixed-size FIFO of transitions in preallocated tensors; uniform sampling."""
 
     def __init__(self, capacity, obs_dim, act_dim):
         self.obs = torch.zeros(capacity, obs_dim)
         self.act = torch.zeros(capacity, act_dim)
         self.rew = torch.zeros(capacity)
         self.next_obs = torch.zeros(capacity, obs_dim)
-        self.done = torch.zeros(capacity)  # 1.0 only for true termination, not time-limit truncation
+        self.done = torch.zeros(capacity)  # 1.0 only for termination, not truncation
         self.capacity, self.size, self.ptr = capacity, 0, 0
 
     def add(self, obs, act, rew, next_obs, done):
@@ -92,9 +99,11 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, batch, generator):
-        """-> obs (B, obs_dim), act (B, act_dim), rew (B,), next_obs (B, obs_dim), done (B,)."""
+        """-> obs (B, obs_dim), act (B, act_dim), rew (B,), next_obs (B, obs_dim),
+        done (B,)."""
         idx = torch.randint(0, self.size, (batch,), generator=generator)
-        return self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx], self.done[idx]
+        return (self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx],
+                self.done[idx])
 # --8<-- [end:replay_buffer]
 
 
@@ -106,41 +115,49 @@ from snippets.sac.target import soft_update
 
 
 def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
-    """One gradient step on the critics, the actor and the temperature. Returns scalar logs."""
+    """One gradient step on the critics, the actor and the temperature.
+    batch: ReplayBuffer.sample's tuple. Returns scalar logs."""
     obs, act, rew, next_obs, done = batch
     alpha = log_alpha.exp().detach()
 
-    # Critic: y = r + gamma (1 - d) (backup(Q'(s', a')) - alpha log pi(a'|s')), a' ~ pi(.|s')
+    # Critic: y = r + gamma (1 - d) (backup(Q'(s', a')) - alpha log pi(a'|s')),
+    # a' ~ pi(.|s')                                     Eqs. (2)-(3), arXiv:1812.05905
     with torch.no_grad():
         next_dist = actor(next_obs)
         next_act = next_dist.sample()
-        next_qs = target_critics(next_obs, next_act)                     # (num_critics, B)
-        y = soft_td_target(rew, done, next_qs, next_dist.log_prob(next_act), discount=cfg["gamma"],
-                           temperature=alpha, strategy=cfg["backup"])   # Eq. (2)-(3), arXiv:1812.05905
-    critic_loss = double_q_loss(critics(obs, act), y)                    # Eq. (5)
+        next_qs = target_critics(next_obs, next_act)           # (num_critics, B)
+        y = soft_td_target(rew, done, next_qs, next_dist.log_prob(next_act),
+                           discount=cfg["gamma"], temperature=alpha,
+                           strategy=cfg["backup"])
+    critic_loss = double_q_loss(critics(obs, act), y)          # Eq. (5)
     opts["critic"].zero_grad(set_to_none=True)
     critic_loss.backward()
     opts["critic"].step()
 
-    # Actor: J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - min_i Q_i(s, f(eps;s))]   Eq. (7)/(9)
-    critics.requires_grad_(False)  # gradient flows through the action into the actor only
+    # Actor: J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - min_i Q_i(s, f(eps;s))]
+    #                                                   Eqs. (7), (9), arXiv:1812.05905
+    critics.requires_grad_(False)  # the gradient flows through the action only
     dist = actor(obs)
-    new_act = dist.rsample()                                             # reparameterised a~
-    log_prob = dist.log_prob(new_act)                                    # (B,)
-    actor_loss = (alpha * log_prob - critics(obs, new_act).min(dim=0).values).mean()
+    new_act = dist.rsample()                                   # reparameterised a~
+    log_prob = dist.log_prob(new_act)                          # (B,)
+    q_new = critics(obs, new_act).min(dim=0).values            # (B,)
+    actor_loss = (alpha * log_prob - q_new).mean()
     opts["actor"].zero_grad(set_to_none=True)
     actor_loss.backward()
     opts["actor"].step()
     critics.requires_grad_(True)
 
-    # Temperature: J(alpha) = E[-alpha log pi(a|s) - alpha H_target]   Eq. (18), arXiv:1812.05905
-    # optimised in log alpha (softlearning's form): d/dlog_alpha = -(log pi + H_target), same sign as dJ/dalpha
+    # Temperature: J(alpha) = E[-alpha log pi(a|s) - alpha H_target]
+    #                                                   Eq. (18), arXiv:1812.05905
+    # optimised in log alpha (softlearning's form):
+    # d/dlog_alpha = -(log pi + H_target), the same sign as dJ/dalpha
     alpha_loss = -(log_alpha * (log_prob.detach() + cfg["target_entropy"])).mean()
     opts["alpha"].zero_grad(set_to_none=True)
     alpha_loss.backward()
     opts["alpha"].step()
 
-    soft_update(target_critics, critics, cfg["tau"])                    # theta' <- tau theta + (1-tau) theta'
+    # theta' <- tau theta + (1 - tau) theta'            Algorithm 1, arXiv:1812.05905
+    soft_update(target_critics, critics, cfg["tau"])
     return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
             "alpha": alpha.item(), "entropy": -log_prob.mean().item()}
 # --8<-- [end:update]
@@ -149,8 +166,7 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
 # --8<-- [start:train]
 import argparse
 import copy
-import csv
-import os
+import inspect
 import time
 
 import gymnasium as gym
@@ -165,26 +181,31 @@ def evaluate(actor, env, episodes, seed, action_scale):
         done = False
         while not done:
             with torch.no_grad():
-                a = actor.act_deterministic(torch.as_tensor(obs, dtype=torch.float32)[None])[0]
+                obs_t = torch.as_tensor(obs, dtype=torch.float32)[None]
+                a = actor.act_deterministic(obs_t)[0]
             obs, r, term, trunc, _ = env.step((a * action_scale).numpy())
             total += r
             done = term or trunc
     return total / episodes
 
 
-def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e-3, gamma=0.99,
-          tau=0.005, backup="min", target_entropy=None, hidden=128, eval_every=1000, eval_episodes=10,
-          log=print):
-    """Train SAC on Pendulum-v1. Returns a dict with the learning curve [(step, return)] and logs."""
+def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e-3,
+          gamma=0.99, tau=0.005, backup="min", target_entropy=None, hidden=128,
+          eval_every=1000, eval_episodes=10, log=print):
+    """Train SAC on Pendulum-v1.
+    Returns {"curve": [(step, return)], "logs", "seconds", "log_alpha", "buffer"}."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     env, eval_env = gym.make("Pendulum-v1"), gym.make("Pendulum-v1")
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    action_scale = float(env.action_space.high[0])  # env action = action_scale * a, a in (-1, 1)
+    # env action = action_scale * a, a in (-1, 1)
+    action_scale = float(env.action_space.high[0])
+    h_target = -float(act_dim) if target_entropy is None else target_entropy
     cfg = {"gamma": gamma, "tau": tau, "backup": backup,
-           "target_entropy": -float(act_dim) if target_entropy is None else target_entropy}  # H_target = -dim(A)
+           "target_entropy": h_target}                          # H_target = -dim(A)
 
-    actor, critics = Actor(obs_dim, act_dim, hidden), Critics(obs_dim, act_dim, hidden=hidden)
+    actor = Actor(obs_dim, act_dim, hidden)
+    critics = Critics(obs_dim, act_dim, hidden=hidden)
     target_critics = copy.deepcopy(critics).requires_grad_(False)
     log_alpha = torch.zeros((), requires_grad=True)  # alpha = 1 at the start
     opts = {"actor": torch.optim.Adam(actor.parameters(), lr=lr),
@@ -203,21 +224,26 @@ def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e
             with torch.no_grad():
                 act = actor(obs_t[None]).sample()[0]
         next_obs, rew, term, trunc, _ = env.step((act * action_scale).numpy())
-        buffer.add(obs_t, act, float(rew), torch.as_tensor(next_obs, dtype=torch.float32), float(term))
+        next_t = torch.as_tensor(next_obs, dtype=torch.float32)
+        buffer.add(obs_t, act, float(rew), next_t, float(term))  # done = termination
         obs = next_obs
         if term or trunc:
             obs, _ = env.reset()
 
         if step > learning_starts:
-            logs.append(sac_update(buffer.sample(batch_size, gen), actor, critics, target_critics,
-                                   log_alpha, opts, cfg))
+            logs.append(sac_update(buffer.sample(batch_size, gen), actor, critics,
+                                   target_critics, log_alpha, opts, cfg))
         if step % eval_every == 0 or step == total_steps:
-            ret = evaluate(actor, eval_env, eval_episodes, seed=10_000 * seed, action_scale=action_scale)
+            ret = evaluate(actor, eval_env, eval_episodes, seed=10_000 * seed,
+                           action_scale=action_scale)
             curve.append((step, ret))
             last = logs[-1] if logs else {}
-            log(f"step {step:6d}  eval_return {ret:8.1f}  alpha {last.get('alpha', 1.0):.3f}  "
-                f"entropy {last.get('entropy', float('nan')):.2f}  {time.time() - start:5.0f}s")
-    return {"curve": curve, "logs": logs, "seconds": time.time() - start, "log_alpha": log_alpha.item()}
+            log(f"step {step:6d}  eval_return {ret:8.1f}  "
+                f"alpha {last.get('alpha', 1.0):.3f}  "
+                f"entropy {last.get('entropy', float('nan')):.2f}  "
+                f"{time.time() - start:5.0f}s")
+    return {"curve": curve, "logs": logs, "seconds": time.time() - start,
+            "log_alpha": log_alpha.item(), "buffer": buffer}
 
 
 def main():
@@ -225,22 +251,23 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--total-steps", type=int, default=20000)
     p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--hidden", type=int, default=128, help="width of the two hidden layers")
-    p.add_argument("--tau", type=float, default=0.005, help="target-critic Polyak rate; 1.0 = no target network")
-    p.add_argument("--csv", help="append rows (steps, seed, eval_return) to this CSV file")
+    p.add_argument("--hidden", type=int, default=128, help="width of the hidden layers")
+    p.add_argument("--tau", type=float, default=0.005,
+                   help="target-critic Polyak rate; 1.0 = no target network")
+    p.add_argument("--csv", help="append (steps, seed, eval_return) rows to this CSV, "
+                   "and the run's provenance to the .json beside it")
     args = p.parse_args()
-    out = train(seed=args.seed, total_steps=args.total_steps, eval_every=args.eval_every, hidden=args.hidden,
-                tau=args.tau)
-    final = out["curve"][-1][1]
-    print(f"seed {args.seed}: final eval return {final:.1f} after {args.total_steps} steps, "
-          f"{out['seconds']:.0f}s wall time")
+    settings = {k: v.default for k, v in inspect.signature(train).parameters.items()
+                if k != "log"}
+    settings.update(seed=args.seed, total_steps=args.total_steps,
+                    eval_every=args.eval_every, hidden=args.hidden, tau=args.tau)
+    out = train(**settings)
+    print(f"seed {args.seed}: final eval return {out['curve'][-1][1]:.1f} after "
+          f"{args.total_steps} steps, {out['seconds']:.0f}s wall time")
     if args.csv:
-        new = not os.path.exists(args.csv)
-        with open(args.csv, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["steps", "seed", "eval_return"])
-            w.writerows((s, args.seed, f"{r:.2f}") for s, r in out["curve"])
+        from snippets.sac.pendulum_data import record_run
+
+        record_run(args.csv, args.seed, settings, out["curve"], out["seconds"])
 
 
 if __name__ == "__main__":
@@ -249,50 +276,93 @@ if __name__ == "__main__":
 
 
 def test_smoke_run_shapes_finite_losses_and_temperature_direction():
-    """A few hundred steps: shapes right, losses finite, alpha moves toward the entropy target."""
+    """A few hundred steps: shapes right, losses finite, the buffer's done flag is
+    termination only, alpha moves toward the entropy target (Eq. (18), 1812.05905)."""
     import math as _math
 
     actor, critics = Actor(3, 1), Critics(3, 1)
     obs = torch.randn(5, 3)
     a = actor(obs).rsample()
-    assert a.shape == (5, 1) and actor(obs).log_prob(a).shape == (5,) and critics(obs, a).shape == (2, 5)
+    assert a.shape == (5, 1) and actor(obs).log_prob(a).shape == (5,)
+    assert critics(obs, a).shape == (2, 5)
 
-    out = train(seed=0, total_steps=300, learning_starts=100, batch_size=64, eval_every=300,
-                eval_episodes=1, log=lambda *_: None)
+    out = train(seed=0, total_steps=300, learning_starts=100, batch_size=64,
+                eval_every=300, eval_episodes=1, log=lambda *_: None)
     assert len(out["logs"]) == 200 and len(out["curve"]) == 1
     for k in ("critic_loss", "actor_loss", "alpha", "entropy"):
         assert all(_math.isfinite(l[k]) for l in out["logs"]), k
-    # Entropy is above the target -1 at the start, so alpha must shrink (Eq. (18), arXiv:1812.05905).
-    assert out["logs"][0]["entropy"] > -1.0 and out["log_alpha"] < -0.05, out["log_alpha"]
-    # An unreachable target (H of any law on (-1,1) is at most log 2 < 5) makes alpha grow instead.
-    up = train(seed=0, total_steps=150, learning_starts=100, batch_size=64, eval_every=150,
-               eval_episodes=1, target_entropy=5.0, log=lambda *_: None)
+    # Pendulum-v1 is truncated at 200 steps and never terminates: the episode that
+    # ended at step 200 must not be stored as terminal (its value is not 0 there).
+    buf = out["buffer"]
+    assert buf.size == 300 and buf.done[:300].sum() == 0
+    # Step 200's next_obs is the true successor (|cos, sin| on the unit circle),
+    # not a reset observation: obs[200] (after reset) differs from next_obs[199].
+    assert not torch.equal(buf.next_obs[199], buf.obs[200])
+    torch.testing.assert_close(buf.next_obs[198], buf.obs[199], atol=0, rtol=0)
+    # Entropy is above the target -1 at the start, so alpha must shrink.
+    assert out["logs"][0]["entropy"] > -1.0 and out["log_alpha"] < -0.05
+    # An unreachable target (H of any law on (-1, 1) is at most log 2 < 5) makes
+    # alpha grow instead.
+    up = train(seed=0, total_steps=150, learning_starts=100, batch_size=64,
+               eval_every=150, eval_episodes=1, target_entropy=5.0, log=lambda *_: None)
     assert up["log_alpha"] > 0.02, up["log_alpha"]
 
 
-# --8<-- [start:read_curve]
-import csv
-import pathlib
+def test_one_update_uses_target_critics_current_policy_and_soft_target():
+    """sac_update, checked against the formulas with the same random draws: the
+    critic target uses the TARGET critics at a' ~ the CURRENT actor at s', with
+    -alpha log pi and (1 - done); the actor's loss uses the buffer's states with a
+    fresh rsample and the updated critics; alpha and the target critics move as
+    Eq. (18) and the Polyak update say."""
+    torch.manual_seed(0)
+    actor, critics = Actor(3, 1, hidden=16), Critics(3, 1, hidden=16)
+    target = copy.deepcopy(critics).requires_grad_(False)
+    with torch.no_grad():  # make the target critics differ from the online ones
+        for p in target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    log_alpha = torch.tensor(-0.5, requires_grad=True)
+    n = 32
+    batch = (torch.randn(n, 3), torch.rand(n, 1) * 2 - 1, torch.randn(n),
+             torch.randn(n, 3), (torch.arange(n) % 4 == 0).float())
+    obs, act, rew, next_obs, done = batch
+    cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
+    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
+            "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
+            "alpha": torch.optim.Adam([log_alpha], lr=1e-3)}
+    actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
+    log_alpha0, rng = log_alpha.item(), torch.get_rng_state()
+    logs = sac_update(batch, actor, critics, target, log_alpha, opts, cfg)
 
-CURVE_CSV = pathlib.Path(__file__).resolve().parents[2] / "docs/topics/sac/data/pendulum_sac.csv"
-
-
-def read_curve(path=CURVE_CSV):
-    """Learning curves written by --csv. returns {seed: ([steps...], [eval_return...])}, sorted by steps."""
-    curves = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            steps, rets = curves.setdefault(int(row["seed"]), ([], []))
-            steps.append(int(row["steps"]))
-            rets.append(float(row["eval_return"]))
-    return curves
-# --8<-- [end:read_curve]
-
-
-def test_committed_learning_curve_reaches_minus_200_at_20000_steps():
-    """The CSV on the page (3 seeds, made by the command in main()) meets the issue's goal."""
-    curves = read_curve()
-    assert sorted(curves) == [1, 2, 3], sorted(curves)
-    final = [rets[steps.index(20000)] for steps, rets in curves.values()]
-    mean_final = sum(final) / len(final)
-    assert mean_final >= -200, f"mean final return {mean_final:.1f} ({final})"
+    torch.set_rng_state(rng)  # replay the same draws by hand
+    alpha = math.exp(log_alpha0)
+    with torch.no_grad():
+        d = actor0(next_obs)
+        a2 = d.sample()
+        soft_v = target0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)
+        y = rew + 0.9 * (1 - done) * soft_v                    # Eq. (2)-(3)
+        q = critics0(obs, act)
+        expected_critic = ((q - y) ** 2).mean(1).sum()
+        # The usual slips give other numbers: online critics in the target,
+        # +alpha log pi, the mask written as done instead of 1 - done.
+        slips = [rew + 0.9 * (1 - done) * (critics0(next_obs, a2).min(0).values
+                                           - alpha * d.log_prob(a2)),
+                 rew + 0.9 * (1 - done) * (soft_v + 2 * alpha * d.log_prob(a2)),
+                 rew + 0.9 * done * soft_v]
+        new = actor0(obs).rsample()
+        dist0 = actor0(obs)
+        logp_new = dist0.log_prob(new)
+        expected_actor = (alpha * logp_new - critics(obs, new).min(0).values).mean()
+    # float32 sums of 32 terms: 1e-5 relative
+    assert abs(logs["critic_loss"] - expected_critic.item()) < 1e-5 * expected_critic
+    for y_slip in slips:
+        wrong = ((q - y_slip) ** 2).mean(1).sum().item()
+        assert abs(wrong - expected_critic.item()) > 1e-2 * expected_critic, wrong
+    assert abs(logs["actor_loss"] - expected_actor.item()) < 1e-4
+    # Temperature: one Adam step of size lr against the sign of the gradient
+    # -(E[log pi] + H_target) (Eq. (18); Adam's first step is lr * sign).
+    grad = -(logp_new.mean().item() + cfg["target_entropy"])
+    assert abs(log_alpha.item() - (log_alpha0 - 1e-3 * math.copysign(1, grad))) < 1e-6
+    # Target critics: theta' <- tau theta + (1 - tau) theta' with the updated theta.
+    params = zip(target.parameters(), target0.parameters(), critics.parameters())
+    for t, t0, c in params:
+        torch.testing.assert_close(t, 0.1 * c + 0.9 * t0, atol=1e-6, rtol=0)

@@ -1,4 +1,4 @@
-"""Target networks: a slowly moving copy of the critic used inside the Bellman target."""
+"""Target networks: a slowly moving copy of the critic, used in the Bellman target."""
 
 # --8<-- [start:soft_update]
 import torch
@@ -6,7 +6,8 @@ import torch
 
 @torch.no_grad()
 def soft_update(target, source, tau):
-    """Polyak averaging, in place. target, source: nn.Modules with the same parameter shapes."""
+    """Polyak averaging, in place.
+    target, source: nn.Modules with the same parameter shapes."""
     for t, s in zip(target.parameters(), source.parameters()):
         # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
         t.lerp_(s, tau)
@@ -25,7 +26,8 @@ def hard_update(target, source):
 
 
 def periodic_update(target, source, step, period):
-    """Hard update every `period` steps (step counted from 1); returns True when it copied."""
+    """Hard update every `period` steps (step counted from 1).
+    Returns True when it copied."""
     if step % period == 0:
         hard_update(target, source)
         return True
@@ -43,16 +45,26 @@ def _pair(seed=0):
 def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
     target, source = _pair()
     t0 = [p.clone() for p in target.parameters()]
+    s0 = [p.clone() for p in source.parameters()]
     soft_update(target, source, tau=0.1)
     for p_t, p0, p_s in zip(target.parameters(), t0, source.parameters()):
+        # float32 rounding of a weighted sum of numbers below 1: 1e-7
         torch.testing.assert_close(p_t, 0.1 * p_s + 0.9 * p0, atol=1e-7, rtol=0)
-    # With a fixed source, after n updates the gap is (1 - tau)^n of the initial gap.
+    for p_s, p0 in zip(source.parameters(), s0):  # the source is left alone
+        torch.testing.assert_close(p_s, p0, atol=0, rtol=0)
+
+    def gap(target, source):
+        pairs = zip(target.parameters(), source.parameters())
+        return torch.cat([(t - s).flatten() for t, s in pairs])
+
+    # With a fixed source, after n updates the gap is (1 - tau)^n of the initial gap
+    # (50 roundings of float32: rtol 1e-4).
     target, source = _pair()
-    gap0 = torch.cat([(t - s).flatten() for t, s in zip(target.parameters(), source.parameters())])
+    gap0 = gap(target, source)
     for _ in range(50):
         soft_update(target, source, tau=0.05)
-    gap = torch.cat([(t - s).flatten() for t, s in zip(target.parameters(), source.parameters())])
-    torch.testing.assert_close(gap, gap0 * 0.95**50, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(gap(target, source), gap0 * 0.95**50,
+                               atol=1e-6, rtol=1e-4)
 
 
 def test_periodic_update_copies_only_every_period_and_tau_one_is_hard():

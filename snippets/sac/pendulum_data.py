@@ -1,0 +1,279 @@
+"""The committed Pendulum-v1 runs: learning curves, their provenance, and a re-run.
+
+Each run of `python -m snippets.sac.sac_pendulum --csv X.csv` appends its learning
+curve to X.csv (columns steps, seed, eval_return) and its provenance to X.json beside
+it: the command, the train() settings, the git commit and whether the tree was clean,
+the torch/gymnasium versions, the CPU, the wall time, and a fingerprint of the training
+code. The tests that decide the Pendulum claims read the CSV through `load_runs`, which
+fails when the CSV and the JSON disagree or when the training code no longer has the
+fingerprint recorded with the runs: a change to the training code cannot leave a claim
+standing on curves that the new code did not produce. The `experiment` test re-runs a
+seed and compares it with the committed curve.
+"""
+
+# --8<-- [start:read_curve]
+import csv
+import pathlib
+
+DATA = pathlib.Path(__file__).resolve().parents[2] / "docs/topics/sac/data"
+CURVE_CSV = DATA / "pendulum_sac.csv"  # tau = 0.005 (with target critics)
+TAU1_CSV = DATA / "pendulum_sac_tau1.csv"  # tau = 1 (no target network)
+
+
+def read_curve(path=CURVE_CSV):
+    """Curves written by --csv. -> {seed: ([steps...], [eval_return...])}."""
+    curves = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            steps, rets = curves.setdefault(int(row["seed"]), ([], []))
+            steps.append(int(row["steps"]))
+            rets.append(float(row["eval_return"]))
+    return curves
+# --8<-- [end:read_curve]
+
+
+# --8<-- [start:provenance]
+import ast
+import csv
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+from snippets.sac.pendulum_data import DATA, read_curve
+
+ROOT = DATA.parents[3]  # DATA = ROOT / "docs/topics/sac/data"
+# The code that determines the numbers in the CSVs: module -> top-level names.
+TRAINING_CODE = {
+    "snippets/sac/sac_pendulum.py": ("LOG_STD_MIN", "Actor", "EnsembleLinear",
+                                     "Critics", "ReplayBuffer", "sac_update",
+                                     "evaluate", "train"),
+    "snippets/sac/distributions.py": ("tanh_normal",),
+    "snippets/sac/critic.py": ("q_backup", "soft_td_target", "double_q_loss"),
+    "snippets/sac/target.py": ("soft_update",),
+}
+
+
+def _strip_docstrings(node):
+    for n in ast.walk(node):
+        body = getattr(n, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            n.body = body[1:] or [ast.Pass()]
+    return node
+
+
+def _names(node):
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {n.id for t in node.targets for n in ast.walk(t)
+                if isinstance(n, ast.Name)}
+    return set()
+
+
+def code_fingerprint(root=ROOT):
+    """sha256 of the syntax trees of TRAINING_CODE, docstrings removed: comments,
+    docstrings and line breaks do not change it; any change to what runs does."""
+    h = hashlib.sha256()
+    for path, names in TRAINING_CODE.items():
+        tree = ast.parse((pathlib.Path(root) / path).read_text(encoding="utf-8"))
+        found = {}
+        for node in tree.body:
+            for name in _names(node) & set(names):
+                found[name] = ast.dump(_strip_docstrings(node))
+        missing = set(names) - set(found)
+        assert not missing, f"{path}: {sorted(missing)} not found"
+        for name in names:
+            h.update(f"{path}:{name}\n{found[name]}\n".encode())
+    return h.hexdigest()
+
+
+def _git(*args):
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.rstrip("\n") if out.returncode == 0 else None
+
+
+def machine():
+    """What floating point depends on: library versions and the CPU kernels used."""
+    import gymnasium
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    return {"torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "python": platform.python_version(), "cpu": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}
+
+
+def record_run(csv_path, seed, settings, curve, seconds, argv=None):
+    """Append one run's curve to csv_path and its provenance to the .json beside it."""
+    csv_path = pathlib.Path(csv_path)
+    json_path = csv_path.with_suffix(".json")
+    # Clean = nothing changed but the data directory that the runs are writing to.
+    data_dir = os.path.relpath(csv_path.resolve().parent, ROOT) + "/"
+    status = _git("status", "--porcelain", "--untracked-files=all")
+    lines = ["?? (git status failed)"] if status is None else status.splitlines()
+    dirty = sorted(line[3:] for line in lines if not line[3:].startswith(data_dir))
+    argv = sys.argv[1:] if argv is None else argv
+    run = {"seed": seed,
+           "command": "python -m snippets.sac.sac_pendulum " + " ".join(argv),
+           "settings": settings, "commit": _git("rev-parse", "HEAD"),
+           "tree_clean": not dirty, "dirty": dirty,
+           "code_fingerprint": code_fingerprint(), **machine(),
+           "seconds": round(seconds, 1), "evaluations": len(curve),
+           "final_return": round(curve[-1][1], 2)}
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["steps", "seed", "eval_return"])
+        w.writerows((s, seed, f"{r:.2f}") for s, r in curve)
+    log = json.loads(json_path.read_text()) if json_path.exists() else {"runs": []}
+    log["runs"].append(run)
+    json_path.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n")
+
+
+def eval_steps(settings):
+    """The steps at which train() evaluates, for the recorded settings."""
+    every, total = settings["eval_every"], settings["total_steps"]
+    return list(range(every, total + 1, every)) + ([total] if total % every else [])
+
+
+def load_runs(csv_path):
+    """Curves of csv_path, checked against the provenance beside it.
+    -> ({seed: (steps, returns)}, {seed: provenance})."""
+    csv_path = pathlib.Path(csv_path)
+    curves = read_curve(csv_path)
+    log = json.loads(csv_path.with_suffix(".json").read_text(encoding="utf-8"))
+    runs = {r["seed"]: r for r in log["runs"]}
+    name = csv_path.name
+    assert len(runs) == len(log["runs"]), f"{name}: a seed recorded twice"
+    assert sorted(runs) == sorted(curves), f"{name}: seeds {sorted(curves)} " \
+        f"in the CSV, {sorted(runs)} in the JSON"
+    for seed, (steps, rets) in curves.items():
+        run, cfg = runs[seed], runs[seed]["settings"]
+        assert cfg["seed"] == seed and steps == eval_steps(cfg), f"{name} seed {seed}"
+        assert abs(rets[-1] - run["final_return"]) < 1e-9, f"{name} seed {seed}"
+        assert run["tree_clean"] and len(run["commit"] or "") == 40, run
+        assert run["code_fingerprint"] == code_fingerprint(), (
+            f"{name} seed {seed} was made by other training code than this one "
+            f"(commit {run['commit']}): re-run `{run['command']}`, commit the data")
+    return curves, runs
+# --8<-- [end:provenance]
+
+
+def test_committed_learning_curve_reaches_minus_200_at_20000_steps():
+    """The tau = 0.005 runs (5 seeds, provenance checked): the mean evaluation
+    return at 20,000 steps is at least -200, the goal set for Pendulum-v1."""
+    curves, runs = load_runs(CURVE_CSV)
+    assert len(curves) == 5
+    assert all(r["settings"]["tau"] == 0.005 for r in runs.values())
+    final = [rets[steps.index(20_000)] for steps, rets in curves.values()]
+    assert sum(final) / len(final) >= -200, final
+
+
+def test_provenance_names_the_command_that_made_each_curve():
+    for path, tau in ((CURVE_CSV, 0.005), (TAU1_CSV, 1.0)):
+        curves, runs = load_runs(path)
+        for seed, run in runs.items():
+            cfg, words = run["settings"], run["command"].split()
+            flags = dict(zip(words[3::2], words[4::2]))
+            assert words[:3] == ["python", "-m", "snippets.sac.sac_pendulum"]
+            assert int(flags["--seed"]) == seed and cfg["tau"] == tau
+            assert int(flags["--total-steps"]) == cfg["total_steps"]
+            assert float(flags.get("--tau", 0.005)) == tau
+            assert flags["--csv"] == os.path.relpath(path, ROOT)
+            assert run["evaluations"] == len(curves[seed][0])
+
+
+# --8<-- [start:rerun]
+import pytest
+
+from snippets.sac.pendulum_data import CURVE_CSV, load_runs, machine
+
+
+def late_mean(steps, returns, from_step=20_000):
+    """Mean evaluation return from `from_step` on: the summary compared across
+    machines (single evaluations are too chaotic to compare one by one)."""
+    late = [r for s, r in zip(steps, returns) if s >= from_step]
+    return sum(late) / len(late)
+
+
+def compare_rerun(committed, rerun, exact, tolerance):
+    """committed, rerun: (steps, returns). exact: same torch, CPU model and kernels
+    as the recorded run, where training is deterministic: every evaluation must
+    match to the CSV's 2 decimals. Otherwise compare late_mean within `tolerance`.
+    -> error message, or None."""
+    if committed[0] != rerun[0]:
+        return f"evaluation steps differ: {committed[0]} vs {rerun[0]}"
+    if exact:
+        worst = max(abs(a - b) for a, b in zip(committed[1], rerun[1]))
+        return None if worst <= 0.005 + 1e-9 else f"max difference {worst:.3f}"
+    gap = late_mean(*rerun) - late_mean(*committed)
+    return None if abs(gap) <= tolerance else f"late mean differs by {gap:.1f}"
+
+
+@pytest.mark.experiment
+def test_rerun_of_seed_1_reproduces_the_committed_curve():
+    """Re-runs seed 1 of pendulum_sac.csv with its recorded settings (about 3-5 min).
+    Same torch, CPU model and kernels: identical curve. Elsewhere floating point
+    differs, the difference grows through training, and the re-run behaves like
+    another seed: its late mean must lie within the spread (max - min) of the
+    committed seeds' late means."""
+    from snippets.sac.sac_pendulum import train
+
+    curves, runs = load_runs(CURVE_CSV)
+    run = runs[1]
+    out = train(**run["settings"], log=lambda *_: None)
+    rerun = ([s for s, _ in out["curve"]], [r for _, r in out["curve"]])
+    now = machine()
+    exact = all(now[k] == run[k] for k in ("torch", "cpu", "cpu_capability"))
+    lates = [late_mean(*c) for c in curves.values()]
+    error = compare_rerun(curves[1], rerun, exact, max(lates) - min(lates))
+    assert error is None, f"{error} (exact comparison: {exact}, {now})"
+# --8<-- [end:rerun]
+
+
+def test_compare_rerun_on_made_up_curves():
+    steps = [10_000, 20_000, 30_000]
+    committed = (steps, [-900.0, -150.0, -110.0])
+    close, off = (steps, [-900.004, -150.0, -110.0]), (steps, [-900.02, -150.0, -110.0])
+    assert compare_rerun(committed, close, True, 0) is None
+    assert compare_rerun(committed, off, True, 99)  # exact: the tolerance is not used
+    later = (steps, [-100.0, -170.0, -110.0])  # late mean -140 vs -130
+    assert compare_rerun(committed, later, False, 10.1) is None
+    assert compare_rerun(committed, later, False, 9.9)
+    assert compare_rerun(committed, (steps[:2], [-900.0, -150.0]), False, 1e9)
+    assert late_mean(*committed) == -130.0
+
+
+def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
+    import shutil
+
+    def fingerprint_of(edit):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for path in TRAINING_CODE:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / path, root / path)
+        target = root / "snippets/sac/critic.py"
+        target.write_text(edit(target.read_text(encoding="utf-8")), encoding="utf-8")
+        return code_fingerprint(root)
+
+    same = fingerprint_of(lambda s: s)
+    assert same == code_fingerprint()
+    reworded = fingerprint_of(lambda s: s.replace(
+        "# y = r + gamma (1 - done) V(s')", "# the target\n    # (reworded)").replace(
+        "Soft Bellman target, one sample", "Soft target, one draw"))
+    assert reworded == same
+    changed = fingerprint_of(lambda s: s.replace(
+        "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"))
+    assert changed != same
