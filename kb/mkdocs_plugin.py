@@ -152,6 +152,8 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         self.edit_urls: dict[str, str] = {}
         if not config.repo_url:  # no forge to edit on: the edit link shows the page's source and how to change it
             for page in self.kb.pages.values():
+                if "<!-- material/tags" in page_text[page.src_uri]:
+                    continue  # Material's tags plugin would take the shown marker for a second tags index
                 source = render.source_page(self.layout, page, page_text[page.src_uri])
                 f = File.generated(config, self.layout.source(page), content=source)
                 files.append(f)

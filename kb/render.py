@@ -14,6 +14,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
 from kb import sources
@@ -52,6 +53,21 @@ class Layout:
 
 def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
     target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
+    return f"{target}#{anchor}" if anchor else target
+
+
+def page_url(src_uri: str) -> str:
+    """The URL MkDocs gives a page (directory URLs): topics/sac/critic.md -> topics/sac/critic/."""
+    stem = src_uri.removesuffix(".md")
+    if stem == "index" or stem.endswith("/index") or stem == "README" or stem.endswith("/README"):
+        stem = stem.rpartition("/")[0]
+    return f"{stem}/" if stem else ""
+
+
+def href_to(from_uri: str, to_uri: str, anchor: str = "") -> str:
+    """A link for raw HTML, which MkDocs does not rewrite: from one page's URL to another's."""
+    target = get_relative_url(page_url(to_uri) or ".", page_url(from_uri) or ".")
+    target = target if target.endswith("/") or target == "." else target + "/"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -173,10 +189,9 @@ def _markers(page: Page, refs: list[tuple[JournalRef, object]]) -> list[str]:
         for owners in by_page.values():
             owners = list(dict.fromkeys(owners))
             for k, owner in enumerate(owners):
-                href = html_text(link(page.src_uri, owner.page.src_uri, owner.anchor))
-                title = html_text(owner.title if isinstance(owner, Claim) else f"解答：{owner.title}")
-                text = f"「{html_text(owner.page.title)}」" if k == 0 else CIRCLED[min(k, len(CIRCLED) - 1)]
-                links.append(f'<a href="{href}" title="{title}">{text}</a>')
+                # a Markdown link: MkDocs turns it into the target's URL (posts have blog URLs)
+                text = f"「{md_text(owner.page.title)}」" if k == 0 else CIRCLED[min(k, len(CIRCLED) - 1)]
+                links.append(f"[{text}]({link(page.src_uri, owner.page.src_uri, owner.anchor)})")
         out.append(f'<span class="kb-marker {verdict.key}">{prefix}：{verdict.label} · {"".join(links)}</span>')
     return out
 
@@ -366,13 +381,13 @@ def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
         labels.append(f'<label for="kb-filter-{key}">{label} {n}</label>')
     rows = []
     for c in claims:
-        page = link(uri, c.page.src_uri)
-        test = (f'<a class="kb-test" href="{html_text(link(uri, layout.code(c.test.code.path), code_anchor(c.test.code.line)))}" '
+        page = href_to(uri, c.page.src_uri)
+        test = (f'<a class="kb-test" href="{html_text(href_to(uri, layout.code(c.test.code.path), code_anchor(c.test.code.line)))}" '
                 f'title="判定测试 {html_text(c.test.node_id)}">测试</a>') if c.test else \
             f'<span class="kb-test" title="{html_text(c.missing or "")}">尚缺测试</span>'
         rows.append(
             f'<tr data-status="{c.status.key}"><td><span class="kb-status {c.status.key}">{c.status.label}</span></td>'
-            f'<td><a href="{html_text(link(uri, c.page.src_uri, c.anchor))}">{inline_html(c.title)}</a>'
+            f'<td><a href="{html_text(href_to(uri, c.page.src_uri, c.anchor))}">{inline_html(c.title)}</a>'
             f'<div class="kb-claim-meta"><span class="kb-status-text">{c.status.label}</span>'
             f'<a href="{html_text(page)}">{html_text(c.page.section)}</a> · {test}'
             f"{_verdict_counts(c)}</div></td></tr>")

@@ -85,7 +85,7 @@ def test_preamble_is_on_the_home_page():
 # ---- writing a note never breaks the suite ---------------------------------------------------
 
 
-def test_notes_written_later_leave_the_checks_green(mini_project):
+def test_notes_written_later_leave_the_checks_green_and_appear_in_the_site(mini_project):
     # Append a section to a seed day, add a topic to it, quote homework code that does not run.
     r = kb(mini_project, "new", "--date", "2025-12-31", "--topic", "DPO", stdin=(
         "今天重读了 critic 的作业代码：\n\n```python\nloss = critic_loss(q_values, target)  # 作业里的函数\n```\n\n"
@@ -94,11 +94,18 @@ def test_notes_written_later_leave_the_checks_green(mini_project):
     assert check_verbatim(mini_project) == []
     result = run_pytest(mini_project, "docs/journal", "tests/test_pages.py")
     assert result.returncode == 0, result.stdout[-3000:]
+    # ... and a new day's note appears in the built site, its question gathered as open.
+    r = kb(mini_project, "new", "--date", "2026-01-02", "--topic", "DPO", "-m", "DPO 的 β 越大，越靠近参考策略？")
+    assert r.returncode == 0, r.stderr
     build = mkdocs_build(mini_project, mini_project / "site")
     assert build.returncode == 0, build.stdout + build.stderr
     page = text_of(next((mini_project / "site" / "journal").glob("2025/12/31/*/index.html")))
     shown = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert "loss = critic_loss(q_values, target)  # 作业里的函数" in shown and "日志原文，未执行" in shown
+    site = mini_project / "site"
+    assert "DPO 的 β 越大，越靠近参考策略？" in text_of(site / "journal/2026/01/02/20260102/index.html")
+    assert "DPO 的 β 越大，越靠近参考策略？" in text_of(site / "questions/index.html")
+    assert "20260102" in text_of(site / "journal/category/dpo/index.html")
 
 
 # ---- kb new ---------------------------------------------------------------------------------
@@ -339,14 +346,3 @@ def test_a_symlinked_post_is_not_followed(journal, tmp_path):
 def test_outside_a_project_kb_says_so_in_one_line(tmp_path, args, words):
     r = kb(tmp_path, *args)
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
-
-
-def test_a_new_note_appears_in_the_built_site(mini_project):
-    r = kb(mini_project, "new", "--date", "2026-01-02", "--topic", "DPO", "-m", "DPO 的 β 越大，越靠近参考策略？")
-    assert r.returncode == 0, r.stderr
-    result = mkdocs_build(mini_project, mini_project / "site")
-    assert result.returncode == 0, result.stdout + result.stderr
-    post = mini_project / "site" / "journal" / "2026" / "01" / "02" / "20260102" / "index.html"
-    assert "DPO 的 β 越大，越靠近参考策略？" in text_of(post)
-    assert "DPO 的 β 越大，越靠近参考策略？" in text_of(mini_project / "site" / "questions" / "index.html")
-    assert "20260102" in text_of(mini_project / "site" / "journal" / "category" / "dpo" / "index.html")

@@ -127,3 +127,13 @@ def test_notebooks_are_committed_executed_and_check_something(notebook):
     assert any("assert" in "".join(c["source"]) for c in code), f"{rel(notebook)} asserts nothing"
     counts = [c["execution_count"] for c in code]
     assert counts == sorted(counts), f"{rel(notebook)}: cells were run out of order"
+
+
+LINE_LIMIT = 88  # what a code block shows at 1366 px without wrapping (tests/test_browser.py measures it)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=rel)
+def test_snippet_lines_fit_a_code_block(module):
+    long = [f"{rel(module)}:{i}: {len(line)} characters" for i, line in
+            enumerate(module.read_text(encoding="utf-8").split("\n"), 1) if len(line) > LINE_LIMIT]
+    assert not long, "\n".join(long)

@@ -16,6 +16,14 @@ from conftest import edit, kb
 from kb import review
 from kb.model import Status
 
+def rewrite_reason(page: Path, claim_id: str) -> None:
+    """Change the first line of a claim's explanation (what its card shows on the back)."""
+    text = page.read_text(encoding="utf-8")
+    at = text.index(f"    id: {claim_id}\n")
+    body = text.index("\n\n    ", at) + 6
+    page.write_text(text[:body] + "（改写过的理由）" + text[body:], encoding="utf-8")
+
+
 T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
 
@@ -90,7 +98,7 @@ def test_kb_review_session_changed_claim_and_stats(mini_project):
     r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="q\n")
     assert "今天没有到期的卡片" in r.stdout, r.stdout
     # ...until a claim's reason is rewritten: its card comes back, saying so.
-    edit(mini_project / "docs/foundations/mse-conditional-mean.md", "20,000 个样本、4 组", "两万个样本、四组")
+    rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
     r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="\nq\n")
     assert "！此论断的内容已改写" in r.stdout and "MSE 回归的最优解是条件均值" in r.stdout, r.stdout
     r = kb(mini_project, "review", "--stats", "--now", "2026-01-12T09:00")
@@ -125,7 +133,7 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
 
     deck = KnowledgeBase.load(Project.find(mini_project)).cards
     assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg")).returncode == 0
-    edit(mini_project / "docs/foundations/mse-conditional-mean.md", "20,000 个样本、4 组", "两万个样本、四组")
+    rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
     assert kb(mini_project, "export", "anki", str(tmp_path / "b.apkg")).returncode == 0
     a, b = notes_of(tmp_path / "a.apkg"), notes_of(tmp_path / "b.apkg")
     assert len(a) == len(b) == len(deck)
