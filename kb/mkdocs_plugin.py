@@ -152,8 +152,8 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         self.edit_urls: dict[str, str] = {}
         if not config.repo_url:  # no forge to edit on: the edit link shows the page's source and how to change it
             for page in self.kb.pages.values():
-                if "<!-- material/tags" in page_text[page.src_uri]:
-                    continue  # Material's tags plugin would take the shown marker for a second tags index
+                if page.is_post or "<!-- material/tags" in page_text[page.src_uri]:
+                    continue  # posts grow through `kb new`, not by editing; the tags plugin would take a shown marker
                 source = render.source_page(self.layout, page, page_text[page.src_uri])
                 f = File.generated(config, self.layout.source(page), content=source)
                 files.append(f)
@@ -171,6 +171,10 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             return markdown
         if source.src_uri in self.edit_urls:
             page.edit_url = get_relative_url(self.edit_urls[source.src_uri], page.url)
+        if source.is_post:
+            # The blog looks posts up by equality, which compares titles: a title from the front matter
+            # is a dictionary lookup, one parsed from the Markdown is a scan (quadratic over a long journal).
+            page.meta.setdefault("title", source.title)
         try:
             out = render.page_markdown(self.kb, self.layout, source, markdown)
         except KbError as e:
@@ -197,7 +201,17 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                         doc[key] = render.search_text(doc[key])
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
+    @event_priority(-100)  # after the blog plugin
     def on_page_content(self, html, page, config, files):
+        source = self.kb.pages.get(page.file.src_uri)
+        if source is not None and source.is_post and render.EXCERPT_BREAK in (page.markdown or ""):
+            # The post itself is rendered; what the blog renders again (once per index, archive and
+            # category page) is only its excerpt, so it is given only the excerpt's Markdown.
+            head = page.markdown.split(render.EXCERPT_BREAK, 1)[0]
+            page.markdown = f"{head}{render.EXCERPT_BREAK}\n\n…\n"
+        return self._anchor_ids(html, page)
+
+    def _anchor_ids(self, html, page):
         # MkDocs only sees ids made by Markdown; the line anchors that Pygments
         # writes into code blocks (evidence links) count too, so that strict
         # anchor validation checks every link to them.

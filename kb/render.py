@@ -111,7 +111,7 @@ def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) 
         lines = _label_code(sources.protect_learner_text(lines))
     lines = _mark_lines(kb, page, lines)
     if page.is_post:
-        lines = sources.normalise_list_indent(lines)
+        lines = excerpt_break(sources.normalise_list_indent(lines))
     else:
         lines = _render_blocks(kb, layout, page, lines)
         lines = _title_includes(kb, layout, page, lines)
@@ -140,6 +140,29 @@ def link_citations(lines: list[str]) -> list[str]:
 
         out.append(ARXIV.sub(cite, line))
     return out
+
+
+EXCERPT_BREAK = "<!-- more -->"  # Material's blog: the index, archive and category pages show what is above it
+EXCERPT_LINES = 8
+
+
+def excerpt_break(lines: list[str]) -> list[str]:
+    """Mark where a post's excerpt ends: the first block boundary after a few lines (rendering only).
+
+    A short post, or one that sets its own break, is left whole.
+    """
+    if any(line.strip() == EXCERPT_BREAK for line in lines):
+        return lines
+    in_code = sources.fenced(lines)
+    seen = 0
+    for i, line in enumerate(lines):
+        seen += bool(line.strip())
+        if seen >= EXCERPT_LINES and not line.strip() and not in_code[i] and i + 1 < len(lines) \
+                and lines[i + 1].strip() and not lines[i + 1].startswith((" ", "\t")):
+            rest = [l for l in lines[i + 1:] if l.strip()]
+            if len(rest) >= 3:
+                return lines[:i + 1] + [EXCERPT_BREAK, ""] + lines[i + 1:]
+    return lines
 
 
 NOT_RUN = "日志原文，未执行"
