@@ -37,7 +37,7 @@ class Plan:
     node_ids: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # validation errors, file:line
+    problems: list[SourceError] = field(default_factory=list)  # validation errors, file:line
 
 
 def _page_of_path(kb: KnowledgeBase, path: Path) -> Page | None:
@@ -116,8 +116,8 @@ def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
     root_rel = kb.project.rel(kb.project.docs_dir)
     modules: dict[str, None] = {}
     for page in pages:
-        p.problems += [str(e) for e in kb.errors if e.path == page.rel]
-        p.problems += [str(e) for e in link_errors(kb, page)]
+        p.problems += [e for e in kb.errors if e.path == page.rel]
+        p.problems += link_errors(kb, page)
         if page.is_post:
             continue
         modules.update(dict.fromkeys(i.path for i in sources.includes(page.lines, page.doc.body_line)))
@@ -213,18 +213,29 @@ class Outcomes:
             self.reports.setdefault(report.nodeid, "passed")
 
 
-def claim_line(claim: Claim, outcomes: dict[str, str], invalid: set[str]) -> tuple[bool, str]:
-    if claim.id in invalid:
-        return False, f"FAIL  [{claim.status.key}] {claim.id}: the page does not validate (see above)"
+def invalid_claims(claims: list[Claim], problems: list[SourceError]) -> dict[str, str]:
+    """claim id -> the first validation problem inside its block (its header, keys or text)."""
+    out: dict[str, str] = {}
+    for c in claims:
+        last = c.page.file_line(c.block.end - 1)
+        for e in problems:
+            if e.path == c.page.rel and e.line is not None and c.line <= e.line <= last:
+                out.setdefault(c.id, e.message)
+    return out
+
+
+def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str]) -> tuple[bool, str]:
+    head = f"[{claim.status.key}] {claim.id}:"
+    problem = f"; invalid: {invalid[claim.id]}" if claim.id in invalid else ""
     if claim.test is None:
-        return True, f"ok    [{claim.status.key}] {claim.id}: open, nothing to run ({claim.missing or 'no test yet'})"
+        return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} open, nothing to run{problem}"
     seen = {n: o for n, o in outcomes.items() if claim.test.matches(n)}
     if not seen:
-        return False, f"FAIL  [{claim.status.key}] {claim.id}: {claim.test.node_id} did not run"
+        return False, f"FAIL  {head} {claim.test.node_id} did not run{problem}"
     bad = sorted(n for n, o in seen.items() if o != "passed")
     if bad:
-        return False, f"FAIL  [{claim.status.key}] {claim.id}: {bad[0]} {seen[bad[0]]}"
-    return True, f"ok    [{claim.status.key}] {claim.id}: {claim.test.node_id} passed"
+        return False, f"FAIL  {head} {bad[0]} {seen[bad[0]]}{problem}"
+    return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} {claim.test.node_id} passed{problem}"
 
 
 def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (),
@@ -242,11 +253,12 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     p = plan(kb, pages)
     for problem in p.problems:
         out(f"invalid: {problem}")
-    invalid = {c.id for c in p.claims if any(f"{c.page.rel}:" in prob for prob in p.problems)}
+    invalid = invalid_claims(p.claims, p.problems)
+    problems = [str(e) for e in p.problems]
     if p.problems and early:
         early({"pages": [pg.src_uri for pg in pages], "passed": False, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                "seconds": round(time.time() - started, 1), "failing_claims": sorted(invalid),
-               "failed_tests": [], "problems": p.problems})
+               "failed_tests": [], "problems": problems})
     outcomes = Outcomes()
     code = 0
     if p.node_ids:
@@ -267,7 +279,7 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     return {
         "pages": [pg.src_uri for pg in pages], "passed": passed, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
-        "failed_tests": failed_tests, "problems": p.problems, "node_ids": p.node_ids,
+        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids,
     }
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from collections import defaultdict
 from pathlib import Path
 
 from mkdocs.config import config_options as c
@@ -75,6 +76,10 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             raise PluginError(str(e)) from None
         return config
 
+    def on_startup(self, *, command, dirty):
+        self.dirty = command == "serve" and dirty  # kb serve rebuilds only what changed
+        self.last_refs: dict[str, set[str]] = {}
+
     def on_serve(self, server, config, builder):
         server.watch(str(self.project.snippets_dir))
         return server
@@ -100,8 +105,30 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                 log.warning(str(e))
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
+        if getattr(self, "dirty", False):
+            self._rebuild_dependents(files)
         self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
+
+    def _rebuild_dependents(self, files: Files) -> None:
+        """In a dirty rebuild (kb serve), also rebuild the pages a changed page shows up in.
+
+        MkDocs rebuilds only the pages whose source changed. A topic page's claims put verdicts
+        into journal posts, so those posts are rebuilt with it; a new or edited note appears in
+        the journal's index, archive and category pages, so then everything is rebuilt.
+        """
+        refs = defaultdict(set)
+        for owner in [*self.kb.claims, *self.kb.answers]:
+            refs[owner.page.src_uri] |= {r.post.src_uri for r in owner.refs}
+        pages = {f.src_uri: f for f in files.documentation_pages() if f.src_uri.endswith(".md") and f.abs_src_path}
+        changed = {uri for uri, f in pages.items() if f.is_modified()}
+        if any(uri not in self.kb.pages or self.kb.pages[uri].is_post for uri in changed):
+            force = set(pages)
+        else:
+            force = set().union(*(refs[u] | self.last_refs.get(u, set()) for u in changed)) if changed else set()
+        for uri in force & set(pages):
+            pages[uri].is_modified = lambda: True
+        self.last_refs = dict(refs)
 
     def _notebook_errors(self, files: Files) -> list[SourceError]:
         """A notebook the site shows must not show an error (its outputs are committed)."""

@@ -125,7 +125,9 @@ def serve(project: Project, dev_addr: str) -> int:
     os.environ[STATUS_ENV] = str(checker.status)
     try:
         # Not strict while editing: a page with a mistake still renders, and its status line names the mistake.
-        mkdocs_serve(config_file=str(project.config_file), dev_addr=dev_addr, livereload=True,
+        # Dirty rebuilds: only the saved page and what it shows up in (see the plugin), so that a
+        # save shows within seconds even with years of notes.
+        mkdocs_serve(config_file=str(project.config_file), dev_addr=dev_addr, livereload=True, build_type="dirty",
                      watch=[str(project.snippets_dir)], strict=False)
     finally:
         observer.stop()

@@ -1,0 +1,74 @@
+"""`kb check`: exactly what a page shows and asserts, for a page, a topic or a snippet file."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import PROJECT, ROOT, edit, kb
+from kb import check
+
+MSE_PAGE = "docs/foundations/mse-conditional-mean.md"
+
+
+def plan_of(model, *targets):
+    return check.plan(model, check.resolve(model, list(targets), ROOT))
+
+
+def test_a_page_selects_its_blocks_its_snippet_modules_its_claims_tests_and_its_notebook(model):
+    p = plan_of(model, MSE_PAGE)
+    assert [pg.rel for pg in p.pages] == [MSE_PAGE]
+    assert p.node_ids == [MSE_PAGE, "snippets/foundations/mse.py", "docs/foundations/mse-experiments.ipynb"]
+    page = model.pages["foundations/mse-conditional-mean.md"]
+    assert {c.id for c in p.claims} == {c.id for c in page.claims}
+    assert all(c.test.code.path in p.node_ids for c in p.claims if c.test)
+
+
+def test_a_topic_selects_its_pages(model):
+    p = plan_of(model, "sac")
+    assert {pg.src_uri for pg in p.pages} == {pg.src_uri for pg in model.pages.values() if pg.topic == "SAC"}
+    assert "docs/topics/sac/critic.md" in p.node_ids and "snippets/sac/critic.py" in p.node_ids
+    assert "docs/topics/sac/pendulum_curve.ipynb" in p.node_ids
+    assert not [n for n in p.node_ids if n.startswith(("snippets/dpo", "docs/topics/dpo"))]
+
+
+def test_a_snippet_file_selects_every_page_that_includes_or_cites_it(model):
+    p = plan_of(model, "snippets/sac/critic.py")
+    expected = {pg.src_uri for pg in model.pages_citing["snippets/sac/critic.py"]}
+    assert {pg.src_uri for pg in p.pages} == expected and "topics/sac/critic.md" in expected
+    assert all(f"docs/{uri}" in p.node_ids for uri in expected)
+
+
+@pytest.mark.parametrize("target, words", [
+    ("no/such/page.md", "not a page, a snippet file, a notebook or a topic"),
+    ("RLHF", "not a page, a snippet file, a notebook or a topic"),
+    ("snippets/__init__.py", "no page includes or cites this file"),
+])
+def test_an_unknown_target_is_one_line(target, words):
+    r = kb(ROOT, "check", target)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_the_link_checker_agrees_with_the_build(model, built_site):
+    # No false alarm on any page, and the anchors it computes are the ones the site has.
+    for page in model.pages.values():
+        assert check.link_errors(model, page) == [], page.rel
+    cache = {}
+    page = model.pages["topics/sac/critic.md"]
+    html = (built_site / "topics/sac/critic/index.html").read_text(encoding="utf-8")
+    computed = check._anchors(model, page, cache)
+    assert {a for a in computed if not a.startswith("__")} <= set(re.findall(r'id="([^"]+)"', html))
+
+
+def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_claim(mini_project):
+    edit(mini_project / "snippets/foundations/mse.py", "    return table.detach()\n",
+         "    return table.detach() + 0.01  # an off-by-a-bit bug\n")
+    (mini_project / MSE_PAGE).write_text((mini_project / MSE_PAGE).read_text(encoding="utf-8")
+                                         + "\n见 [不存在的小节](#no-such-anchor)。\n", encoding="utf-8")
+    r = kb(mini_project, "check", "snippets/foundations/mse.py")
+    assert r.returncode == 1, r.stdout[-2000:]
+    assert re.search(r"^FAIL  \[verified\] mse-predicts-conditional-mean: snippets/foundations/mse\.py::\S+ failed",
+                     r.stdout, re.M), r.stdout[-2000:]
+    assert f"invalid: {MSE_PAGE}:" in r.stdout and "no anchor #no-such-anchor" in r.stdout
+    assert re.search(r"^FAILED: 1 page\(s\)", r.stdout, re.M)
