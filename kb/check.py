@@ -26,7 +26,6 @@ from kb import render, sources
 from kb.model import Claim, KnowledgeBase, Page
 from kb.project import KbError, Project, SourceError
 
-LINK = re.compile(r"!?\[(?:[^\]\n]|\](?!\())*\]\((?P<url>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 
@@ -87,7 +86,7 @@ def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
     """docs-relative notebooks a page shows (links to, or embeds a figure of)."""
     out = []
     base = Path(page.src_uri).parent
-    for m in LINK.finditer(page.doc.body):
+    for m in sources.LINK.finditer(page.doc.body):
         url = m.group("url").split("#")[0]
         if "://" in url or url.startswith("/"):
             continue
@@ -97,18 +96,8 @@ def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
             out.append((base / url).as_posix())
         elif fig:
             out.append((base / url).parent.joinpath(fig.group("stem") + ".ipynb").as_posix())
-    exists = [n for n in dict.fromkeys(_norm(n) for n in out) if (kb.project.docs_dir / n).is_file()]
+    exists = [n for n in dict.fromkeys(sources.normalise_uri(n) for n in out) if (kb.project.docs_dir / n).is_file()]
     return exists
-
-
-def _norm(uri: str) -> str:
-    parts: list[str] = []
-    for part in uri.split("/"):
-        if part == "..":
-            parts = parts[:-1]
-        elif part not in ("", "."):
-            parts.append(part)
-    return "/".join(parts)
 
 
 def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
@@ -162,7 +151,7 @@ def link_errors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None
         if in_code[i]:
             continue
         spans = [m.span() for m in sources.CODE_SPAN.finditer(line)]
-        for m in LINK.finditer(line):
+        for m in sources.LINK.finditer(line):
             if any(a <= m.start() < b for a, b in spans):
                 continue
             url = m.group("url")
@@ -170,7 +159,7 @@ def link_errors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None
                 continue
             path, _, anchor = url.partition("#")
             where = page.file_line(i)
-            target = _norm(f"{base}/{path}") if path else page.src_uri
+            target = sources.normalise_uri(f"{base}/{path}") if path else page.src_uri
             fig = FIGURE.match(Path(target).name)
             if path and not (docs / target).exists() and not _generated(kb, target):
                 if fig and (docs / Path(target).parent / f"{fig.group('stem')}.ipynb").is_file():

@@ -188,7 +188,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
         files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
         now = datetime.datetime.now(datetime.timezone.utc)
-        states = review.schedule(self.kb.cards, review.read_log(review.log_path(self.project)), now)
+        states = review.schedule(review.cards(self.kb), review.read_log(review.log_path(self.project)), now)
         files.append(File.generated(config, self.layout.review, content=render.review_page(self.kb, self.layout, states, now)))
 
     @event_priority(50)

@@ -360,13 +360,6 @@ class KnowledgeBase:
         return out
 
     @cached_property
-    def cards(self) -> list:
-        """The review cards (kb.review): every claim, and every question that has an answer."""
-        from kb.review import cards
-
-        return cards(self)
-
-    @cached_property
     def pages_citing(self) -> dict[str, list[Page]]:
         """snippet path -> the pages that include it or name it as a claim's test or evidence."""
         out: dict[str, dict[str, Page]] = defaultdict(dict)

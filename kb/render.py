@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
-from kb import sources
+from kb import review, sources
 from kb.model import Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
 from kb.project import KbError
 
@@ -294,8 +294,8 @@ def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[s
 def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
     src = page.src_uri
     topics = kb.topic_pages
-    n_cards = sum(c.topic == page.section for c in kb.cards) if not page.is_post else 0
-    review = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
+    n_cards = sum(c.topic == page.section for c in review.cards(kb)) if not page.is_post else 0
+    review_link = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
               f"({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic \"{page.section}\"`）</small>\n"
               if n_cards and (page.topic or page.src_uri.startswith("foundations/")) else "")
     if page.is_post:
@@ -306,11 +306,11 @@ def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
         return f"\n\n---\n\n<small class=\"kb-related\">相关主题页：{links}</small>\n"
     posts = kb.posts_by_topic.get(page.topic or "", [])
     if not posts:
-        return f"\n\n---{review}" if review else ""
+        return f"\n\n---{review_link}" if review_link else ""
     cat_uri = f"{kb.project.blog_dir}/category/{CATEGORY_SLUG(page.topic, '-')}.md"
     post_links = "、".join(f"[{p.key}]({link(src, p.src_uri)})" for p in posts)
     return (f"\n\n---\n\n<small class=\"kb-related\">日志中的相关笔记：{post_links}"
-            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n" + review)
+            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n" + review_link)
 
 
 def topic_anchor(topic: str) -> str:
@@ -537,7 +537,7 @@ DOCS_LINK = re.compile(r"(\]\()/([^)\s]+)")
 def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     """Every card, by topic, the back folded away; how many were due when the site was built."""
     uri = layout.review
-    deck = kb.cards
+    deck = review.cards(kb)
     due_now = {s.card.id for s in states.values() if s.due <= now}
     by_topic: dict[str, list] = defaultdict(list)
     for c in deck:

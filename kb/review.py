@@ -30,6 +30,7 @@ import fsrs
 from filelock import FileLock
 from wcwidth import wcswidth
 
+from kb import sources
 from kb.model import Answer, Claim, KnowledgeBase, Question
 from kb.project import KbError, Project
 
@@ -65,8 +66,6 @@ class Card:
 
 def _reason(owner: Claim | Answer) -> str:
     """The first paragraph of a claim's or answer's explanation (Markdown), links made docs-relative."""
-    from kb import check
-
     page, block = owner.page, owner.block
     paragraph: list[str] = []
     for line in page.lines[block.body_start:block.end]:
@@ -86,12 +85,20 @@ def _reason(owner: Claim | Answer) -> str:
         url = m.group("url")
         if "://" in url or url.startswith(("#", "/", "mailto:")):
             return m.group(0)
-        return m.group(0).replace(f"({url}", f"(/{check._norm(f'{base}/{url}')}", 1)
+        return m.group(0).replace(f"({url}", f"(/{sources.normalise_uri(f'{base}/{url}')}", 1)
 
-    return check.LINK.sub(absolute, "\n".join(paragraph))
+    return sources.LINK.sub(absolute, "\n".join(paragraph))
 
 
 def cards(kb: KnowledgeBase) -> list[Card]:
+    """The deck (made once per model)."""
+    deck = kb.__dict__.get("_review_cards")
+    if deck is None:
+        deck = kb.__dict__["_review_cards"] = _make_cards(kb)
+    return deck
+
+
+def _make_cards(kb: KnowledgeBase) -> list[Card]:
     out: list[Card] = []
     for c in kb.claims:
         back = f"**{c.status.label}**。{_reason(c)}".strip()

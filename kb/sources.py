@@ -239,6 +239,22 @@ def includes(lines: list[str], first_line: int = 1) -> list[Include]:
     return out
 
 
+# ---- links ----------------------------------------------------------------------------
+
+LINK = re.compile(r"!?\[(?:[^\]\n]|\](?!\())*\]\((?P<url>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def normalise_uri(uri: str) -> str:
+    """``topics/sac/../dpo.md`` -> ``topics/dpo.md`` (a docs-relative path, without ``.`` and ``..``)."""
+    parts: list[str] = []
+    for part in uri.split("/"):
+        if part == "..":
+            parts = parts[:-1]
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
+
+
 # ---- questions in the learner's lines ------------------------------------------------
 
 LIST_ITEM = re.compile(r"^(?P<indent>[ ]*)(?:[-*+]|\d+\.)[ ]+(?P<text>.*)$")

@@ -15,6 +15,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from kb import review
+
 from conftest import ROOT, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -280,7 +282,7 @@ def test_a_figure_opens_full_size(page):
 def test_the_review_page_lists_the_cards_with_their_backs_folded(page, model):
     page.goto(page.base + "review/")
     cards = page.locator("details.question")
-    assert cards.count() == len(model.cards)
+    assert cards.count() == len(review.cards(model))
     first = cards.first
     assert first.evaluate("e => e.open") is False
     first.locator("summary").click()

@@ -29,7 +29,7 @@ DAY = dt.timedelta(days=1)
 
 
 def test_cards_are_every_claim_and_every_answered_question(model):
-    deck = model.cards
+    deck = review.cards(model)
     claims = [c for c in deck if c.id.startswith("claim:")]
     questions = [c for c in deck if c.id.startswith("question:")]
     assert len(claims) == len(model.claims)
@@ -44,7 +44,7 @@ def test_cards_are_every_claim_and_every_answered_question(model):
 
 def test_a_cards_identity_survives_lines_moving(model):
     q = next(q for q in model.questions if q.answered_by and q.page.is_post)
-    card = next(c for c in model.cards if c.front == q.text)
+    card = next(c for c in review.cards(model) if c.front == q.text)
     assert card.id == f"question:{q.page.rel}:" + review.hashlib.sha256(q.text.encode()).hexdigest()[:10]
 
 
@@ -53,7 +53,7 @@ def rev(card, when, grade, digest=None, status=None):
 
 
 def test_fsrs_on_a_fixed_clock(model):
-    card = model.cards[0]
+    card = review.cards(model)[0]
     states = review.schedule([card], [], T0)
     assert states[card.id].new and review.due(states, T0) == [states[card.id]], "a new card is due today"
     log = [rev(card, T0, "3")]
@@ -72,7 +72,7 @@ def test_fsrs_on_a_fixed_clock(model):
 
 def test_a_changed_claim_is_due_again_and_says_why(model):
     claim = next(c for c in model.claims if c.status is Status.VERIFIED)
-    card = next(c for c in model.cards if c.id == f"claim:{claim.id}")
+    card = next(c for c in review.cards(model) if c.id == f"claim:{claim.id}")
     log = [rev(card, T0, "3"), rev(card, T0 + dt.timedelta(minutes=10), "4")]
     later = T0 + dt.timedelta(days=2)
     assert not review.due(review.schedule([card], log, later), later), "learned: not due two days later"
@@ -131,7 +131,7 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     from kb.model import KnowledgeBase
     from kb.project import Project
 
-    deck = KnowledgeBase.load(Project.find(mini_project)).cards
+    deck = review.cards(KnowledgeBase.load(Project.find(mini_project)))
     assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg")).returncode == 0
     rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
     assert kb(mini_project, "export", "anki", str(tmp_path / "b.apkg")).returncode == 0
