@@ -6,7 +6,7 @@ Runs mutmut (configured in pyproject.toml: test functions are not mutated) over
 the given modules (default: all), then reports per module the mutants killed,
 survived and timed out, and the kill rate over the non-equivalent mutants.
 Equivalent mutants (a change that cannot alter behaviour) are listed with a
-one-line reason each in ``mutation/equivalent.txt``; this command reads it.
+one-line reason each in ``mutation/*.txt`` (a file per topic); this command reads them.
 Functions that mutmut cannot mutate (decorated ones) are named, so that an
 unmeasured function is visible rather than counted as killed.
 
@@ -30,24 +30,23 @@ from kb.project import KbError, Project
 INTERFACES = ("sac/distributions.py", "sac/critic.py", "sac/target.py", "dpo/loss.py", "grpo/advantages.py",
               "grpo/loss.py", "grpo/kl.py", "flow_matching/path.py", "flow_grpo/sde.py", "neoverse/gaussians.py")
 GOAL_INTERFACE, GOAL_ALL = 0.95, 0.85
-EQUIVALENT = Path("mutation") / "equivalent.txt"
+EQUIVALENT = Path("mutation")  # every *.txt in it: one equivalent mutant per line, with its reason
 STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
           255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
 
 
 def equivalents(root: Path) -> dict[str, str]:
-    """mutant name -> the reason it cannot change behaviour (``name  # reason`` per line)."""
-    path = root / EQUIVALENT
+    """mutant name -> the reason it cannot change behaviour (``name  # reason`` per line, mutation/*.txt)."""
     out: dict[str, str] = {}
-    if not path.is_file():
-        return out
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, _, reason = line.partition("#")
-        if not reason.strip():
-            raise KbError(f"{EQUIVALENT}:{n}: an equivalent mutant needs its reason (name  # why it changes nothing)")
-        out[name.strip()] = reason.strip()
+    for path in sorted((root / EQUIVALENT).glob("*.txt")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, _, reason = line.partition("#")
+            if not reason.strip():
+                raise KbError(f"{path.relative_to(root)}:{n}: an equivalent mutant needs its reason "
+                              "(name  # why it changes nothing)")
+            out[name.strip()] = reason.strip()
     return out
 
 
