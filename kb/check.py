@@ -59,7 +59,8 @@ def resolve(kb: KnowledgeBase, targets: list[str], cwd: Path) -> list[Page]:
         if path.suffix == ".md" and path.is_file():
             page = _page_of_path(kb, path)
             if page is None:
-                raise KbError(f"{target}: not a page of this project's docs")
+                unread = [str(e) for e in kb.errors if e.path == kb.project.rel(path)]
+                raise KbError(unread[0] if unread else f"{target}: not a page of this project's docs")
             found = [page]
         elif path.suffix == ".py" and path.is_file():
             rel = project.rel(path)

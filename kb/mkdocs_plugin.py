@@ -31,6 +31,19 @@ from kb.serve import STATUS_ENV
 LIVE_FILE = "kb-status.json"
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
+# an element that loads something when the page is shown, from another host (not a link to follow)
+TAG = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*>", re.I)
+FOREIGN = re.compile(r'\b(?:src|href|data|srcset)\s*=\s*["\']?(?:https?:)?//(?!127\.0\.0\.1[:/"\'])', re.I)
+NOT_A_LOAD = re.compile(r'\brel\s*=\s*["\']?(?:canonical|alternate|me|author|license)\b', re.I)
+
+
+def external_load(html: str) -> str | None:
+    """The first element that loads something from another host when the page is shown (not a link to follow)."""
+    for m in TAG.finditer(html):
+        tag = m.group(0)
+        if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
+            return tag
+    return None
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -99,7 +112,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
-        errors += self.kb.errors + self._notebook_errors(files) + self._url_clashes(files)
+        errors += self.kb.errors + self._notebook_errors(files) + self._url_clashes(files) + self._outside(files)
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
             for e in errors:
                 log.warning(str(e))
@@ -136,18 +149,35 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         for f in files:
             if not f.src_uri.endswith(".ipynb"):
                 continue
-            shown = self.project.rel(f.abs_src_path)
+            shown_path = self.project.rel(f.abs_src_path)
             try:
                 nb = json.loads(Path(f.abs_src_path).read_text(encoding="utf-8"))
             except (ValueError, OSError) as e:
-                errors.append(SourceError(shown, None, f"not a readable notebook ({e})"))
+                errors.append(SourceError(shown_path, None, f"not a readable notebook ({e})"))
                 continue
             code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
             for k, cell in enumerate(code, 1):
                 for out in cell.get("outputs", []):
+                    shown = "".join(out.get("data", {}).get("text/html", "")) if isinstance(out.get("data"), dict) else ""
+                    if external_load(shown) or "<script" in shown.lower():
+                        errors.append(SourceError(shown_path, None, f"code cell {k} shows HTML that runs a script or "
+                                                  "loads from another host; the site must work offline"))
                     if out.get("output_type") == "error":
-                        errors.append(SourceError(shown, None, f"code cell {k} shows an error "
+                        errors.append(SourceError(shown_path, None, f"code cell {k} shows an error "
                                                   f"({out.get('ename')}: {out.get('evalue')}); fix it and run `make notebooks`"))
+        return errors
+
+    def _outside(self, files: Files) -> list[SourceError]:
+        """A file of the site that is a symlink out of the project would publish what it points to."""
+        errors = []
+        for f in files:
+            if f.abs_src_path is None or f.src_uri.startswith("assets/vendor/"):  # vendored: checked by hash
+                continue
+            if not Path(os.path.abspath(f.abs_src_path)).is_relative_to(self.project.docs_dir):
+                continue  # the theme's own files
+            if not self.project.inside(Path(f.abs_src_path), self.project.root):
+                errors.append(SourceError(self.project.rel(f.abs_src_path), None,
+                                          "is a symlink out of the project: the site would publish what it points to"))
         return errors
 
     def _url_clashes(self, files: Files) -> list[SourceError]:
@@ -227,6 +257,14 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                     if key in doc:
                         doc[key] = render.search_text(doc[key])
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+    def on_post_page(self, output, page, config):
+        # Nothing a page shows may load from another host (a link out is fine): the site works offline.
+        found = external_load(output)
+        if found:
+            log.warning(f"{page.file.src_uri}: {found[:120]} loads from another host; "
+                        "the site must work offline (serve the file from docs/ instead)")
+        return output
 
     @event_priority(-100)  # after the blog plugin
     def on_page_content(self, html, page, config, files):

@@ -5,7 +5,8 @@ Each block runs in a forked child: whatever it changes in memory (a patched
 no block can change what a later test sees. The child works in a temporary
 folder and, where the kernel offers Landlock (Linux 5.13+), may write nowhere
 but there and in /dev; elsewhere an audit hook refuses Python-level writes
-inside the project. A child that does not finish in time is killed.
+inside the project. A child that does not finish in time is killed, and so is
+anything it started.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class BlockTimeout(Exception):
 def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeout: float) -> str | None:
     """Run ``fn`` in a forked child confined to ``work``; return what it returned (a failure text or None).
 
-    A child that outlives ``timeout`` seconds is killed and reported as such.
+    A child that outlives ``timeout`` seconds is killed and reported as such, with every
+    process it started (they share its process group).
     """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
@@ -113,6 +115,7 @@ def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeo
     if pid == 0:  # the child: never returns
         code = 0
         try:
+            os.setpgid(0, 0)  # its own process group: whatever it starts is killed with it
             os.close(r)
             os.chdir(work)
             os.environ.update(TMPDIR=str(work), HOME=str(work), MPLCONFIGDIR=str(work))
@@ -157,10 +160,11 @@ def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeo
                 chunks.append(chunk)
     finally:
         os.close(r)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for kill in (os.killpg, os.kill):  # the block, and any process it started
+            try:
+                kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         os.waitpid(pid, 0)
     if not chunks:
         return "the block's process died without a result (crashed or exited)"

@@ -113,6 +113,12 @@ def broken(tmp_path_factory):
     nb_path.write_text(json.dumps(nb), encoding="utf-8")
     clash = root / "docs/foundations/mse-conditional-mean.ipynb"                             # a notebook with a page's URL
     clash.write_text(text_of(nb_path).replace('"ValueError"', '"KeyError"'), encoding="utf-8")
+    nb["cells"][-1].setdefault("outputs", []).append(                                        # a notebook output running a script
+        {"output_type": "display_data", "metadata": {}, "data": {"text/html": ["<script>alert(1)</script>"]}})
+    nb_path.write_text(json.dumps(nb), encoding="utf-8")
+    secret = tmp_path_factory.mktemp("outside") / "secret.md"                                # a page that is a symlink out
+    secret.write_text("SECRET-OUTSIDE-THE-PROJECT\n", encoding="utf-8")
+    (root / "docs/foundations/leak.md").symlink_to(secret)
     build = mkdocs_build(root, root / "site")
     return root, build.returncode, build.stdout + build.stderr
 
@@ -138,6 +144,26 @@ def test_a_notebook_and_a_page_may_not_share_a_url(broken):
     _, code, out = broken
     assert code != 0 and re.search(r"docs/foundations/mse-conditional-mean\.(ipynb|md): gets the same URL", out), out[-2000:]
     assert "Traceback" not in out
+
+
+def test_a_notebook_output_that_runs_a_script_fails_the_build(broken):
+    _, code, out = broken
+    assert code != 0 and re.search(r"docs/foundations/mse-experiments\.ipynb: code cell \d+ shows HTML that runs a script", out)
+
+
+def test_a_page_that_is_a_symlink_out_of_the_project_fails_the_build(broken):
+    root, code, out = broken
+    assert code != 0 and "docs/foundations/leak.md: is a symlink out of the project" in out
+    assert not (root / "site").exists() or "SECRET-OUTSIDE-THE-PROJECT" not in "".join(
+        p.read_text(errors="ignore") for p in (root / "site").rglob("*.html"))
+
+
+def test_a_page_loading_from_another_host_fails_the_build(mini_project):
+    page = mini_project / PAGE
+    page.write_text(text_of(page) + '\n<img src="https://cdn.example.com/pixel.png" alt="">\n', encoding="utf-8")
+    build = mkdocs_build(mini_project, mini_project / "site")
+    out = build.stdout + build.stderr
+    assert build.returncode != 0 and "foundations/mse-conditional-mean.md: <img src=\"https://cdn.example.com" in out, out[-1500:]
 
 
 def test_a_deleted_snippet_section_fails_the_page_block(mini_project):

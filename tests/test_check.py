@@ -72,3 +72,10 @@ def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_
                      r.stdout, re.M), r.stdout[-2000:]
     assert f"invalid: {MSE_PAGE}:" in r.stdout and "no anchor #no-such-anchor" in r.stdout
     assert re.search(r"^FAILED: 1 page\(s\)", r.stdout, re.M)
+
+
+def test_a_page_that_cannot_be_read_is_named_with_its_line(mini_project):
+    page = mini_project / MSE_PAGE
+    page.write_text("---\ntitle: [broken\n---\n# x\n", encoding="utf-8")
+    r = kb(mini_project, "check", MSE_PAGE)
+    assert r.returncode == 2 and f"{MSE_PAGE}:3: front matter is not valid YAML" in r.stderr, r.stderr

@@ -143,3 +143,10 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     assert "\\(" in fields and "$" not in re.sub(r"\$\$", "", fields).replace("\\$", ""), "math uses Anki's delimiters"
     r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
     assert r.returncode == 2 and "must end in .apkg" in r.stderr
+
+
+def test_a_damaged_log_line_is_named_with_its_line(mini_project):
+    (mini_project / "review-log.tsv").write_text(review.LOG_HEADER + "2026-01-10T09:00:00+00:00\tclaim:x\t9\n",
+                                                encoding="utf-8")
+    r = kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="q\n")
+    assert r.returncode == 2 and "review-log.tsv:3: not a review line" in r.stderr and "Traceback" not in r.stderr

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -76,6 +77,12 @@ assert True
 ```
 
 ```python
+import subprocess
+subprocess.Popen(["sleep", "987"])  # outlives the block unless it is killed with it
+assert True
+```
+
+```python
 import os
 import torch
 try:
@@ -96,7 +103,8 @@ def test_page_blocks_cannot_hang_write_into_the_project_or_change_later_tests(mi
     assert result.returncode == 1, out
     assert re.search(r"FAILED docs/attacks.md::line 6\b", out) and "did not finish within 3 s" in out, out[-3000:]
     assert re.search(r"FAILED docs/attacks.md::line 11\b", out) and "Permission" in out, out[-3000:]
-    assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 27\b", out)
+    assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 33\b", out)
+    assert subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True).returncode == 1, "a block's process outlived it"
     assert not (mini_project / "snippets" / "planted.py").exists()
     assert not (mini_project / "docs" / "journal" / "posts" / "2031-01-01.md").exists()
 
