@@ -7,13 +7,11 @@ checked is what is rendered), for the project of the ``mkdocs.yml`` being built.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import logging
 import os
 import re
-from collections import defaultdict
 from pathlib import Path
 
 from mkdocs.config import config_options as c
@@ -23,7 +21,7 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import render, review, vendor
+from kb import render, review, site, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 from kb.serve import STATUS_ENV
@@ -31,19 +29,6 @@ from kb.serve import STATUS_ENV
 LIVE_FILE = "kb-status.json"
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
-# an element that loads something when the page is shown, from another host (not a link to follow)
-TAG = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*>", re.I)
-FOREIGN = re.compile(r'\b(?:src|href|data|srcset)\s*=\s*["\']?(?:https?:)?//(?!127\.0\.0\.1[:/"\'])', re.I)
-NOT_A_LOAD = re.compile(r'\brel\s*=\s*["\']?(?:canonical|alternate|me|author|license)\b', re.I)
-
-
-def external_load(html: str) -> str | None:
-    """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    for m in TAG.finditer(html):
-        tag = m.group(0)
-        if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
-            return tag
-    return None
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -51,25 +36,6 @@ class KbConfig(Config):
     claims_page = c.Type(str, default="claims.md")
     questions_page = c.Type(str, default="questions.md")
     code_dir = c.Type(str, default="code")
-
-
-def notebook_figures(path: Path) -> list[bytes]:
-    """The PNG outputs of a committed, executed notebook, in order.
-
-    Topic pages embed them (``![...](dpo_toy.figure-1.png)``), so a figure is shown
-    where it is discussed and still comes from code the test suite executes.
-    """
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    return [
-        base64.b64decode(out["data"]["image/png"])
-        for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
-        for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
-    ]
-
-
-def figure_uri(notebook_uri: str, k: int) -> str:
-    """``topics/dpo_toy.ipynb``, 1 -> ``topics/dpo_toy.figure-1.png`` (k counts figures from 1)."""
-    return f"{notebook_uri.removesuffix('.ipynb')}.figure-{k}.png"
 
 
 class KnowledgeBasePlugin(BasePlugin[KbConfig]):
@@ -112,88 +78,16 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
-        errors += self.kb.errors + self._notebook_errors(files) + self._url_clashes(files) + self._outside(files)
+        errors += self.kb.errors + site.file_errors(self.project, files)
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
             for e in errors:
                 log.warning(str(e))
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
-        if getattr(self, "dirty", False):
-            self._rebuild_dependents(files)
+        if getattr(self, "dirty", False):  # kb serve: MkDocs rebuilds the saved page, we add what shows it
+            self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs)
         self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
-
-    def _rebuild_dependents(self, files: Files) -> None:
-        """In a dirty rebuild (kb serve), also rebuild the pages a changed page shows up in.
-
-        MkDocs rebuilds only the pages whose source changed. A topic page's claims put verdicts
-        into journal posts, so those posts are rebuilt with it; a new or edited note appears in
-        the journal's index, archive and category pages, so then everything is rebuilt.
-        """
-        refs = defaultdict(set)
-        for owner in [*self.kb.claims, *self.kb.answers]:
-            refs[owner.page.src_uri] |= {r.post.src_uri for r in owner.refs}
-        pages = {f.src_uri: f for f in files.documentation_pages() if f.src_uri.endswith(".md") and f.abs_src_path}
-        changed = {uri for uri, f in pages.items() if f.is_modified()}
-        if any(uri not in self.kb.pages or self.kb.pages[uri].is_post for uri in changed):
-            force = set(pages)
-        else:
-            force = set().union(*(refs[u] | self.last_refs.get(u, set()) for u in changed)) if changed else set()
-        for uri in force & set(pages):
-            pages[uri].is_modified = lambda: True
-        self.last_refs = dict(refs)
-
-    def _notebook_errors(self, files: Files) -> list[SourceError]:
-        """A notebook the site shows must not show an error (its outputs are committed)."""
-        errors = []
-        for f in files:
-            if not f.src_uri.endswith(".ipynb"):
-                continue
-            shown_path = self.project.rel(f.abs_src_path)
-            try:
-                nb = json.loads(Path(f.abs_src_path).read_text(encoding="utf-8"))
-            except (ValueError, OSError) as e:
-                errors.append(SourceError(shown_path, None, f"not a readable notebook ({e})"))
-                continue
-            code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
-            for k, cell in enumerate(code, 1):
-                for out in cell.get("outputs", []):
-                    shown = "".join(out.get("data", {}).get("text/html", "")) if isinstance(out.get("data"), dict) else ""
-                    if external_load(shown) or "<script" in shown.lower():
-                        errors.append(SourceError(shown_path, None, f"code cell {k} shows HTML that runs a script or "
-                                                  "loads from another host; the site must work offline"))
-                    if out.get("output_type") == "error":
-                        errors.append(SourceError(shown_path, None, f"code cell {k} shows an error "
-                                                  f"({out.get('ename')}: {out.get('evalue')}); fix it and run `make notebooks`"))
-        return errors
-
-    def _outside(self, files: Files) -> list[SourceError]:
-        """A file of the site that is a symlink out of the project would publish what it points to."""
-        errors = []
-        for f in files:
-            if f.abs_src_path is None or f.src_uri.startswith("assets/vendor/"):  # vendored: checked by hash
-                continue
-            if not Path(os.path.abspath(f.abs_src_path)).is_relative_to(self.project.docs_dir):
-                continue  # the theme's own files
-            if not self.project.inside(Path(f.abs_src_path), self.project.root):
-                errors.append(SourceError(self.project.rel(f.abs_src_path), None,
-                                          "is a symlink out of the project: the site would publish what it points to"))
-        return errors
-
-    def _url_clashes(self, files: Files) -> list[SourceError]:
-        """Two sources that would be rendered at one URL (MkDocs keeps one and says nothing)."""
-        seen: dict[str, str] = {}
-        errors = []
-        for f in files:
-            if not f.src_uri.endswith((".md", ".ipynb")) or f.abs_src_path is None:
-                continue
-            stem = f.src_uri.rsplit(".", 1)[0]
-            url = stem.removesuffix("index").removesuffix("README").rstrip("/")
-            if url in seen:
-                errors.append(SourceError(self.project.rel(f.abs_src_path), None,
-                                          f"gets the same URL /{url}/ as docs/{seen[url]}: rename one of them"))
-            seen.setdefault(url, f.src_uri)
-        return errors
 
     def _generate(self, files: Files, config, page_text: dict[str, str]) -> None:
         root = self.project.root
@@ -204,8 +98,8 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             content = render.code_page(self.kb, self.layout, rel, path.read_text(encoding="utf-8"))
             files.append(File.generated(config, self.layout.code(rel), content=content))
         for nb in [f for f in files if f.src_uri.endswith(".ipynb")]:
-            for k, png in enumerate(notebook_figures(Path(nb.abs_src_path)), 1):
-                files.append(File.generated(config, figure_uri(nb.src_uri, k), content=png))
+            for k, png in enumerate(site.notebook_figures(Path(nb.abs_src_path)), 1):
+                files.append(File.generated(config, site.figure_uri(nb.src_uri, k), content=png))
         self.edit_urls: dict[str, str] = {}
         if not config.repo_url:  # no forge to edit on: the edit link shows the page's source and how to change it
             for page in self.kb.pages.values():
@@ -260,7 +154,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
 
     def on_post_page(self, output, page, config):
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
-        found = external_load(output)
+        found = site.external_load(output)
         if found:
             log.warning(f"{page.file.src_uri}: {found[:120]} loads from another host; "
                         "the site must work offline (serve the file from docs/ instead)")
