@@ -170,7 +170,8 @@ def load_runs(csv_path):
         assert abs(rets[-1] - run["final_return"]) < 1e-9, f"{name} seed {seed}"
         assert run["tree_clean"] and len(run["commit"] or "") == 40, run
         # (mutation testing rewrites the code on purpose: there, only this check is off)
-        assert run["code_fingerprint"] == code_fingerprint() or mutated(), (
+        same_code = run["code_fingerprint"] == code_fingerprint()
+        assert same_code or mutated(), (
             f"{name} seed {seed} was made by other training code than this one "
             f"(commit {run['commit']}): re-run `{run['command']}`, commit the data")
     return curves, runs
