@@ -318,6 +318,8 @@ def test_a_read_only_journal_is_refused_in_one_line(journal):
     posts = posts_of(journal)
     cmd = [sys.executable, "-m", "kb.cli", "new", "--date", "2026-01-11", "-m", "x"]
     if os.geteuid() == 0:  # root ignores permission bits: make the folder a read-only mount
+        can_mount = subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+        assert can_mount, "as root this test needs `unshare -m` (a private mount namespace) to make a folder read-only"
         cmd = ["unshare", "-m", "sh", "-c", f'mount --bind -o ro "{posts}" "{posts}" && exec "$@"', "sh", *cmd]
     else:
         posts.chmod(0o555)
