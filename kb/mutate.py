@@ -10,6 +10,12 @@ one-line reason each in ``mutation/*.txt`` (a file per topic); this command read
 Functions that mutmut cannot mutate (decorated ones) are named, so that an
 unmeasured function is visible rather than counted as killed.
 
+What counts: the code a reader is shown (every function inside a ``--8<--``
+section) and everything it calls, across modules, plus what runs on import.
+Test functions, fixtures and the helpers only tests reach (input generators such
+as ``random_token_batch``) are test code: their mutants are listed apart and not
+counted (issue 11: "Mutants of the test functions themselves do not count").
+
 Goals (issue 11): at least 95 % of non-equivalent mutants killed in each module
 that defines an interface other pages rely on, 85 % over all snippet modules.
 """
@@ -58,15 +64,105 @@ def undecorated_gap(path: Path) -> list[str]:
             and not all(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in n.decorator_list)]
 
 
+SECTION = re.compile(r"^\s*#\s*--8<--\s*\[(start|end):([\w-]+)\]")
+
+
+def _functions(tree: ast.Module) -> dict[str, ast.AST]:
+    """Module-level functions and methods by mutmut's name for them (``f`` or ``Class.method``)."""
+    out: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            out[node.name] = node
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    out[f"{node.name}.{item.name}"] = item
+    return out
+
+
+def _is_test(name: str, node: ast.AST) -> bool:
+    last = name.rsplit(".", 1)[-1]
+    fixture = any("fixture" in ast.unparse(d) for d in getattr(node, "decorator_list", []))
+    return last.startswith("test_") or name.startswith("Test") or fixture
+
+
+def measured_functions(snippets_dir: Path) -> dict[str, set[str]]:
+    """Per module (snippets-relative path): the functions whose mutants count.
+
+    Roots are the functions inside a ``--8<--`` section (what pages show) and the
+    names module-level code uses; then everything they reference, followed through
+    ``from snippets.x import f`` into other modules."""
+    trees, funcs, imports = {}, {}, {}
+    for path in sorted(snippets_dir.rglob("*.py")):
+        module = path.relative_to(snippets_dir).as_posix()
+        text = path.read_text(encoding="utf-8")
+        trees[module] = tree = ast.parse(text)
+        funcs[module] = _functions(tree)
+        imports[module] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("snippets."):
+                target = node.module.removeprefix("snippets.").replace(".", "/") + ".py"
+                for alias in node.names:
+                    imports[module][alias.asname or alias.name] = (target, alias.name)
+    todo: list[tuple[str, str]] = []
+    for module, tree in trees.items():
+        lines = (snippets_dir / module).read_text(encoding="utf-8").split("\n")
+        depth, shown = 0, set()
+        for n, line in enumerate(lines, 1):
+            m = SECTION.match(line)
+            if m:
+                depth += 1 if m.group(1) == "start" else -1
+            elif depth > 0:
+                shown.add(n)
+        for name, node in funcs[module].items():
+            if node.lineno in shown and not _is_test(name, node):
+                todo.append((module, name))
+        for node in tree.body:  # code that runs on import
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+                todo += [(module, n.id) for n in ast.walk(node) if isinstance(n, ast.Name)]
+    measured: dict[str, set[str]] = {m: set() for m in trees}
+    while todo:
+        module, name = todo.pop()
+        if name in imports.get(module, {}) and name not in funcs[module]:
+            module, name = imports[module][name]
+        if module not in funcs or name not in funcs[module] or name in measured[module]:
+            continue
+        node = funcs[module][name]
+        if _is_test(name, node):
+            continue
+        measured[module].add(name)
+        if isinstance(node, ast.ClassDef):
+            todo += [(module, k) for k in funcs[module] if k.startswith(name + ".")]
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                todo.append((module, sub.id))
+            elif isinstance(sub, ast.Attribute):  # self.method(...) or Class.method
+                todo += [(module, k) for k in funcs[module] if k.endswith("." + sub.attr)]
+    return measured
+
+
+def _function_of(mutant: str) -> str:
+    """mutmut's mutant name -> the function it mutates (``f`` or ``Class.method``)."""
+    m = re.search(r"\.x(?:ǁ(\w+)ǁ|_)(\w+?)__mutmut_\d+$", mutant)
+    if not m:
+        return ""
+    return f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)
+
+
 def results(root: Path) -> dict[str, Counter]:
     """Per module (snippets-relative path): counts by status, and the surviving mutants' names."""
     out: dict[str, Counter] = {}
+    measured = measured_functions(root / "snippets")
     for meta in sorted((root / "mutants" / "snippets").rglob("*.py.meta")):
         module = meta.relative_to(root / "mutants" / "snippets").as_posix().removesuffix(".meta")
         codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
         counts: Counter = Counter()
         for name, code in codes.items():
-            if re.search(r"\.x_test_|ǁtest_", name):  # a test function's mutant: not counted
+            function = _function_of(name)
+            if function not in measured.get(module, set()):  # test code: not counted
+                if not re.search(r"\.x_test_|ǁtest_", name):
+                    counts["support:" + function] += 1
                 continue
             counts[STATUS.get(code, "suspicious")] += 1
             if STATUS.get(code) in ("survived", "no tests"):
@@ -88,7 +184,7 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
     for module, c in res.items():
         names = [k[6:] for k in c if k.startswith("names:")]
         n_equiv = sum(n in eq for n in names)
-        mutants = sum(v for k, v in c.items() if not k.startswith("names:") and k != "not checked")
+        mutants = sum(v for k, v in c.items() if not k.startswith(("names:", "support:")) and k != "not checked")
         counted = mutants - n_equiv - c["skipped"]
         killed = c["killed"] + c["timeout"]  # a mutant that makes a test hang is caught by the time limit
         rate = killed / counted if counted else 1.0
@@ -104,6 +200,9 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
             f"{n_equiv:>7}{rate:>8.1%}  {verdict}")
         for name in sorted(n for n in names if n not in eq):
             out(f"    survived: {name}")
+        support = sorted(k[8:] for k in c if k.startswith("support:"))
+        if support:
+            out(f"    test helpers, not counted ({sum(c['support:' + k] for k in support)} mutants): {', '.join(support)}")
         gap = undecorated_gap(root / "snippets" / module)
         if gap:
             out(f"    not mutated (decorated): {', '.join(gap)}")
