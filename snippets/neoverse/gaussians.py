@@ -21,9 +21,8 @@ import torch
 def quaternion_to_rotation(quaternion: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from quaternions.
 
-    quaternion: (..., 4) in (w, x, y, z) order, any non-zero norm (normalised here);
-    any leading shape, e.g. (N,) Gaussians or (frames, N).
-    returns: (..., 3, 3) rotation matrices (orthonormal, det = +1).
+    quaternion: (N, 4) in (w, x, y, z) order, any non-zero norm (normalised here).
+    returns: (N, 3, 3) rotation matrices (orthonormal, det = +1).
     """
     q = quaternion / quaternion.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
@@ -43,9 +42,9 @@ def covariance_from_rotation_scale(
 ) -> torch.Tensor:
     """3D covariance of each Gaussian.
 
-    quaternion: (..., 4), (w, x, y, z); scale: (..., 3), linear standard deviations
+    quaternion: (N, 4), (w, x, y, z); scale: (N, 3), linear standard deviations
     along the Gaussian's own axes (not log-scales).
-    returns: (..., 3, 3), Sigma = R S S^T R^T  (Eq. (6), arXiv:2308.04079).
+    returns: (N, 3, 3), Sigma = R S S^T R^T  (Eq. (6), arXiv:2308.04079).
 
     Written as M M^T with M = R S, Sigma is symmetric positive semi-definite for
     *any* parameters, which is why 3DGS optimises (q, s) and not Sigma's 9 entries.
@@ -63,8 +62,8 @@ import torch
 def project_mean(mean_cam: torch.Tensor, fx: float, fy: float) -> torch.Tensor:
     """Pinhole projection u = fx x / z, v = fy y / z (principal point at 0).
 
-    mean_cam: (..., 3) points in camera coordinates (z > 0 in front of the camera).
-    returns: (..., 2) image-plane coordinates in pixels.
+    mean_cam: (N, 3) points in camera coordinates (z > 0 in front of the camera).
+    returns: (N, 2) image-plane coordinates in pixels.
     """
     x, y, z = mean_cam.unbind(-1)
     return torch.stack([fx * x / z, fy * y / z], dim=-1)
@@ -75,9 +74,9 @@ def project_covariance(
 ) -> torch.Tensor:
     """Image-plane covariance of 3D Gaussians whose means are in camera coordinates.
 
-    cov3d: (..., 3, 3) covariances in camera coordinates (so W = I in
-    Sigma' = J W Sigma W^T J^T); mean_cam: (..., 3); fx, fy: focal lengths in pixels.
-    returns: (..., 2, 2), Sigma' = J Sigma J^T  (Eq. (5), arXiv:2308.04079), J the
+    cov3d: (N, 3, 3) covariances in camera coordinates (so W = I in
+    Sigma' = J W Sigma W^T J^T); mean_cam: (N, 3); fx, fy: focal lengths in pixels.
+    returns: (N, 2, 2), Sigma' = J Sigma J^T  (Eq. (5), arXiv:2308.04079), J the
     Jacobian of (x, y, z) -> (fx x / z, fy y / z) at the mean (EWA's local affine
     approximation). No low-pass dilation here (the reference rasterizer adds
     0.3 px^2 to the diagonal).
@@ -215,36 +214,6 @@ def test_project_covariance_matches_explicit_jacobian():
         )
         expected = J @ cov3d[i] @ J.T
         torch.testing.assert_close(cov2d[i], expected, atol=1e-10, rtol=1e-10)
-
-
-def test_leading_batch_shapes_give_the_per_gaussian_results():
-    # (frames, N, ...) in one call equals each frame on its own: a 4D scene can keep
-    # one set of Gaussians per time step.
-    g = torch.Generator().manual_seed(5)
-    q = torch.randn(2, 6, 4, generator=g, dtype=F64)
-    s = torch.rand(2, 6, 3, generator=g, dtype=F64) * 0.2 + 0.01
-    mean = torch.randn(2, 6, 3, generator=g, dtype=F64)
-    mean[..., 2] = mean[..., 2].abs() + 2.0
-    R, cov = quaternion_to_rotation(q), covariance_from_rotation_scale(q, s)
-    uv, cov2d = project_mean(mean, 300.0, 250.0), project_covariance(cov, mean, 300.0,
-                                                                      250.0)
-    assert R.shape == cov.shape == (2, 6, 3, 3)
-    assert uv.shape == (2, 6, 2) and cov2d.shape == (2, 6, 2, 2)
-    for f in range(2):  # the same float64 operations per frame: equal to 1e-12
-        assert_near(R[f], quaternion_to_rotation(q[f]), 1e-12)
-        assert_near(cov[f], covariance_from_rotation_scale(q[f], s[f]), 1e-12)
-        assert_near(uv[f], project_mean(mean[f], 300.0, 250.0), 1e-12)
-        assert_near(cov2d[f], project_covariance(cov[f], mean[f], 300.0, 250.0), 1e-12)
-
-
-def test_one_layer_shows_alpha_times_its_color():
-    g = torch.Generator().manual_seed(6)
-    colors = torch.rand(1, 4, 3, generator=g, dtype=F64)
-    alphas = torch.rand(1, 4, generator=g, dtype=F64)
-    for f in (composite, composite_back_to_front):
-        color, T = f(colors, alphas)
-        assert_near(color, alphas[0, :, None] * colors[0], 1e-15)
-        assert_near(T, 1 - alphas[0], 1e-15)
 
 
 def test_front_to_back_equals_back_to_front_over():

@@ -142,20 +142,6 @@ def test_stable_tanh_log_prob_matches_naive_and_stays_finite():
                                atol=1e-5, rtol=0)
 
 
-def test_tanh_log_probs_sum_the_last_axis_for_any_batch_shape():
-    # (time, batch, action_dim) -> (time, batch): one log-density per action vector.
-    g = torch.Generator().manual_seed(3)
-    u, mean = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
-    std = torch.rand(2, 3, 4, generator=g) + 0.5
-    by_vector = torch.stack([torch.stack([tanh_log_prob_naive(u[i, j], mean[i, j],
-                                                              std[i, j])
-                                          for j in range(3)]) for i in range(2)])
-    for f in (tanh_log_prob_naive, tanh_log_prob_stable):
-        out = f(u, mean, std)
-        assert out.shape == (2, 3), f"{f.__name__}: {out.shape}"
-        torch.testing.assert_close(out, by_vector, atol=1e-5, rtol=0)  # float32
-
-
 def test_rsample_carries_gradient_sample_does_not():
     torch.manual_seed(0)
     n = 20_000

@@ -4,13 +4,13 @@
 import torch
 
 
+@torch.no_grad()
 def soft_update(target, source, tau):
-    """Polyak averaging, in place, outside autograd.
+    """Polyak averaging, in place.
     target, source: nn.Modules with the same parameter shapes."""
-    with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
-            t.lerp_(s, tau)
+    for t, s in zip(target.parameters(), source.parameters()):
+        # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
+        t.lerp_(s, tau)
 # --8<-- [end:soft_update]
 
 
@@ -18,11 +18,11 @@ def soft_update(target, source, tau):
 import torch
 
 
+@torch.no_grad()
 def hard_update(target, source):
     """Copy every parameter: theta' <- theta (DQN-style periodic update, tau = 1)."""
-    with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.copy_(s)
+    for t, s in zip(target.parameters(), source.parameters()):
+        t.copy_(s)
 
 
 def periodic_update(target, source, step, period):
