@@ -230,7 +230,7 @@ def compare_rerun(committed, rerun, exact, tolerance):
 
 
 @pytest.mark.experiment
-@pytest.mark.timeout(1800)  # a 30,000-step training run: minutes, more on a busy machine
+@pytest.mark.timeout(1800)  # a 30,000-step training run: minutes, more when busy
 def test_rerun_of_seed_1_reproduces_the_committed_curve():
     """Re-runs seed 1 of pendulum_sac.csv with its recorded settings (about 3-5 min).
     Same torch, CPU model and kernels: identical curve. Elsewhere floating point
