@@ -4,14 +4,18 @@
 import torch
 
 
+@torch.no_grad()  # an in-place copy, not part of any graph
 def soft_update(target, source, tau):
     """Polyak averaging, in place.
     target, source: nn.Modules with the same parameter shapes."""
-    with torch.no_grad():  # an in-place copy, not part of any graph
-        for t, s in zip(target.parameters(), source.parameters()):
-            # theta' <- tau theta + (1 - tau) theta'  (Algorithm 1, arXiv:1812.05905)
-            t.lerp_(s, tau)
+    for t, s in zip(target.parameters(), source.parameters()):
+        # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
+        t.lerp_(s, tau)
 # --8<-- [end:soft_update]
+# soft_update keeps its decorator although mutmut then leaves it unmutated: its syntax
+# tree is part of the code fingerprint that the committed Pendulum runs record
+# (pendulum_data.TRAINING_CODE), and any edit to it asks for those ten 30,000-step runs
+# again. The tests below decide what it does.
 
 
 # --8<-- [start:hard_update]
