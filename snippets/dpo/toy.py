@@ -126,10 +126,9 @@ def setup(seed=0, prompts=4, responses=6):
     return ref_logits, reward
 
 
-@functools.lru_cache(maxsize=None)
-def run(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
-    """The experiment of the page (cached: the tests share it); a dict of tensors and
-    the wall time. Problem from setup(seed), preference data from seed + 1."""
+def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
+    """The experiment of the page: a dict of tensors and the wall time. Problem from
+    setup(seed), preference data from seed + 1."""
     from snippets.dpo.derivation import optimal_policy
 
     torch.set_num_threads(1)
@@ -145,6 +144,17 @@ def run(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
                 reward=reward, logits=logits, ref_logits=ref_logits,
                 tv=total_variation(pi, pi_star), tv_tol=tol,
                 seconds=time.perf_counter() - t0)
+
+
+# One run per setting, shared by the tests and the notebook.
+run = functools.lru_cache(maxsize=None)(experiment)
+
+
+def setup_module():
+    """pytest calls this before the module's tests: each test session computes its
+    runs anew. mutmut runs the suite once, then forks a process per mutant; a cache
+    filled before the fork would hide the mutant."""
+    run.cache_clear()
 
 
 # TV is a sum of |Gaussian| terms: its standard deviation is 0.35-0.6 of its mean here,
