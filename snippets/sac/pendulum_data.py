@@ -202,6 +202,27 @@ def test_provenance_names_the_command_that_made_each_curve():
             assert run["evaluations"] == len(curves[seed][0])
 
 
+def test_committed_runs_used_the_defaults_of_train_except_their_flags():
+    """The pages describe train()'s defaults (batch 256, lr 1e-3, gamma 0.99, ...): every
+    setting a committed run did not take from its command line is train()'s default."""
+    import inspect
+
+    from snippets.sac.sac_pendulum import train
+
+    defaults = {k: v.default for k, v in inspect.signature(train).parameters.items()
+                if k != "log"}
+    flag = {"seed": "--seed", "total_steps": "--total-steps", "tau": "--tau",
+            "eval_every": "--eval-every", "hidden": "--hidden"}
+    for path in (CURVE_CSV, TAU1_CSV):
+        for seed, run in load_runs(path)[1].items():
+            words = run["command"].split()
+            given = set(words[3::2])
+            assert set(run["settings"]) == set(defaults), (path.name, seed)
+            for k, v in run["settings"].items():
+                if flag.get(k) not in given:
+                    assert v == defaults[k], (path.name, seed, k, v, defaults[k])
+
+
 # --8<-- [start:rerun]
 import pytest
 
