@@ -174,6 +174,26 @@ def test_quadrature_integrates_over_the_whole_gaussian():
         assert 0 < var < 0.81, (s, var)
 
 
+def test_quadrature_matches_closed_forms_off_centre():
+    # Two targets whose moments are known, for u ~ N(m, s^2) off centre:
+    # Q'(a') = atanh(a') = u, alpha = 0:   E[y] = r + gamma m,  Var[y] = gamma^2 s^2;
+    # Q'(a') = -alpha log(1 - a'^2) cancels the tanh term of -alpha log pi, leaving
+    # y = r - gamma alpha log mu(u): E[y] = r + gamma alpha H(N(m, s^2)), with
+    # H = log(s sqrt(2 pi e)), and Var[y] = (gamma alpha)^2 Var(z^2 / 2), z ~ N(0, 1),
+    # = (gamma alpha)^2 / 2. Tolerance 1e-12: float64 rounding over 48,001 terms (a
+    # float32 grid is off by 1e-8 to 1e-7, or infinite where tanh rounds to 1).
+    r, gamma, alpha = 1.0, 0.9, 0.5
+    for m, s in ((0.3, 0.5), (-0.4, 0.8)):
+        mean, var = _expected_target_by_quadrature(r, gamma, 0.0, m, s, torch.atanh)
+        assert abs(mean - (r + gamma * m)) < 1e-12, (m, s, mean)
+        assert abs(var - (gamma * s) ** 2) < 1e-12, (m, s, var)
+        mean, var = _expected_target_by_quadrature(
+            r, gamma, alpha, m, s, lambda a: -alpha * torch.log1p(-a * a))
+        entropy = math.log(s * math.sqrt(2 * math.pi * math.e))
+        assert abs(mean - (r + gamma * alpha * entropy)) < 1e-12, (m, s, mean)
+        assert abs(var - (gamma * alpha) ** 2 / 2) < 1e-12, (m, s, var)
+
+
 def test_sgd_on_mse_contracts_to_the_target_at_rate_one_minus_two_lr():
     # A constant target y = c: the SGD step on mean (q - y)^2 is
     # q <- q - lr 2 (q - c), so q_n = c (1 - (1 - 2 lr)^n) from q_0 = 0, for any batch.
