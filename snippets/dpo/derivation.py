@@ -74,8 +74,8 @@ import pytest
 
 @pytest.fixture
 def problem():
-    """Test data: problem(seed) -> reference logits and rewards, (3 prompts, 6 responses),
-    standard normal, float64."""
+    """Test data: problem(seed) -> reference logits and rewards, each (3 prompts,
+    6 responses), standard normal, float64."""
     def make(seed):
         g = torch.Generator().manual_seed(seed)
         ref_logits = torch.randn(3, 6, generator=g, dtype=torch.float64)

@@ -203,8 +203,9 @@ def test_provenance_names_the_command_that_made_each_curve():
 
 
 def test_committed_runs_used_the_defaults_of_train_except_their_flags():
-    """The pages describe train()'s defaults (batch 256, lr 1e-3, gamma 0.99, ...): every
-    setting a committed run did not take from its command line is train()'s default."""
+    """The pages describe train()'s defaults (batch 256, lr 1e-3, gamma 0.99, ...):
+    every setting a committed run did not take from its command line is train()'s
+    default."""
     import inspect
 
     from snippets.sac.sac_pendulum import train
