@@ -40,14 +40,16 @@ from snippets.grpo.baseline import advantages
 
 def gradient_estimates(probs, reward, G, num_groups, rule, generator):
     """Monte Carlo policy-gradient estimates, one per group.
-    probs: (K,) policy; reward: (K,) reward of each answer; returns (num_groups, K)."""
+    probs: (K,) policy; reward: (K,) reward of each answer; returns (num_groups, K).
+    With grad log pi(y) = onehot(y) - pi, a group's 1/G sum_i A_i (onehot(y_i) - pi)
+    is A_i / G added at each answer y_i, minus mean_i(A_i) pi."""
     n = num_groups * G
     y = torch.multinomial(probs, n, replacement=True, generator=generator)
     y = y.view(num_groups, G)
     A = advantages(reward[y], rule)  # (num_groups, G)
-    one_hot = torch.nn.functional.one_hot(y, probs.numel()).to(probs.dtype)
-    score = one_hot - probs  # grad log pi(y), (num_groups, G, K)
-    return (A.unsqueeze(-1) * score).mean(1)
+    hits = torch.zeros(num_groups, probs.numel(), dtype=probs.dtype)
+    hits.scatter_add_(1, y, A)  # sum_i A_i onehot(y_i), (num_groups, K)
+    return hits / G - A.mean(1, keepdim=True) * probs
 
 
 def true_gradient(probs, reward):
