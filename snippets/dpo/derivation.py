@@ -69,16 +69,24 @@ def reward_model_nll(reward_chosen, reward_rejected):
 # --8<-- [end:bradley_terry]
 
 
-def _problem(seed=0, prompts=3, responses=6):
-    g = torch.Generator().manual_seed(seed)
-    ref_logits = torch.randn(prompts, responses, generator=g, dtype=torch.float64)
-    reward = torch.randn(prompts, responses, generator=g, dtype=torch.float64)
-    return ref_logits, reward
+import pytest
+
+
+@pytest.fixture
+def problem():
+    """Test data: problem(seed) -> reference logits and rewards, each (3 prompts,
+    6 responses), standard normal, float64."""
+    def make(seed):
+        g = torch.Generator().manual_seed(seed)
+        ref_logits = torch.randn(3, 6, generator=g, dtype=torch.float64)
+        reward = torch.randn(3, 6, generator=g, dtype=torch.float64)
+        return ref_logits, reward
+    return make
 
 
 # Everything below is exact float64 arithmetic on 6 responses: 1e-12 is rounding.
-def test_closed_form_optimum_maximises_kl_regularised_objective():
-    ref_logits, reward = _problem()
+def test_closed_form_optimum_maximises_kl_regularised_objective(problem):
+    ref_logits, reward = problem(0)
     for beta in (0.5, 2.0):  # beta != 1, so r / beta and r * beta differ
         pi_star = optimal_policy(ref_logits, reward, beta)
         j_star = kl_regularised_objective(pi_star.log(), ref_logits, reward, beta)
@@ -101,8 +109,8 @@ def test_closed_form_optimum_maximises_kl_regularised_objective():
                                    atol=1e-12, rtol=0)
 
 
-def test_implicit_reward_recovers_reward_up_to_prompt_constant():
-    ref_logits, reward = _problem(seed=2)
+def test_implicit_reward_recovers_reward_up_to_prompt_constant(problem):
+    ref_logits, reward = problem(2)
     beta = 0.3
     pi_star = optimal_policy(ref_logits, reward, beta)
     r_hat = implicit_reward(pi_star.log(), torch.log_softmax(ref_logits, -1), beta)
@@ -112,8 +120,8 @@ def test_implicit_reward_recovers_reward_up_to_prompt_constant():
     torch.testing.assert_close(offset, expected, atol=1e-12, rtol=0)
 
 
-def test_partition_function_cancels_in_bradley_terry():
-    ref_logits, reward = _problem(seed=3)
+def test_partition_function_cancels_in_bradley_terry(problem):
+    ref_logits, reward = problem(3)
     beta = 2.0
     pi_star = optimal_policy(ref_logits, reward, beta)
     r_hat = implicit_reward(pi_star.log(), torch.log_softmax(ref_logits, -1), beta)
@@ -124,10 +132,10 @@ def test_partition_function_cancels_in_bradley_terry():
     torch.testing.assert_close(p_implicit, p_true, atol=1e-12, rtol=0)
 
 
-def test_dpo_loss_at_optimum_is_reward_model_loss():
+def test_dpo_loss_at_optimum_is_reward_model_loss(problem):
     from snippets.dpo.loss import dpo_loss
 
-    ref_logits, reward = _problem(seed=4)
+    ref_logits, reward = problem(4)
     beta = 0.7
     logp_star = optimal_policy(ref_logits, reward, beta).log()
     ref_logp = torch.log_softmax(ref_logits, -1)
@@ -137,3 +145,21 @@ def test_dpo_loss_at_optimum_is_reward_model_loss():
                             beta=beta)
     nll = reward_model_nll(reward[:, i].flatten(), reward[:, j].flatten())
     torch.testing.assert_close(losses, nll, atol=1e-12, rtol=0)
+
+
+def test_leading_dimensions_are_batch_dimensions(problem):
+    # The functions act on the last (response) dimension only: a stack of problems,
+    # (2, 3, 6), gives each problem's own result.
+    problems = [problem(seed) for seed in (5, 6)]
+    ref_logits, reward = (torch.stack(column) for column in zip(*problems))
+    beta = 0.5
+    logits = ref_logits.flip(-1)  # some policy other than pi_ref and pi*
+    batched = (optimal_policy(ref_logits, reward, beta),
+               log_partition(ref_logits, reward, beta),
+               kl_regularised_objective(logits, ref_logits, reward, beta))
+    for k, (ref_k, reward_k) in enumerate(problems):
+        one = (optimal_policy(ref_k, reward_k, beta),
+               log_partition(ref_k, reward_k, beta),
+               kl_regularised_objective(logits[k], ref_k, reward_k, beta))
+        for b, o in zip(batched, one):
+            torch.testing.assert_close(b[k], o, atol=1e-12, rtol=0)

@@ -51,20 +51,25 @@ def test_dpo_gradient_matches_autograd():
 
     g = torch.Generator().manual_seed(0)
     B, K, beta = 16, 5, 0.5
-    logits = torch.randn(B, K, generator=g, dtype=torch.float64, requires_grad=True)
     ref_logits = torch.randn(B, K, generator=g, dtype=torch.float64)
-    chosen = torch.randint(0, K, (B,), generator=g)
-    rejected = (chosen + torch.randint(1, K, (B,), generator=g)) % K
     rows = torch.arange(B)
-    logp = torch.log_softmax(logits, -1)
-    ref_logp = torch.log_softmax(ref_logits, -1)
-    losses, _, _ = dpo_loss(logp[rows, chosen], logp[rows, rejected],
-                            ref_logp[rows, chosen], ref_logp[rows, rejected], beta=beta)
-    losses.sum().backward()
-    expected = categorical_dpo_gradient(logits.detach(), ref_logits, chosen, rejected,
-                                        beta)
-    # float64, a handful of operations per entry: 1e-12 is rounding.
-    torch.testing.assert_close(logits.grad, expected, atol=1e-12, rtol=0)
+    # Pairs over all K responses, then pairs among the first 3 only.
+    for paired in (K, 3):
+        logits = torch.randn(B, K, generator=g, dtype=torch.float64, requires_grad=True)
+        chosen = torch.randint(0, paired, (B,), generator=g)
+        rejected = (chosen + torch.randint(1, paired, (B,), generator=g)) % paired
+        logp = torch.log_softmax(logits, -1)
+        ref_logp = torch.log_softmax(ref_logits, -1)
+        losses, _, _ = dpo_loss(logp[rows, chosen], logp[rows, rejected],
+                                ref_logp[rows, chosen], ref_logp[rows, rejected],
+                                beta=beta)
+        losses.sum().backward()
+        expected = categorical_dpo_gradient(logits.detach(), ref_logits, chosen,
+                                            rejected, beta)
+        # float64, a handful of operations per entry: 1e-12 is rounding.
+        torch.testing.assert_close(logits.grad, expected, atol=1e-12, rtol=0)
+    # A response in no pair gets no gradient: the softmax terms cancel.
+    assert torch.equal(expected[:, 3:], torch.zeros(B, K - 3, dtype=torch.float64))
 
 
 def test_wrongly_ordered_pairs_weigh_most():

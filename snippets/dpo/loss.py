@@ -97,6 +97,10 @@ def test_dpo_loss_matches_formula():
     torch.testing.assert_close(rj, beta * (pr - rr), atol=1e-12, rtol=0)
     # Loss is -log sigma(chosen_reward - rejected_reward).
     torch.testing.assert_close(losses, -F.logsigmoid(cr - rj), atol=1e-12, rtol=0)
+    # Without beta, the default is TRL's (DPOConfig.beta = 0.1).
+    default, _, _ = dpo_loss(pc, pr, rc, rr)
+    torch.testing.assert_close(default, dpo_loss(pc, pr, rc, rr, beta=0.1)[0],
+                               atol=0, rtol=0)
     # Policy equal to the reference: every pair costs log 2.
     l0, _, _ = dpo_loss(rc, rr, rc, rr, beta=beta)
     torch.testing.assert_close(l0, torch.full_like(l0, 0.6931471805599453),

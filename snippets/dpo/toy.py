@@ -49,16 +49,22 @@ def train_dpo(ref_logits, prompt, chosen, rejected, beta, steps=300, lr=0.1,
     The policy starts at pi_ref unless init_logits (P, K) is given.
     returns logits (P, K)."""
     ref_logp = torch.log_softmax(ref_logits, -1)
+    # The mean loss over the N pairs depends only on how often each (prompt, chosen,
+    # rejected) triple occurs: P K^2 terms, each weighted by its share of the pairs.
+    P, K = ref_logits.shape
+    counts = torch.bincount((prompt * K + chosen) * K + rejected, minlength=P * K * K)
+    weight = counts.to(ref_logits.dtype) / len(prompt)
+    triple = torch.arange(P * K * K)
+    x, y_w, y_l = triple // (K * K), triple // K % K, triple % K
     start = ref_logits if init_logits is None else init_logits
     logits = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
         logp = torch.log_softmax(logits, -1)
-        losses, _, _ = dpo_loss(logp[prompt, chosen], logp[prompt, rejected],
-                                ref_logp[prompt, chosen], ref_logp[prompt, rejected],
-                                beta=beta)
+        losses, _, _ = dpo_loss(logp[x, y_w], logp[x, y_l], ref_logp[x, y_w],
+                                ref_logp[x, y_l], beta=beta)
         opt.zero_grad()
-        losses.mean().backward()
+        (weight * losses).sum().backward()  # = the mean over the N pairs
         opt.step()
     return logits.detach()
 # --8<-- [end:train_dpo]
@@ -126,10 +132,9 @@ def setup(seed=0, prompts=4, responses=6):
     return ref_logits, reward
 
 
-@functools.lru_cache(maxsize=None)
-def run(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
-    """The experiment of the page (cached: the tests share it); a dict of tensors and
-    the wall time. Problem from setup(seed), preference data from seed + 1."""
+def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
+    """The experiment of the page: a dict of tensors and the wall time. Problem from
+    setup(seed), preference data from seed + 1."""
     from snippets.dpo.derivation import optimal_policy
 
     torch.set_num_threads(1)
@@ -145,6 +150,17 @@ def run(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
                 reward=reward, logits=logits, ref_logits=ref_logits,
                 tv=total_variation(pi, pi_star), tv_tol=tol,
                 seconds=time.perf_counter() - t0)
+
+
+# One run per setting, shared by the tests and the notebook.
+run = functools.lru_cache(maxsize=None)(experiment)
+
+
+def setup_module():
+    """pytest calls this before the module's tests: each test session computes its
+    runs anew. mutmut runs the suite once, then forks a process per mutant; a cache
+    filled before the fork would hide the mutant."""
+    run.cache_clear()
 
 
 # TV is a sum of |Gaussian| terms: its standard deviation is 0.35-0.6 of its mean here,
@@ -183,6 +199,28 @@ def test_implicit_reward_of_trained_policy_recovers_reward_differences():
         se = cov.diagonal(dim1=1, dim2=2).sqrt()
         z = (err / se).abs().max().item()
         assert z < Z_TOL, f"seed {seed}: implicit reward off by {z:.1f} standard errors"
+
+
+def test_train_dpo_weights_triples_by_their_share_of_the_pairs():
+    # Counting each (prompt, chosen, rejected) triple once, weighted by its share, is
+    # the plain mean over the pairs: the same Adam trajectory (float64 rounding, 1e-10).
+    ref_logits, reward = setup(seed=3, prompts=3, responses=4)
+    prompt, chosen, rejected = make_pairs(ref_logits, reward, 50,
+                                          torch.Generator().manual_seed(0))
+    ref_logp = torch.log_softmax(ref_logits, -1)
+    logits = ref_logits.clone().requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(20):
+        logp = torch.log_softmax(logits, -1)
+        losses, _, _ = dpo_loss(logp[prompt, chosen], logp[prompt, rejected],
+                                ref_logp[prompt, chosen], ref_logp[prompt, rejected],
+                                beta=0.5)
+        opt.zero_grad()
+        losses.mean().backward()
+        opt.step()
+    torch.testing.assert_close(train_dpo(ref_logits, prompt, chosen, rejected, 0.5,
+                                         steps=20),
+                               logits.detach(), atol=1e-10, rtol=0)
 
 
 def test_sampling_error_model():

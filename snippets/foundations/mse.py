@@ -92,6 +92,8 @@ def test_mse_minimiser_is_conditional_mean():
 def test_mse_decomposes_into_variance_plus_squared_bias():
     # E[(Y - c)^2] = Var(Y) + (E[Y] - c)^2 exactly, for the empirical distribution.
     _, y, _ = skewed_data(5_000, num_groups=1)
+    # (seeded: the same seed gives the same data set, which the page's numbers use)
+    assert torch.equal(skewed_data(5_000, num_groups=1)[1], y)
     for c in (0.0, 0.5, 1.0, 3.0):
         lhs = (y - c).pow(2).mean()
         rhs = y.var(unbiased=False) + (y.mean() - c) ** 2
@@ -116,3 +118,8 @@ def test_refutes_l1_also_predicts_conditional_mean():
         assert abs(table[k].item() - true_mean[k].item() * math.log(2)) < 4 * se
         # ... and it is far from the mean: (1 - ln 2)(k + 1) = 0.31 (k + 1) away.
         assert abs(table[k].item() - true_mean[k].item()) > 4 * se
+    # The same for a single constant: the L1 fit has half of the samples below it.
+    _, y, _ = skewed_data(5_000, num_groups=1)
+    c = fit_constant(y, loss="l1")
+    assert abs((y < c).float().mean().item() - 0.5) <= 2 / len(y)
+    assert abs(c.item() - y.mean().item()) > 0.2  # mean 0.99, median 0.67

@@ -62,6 +62,14 @@ def test_group_advantages_match_trl_sample_std():
     # mean 0.25, sample std = sqrt((0.75^2 + 3 * 0.25^2) / 3) = 0.5 (population: 0.433)
     expected = torch.tensor([[1.5, -0.5, -0.5, -0.5]])
     torch.testing.assert_close(adv, expected, atol=1e-6, rtol=0)  # float32 rounding
+    # A group of two different rewards: r - mean = +-d/2 and the sample std is
+    # |d| / sqrt(2), so the advantages are +-1/sqrt(2) whatever the rewards.
+    pairs = torch.tensor([[0.0, 1.0], [5.0, -3.0], [0.2, 0.3]], dtype=torch.float64)
+    half = 2**-0.5
+    expected = torch.tensor([[-half, half], [half, -half], [-half, half]],
+                            dtype=torch.float64)
+    torch.testing.assert_close(group_advantages(pairs, eps=0.0), expected,
+                               atol=1e-12, rtol=0)
 
 
 def test_all_equal_group_gets_zero_advantage():
@@ -75,6 +83,11 @@ def test_all_equal_group_gets_zero_advantage():
     # Seven rewards of 0.1 in float32: r - mean is 7e-9, not 0; still exactly 0 here.
     seven = group_advantages(torch.full((1, 7), 0.1))
     assert torch.equal(seven, torch.zeros(1, 7)), f"rounding leaked through: {seven}"
+    # Flatness is decided group by group: beside a group with signal, still exact 0.
+    rows = torch.stack([torch.full((7,), 0.1), torch.arange(7.0) ** 2])
+    mixed = group_advantages(rows)
+    assert torch.equal(mixed[0], torch.zeros(7)), f"rounding leaked through: {mixed}"
+    assert (mixed[1] != 0).all()
     single = group_advantages(torch.tensor([[3.0], [2.0]]))
     assert torch.equal(single, torch.zeros(2, 1)), f"group of one must give 0: {single}"
     # Such a group adds nothing to the policy-gradient term: its loss gradient is the

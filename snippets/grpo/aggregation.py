@@ -72,3 +72,17 @@ def test_sequence_mean_weights_tokens_by_inverse_length():
     torch.testing.assert_close(grpo_loss(lp, old, old, a, m),
                                sequence_mean(per_token_loss(lp, old, old, a), m),
                                atol=1e-12, rtol=0)
+
+
+def test_aggregators_keep_the_loss_dtype_and_count_tokens():
+    # A float32 loss with a float64 mask (any 0/1 mask dtype): the result stays float32.
+    # One sequence holds a single token, the other none: the token mean is that token,
+    # the sequence mean averages it with the empty sequence's 0, Dr. GRPO divides by
+    # batch * max_len.
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[0, 1, 0], [0, 0, 0]], dtype=torch.float64)
+    results = (token_mean(per_token, mask), sequence_mean(per_token, mask),
+               constant_normaliser(per_token, mask, 3))
+    expected = torch.tensor([2.0, 1.0, 2.0 / 6.0])  # rounded to float32
+    assert torch.equal(torch.stack(results), expected)
+    assert all(r.dtype == torch.float32 for r in results)

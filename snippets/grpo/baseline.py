@@ -40,14 +40,16 @@ from snippets.grpo.baseline import advantages
 
 def gradient_estimates(probs, reward, G, num_groups, rule, generator):
     """Monte Carlo policy-gradient estimates, one per group.
-    probs: (K,) policy; reward: (K,) reward of each answer; returns (num_groups, K)."""
+    probs: (K,) policy; reward: (K,) reward of each answer; returns (num_groups, K).
+    With grad log pi(y) = onehot(y) - pi, a group's 1/G sum_i A_i (onehot(y_i) - pi)
+    is A_i / G added at each answer y_i, minus mean_i(A_i) pi."""
     n = num_groups * G
     y = torch.multinomial(probs, n, replacement=True, generator=generator)
     y = y.view(num_groups, G)
     A = advantages(reward[y], rule)  # (num_groups, G)
-    one_hot = torch.nn.functional.one_hot(y, probs.numel()).to(probs.dtype)
-    score = one_hot - probs  # grad log pi(y), (num_groups, G, K)
-    return (A.unsqueeze(-1) * score).mean(1)
+    hits = torch.zeros(num_groups, probs.numel(), dtype=probs.dtype)
+    hits.scatter_add_(1, y, A)  # sum_i A_i onehot(y_i), (num_groups, K)
+    return hits / G - A.mean(1, keepdim=True) * probs
 
 
 def true_gradient(probs, reward):
@@ -176,6 +178,7 @@ def test_exact_variance_matches_monte_carlo():
     # total variance is within 5 of its standard errors (std of ||g_i - mean||^2 over
     # sqrt(n)) of the exact one, the Monte Carlo mean within 4 standard errors of its
     # exact expectation.
+    z_scores = []
     for p, bonus, G in [(0.2, 0.0, 8), (0.2, 1.0, 8), (0.8, 0.0, 4), (0.5, 1.0, 16)]:
         out = measure(p, bonus, G=G)
         true = out["none"]["true"]
@@ -188,6 +191,21 @@ def test_exact_variance_matches_monte_carlo():
             if rule != "grpo":
                 gap = abs(o["total_var"] - o["exact_var"])
                 assert gap < 5 * o["total_var_se"], (p, bonus, G, rule, gap)
+        # The same samples for every rule: group by group, the mean rule's estimate is
+        # (G-1)/G times the leave-one-out one (an identity, float64 rounding).
+        torch.testing.assert_close(out["mean"]["est"], (G - 1) / G * out["rloo"]["est"],
+                                   atol=1e-12, rtol=0)
+        # The reported SNRs: ||mean||^2 / tr Var of the estimates, and the exact one
+        # that exact_snr computes on its own.
+        for rule in RULES:
+            o = out[rule]
+            snr = o["est"].mean(0).pow(2).sum() / o["est"].var(0).sum()
+            assert abs(o["snr"] - snr.item()) < 1e-12 * snr.item()
+            if rule != "grpo":
+                exact = exact_snr(p, bonus, G, rule)
+                assert abs(o["exact_snr"] - exact) < 1e-12 * exact, (rule, exact)
+            z = (o["mean"] - scale[rule] * true) / o["se"]
+            z_scores.append(z[o["se"] > 0])
         # Bare 0/1 reward: the no-baseline estimate is (#right / G)(e_right - pi),
         # always along the true gradient; a baseline adds other directions.
         if bonus == 0.0:
@@ -197,6 +215,39 @@ def test_exact_variance_matches_monte_carlo():
             assert off_axis.abs().max() < 1e-12
             est = out["mean"]["est"]
             assert (est - (est @ u).unsqueeze(1) * u).abs().max() > 0.1
+    # The standard errors are calibrated: over the 304 coordinates the errors' z-scores
+    # have root mean square 1. They are correlated (rules share samples, coordinates
+    # sum to 0): some 180 independent ones, RMS sd 1 / sqrt(2 * 180) = 0.05; 0.3 is 6.
+    rms = torch.cat(z_scores).pow(2).mean().sqrt().item()
+    assert abs(rms - 1) < 0.3, rms
+
+
+def test_grpo_prompt_weight_is_the_expectation_of_grpo_advantages():
+    # Enumerate the number k of right answers in a group (Binomial(G, p)); the group's
+    # advantages come from group_advantages itself (sample std + eps, as TRL). Given
+    # k, E[g] = [k A_right - (G - k) A_wrong p / (1 - p)] / G (e_right - pi), as the
+    # wrong answers' score averages to -p / (1 - p) (e_right - pi); w divides by p.
+    for G in (2, 5, 8):
+        for p in (0.1, 0.5, 0.85):
+            w = 0.0
+            for k in range(G + 1):
+                r = torch.tensor([[1.0] * k + [0.0] * (G - k)], dtype=torch.float64)
+                a = group_advantages(r)[0]
+                a_right = a[0].item() if k > 0 else 0.0
+                a_wrong = a[-1].item() if k < G else 0.0
+                prob = math.comb(G, k) * p**k * (1 - p) ** (G - k)
+                w += prob * (k * a_right - (G - k) * a_wrong * p / (1 - p)) / (G * p)
+            assert abs(grpo_prompt_weight(p, G) - w) < 1e-12, (G, p, w)
+
+
+def test_gradient_estimate_has_a_coordinate_for_every_answer():
+    # An answer the policy never samples still has a score coordinate, -pi(y) = 0 here.
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64)
+    reward = torch.tensor([1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
+    est = gradient_estimates(probs, reward, 4, 100, "rloo",
+                             torch.Generator().manual_seed(0))
+    assert est.shape == (100, 4)
+    assert torch.equal(est[:, 3], torch.zeros(100, dtype=torch.float64))
 
 
 P_GRID = (0.05, 0.2, 0.35, 0.5, 0.8, 0.95)

@@ -25,7 +25,7 @@ def exact_kl(logp_all, ref_logp_all):
 # --8<-- [end:estimators]
 
 
-def _pair(seed, K=8, scale=1.0):
+def _pair(seed, scale, K=8):
     g = torch.Generator().manual_seed(seed)
     logp = torch.log_softmax(scale * torch.randn(K, generator=g, dtype=torch.float64),
                              -1)
@@ -52,6 +52,7 @@ def test_k3_is_nonnegative_and_unbiased():
         assert abs((p * est["k1"]).sum() - kl) < 1e-12, "k1 is biased"
         assert abs((p * est["k2"]).sum() - kl) > 1e-4, "k2 is biased in general"
         assert (est["k3"] >= 0).all(), "k3 negative"
+        assert (est["k2"] >= 0).all(), "k2 negative"
         assert (est["k1"] < 0).any(), "k1 should take negative values on some y"
         # Monte Carlo: the sample mean of k3 is within 4 standard errors of the KL.
         g = torch.Generator().manual_seed(100 + seed)
@@ -59,6 +60,17 @@ def test_k3_is_nonnegative_and_unbiased():
         k3 = est["k3"][y]
         se = k3.std() / len(k3) ** 0.5
         assert abs(k3.mean() - kl) < 4 * se, f"MC mean {k3.mean():.5f} vs KL {kl:.5f}"
+        # The same samples check the exact variance used below: the sample variance
+        # is within 4 of its standard errors, sd((k3 - mean)^2) / sqrt(n).
+        dev2 = (k3 - k3.mean()) ** 2
+        var_se = dev2.std() / len(k3) ** 0.5
+        assert abs(dev2.mean() - _variance(p, est["k3"])) < 4 * var_se
+    # exact_kl reduces the last dimension only: a batch of pairs, one KL per pair.
+    pairs = [_pair(seed, scale=1.5) for seed in range(3)]
+    logps, refs = (torch.stack(column) for column in zip(*pairs))
+    batch = exact_kl(logps, refs)
+    torch.testing.assert_close(batch, torch.stack([exact_kl(a, b) for a, b in pairs]),
+                               atol=1e-12, rtol=0)
 
 
 def test_k3_variance_is_low_only_when_policies_are_close():
@@ -66,7 +78,7 @@ def test_k3_variance_is_low_only_when_policies_are_close():
     # x = eps z~ + O(eps^2) with z~ = z - E_pi z, so Var k1 = eps^2 Var z~ and, as
     # k3 = x^2/2 + O(x^3), Var k3 = eps^4 Var(z~^2) / 4. Their ratio shrinks like eps^2,
     # towards eps^2 L with L = Var(z~^2) / (4 Var z~), up to an O(eps) correction.
-    logp, _ = _pair(0)
+    logp, _ = _pair(0, scale=1.0)
     p = logp.exp()
     g = torch.Generator().manual_seed(1)
     z = torch.randn(8, generator=g, dtype=torch.float64)
@@ -84,10 +96,29 @@ def test_k3_variance_is_low_only_when_policies_are_close():
     noisier = 0
     for seed in range(5):
         far_logp, far_ref = _pair(seed, scale=1.5)
+        # seeded: the pair (and so the count below) depends on the seed alone
+        assert torch.equal(torch.stack(_pair(seed, scale=1.5)),
+                           torch.stack([far_logp, far_ref]))
         est = kl_estimators(far_logp, far_ref)
         q = far_logp.exp()
         noisier += int(_variance(q, est["k3"]) > _variance(q, est["k1"]))
     assert noisier == 4, noisier
+
+
+def test_k2_bias_is_third_order_in_the_log_ratio():
+    # k2 = x^2/2 and k3 = x^2/2 + x^3/6 + O(x^4) share their second-order term, and
+    # E[k3] = KL = O(eps^2) for log pi_ref = log pi + eps z - const. So E[k2] - KL is
+    # O(eps^3): the relative bias of k2 is O(eps), below eps here and falling with eps.
+    logp, _ = _pair(0, scale=1.0)
+    p = logp.exp()
+    z = torch.randn(8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    biases = []
+    for eps in (0.1, 0.05, 0.025):
+        ref = torch.log_softmax(logp + eps * z, -1)
+        kl = exact_kl(logp, ref)
+        biases.append(((p * kl_estimators(logp, ref)["k2"]).sum() - kl).abs() / kl)
+        assert biases[-1] < eps, f"eps {eps}: relative bias {biases[-1]:.4f}"
+    assert biases[0] > biases[1] > biases[2], biases
 
 
 def test_qualifies_k3_in_loss_minimises_kl_to_reference():

@@ -97,42 +97,40 @@ def test_k3_is_formula():
     assert torch.equal(k3_kl(lp, lp), torch.zeros_like(lp))
 
 
-def random_token_batch(B: int, T: int, seed: int):
-    """Test data: per-token log-probs of the policy, old policy and reference, (B, T),
-    and advantages (B,)."""
-    g = torch.Generator().manual_seed(seed)
-    logps = -torch.rand(B, T, generator=g, dtype=torch.float64)
-    old = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    ref = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
-    adv = torch.randn(B, generator=g, dtype=torch.float64)
-    return logps, old, ref, adv
-
-
 def test_grpo_loss_matches_explicit_loops():
     B, T = 4, 6
-    lp, old, ref, adv = random_token_batch(B, T, seed=1)
-    mask = torch.ones(B, T)
+    g = torch.Generator().manual_seed(1)
+    lp = -torch.rand(B, T, generator=g, dtype=torch.float64)  # log pi_theta
+    old = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    ref = lp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    # An integer 0/1 mask, as a tokenizer's attention mask comes.
+    mask = torch.ones(B, T, dtype=torch.int64)
     mask[0, 4:] = 0
     mask[2, 1:] = 0
-    eps, beta = 0.2, 0.04
-    total = 0.0
-    for i in range(B):
-        seq, n = 0.0, 0
-        for t in range(T):
-            if mask[i, t] == 0:
-                continue
-            rho = float(torch.exp(lp[i, t] - old[i, t]))
-            a = float(adv[i])
-            surr = min(rho * a, min(max(rho, 1 - eps), 1 + eps) * a)
-            x = float(ref[i, t] - lp[i, t])
-            k3 = math.exp(x) - x - 1
-            seq += -surr + beta * k3
-            n += 1
-        total += seq / n
-    expected = total / B
-    got = grpo_loss(lp, old, ref, adv, mask, clip_eps=eps, beta=beta)
-    assert got.shape == ()
-    assert abs(got.item() - expected) < 1e-10, f"{got.item()} vs {expected}"
+    for kwargs in ({}, {"clip_eps": 0.1, "beta": 0.5}):  # defaults, then other values
+        eps, beta = kwargs.get("clip_eps", 0.2), kwargs.get("beta", 0.04)
+        total = 0.0
+        for i in range(B):
+            seq, n = 0.0, 0
+            for t in range(T):
+                if mask[i, t] == 0:
+                    continue
+                rho = float(torch.exp(lp[i, t] - old[i, t]))
+                a = float(adv[i])
+                surr = min(rho * a, min(max(rho, 1 - eps), 1 + eps) * a)
+                x = float(ref[i, t] - lp[i, t])
+                k3 = math.exp(x) - x - 1
+                seq += -surr + beta * k3
+                n += 1
+            total += seq / n
+        expected = total / B
+        got = grpo_loss(lp, old, ref, adv, mask, **kwargs)
+        assert got.shape == ()
+        assert abs(got.item() - expected) < 1e-10, f"{got.item()} vs {expected}"
+    # The loss keeps the policy's dtype, whatever the mask's.
+    lp32, old32, ref32, adv32 = lp.float(), old.float(), ref.float(), adv.float()
+    assert grpo_loss(lp32, old32, ref32, adv32, mask.double()).dtype == torch.float32
 
 
 def test_clipped_tokens_get_zero_gradient():

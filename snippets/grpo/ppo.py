@@ -54,10 +54,14 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
 
 def test_qualifies_grpo_is_ppo_with_same_objective():
     from snippets.grpo.baseline import grpo_prompt_weight
-    from snippets.grpo.loss import clipped_surrogate, per_token_loss, random_token_batch
+    from snippets.grpo.loss import clipped_surrogate, per_token_loss
 
     B, T = 6, 5
-    logps, old, ref, adv = random_token_batch(B, T, seed=0)
+    g = torch.Generator().manual_seed(0)
+    logps = -torch.rand(B, T, generator=g, dtype=torch.float64)  # log pi_theta
+    old = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    ref = logps + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
     # Holds: importance ratio + clipping are PPO's, token for token (the same formula
     # written twice: this is an identity, GRPO reuses the surrogate unchanged).
     ppo = ppo_clip_objective(torch.exp(logps - old), adv.unsqueeze(1).expand(B, T))

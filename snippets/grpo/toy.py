@@ -119,7 +119,7 @@ def plateau(beta, G, kl="k3_loss", std=True, p_ref=1 / 19, K=19):
             pull = q * (math.log(q / p_ref) - kl_to_ref(q))
         return w * q * (1 - q) - beta * pull
 
-    lo, hi = 2 * p_ref, 1 - 1e-12
+    lo, hi = p_ref, 1 - 1e-12  # net_push(p_ref) = w p_ref (1 - p_ref) > 0 > net_push(1)
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if net_push(mid) > 0 else (lo, mid)
@@ -127,10 +127,8 @@ def plateau(beta, G, kl="k3_loss", std=True, p_ref=1 / 19, K=19):
 # --8<-- [end:fixed_point]
 
 
-@functools.lru_cache(maxsize=None)
-def train(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0):
-    """The page's experiment (cached: tests share runs). Per-step history and wall
-    time."""
+def experiment(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0):
+    """The page's experiment: per-step history and wall time."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     policy = make_policy(seed)
@@ -155,7 +153,52 @@ def train(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0):
     return hist
 
 
+# One run per setting, shared by the tests and the notebook.
+train = functools.lru_cache(maxsize=None)(experiment)
+
+
+def setup_module():
+    """pytest calls this before the module's tests: every test session trains anew.
+    mutmut runs the suite once, then forks a process per mutant; a cache filled before
+    the fork would hide the mutant."""
+    train.cache_clear()
+
+
 SEEDS = (0, 1, 2)
+
+
+def test_plateau_is_where_the_expected_update_vanishes():
+    # An independent check of plateau(): at the q it returns, put the categorical
+    # (q, (1 - q)/18, ..., (1 - q)/18) on free logits and take the KL terms' gradient
+    # on the right answer's logit by autograd; with the reward term w q (1 - q)
+    # (w = grpo_prompt_weight with the std, (G - 1)/G with the group mean only) the
+    # expected update must vanish. Bisection to 1e-16 in q: |push| < 1e-9 is slack.
+    G, K = 16, 19
+    ref = torch.full((K,), 1 / K, dtype=torch.float64)
+    for beta in (0.3, 1.0, 10.0):
+        for kl in ("k3_loss", "kl_reward"):
+            for std in (True, False):
+                q, kl_value = plateau(beta, G, kl, std)
+                rest = torch.full((K - 1,), (1 - q) / (K - 1), dtype=torch.float64)
+                theta = torch.cat([torch.tensor([q], dtype=torch.float64), rest]).log()
+                theta.requires_grad_(True)
+                logp = torch.log_softmax(theta, -1)
+                kl_pi_ref = (logp.exp() * (logp - ref.log())).sum()
+                assert abs(kl_pi_ref.item() - kl_value) < 1e-12, (beta, kl, std)
+                # k3 in the loss pulls with grad KL(pi_ref || pi), a KL in the reward
+                # with grad KL(pi || pi_ref)
+                kl_ref_pi = (ref * (ref.log() - logp)).sum()
+                penalty = kl_ref_pi if kl == "k3_loss" else kl_pi_ref
+                (grad,) = torch.autograd.grad(penalty, theta)
+                w = grpo_prompt_weight(q, G) if std else (G - 1) / G
+                push = w * q * (1 - q) - beta * grad[0].item()
+                assert abs(push) < 1e-9, (beta, kl, std, q, push)
+                assert 1 / K < q < 1
+    # The defaults are GRPO's own choice (k3 in the loss, std-normalised advantages),
+    # and a larger beta holds the right answer's probability closer to pi_ref.
+    assert plateau(0.3, G) == plateau(0.3, G, "k3_loss", True)
+    qs = [plateau(beta, G)[0] for beta in (0.3, 1.0, 3.0, 10.0)]
+    assert all(a > b for a, b in zip(qs, qs[1:])), qs
 
 
 def test_grpo_learns_digit_sum_from_chance():

@@ -140,6 +140,16 @@ def test_stable_tanh_log_prob_matches_naive_and_stays_finite():
     gauss = Normal(mean, std).log_prob(u_large).sum(-1)
     torch.testing.assert_close(stable, gauss - (2 * math.log(2) - 40.0),
                                atol=1e-5, rtol=0)
+    # Any batch shape: both sum over the last (action) dimension only and agree with
+    # the density of tanh_normal (float64, |u| < 4 here: atanh(tanh(u)) inside
+    # log_prob loses < 1e-12).
+    g = torch.Generator().manual_seed(0)
+    u3, m3 = torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64)
+    s3 = torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5
+    density = tanh_normal(m3, s3).log_prob(torch.tanh(u3))
+    assert density.shape == (2, 5)
+    for log_prob in (tanh_log_prob_naive, tanh_log_prob_stable):
+        torch.testing.assert_close(log_prob(u3, m3, s3), density, atol=1e-10, rtol=0)
 
 
 def test_rsample_carries_gradient_sample_does_not():

@@ -86,15 +86,21 @@ def soft_bellman_operator(q, reward, transition, pi, *, gamma, alpha):
 
 import math
 
+import pytest
 
-def random_mdp(seed, S=5, A=3):
-    """reward (S, A), transition (S, A, S), pi (S, A): a random finite MDP, float64."""
-    g = torch.Generator().manual_seed(seed)
-    reward = torch.randn(S, A, generator=g, dtype=torch.float64)
-    logits = torch.randn(S, A, S, generator=g, dtype=torch.float64)
-    transition = torch.softmax(2 * logits, -1)
-    pi = torch.softmax(torch.randn(S, A, generator=g, dtype=torch.float64), -1)
-    return reward, transition, pi
+
+@pytest.fixture
+def random_mdp():
+    """Test data: random_mdp(seed) -> reward (5, 3), transition (5, 3, 5), pi (5, 3),
+    a random finite MDP in float64."""
+    def make(seed, S=5, A=3):
+        g = torch.Generator().manual_seed(seed)
+        reward = torch.randn(S, A, generator=g, dtype=torch.float64)
+        logits = torch.randn(S, A, S, generator=g, dtype=torch.float64)
+        transition = torch.softmax(2 * logits, -1)
+        pi = torch.softmax(torch.randn(S, A, generator=g, dtype=torch.float64), -1)
+        return reward, transition, pi
+    return make
 
 
 def exact_q_pi(reward, transition, pi, gamma, alpha):
@@ -106,7 +112,7 @@ def exact_q_pi(reward, transition, pi, gamma, alpha):
     return torch.linalg.solve(eye - m, (reward + bonus).reshape(-1)).reshape(S, A)
 
 
-def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start():
+def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(random_mdp):
     """Repeatedly regressing on the target = applying T^pi, a gamma-contraction in
     the sup norm (Lemma 1, arXiv:1801.01290): 5 random MDPs x 3 starting points."""
     gamma, alpha = 0.9, 0.3
@@ -212,6 +218,10 @@ def test_qualifies_bellman_target_is_unbiased_regression():
         return torch.minimum(q + e1, q + e2)
 
     y_min = two_step_targets(noisy_min, n)
+    # (seeded: the critic's noise is drawn from the targets' own generator, so a
+    # re-run gives the same targets)
+    assert torch.equal(two_step_targets(noisy_min, 1000),
+                       two_step_targets(noisy_min, 1000))
     se_min = (y_min.var() / n).sqrt().item()
     bias = y_min.mean().item() - q_true
     assert abs(bias + gamma * 0.3 / torch.pi**0.5) < 4 * se_min, (bias, se_min)

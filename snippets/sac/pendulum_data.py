@@ -153,8 +153,9 @@ def eval_steps(settings):
     return list(range(every, total + 1, every)) + ([total] if total % every else [])
 
 
-def load_runs(csv_path):
-    """Curves of csv_path, checked against the provenance beside it.
+def load_runs(csv_path, root=ROOT):
+    """Curves of csv_path, checked against the provenance beside it and against the
+    training code under root (the project).
     -> ({seed: (steps, returns)}, {seed: provenance})."""
     csv_path = pathlib.Path(csv_path)
     curves = read_curve(csv_path)
@@ -167,11 +168,12 @@ def load_runs(csv_path):
     for seed, (steps, rets) in curves.items():
         run, cfg = runs[seed], runs[seed]["settings"]
         assert cfg["seed"] == seed and steps == eval_steps(cfg), f"{name} seed {seed}"
-        assert abs(rets[-1] - run["final_return"]) < 1e-9, f"{name} seed {seed}"
+        # both rounded to 2 decimals when written: equal, not just close
+        assert rets[-1] == run["final_return"], f"{name} seed {seed}"
         assert run["tree_clean"] and len(run["commit"] or "") == 40, run
         # (mutation testing rewrites the code on purpose: there, only this check is off)
-        same_code = run["code_fingerprint"] == code_fingerprint()
-        assert same_code or mutated(), (
+        same_code = run["code_fingerprint"] == code_fingerprint(root)
+        assert same_code or mutated(root), (
             f"{name} seed {seed} was made by other training code than this one "
             f"(commit {run['commit']}): re-run `{run['command']}`, commit the data")
     return curves, runs
@@ -202,6 +204,28 @@ def test_provenance_names_the_command_that_made_each_curve():
             assert run["evaluations"] == len(curves[seed][0])
 
 
+def test_committed_runs_used_the_defaults_of_train_except_their_flags():
+    """The pages describe train()'s defaults (batch 256, lr 1e-3, gamma 0.99, ...):
+    every setting a committed run did not take from its command line is train()'s
+    default."""
+    import inspect
+
+    from snippets.sac.sac_pendulum import train
+
+    defaults = {k: v.default for k, v in inspect.signature(train).parameters.items()
+                if k != "log"}
+    flag = {"seed": "--seed", "total_steps": "--total-steps", "tau": "--tau",
+            "eval_every": "--eval-every", "hidden": "--hidden"}
+    for path in (CURVE_CSV, TAU1_CSV):
+        for seed, run in load_runs(path)[1].items():
+            words = run["command"].split()
+            given = set(words[3::2])
+            assert set(run["settings"]) == set(defaults), (path.name, seed)
+            for k, v in run["settings"].items():
+                if flag.get(k) not in given:
+                    assert v == defaults[k], (path.name, seed, k, v, defaults[k])
+
+
 # --8<-- [start:rerun]
 import pytest
 
@@ -230,7 +254,7 @@ def compare_rerun(committed, rerun, exact, tolerance):
 
 
 @pytest.mark.experiment
-@pytest.mark.timeout(1800)  # 30,000 training steps: minutes, more on a busy machine
+@pytest.mark.timeout(1800)  # a 30,000-step training run: minutes, more when busy
 def test_rerun_of_seed_1_reproduces_the_committed_curve():
     """Re-runs seed 1 of pendulum_sac.csv with its recorded settings (about 3-5 min).
     Same torch, CPU model and kernels: identical curve. Elsewhere floating point
@@ -260,8 +284,25 @@ def test_compare_rerun_on_made_up_curves():
     later = (steps, [-100.0, -170.0, -110.0])  # late mean -140 vs -130
     assert compare_rerun(committed, later, False, 10.1) is None
     assert compare_rerun(committed, later, False, 9.9)
-    assert compare_rerun(committed, (steps[:2], [-900.0, -150.0]), False, 1e9)
+    # The bounds are inclusive: half a unit of the CSV's last decimal (a re-run value
+    # that rounds to the committed one), plus 1e-9 of float slack; a late-mean gap
+    # equal to the tolerance.
+    edge = (steps, [-900.005, -150.0, -110.0])
+    assert compare_rerun(committed, edge, True, 0) is None
+    assert compare_rerun(([1], [0.0]), ([1], [0.005 + 1e-9]), True, 0) is None
+    assert compare_rerun(([1], [0.0]), ([1], [0.005 + 2e-9]), True, 0)
+    assert compare_rerun(committed, later, False, 10.0) is None
+    shorter = (steps[:2], [-900.0, -150.0])
+    assert compare_rerun(committed, shorter, False, 1e9) == (
+        f"evaluation steps differ: {steps} vs {steps[:2]}")
     assert late_mean(*committed) == -130.0
+
+
+def test_evaluations_every_eval_every_steps_and_at_the_end():
+    for every, total in ((1000, 30_000), (50, 101), (50, 99), (3, 5), (7, 7)):
+        got = eval_steps({"eval_every": every, "total_steps": total})
+        assert got[-1] == total and all(s <= total for s in got), (every, total, got)
+        assert got[:-1] == list(range(every, total, every)), (every, total, got)
 
 
 def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
@@ -285,3 +326,70 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
     changed = fingerprint_of(lambda s: s.replace(
         "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"))
     assert changed != same
+    # The statement right after a docstring is code too (only the docstring goes).
+    first = fingerprint_of(lambda s: s.replace(
+        "num_critics, batch = next_qs.shape", "num_critics, batch = next_qs.T.shape"))
+    assert first != same
+    # A name of TRAINING_CODE that is gone is an error that names it.
+    gone = r"critic.py: \['double_q_loss'\] not found"
+    with pytest.raises(AssertionError, match=gone):
+        fingerprint_of(lambda s: s.replace("def double_q_loss(", "def q_loss("))
+
+
+def _made_up_runs(root, edit=lambda log: None, seeds=(1, 2)):
+    """A small project under root: stand-ins for the TRAINING_CODE names, and a CSV of
+    short runs with the JSON of their provenance, as record_run writes them; edit(log)
+    may change the JSON first. -> the CSV's path."""
+    for path, names in TRAINING_CODE.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("".join(f"{n} = 0\n" for n in names), encoding="utf-8")
+    settings = {"eval_every": 2, "total_steps": 5}  # evaluations at 2, 4, 5
+    rows, runs = ["steps,seed,eval_return"], []
+    for seed in seeds:
+        rets = [-1500.0 + seed, -300.25, -150.5 - seed]
+        rows += [f"{s},{seed},{r:.2f}" for s, r in zip((2, 4, 5), rets)]
+        runs.append({"seed": seed, "settings": {"seed": seed, **settings},
+                     "command": f"python -m snippets.sac.sac_pendulum --seed {seed}",
+                     "commit": "0" * 40, "tree_clean": True,
+                     "code_fingerprint": code_fingerprint(root),
+                     "final_return": round(rets[-1], 2)})
+    log = {"runs": runs}
+    edit(log)
+    csv_path = root / "runs.csv"
+    csv_path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    csv_path.with_suffix(".json").write_text(json.dumps(log), encoding="utf-8")
+    return csv_path
+
+
+def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
+    curves, runs = load_runs(_made_up_runs(tmp_path / "ok"), root=tmp_path / "ok")
+    assert curves == {1: ([2, 4, 5], [-1499.0, -300.25, -151.5]),
+                      2: ([2, 4, 5], [-1498.0, -300.25, -152.5])}
+    assert sorted(runs) == [1, 2] and runs[2]["settings"]["seed"] == 2
+    assert not mutated(tmp_path / "ok")  # so the fingerprint is checked below
+
+    def first(key, value):
+        return lambda log: log["runs"][0].update({key: value})
+
+    def settings(**kw):
+        return lambda log: log["runs"][0]["settings"].update(kw)
+
+    seed_1 = r"^runs\.csv seed 1(\n|$)"  # the message alone (pytest may add a line)
+    record_1 = r"^\{'seed': 1, "  # the message is seed 1's provenance record
+    broken = [
+        ("a seed recorded twice", lambda log: log["runs"].append(log["runs"][0])),
+        (r"seeds \[1, 2\] in the CSV, \[1\] in the JSON",
+         lambda log: log["runs"].pop()),
+        (seed_1, settings(seed=3)),  # the settings name another seed
+        (seed_1, settings(total_steps=6)),  # other evaluation steps
+        (seed_1, first("final_return", -151.49)),  # not the CSV's last value
+        (record_1, first("tree_clean", False)),  # made from uncommitted changes
+        (record_1, first("commit", "000")),  # not a full commit hash
+        (record_1, first("commit", None)),
+        ("runs.csv seed 1 was made by other training code",
+         first("code_fingerprint", "0" * 64)),
+    ]
+    for n, (message, edit) in enumerate(broken):
+        root = tmp_path / str(n)
+        with pytest.raises(AssertionError, match=message):
+            load_runs(_made_up_runs(root, edit), root=root)

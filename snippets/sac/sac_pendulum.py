@@ -275,6 +275,9 @@ if __name__ == "__main__":
 # --8<-- [end:train]
 
 
+import numpy as np
+
+
 def test_smoke_run_shapes_finite_losses_and_temperature_direction():
     """A few hundred steps: shapes right, losses finite, the buffer's done flag is
     termination only, alpha moves toward the entropy target (Eq. (18), 1812.05905)."""
@@ -366,3 +369,141 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
     params = zip(target.parameters(), target0.parameters(), critics.parameters())
     for t, t0, c in params:
         torch.testing.assert_close(t, 0.1 * c + 0.9 * t0, atol=1e-6, rtol=0)
+    # The gradients left behind: the critics' are those of the critic loss alone (the
+    # actor's loss reaches the actor through the action only), alpha's is exactly
+    # -(E[log pi] + H_target) (Eq. (18)); the logged entropy is -E[log pi].
+    critic_loss0 = ((critics0(obs, act) - y) ** 2).mean(1).sum()
+    grads = torch.autograd.grad(critic_loss0, list(critics0.parameters()))
+    for p, g in zip(critics.parameters(), grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+    assert abs(log_alpha.grad.item() - grad) < 1e-6
+    assert abs(logs["entropy"] + logp_new.mean().item()) < 1e-6
+    assert abs(logs["alpha"] - alpha) < 1e-6  # float32
+
+
+def test_networks_init_ranges_shapes_and_nonlinearity():
+    torch.manual_seed(0)
+    # EnsembleLinear starts like nn.Linear: weights and biases uniform on
+    # +-1/sqrt(n_in), drawn independently for each critic.
+    layer = EnsembleLinear(3, 64, 32)
+    bound = 1 / math.sqrt(64)
+    for p in (layer.weight, layer.bias):
+        assert p.abs().max() <= bound
+        assert p.max() > 0.9 * bound and p.min() < -0.9 * bound
+    assert layer.bias.shape == (3, 1, 32)
+    assert not torch.equal(layer.bias[0], layer.bias[1])
+    # The actor works on any batch shape and any action dimension; its log std stays in
+    # [LOG_STD_MIN, LOG_STD_MAX] even when the network's outputs are huge.
+    actor = Actor(4, 3, hidden=16)
+    obs = torch.randn(2, 5, 4)
+    dist = actor(obs)
+    a = dist.rsample()
+    assert a.shape == (2, 5, 3) and dist.log_prob(a).shape == (2, 5)
+    assert actor.act_deterministic(obs).shape == (2, 5, 3)
+    with torch.no_grad():
+        actor.net[-1].weight.mul_(1e3)
+    std = actor(100 * torch.randn(64, 4)).base_dist.base_dist.scale
+    assert std.min() >= math.exp(LOG_STD_MIN) * (1 - 1e-6)
+    assert std.max() <= math.exp(LOG_STD_MAX) * (1 + 1e-6)
+    # ReLU layers make the mean a nonlinear function of the observation (a linear
+    # network would give f(2x) - 2 f(x) + f(0) = 0).
+    x, zero = torch.randn(8, 4), torch.zeros(1, 4)
+    with torch.no_grad():
+        f = Actor(4, 1, hidden=16).net
+        curvature = f(2 * x) - 2 * f(x) + f(zero)
+    assert curvature.abs().max() > 1e-3
+
+
+def test_replay_buffer_fills_wraps_and_samples_what_it_holds():
+    buf = ReplayBuffer(capacity=4, obs_dim=1, act_dim=1)
+    for i in range(3):
+        buf.add(torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1),
+                0.0)
+    assert buf.size == 3
+    g = torch.Generator().manual_seed(0)
+    obs, act, rew, next_obs, done = buf.sample(1000, g)
+    assert obs.shape == (1000, 1) and rew.shape == (1000,) and done.shape == (1000,)
+    # uniform over the stored rows only: every one of 0, 1, 2 and nothing else
+    assert set(rew.tolist()) == {0.0, 1.0, 2.0} and torch.equal(obs[:, 0], rew)
+    # a seeded generator gives the same batch again
+    again = buf.sample(1000, torch.Generator().manual_seed(0))
+    assert torch.equal(again[2], rew)
+    for i in range(3, 6):  # FIFO: the oldest rows are overwritten first
+        buf.add(torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1),
+                0.0)
+    assert buf.size == 4 and buf.rew.tolist() == [4.0, 5.0, 2.0, 3.0]
+
+
+class _StubEnv:
+    """A stand-in for a gymnasium env: float64 observations, 3 steps per episode
+    (truncated), reward = the action received + the step index; it records the reset
+    seeds and the actions."""
+
+    def __init__(self):
+        self.seeds, self.actions, self.t = [], [], 0
+
+    def reset(self, seed=None):
+        self.seeds.append(seed)
+        self.t = 0
+        return np.full(3, 0.1 * seed, dtype=np.float64), {}
+
+    def step(self, action):
+        self.actions.append(float(action[0]))
+        self.t += 1
+        obs = np.full(3, 0.5 * self.t, dtype=np.float64)
+        return obs, float(action[0]) + self.t, False, self.t == 3, {}
+
+
+def test_evaluate_returns_the_mean_episode_return_of_the_scaled_mode():
+    torch.manual_seed(0)
+    actor, env = Actor(3, 1, hidden=16), _StubEnv()
+    ret = evaluate(actor, env, episodes=2, seed=7, action_scale=2.0)
+    assert env.seeds == [7, 8]  # episode ep is reset with seed + ep
+    expected_actions, total = [], 0.0
+    for seed in (7, 8):
+        for t, x in enumerate((0.1 * seed, 0.5, 1.0), start=1):
+            with torch.no_grad():
+                a = actor.act_deterministic(torch.full((1, 3), x)).item()
+            expected_actions.append(2.0 * a)
+            total += 2.0 * a + t
+    assert np.allclose(env.actions, expected_actions, atol=1e-6, rtol=0)
+    assert abs(ret - total / 2) < 1e-5
+
+
+def test_train_warm_up_replay_curve_and_progress_lines():
+    """A run with one update (101 steps, 100 of warm-up), twice: it is reproducible,
+    the warm-up actions are the seeded uniform draws, the buffer holds what Pendulum
+    answered to action_scale * a, evaluations fall on eval_steps, the progress lines
+    report the latest update, and one Adam step moves log alpha by exactly lr."""
+    from snippets.sac.pendulum_data import eval_steps
+
+    kw = dict(seed=1, total_steps=101, learning_starts=100, batch_size=32, lr=1e-2,
+              eval_every=50, eval_episodes=1)
+    lines = []
+    out = train(**kw, log=lines.append)
+    again = train(**kw, log=lambda *_: None)
+    assert again["curve"] == out["curve"] and again["logs"] == out["logs"]
+    assert [s for s, _ in out["curve"]] == eval_steps(kw) == [50, 100, 101]
+    buf = out["buffer"]
+    gen = torch.Generator().manual_seed(1)
+    warm = torch.stack([torch.rand(1, generator=gen) * 2 - 1 for _ in range(100)])
+    torch.testing.assert_close(buf.act[:100], warm, atol=0, rtol=0)
+    # Re-simulate Pendulum-v1 (max torque 2) from the same seed with the stored actions.
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=1)
+    for i in range(101):
+        assert torch.equal(buf.obs[i], torch.as_tensor(obs, dtype=torch.float32)), i
+        obs, *_ = env.step((buf.act[i] * 2.0).numpy())
+        assert torch.equal(buf.next_obs[i], torch.as_tensor(obs, dtype=torch.float32))
+    # Progress lines: before the first update alpha is its initial 1 and the entropy
+    # unknown; after it, the latest update's values.
+    assert len(lines) == 3
+    assert all("alpha 1.000  entropy nan" in line for line in lines[:2])
+    last = out["logs"][-1]
+    assert f"alpha {last['alpha']:.3f}  entropy {last['entropy']:.2f}" in lines[2]
+    assert lines[2].startswith("step    101  eval_return ")
+    assert f"{out['curve'][-1][1]:8.1f}" in lines[2]
+    assert 0 <= int(lines[2].split()[-1].rstrip("s")) <= out["seconds"] + 1 < 600
+    # Adam's first step: lr against the sign of -(E[log pi] + H_target), H_target = -1.
+    step = math.copysign(1e-2, last["entropy"] - (-1.0))
+    assert abs(out["log_alpha"] - (-step)) < 1e-8, out["log_alpha"]

@@ -4,7 +4,7 @@
 import torch
 
 
-@torch.no_grad()
+@torch.no_grad()  # an in-place copy, not part of any graph
 def soft_update(target, source, tau):
     """Polyak averaging, in place.
     target, source: nn.Modules with the same parameter shapes."""
@@ -12,17 +12,21 @@ def soft_update(target, source, tau):
         # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
         t.lerp_(s, tau)
 # --8<-- [end:soft_update]
+# soft_update keeps its decorator although mutmut then leaves it unmutated: its syntax
+# tree is part of the code fingerprint that the committed Pendulum runs record
+# (pendulum_data.TRAINING_CODE), and any edit to it asks for those ten 30,000-step runs
+# again. The tests below decide what it does.
 
 
 # --8<-- [start:hard_update]
 import torch
 
 
-@torch.no_grad()
 def hard_update(target, source):
     """Copy every parameter: theta' <- theta (DQN-style periodic update, tau = 1)."""
-    for t, s in zip(target.parameters(), source.parameters()):
-        t.copy_(s)
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.copy_(s)
 
 
 def periodic_update(target, source, step, period):
@@ -35,7 +39,7 @@ def periodic_update(target, source, step, period):
 # --8<-- [end:hard_update]
 
 
-def _pair(seed=0):
+def _pair(seed):
     torch.manual_seed(seed)
     source = torch.nn.Linear(3, 2)
     target = torch.nn.Linear(3, 2)
@@ -43,7 +47,7 @@ def _pair(seed=0):
 
 
 def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
-    target, source = _pair()
+    target, source = _pair(0)
     t0 = [p.clone() for p in target.parameters()]
     s0 = [p.clone() for p in source.parameters()]
     soft_update(target, source, tau=0.1)
@@ -59,7 +63,7 @@ def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
 
     # With a fixed source, after n updates the gap is (1 - tau)^n of the initial gap
     # (50 roundings of float32: rtol 1e-4).
-    target, source = _pair()
+    target, source = _pair(0)
     gap0 = gap(target, source)
     for _ in range(50):
         soft_update(target, source, tau=0.05)
@@ -68,7 +72,7 @@ def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
 
 
 def test_periodic_update_copies_only_every_period_and_tau_one_is_hard():
-    target, source = _pair()
+    target, source = _pair(0)
     before = [p.clone() for p in target.parameters()]
     copied = [periodic_update(target, source, step, period=4) for step in range(1, 4)]
     assert copied == [False, False, False]

@@ -49,6 +49,26 @@ def test_collapse_metric_on_hand_made_curves():
     assert collapses_after_success(steps, [-900, -1500, -190, -799, -150]) == (2, 0)
     assert collapses_after_success(steps, [-1500] * 5) == (0, 0)
     assert first_success(steps, [-1500] * 5) is None
+    # Both thresholds are met with equality: a return of exactly SUCCESS is a success,
+    # one of exactly COLLAPSE is not a collapse ("below" it is).
+    edges = [-1500, -200.0, -800.0, -801.0, -100]
+    assert collapses_after_success(steps, edges) == (3, 1)
+    # Other thresholds are used as given, for the first success too.
+    rets = [-1500, -180, -900, -120, -500]
+    assert collapses_after_success(steps, rets) == (3, 1)
+    assert collapses_after_success(steps, rets, success=-150) == (1, 0)
+    assert collapses_after_success(steps, rets, success=-150, collapse=-400) == (1, 1)
+    assert ablation_summary({2: (steps, rets), 1: (steps, [-1500] * 5)}) == {
+        1: (None, 0, 0), 2: (2000, 3, 1)}
+
+
+def test_median_first_success_counts_a_run_that_never_succeeds_as_last():
+    def summary(firsts):
+        return {seed: (f, 0, 0) for seed, f in enumerate(firsts)}
+
+    assert median_first_success(summary([3000, None, 1000, 2000, None])) == 3000
+    assert median_first_success(summary([5000, 1000, 2000])) == 2000
+    assert median_first_success(summary([None, 1000, None])) == float("inf")
 
 
 def median_first_success(summary):
