@@ -16,7 +16,6 @@ from snippets.flow_matching.gaussian import COV, MU, marginal_mean_cov
 from snippets.flow_matching.gaussian import marginal_velocity
 
 
-@torch.no_grad()
 def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
                      checkpoints=(0.75, 0.5, 0.25, 0.0), noise_level=0.7, seed=0,
                      drop_correction=False):
@@ -80,7 +79,6 @@ from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
 
-@torch.no_grad()
 def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
     """n runs from ONE state at t = 0.9 with the ODE and with the SDE (10 steps to
     t = 0): per-dimension std of the end points, and the SDE's summed per-step

@@ -37,23 +37,24 @@ from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.sampling import time_grid
 
 
-@torch.no_grad()
 def rollout(model, n: int, num_steps: int, noise_level: float, generator):
-    """n SDE trajectories on the grid 1 = t_0 > ... > t_N = 0. The first step (from
-    t = 1, where sigma_t = a sqrt(t / (1 - t)) is infinite) is a plain Euler step; steps
-    1..N-1 are the stochastic actions. returns states (n, N-1, 2), next states
-    (n, N-1, 2), log-probs (n, N-1), the times (N + 1,) and the final samples (n, 2)."""
+    """n SDE trajectories on the grid 1 = t_0 > ... > t_N = 0, without an autograd
+    graph. The first step (from t = 1, where sigma_t = a sqrt(t / (1 - t)) is
+    infinite) is a plain Euler step; steps 1..N-1 are the stochastic actions. returns
+    states (n, N-1, 2), next states (n, N-1, 2), log-probs (n, N-1), the times (N + 1,)
+    and the final samples (n, 2)."""
     ts = time_grid(num_steps)
     x = torch.randn(n, 2, generator=generator)
-    x = x + model(x, ts[0].expand(n)) * (ts[1] - ts[0])
     states, nexts, logps = [], [], []
-    for t, t_next in zip(ts[1:-1], ts[2:]):
-        noise = torch.randn(n, 2, generator=generator)
-        v = model(x, t.expand(n))
-        x_next, lp, _, _ = sde_step_with_logprob(v, x, t, t_next,
-                                                 noise_level=noise_level, noise=noise)
-        states.append(x), nexts.append(x_next), logps.append(lp)
-        x = x_next
+    with torch.no_grad():
+        x = x + model(x, ts[0].expand(n)) * (ts[1] - ts[0])
+        for t, t_next in zip(ts[1:-1], ts[2:]):
+            noise = torch.randn(n, 2, generator=generator)
+            v = model(x, t.expand(n))
+            x_next, lp, _, _ = sde_step_with_logprob(
+                v, x, t, t_next, noise_level=noise_level, noise=noise)
+            states.append(x), nexts.append(x_next), logps.append(lp)
+            x = x_next
     return torch.stack(states, 1), torch.stack(nexts, 1), torch.stack(logps, 1), ts, x
 # --8<-- [end:rollout]
 
@@ -96,7 +97,6 @@ from snippets.flow_matching.sampling import euler_sample
 from snippets.grpo.advantages import group_advantages
 
 
-@torch.no_grad()
 def evaluate(model, n=2000, num_steps=40, seed=123):
     """ODE samples with the evaluation number of steps: mean reward and on-data
     fraction."""
@@ -140,13 +140,16 @@ def train_flow_grpo(ref_model, *, iterations=60, num_groups=8, group_size=16,
 
 
 import functools  # noqa: E402
+import os  # noqa: E402
 
 
 SEEDS = (0, 1, 2)  # each GRPO run must pass on its own
 
 
 @functools.lru_cache(maxsize=None)
-def _before_after(seed: int):
+def _before_after(seed: int, pid: int):
+    """One GRPO run, shared by the two tests below. pid (the caller's process id) is
+    in the cache key so that a forked process (mutation testing) runs its own."""
     from snippets.flow_matching.toy2d import pretrained_toy_model
 
     torch.set_num_threads(1)
@@ -157,7 +160,7 @@ def _before_after(seed: int):
 
 def test_flow_grpo_raises_reward_and_stays_on_data():
     for seed in SEEDS:
-        before, after, seconds = _before_after(seed)
+        before, after, seconds = _before_after(seed, os.getpid())
         assert seconds < 30, f"seed {seed}: GRPO took {seconds:.1f} CPU s"
         gain = after["reward"] - before["reward"]
         assert gain > 0.3, (seed, before["reward"], after["reward"])
@@ -167,7 +170,7 @@ def test_flow_grpo_raises_reward_and_stays_on_data():
 def test_qualifies_grpo_keeps_the_data_distribution():
     unrewarded = torch.tensor([2, 3, 4, 5, 6])
     for seed in SEEDS:
-        before, after, _ = _before_after(seed)
+        before, after, _ = _before_after(seed, os.getpid())
         x = after["samples"].double()
         nearest = ((x[:, None, :] - MEANS) ** 2).sum(-1).argmin(1)
         # Holds: the samples stay on the support of the data (near a mode), as many as

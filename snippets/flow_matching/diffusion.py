@@ -55,38 +55,39 @@ def gaussian_eps(x: torch.Tensor, t: int, abar: torch.Tensor, mu, cov) -> torch.
 import torch
 
 
-@torch.no_grad()
 def ddpm_ancestral(xT, eps_fn, betas, alphas, abar, generator=None):
     """DDPM ancestral sampling, Algorithm 2 of arXiv:2006.11239 with sigma_t^2 = beta_t.
     xT: (batch, d); eps_fn(x, t) -> (batch, d). Draws a fresh z at every step but the
-    last."""
+    last. No autograd graph."""
     x = xT
-    for t in range(len(betas) - 1, 0, -1):
-        z = torch.zeros_like(x)
-        if t > 1:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        # Algorithm 2, line 4
-        x = (x - betas[t] / (1 - abar[t]).sqrt() * eps_fn(x, t)) / alphas[t].sqrt()
-        x = x + betas[t].sqrt() * z
+    with torch.no_grad():
+        for t in range(len(betas) - 1, 0, -1):
+            z = torch.zeros_like(x)
+            if t > 1:
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            # Algorithm 2, line 4
+            x = (x - betas[t] / (1 - abar[t]).sqrt() * eps_fn(x, t)) / alphas[t].sqrt()
+            x = x + betas[t].sqrt() * z
     return x
 
 
-@torch.no_grad()
 def ddim(xT, eps_fn, abar, eta: float = 0.0, generator=None):
-    """DDIM sampling, Eq. (12) of arXiv:2010.02502; eta = 0 draws no noise at all."""
+    """DDIM sampling, Eq. (12) of arXiv:2010.02502; eta = 0 draws no noise at all.
+    No autograd graph."""
     x = xT
-    for t in range(len(abar) - 1, 0, -1):
-        eps = eps_fn(x, t)
-        x0_hat = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
-        # Eq. (16)
-        s = eta * ((1 - abar[t - 1]) / (1 - abar[t])).sqrt()
-        s = s * (1 - abar[t] / abar[t - 1]).sqrt()
-        z = torch.zeros_like(x)
-        if eta > 0:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        # Eq. (12)
-        x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s ** 2).sqrt() * eps
-        x = x + s * z
+    with torch.no_grad():
+        for t in range(len(abar) - 1, 0, -1):
+            eps = eps_fn(x, t)
+            x0_hat = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+            # Eq. (16)
+            s = eta * ((1 - abar[t - 1]) / (1 - abar[t])).sqrt()
+            s = s * (1 - abar[t] / abar[t - 1]).sqrt()
+            z = torch.zeros_like(x)
+            if eta > 0:
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            # Eq. (12)
+            x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s ** 2).sqrt() * eps
+            x = x + s * z
     return x
 # --8<-- [end:samplers]
 

@@ -103,7 +103,6 @@ def test_exact_flow_solves_the_ode():
 import torch
 from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 from snippets.flow_matching.gaussian import sample_gaussian_data
-from snippets.flow_matching.model import train_flow_matching
 from snippets.flow_matching.path import interpolate, target_velocity
 
 
@@ -127,6 +126,8 @@ def velocity_errors(model, n: int = 20_000, seed: int = 123):
 
 
 def test_trained_network_matches_marginal_velocity():
+    from snippets.flow_matching.model import train_flow_matching
+
     torch.set_num_threads(1)
     data = lambda n, g: sample_gaussian_data(n, g)
     model = train_flow_matching(data, steps=1500, hidden=128, seed=0)

@@ -91,11 +91,14 @@ def euler_error_curve(velocity, x1, steps=(1, 2, 4, 8, 16, 32, 64), ref_steps=10
 
 
 import functools  # noqa: E402
+import os  # noqa: E402
 
 
 @functools.lru_cache(maxsize=1)
-def _four_curves(steps=(4, 8, 16, 32, 64)):
-    """Euler error curves of the four (data, ODE) pairs from the same 1000 starts."""
+def _four_curves(pid: int, steps=(4, 8, 16, 32, 64)):
+    """Euler error curves of the four (data, ODE) pairs from the same 1000 starts,
+    shared by two tests. pid (the caller's process id) is in the cache key so that a
+    forked process (mutation testing) computes its own."""
     from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
     g = torch.Generator().manual_seed(0)
@@ -111,7 +114,7 @@ def _four_curves(steps=(4, 8, 16, 32, 64)):
 
 
 def test_qualifies_straight_paths_need_few_steps():
-    c = _four_curves()
+    c = _four_curves(os.getpid())
     # Holds: narrow modes (concentrated data) -> the linear path's trajectories are
     # nearly straight, and the flow ODE needs fewer Euler steps than the VP
     # probability-flow ODE (at most 0.6 of its error at every step count), and 8 steps
@@ -131,7 +134,7 @@ def test_euler_error_is_first_order_once_steps_resolve_the_path():
     # Euler's global error is C h + O(h^2); measured against the 1024-step solution the
     # ratio err(64) / err(32) tends to (1/64 - 1/1024) / (1/32 - 1/1024) = 0.48. The
     # band [0.4, 0.6] leaves room for the O(h^2) remainder.
-    for name, c in _four_curves().items():
+    for name, c in _four_curves(os.getpid()).items():
         assert 0.4 < c[64] / c[32] < 0.6, (name, c)
 
 

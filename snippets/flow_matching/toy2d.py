@@ -37,25 +37,31 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj=256, seed=0) -> 
 
 
 # --8<-- [start:experiment]
-import functools
+import os
 import time
 import torch
 from snippets.flow_matching.model import train_flow_matching
 from snippets.flow_matching.sampling import euler_sample
 from snippets.flow_matching.toy2d import eight_gaussians, sliced_wasserstein
 
+_TRAINED = {}  # (steps, seed, process id) -> (model, CPU seconds)
 
-@functools.lru_cache(maxsize=1)
+
 def pretrained_toy_model(steps: int = 2000, seed: int = 0):
-    """The 8-Gaussians flow model (cached per process, also used by snippets/flow_grpo).
-    returns (model, CPU seconds spent training)."""
-    torch.set_num_threads(1)
-    start = time.process_time()  # CPU seconds: the machine is shared
-    model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3,
-                                hidden=128, seed=seed)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, time.process_time() - start
+    """The 8-Gaussians flow model, trained once per process and then shared (also by
+    snippets/flow_grpo). returns (model, CPU seconds spent training)."""
+    # The process id is part of the key: a process forked after the training (as
+    # mutation testing does) trains its own model with its own code.
+    key = (steps, seed, os.getpid())
+    if key not in _TRAINED:
+        torch.set_num_threads(1)
+        start = time.process_time()  # CPU seconds: the machine is shared
+        model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3,
+                                    hidden=128, seed=seed)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _TRAINED[key] = model, time.process_time() - start
+    return _TRAINED[key]
 
 
 def sample_quality(model, n=5000, num_steps=50, seed=1, repeats=5):
