@@ -138,17 +138,41 @@ def test_euler_error_is_first_order_once_steps_resolve_the_path():
         assert 0.4 < c[64] / c[32] < 0.6, (name, c)
 
 
-def test_mixture_velocities_reduce_to_the_gaussian_case():
-    # With one mode (all 8 means equal) the mixture formulas must equal the Gaussian
-    # closed forms.
+def test_mixture_velocities_are_posterior_weighted_gaussian_velocities():
+    # For a mixture, E[x1 - x0 | x_t] = sum_k P(k | x_t) E[x1 - x0 | x_t, k]: the
+    # Gaussian closed form of each mode, weighted by Bayes' rule with that mode's
+    # marginal N(a m_k, (a^2 s^2 + noise_var) I); the same holds for the score in the
+    # VP ODE. Checked against separately written pieces (gaussian.py's
+    # eigendecomposition, torch.distributions for Bayes' rule) on three unequal modes,
+    # with t as a Python float (the result must keep float64).
     from snippets.flow_matching.gaussian import marginal_velocity
 
+    F64 = torch.float64
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 2, generator=g, dtype=torch.float64)
-    t = torch.full((6,), 0.37, dtype=torch.float64)
-    mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
-    means, cov = mu.expand(8, 2), MODE_STD ** 2 * torch.eye(2, dtype=torch.float64)
-    torch.testing.assert_close(mixture_fm_velocity(x, t, means),
-                               marginal_velocity(x, t, mu, cov), atol=1e-10, rtol=0)
-    torch.testing.assert_close(vp_mixture_velocity(x, t, means),
-                               vp_gaussian_velocity(x, t, mu, cov), atol=1e-10, rtol=0)
+    x = torch.randn(6, 2, generator=g, dtype=F64)
+    means = torch.tensor([[1.0, -0.5], [-0.8, 0.3], [0.2, 1.1]], dtype=F64)
+    cov = MODE_STD ** 2 * torch.eye(2, dtype=F64)
+    for t in (0.2, 0.37, 0.8):
+        alpha = vp_alpha(torch.tensor(t, dtype=F64)).item()
+        cases = ((mixture_fm_velocity, marginal_velocity, 1 - t, t ** 2),
+                 (vp_mixture_velocity, vp_gaussian_velocity, alpha, 1 - alpha ** 2))
+        for velocity, gaussian, a, noise_var in cases:
+            scale = (a ** 2 * MODE_STD ** 2 + noise_var) ** 0.5
+            log_lik = torch.stack([torch.distributions.Normal(a * m, scale).log_prob(x)
+                                   .sum(-1) for m in means], dim=1)
+            w = torch.softmax(log_lik, dim=1)  # Bayes' rule, equal priors
+            expected = sum(w[:, k, None] * gaussian(x, t, means[k], cov)
+                           for k in range(3))
+            out = velocity(x, t, means)
+            assert out.dtype == F64
+            torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
+
+
+def test_vp_alpha_solves_its_ode():
+    # alpha(s) = exp(-1/2 int_0^s beta(u) du), beta(u) = B_MIN + u (B_MAX - B_MIN)
+    # (Eq. (11), arXiv:2011.13456): alpha(0) = 1 and d log alpha / ds = -beta(s) / 2.
+    s = torch.linspace(0, 1, 11, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(vp_alpha(s).log().sum(), s)
+    beta = B_MIN + s.detach() * (B_MAX - B_MIN)
+    torch.testing.assert_close(slope, -beta / 2, atol=1e-12, rtol=0)
+    assert vp_alpha(torch.zeros((), dtype=torch.float64)).item() == 1.0
