@@ -47,6 +47,32 @@ def test_step_kl_matches_torch_and_the_velocity_form():
     torch.testing.assert_close(kl, paper, atol=1e-10, rtol=0)
 
 
+def test_kl_divides_each_sample_by_its_own_sigma():
+    # A batch can mix steps at different times (train.py scores every step of every
+    # trajectory at once): each sample's KL is that of its own step, computed alone.
+    from snippets.flow_grpo.sde import sde_step_with_logprob
+
+    g = torch.Generator().manual_seed(2)
+    x, v, v_ref = (torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+                   for _ in range(3))
+    t = torch.tensor([0.8, 0.6, 0.4, 0.2], dtype=torch.float64)
+    t_next = t - torch.tensor([0.1, 0.05, 0.2, 0.1], dtype=torch.float64)
+    _, _, mean, std = sde_step_with_logprob(v, x, t, t_next)
+    _, _, ref_mean, _ = sde_step_with_logprob(v_ref, x, t, t_next)
+    kl = step_kl(mean, ref_mean, std, t[:, None, None], t_next[:, None, None])
+    ref = reference_kl(mean, ref_mean, std)
+    assert kl.shape == ref.shape == (4,)
+    for i in range(4):
+        one = lambda a: sde_step_with_logprob(a[i:i + 1], x[i:i + 1], t[i].item(),
+                                              t_next[i].item())
+        _, _, m_i, s_i = one(v)
+        _, _, r_i, _ = one(v_ref)
+        alone = step_kl(m_i, r_i, s_i, t[i].item(), t_next[i].item())
+        torch.testing.assert_close(kl[i:i + 1], alone, atol=0, rtol=1e-12)
+        torch.testing.assert_close(ref[i:i + 1], reference_kl(m_i, r_i, s_i), atol=0,
+                                   rtol=1e-12)
+
+
 # --8<-- [start:reference_kl]
 import torch
 

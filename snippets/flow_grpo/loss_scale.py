@@ -21,7 +21,7 @@ def parameter_change(optimizer: str, loss_scale: float, steps=20, seed=0, eps=1e
     start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
     if optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=1e-2)
-    else:  # config/base.py: adam_beta1 0.9, adam_beta2 0.999, eps 1e-8, decay 1e-4
+    else:  # config/base.py: learning_rate 3e-4, betas 0.9, 0.999, eps 1e-8, decay 1e-4
         opt = torch.optim.AdamW(net.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=eps,
                                 weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed + 1)
@@ -54,3 +54,14 @@ def test_refutes_a_constant_loss_scale_shrinks_the_adamw_step():
     adam, adam_scaled = parameter_change("adamw", 1.0), parameter_change("adamw", 1 / D)
     assert rel(adam_scaled, adam) < 0.1, rel(adam_scaled, adam)
     assert adam_scaled.norm() > 0.9 * adam.norm() > 100 * adam.norm() / D
+
+
+def test_adamw_first_step_is_the_learning_rate_per_coordinate():
+    # From zero moments Adam's bias-corrected first step is g / |g| (eps = 0): every
+    # parameter moves by exactly lr (Kingma & Ba, Sec. 2.1: |step| <= lr). AdamW's
+    # decoupled decay adds lr * 1e-4 * theta, |theta| <= 0.5 at this initialisation:
+    # at most 5e-5 of lr. So the first step measures the reference's lr = 3e-4 and the
+    # size of its decay, for any loss scale.
+    for scale in (1.0, 1 / 1024):
+        step = parameter_change("adamw", scale, steps=1, eps=0.0).abs()
+        assert ((step / 3e-4 - 1).abs() < 1e-4).all(), (scale, step.min(), step.max())

@@ -16,7 +16,6 @@ from snippets.flow_matching.gaussian import COV, MU, marginal_mean_cov
 from snippets.flow_matching.gaussian import marginal_velocity
 
 
-@torch.no_grad()
 def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
                      checkpoints=(0.75, 0.5, 0.25, 0.0), noise_level=0.7, seed=0,
                      drop_correction=False):
@@ -80,11 +79,10 @@ from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
 
-@torch.no_grad()
 def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
     """n runs from ONE state at t = 0.9 with the ODE and with the SDE (10 steps to
-    t = 0): per-dimension std of the end points, and the SDE's summed per-step
-    log-probs (n,)."""
+    t = 0). returns the end points of the ODE runs and of the SDE runs, (n, 2) each,
+    and the SDE's summed per-step log-probs (n,)."""
     g = torch.Generator().manual_seed(seed)
     x_start = torch.tensor([[0.4, -0.2]], dtype=torch.float64).expand(n, 2)
     grid = torch.linspace(0.9, 0.0, num_steps + 1, dtype=torch.float64)
@@ -96,48 +94,68 @@ def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
         x_sde, lp, _, _ = sde_step_with_logprob(v, x_sde, t, t_next,
                                                 noise_level=noise_level, noise=noise)
         logp = logp + lp
-    return x_ode.std(0), x_sde.std(0), logp
+    return x_ode, x_sde, logp
 # --8<-- [end:explore]
 
 
-def sde_law_from_one_start(num_steps=10, noise_level=0.7, mu=MU, cov=COV):
-    """Exact law of the SDE end point started from one state at t = 0.9 (the grid of
-    spread_from_one_start), for data N(mu, cov) and the exact velocity. v* is affine in
-    x, so each step is x <- M_k x + c_k + s_k z with s_k = sigma_t sqrt(|dt|) and
-    M_k = (1 + sigma_t^2 dt / (2t)) I + (1 + sigma_t^2 (1 - t) / (2t)) dt K_t C_t^{-1}.
-    returns (P, s): the end point's covariance (d, d), the step stds (num_steps,)."""
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype)
-    grid = torch.linspace(0.9, 0.0, num_steps + 1, dtype=torch.float64)
-    P, steps = torch.zeros_like(cov), []
-    for t, t_next in zip(grid[:-1], grid[1:]):
-        dt = t_next - t
-        sig2 = noise_level ** 2 * t / (1 - t)
-        C, K = (1 - t) ** 2 * cov + t ** 2 * eye, t * eye - (1 - t) * cov
-        gain = K @ torch.linalg.inv(C)  # v* = gain x + const
-        M = (1 + sig2 * dt / (2 * t)) * eye + (1 + sig2 * (1 - t) / (2 * t)) * dt * gain
-        P = M @ P @ M.T + sig2 * (-dt) * eye
-        steps.append((sig2 * (-dt)).sqrt())
-    return P, torch.stack(steps)
-
-
 def test_sde_explores_where_the_ode_cannot():
-    n = 20_000
-    ode_std, sde_std, logp = spread_from_one_start(n=n)
-    # The ODE: one start, one end point, every time.
-    assert torch.equal(ode_std, torch.zeros(2, dtype=torch.float64)), ode_std
-    # The SDE: the end points scatter with the exact std sqrt(diag P) (a sample std over
-    # n runs has relative standard error 1 / sqrt(2n) = 0.5 %: 5 of them).
-    P, s = sde_law_from_one_start()
-    rtol = 5 / (2 * n) ** 0.5
-    torch.testing.assert_close(sde_std, P.diag().sqrt(), atol=0, rtol=rtol)
-    # Every trajectory has a finite log-likelihood: at the sampled point each step
-    # scores -|z|^2 / 2 - d log s_k - d/2 log(2 pi), so over k = 10 steps in d = 2 the
-    # sum is -chi2_20 / 2 + const: its mean is known and its std is sqrt(40) / 2.
-    d, k = 2, len(s)
-    mean = -d * k / 2 - d * s.log().sum() - d * k / 2 * math.log(2 * math.pi)
-    std = (d * k / 2) ** 0.5  # 3.16 nats
-    assert torch.isfinite(logp).all()
-    assert abs(logp.mean() - mean) < 5 * std / n ** 0.5, (logp.mean(), mean)
-    # chi2_20 has excess kurtosis 0.6: the sample std's relative standard error is
-    # sqrt(2.6 / (4 n)); 5 of them.
-    assert abs(logp.std() / std - 1) < 5 * (2.6 / (4 * n)) ** 0.5, logp.std()
+    def sde_law_from_one_start(noise_level, x=(0.4, -0.2), num_steps=10, mu=MU,
+                               cov=COV):
+        """Exact law of both end points from the start x at t = 0.9 (the grid of
+        spread_from_one_start), for data N(mu, cov) and the exact velocity
+        v* = G x + b, G = K_t C_t^{-1}, b = -mu - (1 - t) G mu, affine in x. An Euler
+        step of the ODE is x <- (I + dt G) x + dt b; an SDE step is
+        x <- M x + c + s z with s = sigma_t sqrt(|dt|),
+        w = 1 + sigma_t^2 (1 - t) / (2t), M = (1 + sigma_t^2 dt / (2t)) I + w dt G and
+        c = w dt b.
+        returns the ODE end point (d,), the SDE end point's mean (d,) and covariance
+        (d, d), and the step stds (num_steps,)."""
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+        grid = torch.linspace(0.9, 0.0, num_steps + 1, dtype=torch.float64)
+        x_ode = m = torch.tensor(x, dtype=torch.float64)
+        P, steps = torch.zeros_like(cov), []
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            dt = t_next - t
+            sig2 = noise_level ** 2 * t / (1 - t)
+            C, K = (1 - t) ** 2 * cov + t ** 2 * eye, t * eye - (1 - t) * cov
+            G = K @ torch.linalg.inv(C)
+            b = -mu - (1 - t) * G @ mu
+            x_ode = x_ode + dt * (G @ x_ode + b)
+            w = 1 + sig2 * (1 - t) / (2 * t)
+            M = (1 + sig2 * dt / (2 * t)) * eye + w * dt * G
+            m = M @ m + w * dt * b
+            P = M @ P @ M.T + sig2 * (-dt) * eye
+            steps.append((sig2 * (-dt)).sqrt())
+        return x_ode, m, P, torch.stack(steps)
+
+    n, d = 20_000, 2
+    for a in (0.7, 0.3):  # the claim is for any noise level: two of them
+        x_ode, x_sde, logp = spread_from_one_start(n=n, noise_level=a)
+        ode_end, mean, P, s = sde_law_from_one_start(a)
+        # The ODE: one start, one end point, every time: the Euler solution.
+        assert torch.equal(x_ode, x_ode[:1].expand(n, d)), x_ode.std(0)
+        torch.testing.assert_close(x_ode[0], ode_end, atol=1e-12, rtol=0)
+        # The SDE: the end points scatter with the exact law N(mean, P): the sample
+        # mean within 5 standard errors sqrt(diag P / n), the sample std within 5
+        # relative standard errors 1 / sqrt(2n) = 0.5 % of sqrt(diag P).
+        assert ((x_sde.mean(0) - mean).abs() < 5 * (P.diag() / n).sqrt()).all(), a
+        rtol = 5 / (2 * n) ** 0.5
+        torch.testing.assert_close(x_sde.std(0), P.diag().sqrt(), atol=0, rtol=rtol)
+        # Every trajectory has a finite log-likelihood: at the sampled point
+        # x_next = mean_k + s_k z_k each step scores exactly
+        # -|z_k|^2 / 2 - d log s_k - d/2 log(2 pi), z_k the seeded noise of step k.
+        g = torch.Generator().manual_seed(0)
+        z = torch.stack([torch.randn(n, d, generator=g, dtype=torch.float64)
+                         for _ in s])  # (k, n, d), drawn in the function's order
+        const = -d * s.log()[:, None] - d / 2 * math.log(2 * math.pi)
+        exact = (-z.pow(2).sum(-1) / 2 + const).sum(0)
+        torch.testing.assert_close(logp, exact, atol=1e-9, rtol=0)
+        # Over k = 10 steps in d = 2 the sum is -chi2_20 / 2 + const: its mean is
+        # known and its std is sqrt(40) / 2.
+        k = len(s)
+        mean_lp = -d * k / 2 - d * s.log().sum() - d * k / 2 * math.log(2 * math.pi)
+        std = (d * k / 2) ** 0.5  # 3.16 nats
+        assert abs(logp.mean() - mean_lp) < 5 * std / n ** 0.5, (logp.mean(), mean_lp)
+        # chi2_20 has excess kurtosis 0.6: the sample std's relative standard error
+        # is sqrt(2.6 / (4 n)); 5 of them.
+        assert abs(logp.std() / std - 1) < 5 * (2.6 / (4 * n)) ** 0.5, logp.std()

@@ -21,11 +21,10 @@ import torch
 
 
 def _per_batch(s, x: torch.Tensor) -> torch.Tensor:
-    """float, () or (batch,) -> a tensor broadcastable against x (batch, *dims)."""
+    """float, () or (batch,) -> a tensor broadcastable against x (batch, *dims), on x's
+    device and in x's dtype ((batch,) becomes (batch, 1, ..., 1))."""
     s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
-    if s.ndim == 1 and x.ndim > 1:
-        s = s.reshape(-1, *([1] * (x.ndim - 1)))
-    return s
+    return s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
 
 
 def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7,
@@ -80,16 +79,12 @@ def paper_mean(velocity, x, t, dt, noise_level=0.7):
 # --8<-- [end:paper_form]
 
 
-def _random_step(seed=0, shape=(6, 4, 3, 3), dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=dtype)
-    v = torch.randn(shape, generator=g, dtype=dtype)
-    noise = torch.randn(shape, generator=g, dtype=dtype)
-    return x, v, noise
+F64 = torch.float64
 
 
 def test_grouped_mean_is_the_paper_formula():
-    x, v, noise = _random_step()
+    g = torch.Generator().manual_seed(0)
+    x, v, noise = (torch.randn(6, 4, 3, 3, generator=g, dtype=F64) for _ in range(3))
     for t, t_next in [(0.9, 0.8), (0.5, 0.45), (0.1, 0.02)]:
         _, _, mean, _ = sde_step_with_logprob(v, x, t, t_next, noise=noise)
         expected = paper_mean(v, x, t, t_next - t)
@@ -97,7 +92,8 @@ def test_grouped_mean_is_the_paper_formula():
 
 
 def test_step_log_prob_matches_torch_distributions():
-    x, v, noise = _random_step(1)
+    g = torch.Generator().manual_seed(1)
+    x, v, noise = (torch.randn(6, 4, 3, 3, generator=g, dtype=F64) for _ in range(3))
     # one sigma per batch element
     sigma = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
     sigma_next = sigma - 0.05
@@ -120,6 +116,26 @@ def test_step_log_prob_matches_torch_distributions():
     assert lp1.shape == (6,)
     expected = torch.distributions.Normal(mean1, scale[:, 0, 0, 0]).log_prob(x1_next)
     torch.testing.assert_close(lp1, expected, atol=1e-10, rtol=0)
+    # x of shape (batch, d) with one sigma per row (6 rows, d = 4): each row is scored
+    # under its own sigma, as the same rows of the 4-D case.
+    v2, x2, n2 = (a[:, :, 0, 0] for a in (v, x, noise))
+    _, lp2, _, _ = sde_step_with_logprob(v2, x2, sigma, sigma_next, noise=n2)
+    dist2 = torch.distributions.Independent(
+        torch.distributions.Normal(mean[:, :, 0, 0], scale[:, :, 0, 0]), 1)
+    torch.testing.assert_close(lp2, dist2.log_prob(x_next[:, :, 0, 0]), atol=1e-10,
+                               rtol=0)
+
+
+def test_step_runs_on_the_device_of_the_sample():
+    # The sigmas of a schedule often live on the CPU while x sits on an accelerator;
+    # they are moved to x's device. The "meta" device (shapes only) stands in for a
+    # GPU: a CPU tensor of shape (batch,) cannot be mixed with it.
+    x = torch.zeros(6, 4, 3, 3, device="meta")
+    sigma = torch.linspace(0.9, 0.4, 6)
+    for s, s_next in ((sigma, sigma - 0.05), (0.6, 0.5)):
+        x_next, log_prob, mean, std = sde_step_with_logprob(x, x, s, s_next)
+        assert x_next.device == x.device and x_next.shape == x.shape
+        assert log_prob.device == x.device and log_prob.shape == (6,)
 
 
 # --8<-- [start:note_formula]
@@ -142,7 +158,8 @@ def note_vs_actual_step(x, v, t, t_next, noise):
 
 
 def test_qualifies_note_transition_formula():
-    x, v, noise = _random_step(2, shape=(8, 2))
+    g = torch.Generator().manual_seed(2)
+    x, v, noise = (torch.randn(8, 2, generator=g, dtype=F64) for _ in range(3))
     note, actual, log_prob = note_vs_actual_step(x, v, 0.6, 0.5, noise)
     # Holds: the step is an isotropic Gaussian with variance sigma_t^2 |dt| (a
     # multivariate Gaussian density, summed over dimensions) once the mean is
@@ -170,7 +187,7 @@ def ratios_sum_vs_mean(x, v_old, v_new, t, t_next, noise):
     log_prob.mean over all but the batch dimension). Returns (r_sum, r_mean, D)."""
     x_next, lp_old, _, _ = sde_step_with_logprob(v_old, x, t, t_next, noise=noise)
     _, lp_new, _, _ = sde_step_with_logprob(v_new, x, t, t_next, prev_sample=x_next)
-    D = x[0].numel()
+    D = x.shape[1:].numel()
     return torch.exp(lp_new - lp_old), torch.exp((lp_new - lp_old) / D), D
 
 
@@ -180,16 +197,27 @@ def is_clipped(ratio: torch.Tensor, clip_eps: float) -> torch.Tensor:
 # --8<-- [end:mean_vs_sum]
 
 
-def _outside(m, s, lo, hi):
-    """P(N(m, s^2) < lo) + P(N(m, s^2) > hi), elementwise."""
-    N = torch.distributions.Normal(m, s)
-    lo, hi = torch.as_tensor(lo, dtype=m.dtype), torch.as_tensor(hi, dtype=m.dtype)
-    return N.cdf(lo) + 1 - N.cdf(hi)
+def test_clip_is_active_exactly_where_clamp_stops_the_gradient():
+    # PPO's clip(r, 1 - eps, 1 + eps) passes the gradient for r inside the closed
+    # interval (torch.clamp does so at the bounds too) and stops it outside: is_clipped
+    # marks the second set. eps = 0.25 and the bounds 0.75, 1.25 are exact in binary.
+    r = torch.tensor([0.5, 0.75, 0.9, 1.0, 1.25, 1.5], requires_grad=True)
+    r.clamp(0.75, 1.25).sum().backward()
+    assert torch.equal(is_clipped(r.detach(), 0.25), r.grad == 0), r.grad
+    assert is_clipped(r.detach(), 0.25).tolist() == [True, False, False, False, False,
+                                                     True]
 
 
 def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
+    def outside(m, s, lo, hi):
+        """P(N(m, s^2) < lo) + P(N(m, s^2) > hi), elementwise."""
+        N = torch.distributions.Normal(m, s)
+        lo, hi = torch.tensor(lo, dtype=F64), torch.tensor(hi, dtype=F64)
+        return N.cdf(lo) + 1 - N.cdf(hi)
+
     n = 512
-    x, v, noise = _random_step(3, shape=(n, 4, 16, 16), dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    x, v, noise = (torch.randn(n, 4, 16, 16, generator=g, dtype=F64) for _ in range(3))
     g = torch.Generator().manual_seed(4)
     # a small policy update
     v_new = v + 0.05 * torch.randn(v.shape, generator=g, dtype=torch.float64)
@@ -198,17 +226,21 @@ def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
     assert D == 1024
     # Holds, as an identity: exp(mean log-ratio) = (true ratio)^(1/D).
     torch.testing.assert_close(r_mean, r_sum ** (1 / D), atol=1e-12, rtol=1e-9)
-    # Theory of the true log-ratio at the sampled point: with u = (m_new - m_old) / s
-    # per dimension, log r = sum_d (z_d u_d - u_d^2 / 2) ~ N(-|u|^2 / 2, |u|^2).
+    # Theory of the true log-ratio at the sampled point x_next = m_old + s z: with
+    # u = (m_new - m_old) / s per dimension, log r = sum_d (z_d u_d - u_d^2 / 2)
+    # exactly (checked on this noise z), hence ~ N(-|u|^2 / 2, |u|^2) over z.
     _, _, m_old, std = sde_step_with_logprob(v, x, t, t_next)
     _, _, m_new, _ = sde_step_with_logprob(v_new, x, t, t_next)
-    u = ((m_new - m_old) / (std * (t - t_next) ** 0.5)).flatten(1).norm(dim=1)
+    u_d = ((m_new - m_old) / (std * (t - t_next) ** 0.5)).flatten(1)
+    log_r = (noise.flatten(1) * u_d - u_d ** 2 / 2).sum(1)
+    torch.testing.assert_close(r_sum.log(), log_r, atol=1e-8, rtol=1e-8)
+    u = u_d.norm(dim=1)
     frac = lambda mask: mask.double().mean().item()
     se5 = lambda p: 5 * (p * (1 - p) / n) ** 0.5  # 5 standard errors of a fraction
     # Holds at clip range 0.2: the true ratio leaves [0.8, 1.2] for most samples (the
     # theory says how many), the averaged one never does (that would take
     # |log r| > D log 1.2 = 187).
-    p = _outside(-u ** 2 / 2, u, math.log(0.8), math.log(1.2)).mean().item()
+    p = outside(-u ** 2 / 2, u, math.log(0.8), math.log(1.2)).mean().item()
     measured = frac(is_clipped(r_sum, 0.2))
     assert p > 0.5 and abs(measured - p) < se5(p), (p, measured)
     assert frac(is_clipped(r_mean, 0.2)) == 0.0
@@ -220,6 +252,6 @@ def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
     lo, hi = (1 - eps) ** D, (1 + eps) ** D
     assert abs(lo - 0.9027) < 1e-4 and abs(hi - 1.1078) < 1e-4
     assert torch.equal(is_clipped(r_mean, eps), (r_sum < lo) | (r_sum > hi))
-    p = _outside(-u ** 2 / 2, u, math.log(lo), math.log(hi)).mean().item()
+    p = outside(-u ** 2 / 2, u, math.log(lo), math.log(hi)).mean().item()
     measured = frac(is_clipped(r_mean, eps))
     assert p > 0.5 and abs(measured - p) < se5(p), (p, measured)

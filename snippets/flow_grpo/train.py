@@ -37,23 +37,24 @@ from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.sampling import time_grid
 
 
-@torch.no_grad()
 def rollout(model, n: int, num_steps: int, noise_level: float, generator):
-    """n SDE trajectories on the grid 1 = t_0 > ... > t_N = 0. The first step (from
-    t = 1, where sigma_t = a sqrt(t / (1 - t)) is infinite) is a plain Euler step; steps
-    1..N-1 are the stochastic actions. returns states (n, N-1, 2), next states
-    (n, N-1, 2), log-probs (n, N-1), the times (N + 1,) and the final samples (n, 2)."""
+    """n SDE trajectories on the grid 1 = t_0 > ... > t_N = 0, without an autograd
+    graph. The first step (from t = 1, where sigma_t = a sqrt(t / (1 - t)) is
+    infinite) is a plain Euler step; steps 1..N-1 are the stochastic actions. returns
+    states (n, N-1, 2), next states (n, N-1, 2), log-probs (n, N-1), the times (N + 1,)
+    and the final samples (n, 2)."""
     ts = time_grid(num_steps)
     x = torch.randn(n, 2, generator=generator)
-    x = x + model(x, ts[0].expand(n)) * (ts[1] - ts[0])
     states, nexts, logps = [], [], []
-    for t, t_next in zip(ts[1:-1], ts[2:]):
-        noise = torch.randn(n, 2, generator=generator)
-        v = model(x, t.expand(n))
-        x_next, lp, _, _ = sde_step_with_logprob(v, x, t, t_next,
-                                                 noise_level=noise_level, noise=noise)
-        states.append(x), nexts.append(x_next), logps.append(lp)
-        x = x_next
+    with torch.no_grad():
+        x = x + model(x, ts[0].expand(n)) * (ts[1] - ts[0])
+        for t, t_next in zip(ts[1:-1], ts[2:]):
+            noise = torch.randn(n, 2, generator=generator)
+            v = model(x, t.expand(n))
+            x_next, lp, _, _ = sde_step_with_logprob(
+                v, x, t, t_next, noise_level=noise_level, noise=noise)
+            states.append(x), nexts.append(x_next), logps.append(lp)
+            x = x_next
     return torch.stack(states, 1), torch.stack(nexts, 1), torch.stack(logps, 1), ts, x
 # --8<-- [end:rollout]
 
@@ -96,7 +97,6 @@ from snippets.flow_matching.sampling import euler_sample
 from snippets.grpo.advantages import group_advantages
 
 
-@torch.no_grad()
 def evaluate(model, n=2000, num_steps=40, seed=123):
     """ODE samples with the evaluation number of steps: mean reward and on-data
     fraction."""
@@ -140,24 +140,159 @@ def train_flow_grpo(ref_model, *, iterations=60, num_groups=8, group_size=16,
 
 
 import functools  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+
+from snippets.flow_matching.model import VelocityMLP  # noqa: E402
+
+
+def test_reward_and_on_data_fraction_follow_their_definitions():
+    fav = MEANS[FAVOURED].float()  # (3, 2), the rewarded centres
+    outwards = fav / fav.norm(dim=1, keepdim=True)
+    # exp(-d^2 / (2 * 0.3^2)) at distance d from a rewarded centre (radially outwards:
+    # no other rewarded centre is nearer there); the input's dtype is kept.
+    for d in (0.0, 0.15, 0.3, 0.6):
+        r = reward(fav + d * outwards)
+        assert r.dtype == torch.float32
+        expected = torch.full((3,), math.exp(-d ** 2 / (2 * 0.3 ** 2)))
+        torch.testing.assert_close(r, expected, atol=1e-6, rtol=0)
+    # The unrewarded centres are >= 2 * 2 sin(22.5 deg) = 1.53 from a rewarded one.
+    others = [k for k in range(8) if k not in FAVOURED]
+    assert reward(MEANS[others]).max() < math.exp(-1.53 ** 2 / (2 * 0.3 ** 2))
+    # on_data_fraction: the share of points within 3 MODE_STD = 0.3 of ANY centre.
+    m = MEANS.float()
+    radial = m / m.norm(dim=1, keepdim=True)
+    assert on_data_fraction(m) == on_data_fraction(m + 0.29 * radial) == 1.0
+    assert on_data_fraction(m + 0.31 * radial) == 0.0
+    assert on_data_fraction(torch.cat([m[:3], torch.zeros(1, 2)])) == 0.75
+    assert on_data_fraction(m + 0.5 * radial, radius=0.6) == 1.0
+
+
+def test_rollout_records_the_steps_it_scores():
+    torch.manual_seed(0)
+    model = VelocityMLP(hidden=16)
+    n, N, a = 6, 5, 0.5
+    run = lambda: rollout(model, n, N, a, torch.Generator().manual_seed(1))
+    states, nexts, logps, ts, x0 = run()
+    assert states.shape == nexts.shape == (n, N - 1, 2) and logps.shape == (n, N - 1)
+    assert torch.equal(ts, time_grid(N))
+    assert not (states.requires_grad or nexts.requires_grad or logps.requires_grad)
+    # Seeded: the same generator seed gives the same trajectories.
+    assert all(torch.equal(u, w) for u, w in zip(run(), (states, nexts, logps, ts, x0)))
+    # One chain: each step starts where the previous one ended; the last end is x0.
+    assert torch.equal(states[:, 1:], nexts[:, :-1]) and torch.equal(x0, nexts[:, -1])
+    with torch.no_grad():
+        # The first draw is the noise x1 at t = 1, and the first step from there is a
+        # plain Euler step (sigma_t is infinite at t = 1).
+        x1 = torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+        euler = x1 + model(x1, ts[0].expand(n)) * (ts[1] - ts[0])
+        torch.testing.assert_close(states[:, 0], euler, atol=1e-6, rtol=0)
+        # Each recorded log-prob is the density of the recorded step under the SDE
+        # step with this noise level: the ratio starts at exactly 1 in the update.
+        for k in range(N - 1):
+            x, t, t_next = states[:, k], ts[k + 1], ts[k + 2]
+            _, lp, _, _ = sde_step_with_logprob(model(x, t.expand(n)), x, t, t_next,
+                                                noise_level=a, prev_sample=nexts[:, k])
+            torch.testing.assert_close(logps[:, k], lp, atol=1e-5, rtol=1e-6)
+
+
+def test_flow_grpo_loss_is_the_per_step_objective():
+    torch.manual_seed(0)
+    ref = VelocityMLP(hidden=16).requires_grad_(False)
+    policy = copy.deepcopy(ref).requires_grad_(True)
+    B, N, a, eps, beta = 8, 5, 0.5, 0.05, 0.3
+    g = torch.Generator().manual_seed(2)
+    states, nexts, old, ts, _ = rollout(policy, B, N, a, g)
+    adv = torch.randn(B, generator=g)
+    kw = dict(noise_level=a, clip_eps=eps, beta=beta)
+
+    def per_step(k):  # the policy's and the reference's Gaussian step k, computed alone
+        x, t, t_next = states[:, k], ts[k + 1], ts[k + 2]
+        step = lambda m, **o: sde_step_with_logprob(m(x, t.expand(B)), x, t, t_next,
+                                                    noise_level=a, **o)
+        _, lp, mean, std = step(policy, prev_sample=nexts[:, k])
+        _, _, ref_mean, _ = step(ref)
+        return lp, step_kl(mean, ref_mean, std, t, t_next)
+
+    # At the start of an update (policy = old = reference) every ratio is 1 and the
+    # KL is 0: the loss is -mean(A), and its gradient is the plain policy gradient
+    # -mean over trajectories and steps of A grad log pi(step).
+    loss, kl = flow_grpo_loss(policy, ref, states, nexts, old, adv, ts, **kw)
+    torch.testing.assert_close(loss, -adv.mean(), atol=1e-6, rtol=0)
+    assert kl == 0.0
+    grads = torch.autograd.grad(loss, list(policy.parameters()))
+    pg = -sum((adv * per_step(k)[0]).mean() for k in range(N - 1)) / (N - 1)
+    for u, w in zip(grads, torch.autograd.grad(pg, list(policy.parameters()))):
+        torch.testing.assert_close(u, w, atol=1e-6, rtol=1e-4)
+    # After the policy moved: the mean over steps and trajectories of the clipped
+    # surrogate (this eps) and beta times the closed-form KL of each step.
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        loss, kl = flow_grpo_loss(policy, ref, states, nexts, old, adv, ts, **kw)
+        lps, kls = zip(*(per_step(k) for k in range(N - 1)))
+        lps, kls = torch.stack(lps, 1), torch.stack(kls, 1)  # (B, N - 1)
+        surrogate = clipped_surrogate(lps, old, adv, eps)
+        assert (surrogate != (lps - old).exp() * adv[:, None]).any()  # clipping acts
+        torch.testing.assert_close(loss, (-surrogate + beta * kls).mean(), atol=1e-6,
+                                   rtol=1e-5)
+        assert abs(kl - kls.mean().item()) < 1e-5 * kls.mean().item()
+
+
+def test_train_flow_grpo_updates_a_copy_and_keeps_the_reference():
+    torch.manual_seed(0)
+    ref = VelocityMLP(hidden=16).requires_grad_(False)
+    start = [p.clone() for p in ref.parameters()]
+    run = lambda: train_flow_grpo(ref, iterations=3, num_groups=2, group_size=4,
+                                  train_steps=4, inner_epochs=1, seed=0)
+    policy, history, seconds = run()
+    assert policy is not ref and not policy.training and seconds >= 0
+    assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), start))  # frozen
+    assert not all(torch.equal(p, q) for p, q in zip(policy.parameters(), start))
+    assert len(history["rollout_reward"]) == len(history["kl"]) == 3
+    # The first update starts at the reference (KL 0); later ones have moved away.
+    assert history["kl"][0] == 0.0 < history["kl"][-1]
+    # Seeded: the same call gives the same policy.
+    policy2, history2, _ = run()
+    assert history2 == history
+    assert all(torch.equal(p, q) for p, q in zip(policy2.parameters(),
+                                                 policy.parameters()))
+
+
+def test_evaluate_scores_seeded_ode_samples():
+    torch.manual_seed(0)
+    model = VelocityMLP(hidden=16)
+    out = evaluate(model, n=300, num_steps=7, seed=5)
+    x1 = torch.randn(300, 2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out["samples"], euler_sample(model, x1, 7))
+    assert out["reward"] == reward(out["samples"]).mean().item()
+    assert out["on_data"] == on_data_fraction(out["samples"])
 
 
 SEEDS = (0, 1, 2)  # each GRPO run must pass on its own
 
 
-@functools.lru_cache(maxsize=None)
-def _before_after(seed: int):
+@functools.lru_cache(maxsize=1)
+def _reference(pid: int):
+    """The pretrained 8-Gaussians model, trained once per process (pid: the caller's
+    process id, so that a forked process, as in mutation testing, trains its own)."""
     from snippets.flow_matching.toy2d import pretrained_toy_model
 
+    return pretrained_toy_model()[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _before_after(seed: int, pid: int):
+    """One GRPO run, shared by the two tests below (pid: as in _reference)."""
     torch.set_num_threads(1)
-    ref, _ = pretrained_toy_model()
+    ref = _reference(pid)
     policy, history, seconds = train_flow_grpo(ref, seed=seed)
     return evaluate(ref), evaluate(policy), seconds
 
 
 def test_flow_grpo_raises_reward_and_stays_on_data():
     for seed in SEEDS:
-        before, after, seconds = _before_after(seed)
+        before, after, seconds = _before_after(seed, os.getpid())
         assert seconds < 30, f"seed {seed}: GRPO took {seconds:.1f} CPU s"
         gain = after["reward"] - before["reward"]
         assert gain > 0.3, (seed, before["reward"], after["reward"])
@@ -167,7 +302,7 @@ def test_flow_grpo_raises_reward_and_stays_on_data():
 def test_qualifies_grpo_keeps_the_data_distribution():
     unrewarded = torch.tensor([2, 3, 4, 5, 6])
     for seed in SEEDS:
-        before, after, _ = _before_after(seed)
+        before, after, _ = _before_after(seed, os.getpid())
         x = after["samples"].double()
         nearest = ((x[:, None, :] - MEANS) ** 2).sum(-1).argmin(1)
         # Holds: the samples stay on the support of the data (near a mode), as many as

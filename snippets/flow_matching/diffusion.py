@@ -55,85 +55,159 @@ def gaussian_eps(x: torch.Tensor, t: int, abar: torch.Tensor, mu, cov) -> torch.
 import torch
 
 
-@torch.no_grad()
 def ddpm_ancestral(xT, eps_fn, betas, alphas, abar, generator=None):
     """DDPM ancestral sampling, Algorithm 2 of arXiv:2006.11239 with sigma_t^2 = beta_t.
     xT: (batch, d); eps_fn(x, t) -> (batch, d). Draws a fresh z at every step but the
-    last."""
+    last. No autograd graph."""
     x = xT
-    for t in range(len(betas) - 1, 0, -1):
-        z = torch.zeros_like(x)
-        if t > 1:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        # Algorithm 2, line 4
-        x = (x - betas[t] / (1 - abar[t]).sqrt() * eps_fn(x, t)) / alphas[t].sqrt()
-        x = x + betas[t].sqrt() * z
+    with torch.no_grad():
+        for t in range(len(betas) - 1, 0, -1):
+            z = torch.zeros_like(x)
+            if t > 1:
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            # Algorithm 2, line 4
+            x = (x - betas[t] / (1 - abar[t]).sqrt() * eps_fn(x, t)) / alphas[t].sqrt()
+            x = x + betas[t].sqrt() * z
     return x
 
 
-@torch.no_grad()
 def ddim(xT, eps_fn, abar, eta: float = 0.0, generator=None):
-    """DDIM sampling, Eq. (12) of arXiv:2010.02502; eta = 0 draws no noise at all."""
+    """DDIM sampling, Eq. (12) of arXiv:2010.02502; eta = 0 draws no noise at all.
+    No autograd graph."""
     x = xT
-    for t in range(len(abar) - 1, 0, -1):
-        eps = eps_fn(x, t)
-        x0_hat = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
-        # Eq. (16)
-        s = eta * ((1 - abar[t - 1]) / (1 - abar[t])).sqrt()
-        s = s * (1 - abar[t] / abar[t - 1]).sqrt()
-        z = torch.zeros_like(x)
-        if eta > 0:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        # Eq. (12)
-        x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s ** 2).sqrt() * eps
-        x = x + s * z
+    with torch.no_grad():
+        for t in range(len(abar) - 1, 0, -1):
+            eps = eps_fn(x, t)
+            x0_hat = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+            # Eq. (16)
+            s = eta * ((1 - abar[t - 1]) / (1 - abar[t])).sqrt()
+            s = s * (1 - abar[t] / abar[t - 1]).sqrt()
+            z = torch.zeros_like(x)
+            if eta > 0:
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            # Eq. (12)
+            x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s ** 2).sqrt() * eps
+            x = x + s * z
     return x
 # --8<-- [end:samplers]
 
 
-from snippets.flow_matching.gaussian import MU, COV, exact_flow, marginal_velocity
-from snippets.flow_matching.sampling import euler_sample
+import pytest  # noqa: E402
+
+from snippets.flow_matching.gaussian import (  # noqa: E402
+    COV, MU, exact_flow, marginal_velocity)
+from snippets.flow_matching.sampling import euler_sample  # noqa: E402
+
+F64 = torch.float64
 
 
-def _spread_from_one_start(sampler, n_runs: int = 2000):
-    """Run a sampler n_runs times from ONE initial noise (the rows of a batch, each row
-    drawing its own per-step noise); returns the per-dimension std of the outputs."""
-    xT = _randn(7, 1, 2)
-    return sampler(xT.expand(n_runs, 2), torch.Generator().manual_seed(8)).std(0)
+@pytest.fixture
+def randn():
+    """randn(seed, *shape): float64 standard normal draws from their own seed."""
+    return lambda seed, *shape: torch.randn(
+        *shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
 
 
-def _randn(seed: int, *shape: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+@pytest.fixture
+def spread_from_one_start(randn):
+    """spread(sampler, n_runs): run a sampler n_runs times from ONE initial noise (the
+    rows of a batch, each row drawing its own per-step noise); returns the
+    per-dimension std of the outputs."""
+    def spread(sampler, n_runs=2000):
+        x_start = randn(7, 1, 2).expand(n_runs, 2)
+        return sampler(x_start, torch.Generator().manual_seed(8)).std(0)
+    return spread
 
 
-def _moments_ok(x, tol=0.05):
-    # 20 000 samples: standard errors ~0.005 (mean) and ~0.007 (covariance entries); the
-    # rest of the 0.05 budget is for the bias of a 100-step sampler.
-    mean_err = (x.mean(0) - MU).abs().max().item()
-    cov_err = (torch.cov(x.T) - COV).abs().max().item()
-    return mean_err < tol and cov_err < tol, (mean_err, cov_err)
+@pytest.fixture
+def moments_ok():
+    """moments_ok(x): whether samples x have the data's mean and covariance. 20 000
+    samples: standard errors ~0.005 (mean) and ~0.007 (covariance entries); the rest of
+    the 0.05 budget is for the bias of a 100-step sampler."""
+    def check(x, tol=0.05):
+        mean_err = (x.mean(0) - MU).abs().max().item()
+        cov_err = (torch.cov(x.T) - COV).abs().max().item()
+        return mean_err < tol and cov_err < tol, (mean_err, cov_err)
+    return check
 
 
-def ancestral_given_xT(betas, alphas, abar, mu=MU, cov=COV):
-    """Exact law of DDPM's ancestral sample given x_T, for data N(mu, cov) and the exact
-    eps predictor: eps is affine in x, so each step is x <- M_t x + c_t + sqrt(beta_t) z
-    with M_t = (I - beta_t C_t^{-1}) / sqrt(alpha_t), C_t = abar_t cov + (1 - abar_t) I.
-    returns (A, P): the sample is A x_T + const + N(0, P)."""
-    eye = torch.eye(cov.shape[0], dtype=cov.dtype)
-    A, P = eye.clone(), torch.zeros_like(cov)
-    for t in range(len(betas) - 1, 0, -1):
-        C = abar[t] * cov + (1 - abar[t]) * eye
-        M = (eye - betas[t] * torch.linalg.inv(C)) / alphas[t].sqrt()
-        A, P = M @ A, M @ P @ M.T + (betas[t] * eye if t > 1 else 0 * eye)
-    return A, P
+def test_ddpm_schedule_is_linear_in_float64():
+    # beta_1..beta_T evenly spaced from 1e-3 to 0.2 (T = 100: the page's numbers are
+    # for this schedule), beta_0 = 0 (abar_0 = 1, no noise), abar the running product.
+    betas, alphas, abar = ddpm_schedule()
+    assert betas.dtype == alphas.dtype == abar.dtype == F64 and len(betas) == 101
+    assert betas[0] == 0 and betas[1] == 1e-3 and betas[100] == 0.2
+    torch.testing.assert_close(betas[2:] - betas[1:-1],
+                               torch.full((99,), 0.199 / 99, dtype=F64),
+                               atol=1e-15, rtol=0)
+    torch.testing.assert_close(alphas, 1 - betas, atol=0, rtol=0)
+    torch.testing.assert_close(abar, torch.cumprod(1 - betas, 0), atol=0, rtol=0)
 
 
-def test_ddpm_ancestral_differs_from_one_initial_noise():
+def test_ddpm_noise_enters_as_in_algorithm_2():
+    # With a zero noise predictor each step is x <- x / sqrt(alpha_t) + sqrt(beta_t) z_t
+    # (no z at t = 1), so from x_T = 0 the sample is
+    # sum_{t=2..T} sqrt(beta_t / abar_{t-1}) z_t, z_T drawn first.
+    betas, alphas, abar = ddpm_schedule()
+    zero = lambda x, t: torch.zeros_like(x)
+    out = ddpm_ancestral(torch.zeros(3, 2, dtype=F64), zero, betas, alphas, abar,
+                         torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    expected = torch.zeros(3, 2, dtype=F64)
+    for t in range(100, 1, -1):
+        z = torch.randn(3, 2, generator=g, dtype=F64)
+        expected = expected + (betas[t] / abar[t - 1]).sqrt() * z
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+def test_ddim_with_eta_1_is_the_ddpm_posterior_step():
+    # Song et al. 2020, Eq. (16): with eta = 1 a DDIM step draws from the forward
+    # process posterior q(x_{t-1} | x_t, x0 = x0_hat) of Ho et al. 2020, Eqs. (6)-(7):
+    # mean  sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0_hat
+    #       + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    # variance beta_t (1 - abar_{t-1}) / (1 - abar_t). A two-level schedule
+    # (abar_{t-1}, abar_t) makes ddim take exactly that one step; eta = 0 keeps the
+    # mean of Eq. (12) and draws no random number.
+    betas, alphas, abar = ddpm_schedule()
+    g = torch.Generator().manual_seed(5)
+    x, eps = (torch.randn(5, 2, generator=g, dtype=F64) for _ in range(2))
+    for t in (2, 30, 90):
+        pair = abar[[t - 1, t]]
+        x0_hat = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+        c0 = abar[t - 1].sqrt() * betas[t] / (1 - abar[t])
+        ct = alphas[t].sqrt() * (1 - abar[t - 1]) / (1 - abar[t])
+        var = betas[t] * (1 - abar[t - 1]) / (1 - abar[t])
+        z = torch.randn(5, 2, generator=torch.Generator().manual_seed(6), dtype=F64)
+        out = ddim(x, lambda x_, k: eps, pair, 1.0, torch.Generator().manual_seed(6))
+        torch.testing.assert_close(out, c0 * x0_hat + ct * x + var.sqrt() * z,
+                                   atol=1e-12, rtol=0)
+        g0 = torch.Generator().manual_seed(6)
+        out0 = ddim(x, lambda x_, k: eps, pair, 0.0, g0)
+        mean0 = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1]).sqrt() * eps
+        torch.testing.assert_close(out0, mean0, atol=1e-12, rtol=0)
+        assert torch.equal(g0.get_state(), torch.Generator().manual_seed(6).get_state())
+
+
+def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, randn,
+                                                       moments_ok):
+    def ancestral_given_xT(betas, alphas, abar, mu=MU, cov=COV):
+        """Exact law of DDPM's ancestral sample given x_T, for data N(mu, cov) and the
+        exact eps predictor: eps is affine in x, so each step is
+        x <- M_t x + c_t + sqrt(beta_t) z, M_t = (I - beta_t C_t^{-1}) / sqrt(alpha_t),
+        C_t = abar_t cov + (1 - abar_t) I. returns (A, P): the sample is
+        A x_T + const + N(0, P)."""
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype)
+        A, P = eye.clone(), torch.zeros_like(cov)
+        for t in range(len(betas) - 1, 0, -1):
+            C = abar[t] * cov + (1 - abar[t]) * eye
+            M = (eye - betas[t] * torch.linalg.inv(C)) / alphas[t].sqrt()
+            A, P = M @ A, M @ P @ M.T + (betas[t] * eye if t > 1 else 0 * eye)
+        return A, P
+
     betas, alphas, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
     sampler = lambda xT, g: ddpm_ancestral(xT, eps_fn, betas, alphas, abar, g)
-    spread = _spread_from_one_start(sampler)
+    spread = spread_from_one_start(sampler)
     # From one x_T the outputs scatter with the exact conditional std sqrt(diag P); a
     # sample std of 2000 runs has relative standard error 1 / sqrt(2 * 2000) = 1.6 %:
     # 5 of them.
@@ -146,37 +220,39 @@ def test_ddpm_ancestral_differs_from_one_initial_noise():
     assert torch.linalg.matrix_norm(A, 2) < 0.01
     assert (P.diag() > 0.9 * COV.diag()).all(), P
     # ...and the sampler is correct: from random x_T it reproduces N(MU, COV).
-    x = sampler(_randn(1, 20_000, 2), torch.Generator().manual_seed(2))
-    ok, errs = _moments_ok(x)
+    x = sampler(randn(1, 20_000, 2), torch.Generator().manual_seed(2))
+    ok, errs = moments_ok(x)
     assert ok, f"DDPM moments off: {errs}"
 
 
-def test_ddim_eta0_is_deterministic_from_one_initial_noise():
+def test_ddim_eta0_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
+                                                           moments_ok):
     _, _, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
-    spread0 = _spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 0.0, g), 200)
-    spread1 = _spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 1.0, g), 2000)
+    spread0 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 0.0, g), 200)
+    spread1 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 1.0, g), 2000)
     assert torch.equal(spread0, torch.zeros(2, dtype=torch.float64)), spread0
     # eta = 1 is random again: a spread of the order of the data std (0.71, 0.63), far
     # above the 1.6 % relative sampling error of a std over 2000 runs.
     assert (spread1 > 0.5 * COV.diag().sqrt()).all(), f"DDIM eta=1: {spread1}"
-    ok, errs = _moments_ok(ddim(_randn(1, 20_000, 2), eps_fn, abar, 0.0))
+    ok, errs = moments_ok(ddim(randn(1, 20_000, 2), eps_fn, abar, 0.0))
     assert ok, f"DDIM eta=0 moments off: {errs}"
 
 
-def test_flow_ode_is_deterministic_from_one_initial_noise():
+def test_flow_ode_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
+                                                          moments_ok):
     v = lambda x, t: marginal_velocity(x, t, MU, COV)
-    spread = _spread_from_one_start(lambda x1, g: euler_sample(v, x1, 100), n_runs=200)
+    spread = spread_from_one_start(lambda x1, g: euler_sample(v, x1, 100), n_runs=200)
     assert torch.equal(spread, torch.zeros(2, dtype=torch.float64)), spread
     # The path is the ODE's unique solution from x1, not an artefact of the sampler:
     # Euler converges to the closed-form solution x_0 = mu + Sigma^{1/2} x1 at first
     # order (doubling the steps halves the error).
-    x1 = _randn(3, 2000, 2)
+    x1 = randn(3, 2000, 2)
     exact = exact_flow(x1, 0.0, MU, COV)
     err = {n: (euler_sample(v, x1, n) - exact).pow(2).sum(-1).mean().sqrt().item()
            for n in (50, 100, 200)}
     assert err[200] < 0.01, err
     for n in (50, 100):
         assert 0.4 < err[2 * n] / err[n] < 0.6, err
-    ok, errs = _moments_ok(euler_sample(v, _randn(1, 20_000, 2), 100))
+    ok, errs = moments_ok(euler_sample(v, randn(1, 20_000, 2), 100))
     assert ok, f"flow ODE moments off: {errs}"

@@ -99,3 +99,35 @@ def test_divergence_matches_trace_of_closed_form_jacobian():
     v, div = velocity_and_divergence(v_star, x, t)
     torch.testing.assert_close(v, marginal_velocity(x, t, MU, COV), atol=0, rtol=0)
     torch.testing.assert_close(div, expected, atol=1e-10, rtol=0)
+
+
+def test_rk4_stages_and_dtypes():
+    # RK4 on [t_k, t_k + h] evaluates the velocity at t_k, t_k + h/2 (twice) and
+    # t_k + h, with times in the data's dtype (recorded here for h = 1/3, which no
+    # binary float holds exactly). With v = 0 nothing moves and the log-likelihood is
+    # the noise density log N(x0; 0, I) itself.
+    seen = []
+
+    def still(x, t):
+        seen.append(t)
+        return 0 * x  # zero, but a function of x: its divergence is 0
+
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(2),
+                     dtype=torch.float64)
+    logp, nfe = ode_log_likelihood(still, x0, num_steps=3)
+    h = 1.0 / 3
+    stages = [t for k in range(3) for t in (k * h, k * h + h / 2, k * h + h / 2,
+                                            k * h + h)]
+    assert nfe == len(seen) == 12
+    for t, expected in zip(seen, stages):
+        assert t.dtype == torch.float64 and t.shape == (4,)
+        torch.testing.assert_close(t, torch.full((4,), expected, dtype=torch.float64),
+                                   atol=1e-15, rtol=0)
+    noise = torch.distributions.Normal(0.0, 1.0).log_prob(x0).sum(-1)
+    torch.testing.assert_close(logp, noise, atol=1e-12, rtol=0)
+    # Low-precision data stay in their dtype, divergence and likelihood alike:
+    # v = 2x has divergence 2 d = 4 at every point.
+    xb = x0.to(torch.bfloat16)
+    v, div = velocity_and_divergence(lambda x, t: 2 * x, xb, torch.zeros(4))
+    assert v.dtype == div.dtype == torch.bfloat16 and (div == 4).all()
+    assert ode_log_likelihood(still, xb, num_steps=1)[0].dtype == torch.bfloat16

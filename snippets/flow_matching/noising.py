@@ -49,38 +49,46 @@ def noise_one_point(process: str, t, runs=20_000, same_noise=False, seed=0):
 # --8<-- [end:conditionings]
 
 
-def _conditioning_errors(process: str, times) -> list[str]:
-    """Departures from x_t | (x0, t) ~ N(a x0, b^2 I), and from x_t | (x0, n, t)
-    being one fixed point."""
-    eye, errors = torch.eye(2, dtype=torch.float64), []
-    for t in times:
-        a, b = coefficients(process, t)
-        # Given (x0, t) only: x_t ~ N(a x0, b^2 I). Tolerances: 5 standard errors of a
-        # sample mean (b / sqrt(n)) and of a sample variance (b^2 sqrt(2 / n)).
-        xt = noise_one_point(process, t)
-        n = xt.shape[0]
-        mean_err = (xt.mean(0) - a * X0[0]).abs().max().item()
-        cov_err = (torch.cov(xt.T) - b ** 2 * eye).abs().max().item()
-        if mean_err > 5 * b / n ** 0.5 or cov_err > 5 * b ** 2 * (2 / n) ** 0.5:
-            errors.append(f"t={t}: mean off by {mean_err:.4f}, cov by {cov_err:.4f}")
-        # Given (x0, n, t): every run returns the same point, a x0 + b n.
-        xt = noise_one_point(process, t, same_noise=True)
-        g = torch.Generator().manual_seed(0)
-        n0 = torch.randn(1, 2, generator=g, dtype=torch.float64)
-        if not torch.equal(xt, xt[:1].expand_as(xt)):
-            errors.append(f"t={t}: runs with the same noise differ")
-        if not torch.allclose(xt[0], (a * X0 + b * n0)[0], atol=1e-12, rtol=0):
-            errors.append(f"t={t}: x_t is not a x0 + b n")
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def conditioning_errors():
+    """errors(process, times): departures from x_t | (x0, t) ~ N(a x0, b^2 I), and
+    from x_t | (x0, n, t) being one fixed point."""
+    def errors(process: str, times) -> list[str]:
+        eye, found = torch.eye(2, dtype=torch.float64), []
+        for t in times:
+            a, b = coefficients(process, t)
+            # Given (x0, t) only: x_t ~ N(a x0, b^2 I). Tolerances: 5 standard errors
+            # of a sample mean (b / sqrt(n)) and of a sample variance (b^2 sqrt(2 / n)).
+            xt = noise_one_point(process, t)
+            n = xt.shape[0]
+            mean_err = (xt.mean(0) - a * X0[0]).abs().max().item()
+            cov_err = (torch.cov(xt.T) - b ** 2 * eye).abs().max().item()
+            if mean_err > 5 * b / n ** 0.5 or cov_err > 5 * b ** 2 * (2 / n) ** 0.5:
+                found.append(f"t={t}: mean off by {mean_err:.4f}, cov by {cov_err:.4f}")
+            # Given (x0, n, t): every run returns the same point, a x0 + b n.
+            xt = noise_one_point(process, t, same_noise=True, seed=3)
+            n0 = torch.randn(1, 2, generator=torch.Generator().manual_seed(3),
+                             dtype=torch.float64)
+            if not torch.equal(xt, xt[:1].expand_as(xt)):
+                found.append(f"t={t}: runs with the same noise differ")
+            if not torch.allclose(xt[0], (a * X0 + b * n0)[0], atol=1e-12, rtol=0):
+                found.append(f"t={t}: x_t is not a x0 + b n")
+        return found
     return errors
 
 
-def test_ddpm_noising_is_gaussian_given_x0_and_fixed_given_the_noise():
-    errors = _conditioning_errors("ddpm", (10, 30, 60))
+def test_ddpm_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
+        conditioning_errors):
+    errors = conditioning_errors("ddpm", (10, 30, 60))
     assert not errors, errors
 
 
-def test_flow_noising_is_gaussian_given_x0_and_fixed_given_the_noise():
-    errors = _conditioning_errors("flow", (0.1, 0.3, 0.7))
+def test_flow_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
+        conditioning_errors):
+    errors = conditioning_errors("flow", (0.1, 0.3, 0.7))
     assert not errors, errors
 
 
@@ -158,10 +166,11 @@ def chain_step(process: str, x, s, t, z):
     return r * x + (b_t ** 2 - (r * b_s) ** 2) ** 0.5 * z
 
 
-def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000):
+def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000,
+              seed=0):
     """x_s and x_t (runs, 2) from the same x0: a Markov chain over `grid` with fresh
     noise per step, or the one-shot form a x0 + b n with ONE noise n for the path."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     x0 = X0.expand(runs, 2)
     if not fresh_noise_per_step:
         n = torch.randn(runs, 2, generator=g, dtype=torch.float64)
@@ -198,3 +207,39 @@ def test_fresh_noise_per_step_changes_the_path_not_the_marginal():
             expected = rho_chain if fresh else 1.0
             tol = 5 * (1 - expected ** 2) / n ** 0.5 + 1e-9
             assert (rho - expected).abs().max() < tol, (process, fresh, rho, expected)
+
+
+def test_chain_step_is_the_gaussian_step_between_the_two_marginals():
+    # From x with z = 0 a step moves to r x (r = a_t / a_s); from 0 with z = 1 it moves
+    # by its std sqrt(b_t^2 - r^2 b_s^2), what composes N(a_s x0, b_s^2 I) into
+    # N(a_t x0, b_t^2 I). For DDPM (t = s + 1) that is Eq. (2): r = sqrt(1 - beta_t),
+    # std sqrt(beta_t).
+    one, zero = torch.ones(1, 2, dtype=torch.float64), torch.zeros(1, 2,
+                                                                dtype=torch.float64)
+    for process, pairs in (("ddpm", ((0, 1), (10, 11), (59, 60))),
+                           ("flow", ((0.0, 0.3), (0.3, 0.7), (0.1, 0.11)))):
+        for s, t in pairs:
+            (a_s, b_s), (a_t, b_t) = coefficients(process, s), coefficients(process, t)
+            r = a_t / a_s
+            std = (b_t ** 2 - (r * b_s) ** 2) ** 0.5
+            torch.testing.assert_close(chain_step(process, one, s, t, zero), r * one,
+                                       atol=1e-12, rtol=0)
+            torch.testing.assert_close(chain_step(process, zero, s, t, one), std * one,
+                                       atol=1e-12, rtol=0)
+
+
+def test_one_noise_per_path_is_the_seeded_draw():
+    # Without fresh noise, x_s and x_t are a_s x0 + b_s n and a_t x0 + b_t n with the
+    # SAME seeded n, exactly; with fresh noise the chain is seeded too (same seed, same
+    # paths).
+    for process, grid, s, t in (("ddpm", list(range(0, 31)), 10, 30),
+                                ("flow", [k / 100 for k in range(0, 71)], 0.3, 0.7)):
+        xs, xt = two_times(process, grid, s, t, False, runs=50, seed=3)
+        n = torch.randn(50, 2, generator=torch.Generator().manual_seed(3),
+                        dtype=torch.float64)
+        for x, u in ((xs, s), (xt, t)):
+            a, b = coefficients(process, u)
+            torch.testing.assert_close(x, a * X0 + b * n, atol=1e-12, rtol=0)
+        first = two_times(process, grid, s, t, True, runs=50, seed=3)
+        again = two_times(process, grid, s, t, True, runs=50, seed=3)
+        assert all(torch.equal(u, w) for u, w in zip(first, again))

@@ -19,9 +19,10 @@ import torch
 
 
 def _expand_t(t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    """t: float, () or (batch,) -> broadcastable to x of shape (batch, *dims)."""
+    """t: float, () or (batch,) -> broadcastable to x of shape (batch, *dims), on x's
+    device and in x's dtype ((batch,) becomes (batch, 1, ..., 1))."""
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim)) if t.ndim > 0 else t
+    return t.reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
 
 def interpolate(x0: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
@@ -51,14 +52,15 @@ from snippets.flow_matching.path import interpolate, target_velocity
 def flow_matching_loss(model, x0: torch.Tensor, generator=None) -> torch.Tensor:
     """Conditional flow matching loss E_{t, x0, x1} || v_theta(x_t, t) - (x1 - x0) ||^2.
 
-    model(x, t): (batch, d), (batch,) -> (batch, d). x0: (batch, d) data.
-    Simulation-free: one network evaluation per sample, no ODE is solved in training.
+    model(x, t): (batch, *dims), (batch,) -> (batch, *dims). x0: (batch, *dims) data;
+    the squared norm runs over all non-batch dims. Simulation-free: one network
+    evaluation per sample, no ODE is solved in training.
     """
     x1 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # noise end
     t = torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype)  # t ~ U[0, 1]
     x_t = interpolate(x0, x1, t)
     # CFM loss, Sec. 3.2, arXiv:2210.02747
-    return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).sum(-1).mean()
+    return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).flatten(1).sum(1).mean()
 # --8<-- [end:fm_loss]
 
 
@@ -73,6 +75,16 @@ def test_interpolate_endpoints_and_broadcast():
     for i in range(4):
         expected = (1 - t[i]) * x0[i] + t[i] * x1[i]
         torch.testing.assert_close(xt[i], expected, atol=1e-6, rtol=0)
+
+
+def test_interpolate_stays_on_the_device_of_the_data():
+    # A time schedule often lives on the CPU while the data sit on an accelerator: t is
+    # moved to x's device. The "meta" device (shapes only, no values) stands in for a
+    # GPU here; a CPU tensor of shape (batch,) cannot be mixed with it.
+    x0 = torch.zeros(4, 3, 2, device="meta")
+    for t in (torch.tensor([0.1, 0.2, 0.3, 0.4]), [0.1, 0.2, 0.3, 0.4], 0.5):
+        xt = interpolate(x0, x0, t)
+        assert xt.device == x0.device and xt.shape == x0.shape, (t, xt)
 
 
 def test_target_velocity_is_time_derivative_of_path():
@@ -99,6 +111,17 @@ def test_flow_matching_loss_follows_its_definition_and_prefers_the_marginal_velo
     xt = (1 - t[:, None]) * x0 + t[:, None] * x1
     manual = ((model(xt, t) - (x1 - x0)) ** 2).sum(-1).mean()
     ours = flow_matching_loss(model, x0, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours, manual, atol=1e-12, rtol=0)
+    # The same for image-shaped data (batch, c, h, w): the squared norm runs over all
+    # of c, h, w, as ||.||^2 of the flattened image.
+    img = torch.randn(8, 3, 4, 4, generator=g, dtype=torch.float64)
+    model_img = lambda x, t: 0.5 * x + t[:, None, None, None]
+    g = torch.Generator().manual_seed(5)
+    x1 = torch.randn(img.shape, generator=g, dtype=img.dtype)
+    t = torch.rand(img.shape[0], generator=g, dtype=img.dtype)
+    xt = (1 - t[:, None, None, None]) * img + t[:, None, None, None] * x1
+    manual = ((model_img(xt, t) - (x1 - img)) ** 2).sum((1, 2, 3)).mean()
+    ours = flow_matching_loss(model_img, img, torch.Generator().manual_seed(5))
     torch.testing.assert_close(ours, manual, atol=1e-12, rtol=0)
     # (b) On the same draws the marginal velocity E[x1 - x0 | x_t] scores lower than the
     # zero field or its negation (the velocity of the other time convention), yet not 0:

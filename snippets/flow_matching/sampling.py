@@ -9,10 +9,9 @@ def time_grid(num_steps: int, dtype=torch.float32) -> torch.Tensor:
     return torch.linspace(1.0, 0.0, num_steps + 1, dtype=dtype)
 
 
-@torch.no_grad()
 def euler_sample(velocity, x1: torch.Tensor, num_steps: int, return_path: bool = False):
     """Integrate dx/dt = velocity(x, t) from x1 at t = 1 to t = 0 with Euler steps
-    (dt < 0).
+    (dt < 0), without building an autograd graph.
 
     velocity(x, t): (batch, d), (batch,) -> (batch, d); x1: (batch, d) noise.
     returns x0 (batch, d), or the path (num_steps + 1, batch, d) if return_path.
@@ -20,10 +19,11 @@ def euler_sample(velocity, x1: torch.Tensor, num_steps: int, return_path: bool =
     """
     ts = time_grid(num_steps, x1.dtype)
     x, path = x1, [x1]
-    for t, t_next in zip(ts[:-1], ts[1:]):
-        # x_{t+dt} = x_t + v dt
-        x = x + velocity(x, t.expand(x.shape[0])) * (t_next - t)
-        path.append(x)
+    with torch.no_grad():
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            # x_{t+dt} = x_t + v dt
+            x = x + velocity(x, t.expand(x.shape[0])) * (t_next - t)
+            path.append(x)
     return torch.stack(path) if return_path else x
 # --8<-- [end:euler]
 

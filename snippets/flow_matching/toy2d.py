@@ -37,7 +37,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj=256, seed=0) -> 
 
 
 # --8<-- [start:experiment]
-import functools
 import time
 import torch
 from snippets.flow_matching.model import train_flow_matching
@@ -45,10 +44,9 @@ from snippets.flow_matching.sampling import euler_sample
 from snippets.flow_matching.toy2d import eight_gaussians, sliced_wasserstein
 
 
-@functools.lru_cache(maxsize=1)
 def pretrained_toy_model(steps: int = 2000, seed: int = 0):
-    """The 8-Gaussians flow model (cached per process, also used by snippets/flow_grpo).
-    returns (model, CPU seconds spent training)."""
+    """Train the 8-Gaussians flow model (seconds on a CPU; snippets/flow_grpo uses it
+    as its frozen reference model). returns (model, CPU seconds spent training)."""
     torch.set_num_threads(1)
     start = time.process_time()  # CPU seconds: the machine is shared
     model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3,
@@ -101,6 +99,8 @@ def test_toy_flow_trains_fast_and_matches_data():
     model, seconds = pretrained_toy_model()
     q = sample_quality(model)
     assert seconds < 30, f"training took {seconds:.1f} s"
+    # Returned frozen and in evaluation mode: ready to serve as a reference model.
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
     # Within 1.5x the SWD between two independent data samples of the same size (the
     # noise floor of the measure), and far below the SWD of the untrained starting point
     # (noise).

@@ -129,11 +129,10 @@ def worst_error(track: torch.Tensor, key_times: list[int], mode: str) -> float:
 F64 = torch.float64
 
 
-def parabola(T: int = 33, accel: float = 0.02) -> torch.Tensor:
-    """(T, 3) positions of a thrown ball: constant velocity + constant acceleration."""
-    t = torch.arange(T, dtype=F64)[:, None]
-    a = torch.tensor([[0.0, -accel, 0.0]], dtype=F64)
-    return torch.tensor([[0.1, 0.3, 0.05]], dtype=F64) * t + 0.5 * a * t**2
+# (33, 3) positions of a thrown ball: constant velocity + acceleration 0.02 downwards
+_T = torch.arange(33, dtype=F64)[:, None]
+PARABOLA = (torch.tensor([[0.1, 0.3, 0.05]], dtype=F64) * _T
+            + 0.5 * torch.tensor([[0.0, -0.02, 0.0]], dtype=F64) * _T**2)
 
 
 def test_two_velocities_follow_a_motion_that_changes_at_a_key_frame():
@@ -155,7 +154,7 @@ def test_nearest_key_frame_quarters_the_worst_error_of_forward_only():
     # either direction) misses by a d (d - 1) / 2, exactly for a parabola (Taylor).
     # Nearest key frame: d <= h / 2; forward only: d <= h - 1. Worst errors
     # a (h/2)(h/2 - 1) / 2 and a (h - 1)(h - 2) / 2, ratio h / (4 (h - 1)) -> 1/4.
-    track, a = parabola(), 0.02
+    track, a = PARABOLA, 0.02
     for h in (4, 8, 16):
         keys = list(range(0, 33, h))
         bi = worst_error(track, keys, "bidirectional")
@@ -214,11 +213,58 @@ def test_rotation_and_opacity_follow_eqs_4_and_5():
         return transfer(h, 5.0, tq, interval=4.0, gamma=gamma)["opacity"].item()
 
     assert alpha(5.0, 0.5) == 0.8
+    # gamma defaults to 1: at the far end of the interval alpha = 0.8 e^-1
+    far = transfer(g, 5.0, 9.0, interval=4.0)["opacity"].item()
+    assert abs(far - 0.8 * torch.e ** -1.0) < 1e-12
     assert alpha(6.0, 0.5) > alpha(7.0, 0.5) > alpha(8.0, 0.5)
     assert abs(alpha(7.0, 0.99) - 0.8) < 1e-12  # d = 0.5: 0.5^100 ~ 1e-30
     assert abs(alpha(7.0, 1e-9) - 0.8 * torch.e ** (-2.0 * 0.5)) < 1e-9
     for tau in (0.1, 0.5, 0.9):
         assert abs(alpha(9.0, tau) - 0.8 * torch.e ** -2.0) < 1e-12
+
+
+def test_worst_error_is_that_of_the_longest_interval_wherever_it_lies():
+    # worst_error scans every frame from the first key to the last. With uneven key
+    # intervals (and keys not starting at frame 0) the worst frame lies in the
+    # longest interval, first or last: forward only misses by a (h - 1)(h - 2) / 2
+    # there, the nearest key frame by a d (d - 1) / 2 with d = h / 2.
+    a = 0.02
+    for keys, h in (([3, 19, 27], 16), ([3, 11, 27], 16), ([4, 10, 14], 6)):
+        fwd = worst_error(PARABOLA, keys, "forward")
+        bi = worst_error(PARABOLA, keys, "bidirectional")
+        assert abs(fwd - a * (h - 1) * (h - 2) / 2) < 1e-9, (keys, fwd)
+        assert abs(bi - a * (h // 2) * (h // 2 - 1) / 2) < 1e-9, (keys, bi)
+    # One step forward with the key's own forward displacement is exact for any
+    # track; in "single" mode that holds at every key with a next frame, including
+    # the one just before the end.
+    for mode in ("single", "bidirectional", "forward"):
+        out = positions_at(PARABOLA, [0, 31], 32, mode)
+        torch.testing.assert_close(out, PARABOLA[32], atol=1e-12, rtol=0)
+
+
+def test_quaternion_helpers_compose_rotations():
+    # phi of Eq. (4) and the Hamilton product against rotation matrices
+    # (gaussians.quaternion_to_rotation): R(phi(w)) is Rodrigues' rotation by |w|
+    # about w / |w|, and R(a * b) = R(a) R(b); on a (2, 5) batch, and phi(0) = 1.
+    from snippets.neoverse.gaussians import quaternion_to_rotation
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 5, 3, generator=g, dtype=F64)
+    q = axis_angle_to_quaternion(w)
+    assert q.shape == (2, 5, 4)
+    theta = w.norm(dim=-1)[..., None, None]
+    k = w / w.norm(dim=-1, keepdim=True)
+    K = torch.zeros(2, 5, 3, 3, dtype=F64)
+    K[..., 0, 1], K[..., 0, 2], K[..., 1, 2] = -k[..., 2], k[..., 1], -k[..., 0]
+    K = K - K.transpose(-1, -2)
+    rodrigues = torch.eye(3, dtype=F64) + theta.sin() * K + (1 - theta.cos()) * K @ K
+    torch.testing.assert_close(quaternion_to_rotation(q), rodrigues, atol=1e-12, rtol=0)
+    identity = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64)
+    assert torch.equal(axis_angle_to_quaternion(torch.zeros(1, 3, dtype=F64)), identity)
+    b = axis_angle_to_quaternion(torch.randn(2, 5, 3, generator=g, dtype=F64))
+    torch.testing.assert_close(quaternion_to_rotation(quaternion_multiply(q, b)),
+                               quaternion_to_rotation(q) @ quaternion_to_rotation(b),
+                               atol=1e-12, rtol=0)
 
 
 def test_nearest_key_frame_and_interval():
@@ -228,3 +274,8 @@ def test_nearest_key_frame_and_interval():
     assert nearest_key_frame(keys, 3.0) == (1, 4.0)
     assert nearest_key_frame(keys, 8.0) == (2, 6.0)
     assert nearest_key_frame(keys, 4.0) == (1, 4.0)
+    # past the last key: the last interval; a single key: no interval, but a positive
+    # length (Eq. (5) divides by it)
+    assert nearest_key_frame(keys, 12.0) == (2, 6.0)
+    k, interval = nearest_key_frame([3.0], 3.0)
+    assert k == 0 and 0 < interval < 1e-9

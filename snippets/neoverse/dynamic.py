@@ -171,6 +171,29 @@ def test_moving_gaussians_fit_every_frame_and_interpolate():
 
 
 
+def test_moving_blobs_video_shows_the_described_motions():
+    # blob_positions: blob a moves left to right at constant height, blob b
+    # diagonally up (x grows, y falls), blob c along a quarter circle of radius
+    # 0.3 size about the image centre.
+    t = torch.linspace(0, 1, 9)
+    c = blob_positions(t, 32)
+    assert c.shape == (9, 3, 2)
+    assert (c[:, 0, 1] == c[0, 0, 1]).all() and (c[1:, 0, 0] > c[:-1, 0, 0]).all()
+    assert (c[1:, 1, 0] > c[:-1, 1, 0]).all() and (c[1:, 1, 1] < c[:-1, 1, 1]).all()
+    radius = (c[:, 2] - 16.0).norm(dim=-1)
+    torch.testing.assert_close(radius, torch.full((9,), 0.3 * 32), atol=1e-4, rtol=0)
+    # moving_blobs_video: frames in [0, 1] at those times, mostly black; at each
+    # blob's centre (here, frame 4, where the blobs do not overlap) the pixel has
+    # that blob's colour to within the soft edge (sigmoid(0.12 * 32 / 0.7) = 0.996).
+    video, times = moving_blobs_video(9, 32)
+    assert video.shape == (9, 32, 32, 3) and torch.equal(times, t)
+    assert video.min() >= 0 and video.max() <= 1 and video.median() < 0.05
+    colors = torch.tensor([[0.95, 0.3, 0.2], [0.2, 0.8, 0.3], [0.3, 0.4, 0.95]])
+    for k in range(3):
+        col, row = c[4, k].long().tolist()
+        torch.testing.assert_close(video[4, row, col], colors[k], atol=0.02, rtol=0)
+
+
 def test_means_follow_the_quadratic_and_render_moves_with_them():
     # mu(t) = mu + v tau + a tau^2 / 2 around tau = t - 1/2: the mean at t = 1/2,
     # velocity v = (mu(1) - mu(0)), acceleration a = 4 (mu(1) + mu(0) - 2 mu(1/2)).

@@ -21,8 +21,9 @@ import torch
 def quaternion_to_rotation(quaternion: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from quaternions.
 
-    quaternion: (N, 4) in (w, x, y, z) order, any non-zero norm (normalised here).
-    returns: (N, 3, 3) rotation matrices (orthonormal, det = +1).
+    quaternion: (..., 4) in (w, x, y, z) order, any non-zero norm (normalised here),
+    e.g. (N, 4) or a single (4,).
+    returns: (..., 3, 3) rotation matrices (orthonormal, det = +1).
     """
     q = quaternion / quaternion.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
@@ -62,8 +63,8 @@ import torch
 def project_mean(mean_cam: torch.Tensor, fx: float, fy: float) -> torch.Tensor:
     """Pinhole projection u = fx x / z, v = fy y / z (principal point at 0).
 
-    mean_cam: (N, 3) points in camera coordinates (z > 0 in front of the camera).
-    returns: (N, 2) image-plane coordinates in pixels.
+    mean_cam: (..., 3) points in camera coordinates (z > 0 in front of the camera).
+    returns: (..., 2) image-plane coordinates in pixels.
     """
     x, y, z = mean_cam.unbind(-1)
     return torch.stack([fx * x / z, fy * y / z], dim=-1)
@@ -74,9 +75,9 @@ def project_covariance(
 ) -> torch.Tensor:
     """Image-plane covariance of 3D Gaussians whose means are in camera coordinates.
 
-    cov3d: (N, 3, 3) covariances in camera coordinates (so W = I in
-    Sigma' = J W Sigma W^T J^T); mean_cam: (N, 3); fx, fy: focal lengths in pixels.
-    returns: (N, 2, 2), Sigma' = J Sigma J^T  (Eq. (5), arXiv:2308.04079), J the
+    cov3d: (..., 3, 3) covariances in camera coordinates (so W = I in
+    Sigma' = J W Sigma W^T J^T); mean_cam: (..., 3); fx, fy: focal lengths in pixels.
+    returns: (..., 2, 2), Sigma' = J Sigma J^T  (Eq. (5), arXiv:2308.04079), J the
     Jacobian of (x, y, z) -> (fx x / z, fy y / z) at the mean (EWA's local affine
     approximation). No low-pass dilation here (the reference rasterizer adds
     0.3 px^2 to the diagonal).
@@ -143,11 +144,11 @@ def composite_back_to_front(
 
 # ----------------------------------------------------------------------------- tests
 
+import functools  # noqa: E402
+
 F64 = torch.float64
-
-
-def assert_near(actual, expected, atol):
-    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
+# assert_near(actual, expected, atol): an absolute tolerance only
+assert_near = functools.partial(torch.testing.assert_close, rtol=0)
 
 
 def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
@@ -158,18 +159,18 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     R = quaternion_to_rotation(q)
     eye = torch.eye(3, dtype=F64).expand(n, 3, 3)
     # The quaternion is normalised inside: R is a proper rotation.
-    assert_near(R @ R.transpose(-1, -2), eye, 1e-12)
-    assert_near(torch.linalg.det(R), torch.ones(n, dtype=F64), 1e-12)
+    assert_near(R @ R.transpose(-1, -2), eye, atol=1e-12)
+    assert_near(torch.linalg.det(R), torch.ones(n, dtype=F64), atol=1e-12)
     cov = covariance_from_rotation_scale(q, s)
     assert cov.shape == (n, 3, 3)
-    assert_near(cov, cov.transpose(-1, -2), 1e-12)
+    assert_near(cov, cov.transpose(-1, -2), atol=1e-12)
     # Eigenvalues are exactly the squared scales: PSD by construction ...
     eig = torch.linalg.eigvalsh(cov)
     torch.testing.assert_close(eig, (s**2).sort(dim=-1).values, atol=1e-10, rtol=1e-10)
     assert (eig > 0).all(), "covariance with positive scales must be positive definite"
     # ... and the eigenvectors are the columns of R: Sigma R = R diag(s^2). This is
     # what "R turns the axes" means; diag(s) R (rows scaled) would fail here.
-    assert_near(cov @ R, R * (s**2).unsqueeze(-2), 1e-10)
+    assert_near(cov @ R, R * (s**2).unsqueeze(-2), atol=1e-10)
     # A zero scale gives a flat (rank-2) Gaussian: still PSD, smallest eigenvalue 0.
     s0 = s.clone()
     s0[:, 2] = 0.0
@@ -178,7 +179,7 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     # Identity quaternion: Sigma = diag(s^2).
     q_id = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64)
     expected = torch.diag_embed(s[:1] ** 2)
-    assert_near(covariance_from_rotation_scale(q_id, s[:1]), expected, 1e-12)
+    assert_near(covariance_from_rotation_scale(q_id, s[:1]), expected, atol=1e-12)
 
 
 def test_quaternion_matches_axis_angle_rotation():
@@ -188,12 +189,37 @@ def test_quaternion_matches_axis_angle_rotation():
     q = torch.stack([h.cos(), zero, zero, h.sin()]).unsqueeze(0)
     R = quaternion_to_rotation(q)[0]
     ex = torch.tensor([1.0, 0.0, 0.0], dtype=F64)
-    assert_near(R @ ex, torch.tensor([0.0, 1.0, 0.0], dtype=F64), 1e-12)
+    assert_near(R @ ex, torch.tensor([0.0, 1.0, 0.0], dtype=F64), atol=1e-12)
     # The long axis follows the rotation: s = (3, 1, 1) turned by 90 deg about z
     # lies along y, Sigma = diag(1, 9, 1).
     s = torch.tensor([[3.0, 1.0, 1.0]], dtype=F64)
     expected = torch.diag(torch.tensor([1.0, 9.0, 1.0], dtype=F64))
-    assert_near(covariance_from_rotation_scale(q, s)[0], expected, 1e-12)
+    assert_near(covariance_from_rotation_scale(q, s)[0], expected, atol=1e-12)
+
+
+def test_operations_act_on_any_leading_dims():
+    # Each Gaussian is handled on its own: a (2, 5) batch of Gaussians gives the same
+    # results as the 10 in a row (up to float64 round-off of batched matmuls), and a
+    # single unbatched one the same as its row.
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 5, 4, generator=g, dtype=F64)
+    mean = torch.randn(2, 5, 3, generator=g, dtype=F64)
+    mean[..., 2] = mean[..., 2].abs() + 2.0
+    cov = covariance_from_rotation_scale(q, torch.rand(2, 5, 3, generator=g, dtype=F64))
+    flat = lambda a: a.reshape((10,) + a.shape[2:])  # (2, 5, ...) -> (10, ...)
+    R = quaternion_to_rotation(q)
+    assert R.shape == (2, 5, 3, 3)
+    assert_near(flat(R), quaternion_to_rotation(flat(q)), atol=1e-12)
+    assert_near(R[1, 3], quaternion_to_rotation(q[1, 3]), atol=1e-12)
+    uv = project_mean(mean, 300.0, 250.0)
+    assert uv.shape == (2, 5, 2)
+    assert_near(flat(uv), project_mean(flat(mean), 300.0, 250.0), atol=1e-12)
+    c2 = project_covariance(cov, mean, 300.0, 250.0)
+    assert c2.shape == (2, 5, 2, 2)
+    expected = project_covariance(flat(cov), flat(mean), 300.0, 250.0)
+    assert_near(flat(c2), expected, atol=1e-12)
+    assert_near(c2[0, 2], project_covariance(cov[0, 2], mean[0, 2], 300.0, 250.0),
+                atol=1e-12)
 
 
 def test_project_covariance_matches_explicit_jacobian():
@@ -226,12 +252,22 @@ def test_front_to_back_equals_back_to_front_over():
     c1, t1 = composite(colors, alphas)
     c2, t2 = composite_back_to_front(colors, alphas)
     assert c1.shape == (h, w, 3) and t1.shape == (h, w)
-    assert_near(c1, c2, 1e-12)
-    assert_near(t1, t2, 1e-12)
+    assert_near(c1, c2, atol=1e-12)
+    assert_near(t1, t2, atol=1e-12)
     # Behind the opaque layer nothing shows: changing layers 8.. leaves (0, 0) alone.
     colors2 = colors.clone()
     colors2[8:] = torch.rand(n - 8, h, w, 3, generator=g, dtype=F64)
-    assert_near(composite(colors2, alphas)[0][0, 0], c1[0, 0], 1e-12)
+    assert_near(composite(colors2, alphas)[0][0, 0], c1[0, 0], atol=1e-12)
+
+
+def test_one_layer_is_its_own_over():
+    # A single layer over nothing: colour a c, transmittance 1 - a, both ways.
+    colors = torch.tensor([[[0.2, 0.4, 0.8]], [[1.0, 0.5, 0.0]]], dtype=F64)[None]
+    alphas = torch.tensor([[0.25], [1.0]], dtype=F64)[None]  # (1, 2, 1)
+    for fn in (composite, composite_back_to_front):
+        c, t = fn(colors, alphas)
+        assert_near(c, alphas[0, ..., None] * colors[0], atol=1e-15)
+        assert_near(t, 1 - alphas[0], atol=1e-15)
 
 
 def test_transmittance_is_product_and_never_increases():
@@ -242,8 +278,8 @@ def test_transmittance_is_product_and_never_increases():
     c, t_final = composite(colors, alphas)
     # T_N = prod (1 - a_i); with all colours 1 the image is the covered fraction
     # 1 - T_N: the weights a_i T_i and the leftover transmittance add up to 1.
-    assert_near(t_final, (1 - alphas).prod(0), 1e-12)
-    assert_near(c[..., 0] + t_final, torch.ones(100, dtype=F64), 1e-12)
+    assert_near(t_final, (1 - alphas).prod(0), atol=1e-12)
+    assert_near(c[..., 0] + t_final, torch.ones(100, dtype=F64), atol=1e-12)
     # Transmittance after each layer never increases and stays in [0, 1].
     Ts = torch.stack([composite(colors[: k + 1], alphas[: k + 1])[1] for k in range(n)])
     assert (Ts[1:] <= Ts[:-1] + 1e-15).all(), "transmittance increased"

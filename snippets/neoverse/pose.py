@@ -172,7 +172,7 @@ def test_kabsch_recovers_known_rotation_and_translation():
             assert rotation_error_deg(R_est, R) < 1e-5, (seed, kind)
             torch.testing.assert_close(t_est, t, atol=1e-10, rtol=0)
             assert abs(torch.linalg.det(R_est).item() - 1) < 1e-10
-            assert c.item() == 1.0
+            assert c.item() == 1.0 and c.dtype == P.dtype
         # Umeyama: a monocular depth map knows the scene only up to scale.
         P = scene_points("general", seed=seed + 60)
         c, R_est, t_est = rigid_transform(P, 2.5 * observe(P, R, t), with_scale=True)
@@ -182,6 +182,7 @@ def test_kabsch_recovers_known_rotation_and_translation():
 
 def test_kabsch_error_grows_linearly_with_noise():
     rows = noise_sweep([0.005, 0.01, 0.02, 0.04])
+    assert [r["noise"] for r in rows] == [0.005, 0.01, 0.02, 0.04]
     errs = [r["rot_err_deg"] for r in rows]
     # Small noise, small error: 0.01 units on points ~1 unit apart -> < 0.5 degree.
     assert errs[1] < 0.5, errs
@@ -189,10 +190,58 @@ def test_kabsch_error_grows_linearly_with_noise():
     # the second-order term is at most noise / spread <= 4 % of it, hence +-0.1.
     for a, b in zip(errs, errs[1:]):
         assert abs(b / a - 2) < 0.1, errs
+    # The translation error behaves the same way (first order in the same noise):
+    # at noise 0.01 it is of the order of noise / sqrt(n) plus the rotation error
+    # times the depth, 4 x 0.0015 rad; asserted: < 0.02.
+    trans = [r["trans_err"] for r in rows]
+    assert trans[1] < 0.02, trans
+    for a, b in zip(trans, trans[1:]):
+        assert abs(b / a - 2) < 0.1, trans
     # 4x the points -> about half the error (1/sqrt(4)). Each mean over 20 motions
     # scatters by ~10 %, so the ratio of two is 0.5 +- 0.07; band: 2.5 sigma.
     many = noise_sweep([0.02], n=200)[0]["rot_err_deg"]
     assert 0.35 < many / errs[2] < 0.7, (many, errs[2])
+
+
+def test_scenes_and_motions_are_seeded_and_what_they_say():
+    # Seeded: the same seed gives the same data, another seed other data.
+    for kind in ("general", "planar", "collinear"):
+        P = scene_points(kind, seed=3)
+        assert P.shape == (100, 3) and P.dtype == torch.float64
+        assert torch.equal(P, scene_points(kind, seed=3))
+        assert not torch.equal(P, scene_points(kind, seed=4))
+    R, t = random_motion(5)
+    assert torch.equal(R, random_motion(5)[0]) and torch.equal(t, random_motion(5)[1])
+    P = scene_points("general")
+    Q = observe(P, R, t, noise=0.01)
+    assert torch.equal(Q, observe(P, R, t, noise=0.01))
+    # The cloud: centred on the optical axis at depth 4, spread ~1 in every direction
+    # (means within 5 standard errors 5 / sqrt(100) = 0.5).
+    assert (P.mean(0) - torch.tensor([0.0, 0.0, 4.0], dtype=P.dtype)).abs().max() < 0.5
+    assert (P.std(0) > 0.5).all()
+    # The wall: every point at depth 4. The pole: one line through (0, 0, 4).
+    assert (scene_points("planar")[:, 2] == 4.0).all()
+    pole = scene_points("collinear") - torch.tensor([0.0, 0.0, 4.0], dtype=P.dtype)
+    assert torch.linalg.matrix_rank(pole, atol=1e-12) == 1
+    # Noise: the residual of the true motion has the asked-for std (5 standard
+    # errors of a std over 300 values: 5 / sqrt(600) = 20 %).
+    resid = Q - (P @ R.T + t)
+    assert abs(resid.std().item() / 0.01 - 1) < 0.2, resid.std()
+    # The motions: proper rotations turning 20-40 degrees.
+    eye = torch.eye(3, dtype=torch.float64)
+    for seed in range(10):
+        R, _ = random_motion(seed)
+        torch.testing.assert_close(R @ R.T, eye, atol=1e-12, rtol=0)
+        assert 20.0 <= rotation_error_deg(R, eye) <= 40.0, seed
+    # A half turn about any axis measures 180 degrees: ||R - I|| / (2 sqrt 2) rounds
+    # to just above 1 for some axes, and the clamp keeps asin defined there. Near 1,
+    # asin turns a round-off of 1e-15 into ~1e-7 rad: tolerance 1e-4 degree.
+    g = torch.Generator().manual_seed(0)
+    half_turn = torch.tensor(torch.pi, dtype=torch.float64)
+    for _ in range(20):
+        axis = torch.randn(3, generator=g, dtype=torch.float64)
+        R = axis_angle_rotation(axis / axis.norm(), half_turn)
+        assert abs(rotation_error_deg(R, eye) - 180.0) < 1e-4
 
 
 def test_refutes_correspondences_always_determine_the_pose():

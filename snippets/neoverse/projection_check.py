@@ -148,6 +148,27 @@ def test_affine_projection_matches_monte_carlo_for_small_gaussians():
         assert abs(shift_slope - 1) < 0.1, (seed, shift_slope)
 
 
+def test_random_gaussians_and_the_behind_fraction():
+    # random_gaussian_at: seeded; largest std exactly 0.1, the others 0.02-0.1; the
+    # depth is 0.1 / (sigma / z) and the viewing direction (x / z, y / z) does not
+    # depend on the depth.
+    a, b = random_gaussian_at(0.02, 3), random_gaussian_at(0.05, 3)
+    assert all(torch.equal(a[k], random_gaussian_at(0.02, 3)[k]) for k in a)
+    assert all(v.dtype == torch.float64 for v in a.values())
+    assert a["scale"].max() == 0.1 and a["scale"].min() >= 0.02 - 1e-12
+    assert abs(a["mean_cam"][2].item() - 5.0) < 1e-12
+    torch.testing.assert_close(a["mean_cam"] / a["mean_cam"][2],
+                               b["mean_cam"] / b["mean_cam"][2], atol=1e-12, rtol=0)
+    # A Gaussian whose mean is one std in front of the camera: a fraction
+    # Phi(-1) = 0.159 of it lies behind (z <= 0); 5 standard errors of a fraction
+    # over the 10 000 independent pairs.
+    q = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    r = monte_carlo_projection_error(q, torch.full((3,), 0.1),
+                                     torch.tensor([0.0, 0.0, 0.1]), num_samples=20_000)
+    p = 0.15866
+    assert abs(r["behind"] - p) < 5 * (p * (1 - p) / 10_000) ** 0.5, r["behind"]
+
+
 def test_pinhole_only_sees_size_over_depth():
     # Scale invariance: (mean, scale) -> k (mean, scale) leaves Sigma' unchanged.
     q = torch.tensor([[0.9, 0.3, -0.2, 0.25]], dtype=torch.float64)

@@ -287,6 +287,14 @@ def agree_away_from_edges(mask: torch.Tensor, truth: torch.Tensor) -> bool:
     return bool(mask[eroded(truth)].all() and (~mask[eroded(~truth)]).all())
 
 
+def test_agree_away_from_edges_needs_both_sides():
+    truth = torch.zeros(8, 8, dtype=torch.bool)
+    truth[2:6, 2:6] = True
+    assert agree_away_from_edges(truth, truth)
+    assert not agree_away_from_edges(torch.zeros_like(truth), truth)  # misses inside
+    assert not agree_away_from_edges(torch.ones_like(truth), truth)  # extra outside
+
+
 def test_novel_view_of_monocular_reconstruction_has_holes():
     torch.set_num_threads(1)
     r = novel_view_experiment()
@@ -300,6 +308,12 @@ def test_novel_view_of_monocular_reconstruction_has_holes():
     # What is covered is still right; the holes are what costs the PSNR.
     assert r["psnr_novel_covered"] > 24.0, r["psnr_novel_covered"]
     assert r["psnr_novel_all"] < r["psnr_novel_covered"] - 5.0, r
+    # The returned record is consistent: masks and fractions from the same T.
+    assert torch.equal(r["holes_novel_mask"], r["T_novel"] > 0.5)
+    assert r["holes_novel"] == r["holes_novel_mask"].double().mean().item()
+    assert r["holes_source"] == (r["T_source"] > 0.5).double().mean().item()
+    assert r["psnr_source"] == psnr(r["source_render"], r["source"])
+    assert r["psnr_novel_all"] == psnr(r["novel_render"], r["novel_gt"])
 
 
 def test_occlusion_simulation_makes_a_training_pair_from_one_frame():
@@ -318,24 +332,70 @@ def test_occlusion_simulation_makes_a_training_pair_from_one_frame():
         # ... and elsewhere the render is the original frame, the target: as good as
         # the uncut render (within 1 dB, the tails of culled neighbours), on pixels
         # one pixel away from the holes and from the square's silhouette.
+        assert torch.equal(r["target"], frame)
+        assert torch.equal(r["holes_mask"], r["T"] > 0.5)
+        assert r["holes"] == r["holes_mask"].double().mean().item()
         kept = eroded(~r["occluded_truth"]) & (spread[0, 0] < 0.5)
         cut_db = psnr(r["degraded"][kept], frame[kept])
         assert cut_db > psnr(uncut[kept], frame[kept]) - 1.0, (shift, yaw, cut_db)
 
 
+def test_raycast_sees_the_square_in_front_of_the_wall():
+    # A camera 1 unit behind the origin, looking along +z: the central pixels see the
+    # red square at depth 3 + 1, the corners the wall at 6 + 1; all colours in [0, 1],
+    # the wall textured.
+    R, t = camera(0.0, (0.0, 0.0, -1.0))
+    img, depth = raycast_scene(R, t, 16, 16.0)
+    assert depth[7:9, 7:9].eq(4.0).all() and depth[0, 0] == depth[15, 15] == 7.0
+    red = img[7:9, 7:9].reshape(-1, 3)
+    assert (red[:, 0] > red[:, 1:].max(1).values).all(), red
+    assert img.min() >= 0 and img.max() <= 1
+    wall = img[depth == 7.0]
+    assert wall.std(0).min() > 0.01, "the wall has a texture"
+    # Visibility of known points from that camera (sight lines from (0, 0, -1)).
+    pts = torch.tensor([[0.0, 0.0, 6.0],    # straight behind the square: hidden
+                        [0.9, 0.0, 6.0],    # crosses z = 3 at x = 0.51: hidden
+                        [1.1, 0.0, 6.0],    # crosses z = 3 at x = 0.63: seen
+                        [0.3, 0.2, 3.0],    # on the square itself: seen
+                        [20.0, 0.0, 6.0]],  # outside the image (u = 107 px)
+                       dtype=torch.float64)
+    v = visible_from(pts, R, t)
+    assert v["in_view"].tolist() == [True, True, True, True, False]
+    assert v["occluded"].tolist() == [True, True, False, False, False]
+
+
+def test_render_3d_keeps_near_gaussians_and_dilation_widens_them():
+    # One small Gaussian 0.5 in front of the camera is drawn (only z <= 0.1 is
+    # dropped); the 0.3 px^2 dilation spreads it over more of the image.
+    R, t = camera(0.0, (0.0, 0.0, 0.0))
+    g = {"mean": torch.tensor([[0.0, 0.0, 0.5]], dtype=torch.float64),
+         "scale": torch.full((1, 3), 0.01, dtype=torch.float64),
+         "quat": torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64),
+         "color": torch.ones(1, 3, dtype=torch.float64),
+         "opacity": torch.ones(1, dtype=torch.float64)}
+    _, T = render_3d(g, R, t)
+    _, T_wide = render_3d(g, R, t, dilation=0.3)
+    assert T.min() < 0.9
+    assert (1 - T_wide).sum() > 1.2 * (1 - T).sum()
+    # a half-pixel offset from the mean: alpha is larger with the dilation
+    assert T_wide[15, 15] < T[15, 15]
+
+
 def test_raycast_and_pixel_gaussians_are_consistent():
-    # Unprojected pixel centres re-project to the same pixel centres.
+    # Unprojected pixel centres re-project to the same pixel centres (a focal length
+    # other than the default: it has to reach every step).
+    f = 24.0
     R, t = camera(10.0, (0.3, -0.2, 0.1))
-    img, depth = raycast_scene(R, t, 16)
-    g = pixel_aligned_gaussians(img, depth, R, t)
-    uv = project_mean(g["mean"] @ R.T + t, 32.0, 32.0) + 8
+    img, depth = raycast_scene(R, t, 16, f)
+    g = pixel_aligned_gaussians(img, depth, R, t, f=f)
+    uv = project_mean(g["mean"] @ R.T + t, f, f) + 8
     centres = torch.arange(16, dtype=torch.float64) + 0.5
     ys, xs = torch.meshgrid(centres, centres, indexing="ij")
     expected = torch.stack([xs, ys], -1).reshape(-1, 2)
     torch.testing.assert_close(uv, expected, atol=1e-9, rtol=0)
     # The rendered depth is the ray-cast depth, to 1 %, away from the square's edge
     # (there a pixel mixes the two depths: the blur `occluded_in` tolerates).
-    z = render_depth(g, R, t, 16)
+    z = render_depth(g, R, t, 16, f)
     d4 = depth[None, None]
     spread = F.max_pool2d(d4, 3, 1, 1) + F.max_pool2d(-d4, 3, 1, 1)  # max - min
     smooth = spread[0, 0] < 0.5

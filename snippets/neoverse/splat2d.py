@@ -168,6 +168,26 @@ def test_splat_renderer_fits_synthetic_image():
         assert seconds < TIME_BUDGET_S, f"seed {seed}: fit took {seconds:.1f} s"
 
 
+def test_synthetic_target_holds_the_shapes_it_describes():
+    # The docstring's picture: values in [0, 1]; a red disk (radius 0.18 size), a blue
+    # square (0.3 size wide) and a green bar (0.38 x 0.08 size), each with its colour
+    # at its centre and about its area in pixels (the boundary rows of pixels, about
+    # 10-25 %, decide the rest); a background that changes down the image only.
+    img = synthetic_target(48)
+    assert img.shape == (48, 48, 3) and img.min() >= 0 and img.max() <= 1
+    shapes = {"disk": ((16, 15), [0.9, 0.2, 0.15], torch.pi * (0.18 * 48) ** 2),
+              "square": ((31, 33), [0.2, 0.35, 0.9], (0.3 * 48) ** 2),
+              "bar": ((36, 14), [0.3, 0.85, 0.3], 0.38 * 0.08 * 48**2)}
+    for name, ((row, col), rgb, area) in shapes.items():
+        rgb = torch.tensor(rgb)
+        assert torch.equal(img[row, col], rgb), name
+        n = (img == rgb).all(-1).sum().item()
+        assert abs(n / area - 1) < 0.25, (name, n, area)
+    strip = img[:, 42:]  # right of every shape: background only
+    torch.testing.assert_close(strip, strip[:, :1].expand_as(strip), atol=0, rtol=0)
+    assert strip[:, 0].std(0).min() > 0.02, "the background is a vertical gradient"
+
+
 def test_renderer_gradients_match_finite_differences():
     # Autograd through covariance, falloff and compositing = central differences.
     g = torch.Generator().manual_seed(4)
