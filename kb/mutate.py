@@ -163,6 +163,8 @@ def results(root: Path) -> dict[str, Counter]:
             if function not in measured.get(module, set()):  # test code: not counted
                 if not re.search(r"\.x_test_|ǁtest_", name):
                     counts["support:" + function] += 1
+                    if STATUS.get(code) == "survived":
+                        counts["helper-survivor:" + name] += 1
                 continue
             counts[STATUS.get(code, "suspicious")] += 1
             if STATUS.get(code) in ("survived", "no tests"):
@@ -184,7 +186,8 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
     for module, c in res.items():
         names = [k[6:] for k in c if k.startswith("names:")]
         n_equiv = sum(n in eq for n in names)
-        mutants = sum(v for k, v in c.items() if not k.startswith(("names:", "support:")) and k != "not checked")
+        mutants = sum(v for k, v in c.items()
+                      if not k.startswith(("names:", "support:", "helper-survivor:")) and k != "not checked")
         counted = mutants - n_equiv - c["skipped"]
         killed = c["killed"] + c["timeout"]  # a mutant that makes a test hang is caught by the time limit
         rate = killed / counted if counted else 1.0
@@ -210,7 +213,8 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
     ok &= rate >= GOAL_ALL or bool(modules)
     out(f"{'all modules':<34}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{rate:>8.1%}  goal {GOAL_ALL:.0%}"
         f"{'' if rate >= GOAL_ALL else ' (below)'}")
-    stale = [n for n in eq if not any(n == k[6:] for c in res.values() for k in c)]
+    seen = {k.partition(":")[2] for c in res.values() for k in c if k.startswith(("names:", "helper-survivor:"))}
+    stale = [n for n in eq if n not in seen]
     if stale and not modules:
         out(f"note: {len(stale)} listed equivalent mutant(s) no longer survive or exist: {', '.join(stale[:5])}")
     return ok
