@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from mkdocs.config import config_options as c
@@ -58,6 +59,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
     def on_startup(self, *, command, dirty):
         self.dirty = command == "serve" and dirty  # kb serve rebuilds only what changed
         self.last_refs: dict[str, set[str]] = {}
+        self.last_build: float | None = None  # start of the previous build
 
     def on_serve(self, server, config, builder):
         server.watch(str(self.project.snippets_dir))
@@ -65,6 +67,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
 
     @event_priority(50)
     def on_files(self, files: Files, config):
+        started = time.time()  # a page saved from now on is seen as changed by the next dirty build
         pages = []
         errors: list[SourceError] = []
         for f in files.documentation_pages():
@@ -84,8 +87,9 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
                 log.warning(str(e))
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
-        if getattr(self, "dirty", False):  # kb serve: MkDocs rebuilds the saved page, we add what shows it
-            self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs)
+        if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
+            self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
+            self.last_build = started
         self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
 

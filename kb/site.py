@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mkdocs.structure.files import Files
 
-from kb.model import KnowledgeBase
+from kb.model import KnowledgeBase, includes_of
 from kb.project import Project, SourceError
 
 # an element that loads something when the page is shown, from another host (not a link to follow)
@@ -114,22 +114,42 @@ def file_errors(project: Project, files: Files) -> list[SourceError]:
     return notebook_errors(project, files) + url_clashes(project, files) + outside(project, files)
 
 
-def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]]) -> dict[str, set[str]]:
-    """In a dirty rebuild (kb serve), also rebuild the pages a changed page shows up in.
+def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]],
+                       since: float | None = None) -> dict[str, set[str]]:
+    """In a dirty rebuild (kb serve), rebuild what changed and the pages it shows up in.
 
-    MkDocs rebuilds only the pages whose source changed. A topic page's claims put verdicts
-    into journal posts, so those posts are rebuilt with it; a new or edited note appears in
-    the journal's index, archive and category pages, so then everything is rebuilt.
+    What changed is decided by modification time against the start of the previous build
+    (``since``): MkDocs' own test compares a page with its output file, which a blog post
+    never matches (the blog plugin moves posts to their dated URLs), so every post would be
+    rebuilt on every save. A topic page's claims put verdicts into journal posts, so those
+    posts are rebuilt with it; a page that includes a changed snippet is rebuilt; a new or
+    edited note appears in the journal's index, archive and category pages, so then
+    everything is rebuilt.
     """
     refs = defaultdict(set)
     for owner in [*kb.claims, *kb.answers]:
         refs[owner.page.src_uri] |= {r.post.src_uri for r in owner.refs}
     pages = {f.src_uri: f for f in files.documentation_pages() if f.src_uri.endswith(".md") and f.abs_src_path}
-    changed = {uri for uri, f in pages.items() if f.is_modified()}
+    if since is None:  # the first build: MkDocs builds everything anyway
+        return dict(refs)
+    changed = {uri for uri, f in pages.items() if _mtime(f.abs_src_path) > since}
+    root = kb.project.root
+    changed_snippets = {p.relative_to(root).as_posix() for p in kb.project.snippets_dir.rglob("*.py")
+                        if _mtime(p) > since}
+    if changed_snippets:
+        changed |= {uri for uri, page in kb.pages.items()
+                    if any(i.path in changed_snippets for i in includes_of(page))}
     if any(uri not in kb.pages or kb.pages[uri].is_post for uri in changed):
         force = set(pages)
     else:
-        force = set().union(*(refs[u] | last_refs.get(u, set()) for u in changed)) if changed else set()
-    for uri in force & set(pages):
-        pages[uri].is_modified = lambda: True
+        force = changed.union(*(refs[u] | last_refs.get(u, set()) for u in changed))
+    for uri, f in pages.items():
+        f.is_modified = (lambda: True) if uri in force else (lambda: False)
     return dict(refs)  # the next dirty rebuild compares with these
+
+
+def _mtime(path) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return float("inf")  # gone or unreadable: treat as changed

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, ROOT, edit, mkdocs_build, run_pytest, text_of
+from conftest import PROJECT, ROOT, edit, mkdocs_build, run, run_pytest, text_of
 
 EXTERNAL = re.compile(r'<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I)
 PAGE = "docs/foundations/mse-conditional-mean.md"
@@ -180,3 +181,58 @@ def test_a_broken_link_or_anchor_fails_the_build(mini_project):
     build = mkdocs_build(mini_project, mini_project / "site")
     out = build.stdout + build.stderr
     assert build.returncode != 0 and "no-such-page.md" in out and "no-such-anchor" in out, out[-2000:]
+
+
+DIRTY_REBUILDS = r'''
+import json, time
+from pathlib import Path
+from mkdocs.commands.build import build
+from mkdocs.config import load_config
+
+root, site = Path.cwd(), Path.cwd() / "site"
+page = root / "docs" / "foundations" / "mse-conditional-mean.md"
+OUTPUTS = {"page": "foundations/mse-conditional-mean/index.html", "other page": "index.html",
+           "post citing it": "journal/2025/12/31/*/index.html",
+           "other post": "journal/2026/01/01/*/index.html"}
+config = None
+
+def rebuild():
+    global config
+    fresh = load_config(str(root / "mkdocs.yml"), site_dir=str(site), strict=False)
+    if config is None:  # as in `kb serve`: the plugin instance lives across rebuilds
+        fresh.plugins.on_startup(command="serve", dirty=True)
+    config = fresh
+    build(config, dirty=True)
+
+def stamps():
+    return {k: next(site.glob(g)).stat().st_mtime_ns for k, g in OUTPUTS.items()}
+
+def edit(path, old, new):
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
+
+rebuild()
+report = {}
+snippet = root / "snippets" / "foundations" / "mse.py"
+for step, change in (("page", lambda: edit(page, "# 最小化均方误差 = 预测条件均值", "# 最小化均方误差 = 预测条件均值（改）")),
+                     ("snippet", lambda: edit(snippet, "import torch", "import torch  # edited"))):
+    before = stamps()
+    time.sleep(1.1)
+    change()
+    rebuild()
+    after = stamps()
+    report[step] = sorted(k for k in before if after[k] != before[k])
+report["title"] = "（改）" in (site / OUTPUTS["page"]).read_text(encoding="utf-8")
+print(json.dumps(report, ensure_ascii=False))
+'''
+
+
+def test_a_dirty_rebuild_renders_what_changed_and_where_it_shows(mini_project):
+    """`kb serve` rebuilds dirty: a saved page and the posts its claims mark, also when a
+    snippet it includes is saved; not the other posts (MkDocs' own test calls every post
+    changed, as the blog plugin moves posts to dated URLs: at 1,000 posts, a full build)."""
+    r = run([sys.executable, "-c", DIRTY_REBUILDS], mini_project)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["title"]
+    assert report["page"] == ["page", "post citing it"], report
+    assert report["snippet"] == ["page", "post citing it"], report  # it includes the snippet
