@@ -89,3 +89,15 @@ def test_an_equivalent_without_a_reason_is_refused_naming_the_line(tmp_path):
     project(tmp_path, {}, "\nsnippets.topic.core.x_loss__mutmut_2\n")
     with pytest.raises(KbError, match=r"mutation/topic.txt:2: an equivalent mutant needs its reason"):
         mutate.equivalents(tmp_path)
+
+
+def test_only_the_mutants_that_count_are_run(tmp_path):
+    project(tmp_path, {})
+    measured = mutate.measured_functions(tmp_path / "snippets")
+    measured["topic/core.py"] |= {"Model", "Model.forward"}
+    assert mutate.mutant_globs(measured) == [
+        "snippets.topic.core.xǁModelǁforward__mutmut_*", "snippets.topic.core.x__square__mutmut_*",
+        "snippets.topic.core.x_loss__mutmut_*", "snippets.topic.user.x_train__mutmut_*"]
+    assert mutate.mutant_globs(measured, ["topic/user.py"]) == ["snippets.topic.user.x_train__mutmut_*"]
+    for name in ("snippets.topic.core.x_loss__mutmut_3", "snippets.topic.core.xǁModelǁforward__mutmut_1"):
+        assert mutate._function_of(name) in measured["topic/core.py"]
