@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kb.project import KbError, Project
@@ -93,10 +94,10 @@ def measured_functions(snippets_dir: Path) -> dict[str, set[str]]:
     Roots are the functions inside a ``--8<--`` section (what pages show) and the
     names module-level code uses; then everything they reference, followed through
     ``from snippets.x import f`` into other modules."""
-    trees, funcs, imports = {}, {}, {}
+    trees, funcs, imports, texts = {}, {}, {}, {}
     for path in sorted(snippets_dir.rglob("*.py")):
         module = path.relative_to(snippets_dir).as_posix()
-        text = path.read_text(encoding="utf-8")
+        texts[module] = text = path.read_text(encoding="utf-8")
         trees[module] = tree = ast.parse(text)
         funcs[module] = _functions(tree)
         imports[module] = {}
@@ -107,9 +108,8 @@ def measured_functions(snippets_dir: Path) -> dict[str, set[str]]:
                     imports[module][alias.asname or alias.name] = (target, alias.name)
     todo: list[tuple[str, str]] = []
     for module, tree in trees.items():
-        lines = (snippets_dir / module).read_text(encoding="utf-8").split("\n")
         depth, shown = 0, set()
-        for n, line in enumerate(lines, 1):
+        for n, line in enumerate(texts[module].split("\n"), 1):
             m = SECTION.match(line)
             if m:
                 depth += 1 if m.group(1) == "start" else -1
@@ -169,26 +169,34 @@ def _function_of(mutant: str) -> str:
     return f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)
 
 
-def results(root: Path) -> dict[str, Counter]:
-    """Per module (snippets-relative path): counts by status, and the surviving mutants' names."""
-    out: dict[str, Counter] = {}
+@dataclass
+class ModuleResult:
+    """One module's mutants: statuses of those that count, and test code's apart."""
+    status: Counter = field(default_factory=Counter)  # killed / survived / timeout / ... of counted mutants
+    survivors: list[str] = field(default_factory=list)  # counted mutants that survived (or had no test)
+    helpers: Counter = field(default_factory=Counter)  # test helper -> its mutants (not counted)
+    helper_survivors: set[str] = field(default_factory=set)
+
+
+def results(root: Path) -> dict[str, ModuleResult]:
+    """Per module (snippets-relative path), from mutmut's metadata."""
+    out: dict[str, ModuleResult] = {}
     measured = measured_functions(root / "snippets")
     for meta in sorted((root / "mutants" / "snippets").rglob("*.py.meta")):
         module = meta.relative_to(root / "mutants" / "snippets").as_posix().removesuffix(".meta")
         codes = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
-        counts: Counter = Counter()
+        r = out[module] = ModuleResult()
         for name, code in codes.items():
-            function = _function_of(name)
+            function, status = _function_of(name), STATUS.get(code, "suspicious")
             if function not in measured.get(module, set()):  # test code: not counted
-                if not re.search(r"\.x_test_|ǁtest_", name):
-                    counts["support:" + function] += 1
-                    if STATUS.get(code) == "survived":
-                        counts["helper-survivor:" + name] += 1
+                if not function.rsplit(".", 1)[-1].startswith("test_"):
+                    r.helpers[function] += 1
+                    if status == "survived":
+                        r.helper_survivors.add(name)
                 continue
-            counts[STATUS.get(code, "suspicious")] += 1
-            if STATUS.get(code) in ("survived", "no tests"):
-                counts["names:" + name] += 1
-        out[module] = counts
+            r.status[status] += 1
+            if status in ("survived", "no tests"):
+                r.survivors.append(name)
     return out
 
 
@@ -202,11 +210,10 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
     ok = True
     total_killed = total_counted = 0
     out(f"{'module':<34}{'mutants':>8}{'killed':>8}{'survived':>9}{'timeout':>8}{'equiv.':>7}{'rate':>8}  goal")
-    for module, c in res.items():
-        names = [k[6:] for k in c if k.startswith("names:")]
-        n_equiv = sum(n in eq for n in names)
-        mutants = sum(v for k, v in c.items()
-                      if not k.startswith(("names:", "support:", "helper-survivor:")) and k != "not checked")
+    for module, r in res.items():
+        c = r.status
+        n_equiv = sum(n in eq for n in r.survivors)
+        mutants = sum(v for k, v in c.items() if k != "not checked")
         counted = mutants - n_equiv - c["skipped"]
         killed = c["killed"] + c["timeout"]  # a mutant that makes a test hang is caught by the time limit
         rate = killed / counted if counted else 1.0
@@ -220,11 +227,10 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
         total_counted += counted
         out(f"{module:<34}{mutants:>8}{c['killed']:>8}{c['survived'] + c['no tests']:>9}{c['timeout']:>8}"
             f"{n_equiv:>7}{rate:>8.1%}  {verdict}")
-        for name in sorted(n for n in names if n not in eq):
+        for name in sorted(n for n in r.survivors if n not in eq):
             out(f"    survived: {name}")
-        support = sorted(k[8:] for k in c if k.startswith("support:"))
-        if support:
-            out(f"    test helpers, not counted ({sum(c['support:' + k] for k in support)} mutants): {', '.join(support)}")
+        if r.helpers:
+            out(f"    test helpers, not counted ({sum(r.helpers.values())} mutants): {', '.join(sorted(r.helpers))}")
         gap = undecorated_gap(root / "snippets" / module)
         if gap:
             out(f"    not mutated (decorated): {', '.join(gap)}")
@@ -232,7 +238,7 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
     ok &= rate >= GOAL_ALL or bool(modules)
     out(f"{'all modules':<34}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{rate:>8.1%}  goal {GOAL_ALL:.0%}"
         f"{'' if rate >= GOAL_ALL else ' (below)'}")
-    seen = {k.partition(":")[2] for c in res.values() for k in c if k.startswith(("names:", "helper-survivor:"))}
+    seen = {n for r in res.values() for n in (*r.survivors, *r.helper_survivors)}
     stale = [n for n in eq if n not in seen]
     if stale and not modules:
         out(f"note: {len(stale)} listed equivalent mutant(s) no longer survive or exist: {', '.join(stale[:5])}")
