@@ -17,6 +17,7 @@ and nothing is lost: a note that could not be added is saved and its path printe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -135,10 +136,28 @@ def cmd_questions(args) -> int:
     return 0
 
 
+def claim_record(c) -> dict:
+    """One claim as data: what `kb claims --json` prints (field names are part of the interface)."""
+    last = c.last_review
+    return {
+        "id": c.id, "status": c.status.key, "title": c.title, "page": c.page.rel, "line": c.line,
+        "test": c.test.node_id if c.test else None, "basis": c.basis.key,
+        "counterfactuals": [{"kwargs": cf.kwargs, "text": cf.text, "line": cf.line} for cf in c.counterfactuals],
+        "quotes": [{"source": q.source, "text": q.text, "line": q.line} for q in c.quotes],
+        "reviewed": last.date.isoformat() if last else None,
+        "review_current": c.review_current,
+        "fingerprint": c.fingerprint,
+    }
+
+
 def cmd_claims(args) -> int:
     kb = _model(args)
-    for c in kb.claims:
-        print(f"{c.where}: [{c.status.key}] {c.id}: {c.title}")
+    if args.json:
+        json.dump([claim_record(c) for c in kb.claims], sys.stdout, ensure_ascii=False, indent=1)
+        print()
+    else:
+        for c in kb.claims:
+            print(f"{c.where}: [{c.status.key}] {c.id}: {c.title}")
     kb.check()
     return 0
 
@@ -230,6 +249,8 @@ def parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_questions)
 
     c = sub.add_parser("claims", help="print every claim and its status as file:line")
+    c.add_argument("--json", action="store_true",
+                   help="one object per claim: id, status, page, line, test, counterfactuals, reviewed, review_current")
     c.set_defaults(func=cmd_claims)
 
     k = sub.add_parser("check", help="run what a page shows and asserts: its code, snippets, claims' tests, notebooks",

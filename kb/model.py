@@ -22,13 +22,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
-from kb import sources
+from kb import claim_reviews, sources
 from kb.project import KbError, Project, SourceError
 
 ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 TEST_ID = re.compile(r"^(?P<path>[^:\s\[\]]+\.py)::(?P<function>[A-Za-z_][A-Za-z0-9_]*)(?P<params>\[.+\])?$")
 SECTION_START = re.compile(r"^[ \t]*#[ \t]*--8<--[ \t]+\[[ \t]*start[ \t]*:[ \t]*(?P<name>[a-z][-_0-9a-z]*)[ \t]*\]", re.I)
 SKIPPING = re.compile(r"\b(skip|skipif|xfail|importorskip)\b")
+# counterfactual: <keyword=value, ...> "若……"   (the condition under which the claim would not hold)
+COUNTERFACTUAL = re.compile(r'^(?P<kwargs>.+?)[ ]+"(?P<text>若[^"]+)"$')
+# quote: <source and place> "<verbatim sentence>"
+QUOTE = re.compile(r'^(?P<source>[^"]+?)[ ]+"(?P<text>.+)"$')
+# Claims that must name a counterfactual: a verdict that no alternative could overturn is no verdict.
+NEEDS_COUNTERFACTUAL = False
 
 
 class Status(Enum):
@@ -182,6 +188,95 @@ class JournalRef:
         return f"q-{self.line}" if self.kind == "answers" else f"j-{self.line}"
 
 
+class Basis(Enum):
+    """What a claim's verdict rests on; a reader weighs a test of an identity differently from an experiment."""
+
+    EXPERIMENT = ("experiment", "实验", "测试运行一个可能得出别的结果的实验")
+    IDENTITY = ("identity", "恒等式", "按定义或构造成立：测试检查代码与公式一致，不是可能失败的实验")
+    READING = ("reading", "读原文", "来自论文或参考代码的原文（见引文），测试检查按这种读法写出的代码")
+
+    def __init__(self, key: str, label: str, meaning: str):
+        self.key, self.label, self.meaning = key, label, meaning
+
+    @classmethod
+    def parse(cls, key: str) -> Basis | None:
+        return next((b for b in cls if b.key == key), None)
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """A setting under which the claim, as worded, would not hold: its deciding test must fail there.
+
+    ``kwargs`` are keyword arguments of the deciding test (parameters it declares with a default);
+    each value is a literal or a name of the test's module (an alternative implementation,
+    a parameter, a data set).
+    """
+
+    kwargs: str  # as written, e.g. 'positions=forward_only, h=8'
+    text: str  # the condition in words, starting with 若
+    line: int  # file line of the field
+    index: int  # 1-based, in the claim's order
+
+    def values(self, namespace: dict) -> dict:
+        """The keyword arguments, evaluated in the test module's namespace (names and literals only)."""
+        call = ast.parse(f"f({self.kwargs})", mode="eval").body
+        return {k.arg: _safe_value(k.value, namespace) for k in call.keywords}
+
+
+def _safe_value(node: ast.AST, namespace: dict):
+    """A literal, or a (dotted) name of the namespace that is not private: nothing is called."""
+    if isinstance(node, ast.Name):
+        if node.id.startswith("_") or node.id not in namespace:
+            raise NameError(f"{node.id} is not a public name of the test's module")
+        return namespace[node.id]
+    if isinstance(node, ast.Attribute):
+        if node.attr.startswith("_"):
+            raise NameError(f"{node.attr}: private attributes are not allowed")
+        return getattr(_safe_value(node.value, namespace), node.attr)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items = [_safe_value(e, namespace) for e in node.elts]
+        return tuple(items) if isinstance(node, ast.Tuple) else items
+    return ast.literal_eval(node)
+
+
+def _checked_kwargs(text: str) -> list[str]:
+    """The keyword names of a counterfactual, or ValueError saying what is wrong with it."""
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"'{text}' is not a list of keyword arguments (name=value, ...)") from None
+    if not isinstance(call, ast.Call) or call.args or not call.keywords or any(k.arg is None for k in call.keywords):
+        raise ValueError(f"'{text}' must be keyword arguments only (name=value, ...)")
+
+    def allowed(node: ast.AST) -> bool:
+        if isinstance(node, ast.Name):
+            return not node.id.startswith("_")
+        if isinstance(node, ast.Attribute):
+            return not node.attr.startswith("_") and allowed(node.value)
+        if isinstance(node, (ast.Tuple, ast.List)):
+            return all(allowed(e) for e in node.elts)
+        try:
+            ast.literal_eval(node)
+            return True
+        except ValueError:
+            return False
+
+    for k in call.keywords:
+        if not allowed(k.value):
+            raise ValueError(f"{k.arg}={ast.unparse(k.value)}: a value is a literal or a public name "
+                             "of the test's module (nothing is called)")
+    return [k.arg for k in call.keywords]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A verbatim sentence of a source the claim rests on, with where it stands."""
+
+    source: str  # e.g. 'arXiv:2601.00393 §3.1'
+    text: str
+    line: int
+
+
 @dataclass(eq=False)
 class Claim:
     id: str
@@ -195,7 +290,34 @@ class Claim:
     journal: list[JournalRef] = field(default_factory=list)
     answers: list[JournalRef] = field(default_factory=list)
     missing: str | None = None
+    counterfactuals: list[Counterfactual] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)
+    basis: Basis = Basis.EXPERIMENT
+    test_source: str = ""  # the deciding test's syntax tree (docstring and formatting left out)
+    reviews: list[claim_reviews.ClaimReview] = field(default_factory=list)  # second readings, oldest first
     kind = "claim"
+
+    @property
+    def last_review(self) -> claim_reviews.ClaimReview | None:
+        return claim_reviews.latest(self.reviews)
+
+    @property
+    def review_current(self) -> bool:
+        """Read by a second reader as it is now (not changed since)."""
+        return claim_reviews.is_current(self.reviews, self.fingerprint)
+
+    @property
+    def fingerprint(self) -> str:
+        """What a second reader read: the claim's block and its deciding test, as code.
+
+        A review record holds it; when the claim's words, fields or test change, the
+        review is no longer current.
+        """
+        import hashlib
+
+        lines = self.page.lines[self.block.start:self.block.end]
+        words = "\n".join(" ".join(line.split()) for line in lines if line.strip())
+        return hashlib.sha256(f"{words}\n--\n{self.test_source}".encode()).hexdigest()[:16]
 
     @property
     def anchor(self) -> str:
@@ -372,6 +494,26 @@ class KnowledgeBase:
         return {path: sorted(pages.values(), key=lambda p: p.src_uri) for path, pages in out.items()}
 
 
+def _defaulted_parameters(fn: ast.FunctionDef) -> set[str]:
+    """Parameters a test declares with a default: pytest passes no fixture to them."""
+    args = fn.args
+    positional = [*args.posonlyargs, *args.args]
+    named = {a.arg for a in positional[len(positional) - len(args.defaults):]} if args.defaults else set()
+    return named | {a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None}
+
+
+def _code_shape(fn: ast.FunctionDef) -> str:
+    """A function's syntax tree without its docstring: formatting and comments do not change it."""
+    import copy
+
+    fn = copy.deepcopy(fn)
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        fn.body = body[1:] or [ast.Pass()]
+    return ast.dump(fn, annotate_fields=False)
+
+
 def doc_sources(project: Project) -> Iterable[tuple[str, Path, str]]:
     """Every Markdown page under docs_dir, as MkDocs collects them (dot files and folders left out)."""
     docs = project.docs_dir
@@ -445,6 +587,12 @@ class _Builder:
                 self.error(c.page.rel, c.line, f"claim id '{c.id}' is already used at {seen[c.id].where}")
             seen.setdefault(c.id, c)
         questions = self._questions(pages, questions, [*claims, *answers])
+        readings = claim_reviews.load(self.project)
+        self.errors += readings.errors
+        for c in claims:
+            c.reviews = readings.by_claim.get(c.id, [])
+        for cid in sorted(set(readings.by_claim) - set(seen)):
+            self.error(readings.files[cid], 1, f"review of claim '{cid}', which no page has (renamed? move the file)")
         modules = {k: m for k, m in self.modules.items() if m}
         return KnowledgeBase(self.project, pages, posts, claims, answers, questions, self.errors, modules)
 
@@ -531,6 +679,51 @@ class _Builder:
                        "(a refuting test is named test_refutes_*, a qualifying one test_qualifies_*)")
         return TestRef(f.value, CodeLine(path, fn.lineno, name))
 
+    def _test_function(self, test: TestRef) -> ast.FunctionDef | None:
+        module = self.modules.get(test.code.path)
+        return module.functions.get(test.function) if module else None
+
+    def _counterfactuals(self, page: Page, block: sources.RawBlock, status: Status | None,
+                         test: TestRef | None) -> list[Counterfactual]:
+        out = []
+        fn = self._test_function(test) if test else None
+        defaults = _defaulted_parameters(fn) if fn else set()
+        for f in block.values("counterfactual"):
+            m = COUNTERFACTUAL.match(f.value)
+            if not m:
+                self.error(page.rel, f.line, 'counterfactual must read: <name=value, ...> "若<the setting in words>"')
+                continue
+            try:
+                names = _checked_kwargs(m.group("kwargs"))
+            except ValueError as e:
+                self.error(page.rel, f.line, f"counterfactual {e}")
+                continue
+            if status in (None, Status.OPEN) or test is None:
+                self.error(page.rel, f.line, "an open claim has no deciding test to run a counterfactual against")
+                continue
+            if fn is not None:
+                missing = [n for n in names if n not in defaults]
+                if missing:
+                    self.error(page.rel, f.line, f"counterfactual sets {', '.join(missing)}, but {test.function} "
+                               f"({test.code.path}:{test.code.line}) has no such parameter with a default "
+                               "(declare it: def test_...(..., name=default))")
+                    continue
+            out.append(Counterfactual(m.group("kwargs"), m.group("text"), f.line, len(out) + 1))
+        if NEEDS_COUNTERFACTUAL and status in (Status.VERIFIED, Status.REFUTED) and test and not block.values("counterfactual"):
+            self.error(page.rel, block.line, f"claim is {status.key} but names no counterfactual: a setting under which "
+                       "its deciding test must fail (counterfactual: name=value \"若……\")")
+        return out
+
+    def _quotes(self, page: Page, block: sources.RawBlock) -> list[Quote]:
+        out = []
+        for f in block.values("quote"):
+            m = QUOTE.match(f.value)
+            if not m:
+                self.error(page.rel, f.line, 'quote must read: <source, section or equation> "<verbatim sentence>"')
+                continue
+            out.append(Quote(m.group("source"), m.group("text"), f.line))
+        return out
+
     def _evidence(self, page: Page, f: sources.Field) -> CodeLine | None:
         path, section = sources.split_target(f.value)
         found = self._snippet(page.rel, f.line, path, "evidence")
@@ -612,17 +805,30 @@ class _Builder:
         evidence = [e for f in block.values("evidence") if (e := self._evidence(page, f))]
         journal = self._refs(page, block, "journal", posts, status)
         answers = self._refs(page, block, "answers", posts, status)
+        counterfactuals = self._counterfactuals(page, block, status, test)
+        quotes = self._quotes(page, block)
+        f_basis = one("basis")
+        basis = Basis.parse(f_basis.value) if f_basis else Basis.EXPERIMENT
+        if basis is None:
+            self.error(page.rel, f_basis.line, f"{name}: unknown basis '{f_basis.value}' "
+                       f"(one of {', '.join(b.key for b in Basis)})")
+            basis = Basis.EXPERIMENT
+        if basis is Basis.READING and not quotes:
+            self.error(page.rel, block.line, f"{name} rests on reading a source: quote the sentence it relies on "
+                       '(quote: arXiv:NNNN.NNNNN §x "<verbatim>")')
         if not ok:
             return None
+        fn = self._test_function(test) if test else None
         return Claim(cid, block.title, status, page, block.line, block, test, evidence, journal, answers,
-                     f_missing.value if f_missing else None)
+                     f_missing.value if f_missing else None, counterfactuals, quotes, basis,
+                     _code_shape(fn) if fn else "")
 
     def _answer(self, page: Page, block: sources.RawBlock, posts: dict[str, Page]) -> Answer:
         answer = Answer(block.title, page, block.line, block, self._refs(page, block, "answers", posts, None))
         if not block.values("answers"):
             self.error(page.rel, block.line, f"answer '{block.title}' answers nothing "
                        '(answers: <YYYYMMDD> "<fragment>" answered)')
-        for key in ("id", "status", "test", "evidence", "journal"):
+        for key in ("id", "status", "test", "evidence", "journal", "counterfactual", "basis"):
             for f in block.values(key):
                 self.error(page.rel, f.line, f"an answer has no {key} (make it a claim if a test decides it)")
         return answer

@@ -25,6 +25,9 @@ os.environ.setdefault("KB_FAST", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,7 +37,7 @@ from pathlib import Path  # noqa: E402
 import markdown  # noqa: E402
 import pytest  # noqa: E402
 
-from kb.model import Claim, KnowledgeBase  # noqa: E402
+from kb.model import Claim, Counterfactual, KnowledgeBase  # noqa: E402
 from kb.project import KbError, Project  # noqa: E402
 from kb.sandbox import run_forked  # noqa: E402
 
@@ -61,6 +64,8 @@ class State:
         self.outcomes: dict[str, list[str]] = defaultdict(list)  # node id -> problems seen ("" = passed)
         self.skipped_modules: dict[str, str] = {}
         self.problems: list[str] = []
+        # (claim id, counterfactual index) -> what each run of it found: rejected, passed or crashed
+        self.counterfactuals: dict[tuple[str, int], list[str]] = defaultdict(list)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -197,6 +202,112 @@ def pytest_collection_modifyitems(session, config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    extra = []
+    for item in items:
+        for claim in state.claims_of(item.nodeid):
+            single = sum(claim.test.matches(i.nodeid) for i in items) == 1
+            extra += [counterfactual_item(item, claim, cf, single) for cf in claim.counterfactuals]
+    items += extra
+
+
+# ---- counterfactuals: the deciding test must fail where the claim would not hold --------------
+
+COUNTERFACTUAL_KEY = "kb_counterfactual"
+ASSERTION_MODULES = ("torch.testing", "numpy.testing", "_pytest", "pytest", "unittest")
+
+
+class CounterfactualNotRejected(Exception):
+    """The deciding test passed, or crashed, under a counterfactual."""
+
+
+def counterfactual_name(name: str, claim: Claim, cf: Counterfactual) -> str:
+    """The item's name: the test's, then the claim and the counterfactual's number (pytest appends
+    a parametrized case's id). It never matches the deciding test's own node id."""
+    return f"{name}~counterfactual-{claim.id}-{cf.index}"
+
+
+def failed_by_its_assertion(error: AssertionError, test) -> bool:
+    """Whether an AssertionError was raised by the test's own check, not deeper in the code under test.
+
+    The raising frame must be the test function itself, or assertion helpers it called
+    (torch.testing, numpy.testing, pytest, or a function named ``assert_*``).
+    """
+    frames, tb = [], error.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    mine = [i for i, f in enumerate(frames) if f.f_code is test.__code__]
+    if not mine:
+        return False
+    return all(f.f_globals.get("__name__", "").startswith(ASSERTION_MODULES)
+               or f.f_code.co_name.lstrip("_").startswith("assert") for f in frames[mine[-1] + 1:])
+
+
+def counterfactual_item(item, claim: Claim, cf: Counterfactual, single: bool = True):
+    """A copy of the deciding test item that runs it with the counterfactual's keyword arguments.
+
+    It passes when the test's own assertion fails (the test told the difference); it fails when
+    the test passes (``single``: the claim's test has one case; with several, one failing case is
+    enough, decided at the end of the session) or when anything else is raised: a crash is not a failing
+    assertion. Each run is recorded for the end-of-session verdict on the claim.
+    """
+    test = inspect.unwrap(item.obj)
+    holder = {}
+
+    def record(result: str, detail: str = "") -> None:
+        holder["item"].user_properties.append(
+            (COUNTERFACTUAL_KEY, json.dumps({"claim": claim.id, "index": cf.index, "result": result, "detail": detail})))
+
+    @functools.wraps(test)
+    def run(**funcargs):
+        head = f"counterfactual {cf.index} of claim '{claim.id}' ({claim.page.rel}:{cf.line}: {cf.kwargs})"
+        try:
+            values = cf.values(vars(item.module))
+        except Exception as e:  # noqa: BLE001 - reported as the counterfactual's own error
+            record("crashed", f"{type(e).__name__}: {e}")
+            raise CounterfactualNotRejected(f"{head} cannot be set up: {type(e).__name__}: {e}") from None
+        try:
+            test(**funcargs, **values)
+        except AssertionError as e:
+            if failed_by_its_assertion(e, test):
+                record("rejected")
+                return
+            record("crashed", f"AssertionError outside the test's own checks: {e}")
+            raise CounterfactualNotRejected(
+                f"{head}: an assertion inside the code under test failed, not the test's check "
+                f"(a crash does not count as failing): {str(e)[:300]}") from e
+        except Exception as e:  # noqa: BLE001
+            record("crashed", f"{type(e).__name__}: {e}")
+            raise CounterfactualNotRejected(
+                f"{head} crashed ({type(e).__name__}: {str(e)[:300]}): a crash does not count as the test "
+                "failing; the counterfactual must run to the test's assertion") from e
+        record("passed")
+        if single:
+            raise CounterfactualNotRejected(
+                f"{head}: the deciding test {claim.test.node_id} still passes when {cf.text}: "
+                "it cannot tell the claim from this counterfactual")
+
+    name = counterfactual_name(item.originalname, claim, cf)
+    new = type(item).from_parent(item.parent, name=name, callobj=run, callspec=getattr(item, "callspec", None),
+                                 fixtureinfo=item._fixtureinfo, originalname=name)
+    holder["item"] = new
+    return new
+
+
+def counterfactual_problem(claim: Claim, cf: Counterfactual, results: list[str]) -> str | None:
+    """Why a counterfactual does not show that the deciding test could fail (None when it does)."""
+    what = f"counterfactual {cf.index} ({cf.kwargs}: {cf.text})"
+    if not results:
+        return f"{what} was never run"
+    if "crashed" in results:
+        return f"{what} crashed: a crash does not count as the deciding test failing"
+    if "rejected" not in results:
+        return f"{what}: the deciding test {claim.test.node_id} still passes, so it cannot tell the difference"
+    return None
+
+
+def counterfactual_results(report) -> list[dict]:
+    return [json.loads(v) for k, v in getattr(report, "user_properties", []) if k == COUNTERFACTUAL_KEY]
 
 
 # ---- claims: every deciding test runs and passes -------------------------------------------
@@ -225,6 +336,8 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_runtest_logreport(report):
     state = _state()
+    for r in counterfactual_results(report):
+        state.counterfactuals[(r["claim"], r["index"])].append(r["result"])
     if report.failed:
         state.outcomes[report.nodeid].append(getattr(report, "kb_slipped", "failed"))
     elif report.skipped:
@@ -286,6 +399,10 @@ def _claim_problem(state: State, claim: Claim) -> str | None:
         return f"its deciding test {bad[0]} {'/'.join(kinds)}"
     if not all("" in o for o in seen.values()):
         return f"its deciding test {claim.test.node_id} did not run to the end"
+    for cf in claim.counterfactuals:
+        problem = counterfactual_problem(claim, cf, state.counterfactuals.get((claim.id, cf.index), []))
+        if problem:
+            return problem
     return None
 
 

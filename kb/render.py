@@ -18,7 +18,7 @@ from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
 from kb import review, sources
-from kb.model import Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
+from kb.model import Basis, Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
 from kb.project import KbError
 
 CATEGORY_SLUG = slugify(case="lower")
@@ -243,6 +243,9 @@ def _render_blocks(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[st
         else:  # pragma: no cover - the model refuses what it cannot place
             continue
         new = [header, *body]
+        if raw.kind == "claim" and owner is not None:
+            for extra in _claim_facts(layout, page, owner):
+                new += ["", inner + extra]
         if meta:
             new += ["", inner + meta]
         out[raw.start:raw.end] = [f'<div class="kb-block" id="{anchor}" markdown>', "", *new, "", "</div>"]
@@ -261,6 +264,31 @@ def _claim_meta(kb: KnowledgeBase, layout: Layout, page: Page, claim: Claim) -> 
     parts += _journal_links(src, claim.refs)
     parts.append(f"[全部论断]({link(src, layout.claims)})")
     return '<small class="kb-meta">' + " · ".join(parts) + "</small>"
+
+
+def _claim_facts(layout: Layout, page: Page, claim: Claim) -> list[str]:
+    """What decides the verdict, visibly: its basis, the counterfactuals its test must reject,
+    the sentences of the sources it rests on, and its second reading."""
+    out = []
+    if claim.basis is not Basis.EXPERIMENT:
+        out.append(f'<small class="kb-basis {claim.basis.key}"><strong>依据：{claim.basis.label}</strong>——'
+                   f"{html_text(claim.basis.meaning)}</small>")
+    for cf in claim.counterfactuals:
+        test = code_link(layout, page.src_uri, claim.test.code, f"{claim.test.function}({cf.kwargs})")
+        out.append(f'<small class="kb-counterfactual">反事实 {cf.index}：{md_text(cf.text)}，判定测试会失败'
+                   f"（{test}，`make test` 运行它并要求它失败）</small>")
+    for q in claim.quotes:
+        out.append(f'<small class="kb-quote">原文（{md_text(q.source)}）：“{md_text(q.text)}”</small>')
+    last = claim.last_review
+    if last is None:
+        review_text = "尚无第二读者复核"
+    elif claim.review_current:
+        review_text = f"第二读者复核：{last.date.isoformat()}（{md_text(last.reviewer)}）"
+    else:
+        review_text = f"复核于 {last.date.isoformat()}，之后论断或测试有改动：尚未重新复核"
+    out.append(f'<small class="kb-review-state {"current" if claim.review_current else "stale"}">'
+               f"{review_text}</small>")
+    return out
 
 
 def _answer_meta(layout: Layout, page: Page, answer) -> str:
@@ -390,6 +418,23 @@ def inline_html(text: str) -> str:
     return "".join(out)
 
 
+def _review_facts(c: Claim) -> str:
+    parts = []
+    if c.basis is not Basis.EXPERIMENT:
+        parts.append(f'<span class="kb-basis {c.basis.key}" title="{html_text(c.basis.meaning)}">{c.basis.label}</span>')
+    if c.counterfactuals:
+        titles = "；".join(f"{cf.index}. {cf.text}" for cf in c.counterfactuals)
+        parts.append(f'<span class="kb-cf-count" title="{html_text(titles)}">反事实 {len(c.counterfactuals)}</span>')
+    last = c.last_review
+    if last is None:
+        parts.append('<span class="kb-review-state stale">未复核</span>')
+    else:
+        state = "current" if c.review_current else "stale"
+        label = f"复核 {last.date.isoformat()}" + ("" if c.review_current else "（改动后未重读）")
+        parts.append(f'<span class="kb-review-state {state}" title="{html_text(last.found)}">{label}</span>')
+    return "".join(f" · {p}" for p in parts)
+
+
 def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
     """Every claim in one compact table, refuted and qualified first, filterable by status (no script)."""
     uri = layout.claims
@@ -413,7 +458,7 @@ def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
             f'<td><a href="{html_text(href_to(uri, c.page.src_uri, c.anchor))}">{inline_html(c.title)}</a>'
             f'<div class="kb-claim-meta"><span class="kb-status-text">{c.status.label}</span>'
             f'<a href="{html_text(page)}">{html_text(c.page.section)}</a> · {test}'
-            f"{_verdict_counts(c)}</div></td></tr>")
+            f"{_verdict_counts(c)}{_review_facts(c)}</div></td></tr>")
     by_topic = defaultdict(Counter)
     for c in kb.claims:
         by_topic[c.page.section][c.status] += 1
@@ -425,6 +470,13 @@ def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
         "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
         "**待解决**：写明还缺什么。每条论断下的“日志”是它核对过的日志原话，以及每句原话得到的判定"
         "（一句原话的判定可以和论断不同：一条已验证的论断，可以证伪学习者写下的某句话）。", "",
+        "    **反事实**：一条已验证或已证伪的论断写明至少一个“若……”的设定，在那个设定下论断不成立（或反过来成立）；"
+        "`make test` 用这个设定再运行判定测试，要求测试自己的断言失败（崩溃不算），否则报出论断的名字。"
+        "**复核**：每条论断都由没写它的第二读者对照原文读过；论断或测试改动后显示为“改动后未重读”。", "",
+        f"    反事实 {sum(len(c.counterfactuals) for c in kb.claims)} 个，覆盖 "
+        f"{sum(bool(c.counterfactuals) for c in kb.claims)} 条论断；"
+        f"复核为当前的 {sum(c.review_current for c in kb.claims)} 条；"
+        + "，".join(f"{b.label} {sum(c.basis is b for c in kb.claims)}" for b in Basis) + "。", "",
         "    合计：" + "，".join(f"{s.label} {total[s]}" for s in Status)
         + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。", "",        '<div class="kb-claims">',
         *radios,

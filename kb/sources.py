@@ -113,7 +113,7 @@ def fenced(lines: list[str]) -> list[bool]:
 # ---- kb blocks ----------------------------------------------------------------------
 
 KINDS = ("claim", "answer", "question")
-KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing")
+KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing", "counterfactual", "quote", "basis")
 HEADER = re.compile(
     r'^(?P<indent>[ \t]*)(?P<marker>!!!|\?\?\?\+?)[ ]+(?P<kind>[a-z]+)\b(?P<classes>[^"\n]*)'
     r'(?:"(?P<title>[^"\n]*)")?[ ]*$'
