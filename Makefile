@@ -28,7 +28,7 @@ build: setup
 	$(BIN)/mkdocs build --strict
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m kb.testrun -n 2 --dist loadgroup
 
 # Re-run the committed experiments (minutes): the Pendulum curves against their CSVs.
 experiments: setup

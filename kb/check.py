@@ -23,7 +23,7 @@ from pathlib import Path
 import markdown
 
 from kb import render, sources
-from kb.model import Claim, KnowledgeBase, Page
+from kb.model import Claim, KnowledgeBase, Page, Status
 from kb.project import KbError, Project, SourceError
 
 FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")
@@ -117,6 +117,9 @@ def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
                 modules[code.path] = None
         p.node_ids.append(page.rel)
         p.notebooks += [f"{root_rel}/{n}" for n in notebooks_of(kb, page)]
+    # a snippet module the page names that cannot be read (not Python, a test asserting nothing)
+    # is the page's problem too: its claims stay undecided
+    p.problems += [e for e in kb.errors if e.path in modules]
     p.node_ids += list(modules) + list(dict.fromkeys(p.notebooks))
     return p
 
@@ -214,10 +217,13 @@ def invalid_claims(claims: list[Claim], problems: list[SourceError]) -> dict[str
     return out
 
 
-def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str]) -> tuple[bool, str]:
+def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str],
+               session_problems: list[str] = ()) -> tuple[bool, str]:
     head = f"[{claim.status.key}] {claim.id}:"
     problem = f"; invalid: {invalid[claim.id]}" if claim.id in invalid else ""
     if claim.test is None:
+        if claim.status is not Status.OPEN:
+            return False, f"FAIL  {head} undecided: its deciding test cannot be read{problem}"
         return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} open, nothing to run{problem}"
     seen = {n: o for n, o in outcomes.items() if claim.test.matches(n)}
     if not seen:
@@ -225,7 +231,11 @@ def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str]) 
     bad = sorted(n for n, o in seen.items() if o != "passed")
     if bad:
         return False, f"FAIL  {head} {bad[0]} {seen[bad[0]]}{problem}"
-    return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} {claim.test.node_id} passed{problem}"
+    said = [s.split(": ", 1)[-1] for s in session_problems if s.startswith(f"claim '{claim.id}' ")]
+    if said:
+        return False, f"FAIL  {head} {said[0]}{problem}"
+    cfs = f", {len(claim.counterfactuals)} counterfactual(s) rejected" if claim.counterfactuals else ""
+    return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} {claim.test.node_id} passed{cfs}{problem}"
 
 
 def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (),
@@ -235,7 +245,6 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     ``early`` is told at once when validation already fails (the live status line turns red
     before the tests have run).
     """
-    import pytest
 
     started = time.time()
     kb = KnowledgeBase.load(project)
@@ -251,17 +260,26 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
                "failed_tests": [], "problems": problems})
     outcomes = Outcomes()
     code = 0
+    session_problems: list[str] = []
     if p.node_ids:
         args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
                 "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
                 *pytest_args, *[str(project.root / n) for n in p.node_ids]]
-        code = pytest.main(args, plugins=[outcomes])
-    lines = [claim_line(c, outcomes.reports, invalid) for c in p.claims]
+        code, report, running = _run_session(project, args, out)
+        if report is None:
+            what = f" while running {running}" if running else ""
+            problems.append(f"the check's test session did not reach its end{what} (exit code {code}): "
+                            "a test or module exited the process; nothing it ran counts")
+            out(f"invalid: {problems[-1]}")
+        else:
+            outcomes.reports = {n: o for n, o in report["outcomes"].items()}
+            session_problems = report.get("problems", [])
+    lines = [claim_line(c, outcomes.reports, invalid, session_problems) for c in p.claims]
     out("")
     for _, line in lines:
         out(line)
     failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
-    passed = not p.problems and code in (0, 5) and all(ok for ok, _ in lines) and not failed_tests
+    passed = not problems and code in (0, 5) and all(ok for ok, _ in lines) and not failed_tests
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
     out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
@@ -271,6 +289,29 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
         "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
         "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids,
     }
+
+
+def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | None, str | None]:
+    """pytest in its own process (a test that exits the process cannot end the check as passed);
+    the session's outcome comes back as the kb plugin's JSON report, never as pickled objects."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from kb.testrun import read_report
+
+    with tempfile.TemporaryDirectory(prefix="kb-check-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--kb-report", str(report_path)],
+                              cwd=project.root, env={**os.environ, "PYTHONPATH": str(project.root)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        for line in proc.stdout.rstrip("\n").split("\n"):
+            if line.strip():
+                out(line)
+        running = report_path.with_suffix(".running")
+        last = running.read_text(encoding="utf-8") if running.exists() else None
+        return proc.returncode, read_report(report_path), last
 
 
 def write_status(path: Path, result: dict) -> None:

@@ -376,6 +376,20 @@ class Question:
         return f"{self.page.rel}:{self.line}"
 
 
+def asserts(node: ast.AST) -> bool:
+    """Whether a function body holds an assertion that can fail."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Assert) and not (isinstance(n.test, ast.Constant) and n.test.value):
+            return True
+        if isinstance(n, ast.Raise) and n.exc is not None and "AssertionError" in ast.unparse(n.exc):
+            return True
+        if isinstance(n, ast.Call):
+            name = ast.unparse(n.func)
+            if name.split(".")[-1].startswith("assert_") or name in ("pytest.raises", "pytest.fail"):
+                return True
+    return False
+
+
 @dataclass(frozen=True)
 class SnippetModule:
     """What the model needs of a snippet file: its top-level functions and named sections."""
@@ -383,6 +397,10 @@ class SnippetModule:
     functions: dict[str, ast.FunctionDef]
     sections: dict[str, int]  # name -> 1-based line of the section's first code line
     skips: list[int]  # lines of module-level skips (pytest.skip / importorskip / pytestmark)
+
+    @property
+    def tests_without_assertion(self) -> list[ast.FunctionDef]:
+        return [f for name, f in self.functions.items() if name.startswith("test_") and not asserts(f)]
 
     @classmethod
     def read(cls, path: Path, shown: str) -> SnippetModule:
@@ -637,6 +655,10 @@ class _Builder:
             except SourceError as e:
                 self.errors.append(e)
                 self.modules[key] = None
+            if self.modules[key]:
+                for fn in self.modules[key].tests_without_assertion:
+                    self.error(key, fn.lineno, f"{fn.name} asserts nothing: a test must be able to fail "
+                               "(an assert, a call named assert_*, pytest.raises or pytest.fail)")
         module = self.modules[key]
         return (key, module) if module else None
 

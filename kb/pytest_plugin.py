@@ -51,6 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--kb-claims", choices=("auto", "all", "off"), default="auto",
                     help="which claims must have their deciding test pass: all of them in a full run (auto), "
                          "those of the files asked for otherwise")
+    group.addoption("--kb-report", default=None, metavar="PATH",
+                    help="write the session's outcome as JSON (what `kb check` and `python -m kb.testrun` read); "
+                         "a missing report means the session did not reach its end")
     parser.addini("kb_block_timeout", "seconds a page block may run before it is killed", default="60")
 
 
@@ -66,6 +69,9 @@ class State:
         self.problems: list[str] = []
         # (claim id, counterfactual index) -> what each run of it found: rejected, passed or crashed
         self.counterfactuals: dict[tuple[str, int], list[str]] = defaultdict(list)
+        self.originals = _shared_assertions()
+        self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
+        self.undecided: list[str] = []  # claims a narrowed run left undecided
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -93,6 +99,64 @@ def _state(config=None) -> State:
     return _STATE
 
 
+def _shared_assertions() -> dict[str, object]:
+    """The functions that every module's assertions rely on, by name, as they are before any snippet runs.
+
+    A snippet module (or test) that replaces one changes what every later assertion means, in its
+    process and, under xdist, in every worker that imports it while collecting.
+    """
+    import builtins
+    import math
+
+    import numpy.testing
+    import torch
+
+    out = {f"builtins.{n}": getattr(builtins, n) for n in ("abs", "all", "any", "len", "isinstance", "round", "max", "min")}
+    out["math.isclose"] = math.isclose
+    for n in ("assert_close", "assert_allclose"):
+        if hasattr(torch.testing, n):
+            out[f"torch.testing.{n}"] = getattr(torch.testing, n)
+    for n in ("allclose", "isclose", "equal", "all", "any"):
+        out[f"torch.{n}"] = getattr(torch, n)
+    for n in ("__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__abs__", "all", "any", "item", "abs"):
+        out[f"torch.Tensor.{n}"] = getattr(torch.Tensor, n)
+    for n in ("assert_allclose", "assert_array_equal", "assert_equal", "assert_array_almost_equal", "assert_almost_equal"):
+        out[f"numpy.testing.{n}"] = getattr(numpy.testing, n)
+    out["pytest.approx"], out["pytest.raises"], out["pytest.fail"] = pytest.approx, pytest.raises, pytest.fail
+    return out
+
+
+def _lookup(dotted: str):
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    if module == "torch.Tensor":
+        import torch
+
+        return getattr(torch.Tensor, name, None)
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _restore(dotted: str, original) -> None:
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    if module == "torch.Tensor":
+        import torch
+
+        setattr(torch.Tensor, name, original)
+    else:
+        setattr(importlib.import_module(module), name, original)
+
+
+def replaced_assertions(originals: dict[str, object]) -> list[str]:
+    """The shared assertion functions that are no longer the originals; each is put back."""
+    changed = [name for name, obj in originals.items() if _lookup(name) is not obj]
+    for name in changed:
+        _restore(name, originals[name])
+    return changed
+
+
 def pytest_configure(config):
     if sys.flags.optimize:
         raise pytest.UsageError("kb: Python runs with -O, which strips assert statements: "
@@ -105,6 +169,19 @@ def pytest_configure(config):
 
 
 # ---- collection ----------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    if not isinstance(collector, pytest.Module):
+        return
+    changed = replaced_assertions(_state(collector.config).originals)
+    if changed:
+        report = outcome.get_result()
+        report.outcome = "failed"
+        report.longrepr = (f"{collector.nodeid}: importing this module replaced {', '.join(changed)}, which every "
+                           "module's assertions rely on (put back; the module fails)")
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -317,6 +394,12 @@ def counterfactual_results(report) -> list[dict]:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    if call.when == "teardown":
+        changed = replaced_assertions(_state(item.config).originals)
+        if changed:
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
+                               "rely on (put back; the test fails)")
     claims = _state(item.config).claims_of(item.nodeid)
     if not claims:
         return
@@ -332,6 +415,13 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         report.sections.append(("claims decided by this test",
                                 f"{names}, but its test fails: the page is wrong or the code is."))
+
+
+def pytest_runtest_logstart(nodeid, location):
+    state = _state()
+    if state.report_path is not None and not hasattr(state.config, "workerinput"):
+        # what was running, should the session never reach its end (os._exit, a killed process)
+        state.report_path.with_suffix(".running").write_text(nodeid, encoding="utf-8")
 
 
 def pytest_runtest_logreport(report):
@@ -421,8 +511,32 @@ def pytest_sessionfinish(session, exitstatus):
         problem = _claim_problem(state, c)
         if problem:
             state.problems.append(f"claim '{c.id}' ({c.where}, marked {c.status.key}): {problem}")
+    try:
+        asked = {c.id for c in claims}
+        state.undecided = [c.id for c in state.kb.claims if c.test and c.id not in asked] \
+            if config.getoption("kb_claims") != "off" else ["(all: --kb-claims=off)"]
+    except KbError:
+        state.undecided = ["(the knowledge base cannot be read)"]
     if state.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _write_report(state, session)
+
+
+def _write_report(state: State, session) -> None:
+    if state.report_path is None:
+        return
+    data = {
+        "finished": True,
+        "exitstatus": int(session.exitstatus),
+        "outcomes": {n: next((o for o in seen if o), "passed") if seen else "not run" for n, seen in state.outcomes.items()},
+        "counterfactuals": {f"{cid}#{k}": results for (cid, k), results in state.counterfactuals.items()},
+        "problems": state.problems,
+        "undecided": state.undecided,
+    }
+    tmp = state.report_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(state.report_path)
+    state.report_path.with_suffix(".running").unlink(missing_ok=True)
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -431,3 +545,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.section("claims not decided by a passing test", red=True)
         for line in state.problems:
             terminalreporter.write_line(line)
+    if state.undecided and not hasattr(config, "workerinput"):
+        terminalreporter.section("claims this run did not decide", yellow=True)
+        terminalreporter.write_line(f"{len(state.undecided)} claim(s) were left out of this run (narrowed by "
+                                    "arguments, -k, --deselect or options): " + ", ".join(state.undecided[:20])
+                                    + (" ..." if len(state.undecided) > 20 else ""))

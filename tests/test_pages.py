@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from kb.model import asserts
 from pytest_codeblocks.main import extract_from_file
 
 from conftest import PROJECT, ROOT
@@ -79,26 +81,12 @@ def test_every_display_formula_cites_its_source(page):
     assert not problems, "\n".join(problems)
 
 
-def _asserts(node: ast.AST) -> bool:
-    """Whether a function body holds an assertion that can fail."""
-    for n in ast.walk(node):
-        if isinstance(n, ast.Assert) and not (isinstance(n.test, ast.Constant) and n.test.value):
-            return True
-        if isinstance(n, ast.Raise) and n.exc is not None and "AssertionError" in ast.unparse(n.exc):
-            return True
-        if isinstance(n, ast.Call):
-            name = ast.unparse(n.func)
-            if name.split(".")[-1].startswith("assert_") or name in ("pytest.raises", "pytest.fail"):
-                return True
-    return False
-
-
 @pytest.mark.parametrize("module", MODULES, ids=rel)
 def test_every_snippet_module_holds_a_test_that_can_fail(module):
     tree = ast.parse(module.read_text(encoding="utf-8"))
     tests = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
     assert tests, f"{rel(module)} has no test_* function"
-    empty = [t.name for t in tests if not _asserts(t)]
+    empty = [t.name for t in tests if not asserts(t)]
     assert not empty, f"{rel(module)}: tests without an assertion: {empty}"
 
 

@@ -1,0 +1,70 @@
+"""A run that ends early, is narrowed, or whose assertions were tampered with is never read as green."""
+
+from __future__ import annotations
+
+import sys
+
+from conftest import edit, kb, run
+
+MSE = "snippets/foundations/mse.py"
+PAGE = "docs/foundations/mse-conditional-mean.md"
+
+
+def testrun(root, *args: str):
+    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
+
+
+def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project):
+    edit(mini_project / MSE, "def test_mse_decomposes_into_variance_plus_squared_bias(",
+         "def test_exits():\n    import os\n    os._exit(0)\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(")
+    r = testrun(mini_project, MSE)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stderr, r.stderr
+    r = kb(mini_project, "check", PAGE)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stdout, r.stdout
+
+
+def test_a_module_that_exits_at_import_fails_the_run(mini_project):
+    edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
+    r = testrun(mini_project, MSE)
+    assert r.returncode != 0, r.stdout + r.stderr
+
+
+def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project):
+    # Under xdist every worker imports every module while collecting: a replaced
+    # assert_close would make a broken claim pass in another module.
+    (mini_project / "snippets" / "foundations" / "sneaky.py").write_text(
+        "import torch\n\ntorch.testing.assert_close = lambda *a, **k: None\n\n\n"
+        "def test_nothing():\n    assert 1 + 1 == 2\n", encoding="utf-8")
+    r = testrun(mini_project, "snippets/foundations/")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "snippets/foundations/sneaky.py: importing this module replaced torch.testing.assert_close" in out, out
+
+
+def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuses_it(mini_project):
+    r = testrun(mini_project, "-k", "not l1", "snippets/", "docs/")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "l1-predicts-conditional-mean" in out and "not decided by this run" in out, out
+    r = testrun(mini_project, "snippets/", "docs/", "-o", "addopts=")  # the kb plugin switched off
+    assert r.returncode != 0, r.stdout + r.stderr
+    r = testrun(mini_project, "--allow-partial", "-k", "not l1", MSE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_snippet_that_does_not_parse_fails_kb_check_naming_its_claims_undecided(mini_project):
+    edit(mini_project / MSE, "import math\n", "import math\ndef broken(:\n")
+    r = kb(mini_project, "check", PAGE)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "mse.py" in r.stdout and "not valid Python" in r.stdout, r.stdout
+    assert "undecided" in r.stdout and "mse-predicts-conditional-mean" in r.stdout, r.stdout
+
+
+def test_a_test_that_asserts_nothing_fails_kb_check(mini_project):
+    edit(mini_project / MSE, "def test_mse_decomposes_into_variance_plus_squared_bias(",
+         "def test_empty():\n    x = 1 + 1\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(")
+    r = kb(mini_project, "check", PAGE)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "test_empty asserts nothing" in r.stdout, r.stdout
