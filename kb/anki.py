@@ -16,7 +16,7 @@ import genanki
 
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project
-from kb.review import cards
+from kb.cards import cards
 
 MODEL_ID = 1_718_302_611  # fixed: a re-import recognises the note type
 DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)

@@ -22,12 +22,13 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import render, review, site, vendor
+from kb import cards, render, site, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
-from kb.serve import STATUS_ENV
 
 LIVE_FILE = "kb-status.json"
+# Set by `kb serve` to the live status file: only then does a page get its status line.
+STATUS_ENV = "KB_LIVE_STATUS"
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 log = logging.getLogger("mkdocs.plugins.kb")
@@ -116,7 +117,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
         files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
         now = datetime.datetime.now(datetime.timezone.utc)
-        states = review.schedule(review.cards(self.kb), review.read_log(review.log_path(self.project)), now)
+        states = cards.schedule(cards.cards(self.kb), cards.read_log(cards.log_path(self.project)), now)
         files.append(File.generated(config, self.layout.review, content=render.review_page(self.kb, self.layout, states, now)))
 
     @event_priority(50)

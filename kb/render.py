@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
-from kb import review, sources
+from kb import cards, sources
 from kb.model import Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
 from kb.project import KbError
 
@@ -294,7 +294,7 @@ def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[s
 def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
     src = page.src_uri
     topics = kb.topic_pages
-    n_cards = sum(c.topic == page.section for c in review.cards(kb)) if not page.is_post else 0
+    n_cards = sum(c.topic == page.section for c in cards.cards(kb)) if not page.is_post else 0
     review_link = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
               f"({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic \"{page.section}\"`）</small>\n"
               if n_cards and (page.topic or page.src_uri.startswith("foundations/")) else "")
@@ -537,7 +537,7 @@ DOCS_LINK = re.compile(r"(\]\()/([^)\s]+)")
 def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     """Every card, by topic, the back folded away; how many were due when the site was built."""
     uri = layout.review
-    deck = review.cards(kb)
+    deck = cards.cards(kb)
     due_now = {s.card.id for s in states.values() if s.due <= now}
     by_topic: dict[str, list] = defaultdict(list)
     for c in deck:
