@@ -13,8 +13,8 @@ import posixpath
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
-from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
 from kb import cards, sources
@@ -53,21 +53,6 @@ class Layout:
 
 def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
     target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
-    return f"{target}#{anchor}" if anchor else target
-
-
-def page_url(src_uri: str) -> str:
-    """The URL MkDocs gives a page (directory URLs): topics/sac/critic.md -> topics/sac/critic/."""
-    stem = src_uri.removesuffix(".md")
-    if stem == "index" or stem.endswith("/index") or stem == "README" or stem.endswith("/README"):
-        stem = stem.rpartition("/")[0]
-    return f"{stem}/" if stem else ""
-
-
-def href_to(from_uri: str, to_uri: str, anchor: str = "") -> str:
-    """A link for raw HTML, which MkDocs does not rewrite: from one page's URL to another's."""
-    target = get_relative_url(page_url(to_uri) or ".", page_url(from_uri) or ".")
-    target = target if target.endswith("/") or target == "." else target + "/"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -390,8 +375,12 @@ def inline_html(text: str) -> str:
     return "".join(out)
 
 
-def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
-    """Every claim in one compact table, refuted and qualified first, filterable by status (no script)."""
+def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) -> str:
+    """Every claim in one compact table, refuted and qualified first, filterable by status (no script).
+
+    ``href_to(from_uri, to_uri, anchor="")`` links one source's URL to another's (the site's URLs):
+    raw HTML is not rewritten by MkDocs.
+    """
     uri = layout.claims
     total = Counter(c.status for c in kb.claims)
     order = _section_order(kb)
