@@ -72,19 +72,13 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
-        self._report(errors + self.kb.errors + site.file_errors(self.project, files))
+        self._report(errors + self.kb.errors + site.file_errors(self.project, config, files))
         if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
             self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
             self.last_build = started
         self.site = site.Site.of(self.project, config, files, self.config)
         self._generate(files, config, {uri: text for uri, _, text in pages})
         return files
-
-    @event_priority(50)
-    def on_nav(self, nav, config, files):
-        # Every plugin has placed its files now (notebooks and blog posts have their URLs).
-        self._report(site.url_clashes(self.project, files))
-        return nav
 
     def _report(self, errors: list[SourceError]) -> None:
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong

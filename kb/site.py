@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import posixpath
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -83,10 +85,14 @@ class Site:
     def load(cls, project: Project) -> Site:
         """The site ``mkdocs build`` would make, read from ``mkdocs.yml`` as MkDocs reads it."""
         shown = project.rel(project.config_file)
+        said = _Said()
+        logging.getLogger("mkdocs").addHandler(said)
         try:
             config = load_config(str(project.config_file))
-        except MkDocsException as e:
-            raise KbError(f"{shown}: {e}") from None
+        except MkDocsException as e:  # MkDocs logs what is wrong, then aborts
+            raise KbError(f"{shown}: {said.errors[0] if said.errors else e}") from None
+        finally:
+            logging.getLogger("mkdocs").removeHandler(said)
         plugin = config.plugins.get(PLUGIN)
         if plugin is None:
             raise SourceError(shown, None, f"plugin '{PLUGIN}' is not configured")
@@ -159,6 +165,17 @@ class Site:
         if f is not None:  # a plugin's file is included or not later (the blog decides when it builds the nav)
             return not f.inclusion.is_excluded() or bool(getattr(f, "generated_by", None))
         return uri in self.generated(kb)
+
+
+class _Said(logging.Handler):
+    """The errors MkDocs logs while it reads its configuration."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.errors: list[str] = []
+
+    def emit(self, record):
+        self.errors.append(record.getMessage())
 
 
 def _files(config: MkDocsConfig, kb_plugin, shown: str) -> Files:
@@ -255,14 +272,19 @@ def outside(project: Project, files: Files) -> list[SourceError]:
     return errors
 
 
-def url_clashes(project: Project, files: Files) -> list[SourceError]:
-    """Two sources that would be rendered at one URL (MkDocs keeps one and says nothing)."""
+def url_clashes(project: Project, config: MkDocsConfig, files: Files) -> list[SourceError]:
+    """Two sources that would be rendered at one URL (MkDocs keeps one and says nothing).
+
+    A notebook becomes a page (mkdocs-jupyter): its URL is the one MkDocs gives a page of its name.
+    """
     seen: dict[str, str] = {}
     errors = []
     for f in files:
         if not f.src_uri.endswith((".md", ".ipynb")) or f.abs_src_path is None:
             continue
-        url = f.url.rstrip("/")
+        as_page = File(f"{posixpath.splitext(f.src_uri)[0]}.md", src_dir=None, dest_dir=config.site_dir,
+                       use_directory_urls=config.use_directory_urls)
+        url = as_page.url.rstrip("/")
         if url in seen:
             errors.append(SourceError(project.rel(f.abs_src_path), None,
                                       f"gets the same URL /{url}/ as docs/{seen[url]}: rename one of them"))
@@ -270,8 +292,8 @@ def url_clashes(project: Project, files: Files) -> list[SourceError]:
     return errors
 
 
-def file_errors(project: Project, files: Files) -> list[SourceError]:
-    return notebook_errors(project, files) + url_clashes(project, files) + outside(project, files)
+def file_errors(project: Project, config: MkDocsConfig, files: Files) -> list[SourceError]:
+    return notebook_errors(project, files) + url_clashes(project, config, files) + outside(project, files)
 
 
 def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]],

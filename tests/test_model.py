@@ -58,6 +58,7 @@ def test_skipped():
 def make(tmp_path: Path, page: str, extra: dict[str, str] | None = None) -> KnowledgeBase:
     """A tiny project: the real mkdocs.yml, one topic page, one post, one snippet module."""
     (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "overrides").mkdir(exist_ok=True)  # the theme's custom_dir, which MkDocs requires
     files = {"docs/topics/t.md": page, "docs/journal/posts/2025-12-31.md": POST,
              "snippets/t/m.py": SNIPPET, **(extra or {})}
     for name, text in files.items():
