@@ -87,7 +87,8 @@ def test_the_link_checker_and_the_build_agree_on_every_generated_page(mini_proje
     site = Site.load(project)
     generated = set(site.generated(KnowledgeBase.load(project)))
     generated |= {f.src_uri for f in site.files if getattr(f, "generated_by", None)}
-    assert {"claims.md", "questions.md", "review.md", "journal/category/sac.md"} <= generated
+    layout = site.layout
+    assert {layout.claims, layout.questions, layout.review, "journal/category/sac.md"} <= generated
     assert any(u.startswith("code/snippets/") for u in generated) and any(u.endswith(".png") for u in generated)
     page = mini_project / MSE_PAGE
     base = posixpath.dirname(MSE_PAGE.removeprefix("docs/"))
