@@ -47,10 +47,10 @@ review: setup
 
 # Mutation testing of the snippet modules (slow: about an hour on two cores); not part of make test.
 mutate: setup
-	$(BIN)/python -m kb.mutate
+	$(BIN)/python -m devtools.mutate
 
 bench: setup
-	$(BIN)/python -m kb.bench
+	$(BIN)/python -m devtools.bench
 
 # Re-execute every notebook in place (their outputs are what the site shows).
 notebooks: setup

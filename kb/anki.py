@@ -11,12 +11,14 @@ import hashlib
 import html
 import re
 from pathlib import Path
+from urllib.parse import urljoin
 
 import genanki
 
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project
-from kb.review import cards
+from kb.site import Site
+from kb.cards import cards
 
 MODEL_ID = 1_718_302_611  # fixed: a re-import recognises the note type
 DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
@@ -53,9 +55,10 @@ def export(project: Project, path: Path) -> Path:
         raise KbError(f"{path}: the Anki file must end in .apkg")
     deck_id = int(hashlib.sha256(str(project.config.get("site_name", "Learning Notes")).encode()).hexdigest()[:8], 16)
     deck = genanki.Deck(deck_id, str(project.config.get("site_name", "Learning Notes")))
-    site = str(project.config.get("site_url") or "").rstrip("/")
+    site = Site.load(project)
+    base = str(site.config.site_url or "/")
     for card in cards(KnowledgeBase.load(project)):
-        url = f"{site}/{card.page.removesuffix('.md').removesuffix('index')}#{card.anchor}"
+        url = f"{urljoin(base, site.url(card.page))}#{card.anchor}"
         deck.add_note(genanki.Note(model=MODEL, guid=genanki.guid_for(card.id), tags=[card.topic.replace(" ", "_")],
                                    fields=[anki_text(card.front), anki_text(card.back), html.escape(card.id),
                                            f'<a href="{html.escape(url)}">{html.escape(url)}</a>']))

@@ -20,13 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import markdown
-
 from kb import render, sources
 from kb.model import Claim, KnowledgeBase, Page, Status
 from kb.project import KbError, Project, SourceError
+from kb.site import FIGURE, Site
 
-FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 
 
@@ -101,13 +99,13 @@ def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
     return exists
 
 
-def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
+def plan(site: Site, kb: KnowledgeBase, pages: list[Page]) -> Plan:
     p = Plan(pages)
     root_rel = kb.project.rel(kb.project.docs_dir)
     modules: dict[str, None] = {}
     for page in pages:
         p.problems += [e for e in kb.errors if e.path == page.rel]
-        p.problems += link_errors(kb, page)
+        p.problems += link_errors(site, kb, page)
         if page.is_post:
             continue
         modules.update(dict.fromkeys(i.path for i in sources.includes(page.lines, page.doc.body_line)))
@@ -127,28 +125,18 @@ def plan(kb: KnowledgeBase, pages: list[Page]) -> Plan:
 # ---- links and anchors ------------------------------------------------------------------------
 
 
-def _anchors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]]) -> set[str]:
+def _anchors(site: Site, kb: KnowledgeBase, page: Page, cache: dict[str, set[str]]) -> set[str]:
     """Every id the page will have once rendered (headings, claims, questions, journal lines)."""
     if page.src_uri not in cache:
-        text = render.page_markdown(kb, render.Layout(), page, page.doc.body)
-        md = markdown.Markdown(extensions=MARKDOWN_EXTENSIONS, extension_configs=MARKDOWN_CONFIGS)
-        cache[page.src_uri] = set(HTML_ID.findall(md.convert(text)))
+        text = render.page_markdown(kb, site.layout, page, page.doc.body)
+        cache[page.src_uri] = set(HTML_ID.findall(site.markdown().convert(text)))
     return cache[page.src_uri]
 
 
-def _generated(kb: KnowledgeBase, uri: str) -> bool:
-    layout = render.Layout()
-    if uri in (layout.claims, layout.questions) or uri.startswith(layout.code_dir + "/"):
-        return True
-    blog = kb.project.blog_dir
-    return uri.startswith((f"{blog}/category/", f"{blog}/archive/"))
-
-
-def link_errors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None = None) -> list[SourceError]:
+def link_errors(site: Site, kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None = None) -> list[SourceError]:
     """Links of a page that lead nowhere: a missing page or file, or a missing anchor."""
     cache = {} if cache is None else cache
     errors = []
-    docs = kb.project.docs_dir
     in_code = sources.fenced(page.lines)
     base = Path(page.src_uri).parent.as_posix()
     for i, line in enumerate(page.lines):
@@ -164,28 +152,12 @@ def link_errors(kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None
             path, _, anchor = url.partition("#")
             where = page.file_line(i)
             target = sources.normalise_uri(f"{base}/{path}") if path else page.src_uri
-            fig = FIGURE.match(Path(target).name)
-            if path and not (docs / target).exists() and not _generated(kb, target):
-                if fig and (docs / Path(target).parent / f"{fig.group('stem')}.ipynb").is_file():
-                    continue
+            if path and not site.exists(kb, target):
                 errors.append(SourceError(page.rel, where, f"link to {path}: no such page or file"))
                 continue
-            if anchor and target in kb.pages and anchor not in _anchors(kb, kb.pages[target], cache):
+            if anchor and target in kb.pages and anchor not in _anchors(site, kb, kb.pages[target], cache):
                 errors.append(SourceError(page.rel, where, f"link to {url}: no anchor #{anchor} there"))
     return errors
-
-
-MARKDOWN_EXTENSIONS = ["abbr", "admonition", "attr_list", "def_list", "footnotes", "md_in_html", "tables", "toc",
-                       "pymdownx.arithmatex", "pymdownx.details", "pymdownx.superfences", "pymdownx.tasklist"]
-
-
-def _slugify():
-    from pymdownx.slugs import slugify
-
-    return slugify(case="lower")
-
-
-MARKDOWN_CONFIGS = {"toc": {"slugify": _slugify()}, "pymdownx.arithmatex": {"generic": True}}
 
 
 # ---- running ---------------------------------------------------------------------------------
@@ -249,7 +221,7 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     started = time.time()
     kb = KnowledgeBase.load(project)
     pages = resolve(kb, targets, cwd)
-    p = plan(kb, pages)
+    p = plan(Site.load(project), kb, pages)
     for problem in p.problems:
         out(f"invalid: {problem}")
     invalid = invalid_claims(p.claims, p.problems)

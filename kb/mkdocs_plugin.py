@@ -15,31 +15,24 @@ import re
 import time
 from pathlib import Path
 
-from mkdocs.config import config_options as c
-from mkdocs.config.base import Config
 from mkdocs.exceptions import PluginError
 from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import render, review, site, vendor
+from kb import cards, render, site, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
-from kb.serve import STATUS_ENV
 
 LIVE_FILE = "kb-status.json"
+# Set by `kb serve` to the live status file: only then does a page get its status line.
+STATUS_ENV = "KB_LIVE_STATUS"
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
-class KbConfig(Config):
-    claims_page = c.Type(str, default="claims.md")
-    questions_page = c.Type(str, default="questions.md")
-    code_dir = c.Type(str, default="code")
-
-
-class KnowledgeBasePlugin(BasePlugin[KbConfig]):
+class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
     kb: KnowledgeBase
     project: Project
 
@@ -48,8 +41,6 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             self.project = Project.at(config.config_file_path)
         except KbError as e:
             raise PluginError(str(e)) from None
-        self.layout = render.Layout(claims=self.config.claims_page, questions=self.config.questions_page,
-                                    code_dir=self.config.code_dir)
         try:
             vendor.check(Path(config.docs_dir))  # fail closed: never a CDN fallback
         except KbError as e:
@@ -81,43 +72,44 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
-        errors += self.kb.errors + site.file_errors(self.project, files)
+        self._report(errors + self.kb.errors + site.file_errors(self.project, config, files))
+        if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
+            self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
+            self.last_build = started
+        self.site = site.Site.of(self.project, config, files, self.config)
+        self._generate(files, config, {uri: text for uri, _, text in pages})
+        return files
+
+    def _report(self, errors: list[SourceError]) -> None:
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
             for e in errors:
                 log.warning(str(e))
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
-        if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
-            self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
-            self.last_build = started
-        self._generate(files, config, {uri: text for uri, _, text in pages})
-        return files
 
     def _generate(self, files: Files, config, page_text: dict[str, str]) -> None:
-        root = self.project.root
-        for path in sorted(self.project.snippets_dir.rglob("*.py")):
-            if "__pycache__" in path.parts:
-                continue
-            rel = path.relative_to(root).as_posix()
-            content = render.code_page(self.kb, self.layout, rel, path.read_text(encoding="utf-8"))
-            files.append(File.generated(config, self.layout.code(rel), content=content))
-        for nb in [f for f in files if f.src_uri.endswith(".ipynb")]:
-            for k, png in enumerate(site.notebook_figures(Path(nb.abs_src_path)), 1):
-                files.append(File.generated(config, site.figure_uri(nb.src_uri, k), content=png))
-        self.edit_urls: dict[str, str] = {}
-        if not config.repo_url:  # no forge to edit on: the edit link shows the page's source and how to change it
-            for page in self.kb.pages.values():
-                if page.is_post or "<!-- material/tags" in page_text[page.src_uri]:
-                    continue  # posts grow through `kb new`, not by editing; the tags plugin would take a shown marker
-                source = render.source_page(self.layout, page, page_text[page.src_uri])
-                f = File.generated(config, self.layout.source(page), content=source)
-                files.append(f)
-                self.edit_urls[page.src_uri] = f.url
-        files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
-        files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
+        """Add the files kb generates: the ones the site says, made by ``kb.render``."""
+        layout, kb = self.site.layout, self.kb
         now = datetime.datetime.now(datetime.timezone.utc)
-        states = review.schedule(review.cards(self.kb), review.read_log(review.log_path(self.project)), now)
-        files.append(File.generated(config, self.layout.review, content=render.review_page(self.kb, self.layout, states, now)))
+        self.edit_urls: dict[str, str] = {}
+        for uri, g in self.site.generated(kb).items():
+            if g.kind == "code":
+                content = render.code_page(kb, layout, g.subject, (self.project.root / g.subject).read_text(encoding="utf-8"))
+            elif g.kind == "figure":
+                content = self.site.figures(g.subject)[g.k - 1]
+            elif g.kind == "source":  # no forge to edit on: the edit link shows the page's source and how to change it
+                content = render.source_page(layout, kb.pages[g.subject], page_text[g.subject])
+            elif g.kind == "claims":
+                content = render.claims_page(kb, layout, self.site.href)
+            elif g.kind == "questions":
+                content = render.questions_page(kb, layout)
+            else:
+                states = cards.schedule(cards.cards(kb), cards.read_log(cards.log_path(self.project)), now)
+                content = render.review_page(kb, layout, states, now)
+            f = File.generated(config, uri, content=content)
+            files.append(f)
+            if g.kind == "source":
+                self.edit_urls[g.subject] = f.url
 
     @event_priority(50)
     def on_page_markdown(self, markdown, page, config, files):
@@ -131,7 +123,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             # is a dictionary lookup, one parsed from the Markdown is a scan (quadratic over a long journal).
             page.meta.setdefault("title", source.title)
         try:
-            out = render.page_markdown(self.kb, self.layout, source, markdown)
+            out = render.page_markdown(self.kb, self.site.layout, source, markdown)
         except KbError as e:
             raise PluginError(str(e)) from None
         if os.environ.get(STATUS_ENV):  # only while `kb serve` runs: the page's live check status

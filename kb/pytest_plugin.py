@@ -34,12 +34,12 @@ import tempfile  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import markdown  # noqa: E402
 import pytest  # noqa: E402
 
 from kb.model import Claim, Counterfactual, KnowledgeBase  # noqa: E402
 from kb.project import KbError, Project  # noqa: E402
 from kb.sandbox import run_forked  # noqa: E402
+from kb.site import Site  # noqa: E402
 
 DIRECTIVE = re.compile(r"^\s*<!--\s*pytest(?:[.-]|_codeblocks)")
 
@@ -78,6 +78,10 @@ class State:
         if self._kb is None:
             self._kb = KnowledgeBase.load(self.project)
         return self._kb
+
+    @functools.cached_property
+    def site(self) -> Site:
+        return Site.load(self.project)
 
     def claims_of(self, nodeid: str) -> list[Claim]:
         if self.config.getoption("kb_claims") == "off":  # e.g. mutation runs: no claims, no model to load
@@ -205,16 +209,11 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
-def expand_includes(code: str, root: Path) -> str:
-    """Expand ``--8<--`` lines with pymdownx.snippets, configured as the site does."""
+def expand_includes(code: str, site: Site) -> str:
+    """Expand ``--8<--`` lines with pymdownx.snippets, configured as the site configures it."""
     if "--8<--" not in code:
         return code
-    md = markdown.Markdown(
-        extensions=["pymdownx.snippets"],
-        extension_configs={"pymdownx.snippets": {
-            "base_path": [str(root)], "check_paths": True, "dedent_subsections": True, "restrict_base_path": True}},
-    )
-    return "\n".join(md.preprocessors["snippet"].run(code.split("\n"))) + "\n"
+    return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
 
 
 def _warm() -> None:
@@ -272,7 +271,7 @@ def pytest_collection_modifyitems(session, config, items):
         code = getattr(block, "code", None)
         if isinstance(code, str) and "--8<--" in code:
             try:
-                block.code = expand_includes(code, state.project.root)
+                block.code = expand_includes(code, state.site)
             except Exception as e:  # a missing file or section: fail the block, name it
                 block.code = f"raise RuntimeError({f'{item.nodeid}: include failed: {e}'!r})\n"
         _isolate(item, state)

@@ -13,11 +13,11 @@ import posixpath
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
-from mkdocs.utils import get_relative_url
 from pymdownx.slugs import slugify
 
-from kb import review, sources
+from kb import cards, sources
 from kb.model import Basis, Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
 from kb.project import KbError
 
@@ -53,21 +53,6 @@ class Layout:
 
 def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
     target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
-    return f"{target}#{anchor}" if anchor else target
-
-
-def page_url(src_uri: str) -> str:
-    """The URL MkDocs gives a page (directory URLs): topics/sac/critic.md -> topics/sac/critic/."""
-    stem = src_uri.removesuffix(".md")
-    if stem == "index" or stem.endswith("/index") or stem == "README" or stem.endswith("/README"):
-        stem = stem.rpartition("/")[0]
-    return f"{stem}/" if stem else ""
-
-
-def href_to(from_uri: str, to_uri: str, anchor: str = "") -> str:
-    """A link for raw HTML, which MkDocs does not rewrite: from one page's URL to another's."""
-    target = get_relative_url(page_url(to_uri) or ".", page_url(from_uri) or ".")
-    target = target if target.endswith("/") or target == "." else target + "/"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -322,7 +307,7 @@ def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[s
 def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
     src = page.src_uri
     topics = kb.topic_pages
-    n_cards = sum(c.topic == page.section for c in review.cards(kb)) if not page.is_post else 0
+    n_cards = sum(c.topic == page.section for c in cards.cards(kb)) if not page.is_post else 0
     review_link = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
               f"({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic \"{page.section}\"`）</small>\n"
               if n_cards and (page.topic or page.src_uri.startswith("foundations/")) else "")
@@ -435,8 +420,12 @@ def _review_facts(c: Claim) -> str:
     return "".join(f" · {p}" for p in parts)
 
 
-def claims_page(kb: KnowledgeBase, layout: Layout) -> str:
-    """Every claim in one compact table, refuted and qualified first, filterable by status (no script)."""
+def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) -> str:
+    """Every claim in one compact table, refuted and qualified first, filterable by status (no script).
+
+    ``href_to(from_uri, to_uri, anchor="")`` links one source's URL to another's (the site's URLs):
+    raw HTML is not rewritten by MkDocs.
+    """
     uri = layout.claims
     total = Counter(c.status for c in kb.claims)
     order = _section_order(kb)
@@ -589,7 +578,7 @@ DOCS_LINK = re.compile(r"(\]\()/([^)\s]+)")
 def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     """Every card, by topic, the back folded away; how many were due when the site was built."""
     uri = layout.review
-    deck = review.cards(kb)
+    deck = cards.cards(kb)
     due_now = {s.card.id for s in states.values() if s.due <= now}
     by_topic: dict[str, list] = defaultdict(list)
     for c in deck:

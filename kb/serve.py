@@ -18,9 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from kb.mkdocs_plugin import STATUS_ENV  # the plugin adds the status line only when this names the status file
 from kb.project import Project
-
-STATUS_ENV = "KB_LIVE_STATUS"  # the plugin adds the status line only when this names the status file
 
 
 def status_file(project: Project) -> Path:

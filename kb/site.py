@@ -1,25 +1,200 @@
-"""What the MkDocs plugin checks and adds over MkDocs' own list of files.
+"""The site: what MkDocs and the kb plugin will make of the project, asked of MkDocs once.
 
-Pure functions of the project, the knowledge model and MkDocs' ``Files``: the
-checks that concern files rather than pages (notebook outputs, two sources with
-one URL, a symlink out of the project, anything loaded from another host), the
-notebook figures the topic pages embed, and which pages a dirty rebuild must
-redo as well.
+``Site`` holds the Markdown extensions and their configurations as MkDocs
+validated them, each file's URL as MkDocs (and the plugins that move files,
+such as the blog) gives it, and the pages kb generates, from one ``Layout``.
+The MkDocs plugin builds it from the live configuration and files; ``kb check``,
+the Anki export, the pytest plugin and the tests load it from ``mkdocs.yml``.
+
+Beside it, pure functions of the project, the knowledge model and MkDocs'
+``Files``: the checks that concern files rather than pages (notebook outputs,
+two sources with one URL, a symlink out of the project, anything loaded from
+another host), the notebook figures the topic pages embed, and which pages a
+dirty rebuild must redo as well.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import posixpath
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
-from mkdocs.structure.files import Files
+import markdown
+from mkdocs.config import config_options as c
+from mkdocs.config import load_config
+from mkdocs.config.base import Config
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import MkDocsException
+from mkdocs.structure.files import File, Files, get_files
+from mkdocs.utils import get_relative_url
 
 from kb.model import KnowledgeBase, includes_of
-from kb.project import Project, SourceError
+from kb.project import KbError, Project, SourceError
+from kb.render import Layout
+
+PLUGIN = "kb"  # the kb plugin's name in mkdocs.yml (its entry point)
+TAGS_MARKER = "<!-- material/tags"  # a page the tags plugin fills in: it has no source page
+
+
+class KbConfig(Config):
+    """The kb plugin's options in mkdocs.yml: where the pages it generates live."""
+
+    claims_page = c.Type(str, default=Layout.claims)
+    questions_page = c.Type(str, default=Layout.questions)
+    review_page = c.Type(str, default=Layout.review)
+    code_dir = c.Type(str, default=Layout.code_dir)
+
+
+def layout_of(options: KbConfig) -> Layout:
+    return Layout(claims=options.claims_page, questions=options.questions_page, review=options.review_page,
+                  code_dir=options.code_dir)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A file the kb plugin adds to the site: ``kind`` says which, ``subject`` of what."""
+
+    kind: str  # "code" (a snippet's source page), "source" (a page's Markdown), "figure", "claims", "questions", "review"
+    subject: str = ""  # the snippet file, the page or the notebook it shows
+    k: int = 0  # a figure's number in its notebook (from 1)
+
+
+@dataclass(eq=False)
+class Site:
+    """What MkDocs and the kb plugin will make of one project."""
+
+    project: Project
+    config: MkDocsConfig = field(repr=False)
+    layout: Layout
+    load_files: Callable[[], Files] = field(repr=False)
+
+    @classmethod
+    def of(cls, project: Project, config: MkDocsConfig, files: Files, options: KbConfig) -> Site:
+        """The site of a running build (the MkDocs plugin): its own configuration and files."""
+        return cls(project, config, layout_of(options), lambda: files)
+
+    @classmethod
+    def load(cls, project: Project) -> Site:
+        """The site ``mkdocs build`` would make, read from ``mkdocs.yml`` as MkDocs reads it."""
+        shown = project.rel(project.config_file)
+        said = _Said()
+        logging.getLogger("mkdocs").addHandler(said)
+        try:
+            config = load_config(str(project.config_file))
+        except MkDocsException as e:  # MkDocs logs what is wrong, then aborts
+            raise KbError(f"{shown}: {said.errors[0] if said.errors else e}") from None
+        finally:
+            logging.getLogger("mkdocs").removeHandler(said)
+        plugin = config.plugins.get(PLUGIN)
+        if plugin is None:
+            raise SourceError(shown, None, f"plugin '{PLUGIN}' is not configured")
+        # MkDocs resolves pymdownx.snippets' base_path from the current directory: the build runs
+        # from the project root, so that is where it is resolved here, wherever kb runs from.
+        for options in config.mdx_configs.values():
+            if isinstance(options, dict) and isinstance(options.get("base_path"), list):
+                options["base_path"] = [str(project.root / p) for p in options["base_path"]]
+        return cls(project, config, layout_of(plugin.config), lambda: _files(config, plugin, shown))
+
+    @cached_property
+    def files(self) -> Files:
+        return self.load_files()
+
+    # ---- Markdown --------------------------------------------------------------------------
+
+    def markdown(self) -> markdown.Markdown:
+        """A Markdown converter with the site's extensions and configurations (as Material's blog makes one)."""
+        return markdown.Markdown(extensions=self.config.markdown_extensions,
+                                 extension_configs=self.config.mdx_configs)
+
+    # ---- URLs ------------------------------------------------------------------------------
+
+    def url(self, src_uri: str) -> str:
+        """The URL of a docs-relative source, as MkDocs gives it (a generated page's too)."""
+        f = self.files.get_file_from_path(src_uri)
+        if f is None:  # a page kb generates (MkDocs places it as it places any other)
+            f = File(src_uri, src_dir=None, dest_dir=self.config.site_dir, use_directory_urls=self.config.use_directory_urls)
+        return f.url
+
+    def href(self, from_uri: str, to_uri: str, anchor: str = "") -> str:
+        """A link for raw HTML, which MkDocs does not rewrite: from one source's URL to another's."""
+        to = self.url(to_uri)
+        target = get_relative_url(to, self.url(from_uri))
+        if (to == "" or to.endswith("/")) and not target.endswith("/"):
+            target += "/"
+        return f"{target}#{anchor}" if anchor else target
+
+    # ---- what kb generates -------------------------------------------------------------------
+
+    def generated(self, kb: KnowledgeBase) -> dict[str, Generated]:
+        """Every file the kb plugin adds to the site, by docs-relative URI."""
+        layout, out = self.layout, {}
+        root = self.project.root
+        for path in sorted(self.project.snippets_dir.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                rel = path.relative_to(root).as_posix()
+                out[layout.code(rel)] = Generated("code", rel)
+        for nb in [f for f in self.files if f.src_uri.endswith(".ipynb")]:
+            for k in range(1, len(self.figures(nb.src_uri)) + 1):
+                out[figure_uri(nb.src_uri, k)] = Generated("figure", nb.src_uri, k)
+        if not self.config.repo_url:  # no forge to edit on: the edit link shows the page's source
+            for page in kb.pages.values():
+                # posts grow through `kb new`, not by editing; the tags plugin would take a shown marker
+                if not page.is_post and TAGS_MARKER not in page.doc.body:
+                    out[layout.source(page)] = Generated("source", page.src_uri)
+        for kind in ("claims", "questions", "review"):
+            out[getattr(layout, kind)] = Generated(kind)
+        return out
+
+    def figures(self, notebook_uri: str) -> list[bytes]:
+        cache = self.__dict__.setdefault("_figures", {})
+        if notebook_uri not in cache:
+            cache[notebook_uri] = notebook_figures(self.project.docs_dir / notebook_uri)
+        return cache[notebook_uri]
+
+    def exists(self, kb: KnowledgeBase, uri: str) -> bool:
+        """Whether the built site will have this docs-relative file: a source MkDocs keeps, or a generated one."""
+        f = self.files.get_file_from_path(uri)
+        if f is not None:  # a plugin's file is included or not later (the blog decides when it builds the nav)
+            return not f.inclusion.is_excluded() or bool(getattr(f, "generated_by", None))
+        return uri in self.generated(kb)
+
+
+class _Said(logging.Handler):
+    """The errors MkDocs logs while it reads its configuration."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.errors: list[str] = []
+
+    def emit(self, record):
+        self.errors.append(record.getMessage())
+
+
+def _files(config: MkDocsConfig, kb_plugin, shown: str) -> Files:
+    """MkDocs' files, after the other plugins that add files or move them (the blog, notebooks) have run."""
+    files = get_files(config)
+    events = [m for m in config.plugins.events["files"] if getattr(m, "__self__", None) is not kb_plugin]
+    plugins = list(dict.fromkeys(m.__self__ for m in events))
+    try:
+        for p in plugins:
+            if hasattr(p, "on_startup"):
+                p.on_startup(command="build", dirty=False)
+        for m in config.plugins.events["config"]:
+            if getattr(m, "__self__", None) in plugins:
+                config = m(config) or config
+        for m in events:
+            files = m(files, config=config) or files
+    except MkDocsException as e:
+        raise KbError(f"{shown}: {e}") from None
+    return files
 
 # an element that loads something when the page is shown, from another host (not a link to follow)
 TAG = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*>", re.I)
@@ -48,6 +223,9 @@ def notebook_figures(path: Path) -> list[bytes]:
         for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
         for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
     ]
+
+
+FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")  # the name figure_uri gives
 
 
 def figure_uri(notebook_uri: str, k: int) -> str:
@@ -94,15 +272,19 @@ def outside(project: Project, files: Files) -> list[SourceError]:
     return errors
 
 
-def url_clashes(project: Project, files: Files) -> list[SourceError]:
-    """Two sources that would be rendered at one URL (MkDocs keeps one and says nothing)."""
+def url_clashes(project: Project, config: MkDocsConfig, files: Files) -> list[SourceError]:
+    """Two sources that would be rendered at one URL (MkDocs keeps one and says nothing).
+
+    A notebook becomes a page (mkdocs-jupyter): its URL is the one MkDocs gives a page of its name.
+    """
     seen: dict[str, str] = {}
     errors = []
     for f in files:
         if not f.src_uri.endswith((".md", ".ipynb")) or f.abs_src_path is None:
             continue
-        stem = f.src_uri.rsplit(".", 1)[0]
-        url = stem.removesuffix("index").removesuffix("README").rstrip("/")
+        as_page = File(f"{posixpath.splitext(f.src_uri)[0]}.md", src_dir=None, dest_dir=config.site_dir,
+                       use_directory_urls=config.use_directory_urls)
+        url = as_page.url.rstrip("/")
         if url in seen:
             errors.append(SourceError(project.rel(f.abs_src_path), None,
                                       f"gets the same URL /{url}/ as docs/{seen[url]}: rename one of them"))
@@ -110,8 +292,8 @@ def url_clashes(project: Project, files: Files) -> list[SourceError]:
     return errors
 
 
-def file_errors(project: Project, files: Files) -> list[SourceError]:
-    return notebook_errors(project, files) + url_clashes(project, files) + outside(project, files)
+def file_errors(project: Project, config: MkDocsConfig, files: Files) -> list[SourceError]:
+    return notebook_errors(project, files) + url_clashes(project, config, files) + outside(project, files)
 
 
 def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]],

@@ -18,6 +18,7 @@ from filelock import FileLock
 
 from kb.model import KnowledgeBase
 from kb.project import Project
+from kb.site import Site
 
 PROJECT = Project.find(Path(__file__).parent)
 ROOT = PROJECT.root
@@ -57,6 +58,12 @@ def project() -> Project:
 @pytest.fixture(scope="session")
 def model() -> KnowledgeBase:
     return KnowledgeBase.load(PROJECT)
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    """What MkDocs and the kb plugin make of this checkout (from its mkdocs.yml)."""
+    return Site.load(PROJECT)
 
 
 # ---- the real site, built once for the whole session (all xdist workers share it) ----------

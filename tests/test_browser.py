@@ -430,7 +430,7 @@ def test_while_serving_a_saved_page_shows_whether_its_claims_still_hold(browser,
     red = save_and_wait(broken, "failed", "live-decomposition")
     green = save_and_wait(original, "passed", "通过")
     check_and_close(context, pg)
-    # The 15 s goal is measured by `make bench` (kb.bench); here the status line only has to get there.
+    # The 15 s goal is measured by `make bench` (devtools.bench); here the status line only has to get there.
     assert red < 60 and green < 60, f"status line updated {red:.1f} s / {green:.1f} s after saving"
     # The published site carries no such line.
     assert "kb-live" not in (built_site / "foundations/mse-conditional-mean/index.html").read_text(encoding="utf-8")

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 import pytest
+from mkdocs.commands.build import build
+from mkdocs.config import load_config
+from mkdocs.exceptions import Abort
 
 from conftest import PROJECT, ROOT, edit, kb
 from kb import check
+from kb.model import KnowledgeBase
+from kb.project import Project
+from kb.site import Site
 
 MSE_PAGE = "docs/foundations/mse-conditional-mean.md"
 
 
-def plan_of(model, *targets):
-    return check.plan(model, check.resolve(model, list(targets), ROOT))
+def plan_of(site, model, *targets):
+    return check.plan(site, model, check.resolve(model, list(targets), ROOT))
 
 
-def test_a_page_selects_its_blocks_its_snippet_modules_its_claims_tests_and_its_notebook(model):
-    p = plan_of(model, MSE_PAGE)
+def test_a_page_selects_its_blocks_its_snippet_modules_its_claims_tests_and_its_notebook(model, site):
+    p = plan_of(site, model, MSE_PAGE)
     assert [pg.rel for pg in p.pages] == [MSE_PAGE]
     assert p.node_ids == [MSE_PAGE, "snippets/foundations/mse.py", "docs/foundations/mse-experiments.ipynb"]
     page = model.pages["foundations/mse-conditional-mean.md"]
@@ -25,16 +32,16 @@ def test_a_page_selects_its_blocks_its_snippet_modules_its_claims_tests_and_its_
     assert all(c.test.code.path in p.node_ids for c in p.claims if c.test)
 
 
-def test_a_topic_selects_its_pages(model):
-    p = plan_of(model, "sac")
+def test_a_topic_selects_its_pages(model, site):
+    p = plan_of(site, model, "sac")
     assert {pg.src_uri for pg in p.pages} == {pg.src_uri for pg in model.pages.values() if pg.topic == "SAC"}
     assert "docs/topics/sac/critic.md" in p.node_ids and "snippets/sac/critic.py" in p.node_ids
     assert "docs/topics/sac/pendulum_curve.ipynb" in p.node_ids
     assert not [n for n in p.node_ids if n.startswith(("snippets/dpo", "docs/topics/dpo"))]
 
 
-def test_a_snippet_file_selects_every_page_that_includes_or_cites_it(model):
-    p = plan_of(model, "snippets/sac/critic.py")
+def test_a_snippet_file_selects_every_page_that_includes_or_cites_it(model, site):
+    p = plan_of(site, model, "snippets/sac/critic.py")
     expected = {pg.src_uri for pg in model.pages_citing["snippets/sac/critic.py"]}
     assert {pg.src_uri for pg in p.pages} == expected and "topics/sac/critic.md" in expected
     assert all(f"docs/{uri}" in p.node_ids for uri in expected)
@@ -50,15 +57,57 @@ def test_an_unknown_target_is_one_line(target, words):
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
-def test_the_link_checker_agrees_with_the_build(model, built_site):
+def test_the_link_checker_agrees_with_the_build(model, site, built_site):
     # No false alarm on any page, and the anchors it computes are the ones the site has.
     for page in model.pages.values():
-        assert check.link_errors(model, page) == [], page.rel
+        assert check.link_errors(site, model, page) == [], page.rel
     cache = {}
     page = model.pages["topics/sac/critic.md"]
     html = (built_site / "topics/sac/critic/index.html").read_text(encoding="utf-8")
-    computed = check._anchors(model, page, cache)
+    computed = check._anchors(site, model, page, cache)
     assert {a for a in computed if not a.startswith("__")} <= set(re.findall(r'id="([^"]+)"', html))
+
+
+def _strict_build(root, site_dir, monkeypatch):
+    """``mkdocs build --strict`` in this process, run from the project root as ``make build`` runs it."""
+    monkeypatch.chdir(root)
+    config = load_config(str(root / "mkdocs.yml"), site_dir=str(site_dir), strict=True)
+    config.plugins.on_startup(command="build", dirty=False)  # what the mkdocs command does first
+    try:
+        build(config)
+    finally:
+        config.plugins.on_shutdown()
+
+
+def test_the_link_checker_and_the_build_agree_on_every_generated_page(mini_project, tmp_path, monkeypatch):
+    # A page links to every page and file the build generates (kb's and the blog's): kb check and a
+    # strict build both accept every link, and each lands at the URL the Site gives it. A link to
+    # a page nobody generates fails both.
+    project = Project.at(mini_project / "mkdocs.yml")
+    site = Site.load(project)
+    generated = set(site.generated(KnowledgeBase.load(project)))
+    generated |= {f.src_uri for f in site.files if getattr(f, "generated_by", None)}
+    layout = site.layout
+    assert {layout.claims, layout.questions, layout.review, "journal/category/sac.md"} <= generated
+    assert any(u.startswith("code/snippets/") for u in generated) and any(u.endswith(".png") for u in generated)
+    page = mini_project / MSE_PAGE
+    base = posixpath.dirname(MSE_PAGE.removeprefix("docs/"))
+    links = [f"[{u}]({posixpath.relpath(u, base)})" for u in sorted(generated)]
+    page.write_text(page.read_text(encoding="utf-8") + "\n" + "\n".join(f"- {link}" for link in links) + "\n",
+                    encoding="utf-8")
+    model = KnowledgeBase.load(project)
+    assert check.link_errors(site, model, model.pages[MSE_PAGE.removeprefix("docs/")]) == []
+    _strict_build(mini_project, tmp_path / "site", monkeypatch)
+    for uri in generated:
+        url = site.url(uri)
+        assert (tmp_path / "site" / url / ("index.html" if url.endswith("/") else "")).is_file(), (uri, url)
+
+    page.write_text(page.read_text(encoding="utf-8") + "\n[复习之外](../nowhere.md)\n", encoding="utf-8")
+    model = KnowledgeBase.load(project)
+    errors = [str(e) for e in check.link_errors(site, model, model.pages[MSE_PAGE.removeprefix("docs/")])]
+    assert len(errors) == 1 and "link to ../nowhere.md: no such page or file" in errors[0], errors
+    with pytest.raises(Abort):
+        _strict_build(mini_project, tmp_path / "site2", monkeypatch)
 
 
 def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_claim(mini_project):

@@ -7,13 +7,13 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-import markdown
 import pytest
 
 from conftest import ROOT
 from kb import render
 from kb.model import KnowledgeBase, Status, Verdict
 from kb.project import Project
+from kb.site import Site
 
 POST = """\
 ---
@@ -58,6 +58,7 @@ def test_skipped():
 def make(tmp_path: Path, page: str, extra: dict[str, str] | None = None) -> KnowledgeBase:
     """A tiny project: the real mkdocs.yml, one topic page, one post, one snippet module."""
     (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "overrides").mkdir(exist_ok=True)  # the theme's custom_dir, which MkDocs requires
     files = {"docs/topics/t.md": page, "docs/journal/posts/2025-12-31.md": POST,
              "snippets/t/m.py": SNIPPET, **(extra or {})}
     for name, text in files.items():
@@ -227,12 +228,8 @@ class Tags(HTMLParser):
 HOSTILE = ["<script>alert(1)</script>", "x](javascript:alert(1))", "[a](javascript:alert(2))",
            "y {: onclick=alert(3)}", "`<img src=x onerror=alert(4)>`", "z {: .x onerror=alert(5) }",
            r"\(x\) and $a<b$"]
-EXTENSIONS = ["admonition", "attr_list", "md_in_html", "tables", "toc", "pymdownx.superfences",
-              "pymdownx.arithmatex"]
-
-
-def as_html(md_text: str) -> str:
-    return markdown.markdown(md_text, extensions=EXTENSIONS, extension_configs={"pymdownx.arithmatex": {"generic": True}})
+def as_html(site: Site, md_text: str) -> str:
+    return site.markdown().convert(md_text)
 
 
 @pytest.mark.parametrize("title", HOSTILE)
@@ -240,22 +237,23 @@ def test_hostile_titles_render_as_text_on_every_generated_page(tmp_path, title):
     kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f", title=title,
                                    answers='20251231 "为什么使用double-Q" answered')))
     assert not kb.errors, errors(kb)
-    layout = render.Layout()
+    site = Site.load(kb.project)  # the extensions and URLs of the real mkdocs.yml
+    layout = site.layout
     pages = {
-        "claims": render.claims_page(kb, layout),
+        "claims": render.claims_page(kb, layout, site.href),
         "questions": render.questions_page(kb, layout),
         "topic": render.page_markdown(kb, layout, kb.pages["topics/t.md"], kb.pages["topics/t.md"].doc.body),
         "post": render.page_markdown(kb, layout, kb.posts["20251231"], kb.posts["20251231"].doc.body),
     }
     for name, md_text in pages.items():
-        out = as_html(md_text.split("---\n", 2)[-1] if md_text.startswith("---") else md_text)
+        out = as_html(site, md_text.split("---\n", 2)[-1] if md_text.startswith("---") else md_text)
         tags = Tags()
         tags.feed(out)
         assert "script" not in tags.names, (name, out)
         bad = [(k, v) for k, v in tags.attrs if k.startswith("on") or (v or "").strip().lower().startswith("javascript:")]
         assert not bad, (name, bad)
     if "$" not in title:  # and the title still reads as written
-        visible = html.unescape(re.sub(r"<[^>]+>", "", as_html(pages["claims"])))
+        visible = html.unescape(re.sub(r"<[^>]+>", "", as_html(site, pages["claims"])))
         assert title.strip("`") in visible, (title, visible)
 
 

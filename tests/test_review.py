@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import sqlite3
 import zipfile
@@ -45,7 +46,7 @@ def test_cards_are_every_claim_and_every_answered_question(model):
 def test_a_cards_identity_survives_lines_moving(model):
     q = next(q for q in model.questions if q.answered_by and q.page.is_post)
     card = next(c for c in review.cards(model) if c.front == q.text)
-    assert card.id == f"question:{q.page.rel}:" + review.hashlib.sha256(q.text.encode()).hexdigest()[:10]
+    assert card.id == f"question:{q.page.rel}:" + hashlib.sha256(q.text.encode()).hexdigest()[:10]
 
 
 def rev(card, when, grade, digest=None, status=None):
@@ -141,6 +142,13 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     assert a != b, "the changed card's text is in the second export"
     fields = " ".join(f for _, f in a)
     assert "\\(" in fields and "$" not in re.sub(r"\$\$", "", fields).replace("\\$", ""), "math uses Anki's delimiters"
+    # each note links to its page where the site has it: posts at the blog's dated URLs, pages as directories
+    links = re.findall(r'<a href="([^"]+)">', fields)
+    assert len(links) == len(deck)
+    assert any(c.page.startswith("journal/posts/") for c in deck), "the mini project has a card on a post"
+    for url in links:
+        assert re.fullmatch(r"http://127\.0\.0\.1:8000/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url) \
+            and "/posts/" not in url, url
     r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
     assert r.returncode == 2 and "must end in .apkg" in r.stderr
 

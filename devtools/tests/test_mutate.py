@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from kb import mutate
+from devtools import mutate
 from kb.project import KbError
 
 SHOWN = textwrap.dedent('''\

@@ -1,6 +1,6 @@
 """``make mutate``: mutation testing of the snippet modules, as a measured figure.
 
-    python -m kb.mutate [snippets/x/y.py ...] [--report-only]
+    python -m devtools.mutate [snippets/x/y.py ...] [--report-only]
 
 Runs mutmut (configured in pyproject.toml: test functions are not mutated) over
 the given modules (default: all), then reports per module the mutants killed,
@@ -246,7 +246,7 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kb.mutate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m devtools.mutate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("modules", nargs="*", help="snippet modules (default: all)")
     parser.add_argument("--report-only", action="store_true", help="report the last run without running mutmut")

@@ -1,6 +1,6 @@
 """``make bench``: the speed goals of the project, measured and printed (median of 3 by default).
 
-    python -m kb.bench [--runs 3] [--suites 3] [--posts 1000] [--busy] [--only NAME ...]
+    python -m devtools.bench [--runs 3] [--suites 3] [--posts 1000] [--busy] [--only NAME ...]
 
 - ``kb check docs/topics/sac/critic.md``: one page's checks (goal < 10 s);
 - live status: while ``kb serve`` runs, save a page that breaks one of its
