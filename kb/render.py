@@ -260,8 +260,8 @@ def _claim_facts(layout: Layout, page: Page, claim: Claim) -> list[str]:
                    f"{html_text(claim.basis.meaning)}</small>")
     for cf in claim.counterfactuals:
         test = code_link(layout, page.src_uri, claim.test.code, f"{claim.test.function}({cf.kwargs})")
-        out.append(f'<small class="kb-counterfactual">反事实 {cf.index}：{md_text(cf.text)}，判定测试会失败'
-                   f"（{test}，`make test` 运行它并要求它失败）</small>")
+        out.append(f'<small class="kb-counterfactual" title="make test 在这个设定下运行判定测试，要求它的断言失败">'
+                   f"反事实 {cf.index}：{md_text(cf.text)}，判定测试会失败（{test}）</small>")
     for q in claim.quotes:
         out.append(f'<small class="kb-quote">原文（{md_text(q.source)}）：“{md_text(q.text)}”</small>')
     last = claim.last_review
