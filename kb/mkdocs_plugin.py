@@ -22,9 +22,10 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import render, review, site, vendor
+from kb import render, review, site, sources, vendor
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
+from kb import serve as live
 from kb.serve import STATUS_ENV
 
 LIVE_FILE = "kb-status.json"
@@ -37,6 +38,15 @@ class KbConfig(Config):
     claims_page = c.Type(str, default="claims.md")
     questions_page = c.Type(str, default="questions.md")
     code_dir = c.Type(str, default="code")
+
+
+def sources_error(project: Project, path: Path) -> SourceError:
+    """Why a page cannot be read, with the line of its first bad byte."""
+    try:
+        sources.read_text(path, project.rel(path))
+    except SourceError as e:
+        return e
+    return SourceError(project.rel(path), None, "not valid UTF-8; save the file as UTF-8")
 
 
 class KnowledgeBasePlugin(BasePlugin[KbConfig]):
@@ -76,30 +86,59 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
             try:
                 pages.append((f.src_uri, Path(f.abs_src_path), f.content_string))
             except (UnicodeDecodeError, ValueError):
-                errors.append(SourceError(self.project.rel(f.abs_src_path), None, "not valid UTF-8; save the file as UTF-8"))
+                errors.append(sources_error(self.project, Path(f.abs_src_path)))
         try:
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
         errors += self.kb.errors + site.file_errors(self.project, files)
+        snippets = self._snippet_texts(errors)
+        try:
+            reviews = review.project_log(self.project)
+        except SourceError as e:  # a damaged review log: named, never rewritten
+            errors.append(e)
+            reviews = []
+        if os.environ.get(STATUS_ENV):  # kb serve: the status line of each page shows the build's problems
+            live.record_build_problems(Path(os.environ[STATUS_ENV]), self._live_problems(errors))
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
             for e in errors:
                 log.warning(str(e))
+            # A page that cannot be read at all would stop MkDocs (and the blog) and leave every request
+            # waiting: it is left out until it is fixed, and its error is shown on every page.
+            for f in [f for f in files.documentation_pages() if f.src_uri.endswith(".md")]:
+                if f.src_uri not in self.kb.pages:
+                    files.remove(f)
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
         if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
             self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
             self.last_build = started
-        self._generate(files, config, {uri: text for uri, _, text in pages})
+        self._generate(files, config, {uri: text for uri, _, text in pages}, snippets, reviews)
         return files
 
-    def _generate(self, files: Files, config, page_text: dict[str, str]) -> None:
-        root = self.project.root
+    def _live_problems(self, errors: list[SourceError]) -> list[dict]:
+        """Each problem with the docs page it belongs to (None: a file that is no page, shown on every page)."""
+        pages = {p.rel: p.src_uri for p in self.kb.pages.values()}
+        return [{"page": pages.get(e.path), "problem": str(e)} for e in errors]
+
+    def _snippet_texts(self, errors: list[SourceError]) -> dict[str, str]:
+        """Every snippet file's text (each gets a code page); an unreadable one is an error, file:line."""
+        out = {}
         for path in sorted(self.project.snippets_dir.rglob("*.py")):
             if "__pycache__" in path.parts:
                 continue
-            rel = path.relative_to(root).as_posix()
-            content = render.code_page(self.kb, self.layout, rel, path.read_text(encoding="utf-8"))
+            rel = path.relative_to(self.project.root).as_posix()
+            try:
+                out[rel] = sources.read_text(path, rel)
+            except SourceError as e:
+                if not any(str(e) == str(known) for known in errors):
+                    errors.append(e)
+        return out
+
+    def _generate(self, files: Files, config, page_text: dict[str, str], snippets: dict[str, str],
+                  reviews: list) -> None:
+        for rel, text in snippets.items():
+            content = render.code_page(self.kb, self.layout, rel, text)
             files.append(File.generated(config, self.layout.code(rel), content=content))
         for nb in [f for f in files if f.src_uri.endswith(".ipynb")]:
             for k, png in enumerate(site.notebook_figures(Path(nb.abs_src_path)), 1):
@@ -116,7 +155,7 @@ class KnowledgeBasePlugin(BasePlugin[KbConfig]):
         files.append(File.generated(config, self.layout.claims, content=render.claims_page(self.kb, self.layout)))
         files.append(File.generated(config, self.layout.questions, content=render.questions_page(self.kb, self.layout)))
         now = datetime.datetime.now(datetime.timezone.utc)
-        states = review.schedule(review.cards(self.kb), review.read_log(review.log_path(self.project)), now)
+        states = review.schedule(review.cards(self.kb), reviews, now)
         files.append(File.generated(config, self.layout.review, content=render.review_page(self.kb, self.layout, states, now)))
 
     @event_priority(50)

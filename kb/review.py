@@ -32,7 +32,7 @@ from wcwidth import wcswidth
 
 from kb import sources
 from kb.model import Answer, Claim, KnowledgeBase, Question
-from kb.project import KbError, Project
+from kb.project import KbError, Project, SourceError
 
 LOG_NAME = "review-log.tsv"
 LOG_HEADER = ("# kb review log: one line per review, appended by `kb review` (tab-separated):\n"
@@ -147,19 +147,39 @@ def log_path(project: Project) -> Path:
     return project.root / LOG_NAME
 
 
-def read_log(path: Path) -> list[Review]:
+def project_log(project: Project) -> list[Review]:
+    """The project's review log (a damaged one is a SourceError naming file and line)."""
+    path = log_path(project)
+    return read_log(path, project.rel(path))
+
+
+def read_log(path: Path, shown: str | None = None) -> list[Review]:
+    """The reviews of the log, oldest first; a damaged log is refused at its first bad line.
+
+    A UTF-8 byte order mark is tolerated (it is valid UTF-8 with a signature, as
+    some Windows editors save it); bytes that are not UTF-8, git's merge conflict
+    markers and a line that is not a review are errors naming the line. The file
+    is never rewritten here: the learner resolves it, nothing is lost.
+    """
+    shown = shown or path.name
     if not path.is_file():
         return []
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for n, line in enumerate(sources.read_text(path, shown).split("\n"), 1):
         if not line.strip() or line.startswith("#"):
             continue
+        marker = sources.conflict_marker(line)
+        if marker:
+            raise SourceError(shown, n, f"git merge conflict marker '{marker}': keep both sides' review lines "
+                              "(each is one review), delete the marker lines, then run kb again")
         parts = line.split("\t")
         try:
             time = dt.datetime.fromisoformat(parts[0])
             rating = GRADES[parts[2]]
+            if not parts[1].strip():
+                raise ValueError("no card")
         except (IndexError, ValueError, KeyError):
-            raise KbError(f"{path.name}:{n}: not a review line (time, card, grade 1-4, digest, status)") from None
+            raise SourceError(shown, n, "not a review line (time, card, grade 1-4, digest, status)") from None
         if time.tzinfo is None:
             time = time.replace(tzinfo=dt.timezone.utc)
         out.append(Review(time, parts[1], rating, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else ""))
@@ -172,9 +192,16 @@ def append(path: Path, review: Review) -> None:
     lock_dir.mkdir(exist_ok=True)
     with FileLock(str(lock_dir / "review-log.lock"), timeout=30):
         new = not path.exists() or path.stat().st_size == 0
+        ended = True
+        if not new:  # a last line without its newline must not swallow the new one
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                ended = f.read(1) in (b"\n", b"\r")
         with open(path, "a", encoding="utf-8", newline="\n") as f:
             if new:
                 f.write(LOG_HEADER)
+            elif not ended:
+                f.write("\n")
             f.write(f"{review.time.isoformat(timespec='seconds')}\t{review.card}\t{int(review.rating)}\t"
                     f"{review.digest}\t{review.status}\n")
             f.flush()
@@ -279,7 +306,7 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=input, sa
     kb = KnowledgeBase.load(project)
     deck = cards(kb)
     path = log_path(project)
-    states = schedule(deck, read_log(path), now)
+    states = schedule(deck, project_log(project), now)
     if topic is not None and topic not in {c.topic for c in deck}:
         raise KbError(f"no cards for topic '{topic}' (topics: {', '.join(sorted({c.topic for c in deck}))})")
     todo = due(states, now, topic)

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,61 @@ STATUS_ENV = "KB_LIVE_STATUS"  # the plugin adds the status line only when this 
 
 def status_file(project: Project) -> Path:
     return project.root / ".kb" / "status.json"
+
+
+BUILD_KEY = "_build"  # the build's problems, [{"page": docs uri or None, "problem": "file:line: ..."}]
+_STATUS_LOCK = threading.Lock()  # the checker thread and the MkDocs build share the file
+
+
+def read_status(path: Path) -> dict:
+    """The live status file as a mapping; damaged or not a mapping (someone else wrote it): empty."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_status(path: Path, change) -> None:
+    """Change the live status file (a mapping) in place: read, change, write a temporary file, rename."""
+    with _STATUS_LOCK:
+        data = read_status(path)
+        change(data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def record_build_problems(path: Path, problems: list[dict]) -> None:
+    """What the last build could not read or accept, for every page's status line (cleared once fixed)."""
+    def change(data: dict) -> None:
+        if problems:
+            data[BUILD_KEY] = problems
+        else:
+            data.pop(BUILD_KEY, None)
+
+    try:
+        update_status(path, change)
+    except OSError as e:
+        print(f"kb serve: cannot write {path} ({e.strerror or e})", file=sys.stderr)
+
+
+def record_refusal(path: Path, pages: list[str], problem: str) -> None:
+    """A check that ended without a result (kb check refused the page): the pages say why, not "running"."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+
+    def change(data: dict) -> None:
+        for uri in pages:
+            data[uri] = {"passed": False, "ran_at": when, "seconds": 0, "failing_claims": [], "failed_tests": [],
+                         "problems": [problem]}
+
+    update_status(path, change)
 
 
 class Checker:
@@ -62,39 +118,46 @@ class Checker:
         return targets
 
     def _mark_running(self, pages: list[str]) -> None:
-        data = json.loads(self.status.read_text(encoding="utf-8")) if self.status.is_file() else {}
-        for uri in pages:
-            data.setdefault(uri, {})["running"] = True
-        self.status.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.status)
+        def change(data: dict) -> None:
+            for uri in pages:
+                entry = data.get(uri)
+                data[uri] = {**(entry if isinstance(entry, dict) else {}), "running": True}
+
+        update_status(self.status, change)
 
     def _loop(self) -> None:
         while True:
-            with self.lock:
-                while not self.pending:
-                    self.lock.wait()
-            time.sleep(self.debounce)  # an editor writes a file in several steps
-            with self.lock:
-                paths, self.pending = self.pending, set()
             try:
-                targets = self._targets(paths)
-            except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
-                print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
-                continue
-            if not targets:
-                continue
-            docs = self.project.docs_dir
-            uris = [Path(t).resolve().relative_to(docs).as_posix() for t in targets
-                    if Path(self.project.root / t).resolve().is_relative_to(docs)]
-            try:
-                self._mark_running(uris)
-            except (OSError, ValueError):
-                pass
-            print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
+                self._once()
+            except Exception as e:  # noqa: BLE001 - nothing a file holds may stop the live checks for good
+                print(f"kb serve: the live check failed ({type(e).__name__}: {e}); it runs again on the next save",
+                      file=sys.stderr)
+
+    def _once(self) -> None:
+        with self.lock:
+            while not self.pending:
+                self.lock.wait()
+        time.sleep(self.debounce)  # an editor writes a file in several steps
+        with self.lock:
+            paths, self.pending = self.pending, set()
+        try:
+            targets = self._targets(paths)
+        except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
+            print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
+            return
+        if not targets:
+            return
+        docs = self.project.docs_dir
+        uris = [(self.project.root / t).resolve().relative_to(docs).as_posix() for t in targets
+                if (self.project.root / t).resolve().is_relative_to(docs)]
+        try:
+            self._mark_running(uris)
+        except (OSError, ValueError):
+            pass
+        print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
+        with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status),
-                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL,
+                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL, stderr=err,
                                     env={**os.environ, STATUS_ENV: ""})
             while proc.poll() is None:  # a newer save wins: stop this check and check again with it
                 time.sleep(0.2)
@@ -103,7 +166,19 @@ class Checker:
                         proc.kill()
                         proc.wait()
                         self.pending |= paths
-                        break
+                        return
+            err.seek(0)
+            said = err.read().decode("utf-8", "replace")
+        self._finished(proc.returncode, uris, said)
+
+    def _finished(self, code: int, uris: list[str], stderr: str) -> None:
+        """kb check writes its result (exit 0 or 1); any other end leaves the pages saying why."""
+        sys.stderr.write(stderr)
+        if code in (0, 1):
+            return
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        problem = lines[-1].removeprefix("kb check: error: ") if lines else f"kb check exited with status {code}"
+        record_refusal(self.status, uris, problem)
 
 
 def serve(project: Project, dev_addr: str) -> int:
