@@ -313,6 +313,26 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=input, sa
     if not todo:
         say("今天没有到期的卡片。" + (f"（主题 {topic}）" if topic else ""))
     done: list[Review] = []
+    try:
+        _grade(project, todo, path, now, done, ask, say)
+    except KeyboardInterrupt:  # Ctrl-C: every grade given so far is already in the log, and stays
+        raise KbInterrupted(f"interrupted; {len(done)} grade{'s' if len(done) != 1 else ''} of this session kept in "
+                            f"{project.rel(path)}") from None
+    log = project_log(project)
+    after = schedule(deck, log, now)
+    soon = sum(now < st.due <= now + dt.timedelta(days=1) for st in after.values())
+    r = retention(log)
+    say(f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张" + (f"；至今记住的比例 {r:.0%}" if r is not None else "") + "。")
+    return 0
+
+
+class KbInterrupted(KbError):
+    """Ctrl-C in a session: what was saved is said (exit code 130)."""
+
+    exit_code = 130
+
+
+def _grade(project: Project, todo: list[State], path: Path, now: dt.datetime, done: list[Review], ask, say) -> None:
     for k, s in enumerate(todo, 1):
         say(f"\n[{k}/{len(todo)}] {s.card.topic} · {'新卡片' if s.new else '复习'}")
         if s.changed:
@@ -333,8 +353,3 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=input, sa
         review = Review(now, s.card.id, GRADES[answer], s.card.digest, s.card.status)
         append(path, review)
         done.append(review)
-    after = schedule(deck, read_log(path), now)
-    soon = sum(now < st.due <= now + dt.timedelta(days=1) for st in after.values())
-    r = retention(read_log(path))
-    say(f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张" + (f"；至今记住的比例 {r:.0%}" if r is not None else "") + "。")
-    return 0
