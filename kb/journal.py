@@ -66,15 +66,11 @@ def parse_date(value: str | None, today: dt.date | None = None) -> dt.date:
     return day
 
 
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
-
-
 def note_problem(body: str, limit: int | None = NOTE_LIMIT) -> str | None:
     """Why a note cannot be added as it is (None: it can): too large, a control character, nothing visible."""
     size = len(body.encode("utf-8", "surrogatepass"))
     if limit is not None and size > limit:
-        return (f"the note is {_size(size)}, over the limit of {_size(limit)} for one note (a pasted file or log?); "
+        return (f"the note is {size:,} bytes, over the limit of {limit:,} bytes for one note (a pasted file or log?); "
                 "pass --allow-large to add it anyway")
     for i, c in enumerate(body):
         if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROLS:
