@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
+import sqlite3
+import tempfile
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -64,7 +67,37 @@ def export(project: Project, path: Path) -> Path:
                                            f'<a href="{html.escape(url)}">{html.escape(url)}</a>']))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        genanki.Package(deck).write_to_file(str(path))
     except OSError as e:
         raise KbError(f"{path}: cannot write ({e.strerror or e})") from None
+    write_atomically(path, lambda tmp: genanki.Package(deck).write_to_file(str(tmp)))
     return path
+
+
+def write_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it over ``path``.
+
+    A failure (a full disk, Ctrl-C) leaves the previous file as it was and no partial file.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except (OSError, sqlite3.Error) as e:  # genanki builds the deck in SQLite: "database or disk is full"
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or e
+        raise KbError(f"{path}: cannot write ({reason}); the previous file is unchanged") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

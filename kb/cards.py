@@ -32,7 +32,7 @@ import fsrs
 
 from kb import sources
 from kb.model import Answer, Claim, KnowledgeBase, Question
-from kb.project import KbError, Project
+from kb.project import KbError, Project, SourceError
 
 LOG_NAME = "review-log.tsv"
 GRADES = {"1": fsrs.Rating.Again, "2": fsrs.Rating.Hard, "3": fsrs.Rating.Good, "4": fsrs.Rating.Easy,
@@ -144,25 +144,43 @@ def log_path(project: Project) -> Path:
     return project.root / LOG_NAME
 
 
-def read_log(path: Path) -> list[Review]:
+def project_log(project: Project) -> list[Review]:
+    """The project's review log (a damaged one is a SourceError naming file and line)."""
+    path = log_path(project)
+    return read_log(path, project.rel(path))
+
+
+def read_log(path: Path, shown: str | None = None) -> list[Review]:
+    """The reviews of the log, oldest first; a damaged log is refused at its first bad line.
+
+    A UTF-8 byte order mark is tolerated (it is valid UTF-8 with a signature, as
+    some Windows editors save it); bytes that are not UTF-8, git's merge conflict
+    markers and a line that is not a review are errors naming the line. The file
+    is never rewritten here: the learner resolves it, nothing is lost.
+    """
+    shown = shown or path.name
     if not path.is_file():
         return []
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+    for n, line in enumerate(sources.read_text(path, shown).split("\n"), 1):
         if not line.strip() or line.startswith("#"):
             continue
+        marker = sources.conflict_marker(line)
+        if marker:
+            raise SourceError(shown, n, f"git merge conflict marker '{marker}': keep both sides' review lines "
+                              "(each is one review), delete the marker lines, then run kb again")
         parts = line.split("\t")
         try:
             time = dt.datetime.fromisoformat(parts[0])
             rating = GRADES[parts[2]]
+            if not parts[1].strip():
+                raise ValueError("no card")
         except (IndexError, ValueError, KeyError):
-            raise KbError(f"{path.name}:{n}: not a review line (time, card, grade 1-4, digest, status)") from None
+            raise SourceError(shown, n, "not a review line (time, card, grade 1-4, digest, status)") from None
         if time.tzinfo is None:
             time = time.replace(tzinfo=dt.timezone.utc)
         out.append(Review(time, parts[1], rating, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else ""))
     return sorted(out, key=lambda r: r.time)
-
-
 
 
 # ---- scheduling -----------------------------------------------------------------------------------

@@ -294,6 +294,8 @@ def write_status(path: Path, result: dict) -> None:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             data = {}
+    if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
+        data = {}
     for uri in result["pages"]:
         data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems")}
     path.parent.mkdir(parents=True, exist_ok=True)

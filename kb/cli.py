@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -74,6 +75,11 @@ def _decode(data: bytes, where: str) -> str:
 
 def _read_body(args) -> Typed:
     if args.message is not None:
+        try:
+            args.message.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as surrogate escapes
+            _decode(os.fsencode(args.message), "-m")
+            raise KbError("-m: the note is not UTF-8") from None
         return Typed(args.message, precious=False)
     if args.edit:
         argv = _editor_command()  # refused before anything is typed
@@ -94,7 +100,7 @@ def _read_body(args) -> Typed:
 
 
 def cmd_new(args) -> int:
-    from kb.journal import Journal, parse_date, recovery_file
+    from kb.journal import NOTE_LIMIT, Journal, parse_date, recovery_file
 
     project = _project(args)
     journal_dir = project.docs_dir / project.blog_dir
@@ -107,7 +113,7 @@ def cmd_new(args) -> int:
         if typed.refused:
             raise KbError(f"{typed.refused}; nothing written")
         body = _decode(typed.text, "the note") if isinstance(typed.text, bytes) else typed.text
-        result = journal.add(day, args.topic, body)
+        result = journal.add(day, args.topic, body, limit=None if args.allow_large else NOTE_LIMIT)
     except KbError as e:
         if typed.precious and typed.text.strip():
             saved = recovery_file(project.root, typed.text, day)
@@ -126,12 +132,22 @@ def _model(args):
     return KnowledgeBase.load(_project(args))
 
 
+# What a terminal would act on rather than show: control characters (ESC starts a terminal
+# command) and the bidirectional overrides that reorder what is shown. Printed escaped (\x1b).
+UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: str) -> str:
+    """Text for a terminal line: what a terminal would interpret is printed as an escape."""
+    return UNSHOWN.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def cmd_questions(args) -> int:
     kb = _model(args)
     qs = [q for q in kb.questions if args.all or not q.answered]
     for q in qs:
         state = "" if not args.all else ("[answered] " if q.answered else "[open] ")
-        print(f"{q.where}: {state}{q.text}")
+        print(shown(f"{q.where}: {state}{q.text}"))
     print(f"{len(qs)} {'questions' if args.all else 'open questions'}", file=sys.stderr)
     return 0
 
@@ -157,7 +173,7 @@ def cmd_claims(args) -> int:
         print()
     else:
         for c in kb.claims:
-            print(f"{c.where}: [{c.status.key}] {c.id}: {c.title}")
+            print(shown(f"{c.where}: [{c.status.key}] {c.id}: {c.title}"))
     kb.check()
     return 0
 
@@ -201,7 +217,7 @@ def cmd_review(args) -> int:
         from kb.model import KnowledgeBase
 
         deck = review.cards(KnowledgeBase.load(project))
-        log = review.read_log(review.log_path(project))
+        log = review.project_log(project)
         print(review.stats(review.schedule(deck, log, now), log, now))
         return 0
     return review.session(project, now, args.topic)
@@ -241,7 +257,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("-m", "--message", help="the note's text (else --edit, else stdin)")
     n.add_argument("--edit", action="store_true", help="write the note in $EDITOR")
     n.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    n.add_argument("--posts-dir", help="journal posts folder (must lie inside the journal)")
+    n.add_argument("--posts-dir", help="journal posts folder (must lie inside the journal, not through a symlink)")
+    n.add_argument("--allow-large", action="store_true",
+                   help="add a note over 100 KB (refused otherwise: usually a pasted file or log)")
     n.set_defaults(func=cmd_new)
 
     q = sub.add_parser("questions", help="print open questions as file:line")
@@ -299,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KbError as e:
+        code = getattr(e, "exit_code", EXIT_REFUSED)
         for line in str(e).split("\n"):
-            print(f"kb {args.command}: error: {line}", file=sys.stderr)
-        return EXIT_REFUSED
+            print(f"kb {args.command}: {'error: ' if code == EXIT_REFUSED else ''}{line}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print(f"kb {args.command}: interrupted; nothing written", file=sys.stderr)
         return 130

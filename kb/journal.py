@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,15 +42,45 @@ class Result:
     created: bool
 
 
+# A journal date: a post is named by it (YYYYMMDD, four-digit year) and it is a day of the
+# learner's life; outside this range it is a typo (0001-01-01 would be slug "10101").
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2100, 12, 31)
+NOTE_LIMIT = 100_000  # bytes of UTF-8: a day's note is a few KB; a pasted log or file is refused
+ALLOWED_CONTROLS = "\n\t"
+# Characters that show nothing on their own (besides the Unicode categories Z*, C*, M*): fillers.
+BLANK_LETTERS = "\u115f\u1160\u3164\uffa0\u2800"
+
+
 def parse_date(value: str | None, today: dt.date | None = None) -> dt.date:
     if value is None:
         return today or dt.date.today()
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise JournalError(f"malformed date '{value}': expected YYYY-MM-DD, e.g. 2026-01-02")
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError as e:
         raise JournalError(f"malformed date '{value}': {e}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise JournalError(f"date '{value}' is outside the journal's range {FIRST_DAY.isoformat()} to "
+                           f"{LAST_DAY.isoformat()}; nothing written")
+    return day
+
+
+def note_problem(body: str, limit: int | None = NOTE_LIMIT) -> str | None:
+    """Why a note cannot be added as it is (None: it can): too large, a control character, nothing visible."""
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if limit is not None and size > limit:
+        return (f"the note is {size:,} bytes, over the limit of {limit:,} bytes for one note (a pasted file or log?); "
+                "pass --allow-large to add it anyway")
+    for i, c in enumerate(body):
+        if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROLS:
+            line = body.count("\n", 0, i) + 1
+            column = i - (body.rfind("\n", 0, i) + 1) + 1
+            return (f"the note has a control character U+{ord(c):04X} at line {line}, column {column} "
+                    "(only line breaks and tabs are allowed)")
+    if not any(unicodedata.category(c)[0] in "LNPS" and c not in BLANK_LETTERS for c in body):
+        return "the note has no visible characters (only spaces, zero-width or other invisible characters)"
+    return None
 
 
 def check_topics(topics: list[str], allowed: list[str]) -> list[str]:
@@ -72,8 +103,15 @@ class Journal:
 
     def path(self, day: dt.date) -> Path:
         path = self.posts / f"{day.isoformat()}.md"
+        if self.journal.is_symlink():
+            raise JournalError(f"{self.shown(self.journal)}: the journal folder is a symlink (to "
+                               f"{os.readlink(self.journal)}); kb new writes only into the project's own folders")
         if not self.posts.resolve().is_relative_to(self.journal.resolve()):
             raise JournalError(f"refusing to write into {self.posts}: it is outside the journal ({self.shown(self.journal)})")
+        through = self._symlink_on_the_way()
+        if through:
+            raise JournalError(f"refusing to write through the symlink {through} (to {os.readlink(through)}): "
+                               f"name the journal's posts folder itself ({self.shown(self.journal)}/...)")
         if not self.posts.is_dir():
             raise JournalError(f"{self.shown(self.posts)}: the journal folder does not exist")
         if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -84,6 +122,20 @@ class Journal:
             raise JournalError(f"{self.shown(path)}: the post is not readable")
         return path
 
+    def _symlink_on_the_way(self) -> Path | None:
+        """A symlink among the folders from the journal down to the posts folder, as the path is written.
+
+        Writing through one can land outside the project (or, through a link to the
+        journal, leaves the project to reach it); only the project's own folders are used.
+        """
+        journal = self.journal.resolve()
+        for folder in (self.posts, *self.posts.parents):
+            if folder.is_symlink():
+                return folder
+            if folder.resolve() == journal:
+                return None
+        return None
+
     def check(self, day: dt.date, topics: list[str]) -> None:
         """Everything that can be refused before the note is written (so that --edit asks first)."""
         check_topics(topics, self.allowed)
@@ -91,11 +143,20 @@ class Journal:
         if path.exists():
             self._plan(path, sources.read_text(path, self.shown(path)), topics)
 
-    def add(self, day: dt.date, topics: list[str], body: str, now: dt.datetime | None = None) -> Result:
-        """Create the day's post, or append a section to it. Raises JournalError, writing nothing."""
+    def add(self, day: dt.date, topics: list[str], body: str, now: dt.datetime | None = None,
+            limit: int | None = NOTE_LIMIT) -> Result:
+        """Create the day's post, or append a section to it. Raises JournalError, writing nothing.
+
+        Line breaks are kept as MkDocs reads them (CRLF and CR become LF); a note over ``limit``
+        bytes (None: no limit), with a control character or with nothing visible is refused.
+        """
         topics = check_topics(topics, self.allowed)
         if not body.strip():
             raise JournalError("empty note: nothing to write")
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+        problem = note_problem(body, limit)
+        if problem:
+            raise JournalError(f"{problem}; nothing written")
         path = self.path(day)
         try:
             with FileLock(str(self.posts / LOCK_NAME), timeout=LOCK_TIMEOUT):

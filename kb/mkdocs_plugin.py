@@ -20,16 +20,22 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import cards, render, site, vendor
+from kb import cards, live, render, site, sources, vendor
+from kb.live import LIVE_FILE, STATUS_ENV
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 
-LIVE_FILE = "kb-status.json"
-# Set by `kb serve` to the live status file: only then does a page get its status line.
-STATUS_ENV = "KB_LIVE_STATUS"
-
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 log = logging.getLogger("mkdocs.plugins.kb")
+
+
+def sources_error(project: Project, path: Path) -> SourceError:
+    """Why a page cannot be read, with the line of its first bad byte."""
+    try:
+        sources.read_text(path, project.rel(path))
+    except SourceError as e:
+        return e
+    return SourceError(project.rel(path), None, "not valid UTF-8; save the file as UTF-8")
 
 
 class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
@@ -67,34 +73,70 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             try:
                 pages.append((f.src_uri, Path(f.abs_src_path), f.content_string))
             except (UnicodeDecodeError, ValueError):
-                errors.append(SourceError(self.project.rel(f.abs_src_path), None, "not valid UTF-8; save the file as UTF-8"))
+                errors.append(sources_error(self.project, Path(f.abs_src_path)))
         try:
             self.kb = KnowledgeBase.build(self.project, pages)
         except KbError as e:
             raise PluginError(str(e)) from None
-        self._report(errors + self.kb.errors + site.file_errors(self.project, config, files))
+        errors += self.kb.errors + site.file_errors(self.project, config, files)
+        snippets = self._snippet_texts(errors)
+        try:
+            reviews = cards.project_log(self.project)
+        except SourceError as e:  # a damaged review log: named, never rewritten
+            errors.append(e)
+            reviews = []
+        self._report(errors, files)
         if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
             self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
             self.last_build = started
         self.site = site.Site.of(self.project, config, files, self.config)
-        self._generate(files, config, {uri: text for uri, _, text in pages})
+        self._generate(files, config, {uri: text for uri, _, text in pages}, snippets, reviews)
         return files
 
-    def _report(self, errors: list[SourceError]) -> None:
+    def _report(self, errors: list[SourceError], files: Files) -> None:
+        if os.environ.get(STATUS_ENV):  # kb serve: the status line of each page shows the build's problems
+            live.record_build_problems(Path(os.environ[STATUS_ENV]), self._live_problems(errors))
         if errors and os.environ.get(STATUS_ENV):  # kb serve: keep serving, the page's status line says what is wrong
             for e in errors:
                 log.warning(str(e))
+            # A page that cannot be read at all would stop MkDocs (and the blog) and leave every request
+            # waiting: it is left out until it is fixed, and its error is shown on every page.
+            for f in [f for f in files.documentation_pages() if f.src_uri.endswith(".md")]:
+                if f.src_uri not in self.kb.pages:
+                    files.remove(f)
         elif errors:
             raise PluginError("\n".join(str(e) for e in errors))
 
-    def _generate(self, files: Files, config, page_text: dict[str, str]) -> None:
+    def _live_problems(self, errors: list[SourceError]) -> list[dict]:
+        """Each problem with the docs page it belongs to (None: a file that is no page, shown on every page)."""
+        pages = {p.rel: p.src_uri for p in self.kb.pages.values()}
+        return [{"page": pages.get(e.path), "problem": str(e)} for e in errors]
+
+    def _snippet_texts(self, errors: list[SourceError]) -> dict[str, str]:
+        """Every snippet file's text (each gets a code page); an unreadable one is an error, file:line."""
+        out = {}
+        for path in sorted(self.project.snippets_dir.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            rel = path.relative_to(self.project.root).as_posix()
+            try:
+                out[rel] = sources.read_text(path, rel)
+            except SourceError as e:
+                if not any(str(e) == str(known) for known in errors):
+                    errors.append(e)
+        return out
+
+    def _generate(self, files: Files, config, page_text: dict[str, str], snippets: dict[str, str],
+                  reviews: list) -> None:
         """Add the files kb generates: the ones the site says, made by ``kb.render``."""
         layout, kb = self.site.layout, self.kb
         now = datetime.datetime.now(datetime.timezone.utc)
         self.edit_urls: dict[str, str] = {}
         for uri, g in self.site.generated(kb).items():
             if g.kind == "code":
-                content = render.code_page(kb, layout, g.subject, (self.project.root / g.subject).read_text(encoding="utf-8"))
+                if g.subject not in snippets:
+                    continue  # unreadable: already an error of this build
+                content = render.code_page(kb, layout, g.subject, snippets[g.subject])
             elif g.kind == "figure":
                 content = self.site.figures(g.subject)[g.k - 1]
             elif g.kind == "source":  # no forge to edit on: the edit link shows the page's source and how to change it
@@ -104,7 +146,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             elif g.kind == "questions":
                 content = render.questions_page(kb, layout)
             else:
-                states = cards.schedule(cards.cards(kb), cards.read_log(cards.log_path(self.project)), now)
+                states = cards.schedule(cards.cards(kb), reviews, now)
                 content = render.review_page(kb, layout, states, now)
             f = File.generated(config, uri, content=content)
             files.append(f)

@@ -546,14 +546,23 @@ LIVE_SCRIPT = """<script>
   async function poll() {
     try {
       const response = await fetch(line.dataset.status, {cache: "no-store"});
-      const all = response.ok ? JSON.parse((await response.text()) || "{}") : {};
+      const got = response.ok ? JSON.parse((await response.text()) || "{}") : {};
+      const all = got && typeof got === "object" && !Array.isArray(got) ? got : {};
       const s = all[line.dataset.page];
-      if (!s) show("none", "本页的检查还没有运行：保存本页（或它引用的代码）后自动运行。");
+      // The build's problems (kb serve): those of no page (the review log, a snippet file, a page
+      // that cannot be read) on every page; a page's own until its check has run (which reports them).
+      const builds = Array.isArray(all._build) ? all._build : [];
+      const general = builds.filter(b => b && !b.page);
+      const own = (s && typeof s === "object") ? [] : builds.filter(b => b && b.page === line.dataset.page);
+      const built = general.length ? general : own;
+      if (built.length) show("failed", "✗ 构建问题：" + built[0].problem + (built.length > 1 ? `（另有 ${built.length - 1} 处）` : ""));
+      else if (!s || typeof s !== "object") show("none", "本页的检查还没有运行：保存本页（或它引用的代码）后自动运行。");
       else if (s.running) show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
       else if (s.passed) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
       else {
-        const what = s.failing_claims.length ? "论断 " + s.failing_claims.join("、")
-          : (s.problems[0] || s.failed_tests[0] || "见终端");
+        const claims = s.failing_claims || [];
+        const what = claims.length ? "论断 " + claims.join("、")
+          : ((s.problems || [])[0] || (s.failed_tests || [])[0] || "见终端");
         show("failed", `✗ 本页的检查未通过：${what} · ${s.ran_at}`);
       }
     } catch (e) { show("none", "读不到检查状态（kb serve 没在运行？）"); }

@@ -17,7 +17,7 @@ import fsrs
 from filelock import FileLock
 from wcwidth import wcswidth
 
-from kb.cards import GRADES, LOG_NAME, Card, Review, State, cards, log_path, read_log, schedule  # noqa: F401 (the deck, as before)
+from kb.cards import GRADES, LOG_NAME, Card, Review, State, cards, log_path, project_log, read_log, schedule  # noqa: F401 (the deck, as before)
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project
 
@@ -32,9 +32,16 @@ def append(path: Path, review: Review) -> None:
     lock_dir.mkdir(exist_ok=True)
     with FileLock(str(lock_dir / "review-log.lock"), timeout=30):
         new = not path.exists() or path.stat().st_size == 0
+        ended = True
+        if not new:  # a last line without its newline must not swallow the new one
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                ended = f.read(1) in (b"\n", b"\r")
         with open(path, "a", encoding="utf-8", newline="\n") as f:
             if new:
                 f.write(LOG_HEADER)
+            elif not ended:
+                f.write("\n")
             f.write(f"{review.time.isoformat(timespec='seconds')}\t{review.card}\t{int(review.rating)}\t"
                     f"{review.digest}\t{review.status}\n")
             f.flush()
@@ -99,13 +106,33 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=input, sa
     kb = KnowledgeBase.load(project)
     deck = cards(kb)
     path = log_path(project)
-    states = schedule(deck, read_log(path), now)
+    states = schedule(deck, project_log(project), now)
     if topic is not None and topic not in {c.topic for c in deck}:
         raise KbError(f"no cards for topic '{topic}' (topics: {', '.join(sorted({c.topic for c in deck}))})")
     todo = due(states, now, topic)
     if not todo:
         say("今天没有到期的卡片。" + (f"（主题 {topic}）" if topic else ""))
     done: list[Review] = []
+    try:
+        _grade(project, todo, path, now, done, ask, say)
+    except KeyboardInterrupt:  # Ctrl-C: every grade given so far is already in the log, and stays
+        raise KbInterrupted(f"interrupted; {len(done)} grade{'s' if len(done) != 1 else ''} of this session kept in "
+                            f"{project.rel(path)}") from None
+    log = project_log(project)
+    after = schedule(deck, log, now)
+    soon = sum(now < st.due <= now + dt.timedelta(days=1) for st in after.values())
+    r = retention(log)
+    say(f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张" + (f"；至今记住的比例 {r:.0%}" if r is not None else "") + "。")
+    return 0
+
+
+class KbInterrupted(KbError):
+    """Ctrl-C in a session: what was saved is said (exit code 130)."""
+
+    exit_code = 130
+
+
+def _grade(project: Project, todo: list[State], path: Path, now: dt.datetime, done: list[Review], ask, say) -> None:
     for k, s in enumerate(todo, 1):
         say(f"\n[{k}/{len(todo)}] {s.card.topic} · {'新卡片' if s.new else '复习'}")
         if s.changed:
@@ -126,8 +153,3 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=input, sa
         review = Review(now, s.card.id, GRADES[answer], s.card.digest, s.card.status)
         append(path, review)
         done.append(review)
-    after = schedule(deck, read_log(path), now)
-    soon = sum(now < st.due <= now + dt.timedelta(days=1) for st in after.values())
-    r = retention(read_log(path))
-    say(f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张" + (f"；至今记住的比例 {r:.0%}" if r is not None else "") + "。")
-    return 0

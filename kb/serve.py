@@ -14,16 +14,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-from kb.mkdocs_plugin import STATUS_ENV  # the plugin adds the status line only when this names the status file
+from kb.live import (BUILD_KEY, STATUS_ENV, read_status, record_build_problems, record_refusal,  # noqa: F401
+                     status_file, update_status)
 from kb.project import Project
-
-
-def status_file(project: Project) -> Path:
-    return project.root / ".kb" / "status.json"
 
 
 class Checker:
@@ -61,39 +59,46 @@ class Checker:
         return targets
 
     def _mark_running(self, pages: list[str]) -> None:
-        data = json.loads(self.status.read_text(encoding="utf-8")) if self.status.is_file() else {}
-        for uri in pages:
-            data.setdefault(uri, {})["running"] = True
-        self.status.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(self.status)
+        def change(data: dict) -> None:
+            for uri in pages:
+                entry = data.get(uri)
+                data[uri] = {**(entry if isinstance(entry, dict) else {}), "running": True}
+
+        update_status(self.status, change)
 
     def _loop(self) -> None:
         while True:
-            with self.lock:
-                while not self.pending:
-                    self.lock.wait()
-            time.sleep(self.debounce)  # an editor writes a file in several steps
-            with self.lock:
-                paths, self.pending = self.pending, set()
             try:
-                targets = self._targets(paths)
-            except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
-                print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
-                continue
-            if not targets:
-                continue
-            docs = self.project.docs_dir
-            uris = [Path(t).resolve().relative_to(docs).as_posix() for t in targets
-                    if Path(self.project.root / t).resolve().is_relative_to(docs)]
-            try:
-                self._mark_running(uris)
-            except (OSError, ValueError):
-                pass
-            print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
+                self._once()
+            except Exception as e:  # noqa: BLE001 - nothing a file holds may stop the live checks for good
+                print(f"kb serve: the live check failed ({type(e).__name__}: {e}); it runs again on the next save",
+                      file=sys.stderr)
+
+    def _once(self) -> None:
+        with self.lock:
+            while not self.pending:
+                self.lock.wait()
+        time.sleep(self.debounce)  # an editor writes a file in several steps
+        with self.lock:
+            paths, self.pending = self.pending, set()
+        try:
+            targets = self._targets(paths)
+        except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
+            print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
+            return
+        if not targets:
+            return
+        docs = self.project.docs_dir
+        uris = [(self.project.root / t).resolve().relative_to(docs).as_posix() for t in targets
+                if (self.project.root / t).resolve().is_relative_to(docs)]
+        try:
+            self._mark_running(uris)
+        except (OSError, ValueError):
+            pass
+        print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
+        with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status),
-                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL,
+                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL, stderr=err,
                                     env={**os.environ, STATUS_ENV: ""})
             while proc.poll() is None:  # a newer save wins: stop this check and check again with it
                 time.sleep(0.2)
@@ -102,7 +107,19 @@ class Checker:
                         proc.kill()
                         proc.wait()
                         self.pending |= paths
-                        break
+                        return
+            err.seek(0)
+            said = err.read().decode("utf-8", "replace")
+        self._finished(proc.returncode, uris, said)
+
+    def _finished(self, code: int, uris: list[str], stderr: str) -> None:
+        """kb check writes its result (exit 0 or 1); any other end leaves the pages saying why."""
+        sys.stderr.write(stderr)
+        if code in (0, 1):
+            return
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        problem = lines[-1].removeprefix("kb check: error: ") if lines else f"kb check exited with status {code}"
+        record_refusal(self.status, uris, problem)
 
 
 def serve(project: Project, dev_addr: str) -> int:

@@ -49,8 +49,65 @@ class Document:
         return self.body.split("\n")
 
 
+# Git's merge conflict markers (conflict-marker-size 7): "<<<<<<< ours", "||||||| base" (diff3),
+# "=======", ">>>>>>> theirs". The "<", "|" and ">" markers are exactly seven characters followed by
+# a space or the end of the line; Git writes all of them at the start of a line. "=======" alone is
+# also a Markdown setext heading underline, so it is only a marker after an opening "<<<<<<<" line.
+CONFLICT_OPEN = re.compile(r"^(?:<{7}|\|{7})(?= |$)")
+CONFLICT_CLOSE = re.compile(r"^>{7}(?= |$)")
+
+
+def conflict_marker(line: str) -> str | None:
+    """The merge conflict marker a line starts with (the "<", "|" or ">" kind), or None."""
+    m = CONFLICT_OPEN.match(line) or CONFLICT_CLOSE.match(line)
+    return line.rstrip()[:40] if m else None
+
+
+def conflict_markers(lines: list[str], first_line: int = 1) -> list[tuple[int, str]]:
+    """(file line, marker) of every merge conflict marker line, "=======" only inside a conflict.
+
+    Fenced code is not exempt: Git writes its markers wherever the two versions differ,
+    and a conflict inside a code block is as unresolved as one in prose (a page that
+    shows a conflict on purpose can indent the marker lines, which Git never does).
+    """
+    out, inside = [], False
+    for i, line in enumerate(lines):
+        marker = conflict_marker(line)
+        if marker:
+            out.append((first_line + i, marker))
+            inside = not line.startswith(">")
+        elif inside and line.rstrip() == "=" * 7:
+            out.append((first_line + i, "======="))
+    return out
+
+
+def _invalid_value_line(front: str) -> tuple[int, str]:
+    """(1-based line within the front matter, value) of the first scalar YAML cannot construct."""
+    loader = yaml.SafeLoader(front)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(node, deep=True)
+            except Exception:  # noqa: BLE001 - whatever the constructor raises, this is the value
+                return node.start_mark.line + 1, node.value
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return 1, ""
+
+
 def read_document(text: str, shown: str) -> Document:
     """Split front matter from body exactly as MkDocs does, but refuse what MkDocs would silently ignore."""
+    for line, marker in conflict_markers(text.split("\n"))[:1]:
+        raise SourceError(shown, line, f"git merge conflict marker '{marker}': resolve the conflict "
+                          "(keep what each side should keep) and delete the marker lines")
     m = YAML_RE.match(text)
     if m:
         try:
@@ -59,6 +116,9 @@ def read_document(text: str, shown: str) -> Document:
             mark = getattr(e, "problem_mark", None)
             line = mark.line + 2 if mark else 1
             raise SourceError(shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})") from None
+        except (ValueError, TypeError, OverflowError) as e:  # a well-formed value that is no value: date: 2026-02-30
+            line, value = _invalid_value_line(m.group(1))
+            raise SourceError(shown, line + 1, f"front matter value '{value}' is invalid ({e})") from None
         if not isinstance(data, dict):
             raise SourceError(shown, 1, "front matter must be a mapping of keys (key: value)")
     body, meta = get_data(text)
