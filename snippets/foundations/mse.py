@@ -102,7 +102,8 @@ def test_mse_minimiser_is_conditional_mean(loss="mse"):
         assert ((table - true_mean).abs() < 4 * se).all(), (seed, table, true_mean)
 
 
-def test_mse_decomposes_into_variance_plus_squared_bias(variance_correction=0, loss="mse"):
+def test_mse_decomposes_into_variance_plus_squared_bias(variance_correction=0,
+                                                        loss="mse"):
     # E[(Y - c)^2] = Var(Y) + (E[Y] - c)^2 exactly, for the empirical distribution.
     _, y, _ = skewed_data(5_000, num_groups=1)
     # (seeded: the same seed gives the same data set, which the page's numbers use)
