@@ -346,7 +346,8 @@ def test_refutes_recap_target_is_the_soft_td_target(recap=recap_target, gamma=0.
     entropy = -(pi * log_pi).sum()
     reward = torch.full((3,), r)
     kw = {"discount": gamma, "temperature": alpha}
-    # The paper's target, averaged over a' ~ pi, is r + gamma V_soft(s') (float32: 1e-6).
+    # The paper's target, averaged over a' ~ pi, is r + gamma (1 - done) V_soft(s')
+    # (float32: 1e-6).
     v = soft_value(q_next, alpha)
     for done in (torch.zeros(3), torch.ones(3)):
         correct = soft_td_target(reward, done, q_next.expand(2, 3), log_pi,

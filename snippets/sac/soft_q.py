@@ -73,7 +73,8 @@ def policy_iteration(alpha, gamma, backup_entropy, iterations=50):
 
 def max_ent_return(pi, alpha, gamma):
     """Exact J(pi) from s0: E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))], the
-    discounted objective (Appendix A of arXiv:1801.01290; its Eq. (1) is undiscounted)."""
+    discounted objective (Appendix A of arXiv:1801.01290; its Eq. (1) has no
+    discount)."""
     rewards, nxt = tiny_mdp()
     v = {s: entropy_augmented_value(rewards[s], pi[s], alpha) for s in (1, 2)}
     q0 = torch.stack([gamma * v[1], gamma * v[2]])
