@@ -58,9 +58,9 @@ def q_toy(a, offset=0.0):
     return offset + 1.0 - 4.0 * ((a - 0.5) ** 2).sum(-1)
 
 
-def gradient_samples(estimator, num_actor_samples, repeats=4000, seed=0, offset=0.0):
+def gradient_samples(loss_fn, num_actor_samples, repeats=4000, seed=0, offset=0.0):
     """`repeats` independent estimates of dJ/dmean (J = E[Q]) at mean = 0,
-    log_std = -0.5.
+    log_std = -0.5. loss_fn: reinforce_actor_loss or reparam_actor_loss.
 
     Each row of the batch is its own copy of the parameters, so one backward pass
     gives `repeats` independent gradient estimates. returns: (repeats,) tensor.
@@ -68,7 +68,6 @@ def gradient_samples(estimator, num_actor_samples, repeats=4000, seed=0, offset=
     torch.manual_seed(seed)
     mean = torch.zeros(repeats, 1, requires_grad=True)
     std = torch.full((repeats, 1), -0.5).exp()
-    loss_fn = reinforce_actor_loss if estimator == "reinforce" else reparam_actor_loss
     loss = loss_fn(tanh_normal(mean, std), lambda a: q_toy(a, offset),
                    num_actor_samples)
     (loss * repeats).backward()     # the mean over rows -> one estimate per row
@@ -105,11 +104,34 @@ def var_rel_se(x):
     return (((c**4).mean() / (c**2).mean() ** 2 - 1) / len(x)).sqrt().item()
 
 
-def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance():
+# Alternatives a critic of the claims would raise; the counterfactuals on
+# docs/topics/sac/actor.md run the deciding tests with them and require them to fail.
+
+def reparam_straight_through(dist, q_fn, num_actor_samples, temperature=0.0):
+    """A pathwise loss that forgets tanh's derivative: the value is Q(tanh(u)), the
+    gradient flows as if a = u (da/du = 1 instead of 1 - a^2). dist: tanh_normal."""
+    u = dist.base_dist.base_dist.rsample((num_actor_samples,))  # (K, batch, act_dim)
+    a = u + (torch.tanh(u) - u).detach()
+    return (temperature * dist.log_prob(torch.tanh(u)) - q_fn(a)).mean()
+
+
+def reinforce_repeated_sample(dist, q_fn, num_actor_samples, temperature=0.0):
+    """reinforce_actor_loss with ONE action per state copied K times."""
+    with torch.no_grad():
+        one = dist.sample()                                  # (batch, act_dim)
+        a = one.expand(num_actor_samples, *one.shape)        # (K, batch, act_dim)
+        q = q_fn(a)
+    pg_loss = -(dist.log_prob(a) * q).mean()
+    entropy = -dist.log_prob(dist.rsample()).mean()
+    return pg_loss - temperature * entropy
+
+
+def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance(
+        reinforce=reinforce_actor_loss, reparam=reparam_actor_loss):
     grad, var_rf, var_rp = exact_moments()
     assert grad > 1.0  # the true gradient is far from 0: agreeing on it means something
-    rf = gradient_samples("reinforce", 1)
-    rp = gradient_samples("reparameterize", 1, seed=1)
+    rf = gradient_samples(reinforce, 1)
+    rp = gradient_samples(reparam, 1, seed=1)
     for est in (rf, rp):  # both unbiased: within 4 standard errors of the exact value
         se = (est.var() / len(est)).sqrt().item()
         assert abs(est.mean().item() - grad) < 4 * se, (est.mean(), grad, se)
@@ -119,8 +141,8 @@ def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance()
     assert var_rf / var_rp > 2  # "much lower": exactly 4.2 here
     # Q-values of a real critic carry a large offset (Pendulum returns: -100 to
     # -1500). The pathwise gradient does not see a constant at all ...
-    rf_off = gradient_samples("reinforce", 1, offset=-100.0)
-    rp_off = gradient_samples("reparameterize", 1, seed=1, offset=-100.0)
+    rf_off = gradient_samples(reinforce, 1, offset=-100.0)
+    rp_off = gradient_samples(reparam, 1, seed=1, offset=-100.0)
     torch.testing.assert_close(rp_off, rp, atol=1e-4, rtol=0)
     # ... the score-function one multiplies it: its variance grows to
     # E[(c + Q)^2 s^2] - g^2, about c^2 / sigma^2 = 2.7e4, still unbiased.
@@ -132,22 +154,25 @@ def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance()
     assert abs(rf_off.mean().item() - grad) < 4 * se_off
 
 
-def test_variance_falls_as_one_over_num_actor_samples():
+def test_variance_falls_as_one_over_num_actor_samples(reinforce=reinforce_actor_loss,
+                                                       reparam=reparam_actor_loss):
     """K independent samples per state: Var(K) = Var(1) / K, checked against the
     exact one-sample variance, within 4 relative standard errors."""
     _, var_rf, var_rp = exact_moments()
-    for estimator, var1 in (("reinforce", var_rf), ("reparameterize", var_rp)):
+    for estimator, var1 in ((reinforce, var_rf), (reparam, var_rp)):
         for k in (4, 16):
             est = gradient_samples(estimator, k, seed=3)
             ratio = var1 / est.var().item()
-            assert abs(ratio / k - 1) < 4 * var_rel_se(est), (estimator, k, ratio)
+            assert abs(ratio / k - 1) < 4 * var_rel_se(est), (estimator.__name__, k,
+                                                              ratio)
 
 
-def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action():
+def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action(
+        draw="sample"):
     torch.manual_seed(0)
     mean = torch.zeros(8, 1, requires_grad=True)
     dist = tanh_normal(mean, torch.ones(8, 1))
-    a = dist.sample()
+    a = getattr(dist, draw)()  # REINFORCE's action: sample()
     assert a.grad_fn is None                              # the sampled action: constant
     # ... but log pi(a|s) still depends on theta: d/dmean log N(u; mean, 1) = u - mean,
     # the score, with u = atanh(a) (float32 atanh: 1e-4)
@@ -163,8 +188,13 @@ def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action():
     torch.testing.assert_close(g_rs, -8 * (a_r - 0.5) * (1 - a_r**2), atol=1e-5, rtol=0)
 
 
-def test_entropy_term_needs_rsample_a_detached_sample_gives_zero_expected_gradient():
-    """H(N(0, sigma^2)) = log sigma + const, so dH/dlog_sigma = 1 exactly."""
+def test_entropy_gradient_of_a_detached_sample_has_mean_zero(draw="sample",
+                                                              detach_weight=True):
+    """H(N(0, sigma^2)) = log sigma + const, so dH/dlog_sigma = 1 exactly.
+    Three ways to differentiate -log pi(a) for one sample a per row:
+      rsample (pathwise):  exactly 1 per sample;
+      sample() directly:   1 - eps^2 per sample, mean 0 (the score has mean 0);
+      score function:      (-log pi(a)) grad log pi(a) + grad(-log pi(a)), mean 1."""
     torch.manual_seed(0)
     n = 20_000
     log_std = torch.zeros(n, 1, requires_grad=True)
@@ -176,14 +206,25 @@ def test_entropy_term_needs_rsample_a_detached_sample_gives_zero_expected_gradie
     dist = policy()
     (g_r,) = torch.autograd.grad(-dist.log_prob(dist.rsample()).sum(), log_std)
     dist = policy()
-    a = dist.sample()
+    a = getattr(dist, draw)()  # the entropy term's sample taken as a constant
     (g_s,) = torch.autograd.grad(-dist.log_prob(a).sum(), log_std)
     # pathwise: -log N(sigma eps; 0, sigma) = log sigma + eps^2 / 2 + const: exactly 1
     torch.testing.assert_close(g_r, torch.ones_like(g_r), atol=1e-5, rtol=0)
     # detached: d/dlog_sigma [log sigma + a^2 / (2 sigma^2)] = 1 - eps^2, mean 0
-    torch.testing.assert_close(g_s, 1 - a**2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(g_s, 1 - a.detach() ** 2, atol=1e-5, rtol=0)
     se = g_s.std().item() / n**0.5  # sd of 1 - eps^2 is sqrt(2)
     assert abs(g_s.mean().item()) < 4 * se, (g_s.mean(), se)
+    # The score-function (REINFORCE) estimator of the same gradient, on a detached
+    # sample: grad E[f(a)] = E[f(a) grad log pi(a)] + E[grad f(a)], f = -log pi.
+    # Unbiased too (mean 1 within 4 standard errors), only noisier than rsample's.
+    dist = policy()
+    a = dist.sample()
+    log_p = dist.log_prob(a)
+    weight = -log_p.detach() if detach_weight else -log_p
+    (g_sf,) = torch.autograd.grad((weight * log_p - log_p).sum(), log_std)
+    se_sf = g_sf.std().item() / n**0.5
+    assert abs(g_sf.mean().item() - 1.0) < 4 * se_sf, (g_sf.mean(), se_sf)
+    assert g_sf.std() > 1.0  # the pathwise estimate has sd 0 here
 
 
 def test_temperature_term_pushes_log_std_up_at_rate_alpha():

@@ -72,12 +72,44 @@ def tanh_log_prob_stable(u, mean, std):
 # --8<-- [end:tanh_log_prob]
 
 
-def test_independent_moves_last_dim_into_event():
+# Alternatives a critic of the claims would raise; the counterfactuals on
+# docs/topics/sac/distributions.md run the deciding tests with them and require them
+# to fail.
+
+def normal_without_independent(mean, std):
+    """Normal(mean, std) alone: batch_shape (batch, action_dim), no event dims."""
+    return Normal(mean, std)
+
+
+def independent_over_two_dims(mean, std):
+    """Independent(Normal, 2): the batch dimension swallowed into the event too."""
+    return Independent(Normal(mean, std), 2)
+
+
+def gaussian_log_prob_of_u(u, mean, std):
+    """log mu(u) alone, the Jacobian term of Eq. (21) left out. -> (batch,)."""
+    return torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
+
+
+def tanh_normal_uncached(mean, std):
+    """tanh_normal without TanhTransform's cache: log_prob(a) recomputes atanh(a)."""
+    squashed = TransformedDistribution(Normal(mean, std), [TanhTransform()])
+    return Independent(squashed, 1)
+
+
+def tanh_log_prob_clamped(u, mean, std, eps=1e-6):
+    """The common guard log(clamp(1 - tanh(u)^2, eps)): finite, but wrong once
+    1 - tanh(u)^2 < eps. u, mean, std: (batch, action_dim) -> (batch,)."""
+    gauss = torch.distributions.Normal(mean, std).log_prob(u)
+    return (gauss - torch.log((1 - torch.tanh(u) ** 2).clamp(min=eps))).sum(-1)
+
+
+def test_independent_moves_last_dim_into_event(make=diagonal_gaussian):
     torch.manual_seed(0)
     mean, std = torch.randn(5, 3), torch.rand(5, 3) + 0.5
     a = torch.randn(5, 3)
     per_dim = Normal(mean, std)
-    joint = diagonal_gaussian(mean, std)
+    joint = make(mean, std)
     assert per_dim.batch_shape == (5, 3) and per_dim.event_shape == ()
     assert joint.batch_shape == (5,) and joint.event_shape == (3,)
     assert per_dim.log_prob(a).shape == (5, 3) and joint.log_prob(a).shape == (5,)
@@ -87,58 +119,64 @@ def test_independent_moves_last_dim_into_event():
                                atol=1e-5, rtol=0)
 
 
-def test_diagonal_gaussian_log_prob_is_sum_over_dims():
+def test_diagonal_gaussian_log_prob_is_sum_over_dims(correlation=0.0):
     """A diagonal Gaussian factorises: the full multivariate density (a Cholesky
-    solve in MultivariateNormal) equals the sum of 1-D log densities."""
+    solve in MultivariateNormal) equals the sum of 1-D log densities.
+    correlation: the off-diagonal correlation of the covariance (0: diagonal)."""
     for seed, dim in ((0, 1), (1, 3), (2, 8)):
         g = torch.Generator().manual_seed(seed)
         mean = torch.randn(4, dim, generator=g, dtype=torch.float64)
         std = torch.rand(4, dim, generator=g, dtype=torch.float64) + 0.5
         a = torch.randn(4, dim, generator=g, dtype=torch.float64)
-        cov = torch.diag_embed(std**2)
+        # Equicorrelated: rho 11^T + (1 - rho) I, positive definite for 0 <= rho < 1.
+        corr = torch.full((dim, dim), correlation, dtype=torch.float64)
+        corr.fill_diagonal_(1.0)
+        cov = std[:, :, None] * corr * std[:, None, :]
         mvn = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
         # float64: 1e-10 leaves 5 orders of magnitude to the rounding error
         torch.testing.assert_close(diagonal_gaussian(mean, std).log_prob(a),
                                    mvn.log_prob(a), atol=1e-10, rtol=0)
 
 
-def test_tanh_normal_shapes_bounds_and_log_prob():
+def test_tanh_normal_shapes_bounds_and_log_prob(by_hand_log_prob=tanh_log_prob_naive,
+                                               make=tanh_normal):
     torch.manual_seed(0)
     mean, std = torch.randn(64, 2), torch.rand(64, 2) + 0.1
-    dist = tanh_normal(mean, std)
+    dist = make(mean, std)
     a = dist.rsample()
     assert a.shape == (64, 2) and dist.log_prob(a).shape == (64,)
     assert a.abs().max() < 1.0, "|u| < 9 here: tanh(u) stays inside (-1, 1)"
     # Change of variables, Eq. (21) of arXiv:1801.01290, by hand from u = atanh(a),
     # all in float64 (|u| < 5 here, so atanh loses < 1e-12): agreement to 1e-9.
-    dist64 = tanh_normal(mean.double(), std.double())
+    dist64 = make(mean.double(), std.double())
     a64 = dist64.rsample()
-    by_hand = tanh_log_prob_naive(torch.atanh(a64), mean.double(), std.double())
+    by_hand = by_hand_log_prob(torch.atanh(a64), mean.double(), std.double())
     torch.testing.assert_close(dist64.log_prob(a64), by_hand, atol=1e-9, rtol=0)
     # Without the Jacobian term the density would be off by sum log(1 - a^2) < 0.
     gauss_only = Normal(mean.double(), std.double()).log_prob(torch.atanh(a64)).sum(-1)
     assert (dist64.log_prob(a64) - gauss_only > 0).all()
     # Far in the tail, float32 tanh rounds to exactly 1: the cached u (cache_size=1)
     # keeps log_prob finite; recomputing u = atanh(a) from a copy gives nan.
-    far = tanh_normal(torch.full((1, 1), 10.0), torch.full((1, 1), 0.1))
+    far = make(torch.full((1, 1), 10.0), torch.full((1, 1), 0.1))
     a_far = far.rsample()
     assert a_far.item() == 1.0 and torch.isfinite(far.log_prob(a_far)).all()
     assert torch.isnan(far.log_prob(a_far.clone())).all()
 
 
-def test_stable_tanh_log_prob_matches_naive_and_stays_finite():
+def test_stable_tanh_log_prob_matches_naive_and_stays_finite(
+        stable_log_prob=tanh_log_prob_stable, u_far=20.0):
     mean, std = torch.zeros(1, 1), torch.ones(1, 1)
     u_moderate = torch.linspace(-4, 4, 41).reshape(-1, 1)
     # float32: log(1 - tanh(4)^2) = log(1.3e-3) loses about 1e-4 relative precision
-    torch.testing.assert_close(tanh_log_prob_stable(u_moderate, mean, std),
+    torch.testing.assert_close(stable_log_prob(u_moderate, mean, std),
                                tanh_log_prob_naive(u_moderate, mean, std),
                                atol=1e-4, rtol=1e-4)
-    u_large = torch.tensor([[20.0]])  # tanh(20) == 1.0 in float32: naive takes log(0)
+    u_large = torch.tensor([[u_far]])  # tanh(20) == 1.0 in float32: naive takes log(0)
     assert torch.isinf(tanh_log_prob_naive(u_large, mean, std)).all()
-    stable = tanh_log_prob_stable(u_large, mean, std)
+    stable = stable_log_prob(u_large, mean, std)
     # For large u, log(1 - tanh(u)^2) -> 2 log 2 - 2u (softplus(-40) ~ 4e-18).
     gauss = Normal(mean, std).log_prob(u_large).sum(-1)
-    torch.testing.assert_close(stable, gauss - (2 * math.log(2) - 40.0),
+    torch.testing.assert_close(stable, gauss - (2 * math.log(2) - 2 * u_far),
                                atol=1e-5, rtol=0)
     # Any batch shape: both sum over the last (action) dimension only and agree with
     # the density of tanh_normal (float64, |u| < 4 here: atanh(tanh(u)) inside
@@ -148,16 +186,16 @@ def test_stable_tanh_log_prob_matches_naive_and_stays_finite():
     s3 = torch.rand(5, 3, generator=g, dtype=torch.float64) + 0.5
     density = tanh_normal(m3, s3).log_prob(torch.tanh(u3))
     assert density.shape == (2, 5)
-    for log_prob in (tanh_log_prob_naive, tanh_log_prob_stable):
+    for log_prob in (tanh_log_prob_naive, stable_log_prob):
         torch.testing.assert_close(log_prob(u3, m3, s3), density, atol=1e-10, rtol=0)
 
 
-def test_rsample_carries_gradient_sample_does_not():
+def test_rsample_carries_gradient_sample_does_not(make=tanh_normal):
     torch.manual_seed(0)
     n = 20_000
     mean = torch.zeros(n, 1, requires_grad=True)
     std = torch.ones(n, 1)
-    dist = tanh_normal(mean, std)
+    dist = make(mean, std)
     assert dist.sample().grad_fn is None
     a = dist.rsample()
     assert a.grad_fn is not None
@@ -173,8 +211,8 @@ def test_rsample_carries_gradient_sample_does_not():
     assert abs(grad.mean().item() - exact) < 4 * se, (grad.mean().item(), exact, se)
 
 
-def test_tanh_normal_has_no_closed_form_entropy():
-    dist = tanh_normal(torch.zeros(2, 1), torch.ones(2, 1))
+def test_tanh_normal_has_no_closed_form_entropy(make=tanh_normal):
+    dist = make(torch.zeros(2, 1), torch.ones(2, 1))
     try:
         dist.entropy()
     except NotImplementedError:

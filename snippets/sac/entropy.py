@@ -15,10 +15,12 @@ def gaussian_entropy(std):
     return (0.5 * math.log(2 * math.pi * math.e) + torch.log(std)).sum(-1)
 
 
-def mc_entropy(dist, num_samples):
+def mc_entropy(dist, num_samples, sample_from=None):
     """Monte Carlo entropy: H = E_{a~pi}[-log pi(a|s)] ~ -(1/N) sum_n log pi(a_n|s).
-    -> (batch,)."""
-    a = dist.rsample((num_samples,))  # (N, batch, act_dim); keeps the gradient path
+    -> (batch,). The a_n must come from pi itself (sample_from=None); drawn from
+    another policy (say, the buffer's) the average is the cross-entropy H + KL."""
+    source = dist if sample_from is None else sample_from
+    a = source.rsample((num_samples,))  # (N, batch, act_dim); keeps the gradient path
     return -dist.log_prob(a).mean(0)
 
 
@@ -62,7 +64,12 @@ def squashed_entropy_by_quadrature(mu, sigma):
     return h_u, e_log_det, h_u + e_log_det
 
 
-def test_mc_entropy_matches_analytic_entropy_of_a_gaussian():
+def older_policy(mean, std):
+    """A behaviour policy one unit of mean away from pi: the buffer's, not pi's."""
+    return diagonal_gaussian(mean + 1.0, std)
+
+
+def test_mc_entropy_matches_analytic_entropy_of_a_gaussian(behaviour=diagonal_gaussian):
     torch.manual_seed(0)
     mean, std = torch.randn(4, 2), torch.rand(4, 2) + 0.2
     dist = diagonal_gaussian(mean, std)
@@ -71,7 +78,7 @@ def test_mc_entropy_matches_analytic_entropy_of_a_gaussian():
     std3 = torch.rand(2, 3, 4) + 0.2
     reference = diagonal_gaussian(torch.zeros_like(std3), std3).entropy()
     torch.testing.assert_close(gaussian_entropy(std3), reference, atol=1e-6, rtol=0)
-    est = mc_entropy(dist, 100_000)
+    est = mc_entropy(dist, 100_000, sample_from=behaviour(mean, std))
     # Var[-log N] = d/2 = 1 for 2 dims: standard error 1/sqrt(1e5) = 0.003; 0.015 is 5.
     torch.testing.assert_close(est, dist.entropy(), atol=0.015, rtol=0)
 

@@ -72,7 +72,9 @@ def policy_iteration(alpha, gamma, backup_entropy, iterations=50):
 
 
 def max_ent_return(pi, alpha, gamma):
-    """Exact J(pi) from s0: E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))]."""
+    """Exact J(pi) from s0: E[sum_t gamma^t (r_t + alpha H(pi(.|s_t)))], the
+    discounted objective (Appendix A of arXiv:1801.01290; its Eq. (1) has no
+    discount)."""
     rewards, nxt = tiny_mdp()
     v = {s: entropy_augmented_value(rewards[s], pi[s], alpha) for s in (1, 2)}
     q0 = torch.stack([gamma * v[1], gamma * v[2]])
@@ -80,40 +82,55 @@ def max_ent_return(pi, alpha, gamma):
 # --8<-- [end:tiny_mdp]
 
 
-def test_soft_value_equals_expected_q_minus_alpha_log_pi_under_softmax_policy():
+# Alternatives a critic of the claims would raise; the counterfactuals on
+# docs/topics/sac/entropy.md run the deciding tests with them and require them to fail.
+
+def expected_q(q, alpha):
+    """The journal's "value = E_pi[Q]" under pi = softmax(Q / alpha), no entropy term.
+    q: (..., num_actions) -> (...)."""
+    return (soft_policy(q, alpha) * q).sum(-1)
+
+
+def softmax_ignoring_temperature(q, alpha):
+    """softmax(Q): the temperature forgotten."""
+    return torch.softmax(q, dim=-1)
+
+
+def test_soft_value_equals_expected_q_minus_alpha_log_pi_under_softmax_policy(
+        value=soft_value, policy=soft_policy):
     torch.manual_seed(0)
     q = torch.randn(5, 6, dtype=torch.float64) * 3
     for alpha in (0.1, 1.0, 5.0):
-        pi = soft_policy(q, alpha)
+        pi = policy(q, alpha)
         # an identity: log pi = Q / alpha - logsumexp(Q / alpha) (float64: 1e-10)
-        torch.testing.assert_close(soft_value(q, alpha),
+        torch.testing.assert_close(value(q, alpha),
                                    entropy_augmented_value(q, pi, alpha),
                                    atol=1e-10, rtol=0)
         # softmax(Q/alpha) maximises E_pi[Q] + alpha H(pi): no random policy does better
         dirichlet = torch.distributions.Dirichlet(torch.ones(6, dtype=torch.float64))
         others = dirichlet.sample((2000, 5))
-        best = soft_value(q, alpha) + 1e-10
+        best = value(q, alpha) + 1e-10
         assert (entropy_augmented_value(q, others, alpha) <= best).all()
         # ... and moving away from it costs exactly alpha KL(pi' || pi*) (Gibbs).
         kl = (others * (others.log() - pi.log())).sum(-1)
-        torch.testing.assert_close(soft_value(q, alpha)
+        torch.testing.assert_close(value(q, alpha)
                                    - entropy_augmented_value(q, others, alpha),
                                    alpha * kl, atol=1e-9, rtol=0)
     # Limits: alpha -> 0 gives the hard max (within alpha log |A| = 1.8e-3), alpha
     # -> inf gives mean(Q) + alpha log |A| (error ~ Var(Q) / (2 alpha) < 1e-2).
-    torch.testing.assert_close(soft_value(q, 1e-3), q.max(-1).values,
+    torch.testing.assert_close(value(q, 1e-3), q.max(-1).values,
                                atol=1e-3 * math.log(6), rtol=0)
     log6 = torch.log(torch.tensor(6.0, dtype=torch.float64))
-    torch.testing.assert_close(soft_value(q, 1e4) - 1e4 * log6, q.mean(-1),
+    torch.testing.assert_close(value(q, 1e4) - 1e4 * log6, q.mean(-1),
                                atol=1e-2, rtol=0)
 
 
-def test_entropy_in_the_backup_makes_the_critic_value_future_entropy():
+def test_entropy_in_the_backup_makes_the_critic_value_future_entropy(gamma=0.9):
     """Closed forms (alpha = 1, gamma = 0.9): with the entropy backup the values at
     s1, s2 are the soft values log sum exp r, so Q(s0, .) = gamma (1 + log 4,
     1 + log(1 + 3 e^-6)) and pi(a0|s0) = sigmoid of their difference; without it the
     critic sees only E_pi[r]: 1 at s1 and (e - 15 e^-5) / (e + 3 e^-5) at s2."""
-    alpha, gamma = 1.0, 0.9
+    alpha = 1.0
     q_soft, pi_soft = policy_iteration(alpha, gamma, backup_entropy=True)
     q_hard, pi_hard = policy_iteration(alpha, gamma, backup_entropy=False)
     v1, v2 = 1 + math.log(4), 1 + math.log(1 + 3 * math.exp(-6))
