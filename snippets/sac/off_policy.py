@@ -112,15 +112,20 @@ def exact_q_pi(reward, transition, pi, gamma, alpha):
     return torch.linalg.solve(eye - m, (reward + bonus).reshape(-1)).reshape(S, A)
 
 
-def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(random_mdp):
+def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(
+        random_mdp, next_action="current"):
     """Repeatedly regressing on the target = applying T^pi, a gamma-contraction in
-    the sup norm (Lemma 1, arXiv:1801.01290): 5 random MDPs x 3 starting points."""
+    the sup norm (Lemma 1, arXiv:1801.01290): 5 random MDPs x 3 starting points.
+    next_action: "current" draws a' from pi, as SAC's target does; "buffer" from
+    another (behaviour) policy mu, as if a' were read from the replay buffer."""
     gamma, alpha = 0.9, 0.3
     for seed in range(5):
         reward, transition, pi = random_mdp(seed)
         q_pi = exact_q_pi(reward, transition, pi, gamma, alpha)
-        op = lambda q: soft_bellman_operator(q, reward, transition, pi,  # noqa: E731
-                                             gamma=gamma, alpha=alpha)
+        behaviour = random_mdp(50 + seed)[2]  # another policy mu, (5, 3)
+        pi_next = pi if next_action == "current" else behaviour
+        op = lambda q: soft_bellman_operator(q, reward, transition,  # noqa: E731
+                                             pi_next, gamma=gamma, alpha=alpha)
         torch.testing.assert_close(op(q_pi), q_pi, atol=1e-10, rtol=0)  # fixed point
         g = torch.Generator().manual_seed(100 + seed)
         starts = (50.0 * torch.randn(5, 3, generator=g, dtype=torch.float64),
@@ -144,7 +149,7 @@ def _chunk_estimates(fn, states, chunks=20):
     return vals.mean().item(), (vals.std() / chunks**0.5).item()
 
 
-def test_qualifies_actor_update_is_on_policy():
+def test_qualifies_actor_update_is_on_policy(old_state_mean=2.0):
     def q_fn(s, a):  # a fixed critic that prefers a = 0.5 s
         return -((a - 0.5 * s) ** 2).squeeze(-1)
 
@@ -165,6 +170,9 @@ def test_qualifies_actor_update_is_on_policy():
         lambda c, i: score_function_gradient(1.0, c[:, :1], c[:, 1:2], q_fn), sa)
     se = (se_actor**2 + se_fresh**2) ** 0.5
     assert abs(g_actor - g_fresh) < 4 * se, (g_actor, g_fresh, se)
+    # Two estimates that agree because both are 0 would show nothing: the gradient
+    # they agree on is itself more than 10 standard errors away from 0.
+    assert abs(g_actor) > 10 * se_actor, (g_actor, se_actor)
     # Reusing the buffer's actions (from the older policy) without importance
     # weights estimates another quantity: the actor must sample its own actions.
     g_buffer, se_buffer = _chunk_estimates(
@@ -174,7 +182,8 @@ def test_qualifies_actor_update_is_on_policy():
     # policies' visitation, not from the current policy's own state distribution.
     # Move the states, the update changes: it is not the on-policy gradient of J(pi).
     g2 = torch.Generator().manual_seed(2)
-    old_states = 2.0 + 0.3 * torch.randn(n, 1, generator=g2)  # where an old policy went
+    # where an old policy went
+    old_states = old_state_mean + 0.3 * torch.randn(n, 1, generator=g2)
     now_states = 0.3 * torch.randn(n, 1, generator=g2)        # where pi_w goes now
     def grad_on(c, i):
         return actor_gradient(1.0, c, q_fn, seed=i)
@@ -196,7 +205,7 @@ def q_pi_two_step(gamma=0.9, alpha=0.2, reward=1.0):
     return torch.trapezoid(torch.exp(log_mu) * y, u).item()
 
 
-def test_qualifies_bellman_target_is_unbiased_regression():
+def test_qualifies_bellman_target_is_unbiased_regression(combine="min"):
     n, gamma = 400_000, 0.9
     q_true = q_pi_two_step()
     # Holds: with the exact target critic the one-sample target is unbiased for Q^pi.
@@ -212,9 +221,11 @@ def test_qualifies_bellman_target_is_unbiased_regression():
     # combined by min: E[min(Q + e1, Q + e2)] = Q - sigma / sqrt(pi), so the bias is
     # -gamma 0.3 / sqrt(pi) = -0.152.
 
-    def noisy_min(a, g):
+    def noisy_min(a, g):  # combine="mean": their average, which is unbiased
         q = reward_at_s_prime(a)
         e1, e2 = (0.3 * torch.randn(q.shape, generator=g) for _ in range(2))
+        if combine == "mean":
+            return q + (e1 + e2) / 2
         return torch.minimum(q + e1, q + e2)
 
     y_min = two_step_targets(noisy_min, n)

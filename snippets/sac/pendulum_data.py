@@ -180,13 +180,13 @@ def load_runs(csv_path, root=ROOT):
 # --8<-- [end:provenance]
 
 
-def test_committed_learning_curve_reaches_minus_200_at_20000_steps():
+def test_committed_learning_curve_reaches_minus_200_at_20000_steps(at_step=20_000):
     """The tau = 0.005 runs (5 seeds, provenance checked): the mean evaluation
-    return at 20,000 steps is at least -200, the goal set for Pendulum-v1."""
+    return at 20,000 steps (at_step) is at least -200, the goal set for Pendulum-v1."""
     curves, runs = load_runs(CURVE_CSV)
     assert len(curves) == 5
     assert all(r["settings"]["tau"] == 0.005 for r in runs.values())
-    final = [rets[steps.index(20_000)] for steps, rets in curves.values()]
+    final = [rets[steps.index(at_step)] for steps, rets in curves.values()]
     assert sum(final) / len(final) >= -200, final
 
 
@@ -393,3 +393,73 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
         root = tmp_path / str(n)
         with pytest.raises(AssertionError, match=message):
             load_runs(_made_up_runs(root, edit), root=root)
+
+
+# sac_update's wiring, decided with the update as a parameter; the counterfactuals are
+# the usual slips, made by calling the real sac_update with other arguments.
+def sac_update_online_target(batch, actor, critics, target_critics, log_alpha, opts,
+                             cfg):
+    """The slip: the Bellman target computed by the online critics (no target)."""
+    from snippets.sac.sac_pendulum import sac_update
+
+    return sac_update(batch, actor, critics, critics, log_alpha, opts, cfg)
+
+
+def sac_update_done_as_mask(batch, actor, critics, target_critics, log_alpha, opts,
+                            cfg):
+    """The slip: the target multiplied by d instead of (1 - d)."""
+    from snippets.sac.sac_pendulum import sac_update
+
+    obs, act, rew, next_obs, done = batch
+    return sac_update((obs, act, rew, next_obs, 1.0 - done), actor, critics,
+                      target_critics, log_alpha, opts, cfg)
+
+
+def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
+    """One update against the formulas with the same random draws (Eqs. (2)-(3),
+    (7), (9), arXiv:1812.05905): the critic's target is r + gamma (1 - d)
+    (min_i Q'_i(s', a') - alpha log pi(a'|s')) with the TARGET critics Q' and
+    a' ~ the CURRENT actor at s'; the actor's loss is alpha log pi(a~|s) -
+    min_i Q_i(s, a~) on the buffer's states, a fresh rsample a~, the updated critics.
+    update: None is sac_update itself."""
+    import copy
+    import math
+
+    import torch
+
+    from snippets.sac.sac_pendulum import Actor, Critics, sac_update
+
+    update = sac_update if update is None else update
+    torch.manual_seed(0)
+    actor, critics = Actor(3, 1, hidden=16), Critics(3, 1, hidden=16)
+    target = copy.deepcopy(critics).requires_grad_(False)
+    with torch.no_grad():  # make the target critics differ from the online ones
+        for p in target.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    log_alpha = torch.tensor(-0.5, requires_grad=True)
+    n = 32
+    batch = (torch.randn(n, 3), torch.rand(n, 1) * 2 - 1, torch.randn(n),
+             torch.randn(n, 3), (torch.arange(n) % 4 == 0).float())
+    obs, act, rew, next_obs, done = batch
+    cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
+    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
+            "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
+            "alpha": torch.optim.Adam([log_alpha], lr=1e-3)}
+    actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
+    alpha, rng = math.exp(log_alpha.item()), torch.get_rng_state()
+    logs = update(batch, actor, critics, target, log_alpha, opts, cfg)
+
+    torch.set_rng_state(rng)  # replay the same draws by hand
+    with torch.no_grad():
+        d = actor0(next_obs)
+        a2 = d.sample()
+        soft_v = target0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)
+        y = rew + 0.9 * (1 - done) * soft_v
+        critic_loss = ((critics0(obs, act) - y) ** 2).mean(1).sum()
+        dist = actor0(obs)
+        new = dist.rsample()
+        actor_loss = (alpha * dist.log_prob(new)
+                      - critics(obs, new).min(0).values).mean()
+    # float32 sums of 32 terms: 1e-5 relative; the actor's loss: 1e-4 absolute
+    assert abs(logs["critic_loss"] - critic_loss.item()) < 1e-5 * critic_loss.item()
+    assert abs(logs["actor_loss"] - actor_loss.item()) < 1e-4
