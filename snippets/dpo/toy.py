@@ -132,16 +132,22 @@ def setup(seed=0, prompts=4, responses=6):
     return ref_logits, reward
 
 
-def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
+def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0,
+               labels="bradley_terry"):
     """The experiment of the page: a dict of tensors and the wall time. Problem from
-    setup(seed), preference data from seed + 1."""
+    setup(seed), preference data from seed + 1. labels="reversed" swaps chosen and
+    rejected in every pair (preference data that says the opposite)."""
     from snippets.dpo.derivation import optimal_policy
 
+    if labels not in ("bradley_terry", "reversed"):
+        raise ValueError(f"labels must be 'bradley_terry' or 'reversed', not {labels!r}")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     ref_logits, reward = setup(seed)
     g = torch.Generator().manual_seed(seed + 1)
     prompt, chosen, rejected = make_pairs(ref_logits, reward, pairs_per_prompt, g)
+    if labels == "reversed":
+        chosen, rejected = rejected, chosen
     logits = train_dpo(ref_logits, prompt, chosen, rejected, beta, steps=steps)
     pi = torch.softmax(logits, -1)
     pi_star = optimal_policy(ref_logits, reward, beta)
@@ -173,9 +179,10 @@ Z_TOL = 5.0
 SEEDS = (0, 1, 2)  # three problems, each with its own preference data
 
 
-def test_dpo_recovers_closed_form_optimum():
+def test_dpo_recovers_closed_form_optimum(overrides=()):
+    # overrides: (name, value) pairs for experiment(), none for the page's runs.
     for seed in SEEDS:
-        out = run(seed=seed)
+        out = run(seed=seed, **dict(overrides))
         assert out["seconds"] < 30, f"experiment took {out['seconds']:.1f}s"
         tv, tol = out["tv"], out["tv_tol"]
         assert (tv < tol).all(), f"seed {seed}: TV(pi_DPO, pi*) {tv} >= {tol}"
@@ -184,16 +191,25 @@ def test_dpo_recovers_closed_form_optimum():
         assert (start > 3 * tol).all(), f"seed {seed}: pi_ref already near pi*"
 
 
-def test_implicit_reward_of_trained_policy_recovers_reward_differences():
-    from snippets.dpo.derivation import implicit_reward
+def reward_without_reference(policy_logp, ref_logp, beta):
+    """beta log pi(y|x): the "implicit reward" with log pi_ref left out (a
+    counterfactual of Eq. (5), arXiv:2305.18290). Any shape -> same shape."""
+    return beta * policy_logp
 
+
+from snippets.dpo.derivation import implicit_reward  # noqa: E402
+
+
+def test_implicit_reward_of_trained_policy_recovers_reward_differences(
+        reward_of=implicit_reward):
+    # reward_of: how the reward is read off the trained policy (Eq. (5)).
     def centred(r):  # the per-prompt constant beta log Z(x) is invisible to pairs
         return r - r.mean(1, keepdim=True)
 
     for seed in SEEDS:
         out = run(seed=seed)
         ref_logp = torch.log_softmax(out["ref_logits"], -1)
-        r_hat = implicit_reward(torch.log_softmax(out["logits"], -1), ref_logp, 1.0)
+        r_hat = reward_of(torch.log_softmax(out["logits"], -1), ref_logp, 1.0)
         err = centred(r_hat) - centred(out["reward"])
         cov = implicit_reward_covariance(out["ref_logits"], out["reward"], 20000)
         se = cov.diagonal(dim1=1, dim2=2).sqrt()
@@ -269,7 +285,9 @@ def kl_at_optimum(ref_logits, reward, betas):
                         for b in betas])
 
 
-def test_qualifies_kl_constrains_new_and_old_policy():
+def test_qualifies_kl_constrains_new_and_old_policy(anchor="reference"):
+    # anchor: the policy the DPO loss's log-ratios are taken against when training
+    # starts away from pi_ref ("reference": pi_ref, as DPO; "start": the start policy).
     from snippets.dpo.derivation import optimal_policy
 
     torch.set_num_threads(1)
@@ -295,7 +313,8 @@ def test_qualifies_kl_constrains_new_and_old_policy():
     g2 = torch.Generator().manual_seed(7)
     start = ref_logits + 2.0 * torch.randn(ref_logits.shape, generator=g2,
                                            dtype=torch.float64)
-    logits = train_dpo(ref_logits, prompt, chosen, rejected, 1.0, steps=600,
+    anchor_logits = ref_logits if anchor == "reference" else start
+    logits = train_dpo(anchor_logits, prompt, chosen, rejected, 1.0, steps=600,
                        init_logits=start)
     pi_star = optimal_policy(ref_logits, reward, 1.0)
     tol = TV_FACTOR * expected_tv_error(ref_logits, reward, 1.0, n)
