@@ -10,7 +10,9 @@ Run: python -m snippets.dpo.toy
 import functools
 import math
 import time
+
 import pytest
+from snippets.dpo.derivation import implicit_reward
 
 # --8<-- [start:make_pairs]
 import torch
@@ -196,9 +198,6 @@ def reward_without_reference(policy_logp, ref_logp, beta):
     """beta log pi(y|x): the "implicit reward" with log pi_ref left out (a
     counterfactual of Eq. (5), arXiv:2305.18290). Any shape -> same shape."""
     return beta * policy_logp
-
-
-from snippets.dpo.derivation import implicit_reward  # noqa: E402
 
 
 def test_implicit_reward_of_trained_policy_recovers_reward_differences(
