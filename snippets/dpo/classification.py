@@ -50,7 +50,14 @@ def hard_labels(reward, prompt, chosen, rejected):
     return torch.where(swap, rejected, chosen), torch.where(swap, chosen, rejected)
 
 
-def test_qualifies_dpo_as_supervised_classification():
+def bradley_terry_labels(reward, prompt, chosen, rejected):
+    """Keep the sampled Bradley-Terry labels (noisy, as human labels are): the
+    counterfactual of hard_labels. Returns chosen, rejected unchanged."""
+    return chosen, rejected
+
+
+def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
+    # relabel: how the "clean supervised" data set is labelled in part (2).
     from snippets.dpo.loss import dpo_loss
 
     # Holds: DPO is exactly logistic regression on pairs (BCE with logits, label 1) ...
@@ -118,7 +125,7 @@ def test_qualifies_dpo_as_supervised_classification():
     # Hard labels, same pairs and beta: after 100 and then 300 steps the loss is still
     # falling and the policy still moving away from pi*_beta, towards the
     # highest-reward response, whatever beta is.
-    hc, hr = hard_labels(reward, prompt, chosen, rejected)
+    hc, hr = relabel(reward, prompt, chosen, rejected)
     ref_logp = torch.log_softmax(ref_logits, -1)
 
     def mean_loss(logits):

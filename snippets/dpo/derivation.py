@@ -69,6 +69,17 @@ def reward_model_nll(reward_chosen, reward_rejected):
 # --8<-- [end:bradley_terry]
 
 
+# Nearby closed forms a critic would put in place of Eq. (4) (counterfactuals below).
+def optimal_policy_without_reference(ref_logits, reward, beta):
+    """exp(r / beta) / Z: Eq. (4) with pi_ref dropped. Shapes as optimal_policy."""
+    return torch.softmax(reward / beta, dim=-1)
+
+
+def optimal_policy_beta_times(ref_logits, reward, beta):
+    """pi_ref exp(beta r) / Z: beta on the wrong side. Shapes as optimal_policy."""
+    return torch.softmax(torch.log_softmax(ref_logits, -1) + reward * beta, dim=-1)
+
+
 import pytest
 
 
@@ -85,10 +96,12 @@ def problem():
 
 
 # Everything below is exact float64 arithmetic on 6 responses: 1e-12 is rounding.
-def test_closed_form_optimum_maximises_kl_regularised_objective(problem):
+def test_closed_form_optimum_maximises_kl_regularised_objective(
+        problem, policy=optimal_policy):
+    # policy: the closed form claimed to maximise Eq. (3).
     ref_logits, reward = problem(0)
     for beta in (0.5, 2.0):  # beta != 1, so r / beta and r * beta differ
-        pi_star = optimal_policy(ref_logits, reward, beta)
+        pi_star = policy(ref_logits, reward, beta)
         j_star = kl_regularised_objective(pi_star.log(), ref_logits, reward, beta)
         # The maximum value is beta * log Z(x).
         log_z = log_partition(ref_logits, reward, beta)

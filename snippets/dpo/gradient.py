@@ -46,9 +46,29 @@ def categorical_dpo_gradient(logits, ref_logits, chosen, rejected, beta):
 # --8<-- [end:analytic_gradient]
 
 
-def test_dpo_gradient_matches_autograd():
-    from snippets.dpo.loss import dpo_loss
+from snippets.dpo.loss import dpo_loss
 
+
+# Losses a critic would compare with Eq. (7); same inputs and outputs as dpo_loss.
+def dpo_loss_without_reference(policy_chosen_logps, policy_rejected_logps,
+                               reference_chosen_logps, reference_rejected_logps,
+                               beta=0.1):
+    """-log sigma(beta (log pi(y_w) - log pi(y_l))): no pi_ref in the margin."""
+    zero = torch.zeros_like(reference_chosen_logps)
+    return dpo_loss(policy_chosen_logps, policy_rejected_logps, zero, zero, beta)
+
+
+def dpo_loss_beta_on_chosen_only(policy_chosen_logps, policy_rejected_logps,
+                                 reference_chosen_logps, reference_rejected_logps,
+                                 beta=0.1):
+    """-log sigma(beta log-ratio(y_w) - log-ratio(y_l)): beta on one side only."""
+    margin = (beta * (policy_chosen_logps - reference_chosen_logps)
+              - (policy_rejected_logps - reference_rejected_logps))
+    return -torch.nn.functional.logsigmoid(margin), None, None
+
+
+def test_dpo_gradient_matches_autograd(loss_fn=dpo_loss):
+    # loss_fn: the loss whose autograd gradient the closed form must match.
     g = torch.Generator().manual_seed(0)
     B, K, beta = 16, 5, 0.5
     ref_logits = torch.randn(B, K, generator=g, dtype=torch.float64)
@@ -60,7 +80,7 @@ def test_dpo_gradient_matches_autograd():
         rejected = (chosen + torch.randint(1, paired, (B,), generator=g)) % paired
         logp = torch.log_softmax(logits, -1)
         ref_logp = torch.log_softmax(ref_logits, -1)
-        losses, _, _ = dpo_loss(logp[rows, chosen], logp[rows, rejected],
+        losses, _, _ = loss_fn(logp[rows, chosen], logp[rows, rejected],
                                 ref_logp[rows, chosen], ref_logp[rows, rejected],
                                 beta=beta)
         losses.sum().backward()

@@ -11,6 +11,9 @@ import functools
 import math
 import time
 
+import pytest
+from snippets.dpo.derivation import implicit_reward
+
 # --8<-- [start:make_pairs]
 import torch
 
@@ -132,16 +135,22 @@ def setup(seed=0, prompts=4, responses=6):
     return ref_logits, reward
 
 
-def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0):
+def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0,
+               labels="bradley_terry"):
     """The experiment of the page: a dict of tensors and the wall time. Problem from
-    setup(seed), preference data from seed + 1."""
+    setup(seed), preference data from seed + 1. labels="reversed" swaps chosen and
+    rejected in every pair (preference data that says the opposite)."""
     from snippets.dpo.derivation import optimal_policy
 
+    if labels not in ("bradley_terry", "reversed"):
+        raise ValueError(f"labels: 'bradley_terry' or 'reversed', not {labels!r}")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     ref_logits, reward = setup(seed)
     g = torch.Generator().manual_seed(seed + 1)
     prompt, chosen, rejected = make_pairs(ref_logits, reward, pairs_per_prompt, g)
+    if labels == "reversed":
+        chosen, rejected = rejected, chosen
     logits = train_dpo(ref_logits, prompt, chosen, rejected, beta, steps=steps)
     pi = torch.softmax(logits, -1)
     pi_star = optimal_policy(ref_logits, reward, beta)
@@ -173,9 +182,10 @@ Z_TOL = 5.0
 SEEDS = (0, 1, 2)  # three problems, each with its own preference data
 
 
-def test_dpo_recovers_closed_form_optimum():
+def test_dpo_recovers_closed_form_optimum(overrides=()):
+    # overrides: (name, value) pairs for experiment(), none for the page's runs.
     for seed in SEEDS:
-        out = run(seed=seed)
+        out = run(seed=seed, **dict(overrides))
         assert out["seconds"] < 30, f"experiment took {out['seconds']:.1f}s"
         tv, tol = out["tv"], out["tv_tol"]
         assert (tv < tol).all(), f"seed {seed}: TV(pi_DPO, pi*) {tv} >= {tol}"
@@ -184,16 +194,22 @@ def test_dpo_recovers_closed_form_optimum():
         assert (start > 3 * tol).all(), f"seed {seed}: pi_ref already near pi*"
 
 
-def test_implicit_reward_of_trained_policy_recovers_reward_differences():
-    from snippets.dpo.derivation import implicit_reward
+def reward_without_reference(policy_logp, ref_logp, beta):
+    """beta log pi(y|x): the "implicit reward" with log pi_ref left out (a
+    counterfactual of Eq. (5), arXiv:2305.18290). Any shape -> same shape."""
+    return beta * policy_logp
 
+
+def test_implicit_reward_of_trained_policy_recovers_reward_differences(
+        reward_of=implicit_reward):
+    # reward_of: how the reward is read off the trained policy (Eq. (5)).
     def centred(r):  # the per-prompt constant beta log Z(x) is invisible to pairs
         return r - r.mean(1, keepdim=True)
 
     for seed in SEEDS:
         out = run(seed=seed)
         ref_logp = torch.log_softmax(out["ref_logits"], -1)
-        r_hat = implicit_reward(torch.log_softmax(out["logits"], -1), ref_logp, 1.0)
+        r_hat = reward_of(torch.log_softmax(out["logits"], -1), ref_logp, 1.0)
         err = centred(r_hat) - centred(out["reward"])
         cov = implicit_reward_covariance(out["ref_logits"], out["reward"], 20000)
         se = cov.diagonal(dim1=1, dim2=2).sqrt()
@@ -269,7 +285,9 @@ def kl_at_optimum(ref_logits, reward, betas):
                         for b in betas])
 
 
-def test_qualifies_kl_constrains_new_and_old_policy():
+def test_qualifies_kl_constrains_new_and_old_policy(anchor="reference"):
+    # anchor: the policy the DPO loss's log-ratios are taken against when training
+    # starts away from pi_ref ("reference": pi_ref, as DPO; "start": the start policy).
     from snippets.dpo.derivation import optimal_policy
 
     torch.set_num_threads(1)
@@ -295,12 +313,99 @@ def test_qualifies_kl_constrains_new_and_old_policy():
     g2 = torch.Generator().manual_seed(7)
     start = ref_logits + 2.0 * torch.randn(ref_logits.shape, generator=g2,
                                            dtype=torch.float64)
-    logits = train_dpo(ref_logits, prompt, chosen, rejected, 1.0, steps=600,
+    anchor_logits = ref_logits if anchor == "reference" else start
+    logits = train_dpo(anchor_logits, prompt, chosen, rejected, 1.0, steps=600,
                        init_logits=start)
     pi_star = optimal_policy(ref_logits, reward, 1.0)
     tol = TV_FACTOR * expected_tv_error(ref_logits, reward, 1.0, n)
     assert (total_variation(torch.softmax(logits, -1), pi_star) < tol).all()
     assert (total_variation(torch.softmax(start, -1), pi_star) > 3 * tol).all()
+
+
+def test_metrics_match_their_definitions():
+    # Hand-computed values: TV is half the L1 distance per row, KL sums p log(p / q)
+    # per row (float64; 1e-12 is rounding).
+    p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.0, 0.5, 0.5], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(total_variation(p, q),
+                               torch.tensor([0.5, 0.0], dtype=torch.float64),
+                               atol=1e-12, rtol=0)
+    a = torch.tensor([[0.25, 0.75]], dtype=torch.float64)
+    b = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    expected = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    assert abs(kl_categorical(a, b).item() - expected) < 1e-12
+    assert kl_categorical(a, a).item() == 0.0
+    assert kl_categorical(b, a).item() > 0  # not symmetric: KL(b || a) != KL(a || b)
+    assert abs(kl_categorical(b, a).item() - expected) > 1e-3
+
+
+def test_make_pairs_labels_each_pair_by_bradley_terry():
+    ref_logits, reward = setup(seed=4, prompts=2, responses=3)
+    n = 4000
+    prompt, chosen, rejected = make_pairs(ref_logits, reward, n,
+                                          torch.Generator().manual_seed(5))
+    # Layout: prompt p owns rows p n .. (p + 1) n - 1.
+    assert prompt.shape == chosen.shape == rejected.shape == (2 * n,)
+    assert torch.equal(prompt, torch.arange(2).repeat_interleave(n))
+    # The same draws by hand: y1, y2 ~ pi_ref, then u < sigma(r1 - r2) makes y1 win.
+    g = torch.Generator().manual_seed(5)
+    probs = torch.softmax(ref_logits, -1)
+    y1 = torch.multinomial(probs, n, replacement=True, generator=g)
+    y2 = torch.multinomial(probs, n, replacement=True, generator=g)
+    p_first = torch.sigmoid(reward.gather(1, y1) - reward.gather(1, y2))
+    u = torch.rand(p_first.shape, generator=g, dtype=torch.float64)
+    wins = (u < p_first).flatten()
+    assert torch.equal(chosen, torch.where(wins, y1.flatten(), y2.flatten()))
+    assert torch.equal(rejected, torch.where(wins, y2.flatten(), y1.flatten()))
+    # The preference rate of response 0 over 1 (181 and 1283 such pairs): within 4
+    # standard errors of sigma(r_a - r_b).
+    for p in range(2):
+        c, r = chosen[prompt == p], rejected[prompt == p]
+        a, b = 0, 1
+        ab = ((c == a) & (r == b)).sum().item()
+        ba = ((c == b) & (r == a)).sum().item()
+        rate = torch.sigmoid(reward[p, a] - reward[p, b]).item()
+        se = (rate * (1 - rate) / (ab + ba)) ** 0.5
+        assert abs(ab / (ab + ba) - rate) < 4 * se, (p, ab, ba, rate)
+
+
+def test_train_dpo_defaults_are_the_pages():
+    # The page trains with Adam, lr 0.1, for 300 full-batch steps from pi_ref.
+    ref_logits, reward = setup(seed=3, prompts=2, responses=3)
+    pairs = make_pairs(ref_logits, reward, 50, torch.Generator().manual_seed(0))
+    default = train_dpo(ref_logits, *pairs, 0.5)
+    torch.testing.assert_close(default, train_dpo(ref_logits, *pairs, 0.5, steps=300,
+                                                  lr=0.1, init_logits=ref_logits),
+                               atol=0, rtol=0)
+    assert not torch.equal(default, train_dpo(ref_logits, *pairs, 0.5, steps=299))
+
+
+def test_experiment_returns_what_it_promises():
+    from snippets.dpo.derivation import optimal_policy
+
+    # Problem from setup(seed), data from seed + 1, DPO at beta from pi_ref; small runs
+    # (200 pairs per prompt, 5 steps) so that every output can be recomputed here.
+    beta, n, steps, seed = 0.5, 200, 5, 2
+    out = experiment(beta=beta, pairs_per_prompt=n, steps=steps, seed=seed)
+    ref_logits, reward = setup(seed)
+    pairs = make_pairs(ref_logits, reward, n, torch.Generator().manual_seed(seed + 1))
+    logits = train_dpo(ref_logits, *pairs, beta, steps=steps)
+    exact = dict(logits=logits, ref_logits=ref_logits, reward=reward,
+                 pi=torch.softmax(logits, -1), pi_ref=torch.softmax(ref_logits, -1),
+                 pi_star=optimal_policy(ref_logits, reward, beta))
+    exact["tv"] = total_variation(exact["pi"], exact["pi_star"])
+    exact["tv_tol"] = TV_FACTOR * expected_tv_error(ref_logits, reward, beta, n)
+    assert set(out) == set(exact) | {"seconds"}
+    for key, value in exact.items():
+        torch.testing.assert_close(out[key], value, atol=0, rtol=0, msg=key)
+    assert 0 < out["seconds"] < 30
+    # labels="reversed": the same pairs with chosen and rejected swapped.
+    rev = experiment(beta=beta, pairs_per_prompt=n, steps=steps, seed=seed,
+                     labels="reversed")
+    swapped = train_dpo(ref_logits, pairs[0], pairs[2], pairs[1], beta, steps=steps)
+    torch.testing.assert_close(rev["logits"], swapped, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="labels"):
+        experiment(steps=1, pairs_per_prompt=10, labels="hard")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,31 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 # --8<-- [end:group_advantages]
 
 
-def test_group_advantages_match_formula():
+# Nearby rules a critic would put in place of the paper's, as counterfactuals of the
+# claims below (each (num_prompts, G) -> (num_prompts, G)).
+def mean_only_advantages(rewards, eps=1e-4):
+    """r - group mean, no division by the std (Dr. GRPO, arXiv:2503.20783, Sec. 3)."""
+    return rewards - rewards.mean(dim=1, keepdim=True)
+
+
+def leave_one_out_advantages(rewards, eps=1e-4):
+    """(r - mean of the other G-1 rewards) / (sample std + eps): an RLOO baseline."""
+    G = rewards.shape[1]
+    others = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)
+    return (rewards - others) / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def eps_only_advantages(rewards, eps=1e-4):
+    """TRL's rule as written: (r - mean) / (std + eps), nothing else; a flat group
+    relies on eps alone, and a group of one has a NaN std."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    return (rewards - mean) / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def test_group_advantages_match_formula(advantage_fn=group_advantages):
     g = torch.Generator().manual_seed(0)
     r = torch.rand(5, 8, generator=g, dtype=torch.float64)
-    adv = group_advantages(r)
+    adv = advantage_fn(r)
     sample_std = r.std(1, unbiased=True, keepdim=True)
     expected = (r - r.mean(1, keepdim=True)) / (sample_std + 1e-4)
     # float64 arithmetic on 8 numbers: 1e-12 is rounding.
@@ -72,9 +93,10 @@ def test_group_advantages_match_trl_sample_std():
                                atol=1e-12, rtol=0)
 
 
-def test_all_equal_group_gets_zero_advantage():
+def test_all_equal_group_gets_zero_advantage(advantage_fn=group_advantages):
     from snippets.grpo.loss import grpo_loss, k3_kl
 
+    group_advantages = advantage_fn  # the rule under test (a counterfactual swaps it)
     r = torch.tensor([[0.1, 0.1, 0.1], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
     adv = group_advantages(r)
     assert not torch.isnan(adv).any(), "NaN advantage"

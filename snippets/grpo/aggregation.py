@@ -33,7 +33,8 @@ def constant_normaliser(per_token, mask, max_len):
 # --8<-- [end:aggregators]
 
 
-def test_sequence_mean_weights_tokens_by_inverse_length():
+def test_sequence_mean_weights_tokens_by_inverse_length(paper_rule=sequence_mean):
+    # paper_rule: the aggregation taken to be the paper's (and grpo_loss's).
     from snippets.grpo.loss import grpo_loss, per_token_loss
 
     B, T = 4, 10
@@ -41,7 +42,7 @@ def test_sequence_mean_weights_tokens_by_inverse_length():
     mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).to(torch.float64)
     f64 = dict(dtype=torch.float64)
     for agg, expected in [
-        (sequence_mean, 1.0 / (B * lengths.to(torch.float64))),
+        (paper_rule, 1.0 / (B * lengths.to(torch.float64))),
         (token_mean, torch.full((B,), 1.0 / lengths.sum().item(), **f64)),
         (lambda l, m: constant_normaliser(l, m, T),
          torch.full((B,), 1.0 / (B * T), **f64)),
@@ -70,7 +71,7 @@ def test_sequence_mean_weights_tokens_by_inverse_length():
     old = lp + 0.2 * torch.randn(2, T, generator=g2, **f64)
     a = torch.tensor([0.5, -1.0], **f64)
     torch.testing.assert_close(grpo_loss(lp, old, old, a, m),
-                               sequence_mean(per_token_loss(lp, old, old, a), m),
+                               paper_rule(per_token_loss(lp, old, old, a), m),
                                atol=1e-12, rtol=0)
 
 

@@ -120,6 +120,12 @@ def grpo_prompt_weight(p, G, eps=1e-4):
 # --8<-- [end:prompt_weight]
 
 
+def mean_rule_prompt_weight(p, G, eps=1e-4):
+    """The same weight for the "mean" rule (no std): (G-1)/G whatever p is. The
+    counterfactual of GRPO's difficulty reweighting."""
+    return (G - 1) / G
+
+
 def _bandit(K=19, p_correct=0.2, seed=0):
     """A 'sum of two digits' prompt: 19 possible answers, one right (index 3), reward 1
     if right; the wrong answers share 1 - p_correct in fixed random proportions."""
@@ -131,6 +137,27 @@ def _bandit(K=19, p_correct=0.2, seed=0):
     reward = torch.zeros(K, dtype=torch.float64)
     reward[3] = 1.0
     return probs, reward
+
+
+def expected_reward(probs, reward):
+    """V = E_pi[r], the policy's average reward; probs, reward: (K,) -> ()."""
+    return (probs * reward).sum()
+
+
+def mode_reward(probs, reward):
+    """The reward of the policy's most probable answer, (K,), (K,) -> (): "the typical
+    action" instead of the average one (a counterfactual baseline)."""
+    return reward[probs.argmax()]
+
+
+def group_mean(rewards):
+    """The group's mean reward, (n, G) -> (n,): GRPO's baseline (Sec. 4.1.1)."""
+    return rewards.mean(1)
+
+
+def group_median(rewards):
+    """The group's (lower) median reward, (n, G) -> (n,): a robust alternative."""
+    return rewards.median(1).values
 
 
 RULES = ("none", "mean", "rloo", "grpo")
@@ -254,7 +281,7 @@ P_GRID = (0.05, 0.2, 0.35, 0.5, 0.8, 0.95)
 G_GRID = (2, 4, 8, 16, 64, 1024)
 
 
-def test_qualifies_group_baseline_cuts_variance():
+def test_qualifies_group_baseline_cuts_variance(bonus=0.0):
     G = 8
     # Holds (unbiased): r_i - mean = (G-1)/G (r_i - mean of others) exactly, so the
     # group mean gives (G-1)/G times the unbiased leave-one-out estimate: same direction
@@ -277,8 +304,10 @@ def test_qualifies_group_baseline_cuts_variance():
     #   [V (2 b* - V) E[m2] - (Var r E[m2] + ||g*||^2) / (G-1)] / G,
     # positive only if V is closer to the optimal constant baseline b* than 0 is
     # (V < 2 b*), by more than the noise of estimating V from G-1 samples.
+    # (bonus: the reward's offset in this part, 0 for the bare 0/1 reward)
     for p in P_GRID:
         probs, reward = _bandit(p_correct=p)
+        reward = reward + bonus
         V = (probs * reward).sum()
         b_star = optimal_baseline(probs, reward)
         m2 = ((torch.eye(19, dtype=torch.float64) - probs) ** 2).sum(1)
@@ -286,10 +315,10 @@ def test_qualifies_group_baseline_cuts_variance():
         g2 = true_gradient(probs, reward).pow(2).sum()
         ratios = []
         for G in G_GRID:
-            # Bare 0/1 reward, one right answer: SNR of "none" is G p / (1 - p).
-            snr_none = exact_snr(p, 0.0, G, "none")
-            assert abs(snr_none / (G * p / (1 - p)) - 1) < 1e-9, (p, G, snr_none)
-            ratios.append(exact_snr(p, 0.0, G, "mean") / snr_none)
+            snr_none = exact_snr(p, bonus, G, "none")
+            if bonus == 0.0:  # bare 0/1 reward, one right answer: SNR = G p / (1 - p)
+                assert abs(snr_none / (G * p / (1 - p)) - 1) < 1e-9, (p, G, snr_none)
+            ratios.append(exact_snr(p, bonus, G, "mean") / snr_none)
             gain = (V * (2 * b_star - V) * e_m2 - (var_r * e_m2 + g2) / (G - 1)) / G
             diff = (exact_total_variance(probs, reward, G, "none")
                     - exact_total_variance(probs, reward, G, "rloo"))
@@ -323,7 +352,7 @@ def test_grpo_weight_depends_on_the_prompt_success_rate():
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3, errors
 
 
-def test_group_mean_estimates_value_without_critic():
+def test_group_mean_estimates_value_without_critic(statistic=group_mean):
     # V(q) = E_{o~pi}[r] is what PPO's critic learns; the group mean is its Monte Carlo
     # estimate: unbiased, with variance Var r / G.
     probs, reward = _bandit()
@@ -333,7 +362,7 @@ def test_group_mean_estimates_value_without_critic():
     n = 20_000
     for G in (4, 16, 64):
         y = torch.multinomial(probs, n * G, replacement=True, generator=g).view(n, G)
-        means = reward[y].mean(1)
+        means = statistic(reward[y])
         # mean of n group means: standard error sqrt(Var r / G / n); 4 of them
         assert abs(means.mean().item() - V) < 4 * (var_r / G / n) ** 0.5
         # sample variance of n near-Gaussian means: relative standard error
@@ -341,14 +370,14 @@ def test_group_mean_estimates_value_without_critic():
         assert abs(means.var().item() / (var_r / G) - 1) < 5 * (2 / (n - 1)) ** 0.5
 
 
-def test_advantage_measures_better_or_worse_than_average():
+def test_advantage_measures_better_or_worse_than_average(baseline=expected_reward):
     # A(q, o) = r(q, o) - V(q) is positive exactly for answers better than the policy's
     # average and zero on average under pi: that is its definition (identities below).
     # What can fail is the estimate: with a large group, r - group mean tends to r - V,
     # and the GRPO rule to (r - V) / sigma_r.
     probs, reward = _bandit()
     reward = reward + 0.3 * torch.arange(19, dtype=torch.float64) / 19  # graded rewards
-    V = (probs * reward).sum()
+    V = baseline(probs, reward)
     A = reward - V
     assert abs((probs * A).sum().item()) < 1e-12
     assert ((A > 0) == (reward > V)).all()

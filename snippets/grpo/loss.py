@@ -133,7 +133,14 @@ def test_grpo_loss_matches_explicit_loops():
     assert grpo_loss(lp32, old32, ref32, adv32, mask.double()).dtype == torch.float32
 
 
-def test_clipped_tokens_get_zero_gradient():
+def clip_only_surrogate(logps, old_logps, advantages, clip_eps=0.2):
+    """clip(rho, 1-eps, 1+eps) A without PPO's min: zero gradient on BOTH sides of the
+    range (a counterfactual of the claim below). Shapes as clipped_surrogate."""
+    ratio = torch.exp(logps - old_logps)
+    return torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages.unsqueeze(1)
+
+
+def test_clipped_tokens_get_zero_gradient(surrogate=clipped_surrogate):
     # Ratios on both sides of the clip range, for a positive and a negative advantage.
     eps = 0.2
     ratios = torch.tensor([0.5, 0.79, 0.9, 1.0, 1.1, 1.21, 2.0], dtype=torch.float64)
@@ -141,7 +148,7 @@ def test_clipped_tokens_get_zero_gradient():
         logps = ratios.log().unsqueeze(0).clone().requires_grad_(True)  # old_logps = 0
         old = torch.zeros_like(logps)
         adv = torch.tensor([a], dtype=torch.float64)
-        clipped_surrogate(logps, old, adv, eps).sum().backward()
+        surrogate(logps, old, adv, eps).sum().backward()
         grad = logps.grad[0]
         # d(rho A)/d log pi = rho A where the unclipped term is active, else 0.
         clipped = (ratios > 1 + eps) if a > 0 else (ratios < 1 - eps)

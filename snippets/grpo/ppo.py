@@ -52,8 +52,10 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
 # --8<-- [end:kl_placement]
 
 
-def test_qualifies_grpo_is_ppo_with_same_objective():
-    from snippets.grpo.baseline import grpo_prompt_weight
+from snippets.grpo.baseline import grpo_prompt_weight, mean_rule_prompt_weight
+
+
+def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_weight):
     from snippets.grpo.loss import clipped_surrogate, per_token_loss
 
     B, T = 6, 5
@@ -78,7 +80,7 @@ def test_qualifies_grpo_is_ppo_with_same_objective():
     # Carlo check: snippets/grpo/baseline.py.)
     for G in (4, 8, 16):
         # the further p is from 1/2 (too easy or too hard), the larger the weight
-        w = [grpo_prompt_weight(p, G) for p in (0.5, 0.2, 0.05)]
+        w = [prompt_weight(p, G) for p in (0.5, 0.2, 0.05)]
         assert w[0] < w[1] < w[2], (G, w)
 
     # Does not hold (2): the KL sits elsewhere and pulls differently. On a categorical

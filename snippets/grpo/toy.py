@@ -201,9 +201,10 @@ def test_plateau_is_where_the_expected_update_vanishes():
     assert all(a > b for a, b in zip(qs, qs[1:])), qs
 
 
-def test_grpo_learns_digit_sum_from_chance():
+def test_grpo_learns_digit_sum_from_chance(overrides=()):
+    # overrides: (name, value) pairs for experiment(), none for the page's runs.
     for seed in SEEDS:
-        h = train(seed=seed)
+        h = train(seed=seed, **dict(overrides))
         assert h["seconds"] < 30, f"took {h['seconds']:.1f}s"
         # pi_ref is uniform up to logits of order 0.01: chance is 1/19 within 1%
         start, end = h["expected_reward"][0], h["expected_reward"][-1]
@@ -213,17 +214,18 @@ def test_grpo_learns_digit_sum_from_chance():
         assert h["kl"][0] == 0.0 and h["kl"][-1] > 0.5, "the policy must leave pi_ref"
 
 
-def test_beta_plateau_is_the_k3_and_std_fixed_point():
+def test_beta_plateau_is_the_k3_and_std_fixed_point(predicted=("k3_loss", True)):
     # beta = 0.3: after 300 iterations the run sits on a plateau. Four hypotheses for
     # where it should stop (KL gradient x advantage normalisation) predict very
     # different right-answer probabilities q; the run must be nearer to the one GRPO
     # actually implements (k3 in the loss, std-normalised advantages) than to any
     # other: within half the distance to the nearest alternative.
+    # predicted: the (KL placement, std) hypothesis the run is claimed to follow.
     beta, G = 0.3, 16
     hypotheses = {(kl, std): plateau(beta, G, kl, std)
                   for kl in ("k3_loss", "kl_reward") for std in (True, False)}
-    q_grpo, kl_grpo = hypotheses[("k3_loss", True)]
-    others = [v for k, v in hypotheses.items() if k != ("k3_loss", True)]
+    q_grpo, kl_grpo = hypotheses[predicted]
+    others = [v for k, v in hypotheses.items() if k != predicted]
     q_margin = min(abs(q - q_grpo) for q, _ in others) / 2
     kl_margin = min(abs(k - kl_grpo) for _, k in others) / 2
     for seed in SEEDS:
