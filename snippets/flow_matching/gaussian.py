@@ -125,12 +125,12 @@ def velocity_errors(model, n: int = 20_000, seed: int = 123):
 # --8<-- [end:net_vs_closed_form]
 
 
-def test_trained_network_matches_marginal_velocity():
+def test_trained_network_matches_marginal_velocity(steps=1500):
     from snippets.flow_matching.model import train_flow_matching
 
     torch.set_num_threads(1)
     data = lambda n, g: sample_gaussian_data(n, g)
-    model = train_flow_matching(data, steps=1500, hidden=128, seed=0)
+    model = train_flow_matching(data, steps=steps, hidden=128, seed=0)
     err_net, err_target = velocity_errors(model)
     assert velocity_errors(model) == (err_net, err_target)  # seeded
     # The network is trained on the noisy per-pair targets x1 - x0, yet lands on their
