@@ -50,13 +50,13 @@ def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
 # --8<-- [end:simulate]
 
 
-def test_sde_and_ode_marginals_agree():
+def test_sde_and_ode_marginals_agree(drop_correction=False):
     # 20 000 particles: standard errors <= sqrt(0.75 / 20 000) = 0.006 for a mean and
     # <= 0.75 sqrt(2 / 20 000) = 0.0075 for a covariance entry (variances here are
     # <= 0.75); 0.03 is 4-5 of them. Checked for three noise levels a (the claim is for
     # every a).
     for a in (0.3, 0.7, 1.0):
-        res = simulate_moments(noise_level=a)
+        res = simulate_moments(noise_level=a, drop_correction=drop_correction)
         assert set(res) == {0.75, 0.5, 0.25, 0.0}
         for t, (om, oc, sm, sc, em, ec) in res.items():
             for name, m, c in (("ODE", om, oc), ("SDE", sm, sc)):
@@ -64,11 +64,12 @@ def test_sde_and_ode_marginals_agree():
                 assert (c - ec).abs().max() < 0.03, f"a={a} t={t} {name} cov {c}"
 
 
-def test_refutes_noise_without_score_correction_keeps_marginals():
+def test_refutes_noise_without_score_correction_keeps_marginals(noise_level=0.7):
     # The correction term sigma_t^2/(2t) (x + (1 - t) v) is what keeps p_t: adding the
     # same noise to the plain ODE step inflates the covariance far beyond the sampling
     # error (0.2 is more than 25 standard errors).
-    res = simulate_moments(drop_correction=True, checkpoints=(0.0,))
+    res = simulate_moments(drop_correction=True, checkpoints=(0.0,),
+                           noise_level=noise_level)
     _, _, _, sc, _, ec = res[0.0]
     assert (sc - ec).abs().max() > 0.2, f"covariance without correction {sc} vs {ec}"
 
