@@ -25,7 +25,12 @@ def step_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std, sigma, sigma_next):
 # --8<-- [end:step_kl]
 
 
-def test_step_kl_matches_torch_and_the_velocity_form():
+def step_kl_mean_over_dims(mean, ref_mean, std, sigma, sigma_next):
+    """step_kl averaged (not summed) over the non-batch dims: a counterfactual."""
+    return step_kl(mean, ref_mean, std, sigma, sigma_next) / mean[0].numel()
+
+
+def test_step_kl_matches_torch_and_the_velocity_form(kl_fn=step_kl):
     from snippets.flow_grpo.sde import sde_step_with_logprob
 
     g = torch.Generator().manual_seed(0)
@@ -34,7 +39,7 @@ def test_step_kl_matches_torch_and_the_velocity_form():
     t, t_next = 0.6, 0.5
     _, _, mean, std = sde_step_with_logprob(v, x, t, t_next)
     _, _, ref_mean, _ = sde_step_with_logprob(v_ref, x, t, t_next)
-    kl = step_kl(mean, ref_mean, std, t, t_next)
+    kl = kl_fn(mean, ref_mean, std, t, t_next)
     s = std * (t - t_next) ** 0.5
     N = lambda m: torch.distributions.Independent(
         torch.distributions.Normal(m, s.expand_as(m)), 2)
@@ -87,7 +92,7 @@ def reference_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std) -> torch.Tenso
 # --8<-- [end:reference_kl]
 
 
-def test_reference_kl_is_the_true_kl_times_dt_over_d():
+def test_reference_kl_is_the_true_kl_times_dt_over_d(beta_times_dt=True):
     from snippets.flow_grpo.sde import sde_step_with_logprob
     from snippets.grpo.loss import clipped_surrogate
 
@@ -124,7 +129,8 @@ def test_reference_kl_is_the_true_kl_times_dt_over_d():
 
     beta_ref = 0.04  # config/grpo.py (SD3.5: GenEval, OCR)
     g_ref = grad(True, beta_ref)
-    torch.testing.assert_close(g_ref, grad(False, beta_ref * (t - t_next)) / D,
-                               atol=1e-12, rtol=1e-9)
+    # beta_times_dt = False: the same number for beta in both losses
+    beta = beta_ref * (t - t_next) if beta_times_dt else beta_ref
+    torch.testing.assert_close(g_ref, grad(False, beta) / D, atol=1e-12, rtol=1e-9)
     # ...and not with the same number in both places.
     assert not torch.allclose(g_ref, grad(False, beta_ref) / D, rtol=1e-2)

@@ -36,7 +36,7 @@ def parameter_change(optimizer: str, loss_scale: float, steps=20, seed=0, eps=1e
 # --8<-- [end:adam_vs_sgd]
 
 
-def test_refutes_a_constant_loss_scale_shrinks_the_adamw_step():
+def test_refutes_a_constant_loss_scale_shrinks_the_adamw_step(optimizer="adamw"):
     D = 1024  # the per-dimension mean divides the loss (and every gradient) by D
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()
     # SGD: one step is lr * gradient, so it shrinks exactly by D.
@@ -45,13 +45,14 @@ def test_refutes_a_constant_loss_scale_shrinks_the_adamw_step():
                                atol=1e-15, rtol=1e-10)
     # AdamW without its eps: 20 steps with the loss divided by D (or by 65 536, an SD3
     # latent at 512 px) are the same steps, to float64 precision.
-    exact = parameter_change("adamw", 1.0, eps=0.0)
+    exact = parameter_change(optimizer, 1.0, eps=0.0)
     for scale in (1 / D, 1 / 65536):
-        assert rel(parameter_change("adamw", scale, eps=0.0), exact) < 1e-9
+        assert rel(parameter_change(optimizer, scale, eps=0.0), exact) < 1e-9
     # With the reference's eps = 1e-8 the only change is that eps now competes with
     # gradients D times smaller (as if eps were D times larger): the step stays the same
     # size up to a few per cent, nowhere near the D-fold reduction of the SGD reading.
-    adam, adam_scaled = parameter_change("adamw", 1.0), parameter_change("adamw", 1 / D)
+    adam = parameter_change(optimizer, 1.0)
+    adam_scaled = parameter_change(optimizer, 1 / D)
     assert rel(adam_scaled, adam) < 0.1, rel(adam_scaled, adam)
     assert adam_scaled.norm() > 0.9 * adam.norm() > 100 * adam.norm() / D
 

@@ -50,13 +50,13 @@ def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
 # --8<-- [end:simulate]
 
 
-def test_sde_and_ode_marginals_agree():
+def test_sde_and_ode_marginals_agree(drop_correction=False):
     # 20 000 particles: standard errors <= sqrt(0.75 / 20 000) = 0.006 for a mean and
     # <= 0.75 sqrt(2 / 20 000) = 0.0075 for a covariance entry (variances here are
     # <= 0.75); 0.03 is 4-5 of them. Checked for three noise levels a (the claim is for
     # every a).
     for a in (0.3, 0.7, 1.0):
-        res = simulate_moments(noise_level=a)
+        res = simulate_moments(noise_level=a, drop_correction=drop_correction)
         assert set(res) == {0.75, 0.5, 0.25, 0.0}
         for t, (om, oc, sm, sc, em, ec) in res.items():
             for name, m, c in (("ODE", om, oc), ("SDE", sm, sc)):
@@ -64,11 +64,12 @@ def test_sde_and_ode_marginals_agree():
                 assert (c - ec).abs().max() < 0.03, f"a={a} t={t} {name} cov {c}"
 
 
-def test_refutes_noise_without_score_correction_keeps_marginals():
+def test_refutes_noise_without_score_correction_keeps_marginals(noise_level=0.7):
     # The correction term sigma_t^2/(2t) (x + (1 - t) v) is what keeps p_t: adding the
     # same noise to the plain ODE step inflates the covariance far beyond the sampling
     # error (0.2 is more than 25 standard errors).
-    res = simulate_moments(drop_correction=True, checkpoints=(0.0,))
+    res = simulate_moments(drop_correction=True, checkpoints=(0.0,),
+                           noise_level=noise_level)
     _, _, _, sc, _, ec = res[0.0]
     assert (sc - ec).abs().max() > 0.2, f"covariance without correction {sc} vs {ec}"
 
@@ -98,7 +99,7 @@ def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
 # --8<-- [end:explore]
 
 
-def test_sde_explores_where_the_ode_cannot():
+def test_sde_spreads_from_one_state_with_its_exact_law():
     def sde_law_from_one_start(noise_level, x=(0.4, -0.2), num_steps=10, mu=MU,
                                cov=COV):
         """Exact law of both end points from the start x at t = 0.9 (the grid of
@@ -159,3 +160,89 @@ def test_sde_explores_where_the_ode_cannot():
         # chi2_20 has excess kurtosis 0.6: the sample std's relative standard error
         # is sqrt(2.6 / (4 n)); 5 of them.
         assert abs(logp.std() / std - 1) < 5 * (2.6 / (4 * n)) ** 0.5, logp.std()
+
+
+# --8<-- [start:group]
+import torch
+from snippets.flow_grpo.sde import sde_step_with_logprob
+from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
+from snippets.flow_matching.sampling import euler_sample
+
+
+def ode_group(n=20_000, num_steps=100, shared_noise=False, seed=0):
+    """A GRPO group of n ODE samples (Euler, num_steps, exact velocity) for one
+    condition. Each trajectory draws its own x1 ~ N(0, I), as train.py:rollout does;
+    shared_noise: one x1 for the whole group. returns the end points, (n, 2)."""
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.randn(1 if shared_noise else n, 2, generator=g, dtype=torch.float64)
+    v = lambda x, t: marginal_velocity(x, t, MU, COV)
+    return euler_sample(v, x1.expand(n, 2), num_steps)
+
+
+def step_log_prob(theta, x, x_next, t, t_next, noise_level):
+    """log pi_theta(x_next | x) of one SDE step (sde.py) of the policy whose velocity
+    is v* + theta; theta (2,) stands for the network's parameters. x, x_next: (n, 2).
+    returns the log-probs (n,) and d sum(log-probs) / d theta, (2,)."""
+    theta = theta.clone().requires_grad_(True)
+    v = marginal_velocity(x, t, MU, COV) + theta
+    _, lp, _, _ = sde_step_with_logprob(v, x, t, t_next, noise_level=noise_level,
+                                        prev_sample=x_next)
+    (grad,) = torch.autograd.grad(lp.sum(), theta)
+    return lp.detach(), grad
+# --8<-- [end:group]
+
+
+def test_ode_group_varies_through_x1_but_only_the_sde_step_has_a_log_prob(
+        shared_noise=False):
+    n = 20_000
+    # (1) Given x1 the ODE is one map: 200 runs from one x1 end at one point.
+    one = ode_group(n=200, shared_noise=True)
+    assert torch.equal(one, one[:1].expand_as(one))
+    # (2) A group as GRPO draws it (a fresh x1 per trajectory) is NOT one point: the
+    # end points are all distinct and spread like the data N(MU, COV). Tolerance
+    # 0.05 on each std: its standard error is sqrt(0.5 / (2n)) = 0.0035, the rest is
+    # for the 100-step Euler bias (RMS 0.013, diffusion.py).
+    group = ode_group(n=n, shared_noise=shared_noise)
+    assert torch.unique(group, dim=0).shape[0] == n, "ODE group has repeated samples"
+    assert ((group.std(0) - COV.diag().sqrt()).abs() < 0.05).all(), group.std(0)
+    # (3) What the ODE lacks is a per-step density. One SDE step from x ~ p_0.6 to
+    # t = 0.5: log pi_theta is differentiable in theta, with the Gaussian's gradient
+    # sum_n (x' - mu_n) / s^2 * w dt, w = 1 + sigma_t^2 (1 - t) / (2t) (Eq. (9),
+    # arXiv:2505.05470), and its score has mean 0 over the sampled x' (a genuine
+    # density): within 5 standard errors |w dt| / (s sqrt(n)).
+    t, t_next, a = 0.6, 0.5, 0.7
+    g = torch.Generator().manual_seed(1)
+    # x_t = (1 - t) x0 + t x1 with x0 from the ODE (~ data), t = 0.6
+    x = 0.4 * ode_group(n=n, seed=2) + 0.6 * torch.randn(n, 2, generator=g,
+                                                         dtype=torch.float64)
+    theta = torch.zeros(2, dtype=torch.float64)
+    v = marginal_velocity(x, t, MU, COV)
+    x_next, _, mean, std = sde_step_with_logprob(v, x, t, t_next, noise_level=a,
+                                                 noise=torch.randn(n, 2, generator=g,
+                                                                   dtype=torch.float64))
+    lp, grad = step_log_prob(theta, x, x_next, t, t_next, a)
+    assert torch.isfinite(lp).all()
+    s2, dt = std ** 2 * (t - t_next), t_next - t
+    w = 1 + std ** 2 * (1 - t) / (2 * t)
+    torch.testing.assert_close(grad, ((x_next - mean) / s2 * w * dt).sum(0),
+                               atol=1e-8, rtol=1e-10)
+    assert (grad.abs() / n < 5 * abs(w * dt) / (s2.sqrt() * n ** 0.5)).all(), grad
+    # The ODE is the limit a -> 0: a zero-variance step has no finite log-density, and
+    # before the limit the ratio of a FIXED small policy change (theta = 0.01 e1) at
+    # the recorded x' degenerates: E log r = -|u|^2 / 2 with u = w dt theta / s, and
+    # |u| grows like 1 / a.
+    lp0 = sde_step_with_logprob(v, x, t, t_next, noise_level=0.0)[1]
+    assert not torch.isfinite(lp0).any(), "a zero-variance step has a log-density?"
+    d_theta = torch.tensor([0.01, 0.0], dtype=torch.float64)
+    mean_log_r = {}
+    for a in (0.7, 0.07, 0.007, 0.0007):
+        x_a, lp_old, _, std_a = sde_step_with_logprob(
+            v, x, t, t_next, noise_level=a,
+            noise=torch.randn(n, 2, generator=g, dtype=torch.float64))
+        lp_new, _ = step_log_prob(d_theta, x, x_a, t, t_next, a)
+        w_a = 1 + std_a ** 2 * (1 - t) / (2 * t)
+        u = (w_a * abs(dt) * d_theta.norm() / (std_a * (t - t_next) ** 0.5)).item()
+        log_r = lp_new - lp_old  # ~ N(-u^2 / 2, u^2) over the sampled x'
+        assert abs(log_r.mean() + u ** 2 / 2) < 5 * u / n ** 0.5, (a, log_r.mean(), u)
+        mean_log_r[a] = log_r.mean().item()
+    assert mean_log_r[0.0007] < -5 < -1e-3 < mean_log_r[0.7], mean_log_r

@@ -79,26 +79,41 @@ def paper_mean(velocity, x, t, dt, noise_level=0.7):
 # --8<-- [end:paper_form]
 
 
+def paper_mean_correcting_v_only(velocity, x, t, dt, noise_level=0.7):
+    """A misreading of Eq. (9) with the score correction on v alone,
+    x + [v + sigma_t^2 / (2t) (1 - t) v] dt (the x_t term dropped): a
+    counterfactual of paper_mean."""
+    sigma_t = noise_level * (t / (1 - t)) ** 0.5
+    return x + (velocity + sigma_t ** 2 / (2 * t) * (1 - t) * velocity) * dt
+
+
+def sde_step_mean_over_dims(velocity, x, sigma, sigma_next, **kw):
+    """sde_step_with_logprob with the log-prob AVERAGED over the non-batch dims, as
+    the reference does: a counterfactual of the summed log-density."""
+    x_next, log_prob, mean, std = sde_step_with_logprob(velocity, x, sigma, sigma_next,
+                                                        **kw)
+    return x_next, log_prob / x[0].numel(), mean, std
+
+
 F64 = torch.float64
 
 
-def test_grouped_mean_is_the_paper_formula():
+def test_grouped_mean_is_the_paper_formula(paper=paper_mean):
     g = torch.Generator().manual_seed(0)
     x, v, noise = (torch.randn(6, 4, 3, 3, generator=g, dtype=F64) for _ in range(3))
     for t, t_next in [(0.9, 0.8), (0.5, 0.45), (0.1, 0.02)]:
         _, _, mean, _ = sde_step_with_logprob(v, x, t, t_next, noise=noise)
-        expected = paper_mean(v, x, t, t_next - t)
+        expected = paper(v, x, t, t_next - t)
         torch.testing.assert_close(mean, expected, atol=1e-12, rtol=0)
 
 
-def test_step_log_prob_matches_torch_distributions():
+def test_step_log_prob_matches_torch_distributions(step=sde_step_with_logprob):
     g = torch.Generator().manual_seed(1)
     x, v, noise = (torch.randn(6, 4, 3, 3, generator=g, dtype=F64) for _ in range(3))
     # one sigma per batch element
     sigma = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.2, 0.1], dtype=torch.float64)
     sigma_next = sigma - 0.05
-    x_next, log_prob, mean, std = sde_step_with_logprob(v, x, sigma, sigma_next,
-                                                        noise=noise)
+    x_next, log_prob, mean, std = step(v, x, sigma, sigma_next, noise=noise)
     assert log_prob.shape == (6,)
     scale = 0.7 * (sigma / (1 - sigma)).sqrt() * 0.05 ** 0.5
     scale = scale.reshape(6, 1, 1, 1).expand_as(x)

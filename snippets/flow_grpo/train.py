@@ -282,17 +282,17 @@ def _reference(pid: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _before_after(seed: int, pid: int):
+def _before_after(seed: int, pid: int, beta: float = 0.1):
     """One GRPO run, shared by the two tests below (pid: as in _reference)."""
     torch.set_num_threads(1)
     ref = _reference(pid)
-    policy, history, seconds = train_flow_grpo(ref, seed=seed)
+    policy, history, seconds = train_flow_grpo(ref, seed=seed, beta=beta)
     return evaluate(ref), evaluate(policy), seconds
 
 
-def test_flow_grpo_raises_reward_and_stays_on_data():
-    for seed in SEEDS:
-        before, after, seconds = _before_after(seed, os.getpid())
+def test_flow_grpo_raises_reward_and_stays_on_data(beta=0.1, seeds=SEEDS):
+    for seed in seeds:
+        before, after, seconds = _before_after(seed, os.getpid(), beta)
         assert seconds < 30, f"seed {seed}: GRPO took {seconds:.1f} CPU s"
         gain = after["reward"] - before["reward"]
         assert gain > 0.3, (seed, before["reward"], after["reward"])

@@ -188,8 +188,19 @@ def test_ddim_with_eta_1_is_the_ddpm_posterior_step():
         assert torch.equal(g0.get_state(), torch.Generator().manual_seed(6).get_state())
 
 
+def ddpm_mean_only(xT, eps_fn, betas, alphas, abar, generator=None):
+    """Algorithm 2 of arXiv:2006.11239 without its sigma_t z term: each step keeps
+    only its mean, no noise after x_T (a counterfactual sampler). xT: (batch, d)."""
+    x = xT
+    with torch.no_grad():
+        for t in range(len(betas) - 1, 0, -1):
+            x = (x - betas[t] / (1 - abar[t]).sqrt() * eps_fn(x, t)) / alphas[t].sqrt()
+    return x
+
+
 def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, randn,
-                                                       moments_ok):
+                                                       moments_ok,
+                                                       sampler_fn=ddpm_ancestral):
     def ancestral_given_xT(betas, alphas, abar, mu=MU, cov=COV):
         """Exact law of DDPM's ancestral sample given x_T, for data N(mu, cov) and the
         exact eps predictor: eps is affine in x, so each step is
@@ -206,7 +217,7 @@ def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, ra
 
     betas, alphas, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
-    sampler = lambda xT, g: ddpm_ancestral(xT, eps_fn, betas, alphas, abar, g)
+    sampler = lambda xT, g: sampler_fn(xT, eps_fn, betas, alphas, abar, g)
     spread = spread_from_one_start(sampler)
     # From one x_T the outputs scatter with the exact conditional std sqrt(diag P); a
     # sample std of 2000 runs has relative standard error 1 / sqrt(2 * 2000) = 1.6 %:
@@ -226,22 +237,23 @@ def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, ra
 
 
 def test_ddim_eta0_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                           moments_ok):
+                                                           moments_ok, eta=0.0):
     _, _, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
-    spread0 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 0.0, g), 200)
+    spread0 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, eta, g), 200)
     spread1 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 1.0, g), 2000)
     assert torch.equal(spread0, torch.zeros(2, dtype=torch.float64)), spread0
     # eta = 1 is random again: a spread of the order of the data std (0.71, 0.63), far
     # above the 1.6 % relative sampling error of a std over 2000 runs.
     assert (spread1 > 0.5 * COV.diag().sqrt()).all(), f"DDIM eta=1: {spread1}"
-    ok, errs = moments_ok(ddim(randn(1, 20_000, 2), eps_fn, abar, 0.0))
+    ok, errs = moments_ok(ddim(randn(1, 20_000, 2), eps_fn, abar, eta))
     assert ok, f"DDIM eta=0 moments off: {errs}"
 
 
 def test_flow_ode_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                          moments_ok):
-    v = lambda x, t: marginal_velocity(x, t, MU, COV)
+                                                          moments_ok, sign=1.0):
+    # sign = -1: the velocity of the other time convention (noise at t = 0)
+    v = lambda x, t: sign * marginal_velocity(x, t, MU, COV)
     spread = spread_from_one_start(lambda x1, g: euler_sample(v, x1, 100), n_runs=200)
     assert torch.equal(spread, torch.zeros(2, dtype=torch.float64)), spread
     # The path is the ODE's unique solution from x1, not an artefact of the sampler:

@@ -65,3 +65,28 @@ def test_training_reduces_the_loss():
         before = flow_matching_loss(untrained, x0, torch.Generator().manual_seed(6))
         after = flow_matching_loss(model, x0, torch.Generator().manual_seed(6))
     assert after < 0.7 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+def test_velocity_mlp_time_features_and_seeded_training():
+    # t enters as sin/cos of 2 pi 2^k t, k = 0..3 (8 features next to x); a scalar t
+    # is the same t for every row. Training is seeded (same seed, same weights) and
+    # returns the model in evaluation mode.
+    torch.manual_seed(0)
+    m = VelocityMLP(hidden=16)
+    torch.testing.assert_close(m.freqs, torch.pi * torch.tensor([1.0, 2.0, 4.0, 8.0]),
+                               atol=0, rtol=0)
+    assert m.net[0].in_features == 2 + 8 and m.net[-1].out_features == 2
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
+    out = m(x, torch.tensor(0.3))
+    assert out.shape == (5, 2)
+    assert torch.equal(out, m(x, torch.full((5,), 0.3)))
+    ang = 0.3 * m.freqs
+    feats = torch.cat([x, ang.sin().expand(5, 4), ang.cos().expand(5, 4)], dim=-1)
+    torch.testing.assert_close(out, m.net(feats), atol=1e-6, rtol=0)
+    data = lambda n, g: torch.randn(n, 2, generator=g)
+    a = train_flow_matching(data, steps=3, hidden=16, seed=1)
+    b = train_flow_matching(data, steps=3, hidden=16, seed=1)
+    c = train_flow_matching(data, steps=3, hidden=16, seed=2)
+    assert not a.training
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))

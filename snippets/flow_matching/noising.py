@@ -56,13 +56,13 @@ import pytest  # noqa: E402
 def conditioning_errors():
     """errors(process, times): departures from x_t | (x0, t) ~ N(a x0, b^2 I), and
     from x_t | (x0, n, t) being one fixed point."""
-    def errors(process: str, times) -> list[str]:
+    def errors(process: str, times, shared=False) -> list[str]:
         eye, found = torch.eye(2, dtype=torch.float64), []
         for t in times:
             a, b = coefficients(process, t)
             # Given (x0, t) only: x_t ~ N(a x0, b^2 I). Tolerances: 5 standard errors
             # of a sample mean (b / sqrt(n)) and of a sample variance (b^2 sqrt(2 / n)).
-            xt = noise_one_point(process, t)
+            xt = noise_one_point(process, t, same_noise=shared)
             n = xt.shape[0]
             mean_err = (xt.mean(0) - a * X0[0]).abs().max().item()
             cov_err = (torch.cov(xt.T) - b ** 2 * eye).abs().max().item()
@@ -81,14 +81,15 @@ def conditioning_errors():
 
 
 def test_ddpm_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
-        conditioning_errors):
-    errors = conditioning_errors("ddpm", (10, 30, 60))
+        conditioning_errors, shared_noise=False):
+    # shared_noise: every call reuses one eps (x_t a function of (x0, t) alone)
+    errors = conditioning_errors("ddpm", (10, 30, 60), shared_noise)
     assert not errors, errors
 
 
 def test_flow_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
-        conditioning_errors):
-    errors = conditioning_errors("flow", (0.1, 0.3, 0.7))
+        conditioning_errors, shared_noise=False):
+    errors = conditioning_errors("flow", (0.1, 0.3, 0.7), shared_noise)
     assert not errors, errors
 
 
@@ -99,12 +100,18 @@ from snippets.flow_matching.gaussian import COV, MU
 from snippets.flow_matching.path import interpolate
 
 
-def ddpm_as_linear_path(x0, eps, t, abar):
+def matching_time(a, b):
+    """tau = b / (a + b): the point of the linear path with DDPM's noise-to-data
+    ratio b / a."""
+    return b / (a + b)
+
+
+def ddpm_as_linear_path(x0, eps, t, abar, time_change=matching_time):
     """DDPM's x_t written through the linear path. With a = sqrt(abar_t) and
     b = sqrt(1 - abar_t): a x0 + b eps = (a + b) ((1 - tau) x0 + tau eps),
     tau = b / (a + b). Returns (x_t, tau)."""
     a, b = abar[t].sqrt(), (1 - abar[t]).sqrt()
-    tau = b / (a + b)
+    tau = time_change(a, b)
     return (a + b) * interpolate(x0, eps, tau), tau
 
 
@@ -118,7 +125,13 @@ def velocity_from_eps(x, t, abar, mu=MU, cov=COV):
 # --8<-- [end:same_family]
 
 
-def test_ddpm_noising_is_the_linear_path_rescaled():
+def noise_coefficient_as_time(a, b):
+    """The naive reading tau = b_t (DDPM's noise coefficient taken as the flow
+    time): a counterfactual of the time change."""
+    return b
+
+
+def test_ddpm_noising_is_the_linear_path_rescaled(time_change=matching_time):
     from snippets.flow_matching.gaussian import marginal_velocity
 
     g = torch.Generator().manual_seed(1)
@@ -128,7 +141,7 @@ def test_ddpm_noising_is_the_linear_path_rescaled():
     taus = []
     for t in range(1, len(ABAR)):
         # (1) The noising: an identity of the two formulas, at every DDPM step.
-        x_lin, tau = ddpm_as_linear_path(x0, eps, t, ABAR)
+        x_lin, tau = ddpm_as_linear_path(x0, eps, t, ABAR, time_change)
         x_ddpm = ddpm_forward(x0, t, ABAR, eps=eps)
         torch.testing.assert_close(x_ddpm, x_lin, atol=1e-12, rtol=0)
         taus.append(tau)
@@ -167,7 +180,7 @@ def chain_step(process: str, x, s, t, z):
 
 
 def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000,
-              seed=0):
+              seed=0, step=chain_step):
     """x_s and x_t (runs, 2) from the same x0: a Markov chain over `grid` with fresh
     noise per step, or the one-shot form a x0 + b n with ONE noise n for the path."""
     g = torch.Generator().manual_seed(seed)
@@ -179,13 +192,21 @@ def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000,
     x, out = x0, {}
     for u, v in zip(grid[:-1], grid[1:]):
         z = torch.randn(runs, 2, generator=g, dtype=torch.float64)
-        x = chain_step(process, x, u, v, z)
+        x = step(process, x, u, v, z)
         out[v] = x
     return out[s], out[t]
 # --8<-- [end:chain]
 
 
-def test_fresh_noise_per_step_changes_the_path_not_the_marginal():
+def chain_step_subtracting_stds(process: str, x, s, t, z):
+    """A wrong chain step: std b_t - r b_s (stds subtracted, not variances). Its
+    composition does not give q(x_t | x0): a counterfactual."""
+    (a_s, b_s), (a_t, b_t) = coefficients(process, s), coefficients(process, t)
+    r = a_t / a_s
+    return r * x + (b_t - r * b_s) * z
+
+
+def test_fresh_noise_per_step_changes_the_path_not_the_marginal(step=chain_step):
     cases = {"ddpm": (list(range(0, 31)), 10, 30),
              "flow": ([k / 100 for k in range(0, 71)], 0.3, 0.7)}
     for process, (grid, s, t) in cases.items():
@@ -193,7 +214,7 @@ def test_fresh_noise_per_step_changes_the_path_not_the_marginal():
         rho_chain = a_t * b_s / (a_s * b_t)  # Corr(x_s, x_t | x0) of the chain
         assert rho_chain < 0.3, (process, rho_chain)
         for fresh in (True, False):
-            xs, xt = two_times(process, grid, s, t, fresh)
+            xs, xt = two_times(process, grid, s, t, fresh, step=step)
             n = xt.shape[0]
             # Same marginal q(x_t | x0) = N(a_t x0, b_t^2 I) either way (5 standard
             # errors of a mean and of a variance).

@@ -97,12 +97,10 @@ def test_target_velocity_is_time_derivative_of_path():
     torch.testing.assert_close(fd, target_velocity(x0, x1), atol=1e-8, rtol=0)
 
 
-def test_flow_matching_loss_follows_its_definition_and_prefers_the_marginal_velocity():
-    from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
-
+def test_flow_matching_loss_follows_its_definition():
+    # (the loss at the marginal velocity: gaussian.py, which imports this module)
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(4096, 2, generator=g, dtype=torch.float64)
-    x0 = x0 @ torch.linalg.cholesky(COV).T + MU
     # (a) The loss is the definition, drawn in this order: noise x1 first, then t.
     model = lambda x, t: 0.5 * x + t[:, None]
     g = torch.Generator().manual_seed(3)
@@ -123,21 +121,3 @@ def test_flow_matching_loss_follows_its_definition_and_prefers_the_marginal_velo
     manual = ((model_img(xt, t) - (x1 - img)) ** 2).sum((1, 2, 3)).mean()
     ours = flow_matching_loss(model_img, img, torch.Generator().manual_seed(5))
     torch.testing.assert_close(ours, manual, atol=1e-12, rtol=0)
-    # (b) On the same draws the marginal velocity E[x1 - x0 | x_t] scores lower than the
-    # zero field or its negation (the velocity of the other time convention), yet not 0:
-    # the per-pair targets are noisy, and what is left is
-    # int_0^1 tr Cov(x1 - x0 | x_t) dt = int_0^1 tr(I + Sigma - K_t C_t^{-1} K_t) dt.
-    loss = lambda m: flow_matching_loss(m, x0, torch.Generator().manual_seed(4)).item()
-    v_star = lambda x, t: marginal_velocity(x, t, MU, COV)
-    l_star = loss(v_star)
-    l_zero = loss(lambda x, t: torch.zeros_like(x))
-    l_neg = loss(lambda x, t: -v_star(x, t))
-    assert l_star < 0.7 * l_zero < 0.7 * l_neg, (l_star, l_zero, l_neg)
-    eye = torch.eye(2, dtype=torch.float64)
-    ts = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000  # midpoint rule
-    floor = 0.0
-    for t in ts:
-        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t ** 2 * eye
-        floor += torch.trace(eye + COV - K @ torch.linalg.solve(C, K)).item() / len(ts)
-    # 4096 samples: the Monte Carlo error is a few per cent
-    assert abs(l_star - floor) < 0.1 * floor, (l_star, floor)
