@@ -151,7 +151,35 @@ F64 = torch.float64
 assert_near = functools.partial(torch.testing.assert_close, rtol=0)
 
 
-def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
+def covariance_rows_scaled(quaternion: torch.Tensor, scale: torch.Tensor):
+    """Counterfactual: M = diag(s) R (the scale on the wrong side), Sigma = M M^T.
+    (N, 4), (N, 3) -> (N, 3, 3)."""
+    M = quaternion_to_rotation(quaternion) * scale.unsqueeze(-1)  # rows scaled
+    return M @ M.transpose(-1, -2)
+
+
+def over_nearest_first(colors: torch.Tensor, alphas: torch.Tensor):
+    """Counterfactual: the painter's loop in the wrong order, nearest layer first,
+    so the farthest ends on top. (N, ..., C), (N, ...) -> colour, transmittance."""
+    color, T = torch.zeros_like(colors[0]), torch.ones_like(alphas[0])
+    for i in range(colors.shape[0]):
+        a = alphas[i].unsqueeze(-1)
+        color = a * colors[i] + (1 - a) * color
+        T = (1 - alphas[i]) * T
+    return color, T
+
+
+def composite_linear_transmittance(colors: torch.Tensor, alphas: torch.Tensor):
+    """Counterfactual: light used up linearly, T_i = max(0, 1 - sum_{j<i} a_j),
+    instead of the product. (N, ..., C), (N, ...) -> colour, transmittance."""
+    used = torch.cumsum(alphas, dim=0)
+    T = (1 - torch.cat([torch.zeros_like(alphas[:1]), used[:-1]])).clamp(min=0)
+    color = ((alphas * T).unsqueeze(-1) * colors).sum(dim=0)
+    return color, (1 - used[-1]).clamp(min=0)
+
+
+def test_covariance_is_symmetric_psd_with_scale_eigenvalues(
+        covariance=covariance_from_rotation_scale):
     g = torch.Generator().manual_seed(0)
     n = 256
     q = torch.randn(n, 4, generator=g, dtype=F64) * 3.0  # deliberately not unit norm
@@ -161,7 +189,7 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     # The quaternion is normalised inside: R is a proper rotation.
     assert_near(R @ R.transpose(-1, -2), eye, atol=1e-12)
     assert_near(torch.linalg.det(R), torch.ones(n, dtype=F64), atol=1e-12)
-    cov = covariance_from_rotation_scale(q, s)
+    cov = covariance(q, s)
     assert cov.shape == (n, 3, 3)
     assert_near(cov, cov.transpose(-1, -2), atol=1e-12)
     # Eigenvalues are exactly the squared scales: PSD by construction ...
@@ -174,12 +202,12 @@ def test_covariance_is_symmetric_psd_with_scale_eigenvalues():
     # A zero scale gives a flat (rank-2) Gaussian: still PSD, smallest eigenvalue 0.
     s0 = s.clone()
     s0[:, 2] = 0.0
-    eig0 = torch.linalg.eigvalsh(covariance_from_rotation_scale(q, s0))
+    eig0 = torch.linalg.eigvalsh(covariance(q, s0))
     assert eig0.min() > -1e-12, f"min eigenvalue {eig0.min():.2e} < 0"
     # Identity quaternion: Sigma = diag(s^2).
     q_id = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64)
     expected = torch.diag_embed(s[:1] ** 2)
-    assert_near(covariance_from_rotation_scale(q_id, s[:1]), expected, atol=1e-12)
+    assert_near(covariance(q_id, s[:1]), expected, atol=1e-12)
 
 
 def test_quaternion_matches_axis_angle_rotation():
@@ -242,7 +270,7 @@ def test_project_covariance_matches_explicit_jacobian():
         torch.testing.assert_close(cov2d[i], expected, atol=1e-10, rtol=1e-10)
 
 
-def test_front_to_back_equals_back_to_front_over():
+def test_front_to_back_equals_back_to_front_over(over=composite_back_to_front):
     g = torch.Generator().manual_seed(2)
     n, h, w = 12, 5, 7
     colors = torch.rand(n, h, w, 3, generator=g, dtype=F64)
@@ -250,7 +278,7 @@ def test_front_to_back_equals_back_to_front_over():
     alphas[3] = 0.0  # a fully transparent layer
     alphas[7, 0, 0] = 1.0  # an opaque layer at one pixel: it hides everything behind
     c1, t1 = composite(colors, alphas)
-    c2, t2 = composite_back_to_front(colors, alphas)
+    c2, t2 = over(colors, alphas)
     assert c1.shape == (h, w, 3) and t1.shape == (h, w)
     assert_near(c1, c2, atol=1e-12)
     assert_near(t1, t2, atol=1e-12)
@@ -270,18 +298,18 @@ def test_one_layer_is_its_own_over():
         assert_near(t, 1 - alphas[0], atol=1e-15)
 
 
-def test_transmittance_is_product_and_never_increases():
+def test_transmittance_is_product_and_never_increases(comp=composite):
     g = torch.Generator().manual_seed(3)
     n = 40
     alphas = torch.rand(n, 100, generator=g, dtype=F64) * 0.3
     colors = torch.ones(n, 100, 1, dtype=F64)
-    c, t_final = composite(colors, alphas)
+    c, t_final = comp(colors, alphas)
     # T_N = prod (1 - a_i); with all colours 1 the image is the covered fraction
     # 1 - T_N: the weights a_i T_i and the leftover transmittance add up to 1.
     assert_near(t_final, (1 - alphas).prod(0), atol=1e-12)
     assert_near(c[..., 0] + t_final, torch.ones(100, dtype=F64), atol=1e-12)
     # Transmittance after each layer never increases and stays in [0, 1].
-    Ts = torch.stack([composite(colors[: k + 1], alphas[: k + 1])[1] for k in range(n)])
+    Ts = torch.stack([comp(colors[: k + 1], alphas[: k + 1])[1] for k in range(n)])
     assert (Ts[1:] <= Ts[:-1] + 1e-15).all(), "transmittance increased"
     assert Ts.min() >= 0 and Ts.max() <= 1
     # It decays like exp(-sum a_i) for small alphas: -log T >= sum a (= as a -> 0).

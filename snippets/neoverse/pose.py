@@ -110,16 +110,17 @@ from snippets.neoverse.pose import (
 )
 
 
-def noise_sweep(noises: list[float], n: int = 50, trials: int = 20) -> list[dict]:
+def noise_sweep(noises: list[float], n: int = 50, trials: int = 20,
+                fit=rigid_transform) -> list[dict]:
     """Mean rotation error (deg) and translation error over `trials` random motions
-    per noise std."""
+    per noise std; fit(P, Q) -> (c, R, t) is the estimator (default: Kabsch)."""
     rows = []
     for sigma in noises:
         rot, trans = [], []
         for k in range(trials):
             R, t = random_motion(seed=k)
             P = scene_points("general", n, seed=100 + k)
-            _, R_est, t_est = rigid_transform(P, observe(P, R, t, sigma, seed=200 + k))
+            _, R_est, t_est = fit(P, observe(P, R, t, sigma, seed=200 + k))
             rot.append(rotation_error_deg(R_est, R))
             trans.append((t_est - t).norm().item())
         rows.append({"noise": sigma, "rot_err_deg": sum(rot) / trials,
@@ -163,27 +164,46 @@ def pose_with_moving_points(fraction_moving: float, n: int = 100, seed: int = 0)
 FAILED_DEG = 3.0
 
 
-def test_kabsch_recovers_known_rotation_and_translation():
+def kabsch_without_sign_fix(P: torch.Tensor, Q: torch.Tensor, with_scale=False):
+    """Counterfactual: Kabsch without the det correction, R = V U^T, which can be
+    a reflection. (N, 3), (N, 3) -> (c = 1, R (3, 3), t (3,))."""
+    mp, mq = P.mean(0), Q.mean(0)
+    U, _, Vh = torch.linalg.svd((P - mp).T @ (Q - mq))
+    R = Vh.T @ U.T
+    return torch.ones((), dtype=P.dtype), R, mq - R @ mp
+
+
+def kabsch_from_three_points(P: torch.Tensor, Q: torch.Tensor, with_scale=False):
+    """Counterfactual: the same solver on the first 3 correspondences only (a
+    minimal solver): more points no longer help. (N, 3), (N, 3) -> (c, R, t)."""
+    return rigid_transform(P[:3], Q[:3], with_scale)
+
+
+def test_kabsch_recovers_known_rotation_and_translation(fit=rigid_transform):
     for seed in range(10):
         R, t = random_motion(seed)
         for kind in ("general", "planar"):  # a plane is enough: rank 2 + the det fix
             P = scene_points(kind, seed=seed + 50)
-            c, R_est, t_est = rigid_transform(P, observe(P, R, t))
+            c, R_est, t_est = fit(P, observe(P, R, t))
             assert rotation_error_deg(R_est, R) < 1e-5, (seed, kind)
             torch.testing.assert_close(t_est, t, atol=1e-10, rtol=0)
             assert abs(torch.linalg.det(R_est).item() - 1) < 1e-10
             assert c.item() == 1.0 and c.dtype == P.dtype
         # Umeyama: a monocular depth map knows the scene only up to scale.
         P = scene_points("general", seed=seed + 60)
-        c, R_est, t_est = rigid_transform(P, 2.5 * observe(P, R, t), with_scale=True)
+        c, R_est, t_est = fit(P, 2.5 * observe(P, R, t), with_scale=True)
         assert abs(c.item() - 2.5) < 1e-10 and rotation_error_deg(R_est, R) < 1e-5
         torch.testing.assert_close(t_est, 2.5 * t, atol=1e-10, rtol=0)
 
 
-def test_kabsch_error_grows_linearly_with_noise():
-    rows = noise_sweep([0.005, 0.01, 0.02, 0.04])
+def test_kabsch_error_grows_linearly_with_noise(fit=rigid_transform):
+    rows = noise_sweep([0.005, 0.01, 0.02, 0.04], fit=fit)
     assert [r["noise"] for r in rows] == [0.005, 0.01, 0.02, 0.04]
     errs = [r["rot_err_deg"] for r in rows]
+    # 4x the points -> about half the error (1/sqrt(4)). Each mean over 20 motions
+    # scatters by ~10 %, so the ratio of two is 0.5 +- 0.07; band: 2.5 sigma.
+    many = noise_sweep([0.02], n=200, fit=fit)[0]["rot_err_deg"]
+    assert 0.35 < many / errs[2] < 0.7, (many, errs[2])
     # Small noise, small error: 0.01 units on points ~1 unit apart -> < 0.5 degree.
     assert errs[1] < 0.5, errs
     # The same noise samples, scaled: doubling them doubles the error to first order;
@@ -197,10 +217,6 @@ def test_kabsch_error_grows_linearly_with_noise():
     assert trans[1] < 0.02, trans
     for a, b in zip(trans, trans[1:]):
         assert abs(b / a - 2) < 0.1, trans
-    # 4x the points -> about half the error (1/sqrt(4)). Each mean over 20 motions
-    # scatters by ~10 %, so the ratio of two is 0.5 +- 0.07; band: 2.5 sigma.
-    many = noise_sweep([0.02], n=200)[0]["rot_err_deg"]
-    assert 0.35 < many / errs[2] < 0.7, (many, errs[2])
 
 
 def test_scenes_and_motions_are_seeded_and_what_they_say():
@@ -244,14 +260,14 @@ def test_scenes_and_motions_are_seeded_and_what_they_say():
         assert abs(rotation_error_deg(R, eye) - 180.0) < 1e-4
 
 
-def test_refutes_correspondences_always_determine_the_pose():
+def test_refutes_correspondences_always_determine_the_pose(kind="collinear"):
     # Collinear points (a pole through its centroid c along u): turning the first
     # camera's scene about that line by theta moves no point. So the motions
     # (R, t) and (R A, t + R (I - A) c) produce IDENTICAL data, theta apart.
     theta = torch.tensor(torch.pi / 2, dtype=torch.float64)
     for seed in range(5):
         R, t = random_motion(seed)
-        P = scene_points("collinear", seed=seed + 4)
+        P = scene_points(kind, seed=seed + 4)
         c = P.mean(0)
         u = (P[0] - c) / (P[0] - c).norm()
         A = axis_angle_rotation(u, theta)

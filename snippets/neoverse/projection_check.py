@@ -36,10 +36,12 @@ def monte_carlo_projection_error(
     fy: float = 100.0,
     num_samples: int = 200_000,
     seed: int = 0,
+    affine_fn=project_covariance,
 ) -> dict[str, float]:
     """Compare the affine footprint J Sigma J^T of ONE Gaussian with projected samples.
 
     quaternion: (4,); scale: (3,), linear; mean_cam: (3,) in camera coords, z > 0.
+    affine_fn: the footprint under test (default: Eq. (5), `project_covariance`).
     returns a dict with
       rel_cov_error: ||Cov(projected) - J Sigma J^T||_F / ||J Sigma J^T||_F
                      (sampling noise about sqrt(2 / num_samples), 0.3 % for 200k)
@@ -61,7 +63,7 @@ def monte_carlo_projection_error(
         lambda p: project_mean(p, fx, fy)[0], mu
     )[:, 0]  # (2, 3), the Jacobian at the mean
     uv_lin = project_mean(mu, fx, fy) + (x[front] - mu) @ J.T  # first-order Taylor
-    affine = project_covariance(cov, mu, fx, fy)[0]  # Eq. (5), arXiv:2308.04079
+    affine = affine_fn(cov, mu, fx, fy)[0]  # Eq. (5), arXiv:2308.04079
     scale2d = affine.norm()
     shift = uv.mean(0) - project_mean(mu, fx, fy)[0]
     return {
@@ -122,8 +124,18 @@ AGREE = 0.03
 SEEDS = range(5)  # five random Gaussians (orientation, anisotropy, off-axis angle)
 
 
-def error_at(sigma_over_z: float, seed: int) -> dict[str, float]:
-    return monte_carlo_projection_error(**random_gaussian_at(sigma_over_z, seed))
+def error_at(sigma_over_z: float, seed: int, affine_fn=project_covariance):
+    return monte_carlo_projection_error(**random_gaussian_at(sigma_over_z, seed),
+                                        affine_fn=affine_fn)
+
+
+def project_covariance_weak_perspective(cov3d, mean_cam, fx, fy):
+    """Counterfactual footprint: J without its -f x / z^2, -f y / z^2 column, i.e.
+    the Gaussian scaled by f / z as if it sat on the optical axis (weak
+    perspective). (..., 3, 3), (..., 3) -> (..., 2, 2)."""
+    z = mean_cam[..., 2]
+    f = torch.tensor([fx, fy], dtype=cov3d.dtype)
+    return cov3d[..., :2, :2] * (f[:, None] * f[None, :]) / (z**2)[..., None, None]
 
 
 def local_slope(field: str, seed: int, lo: float, hi: float) -> float:
@@ -132,11 +144,12 @@ def local_slope(field: str, seed: int, lo: float, hi: float) -> float:
     return math.log(b / a) / math.log(hi / lo)
 
 
-def test_affine_projection_matches_monte_carlo_for_small_gaussians():
+def test_affine_projection_matches_monte_carlo_for_small_gaussians(
+        affine_fn=project_covariance):
     torch.set_num_threads(1)
     for seed in SEEDS:
         for sigma_over_z in (0.05, 0.02, 0.01):
-            r = error_at(sigma_over_z, seed)
+            r = error_at(sigma_over_z, seed, affine_fn)
             assert r["rel_cov_error"] < AGREE, (seed, sigma_over_z, r)
         # The error is second order: the covariance gap scales like (sigma / z)^2,
         # the mean shift like sigma / z (the quadratic Taylor term has mean
@@ -191,3 +204,28 @@ def test_qualifies_affine_projection_breaks_for_wide_or_close_gaussians():
         # than at sigma / z = 0.02 by the linear law; asserted: more than 10x).
         assert close["rel_cov_error"] > AGREE, (seed, close)
         assert close["mean_shift"] > 10 * far["mean_shift"], (seed, close, far)
+
+
+def test_close_gaussian_covariance_error_does_not_settle():
+    # The page's table Gaussian (distance_sweep) with 8 sample seeds. The projected
+    # u = fx x / z has no variance: z has a positive density at 0, so P(|u| > r)
+    # ~ 1 / r and u^2 has tail index 1/2; the sample covariance is of the order of
+    # its largest term and changes by orders of magnitude between runs. Where the
+    # samples stay far from z = 0 (sigma / z <= 0.2) the 8 runs agree to 10x the
+    # noise sqrt(2 / M) = 0.3 %; at sigma / z = 0.4 they spread over more than a
+    # factor 2 (a conservative bar for a tail index 1/2), so no single value of
+    # that row is a measurement.
+    torch.set_num_threads(1)
+    q = torch.tensor([0.9, 0.3, -0.2, 0.25])
+    s = torch.tensor([1.0, 0.6, 0.3]) * 0.1
+
+    def runs(z: float) -> list[float]:
+        mu = torch.tensor([0.3 * z, -0.2 * z, z])
+        return [monte_carlo_projection_error(q, s, mu, seed=k)["rel_cov_error"]
+                for k in range(8)]
+
+    for z in (1.0, 0.5):
+        e = runs(z)
+        assert max(e) - min(e) < AGREE, (z, e)
+    e = runs(0.25)
+    assert max(e) / min(e) > 2, e
