@@ -169,7 +169,6 @@ def test_moving_gaussians_fit_every_frame_and_interpolate(moving=True):
         assert min(r["held_out_psnr"]) > HELD_OUT_PSNR_DB, (seed, r["held_out_psnr"])
         for h, c in zip(r["held_out_psnr"], r["crossfade_psnr"]):
             assert h > c + MARGIN_OVER_CROSSFADE_DB, (seed, h, c)
-        assert r["seconds"][0] < 20.0, f"seed {seed}: fit took {r['seconds'][0]:.1f} s"
 
 
 
