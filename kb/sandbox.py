@@ -255,7 +255,7 @@ def _enter(plan: list[tuple], sources: dict[str, int], work: Path, keep: set[int
            memory_mb: int) -> None:
     """In PID 1 of the new namespaces: build the sandbox around this process."""
     os.setsid()  # a new session and process group: kill(0, ...) reaches only the block
-    _build_root(str(work), plan, sources)
+    _build_root("/tmp", plan, sources)  # over the host's /tmp, seen from this mount namespace only
     _loopback_up()
     _quiet_inherited_fds(keep)
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
