@@ -212,8 +212,8 @@ Path("here.txt").write_text("and so is the working folder")
     planted = [p for p in dev_files if p.exists()]
     for p in planted:
         p.unlink()
-    assert "1 passed" in result.stdout, result.stdout[-3000:]
     assert not planted, f"a block wrote into the host's /dev: {planted}"
+    assert "1 passed" in result.stdout, result.stdout[-3000:]
     assert sorted(p.name for p in snippets.iterdir() if "by_" in p.name) == []
 
 
@@ -385,14 +385,16 @@ assert os.environ["KB_FAST"] == "1"
 
 
 def test_page_blocks_cannot_hang_write_into_the_project_or_change_later_tests(mini_project):
-    (mini_project / "docs" / "attacks.md").write_text(ATTACK_PAGE, encoding="utf-8")
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}"  # other runs on this machine may sleep 987 too
+    (mini_project / "docs" / "attacks.md").write_text(ATTACK_PAGE.replace("987", marker), encoding="utf-8")
     result = run_pytest(mini_project, "docs/attacks.md", "-o", "kb_block_timeout=3", "-rA")
     out = result.stdout
     assert result.returncode == 1, out
     assert re.search(r"FAILED docs/attacks.md::line 6\b", out) and "did not finish within 3 s" in out, out[-3000:]
     assert re.search(r"FAILED docs/attacks.md::line 11\b", out) and "Read-only file system" in out, out[-3000:]
     assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 33\b", out)
-    assert subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True).returncode == 1, "a block's process outlived it"
+    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1, \
+        "a block's process outlived it"
     assert not (mini_project / "snippets" / "planted.py").exists()
     assert not (mini_project / "docs" / "journal" / "posts" / "2031-01-01.md").exists()
 
