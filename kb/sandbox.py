@@ -71,6 +71,7 @@ _ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "passwd", "
         "localtime", "fonts", "mime.types")
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 _HIDDEN = (".git", ".env", ".netrc")  # in the project: never readable by a block
+_HARMLESS_INODES = ("anon_inode:[eventpoll]", "anon_inode:[eventfd]")
 _MAX_RESULT = 4 << 20  # bytes of result text the test process accepts
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -218,7 +219,7 @@ def _loopback_up() -> None:
 
 def _quiet_inherited_fds(keep: set[int]) -> None:
     """Point every inherited descriptor but ``keep``, pytest's captured output files (deleted
-    regular files) and anonymous inodes at /dev/null: pipes and sockets to the test process
+    regular files) and event loops' inodes at /dev/null: pipes and sockets to the test process
     (pytest-xdist talks to its controller over them) are out of the block's reach."""
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     for name in os.listdir("/proc/self/fd"):
@@ -230,7 +231,7 @@ def _quiet_inherited_fds(keep: set[int]) -> None:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if (stat.S_ISREG(info.st_mode) and info.st_nlink == 0) or target.startswith("anon_inode:"):
+        if (stat.S_ISREG(info.st_mode) and info.st_nlink == 0) or target in _HARMLESS_INODES:
             continue
         inheritable = os.get_inheritable(fd)
         os.dup2(null, fd, inheritable=inheritable)
@@ -415,14 +416,15 @@ def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeo
     os.close(w)
     os.close(release_r)
     data, deadline, late = bytearray(), time.monotonic() + timeout + 5, False
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 late = True
                 break
-            ready, _, _ = select.select([r], [], [], left)
-            if ready:
+            if poller.poll(left * 1000):
                 chunk = os.read(r, 1 << 16)
                 if not chunk:
                     break

@@ -76,12 +76,13 @@ import os
 os.closerange(3, 1024)  # the result's pipe too: the block ends without a word
 assert False
 """)
-    result = run_pytest(mini_project, path, "-rA", "-o", "kb_block_timeout=20")
-    out = result.stdout
-    assert outcomes(out, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), out[-3000:]
-    assert "not one JSON message" in out or "not the sandbox's" in out, out[-3000:]
-    assert "ended without a result" in out, out[-3000:]
-    assert not planted.exists(), "the test process unpickled what a block wrote"
+    for workers in ("0", "2"):  # under pytest-xdist too: its workers talk to the controller over pipes
+        result = run_pytest(mini_project, path, "-rA", "-o", "kb_block_timeout=20", "-n", workers)
+        out = result.stdout
+        assert outcomes(out, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), out[-3000:]
+        assert "not one JSON message" in out or "not the sandbox's" in out, out[-3000:]
+        assert "ended without a result" in out, out[-3000:]
+        assert not planted.exists(), "the test process unpickled what a block wrote"
 
 
 # ---- every process a block starts ends with it (J10), and a block cannot stop the run (J11a) ---------
