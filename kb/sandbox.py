@@ -22,11 +22,17 @@ namespaces of its own, as bubblewrap does:
 Limits: ``processes`` (RLIMIT_NPROC, counted per block: threads count too),
 ``memory_mb`` (RLIMIT_AS: how much address space each process may map beyond
 what the forked process already maps; also the size of ``/tmp`` and of
-``/dev/shm``), and ``timeout`` seconds, after which everything is killed.
+``/dev/shm``; per process, as no cgroup is used: a block that spreads memory over
+many processes is bounded by ``processes`` times that), and ``timeout`` seconds,
+after which everything is killed.
 
 The result comes back as JSON over a pipe, never as a pickle: nothing a block
-writes is executed by the test process, and a block that exits early or
-writes anything but the one expected message fails.
+writes is executed by the test process, and a block that exits early, closes
+the pipe or writes anything but the one expected message (it carries a nonce
+drawn for the run) fails. Every other descriptor the block inherits, but
+pytest's capture files, is pointed at /dev/null first. (A block decides its own
+outcome anyway, as its code could catch its own failure: the point is that it
+gains nothing outside the sandbox by lying.)
 
 Where the kernel refuses these namespaces, no block runs: each fails with one
 line that says why (there is no weaker fallback).

@@ -133,6 +133,39 @@ while True:
     assert "did not finish within 3 s" in result.stdout
 
 
+def test_a_block_that_switches_its_timer_off_is_still_killed(tmp_path):
+    def deaf() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        while True:
+            pass
+
+    failure = sandboxed(deaf, tmp_path, timeout=1)
+    assert failure == "the block did not finish within 1 s (killed)"
+
+
+def test_a_block_cannot_write_to_the_test_process_pipes(tmp_path):
+    """pytest-xdist workers talk to their controller over inherited pipes."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        def shout() -> None:
+            for fd in range(3, 1024):
+                try:
+                    os.write(fd, b"FORGED REPORT")
+                except OSError:
+                    pass
+
+        sandboxed(shout, tmp_path)
+        try:
+            heard = os.read(r, 100)
+        except BlockingIOError:
+            heard = b""
+    finally:
+        os.close(r)
+        os.close(w)
+    assert heard == b""
+
+
 # ---- no network; reads only the project, the interpreter and the temp dir (J1-J5) ----------------
 
 
