@@ -119,11 +119,18 @@ def _write(path: str, text: str) -> None:
         os.close(fd)
 
 
-def _readable_roots(project: Path) -> list[str]:
-    """The folders a block may read, outermost first (a folder inside another is bound after it)."""
+def _readable_roots(project: Path) -> list[tuple[str, str]]:
+    """The folders a block may read, as (source, target), outermost target first (a folder
+    inside another is bound after it). A folder reached through a symlink is bound at both
+    paths: sys.path names the venv as it was given, not as it resolves."""
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                os.path.dirname(os.path.realpath(sys.executable)), str(project)}
-    return sorted({os.path.realpath(p) for p in prefixes if p and os.path.isdir(p)})
+                os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)), str(project)}
+    pairs = set()
+    for p in prefixes:
+        if p and os.path.isdir(p):
+            real = os.path.realpath(p)
+            pairs |= {(real, real), (real, os.path.abspath(p))}
+    return sorted(pairs, key=lambda pair: pair[1])
 
 
 def _plan(project: Path, work: Path, memory_mb: int) -> list[tuple]:
@@ -139,11 +146,11 @@ def _plan(project: Path, work: Path, memory_mb: int) -> list[tuple]:
             plan.append(("bind", top, top, "ro"))
     plan += [("bind", f"/etc/{name}", f"/etc/{name}", "ro") for name in _ETC if os.path.exists(f"/etc/{name}")]
     plan.append(("tmpfs", None, "/tmp", f"{size},mode=1777"))
-    plan += [("bind", folder, folder, "ro") for folder in _readable_roots(project)]
-    for name in _HIDDEN:
-        hidden = project / name
+    plan += [("bind", source, target, "ro") for source, target in _readable_roots(project)]
+    for name, base in [(name, base) for name in _HIDDEN for base in sorted({project, project.resolve()})]:
+        hidden = base / name
         if hidden.is_dir():
-            plan.append(("tmpfs", None, str(hidden), "size=4k,mode=0,ro"))
+            plan.append(("tmpfs", None, str(hidden), "size=4k,mode=0555,ro"))
         elif hidden.exists():
             plan.append(("bind", "/dev/null", str(hidden), "ro"))
     plan.append(("mkdir", None, str(work), None))
@@ -407,7 +414,7 @@ def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeo
     """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    plan = _plan(Path(project).resolve(), Path(work), memory_mb)
+    plan = _plan(Path(project).absolute(), Path(work), memory_mb)
     nonce = secrets.token_hex(16)
     r, w = os.pipe()
     release_r, release_w = os.pipe()

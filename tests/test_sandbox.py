@@ -212,6 +212,22 @@ import snippets.foundations.mse  # and importable
     assert not reached, "a block connected to a port the test process opened"
 
 
+def test_a_project_reached_through_a_symlink_is_readable_and_its_git_hidden_at_both_paths(tmp_path):
+    real = tmp_path / "real"
+    (real / ".git").mkdir(parents=True)
+    (real / ".git" / "config").write_text("SECRET", encoding="utf-8")
+    (real / "page.md").write_text("shown", encoding="utf-8")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+
+    def look() -> None:
+        for base in (link, real):
+            assert (base / "page.md").read_text() == "shown", base
+            assert not (base / ".git" / "config").exists(), base
+
+    assert run_forked(look, work=tmp_path / "work", project=link, timeout=20) is None
+
+
 # ---- writes only in the temp dir, whatever the means (J6, J14) --------------------------------------
 
 
