@@ -55,6 +55,10 @@ def pytest_addoption(parser):
                     help="write the session's outcome as JSON (what `kb check` and `python -m kb.testrun` read); "
                          "a missing report means the session did not reach its end")
     parser.addini("kb_block_timeout", "seconds a page block may run before it is killed", default="60")
+    parser.addini("kb_block_processes", "processes (and threads) a page block or notebook may run at once",
+                  default="64")
+    parser.addini("kb_block_memory_mb", "MiB of memory a page block's or notebook's process may map "
+                  "(also the size of its /tmp)", default="1024")
 
 
 class State:
@@ -228,8 +232,11 @@ class BlockFailure(Exception):
     """A page block failed in its child process; the text is the child's report."""
 
 
-def _isolate(item, state: State) -> None:
-    timeout = float(item.config.getini("kb_block_timeout"))
+def _isolate(item, state: State, timeout: float | None = None) -> None:
+    """Run ``item`` (a page block, or a notebook with its kernel) in kb.sandbox."""
+    timeout = float(item.config.getini("kb_block_timeout")) if timeout is None else timeout
+    processes = int(item.config.getini("kb_block_processes"))
+    memory_mb = int(item.config.getini("kb_block_memory_mb"))
     runtest, repr_failure = item.runtest, item.repr_failure
 
     def in_child() -> str | None:
@@ -244,7 +251,8 @@ def _isolate(item, state: State) -> None:
     def isolated() -> None:
         _warm()
         with tempfile.TemporaryDirectory(prefix="kb-block-") as work:
-            failure = run_forked(in_child, work=Path(work), project=state.project.root, timeout=timeout)
+            failure = run_forked(in_child, work=Path(work), project=state.project.root, timeout=timeout,
+                                 processes=processes, memory_mb=memory_mb)
         if failure:
             raise BlockFailure(failure)
 
@@ -264,8 +272,8 @@ def pytest_collection_modifyitems(session, config, items):
             continue
         kept.append(item)
         if not state.is_page(Path(str(item.path))):
-            if item.path.suffix == ".ipynb":
-                item.add_marker(pytest.mark.timeout(600))
+            if item.path.suffix == ".ipynb":  # the notebook's client and kernel run in the sandbox
+                _isolate(item, state, timeout=600)
             continue
         block = getattr(item, "obj", None)
         code = getattr(block, "code", None)

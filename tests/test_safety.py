@@ -1,4 +1,4 @@
-"""Nothing leaks and nothing hangs: hostile notes, page blocks, includes and vendored assets."""
+"""Nothing leaks and nothing hangs: hostile notes, includes and vendored assets (page blocks: test_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -47,66 +46,7 @@ def test_an_include_of_git_config_on_a_page_fails_the_build(mini_project):
     assert build.returncode != 0 and "include of .git/config is outside snippets/" in build.stderr
 
 
-# ---- page blocks: sandboxed, time-limited, no state left behind ----------------------------------
-
-ATTACK_PAGE = """\
----
-title: Attacks
----
-# Attacks
-
-```python
-while True:
-    pass
-```
-
-```python
-from pathlib import Path
-import snippets
-root = Path(snippets.__file__).parent.parent
-(root / "snippets" / "planted.py").write_text("def test_planted():\\n    assert True\\n")
-(root / "docs" / "journal" / "posts" / "2031-01-01.md").write_text("---\\ndate: 2031-01-01\\n---\\n# x\\n")
-```
-
-```python
-import torch.testing
-torch.testing.assert_close = lambda *args, **kwargs: None  # switch the checks off for everyone after me
-import os
-os.environ["KB_FAST"] = "0"
-assert True
-```
-
-```python
-import subprocess
-subprocess.Popen(["sleep", "987"])  # outlives the block unless it is killed with it
-assert True
-```
-
-```python
-import os
-import torch
-try:
-    torch.testing.assert_close(torch.tensor(1.0), torch.tensor(2.0))
-except AssertionError:
-    pass
-else:
-    raise SystemExit("assert_close was switched off by an earlier block")
-assert os.environ["KB_FAST"] == "1"
-```
-"""
-
-
-def test_page_blocks_cannot_hang_write_into_the_project_or_change_later_tests(mini_project):
-    (mini_project / "docs" / "attacks.md").write_text(ATTACK_PAGE, encoding="utf-8")
-    result = run_pytest(mini_project, "docs/attacks.md", "-o", "kb_block_timeout=3", "-rA")
-    out = result.stdout
-    assert result.returncode == 1, out
-    assert re.search(r"FAILED docs/attacks.md::line 6\b", out) and "did not finish within 3 s" in out, out[-3000:]
-    assert re.search(r"FAILED docs/attacks.md::line 11\b", out) and "Permission" in out, out[-3000:]
-    assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 33\b", out)
-    assert subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True).returncode == 1, "a block's process outlived it"
-    assert not (mini_project / "snippets" / "planted.py").exists()
-    assert not (mini_project / "docs" / "journal" / "posts" / "2031-01-01.md").exists()
+# ---- every test has a time limit (page blocks and notebooks: tests/test_sandbox.py) -------------------
 
 
 def test_every_test_has_a_time_limit(mini_project):
