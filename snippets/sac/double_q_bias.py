@@ -106,7 +106,8 @@ def test_bootstrapping_accumulates_overestimation_and_min_backup_reduces_it(
                 two Gaussians is independent of their mean)      = 0.524 ->  4.72
       double Q-learning: critic j's noise at critic i's argmax has mean 0   ->  0
     Tolerance: 4 standard errors of the mean over the 4000 independent trials
-    (0.02 to 0.03 here), plus the start-up transient gamma^80 * 13.85 < 0.005."""
+    (standard errors 0.014 to 0.026 here), plus the start-up transient
+    gamma^80 * 13.85 < 0.005."""
     gamma = 0.9
     e_max = expected_max_of_normals(10)
     e_max_mean = expected_max_of_normals(10, std=0.5**0.5)

@@ -415,13 +415,54 @@ def sac_update_done_as_mask(batch, actor, critics, target_critics, log_alpha, op
                       target_critics, log_alpha, opts, cfg)
 
 
+def sac_update_buffer_next_action(batch, actor, critics, target_critics, log_alpha,
+                                  opts, cfg):
+    """The slip: Q' evaluated at the buffer's action instead of a' ~ pi(.|s')."""
+    import torch
+
+    from snippets.sac.sac_pendulum import sac_update
+
+    class AtBufferAction(torch.nn.Module):  # same parameters, other action
+        def __init__(self):
+            super().__init__()
+            self.critics = target_critics
+
+        def forward(self, obs, act):
+            return self.critics(obs, batch[1])
+
+    return sac_update(batch, actor, critics, AtBufferAction(), log_alpha, opts, cfg)
+
+
+def sac_update_without_reparam(batch, actor, critics, target_critics, log_alpha,
+                               opts, cfg):
+    """The slip: the actor's action is the same draw, detached (what sample() gives):
+    the loss has the same value, but no gradient reaches the actor through a~."""
+    import torch
+
+    from snippets.sac.sac_pendulum import sac_update
+
+    class Detached(torch.nn.Module):  # the actor's parameters, detached draws
+        def __init__(self):
+            super().__init__()
+            self.actor = actor
+
+        def forward(self, obs):
+            dist = self.actor(obs)
+            draw = dist.rsample
+            dist.rsample = lambda *shape: draw(*shape).detach()
+            return dist
+
+    return sac_update(batch, Detached(), critics, target_critics, log_alpha, opts, cfg)
+
+
 def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
     """One update against the formulas with the same random draws (Eqs. (2)-(3),
     (7), (9), arXiv:1812.05905): the critic's target is r + gamma (1 - d)
     (min_i Q'_i(s', a') - alpha log pi(a'|s')) with the TARGET critics Q' and
     a' ~ the CURRENT actor at s'; the actor's loss is alpha log pi(a~|s) -
-    min_i Q_i(s, a~) on the buffer's states, a fresh rsample a~, the updated critics.
-    update: None is sac_update itself."""
+    min_i Q_i(s, a~) on the buffer's states, a fresh rsample a~, the updated critics,
+    and its gradient reaches the actor through a~ (the pathwise, reparameterised
+    gradient). update: None is sac_update itself."""
     import copy
     import math
 
@@ -456,10 +497,15 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
         soft_v = target0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)
         y = rew + 0.9 * (1 - done) * soft_v
         critic_loss = ((critics0(obs, act) - y) ** 2).mean(1).sum()
-        dist = actor0(obs)
-        new = dist.rsample()
-        actor_loss = (alpha * dist.log_prob(new)
-                      - critics(obs, new).min(0).values).mean()
+    dist = actor0(obs)
+    new = dist.rsample()
+    actor_loss = (alpha * dist.log_prob(new)
+                  - critics(obs, new).min(0).values).mean()
+    actor_grads = torch.autograd.grad(actor_loss, list(actor0.parameters()))
     # float32 sums of 32 terms: 1e-5 relative; the actor's loss: 1e-4 absolute
     assert abs(logs["critic_loss"] - critic_loss.item()) < 1e-5 * critic_loss.item()
     assert abs(logs["actor_loss"] - actor_loss.item()) < 1e-4
+    # The gradient the update left on the actor is the pathwise one (float32: 1e-6
+    # absolute, 1e-5 relative): a~ = rsample carries the gradient of Q into the actor.
+    for p, g in zip(actor.parameters(), actor_grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)

@@ -128,6 +128,17 @@ def periodic_update_from_step_0(target, source, step, period):
     return periodic_update(target, source, step - 1, period)
 
 
+def periodic_update_first_period_only(target, source, step, period):
+    """Copies at step `period` and never again (a test that checks only steps 1 to
+    period cannot tell it from periodic_update)."""
+    return periodic_update(target, source, step, period) if step <= period else False
+
+
+def periodic_update_from_period_on(target, source, step, period):
+    """Copies at every step from `period` on (step >= period instead of a multiple)."""
+    return periodic_update(target, source, period, period) if step >= period else False
+
+
 def linear_pair(seed):
     """(target, source): two Linear(3, 2) with different random parameters."""
     torch.manual_seed(seed)
@@ -162,16 +173,21 @@ def test_soft_update_is_exact_polyak_average(update=soft_update):
 
 def test_periodic_update_copies_only_every_period(update=periodic_update):
     """Hard update at steps period, 2 period, ... (steps counted from 1); tau = 1 in
-    soft_update is the same copy."""
+    soft_update is the same copy. Three periods of 4 steps; the source moves before
+    every step (as the online critic does), so a copy at any other step shows."""
     target, source = linear_pair(0)
-    before = [p.clone() for p in target.parameters()]
-    copied = [update(target, source, step, period=4) for step in range(1, 4)]
-    assert copied == [False, False, False], copied
-    for p, b in zip(target.parameters(), before):
-        torch.testing.assert_close(p, b, atol=0, rtol=0)
-    assert update(target, source, 4, period=4)
-    for p, s in zip(target.parameters(), source.parameters()):
-        torch.testing.assert_close(p, s, atol=0, rtol=0)
+    last = [p.clone() for p in target.parameters()]  # what the target should hold
+    copied = []
+    for step in range(1, 13):
+        with torch.no_grad():
+            for p in source.parameters():
+                p.add_(1.0)
+        copied.append(update(target, source, step, period=4))
+        if step % 4 == 0:
+            last = [p.clone() for p in source.parameters()]
+        for p, b in zip(target.parameters(), last):
+            torch.testing.assert_close(p, b, atol=0, rtol=0, msg=f"step {step}")
+    assert copied == [step % 4 == 0 for step in range(1, 13)], copied
     target, source = linear_pair(1)
     soft_update(target, source, tau=1.0)
     for p, s in zip(target.parameters(), source.parameters()):
