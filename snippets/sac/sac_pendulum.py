@@ -278,7 +278,26 @@ if __name__ == "__main__":
 import numpy as np
 
 
-def test_smoke_run_shapes_finite_losses_and_temperature_direction():
+class _TruncationAsTermination(gym.Wrapper):
+    """Pendulum whose 200-step time limit is reported as termination."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or truncated, truncated, info
+
+
+def train_storing_truncation_as_termination(**kw):
+    """The counterfactual of the smoke claim: the common slip of storing the time
+    limit as `done` (the target then drops the value of a state that goes on)."""
+    real = gym.make
+    gym.make = lambda *a, **k: _TruncationAsTermination(real(*a, **k))
+    try:
+        return train(**kw)
+    finally:
+        gym.make = real
+
+
+def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     """A few hundred steps: shapes right, losses finite, the buffer's done flag is
     termination only, alpha moves toward the entropy target (Eq. (18), 1812.05905)."""
     import math as _math
@@ -289,8 +308,8 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction():
     assert a.shape == (5, 1) and actor(obs).log_prob(a).shape == (5,)
     assert critics(obs, a).shape == (2, 5)
 
-    out = train(seed=0, total_steps=300, learning_starts=100, batch_size=64,
-                eval_every=300, eval_episodes=1, log=lambda *_: None)
+    out = run(seed=0, total_steps=300, learning_starts=100, batch_size=64,
+              eval_every=300, eval_episodes=1, log=lambda *_: None)
     assert len(out["logs"]) == 200 and len(out["curve"]) == 1
     for k in ("critic_loss", "actor_loss", "alpha", "entropy"):
         assert all(_math.isfinite(l[k]) for l in out["logs"]), k
