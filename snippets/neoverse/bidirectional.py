@@ -164,13 +164,15 @@ def rendered_points(tracks: torch.Tensor, visible: torch.Tensor, key_times: list
     """Points rendered at frame tq. A key frame holds a Gaussian for each point it
     sees (pixel-aligned: one per pixel of that frame), so a point hidden at a key
     frame has no Gaussian there. tracks (P, T, 3) true positions; visible (P, T).
+    rule: as in key_frames_used, or "single" (nearest key frame, v- = -v+).
     returns point index -> its (3,) positions, one per key frame that carries it.
     """
     out: dict[int, list[torch.Tensor]] = {}
     for k in key_frames_used(key_times, tq, rule):
         for p in range(tracks.shape[0]):
             if visible[p, key_times[k]]:
-                out.setdefault(p, []).append(from_key(tracks[p], key_times, k, tq))
+                x = from_key(tracks[p], key_times, k, tq, single=rule == "single")
+                out.setdefault(p, []).append(x)
     return out
 # --8<-- [end:interpolate]
 
@@ -240,16 +242,19 @@ def test_refutes_nearest_key_frame_quarters_the_worst_error_of_forward_only(
 
 def test_backward_velocity_brings_the_later_key_frame_into_the_interval(
         rules=("nearest", "both")):
-    # A ball always in view and a box that comes into view at frame 3 (hidden before,
-    # e.g. behind an occluder), both moving at constant velocity; keys 0, 8, 16.
+    # A ball always in view, moving at constant velocity, and a box that comes into
+    # view at frame 3 (hidden before, e.g. behind an occluder), at rest until key
+    # frame 8 and sliding 0.1 per frame after it; keys 0, 8, 16.
     # Key frame 0 holds no Gaussian for the box, key frame 8 does. With v- the box's
     # Gaussian of key frame 8 is carried back into (0, 8): at frames 5-7 from the
     # nearest key frame (the paper), at every frame with both neighbours (the code).
-    # Carried forward only, frames 1-7 use key frame 0 alone: no box there.
-    # Linear motion: every carried copy is exact up to float64 rounding (~1e-15).
+    # Carried forward only, frames 1-7 use key frame 0 alone: no box there. One
+    # velocity used both ways (v- = -v+) carries the box back too, but slides it
+    # backwards where it was at rest. Each key interval is linear: every copy moved
+    # by its own v+ or v- is exact up to float64 rounding (~1e-15).
     t = torch.arange(17, dtype=F64)
     ball = torch.stack([0.05 * t, 0.3 - 0.02 * t, torch.full_like(t, 4.0)], -1)
-    tracks = torch.stack([ball, _track(0.1 * t)])
+    tracks = torch.stack([ball, _track(0.1 * (t - 8).clamp(min=0))])
     visible = torch.stack([torch.ones(17, dtype=torch.bool), t >= 3])
     keys = [0, 8, 16]
     for rule in rules:
