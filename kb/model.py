@@ -34,7 +34,7 @@ COUNTERFACTUAL = re.compile(r'^(?P<kwargs>.+?)[ ]+"(?P<text>若[^"]+)"$')
 # quote: <source and place> "<verbatim sentence>"
 QUOTE = re.compile(r'^(?P<source>[^"]+?)[ ]+"(?P<text>.+)"$')
 # Claims that must name a counterfactual: a verdict that no alternative could overturn is no verdict.
-NEEDS_COUNTERFACTUAL = False
+NEEDS_COUNTERFACTUAL = True
 
 
 class Status(Enum):

@@ -70,7 +70,9 @@ def test_a_malformed_counterfactual_is_one_line_naming_file_and_line(mini_projec
     r = kb(mini_project, "claims")
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [line for line in r.stderr.splitlines() if "counterfactual" in line]
-    assert len(errors) == 1 and f"{PAGE}:48:" in errors[0] and message in errors[0], r.stderr
+    line = next(i for i, text in enumerate((mini_project / PAGE).read_text(encoding="utf-8").split("\n"), 1)
+                if text.strip().startswith("counterfactual: ") and "若换一个设定" in text)
+    assert len(errors) == 1 and f"{PAGE}:{line}:" in errors[0] and message in errors[0], r.stderr
 
 
 def test_a_counterfactual_value_is_evaluated_without_calling_anything():
@@ -94,3 +96,15 @@ def test_kb_claims_json_has_the_interface_fields(project):
         assert c["reviewed"] is None or len(c["reviewed"]) == 10
     mse = next(c for c in claims if c["id"] == "mse-bias-variance-decomposition")
     assert len(mse["counterfactuals"]) == 2 and mse["basis"] == "identity"
+
+
+def test_a_verified_or_refuted_claim_without_a_counterfactual_is_refused(mini_project):
+    # A verdict that no alternative could overturn is no verdict: the build names the claim.
+    page = mini_project / PAGE
+    lines = [line for line in page.read_text(encoding="utf-8").split("\n")
+             if not line.strip().startswith("counterfactual: data=symmetric_data")]
+    page.write_text("\n".join(lines), encoding="utf-8")
+    r = kb(mini_project, "claims")
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith('!!! claim "任何回归损失'))
+    assert f"{PAGE}:{line}: claim is refuted but names no counterfactual" in r.stderr, r.stderr
