@@ -393,7 +393,7 @@ def test_refutes_recap_target_is_the_soft_td_target(recap=recap_target, gamma=0.
     torch.testing.assert_close(correct, reward, atol=1e-6, rtol=0)
     torch.testing.assert_close(recap(reward, torch.zeros(3), q_zero, log_pi, **kw),
                                correct, atol=1e-6, rtol=0)
-    # ... but on terminal ones the recap still bootstraps, by -2 gamma alpha H on average.
+    # ... but on terminal ones the recap still bootstraps: -2 gamma alpha H on average.
     terminal = (pi * recap(reward, torch.ones(3), q_zero, log_pi, **kw)).sum()
     torch.testing.assert_close(terminal - r, -2 * gamma * alpha * entropy,
                                atol=1e-6, rtol=0)
