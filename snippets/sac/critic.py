@@ -165,6 +165,22 @@ def regress_with_l1(sample_target, *, steps, lr, batch, seed):
     return q.item()
 
 
+def regress_with_huber(sample_target, *, steps, lr, batch, seed):
+    """regress_on_single_samples with the Huber loss (smooth L1, beta = 1) in place of
+    the square: quadratic within 1 of q, linear beyond, so its minimiser lies between
+    the mean and the median of a skewed y."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.zeros((), requires_grad=True)
+    opt = torch.optim.SGD([q], lr=lr)
+    for _ in range(steps):
+        y = sample_target(batch, g)
+        loss = torch.nn.functional.smooth_l1_loss(q.expand_as(y), y, beta=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return q.item()
+
+
 def double_q_loss_without_detach(qs, target):
     """double_q_loss with the target left in the graph."""
     return ((qs - target) ** 2).mean(dim=1).sum()
@@ -367,4 +383,17 @@ def test_refutes_recap_target_is_the_soft_td_target(recap=recap_target, gamma=0.
     # turned into a penalty (2 gamma alpha H = 0.40 here).
     terminal = (pi * recap(reward, torch.ones(3), q_next, log_pi, **kw)).sum()
     torch.testing.assert_close(terminal - (r + gamma * v), -2 * gamma * alpha * entropy,
+                               atol=1e-6, rtol=0)
+    # Data on which the two coincide: shift Q' so that V_soft(s') = 0 (pi unchanged).
+    # Q' - alpha log pi = V_soft for every a' under the softmax policy, so on
+    # non-terminal transitions both targets are r exactly (float32: 1e-6) ...
+    q_zero = q_next - v
+    correct = soft_td_target(reward, torch.zeros(3), q_zero.expand(2, 3), log_pi,
+                             strategy="min", **kw)[0]
+    torch.testing.assert_close(correct, reward, atol=1e-6, rtol=0)
+    torch.testing.assert_close(recap(reward, torch.zeros(3), q_zero, log_pi, **kw),
+                               correct, atol=1e-6, rtol=0)
+    # ... but on terminal ones the recap still bootstraps: -2 gamma alpha H on average.
+    terminal = (pi * recap(reward, torch.ones(3), q_zero, log_pi, **kw)).sum()
+    torch.testing.assert_close(terminal - r, -2 * gamma * alpha * entropy,
                                atol=1e-6, rtol=0)

@@ -72,6 +72,9 @@ def tanh_log_prob_stable(u, mean, std):
 # --8<-- [end:tanh_log_prob]
 
 
+import pytest
+
+
 # Alternatives a critic of the claims would raise; the counterfactuals on
 # docs/topics/sac/distributions.md run the deciding tests with them and require them
 # to fail.
@@ -95,6 +98,19 @@ def tanh_normal_uncached(mean, std):
     """tanh_normal without TanhTransform's cache: log_prob(a) recomputes atanh(a)."""
     squashed = TransformedDistribution(Normal(mean, std), [TanhTransform()])
     return Independent(squashed, 1)
+
+
+class _SampleKeepsGradient(Independent):
+    """An Independent whose sample() is rsample(): the sample stays in the graph."""
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.rsample(sample_shape)
+
+
+def tanh_normal_sample_with_grad(mean, std):
+    """tanh_normal whose sample() carries the gradient, as rsample() does."""
+    squashed = TransformedDistribution(Normal(mean, std), [TanhTransform(cache_size=1)])
+    return _SampleKeepsGradient(squashed, 1)
 
 
 def tanh_log_prob_clamped(u, mean, std, eps=1e-6):
@@ -172,7 +188,8 @@ def test_stable_tanh_log_prob_matches_naive_and_stays_finite(
                                tanh_log_prob_naive(u_moderate, mean, std),
                                atol=1e-4, rtol=1e-4)
     u_large = torch.tensor([[u_far]])  # tanh(20) == 1.0 in float32: naive takes log(0)
-    assert torch.isinf(tanh_log_prob_naive(u_large, mean, std)).all()
+    # log(1 - tanh^2 u) = log 0 = -inf, so the naive log pi = gauss - (-inf) = +inf
+    assert (tanh_log_prob_naive(u_large, mean, std) == math.inf).all()
     stable = stable_log_prob(u_large, mean, std)
     # For large u, log(1 - tanh(u)^2) -> 2 log 2 - 2u (softplus(-40) ~ 4e-18).
     gauss = Normal(mean, std).log_prob(u_large).sum(-1)
@@ -212,6 +229,12 @@ def test_rsample_carries_gradient_sample_does_not(make=tanh_normal):
 
 
 def test_tanh_normal_has_no_closed_form_entropy(make=tanh_normal):
+    # Not because of tanh: TransformedDistribution defines no entropy() for any
+    # transform, not even an affine one, whose entropy has a closed form.
+    scaled = TransformedDistribution(Normal(torch.zeros(2), torch.ones(2)),
+                                     [torch.distributions.AffineTransform(0.0, 2.0)])
+    with pytest.raises(NotImplementedError):
+        scaled.entropy()
     dist = make(torch.zeros(2, 1), torch.ones(2, 1))
     try:
         dist.entropy()
