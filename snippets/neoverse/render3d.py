@@ -317,7 +317,26 @@ def test_novel_view_of_monocular_reconstruction_has_holes(shift=1.2, yaw_deg=-10
     assert r["psnr_novel_all"] == psnr(r["novel_render"], r["novel_gt"])
 
 
-def test_occlusion_simulation_makes_a_training_pair_from_one_frame(tol=0.05):
+def occlusion_degradation_frustum_only(size: int = 32, shift: float = 1.2,
+                                       yaw_deg: float = -10.0, tol: float = 0.05):
+    """The counterfactual: cull only what leaves the moved camera's image (a
+    frustum test, no depth test), then render back into the source camera."""
+    R0, t0 = camera(0.0, (0.0, 0.0, 0.0))
+    R1, t1 = camera(yaw_deg, (shift, 0.0, 0.0))
+    frame, depth = raycast_scene(R0, t0, size)
+    g = pixel_aligned_gaussians(frame, depth, R0, t0)
+    kept = subset(g, visible_from(g["mean"], R1, t1, size)["in_view"])
+    degraded, T = render_3d(kept, R0, t0, size)
+    holes = T > 0.5
+    truth = visible_from(g["mean"], R1, t1, size)["occluded"].reshape(size, size)
+    return {
+        "target": frame, "degraded": degraded, "T": T, "holes_mask": holes,
+        "occluded_truth": truth, "holes": holes.double().mean().item(),
+    }
+
+
+def test_occlusion_simulation_makes_a_training_pair_from_one_frame(
+        tol=0.05, degrade=occlusion_degradation):
     torch.set_num_threads(1)
     R0, t0 = camera(0.0, (0.0, 0.0, 0.0))
     frame, depth = raycast_scene(R0, t0)
@@ -325,7 +344,7 @@ def test_occlusion_simulation_makes_a_training_pair_from_one_frame(tol=0.05):
     d4 = depth[None, None]
     spread = F.max_pool2d(d4, 3, 1, 1) + F.max_pool2d(-d4, 3, 1, 1)  # max - min
     for shift, yaw in ((1.2, -10.0), (-0.8, 8.0), (0.6, 0.0)):
-        r = occlusion_degradation(shift=shift, yaw_deg=yaw, tol=tol)
+        r = degrade(shift=shift, yaw_deg=yaw, tol=tol)
         # Holes appear in the ORIGINAL view, exactly where the source camera sees a
         # surface that the moved camera cannot see (behind the square) ...
         assert r["occluded_truth"].any(), (shift, yaw)
