@@ -67,6 +67,16 @@ def dpo_loss_beta_on_chosen_only(policy_chosen_logps, policy_rejected_logps,
     return -torch.nn.functional.logsigmoid(margin), None, None
 
 
+def dpo_loss_unweighted(policy_chosen_logps, policy_rejected_logps,
+                        reference_chosen_logps, reference_rejected_logps, beta=0.1):
+    """-beta (log-ratio(y_w) - log-ratio(y_l)): the margin itself, no log-sigmoid, so
+    every pair weighs 1 (the "naive version ... without the weighting coefficient"
+    of Sec. 4, arXiv:2305.18290)."""
+    margin = ((policy_chosen_logps - reference_chosen_logps)
+              - (policy_rejected_logps - reference_rejected_logps))
+    return -beta * margin, None, None
+
+
 def test_dpo_gradient_matches_autograd(loss_fn=dpo_loss):
     # loss_fn: the loss whose autograd gradient the closed form must match.
     g = torch.Generator().manual_seed(0)

@@ -180,23 +180,33 @@ TV_FACTOR = 3.0
 # a Gaussian exceeds 5 sd with probability 6e-7 each).
 Z_TOL = 5.0
 SEEDS = (0, 1, 2)  # three problems, each with its own preference data
+# The page's beta, and one beta != 1: at beta = 1, r / beta, r * beta and r coincide,
+# so a misplaced beta would go unseen.
+BETAS = (1.0, 0.5)
 
 
 def test_dpo_recovers_closed_form_optimum(overrides=()):
     # overrides: (name, value) pairs for experiment(), none for the page's runs.
     for seed in SEEDS:
-        out = run(seed=seed, **dict(overrides))
-        tv, tol = out["tv"], out["tv_tol"]
-        assert (tv < tol).all(), f"seed {seed}: TV(pi_DPO, pi*) {tv} >= {tol}"
-        # The test could fail: the reference itself is far from pi*.
-        start = total_variation(out["pi_ref"], out["pi_star"])
-        assert (start > 3 * tol).all(), f"seed {seed}: pi_ref already near pi*"
+        for beta in BETAS:
+            out = run(seed=seed, beta=beta, **dict(overrides))
+            tv, tol = out["tv"], out["tv_tol"]
+            assert (tv < tol).all(), f"seed {seed}, beta {beta}: TV {tv} >= {tol}"
+            # The test could fail: the reference itself is far from pi*.
+            start = total_variation(out["pi_ref"], out["pi_star"])
+            assert (start > 3 * tol).all(), f"seed {seed}: pi_ref already near pi*"
 
 
 def reward_without_reference(policy_logp, ref_logp, beta):
     """beta log pi(y|x): the "implicit reward" with log pi_ref left out (a
     counterfactual of Eq. (5), arXiv:2305.18290). Any shape -> same shape."""
     return beta * policy_logp
+
+
+def reward_without_beta(policy_logp, ref_logp, beta):
+    """log pi(y|x) / pi_ref(y|x): the implicit reward without its factor beta (a
+    counterfactual of Eq. (5), arXiv:2305.18290). Any shape -> same shape."""
+    return policy_logp - ref_logp
 
 
 def test_implicit_reward_of_trained_policy_recovers_reward_differences(
@@ -206,14 +216,15 @@ def test_implicit_reward_of_trained_policy_recovers_reward_differences(
         return r - r.mean(1, keepdim=True)
 
     for seed in SEEDS:
-        out = run(seed=seed)
-        ref_logp = torch.log_softmax(out["ref_logits"], -1)
-        r_hat = reward_of(torch.log_softmax(out["logits"], -1), ref_logp, 1.0)
-        err = centred(r_hat) - centred(out["reward"])
-        cov = implicit_reward_covariance(out["ref_logits"], out["reward"], 20000)
-        se = cov.diagonal(dim1=1, dim2=2).sqrt()
-        z = (err / se).abs().max().item()
-        assert z < Z_TOL, f"seed {seed}: implicit reward off by {z:.1f} standard errors"
+        for beta in BETAS:  # the reward scale is r, whatever beta is
+            out = run(seed=seed, beta=beta)
+            ref_logp = torch.log_softmax(out["ref_logits"], -1)
+            r_hat = reward_of(torch.log_softmax(out["logits"], -1), ref_logp, beta)
+            err = centred(r_hat) - centred(out["reward"])
+            cov = implicit_reward_covariance(out["ref_logits"], out["reward"], 20000)
+            se = cov.diagonal(dim1=1, dim2=2).sqrt()
+            z = (err / se).abs().max().item()
+            assert z < Z_TOL, f"seed {seed}, beta {beta}: off by {z:.1f} std errors"
 
 
 def test_train_dpo_weights_triples_by_their_share_of_the_pairs():

@@ -131,6 +131,14 @@ def reinforce_kl_term(logps, ref_logps):
     return (logps - ref_logps).detach() * logps
 
 
+def k2_kl_term(logps, ref_logps):
+    """k2 = (log pi - log pi_ref)^2 / 2 put into the loss. Its gradient,
+    (log pi - log pi_ref) grad log pi, is the score-function form: on samples from pi
+    its expectation is grad KL(pi || pi_ref). Any shape -> same shape. A
+    counterfactual to k3 in the loss."""
+    return 0.5 * (logps - ref_logps) ** 2
+
+
 def test_qualifies_k3_in_loss_minimises_kl_to_reference(kl_term=k3_kl):
     # Claim: putting k3 into the loss (Eq. (3), arXiv:2402.03300) minimises
     # KL(pi || pi_ref). Checked exactly on three random pairs of categoricals.
