@@ -236,17 +236,27 @@ def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, ra
     assert ok, f"DDPM moments off: {errs}"
 
 
+def ddpm_without_noise(xT, eps_fn, abar, eta=0.0, generator=None):
+    """DDPM's ancestral step with its noise left out (ddpm_mean_only), called like ddim:
+    deterministic, but not DDIM (a counterfactual of the eta = 0 sampler)."""
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return ddpm_mean_only(xT, eps_fn, 1 - alphas, alphas, abar, generator)
+
+
 def test_ddim_eta0_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                           moments_ok, eta=0.0):
+                                                           moments_ok, eta=0.0,
+                                                           sampler=ddim):
+    # sampler = ddpm_without_noise: deterministic too, does it reach the data?
     _, _, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
-    spread0 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, eta, g), 200)
+    run = lambda xT, g: sampler(xT, eps_fn, abar, eta, g)
+    spread0 = spread_from_one_start(run, 200)
     spread1 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 1.0, g), 2000)
     assert torch.equal(spread0, torch.zeros(2, dtype=torch.float64)), spread0
     # eta = 1 is random again: a spread of the order of the data std (0.71, 0.63), far
     # above the 1.6 % relative sampling error of a std over 2000 runs.
     assert (spread1 > 0.5 * COV.diag().sqrt()).all(), f"DDIM eta=1: {spread1}"
-    ok, errs = moments_ok(ddim(randn(1, 20_000, 2), eps_fn, abar, eta))
+    ok, errs = moments_ok(sampler(randn(1, 20_000, 2), eps_fn, abar, eta))
     assert ok, f"DDIM eta=0 moments off: {errs}"
 
 
