@@ -236,35 +236,65 @@ def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, ra
     assert ok, f"DDPM moments off: {errs}"
 
 
+def ddpm_without_noise(xT, eps_fn, abar, eta=0.0, generator=None):
+    """DDPM's ancestral step with its noise left out (ddpm_mean_only), called like ddim:
+    deterministic, but not DDIM (a counterfactual of the eta = 0 sampler)."""
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return ddpm_mean_only(xT, eps_fn, 1 - alphas, alphas, abar, generator)
+
+
 def test_ddim_eta0_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                           moments_ok, eta=0.0):
+                                                           moments_ok, eta=0.0,
+                                                           sampler=ddim):
+    # sampler = ddpm_without_noise: deterministic too, does it reach the data?
     _, _, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
-    spread0 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, eta, g), 200)
+    run = lambda xT, g: sampler(xT, eps_fn, abar, eta, g)
+    spread0 = spread_from_one_start(run, 200)
     spread1 = spread_from_one_start(lambda xT, g: ddim(xT, eps_fn, abar, 1.0, g), 2000)
     assert torch.equal(spread0, torch.zeros(2, dtype=torch.float64)), spread0
     # eta = 1 is random again: a spread of the order of the data std (0.71, 0.63), far
     # above the 1.6 % relative sampling error of a std over 2000 runs.
     assert (spread1 > 0.5 * COV.diag().sqrt()).all(), f"DDIM eta=1: {spread1}"
-    ok, errs = moments_ok(ddim(randn(1, 20_000, 2), eps_fn, abar, eta))
+    ok, errs = moments_ok(sampler(randn(1, 20_000, 2), eps_fn, abar, eta))
     assert ok, f"DDIM eta=0 moments off: {errs}"
 
 
+def marginal_preserving_sde_sample(velocity, x1, num_steps, noise_level=0.7):
+    """A counterfactual of euler_sample: from x1 at t = 1, Flow-GRPO's SDE
+    (snippets/flow_grpo/sde.py, Eq. (8), arXiv:2505.05470), which has the ODE's
+    marginals but draws fresh noise at every step (seeded; every row its own noise).
+    The first step, where sigma_t is infinite, is a plain Euler step. x1: (batch, d)."""
+    from snippets.flow_grpo.sde import sde_step_with_logprob
+    from snippets.flow_matching.sampling import time_grid
+
+    ts, n = time_grid(num_steps, x1.dtype), x1.shape[0]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        x = x1 + velocity(x1, ts[0].expand(n)) * (ts[1] - ts[0])
+        for t, t_next in zip(ts[1:-1], ts[2:]):
+            z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+            x = sde_step_with_logprob(velocity(x, t.expand(n)), x, t, t_next,
+                                      noise_level=noise_level, noise=z)[0]
+    return x
+
+
 def test_flow_ode_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                          moments_ok, sign=1.0):
-    # sign = -1: the velocity of the other time convention (noise at t = 0)
-    v = lambda x, t: sign * marginal_velocity(x, t, MU, COV)
-    spread = spread_from_one_start(lambda x1, g: euler_sample(v, x1, 100), n_runs=200)
+                                                          moments_ok,
+                                                          sampler=euler_sample):
+    # sampler = marginal_preserving_sde_sample: same marginals, fresh noise per step
+    v = lambda x, t: marginal_velocity(x, t, MU, COV)
+    spread = spread_from_one_start(lambda x1, g: sampler(v, x1, 100), n_runs=200)
     assert torch.equal(spread, torch.zeros(2, dtype=torch.float64)), spread
     # The path is the ODE's unique solution from x1, not an artefact of the sampler:
     # Euler converges to the closed-form solution x_0 = mu + Sigma^{1/2} x1 at first
     # order (doubling the steps halves the error).
     x1 = randn(3, 2000, 2)
     exact = exact_flow(x1, 0.0, MU, COV)
-    err = {n: (euler_sample(v, x1, n) - exact).pow(2).sum(-1).mean().sqrt().item()
+    err = {n: (sampler(v, x1, n) - exact).pow(2).sum(-1).mean().sqrt().item()
            for n in (50, 100, 200)}
     assert err[200] < 0.01, err
     for n in (50, 100):
         assert 0.4 < err[2 * n] / err[n] < 0.6, err
-    ok, errs = moments_ok(euler_sample(v, randn(1, 20_000, 2), 100))
+    ok, errs = moments_ok(sampler(v, randn(1, 20_000, 2), 100))
     assert ok, f"flow ODE moments off: {errs}"

@@ -97,7 +97,9 @@ def test_swd_threshold_detects_a_dropped_mode():
     assert swd_dropped > 1.5 * floor, (swd_dropped, floor)
 
 
-def test_toy_flow_trains_fast_and_matches_data(steps=2000):
+def test_toy_flow_trains_fast_and_matches_data(steps=2000, spread=1.0):
+    # spread: the model's samples moved away from (> 1) or towards (< 1) their nearest
+    # mode centre by this factor, a counterfactual of the mode width
     model, seconds = pretrained_toy_model(steps)
     q = sample_quality(model)
     assert seconds < 30, f"training took {seconds:.1f} s"
@@ -108,3 +110,28 @@ def test_toy_flow_trains_fast_and_matches_data(steps=2000):
     # (noise).
     assert q["swd_model"] < 1.5 * q["swd_floor"], q
     assert q["swd_model"] < 0.3 * q["swd_noise"], q
+    # The SWD alone does not see the width of the modes: data with modes twice as wide
+    # (std 0.2) or half as wide (0.05) sit at the noise floor too (0.106 and 0.100
+    # against 0.103). So the width is checked itself: the RMS offset of the samples
+    # sample_quality drew (seed 1, 50 steps) from their nearest centre, per dimension,
+    # within a factor sqrt(2) of MODE_STD, halfway (in log scale) to a factor 2.
+    x = euler_sample(model, torch.randn(5000, 2, generator=torch.Generator()
+                                        .manual_seed(1)), 50).double()
+    centre = MEANS[((x[:, None, :] - MEANS) ** 2).sum(-1).argmin(1)]
+    width = (spread * (x - centre)).pow(2).mean().sqrt().item()
+    assert MODE_STD / 2 ** 0.5 < width < MODE_STD * 2 ** 0.5, width
+
+
+def test_swd_alone_does_not_see_the_mode_width():
+    # Why test_toy_flow_trains_fast_and_matches_data also checks the width: mixtures
+    # with the right centres and weights but modes half or twice as wide as the data's
+    # pass its SWD threshold (1.5 x the floor), 5000 points each as there.
+    g = torch.Generator().manual_seed(1)
+    n, mean5 = 5000, lambda f: sum(f() for _ in range(5)) / 5
+    floor = mean5(lambda: sliced_wasserstein(eight_gaussians(n, g),
+                                             eight_gaussians(n, g)))
+    for std in (0.05, 0.2):
+        k = torch.randint(0, 8, (n,), generator=g)
+        x = MEANS[k] + std * torch.randn(n, 2, generator=g, dtype=torch.float64)
+        swd = mean5(lambda: sliced_wasserstein(x, eight_gaussians(n, g)))
+        assert swd < 1.5 * floor, (std, swd, floor)
