@@ -14,7 +14,7 @@ import fsrs
 import pytest
 
 from conftest import edit, kb
-from kb import review
+from kb import cards, review
 from kb.model import Status
 
 def rewrite_reason(page: Path, claim_id: str) -> None:
@@ -40,7 +40,60 @@ def test_cards_are_every_claim_and_every_answered_question(model):
     by_id = {c.id: c for c in deck}
     for claim in model.claims:
         card = by_id[f"claim:{claim.id}"]
-        assert card.front == claim.title and card.back.startswith(f"**{claim.status.label}**")
+        assert card.front == cards.claim_question(claim.title) and card.answer.startswith(f"**{claim.status.label}**")
+
+
+VERDICT = re.compile(r"^(?:你的说法)?(?:已验证|已证伪|部分成立|待解决)。")
+
+
+def test_every_card_asks_one_thing_and_answers_it_short(model):
+    """SuperMemo's minimum information principle: a question on the face, a short answer, no missing context."""
+    deck = review.cards(model)
+    for c in deck:
+        if c.id.startswith("claim:"):
+            assert c.front.startswith("对还是错：") and c.front.endswith("？"), c.front
+            assert VERDICT.match(cards.plain_text(c.answer)), (c.id, c.answer)
+        else:  # the learner's own words
+            assert c.front in {q.text for q in model.questions}
+        short = VERDICT.sub("", cards.plain_text(c.answer))
+        assert 6 < len(short) <= cards.ANSWER_LIMIT, (c.id, len(short), short)
+        assert short.endswith(("。", "？", "！", "……")), (c.id, short)
+        for part in (c.front, c.context, c.answer, c.more):
+            assert not cards.DEICTIC.search(part), (c.id, cards.DEICTIC.search(part).group(0), part)
+            shown = cards.plain_text(part)
+            assert "$" not in shown.replace("\\$", "") and "`" not in shown, (c.id, shown)
+    assert not [c.id for c in deck if c.over_limit], "claims whose short answer had to be cut want a review: line"
+
+
+def test_a_short_answer_is_derived_cut_or_written(mini_project):
+    long = "很长的理由，" * 40 + "结束。第二句。"
+    short, cut = cards.short_answer(long)
+    assert cut and cards.shown_length(short) <= cards.ANSWER_LIMIT and short.endswith("……")
+    assert cards.short_answer("误差 $<10^{-12}$（见上表），所以成立。后面还有。") == ("误差 $<10^{-12}$，所以成立。", False)
+    assert cards.resolve_context("整体被抵消（上一条），上一条说明了它；见下一节。") == "整体被抵消，原文中相邻的论断说明了它；见原文。"
+    assert cards.plain_text(r"$\beta\log Z$ 与 $10^{-12}$、`x`") == "β log Z 与 10⁻¹²、x"
+    # a written `review:` line is the card's answer; a claim whose derived answer is cut is listed on the claims page
+    page = mini_project / "docs/foundations/mse-conditional-mean.md"
+    text = page.read_text(encoding="utf-8")
+    text = text.replace("    id: mse-predicts-conditional-mean\n",
+                        "    id: mse-predicts-conditional-mean\n    review: 每组只有一个自由参数，平方损失的最小值点就是该组的均值。\n", 1)
+    at = text.index("    id: mse-bias-variance-decomposition\n")
+    body = text.index("\n\n    ", at) + 6
+    page.write_text(text[:body] + "一个不停的长句，" * 30 + text[body:], encoding="utf-8")
+    from kb.model import KnowledgeBase
+    from kb.project import Project
+
+    model = KnowledgeBase.load(Project.find(mini_project))
+    by_id = {c.id: c for c in review.cards(model)}
+    written = by_id["claim:mse-predicts-conditional-mean"]
+    assert written.written and written.answer == "**已验证**。每组只有一个自由参数，平方损失的最小值点就是该组的均值。"
+    assert by_id["claim:mse-bias-variance-decomposition"].over_limit
+    r = kb(mini_project, "claims")
+    assert r.returncode == 0, r.stderr
+    from kb.render import Layout, claims_page
+
+    listed = claims_page(model, Layout(), lambda a, b, anchor="": b + ("#" + anchor if anchor else ""))
+    assert "短答案超过 120 字的论断 1 条" in listed and "mse-bias-variance-decomposition" in listed
 
 
 def test_a_cards_identity_survives_lines_moving(model):
@@ -77,8 +130,9 @@ def test_a_changed_claim_is_due_again_and_says_why(model):
     log = [rev(card, T0, "3"), rev(card, T0 + dt.timedelta(minutes=10), "4")]
     later = T0 + dt.timedelta(days=2)
     assert not review.due(review.schedule([card], log, later), later), "learned: not due two days later"
-    changed = review.Card(card.id, card.topic, card.front, card.back.replace("已验证", "部分成立", 1), "qualified",
-                          "部分成立", card.page, card.anchor)
+    changed = review.Card(card.id, card.topic, card.front, card.answer.replace("已验证", "部分成立", 1), card.more,
+                          "qualified", "部分成立", card.page, card.anchor,
+                          content=card.content.replace("\nverified\n", "\nqualified\n", 1))
     s = review.schedule([changed], log, later)[card.id]
     assert review.due({card.id: s}, later) == [s]
     assert s.fsrs_card.state == fsrs.State.Relearning
