@@ -155,7 +155,8 @@ def test_kb_review_session_changed_claim_and_stats(mini_project):
     # ...until a claim's reason is rewritten: its card comes back, saying so.
     rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
     r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="\nq\n")
-    assert "！此论断的内容已改写" in r.stdout and "MSE 回归的最优解是条件均值" in r.stdout, r.stdout
+    shown = r.stdout.replace("\n", "")  # lines are wrapped to the terminal's width
+    assert "！此论断的内容已改写" in shown and "MSE 回归的最优解是条件均值" in shown, r.stdout
     r = kb(mini_project, "review", "--stats", "--now", "2026-01-12T09:00")
     assert r.returncode == 0 and "未来 7 天每天到期" in r.stdout and "基础" in r.stdout
 
@@ -212,3 +213,90 @@ def test_a_damaged_log_line_is_named_with_its_line(mini_project):
                                                 encoding="utf-8")
     r = kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="q\n")
     assert r.returncode == 2 and "review-log.tsv:3: not a review line" in r.stderr and "Traceback" not in r.stderr
+
+
+ANSI = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _spawn(root: Path, *args: str, width: int):
+    import io
+    import sys
+
+    pexpect = pytest.importorskip("pexpect")
+    from conftest import ENV, ROOT
+
+    child = pexpect.spawn(sys.executable, ["-m", "kb.cli", "review", "--now", "2026-01-10T09:00", *args],
+                          cwd=str(root), env={**ENV, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"},
+                          encoding="utf-8", dimensions=(40, width), timeout=60)
+    child.logfile_read = io.StringIO()  # everything the terminal showed
+    return child
+
+
+def _log_lines(root: Path) -> list[str]:
+    path = root / "review-log.tsv"
+    return [l for l in path.read_text().split("\n") if l and not l.startswith("#")] if path.exists() else []
+
+
+def test_a_terminal_session_of_ten_cards_in_a_pty(project_copy):
+    """Through a real terminal (pty, 60 columns): formulas as text, code without backticks, lines within the width."""
+    from wcwidth import wcswidth
+
+    width = 60
+    child = _spawn(project_copy, width=width)
+    for k in range(10):
+        child.expect("回车看答案")
+        child.sendline("")
+        child.expect("评分")
+        child.sendline("m")  # the full explanation and the link, too
+        child.expect("原文")
+        child.expect("评分")
+        child.sendline("3")
+    child.expect("回车看答案")
+    child.sendline("q")
+    child.expect("本次复习 10 张")
+    child.expect(pytest.importorskip("pexpect").EOF)
+    raw = child.logfile_read.getvalue()
+    lines = ANSI.sub("", raw).replace("\r", "").split("\n")
+    out = Path(__file__).resolve().parents[1] / "artifacts" / "review-session.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    assert len(_log_lines(project_copy)) == 10
+    shown = "\n".join(lines)
+    assert shown.count("问：") == 11 and "$" not in shown and "`" not in shown, shown
+    wide = [line for line in lines if wcswidth(line) > width]
+    assert not wide, wide
+    assert "\x1b]8;" in raw, "the source link is an OSC 8 hyperlink"
+
+
+def test_ctrl_c_after_three_grades_keeps_three_lines(project_copy):
+    child = _spawn(project_copy, width=80)
+    for _ in range(3):
+        child.expect("回车看答案")
+        child.sendline("")
+        child.expect("评分")
+        child.sendline("2")
+    child.expect("回车看答案")
+    child.sendintr()
+    child.expect("3 grades of this session kept")
+    child.wait()
+    child.close()
+    assert child.exitstatus == 130 or child.signalstatus is None
+    assert len(_log_lines(project_copy)) == 3
+
+
+def test_the_daily_limit_holds_new_cards_back(project_copy):
+    r = kb(project_copy, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 300)
+    assert "本次复习 20 张" in r.stdout, r.stdout[-300:]
+    r = kb(project_copy, "review", "--now", "2026-01-10T18:00", "--new-per-day", "25", stdin="\n3\n" * 300)
+    reviewed = int(re.search(r"本次复习 (\d+) 张", r.stdout).group(1))
+    assert reviewed >= 5, "5 more new cards (25 a day), plus the learning steps of the morning's cards"
+    lines = _log_lines(project_copy)
+    assert len({l.split("\t")[1] for l in lines}) == 25, "25 distinct cards introduced on one day"
+    r = kb(project_copy, "review", "--stats", "--now", "2026-01-10T19:00")
+    assert r.returncode == 0 and "每天新卡片上限 20 张" in r.stdout
+    days = re.findall(r"\d\d-\d\d:(\d+)\+(\d+)", r.stdout)
+    assert [int(n) for _, n in days] == [0, 20, 20, 20, 20, 20, 0] or all(int(n) <= 20 for _, n in days), r.stdout
+    assert int(days[0][1]) == 0, "today's 20 are used up (25 were introduced)"
+    assert int(days[1][1]) == 20
+    r = kb(project_copy, "review", "--new-per-day", "x", "--now", "2026-01-10T19:00")
+    assert r.returncode == 2 and "--new-per-day" in r.stderr
