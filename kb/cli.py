@@ -235,7 +235,7 @@ def cmd_export(args) -> int:
     from kb import anki
 
     project = _project(args)
-    path = anki.export(project, Path(args.path))
+    path = anki.export(project, Path(args.path), _now(args.now))
     print(path)
     return 0
 
@@ -301,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export the cards: kb export anki PATH.apkg")
     e.add_argument("format", choices=["anki"])
     e.add_argument("path", help="the .apkg file to write")
+    e.add_argument("--now", help=argparse.SUPPRESS)  # an injected clock, for tests (also KB_NOW)
     e.set_defaults(func=cmd_export)
 
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")

@@ -197,12 +197,19 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     assert a != b, "the changed card's text is in the second export"
     fields = " ".join(f for _, f in a)
     assert "\\(" in fields and "$" not in re.sub(r"\$\$", "", fields).replace("\\$", ""), "math uses Anki's delimiters"
-    # each note links to its page where the site has it: posts at the blog's dated URLs, pages as directories
-    links = re.findall(r'<a href="([^"]+)">', fields)
+    assert "`" not in fields and "**" not in fields and "<code>" in fields, "clean HTML: no Markdown left"
+    # site_url is local (127.0.0.1): a link would work only while serving, so there is none
+    assert not re.findall(r'<a href="', fields)
+    config = mini_project / "mkdocs.yml"
+    config.write_text(config.read_text().replace("site_url: http://127.0.0.1:8000/", "site_url: https://example.org/notes/"))
+    assert kb(mini_project, "export", "anki", str(tmp_path / "d.apkg")).returncode == 0
+    d = notes_of(tmp_path / "d.apkg")
+    assert [g for g, _ in d] == [g for g, _ in a]
+    links = re.findall(r'<a href="([^"]+)">', " ".join(f for _, f in d))
     assert len(links) == len(deck)
     assert any(c.page.startswith("journal/posts/") for c in deck), "the mini project has a card on a post"
-    for url in links:
-        assert re.fullmatch(r"http://127\.0\.0\.1:8000/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url) \
+    for url in links:  # posts at the blog's dated URLs, pages as directories
+        assert re.fullmatch(r"https://example\.org/notes/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url) \
             and "/posts/" not in url, url
     r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
     assert r.returncode == 2 and "must end in .apkg" in r.stderr
@@ -300,3 +307,50 @@ def test_the_daily_limit_holds_new_cards_back(project_copy):
     assert int(days[1][1]) == 20
     r = kb(project_copy, "review", "--new-per-day", "x", "--now", "2026-01-10T19:00")
     assert r.returncode == 2 and "--new-per-day" in r.stderr
+
+
+def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project, tmp_path):
+    """Opened with sqlite3: a revlog row per logged review, card intervals and due dates from the FSRS state."""
+    from kb.model import KnowledgeBase
+    from kb.project import Project
+
+    kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 50)
+    kb(mini_project, "review", "--now", "2026-01-10T09:30", stdin="\n3\n" * 50)
+    kb(mini_project, "review", "--now", "2026-01-10T09:40", stdin="\n1\n\n3\n" * 50)
+    now = dt.datetime(2026, 1, 11, 9, 0, tzinfo=dt.timezone.utc)
+    assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg"), "--now", now.isoformat()).returncode == 0
+    project = Project.find(mini_project)
+    log = review.project_log(project)
+    deck = review.cards(KnowledgeBase.load(project))
+    states = review.schedule(deck, log, now)
+    with zipfile.ZipFile(tmp_path / "a.apkg") as z:
+        (tmp_path / "a.sqlite").write_bytes(z.read("collection.anki2"))
+    with sqlite3.connect(tmp_path / "a.sqlite") as con:
+        crt = con.execute("select crt from col").fetchone()[0]
+        revlog = con.execute("select cid, ease from revlog").fetchall()
+        rows = con.execute("select notes.guid, cards.id, type, queue, due, ivl, reps, cards.data from cards "
+                           "join notes on cards.nid = notes.id").fetchall()
+    assert len(log) > 0 and len(revlog) == len(log), "one revlog row per logged review"
+    import genanki
+
+    by_guid = {genanki.guid_for(c.id): states[c.id] for c in deck}
+    checked = 0
+    for guid, cid, ctype, queue, due, ivl, reps, data in rows:
+        s = by_guid[guid]
+        assert reps == len(s.reviews)
+        assert sorted(e for c, e in revlog if c == cid) == sorted(int(r.rating) for r in s.reviews)
+        if not s.reviews:
+            assert ctype == 0 and queue == 0, "a card never reviewed is new"
+            continue
+        fc = s.fsrs_card
+        if fc.state == fsrs.State.Review:
+            crt_day = dt.datetime.fromtimestamp(crt, dt.timezone.utc).date()
+            assert (ctype, queue) == (2, 2) and due == (fc.due.date() - crt_day).days
+            assert ivl == max(1, (fc.due - fc.last_review).days)
+            checked += 1
+        else:
+            assert queue == 1 and due == int(fc.due.timestamp())
+        import json
+
+        assert json.loads(data)["s"] == pytest.approx(fc.stability, abs=1e-4)
+    assert checked > 0, "some cards reached the review state"
