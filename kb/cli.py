@@ -5,7 +5,7 @@
     kb claims                                                        every claim and its status, as file:line
     kb check PATH|TOPIC ...                                          run what pages show and assert
     kb serve                                                         serve the site with each page's live check status
-    kb review [--topic T] [--stats]                                  today's due cards, FSRS-scheduled
+    kb review [--topic T] [--stats] [--new-per-day N]               today's due cards, FSRS-scheduled
     kb export anki PATH.apkg                                         the cards as an Anki deck
     kb assets                                                        fetch KaTeX and Mermaid (npm registry)
 
@@ -208,6 +208,14 @@ def _now(value: str | None):
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
+def _new_per_day(value: str) -> int | None:
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of new cards a day (0 or more), or 'all'")
+    return int(value)
+
+
 def cmd_review(args) -> int:
     from kb import review
 
@@ -218,16 +226,16 @@ def cmd_review(args) -> int:
 
         deck = review.cards(KnowledgeBase.load(project))
         log = review.project_log(project)
-        print(review.stats(review.schedule(deck, log, now), log, now))
+        print(review.stats(review.schedule(deck, log, now), log, now, args.new_per_day))
         return 0
-    return review.session(project, now, args.topic)
+    return review.session(project, now, args.topic, new_per_day=args.new_per_day)
 
 
 def cmd_export(args) -> int:
     from kb import anki
 
     project = _project(args)
-    path = anki.export(project, Path(args.path))
+    path = anki.export(project, Path(args.path), _now(args.now))
     print(path)
     return 0
 
@@ -285,12 +293,15 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("review", help="review today's due cards (the notes' questions and claims), FSRS-scheduled")
     r.add_argument("--topic", help="only this topic's cards")
     r.add_argument("--stats", action="store_true", help="cards per topic and the forecast for the next 7 days")
+    r.add_argument("--new-per-day", type=_new_per_day, default=20, metavar="N",
+                   help="new cards a day (default 20, Anki's default; 'all' for no limit)")
     r.add_argument("--now", help=argparse.SUPPRESS)  # an injected clock, for tests (also KB_NOW)
     r.set_defaults(func=cmd_review)
 
     e = sub.add_parser("export", help="export the cards: kb export anki PATH.apkg")
     e.add_argument("format", choices=["anki"])
     e.add_argument("path", help="the .apkg file to write")
+    e.add_argument("--now", help=argparse.SUPPRESS)  # an injected clock, for tests (also KB_NOW)
     e.set_defaults(func=cmd_export)
 
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")

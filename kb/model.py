@@ -295,6 +295,7 @@ class Claim:
     basis: Basis = Basis.EXPERIMENT
     test_source: str = ""  # the deciding test's syntax tree (docstring and formatting left out)
     reviews: list[claim_reviews.ClaimReview] = field(default_factory=list)  # second readings, oldest first
+    card_answer: str | None = None  # `review:` line: the review card's short answer (one sentence)
     kind = "claim"
 
     @property
@@ -840,17 +841,18 @@ class _Builder:
                        '(quote: arXiv:NNNN.NNNNN §x "<verbatim>")')
         if not ok:
             return None
+        f_review = one("review")
         fn = self._test_function(test) if test else None
         return Claim(cid, block.title, status, page, block.line, block, test, evidence, journal, answers,
                      f_missing.value if f_missing else None, counterfactuals, quotes, basis,
-                     _code_shape(fn) if fn else "")
+                     _code_shape(fn) if fn else "", card_answer=f_review.value if f_review else None)
 
     def _answer(self, page: Page, block: sources.RawBlock, posts: dict[str, Page]) -> Answer:
         answer = Answer(block.title, page, block.line, block, self._refs(page, block, "answers", posts, None))
         if not block.values("answers"):
             self.error(page.rel, block.line, f"answer '{block.title}' answers nothing "
                        '(answers: <YYYYMMDD> "<fragment>" answered)')
-        for key in ("id", "status", "test", "evidence", "journal", "counterfactual", "basis"):
+        for key in ("id", "status", "test", "evidence", "journal", "counterfactual", "basis", "review"):
             for f in block.values(key):
                 self.error(page.rel, f.line, f"an answer has no {key} (make it a claim if a test decides it)")
         return answer

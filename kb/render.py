@@ -420,6 +420,18 @@ def _review_facts(c: Claim) -> str:
     return "".join(f" · {p}" for p in parts)
 
 
+def _long_card_answers(kb: KnowledgeBase, href_to: Callable[..., str], uri: str) -> list[str]:
+    """The claims whose review card's short answer is over the limit (cut): each wants a `review:` line."""
+    by_id = {c.id: c for c in kb.claims}
+    long = [by_id[card.id.removeprefix("claim:")] for card in cards.cards(kb)
+            if card.over_limit and card.id.removeprefix("claim:") in by_id]
+    head = (f'??? warning "复习卡片的短答案超过 {cards.ANSWER_LIMIT} 字的论断 {len(long)} 条"' if long else
+            f'??? success "每条论断的复习卡片短答案都在 {cards.ANSWER_LIMIT} 字以内"')
+    body = [f"    - [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)})（`{c.where}`）：给它加一行 `review:`"
+            for c in long] or ["    卡片的短答案取自论断说明的第一句，或论断的 `review:` 行（一句话）。"]
+    return [head, "", *body, ""]
+
+
 def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) -> str:
     """Every claim in one compact table, refuted and qualified first, filterable by status (no script).
 
@@ -467,7 +479,9 @@ def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) 
         f"复核为当前的 {sum(c.review_current for c in kb.claims)} 条；"
         + "，".join(f"{b.label} {sum(c.basis is b for c in kb.claims)}" for b in Basis) + "。", "",
         "    合计：" + "，".join(f"{s.label} {total[s]}" for s in Status)
-        + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。", "",        '<div class="kb-claims">',
+        + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。", "",
+        *_long_card_answers(kb, href_to, uri),
+        '<div class="kb-claims">',
         *radios,
         f'<div class="kb-filters" role="group" aria-label="按状态筛选">{"".join(labels)}</div>',
         '<table class="kb-claims-table"><thead><tr><th>状态</th><th>论断</th></tr></thead><tbody>',

@@ -173,7 +173,8 @@ def fenced(lines: list[str]) -> list[bool]:
 # ---- kb blocks ----------------------------------------------------------------------
 
 KINDS = ("claim", "answer", "question")
-KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing", "counterfactual", "quote", "basis")
+KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing", "counterfactual", "quote", "basis",
+        "review")
 HEADER = re.compile(
     r'^(?P<indent>[ \t]*)(?P<marker>!!!|\?\?\?\+?)[ ]+(?P<kind>[a-z]+)\b(?P<classes>[^"\n]*)'
     r'(?:"(?P<title>[^"\n]*)")?[ ]*$'
