@@ -335,6 +335,13 @@ def occlusion_degradation_frustum_only(size: int = 32, shift: float = 1.2,
     }
 
 
+def occlusion_degradation_mirrored(size: int = 32, shift: float = 1.2,
+                                  yaw_deg: float = -10.0, tol: float = 0.05):
+    """The counterfactual: the camera moved the other way (signs of the shift and the
+    turn flipped), its own truth reported: holes on the square's other side."""
+    return occlusion_degradation(size, -shift, -yaw_deg, tol)
+
+
 def test_occlusion_simulation_makes_a_training_pair_from_one_frame(
         tol=0.05, degrade=occlusion_degradation):
     torch.set_num_threads(1)
@@ -343,19 +350,23 @@ def test_occlusion_simulation_makes_a_training_pair_from_one_frame(
     uncut, _ = render_3d(pixel_aligned_gaussians(frame, depth, R0, t0), R0, t0)
     d4 = depth[None, None]
     spread = F.max_pool2d(d4, 3, 1, 1) + F.max_pool2d(-d4, 3, 1, 1)  # max - min
+    means = pixel_aligned_gaussians(frame, depth, R0, t0)["mean"]
     for shift, yaw in ((1.2, -10.0), (-0.8, 8.0), (0.6, 0.0)):
         r = degrade(shift=shift, yaw_deg=yaw, tol=tol)
+        # The ray-cast truth for THIS move, computed here, not taken from `degrade`.
+        R1, t1 = camera(yaw, (shift, 0.0, 0.0))
+        truth = visible_from(means, R1, t1)["occluded"].reshape(frame.shape[:2])
         # Holes appear in the ORIGINAL view, exactly where the source camera sees a
         # surface that the moved camera cannot see (behind the square) ...
-        assert r["occluded_truth"].any(), (shift, yaw)
-        assert agree_away_from_edges(r["holes_mask"], r["occluded_truth"]), (shift, yaw)
+        assert truth.any() and torch.equal(r["occluded_truth"], truth), (shift, yaw)
+        assert agree_away_from_edges(r["holes_mask"], truth), (shift, yaw)
         # ... and elsewhere the render is the original frame, the target: as good as
         # the uncut render (within 1 dB, the tails of culled neighbours), on pixels
         # one pixel away from the holes and from the square's silhouette.
         assert torch.equal(r["target"], frame)
         assert torch.equal(r["holes_mask"], r["T"] > 0.5)
         assert r["holes"] == r["holes_mask"].double().mean().item()
-        kept = eroded(~r["occluded_truth"]) & (spread[0, 0] < 0.5)
+        kept = eroded(~truth) & (spread[0, 0] < 0.5)
         cut_db = psnr(r["degraded"][kept], frame[kept])
         assert cut_db > psnr(uncut[kept], frame[kept]) - 1.0, (shift, yaw, cut_db)
 

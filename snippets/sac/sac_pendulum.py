@@ -297,6 +297,28 @@ def train_storing_truncation_as_termination(**kw):
         gym.make = real
 
 
+class _ResetObservationAtTruncation(gym.Wrapper):
+    """Pendulum that answers the last step of an episode with a fresh reset
+    observation (the autoreset of older vector envs) instead of the true successor."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            obs, _ = self.env.reset()
+        return obs, reward, terminated, truncated, info
+
+
+def train_storing_reset_obs_at_truncation(**kw):
+    """The counterfactual: the transition that ends an episode stores a reset
+    observation as next_obs (train() then resets once more for the next episode)."""
+    real = gym.make
+    gym.make = lambda *a, **k: _ResetObservationAtTruncation(real(*a, **k))
+    try:
+        return train(**kw)
+    finally:
+        gym.make = real
+
+
 def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     """A few hundred steps: shapes right, losses finite, the buffer's done flag is
     termination only, alpha moves toward the entropy target (Eq. (18), 1812.05905)."""
@@ -317,9 +339,18 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     # ended at step 200 must not be stored as terminal (its value is not 0 there).
     buf = out["buffer"]
     assert buf.size == 300 and buf.done[:300].sum() == 0
-    # Step 200's next_obs is the true successor (|cos, sin| on the unit circle),
-    # not a reset observation: obs[200] (after reset) differs from next_obs[199].
+    # Step 200's next_obs is the true successor, not a reset observation: obs[200]
+    # (after reset) differs from next_obs[199], and Pendulum-v1 itself, put in the
+    # state of obs[199] and given act[199], answers next_obs[199] (float32 storage:
+    # 1e-5 covers the rounding of the angle recovered from cos, sin).
     assert not torch.equal(buf.next_obs[199], buf.obs[200])
+    env = gym.make("Pendulum-v1")
+    env.reset(seed=0)
+    cos, sin, thdot = buf.obs[199].double().tolist()
+    env.unwrapped.state = np.array([_math.atan2(sin, cos), thdot])
+    successor, *_ = env.step((buf.act[199] * 2.0).numpy())
+    torch.testing.assert_close(buf.next_obs[199], torch.as_tensor(successor),
+                               atol=1e-5, rtol=0)
     torch.testing.assert_close(buf.next_obs[198], buf.obs[199], atol=0, rtol=0)
     # Entropy is above the target -1 at the start, so alpha must shrink.
     assert out["logs"][0]["entropy"] > -1.0 and out["log_alpha"] < -0.05
