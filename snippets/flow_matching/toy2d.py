@@ -97,12 +97,11 @@ def test_swd_threshold_detects_a_dropped_mode():
     assert swd_dropped > 1.5 * floor, (swd_dropped, floor)
 
 
-def test_toy_flow_trains_fast_and_matches_data(steps=2000, spread=1.0):
+def test_toy_flow_trains_and_matches_data(steps=2000, spread=1.0):
     # spread: the model's samples moved away from (> 1) or towards (< 1) their nearest
     # mode centre by this factor, a counterfactual of the mode width
-    model, seconds = pretrained_toy_model(steps)
+    model, _ = pretrained_toy_model(steps)
     q = sample_quality(model)
-    assert seconds < 30, f"training took {seconds:.1f} s"
     # Returned frozen and in evaluation mode: ready to serve as a reference model.
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     # Within 1.5x the SWD between two independent data samples of the same size (the
@@ -123,7 +122,7 @@ def test_toy_flow_trains_fast_and_matches_data(steps=2000, spread=1.0):
 
 
 def test_swd_alone_does_not_see_the_mode_width():
-    # Why test_toy_flow_trains_fast_and_matches_data also checks the width: mixtures
+    # Why test_toy_flow_trains_and_matches_data also checks the width: mixtures
     # with the right centres and weights but modes half or twice as wide as the data's
     # pass its SWD threshold (1.5 x the floor), 5000 points each as there.
     g = torch.Generator().manual_seed(1)
