@@ -1,0 +1,147 @@
+"""A knowledge base that grows: `kb topic new`, `kb import`, `kb init`, `kb publish`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import frontmatter
+import pytest
+import yaml
+
+from conftest import ROOT, kb, mkdocs_build, run, text_of
+from kb.project import read_config
+from kb.topics import module_name, slugify
+
+# ---- kb topic new ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, slug, module", [
+    ("扩散策略", "kuo-san-ce-lue", "kuo_san_ce_lue"),
+    ("Diffusion Policy", "diffusion-policy", "diffusion_policy"),
+    ("RLHF/奖励模型", "rlhf-jiang-li-mo-xing", "rlhf_jiang_li_mo_xing"),
+    ("Flow-GRPO", "flow-grpo", "flow_grpo"),
+    ("3D 重建", "3d-zhong-jian", "topic_3d_zhong_jian"),
+])
+def test_topic_names_get_clean_slugs(name, slug, module):
+    assert slugify(name) == slug and module_name(slug) == module
+
+
+def lines_kept(old: str, new: str) -> bool:
+    """Whether ``new`` is ``old`` with lines added only (every old line, in order, unchanged)."""
+    it = iter(new.split("\n"))
+    return all(any(line == n for n in it) for line in old.split("\n"))
+
+
+@pytest.fixture
+def bare(tmp_path) -> Path:
+    """This project's mkdocs.yml (full nav, comments) with empty docs/topics and snippets."""
+    shutil.copy2(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    (tmp_path / "docs" / "topics").mkdir(parents=True)
+    (tmp_path / "snippets").mkdir()
+    return tmp_path
+
+
+def test_topic_new_adds_lines_to_mkdocs_yml_and_changes_none(bare):
+    before = text_of(bare / "mkdocs.yml")
+    r = kb(bare, "topic", "new", "RLHF/奖励模型")
+    assert r.returncode == 0, r.stderr
+    after = text_of(bare / "mkdocs.yml")
+    assert lines_kept(before, after) and len(after.split("\n")) == len(before.split("\n")) + 2
+    config = read_config(bare / "mkdocs.yml")
+    blog = next(p["blog"] for p in config["plugins"] if isinstance(p, dict) and "blog" in p)
+    assert blog["categories_allowed"][-1] == "RLHF/奖励模型"
+    section = next(v for item in config["nav"] for v in item.values() if isinstance(v, list)
+                   and "topics/index.md" in v)
+    assert {"RLHF/奖励模型": "topics/rlhf-jiang-li-mo-xing.md"} in section
+    assert section[-1] == {"标签": "tags.md"}  # after the topics, before the tags page
+    assert (bare / "docs/topics/rlhf-jiang-li-mo-xing.md").is_file()
+    assert (bare / "snippets/rlhf_jiang_li_mo_xing/log_density.py").is_file()
+
+
+CATEGORIES_LINE = next(i for i, line in enumerate(text_of(ROOT / "mkdocs.yml").split("\n"), 1)
+                       if line.strip() == "categories_allowed:")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("SAC", f"mkdocs.yml:{CATEGORIES_LINE}: the topic 'SAC' already exists"),
+    ("flow matching", "the topic 'Flow Matching' already exists"),
+    ("Flow GRPO", "would have the URL slug 'flow-grpo' of the existing topic 'Flow-GRPO'"),
+    ("", "the topic name is empty"),
+    ("   ", "the topic name is empty"),
+    ("!!!", "has no letters or digits"),
+    ('say "hi"', "double quote"),
+    ("a\x1bb", "control or invisible character"),
+])
+def test_topic_new_refuses_in_one_line_and_writes_nothing(bare, name, message):
+    before = {p: p.read_bytes() for p in bare.rglob("*") if p.is_file()}
+    r = kb(bare, "topic", "new", name)
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert {p: p.read_bytes() for p in bare.rglob("*") if p.is_file()} == before
+
+
+def test_topic_new_refuses_a_slug_whose_page_or_package_exists(bare):
+    (bare / "docs/topics/kuo-san-ce-lue.md").write_text("# 已有的页面\n", encoding="utf-8")
+    before = text_of(bare / "mkdocs.yml")
+    r = kb(bare, "topic", "new", "扩散策略")
+    assert r.returncode == 2 and "docs/topics/kuo-san-ce-lue.md: already exists" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and text_of(bare / "mkdocs.yml") == before
+    assert not (bare / "snippets/kuo_san_ce_lue").exists()
+    (bare / "docs/topics/kuo-san-ce-lue.md").unlink()
+    (bare / "snippets/kuo_san_ce_lue").mkdir()
+    r = kb(bare, "topic", "new", "扩散策略")
+    assert r.returncode == 2 and "snippets/kuo_san_ce_lue: already exists" in r.stderr, r.stderr
+
+
+def test_topic_new_dry_run_writes_nothing(bare):
+    before = {p: p.read_bytes() for p in bare.rglob("*") if p.is_file()}
+    r = kb(bare, "topic", "new", "--dry-run", "Diffusion Policy")
+    assert r.returncode == 0 and "would write docs/topics/diffusion-policy.md" in r.stdout, r.stderr
+    assert {p: p.read_bytes() for p in bare.rglob("*") if p.is_file()} == before
+
+
+def test_new_names_topic_new_for_an_unknown_topic_without_a_far_guess(bare):
+    (bare / "docs/journal/posts").mkdir(parents=True)
+    r = kb(bare, "new", "--topic", "Diffusion Policy", "-m", "x")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "kb topic new 'Diffusion Policy'" in r.stderr and "did you mean" not in r.stderr
+    r = kb(bare, "new", "--topic", "PPO", "-m", "x")  # PPO is not DPO: no guess
+    assert r.returncode == 2 and "did you mean" not in r.stderr and "kb topic new PPO" in r.stderr
+    r = kb(bare, "new", "--topic", "Flow matchin", "-m", "x")  # a typo is still caught
+    assert "did you mean 'Flow Matching'?" in r.stderr
+
+
+@pytest.mark.timeout(400)
+def test_a_new_topic_is_accepted_everywhere(mini_project):
+    """Collection, strict build, claims page, journal categories and kb new all accept the topic,
+    and its claim is decided by its test (counterfactual included)."""
+    r = kb(mini_project, "topic", "new", "扩散策略")
+    assert r.returncode == 0, r.stderr
+    r = kb(mini_project, "new", "--date", "2026-01-05", "--topic", "扩散策略", "-m", "扩散策略的第一条笔记")
+    assert r.returncode == 0, r.stderr
+    assert frontmatter.load(mini_project / "docs/journal/posts/2026-01-05.md")["categories"] == ["扩散策略"]
+    # make test's collection (the snippet module, the page's blocks) and its run
+    result = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0",
+                  "snippets/kuo_san_ce_lue", "docs/topics/kuo-san-ce-lue.md", "tests/test_pages.py"],
+                 mini_project)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "test_normal_log_prob_is_the_gaussian_formula" in run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "--collect-only", "snippets"],
+        mini_project).stdout
+    # the claim is decided by its test: kb check runs it and its counterfactual
+    check = kb(mini_project, "check", "docs/topics/kuo-san-ce-lue.md")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "kuo-san-ce-lue-normal-scale-is-std" in check.stdout + check.stderr
+    claims = kb(mini_project, "claims")
+    assert re.search(r"docs/topics/kuo-san-ce-lue\.md:\d+: \[verified\] kuo-san-ce-lue-normal-scale-is-std",
+                     claims.stdout), claims.stdout
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode == 0, build.stdout + build.stderr
+    site = mini_project / "site"
+    assert "扩散策略" in text_of(site / "topics/kuo-san-ce-lue/index.html")
+    assert "kuo-san-ce-lue-normal-scale-is-std" in text_of(site / "claims/index.html")
+    assert "20260105" in text_of(site / "journal/category/kuo-san-ce-lue/index.html")
