@@ -145,3 +145,148 @@ def test_a_new_topic_is_accepted_everywhere(mini_project):
     assert "扩散策略" in text_of(site / "topics/kuo-san-ce-lue/index.html")
     assert "kuo-san-ce-lue-normal-scale-is-std" in text_of(site / "claims/index.html")
     assert "20260105" in text_of(site / "journal/category/kuo-san-ce-lue/index.html")
+
+
+# ---- kb import -------------------------------------------------------------------------------
+
+SEED = ROOT / "seed" / "learning-notes.md"
+
+
+@pytest.fixture
+def empty_journal(tmp_path) -> Path:
+    """This project's mkdocs.yml and an empty journal."""
+    (tmp_path / "docs" / "journal" / "posts").mkdir(parents=True)
+    shutil.copy2(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
+    return tmp_path
+
+
+def snapshot(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".kb-journal.lock"}
+
+
+def test_importing_the_seed_reproduces_the_posts_seed_parts_and_twice_changes_nothing(empty_journal):
+    from test_journal import check_verbatim, dated, seed_sections
+
+    r = kb(empty_journal, "import", str(SEED))
+    assert r.returncode == 0, r.stderr
+    assert check_verbatim(empty_journal) == []
+    posts = sorted((empty_journal / "docs/journal/posts").glob("*.md"))
+    assert [p.name for p in posts] == ["2025-12-30.md", "2025-12-31.md", "2026-01-01.md"]
+    for key, section in dated(seed_sections()).items():  # the seed part is the whole body
+        raw = text_of(empty_journal / f"docs/journal/posts/{key[:4]}-{key[4:6]}-{key[6:]}.md")
+        # the seed's last line has no line break: its post ends with one, like every file kb writes
+        assert raw.split("---\n", 2)[2] == (section if section.endswith("\n") else section + "\n")
+    assert "learning-notes.md:1-7: text before the first date line is not imported" in r.stderr
+    before = snapshot(empty_journal)
+    again = kb(empty_journal, "import", str(SEED))
+    assert again.returncode == 0 and again.stdout.count("already in") == 3, again.stdout + again.stderr
+    assert snapshot(empty_journal) == before
+
+
+NOTES = """\
+# 我的学习笔记
+
+## 2026-01-02
+今天看 DPO 的推导。
+
+```text
+## 2026-01-03
+(a date line inside a code block is text)
+```
+
+2026年1月4日 星期日
+
+- 复习 GRPO
+- 组内归一化的优势函数
+"""
+
+
+def test_import_reads_iso_and_chinese_dates_and_files_named_by_date(empty_journal, tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES, encoding="utf-8")
+    days = tmp_path / "days"
+    days.mkdir()
+    (days / "2026-01-05.md").write_text("五号的笔记，整个文件是一天。\n", encoding="utf-8")
+    (days / "20260106.txt").write_text("六号\r\n第二行\r\n", encoding="utf-8")
+    (days / "2026年1月7日.md").write_text("七号\n", encoding="utf-8")
+    r = kb(empty_journal, "import", str(notes), str(days), "--topic", "DPO")
+    assert r.returncode == 0, r.stderr
+    posts = empty_journal / "docs/journal/posts"
+    assert sorted(p.name for p in posts.glob("*.md")) == [f"2026-01-0{d}.md" for d in (2, 4, 5, 6, 7)]
+    second = frontmatter.load(posts / "2026-01-02.md")
+    assert second["date"] == dt.date(2026, 1, 2) and str(second["slug"]) == "20260102"
+    assert second["categories"] == ["DPO"]
+    assert second.content == ("# 20260102\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n"
+                              "(a date line inside a code block is text)\n```")
+    assert text_of(posts / "2026-01-04.md").endswith("# 20260104\n\n- 复习 GRPO\n- 组内归一化的优势函数\n")
+    assert text_of(posts / "2026-01-06.md").endswith("# 20260106\n\n六号\n第二行\n")
+    before = snapshot(empty_journal)
+    assert kb(empty_journal, "import", str(notes), str(days)).returncode == 0
+    assert snapshot(empty_journal) == before
+
+
+def test_import_appends_to_a_day_that_has_a_post_as_a_new_section(empty_journal, tmp_path):
+    r = kb(empty_journal, "new", "--date", "2026-01-02", "--topic", "SAC", "-m", "先写的笔记")
+    assert r.returncode == 0, r.stderr
+    path = empty_journal / "docs/journal/posts/2026-01-02.md"
+    old = text_of(path)
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES, encoding="utf-8")
+    r = kb(empty_journal, "import", str(notes), "--topic", "DPO")
+    assert r.returncode == 0 and "appended to docs/journal/posts/2026-01-02.md" in r.stdout, r.stdout + r.stderr
+    new = text_of(path)
+    assert new.split("---\n", 2)[2].startswith(old.split("---\n", 2)[2])  # never merged inside it
+    assert new.endswith("先写的笔记\n\n## 导入自 notes.md\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n"
+                        "(a date line inside a code block is text)\n```\n")
+    assert frontmatter.load(path)["categories"] == ["SAC", "DPO"]
+    before = snapshot(empty_journal)
+    assert kb(empty_journal, "import", str(notes)).returncode == 0
+    assert snapshot(empty_journal) == before
+
+
+def test_import_dry_run_lists_and_writes_nothing(empty_journal):
+    before = snapshot(empty_journal)
+    r = kb(empty_journal, "import", "--dry-run", str(SEED))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("would create docs/journal/posts/") == 3 and "nothing written" in r.stderr
+    assert snapshot(empty_journal) == before
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("bad-date.md", "## 2026-01-02\nok\n\n## 2026-02-30\nx\n", "bad-date.md:4: '## 2026-02-30' is not a date"),
+    ("far.md", "## 2026-01-02\nok\n\n# 01010101\nx\n", "far.md:4: 0101-01-01 is outside the journal's range"),
+    ("control.md", "## 2026-01-02\nok\n\n## 2026-01-03\nab\x1bc\n", "control.md:5: the note has a control "
+                                                                      "character U+001B, column 3"),
+    ("latin1.md", "## 2026-01-02\ncaf\xe9\n".encode("latin-1"), "latin1.md:2: not UTF-8 (byte 0xe9)"),
+    ("notes.md", "no dates here\n", "notes.md:1: no date line"),
+])
+def test_import_refuses_bad_input_in_one_line_and_writes_nothing(empty_journal, tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    before = snapshot(empty_journal)
+    r = kb(empty_journal, "import", str(path))
+    assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert snapshot(empty_journal) == before
+
+
+def test_imported_posts_build(mini_project, tmp_path):
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES, encoding="utf-8")
+    r = kb(mini_project, "import", str(notes), "--topic", "GRPO")
+    assert r.returncode == 0, r.stderr
+    build = mkdocs_build(mini_project, mini_project / "site")
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert "组内归一化的优势函数" in text_of(mini_project / "site/journal/2026/01/04/20260104/index.html")
+
+
+def test_import_and_kb_new_at_once_keep_every_note(empty_journal, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    notes = tmp_path / "notes.md"
+    notes.write_text(NOTES, encoding="utf-8")
+    jobs = [("import", str(notes))] + [("new", "--date", "2026-01-02", "-m", f"并发笔记 {i}") for i in range(6)]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        results = list(pool.map(lambda args: kb(empty_journal, *args), jobs))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    post = text_of(empty_journal / "docs/journal/posts/2026-01-02.md")
+    assert all(f"并发笔记 {i}" in post for i in range(6)) and post.count("今天看 DPO 的推导。") == 1
