@@ -10,6 +10,7 @@
     kb assets                                                        fetch KaTeX and Mermaid (npm registry)
     kb topic new NAME                                                a new topic: category, nav, page, snippets
     kb import FILE|DIR [--topic T ...] [--dry-run]                   dated notes as journal posts, verbatim
+    kb init DIR [--name NAME]                                        a new, empty knowledge base
 
 The project is the folder holding mkdocs.yml, found from the current directory
 upward (or --root). A refusal is one line naming the file (and line), exit 2,
@@ -284,6 +285,15 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from kb import init
+
+    path = init.init(Path(args.dir), name=args.name)
+    print(path)
+    print(f"a new knowledge base in {path}: cd there, then make test (or make serve)", file=sys.stderr)
+    return 0
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 
@@ -348,6 +358,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--topic", action="append", default=[], metavar="TOPIC", help="a journal category for the posts")
     i.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     i.set_defaults(func=cmd_import)
+
+    ni = sub.add_parser("init", help="make a new, empty knowledge base (mkdocs.yml, Makefile, README, CI, "
+                                     "one example topic and one journal post)")
+    ni.add_argument("dir", help="the new project's folder (must not exist, or be empty)")
+    ni.add_argument("--name", help="the site's name (default: the folder's name)")
+    ni.set_defaults(func=cmd_init)
 
     t = sub.add_parser("topic", help="kb topic new NAME: add a topic (journal category, nav, page, snippets)")
     tsub = t.add_subparsers(dest="action", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
@@ -290,3 +291,87 @@ def test_import_and_kb_new_at_once_keep_every_note(empty_journal, tmp_path):
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     post = text_of(empty_journal / "docs/journal/posts/2026-01-02.md")
     assert all(f"并发笔记 {i}" in post for i in range(6)) and post.count("今天看 DPO 的推导。") == 1
+
+
+# ---- kb init ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory) -> Path:
+    """One `kb init` project per session (KaTeX/Mermaid linked from this checkout, as in conftest)."""
+    path = tmp_path_factory.mktemp("init") / "我的知识库"
+    r = kb(tmp_path_factory.getbasetemp(), "init", str(path), "--name", "我的知识库")
+    assert r.returncode == 0, r.stderr
+    vendor = ROOT / "docs" / "assets" / "vendor"
+    if vendor.exists():
+        (path / "docs" / "assets" / "vendor").symlink_to(vendor)
+    return path
+
+
+def test_init_makes_the_machinery_and_none_of_this_content(fresh):
+    for part in ("mkdocs.yml", "Makefile", "README.md", ".ci/run", "pyproject.toml", "requirements.lock",
+                 "kb/cli.py", "overrides/main.html", "docs/topics/gao-si-fen-bu.md",
+                 "snippets/gao_si_fen_bu/log_density.py", "tests/test_site.py"):
+        assert (fresh / part).is_file(), part
+    assert text_of(fresh / "requirements.lock") == text_of(ROOT / "requirements.lock")
+    readme = text_of(fresh / "README.md")
+    assert "make serve" in readme and "make test" in readme and "## Where `kb` comes from" in readme
+    config = read_config(fresh / "mkdocs.yml")
+    assert config["site_name"] == "我的知识库"
+    blog = next(p["blog"] for p in config["plugins"] if isinstance(p, dict) and "blog" in p)
+    assert blog["categories_allowed"] == ["高斯分布"]
+    posts = list((fresh / "docs/journal/posts").glob("*.md"))
+    assert len(posts) == 1 and frontmatter.load(posts[0])["categories"] == ["高斯分布"]
+    # nothing of this knowledge base's notes, pages or snippets
+    ours = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    theirs = {p.relative_to(fresh / "docs").as_posix() for p in (fresh / "docs").rglob("*.md")}
+    assert ours & theirs <= {"index.md", "tags.md", "topics/index.md", "journal/index.md"}
+    assert sorted(p.name for p in (fresh / "snippets").iterdir()) == ["__init__.py", "gao_si_fen_bu"]
+    for path in [*(fresh / "docs").rglob("*.md"), fresh / "mkdocs.yml", fresh / "README.md"]:
+        text = text_of(path)
+        assert not re.search(r"\bSAC\b|NeoVerse|20251230|seed/", text), path
+    assert run(["git", "rev-parse", "--is-inside-work-tree"], fresh).stdout.strip() == "true"
+
+
+@pytest.mark.timeout(600)
+def test_an_init_project_passes_its_own_tests_and_strict_build(fresh):
+    # what `make test` runs once its venv is set up (the venv here: this interpreter, same pins)
+    r = run([sys.executable, "-m", "kb.testrun", "-n", "0", "-p", "no:cacheprovider", "-q"], fresh, timeout=500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert re.search(r"\b[4-9] passed|\b\d\d+ passed", r.stdout), r.stdout[-2000:]
+    check = kb(fresh, "check", "docs/topics/gao-si-fen-bu.md")
+    assert check.returncode == 0 and "gao-si-fen-bu-normal-scale-is-std" in check.stdout + check.stderr
+    dry = run(["make", "-n", "test", "serve"], fresh)
+    assert "kb.testrun -n 2" in dry.stdout and "kb serve --dev-addr 127.0.0.1:8000" in dry.stdout
+
+
+def test_an_init_project_is_served(fresh):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
+                            cwd=fresh, env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(fresh)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, page = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and "我的知识库" not in page:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode("utf-8")
+            except OSError:
+                time.sleep(1)
+        assert "我的知识库" in page, "kb serve did not serve the new project within 90 s"
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def test_init_refuses_a_folder_in_use(tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.md").write_text("mine\n", encoding="utf-8")
+    r = kb(tmp_path, "init", str(tmp_path / "used"))
+    assert r.returncode == 2 and "already exists and is not an empty folder" in r.stderr
+    assert r.stderr.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["used"]
