@@ -11,6 +11,7 @@
     kb topic new NAME                                                a new topic: category, nav, page, snippets
     kb import FILE|DIR [--topic T ...] [--dry-run]                   dated notes as journal posts, verbatim
     kb init DIR [--name NAME]                                        a new, empty knowledge base
+    kb publish [--remote NAME_OR_URL] [--branch gh-pages]            the strict site, pushed to a branch
 
 The project is the folder holding mkdocs.yml, found from the current directory
 upward (or --root). A refusal is one line naming the file (and line), exit 2,
@@ -294,6 +295,14 @@ def cmd_init(args) -> int:
     return 0
 
 
+def cmd_publish(args) -> int:
+    from kb import publish
+
+    url = publish.publish(_project(args), remote=args.remote, branch=args.branch, site_url=args.site_url)
+    print(f"published to {args.remote} {args.branch}; the site's address: {url}")
+    return 0
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 
@@ -364,6 +373,13 @@ def parser() -> argparse.ArgumentParser:
     ni.add_argument("dir", help="the new project's folder (must not exist, or be empty)")
     ni.add_argument("--name", help="the site's name (default: the folder's name)")
     ni.set_defaults(func=cmd_init)
+
+    pb = sub.add_parser("publish", help="build the strict site and push it to a branch (as mkdocs gh-deploy)")
+    pb.add_argument("--remote", default="origin", help="a git remote's name or URL (default: origin)")
+    pb.add_argument("--branch", default="gh-pages", help="the branch to push the site to (default: gh-pages)")
+    pb.add_argument("--site-url", help="where the site will be read (default: the GitHub Pages address of the "
+                                      "remote, else mkdocs.yml's site_url if it is not a local address)")
+    pb.set_defaults(func=cmd_publish)
 
     t = sub.add_parser("topic", help="kb topic new NAME: add a topic (journal category, nav, page, snippets)")
     tsub = t.add_subparsers(dest="action", required=True)

@@ -375,3 +375,50 @@ def test_init_refuses_a_folder_in_use(tmp_path):
     r = kb(tmp_path, "init", str(tmp_path / "used"))
     assert r.returncode == 2 and "already exists and is not an empty folder" in r.stderr
     assert r.stderr.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["used"]
+
+
+# ---- kb publish ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remote, url", [
+    ("https://github.com/learner/notes.git", "https://learner.github.io/notes/"),
+    ("git@github.com:learner/notes.git", "https://learner.github.io/notes/"),
+    ("https://github.com/learner/notes", "https://learner.github.io/notes/"),
+    ("/srv/git/notes.git", None),
+])
+def test_the_published_address_comes_from_a_github_remote(remote, url):
+    from kb.publish import site_url_for
+
+    assert site_url_for(None, "http://127.0.0.1:8000/", remote) == url
+    assert site_url_for("https://notes.example.org", "http://127.0.0.1:8000/", remote) == "https://notes.example.org/"
+
+
+PUBLISHED_TEXT = {".html", ".xml", ".json", ".js", ".css", ".txt"}
+
+
+@pytest.mark.timeout(300)
+def test_publish_to_a_local_bare_repository(fresh, tmp_path):
+    git = ["git", "-c", "user.name=kb test", "-c", "user.email=kb@example.org"]
+    assert run([*git, "add", "-A"], fresh).returncode == 0
+    assert run([*git, "commit", "-q", "-m", "notes"], fresh).returncode == 0
+    bare = tmp_path / "remote.git"
+    assert run(["git", "init", "-q", "--bare", str(bare)], tmp_path).returncode == 0
+    # a local remote and a local site_url: refused in one line, nothing pushed
+    r = kb(fresh, "publish", "--remote", str(bare))
+    assert r.returncode == 2 and "pass --site-url URL" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert run(["git", "--git-dir", str(bare), "branch"], tmp_path).stdout == ""
+    # even when run from inside `kb serve`'s environment, no live status line is published
+    r = kb(fresh, "publish", "--remote", str(bare), "--site-url", "https://learner.github.io/notes/",
+           KB_LIVE_STATUS=str(tmp_path / "status.json"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "checkout"
+    assert run(["git", "clone", "-q", "-b", "gh-pages", str(bare), str(out)], tmp_path).returncode == 0
+    assert (out / ".nojekyll").is_file() and "我的知识库" in text_of(out / "index.html")
+    assert (out / "topics/gao-si-fen-bu/index.html").is_file() and (out / "claims/index.html").is_file()
+    files = [p for p in out.rglob("*") if p.is_file() and ".git" not in p.parts and p.suffix in PUBLISHED_TEXT]
+    assert len(files) > 20
+    local = [p.relative_to(out).as_posix() for p in files if "127.0.0.1" in p.read_text("utf-8", "replace")]
+    assert local == []
+    assert not [p for p in files if 'class="kb-live"' in p.read_text("utf-8", "replace")]
+    assert not (out / "kb-status.json").exists()
+    assert 'href="https://learner.github.io/notes/"' in text_of(out / "index.html")  # the canonical address
