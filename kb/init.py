@@ -27,6 +27,7 @@ from pathlib import Path
 import kb
 from kb import topics
 from kb.project import KbError, Project
+from kb.render import Layout
 
 PACKAGE = Path(kb.__file__).resolve().parent
 TEMPLATE = PACKAGE / "templates" / "init"
@@ -58,8 +59,8 @@ def _config(source: Path, name: str, example: topics.NewTopic) -> str:
     blog["categories_allowed"][:] = [example.name]
     data["nav"] = [{"首页": "index.md"},
                    {"主题": ["topics/index.md", {example.name: example.page_uri}, {"标签": "tags.md"}]},
-                   {"日志": ["journal/index.md"]}, {"问题": "questions.md"}, {"论断": "claims.md"},
-                   {"复习": "review.md"}]
+                   {"日志": ["journal/index.md"]}, {"问题": Layout.questions}, {"论断": Layout.claims},
+                   {"复习": Layout.review}]  # the pages kb generates
     out = StringIO()
     y.dump(data, out)
     return out.getvalue()

@@ -27,6 +27,8 @@ from kb.topics import module_name, slugify
     ("RLHF/奖励模型", "rlhf-jiang-li-mo-xing", "rlhf_jiang_li_mo_xing"),
     ("Flow-GRPO", "flow-grpo", "flow_grpo"),
     ("3D 重建", "3d-zhong-jian", "topic_3d_zhong_jian"),
+    ("../../etc/passwd", "etc-passwd", "etc_passwd"),  # no way out of docs/topics or snippets
+    ("import", "import", "topic_import"),  # a Python keyword cannot name a package
 ])
 def test_topic_names_get_clean_slugs(name, slug, module):
     assert slugify(name) == slug and module_name(slug) == module
@@ -96,6 +98,15 @@ def test_topic_new_refuses_a_slug_whose_page_or_package_exists(bare):
     (bare / "snippets/kuo_san_ce_lue").mkdir()
     r = kb(bare, "topic", "new", "扩散策略")
     assert r.returncode == 2 and "snippets/kuo_san_ce_lue: already exists" in r.stderr, r.stderr
+
+
+def test_a_name_with_yaml_syntax_stays_a_name(bare):
+    r = kb(bare, "topic", "new", "Q: what #1? [x], {y} & *z")
+    assert r.returncode == 0, r.stderr
+    blog = next(p["blog"] for p in read_config(bare / "mkdocs.yml")["plugins"] if isinstance(p, dict) and "blog" in p)
+    assert blog["categories_allowed"][-1] == "Q: what #1? [x], {y} & *z"
+    page = frontmatter.load(bare / "docs/topics/q-what-1-x-y-z.md")
+    assert page["topic"] == page["title"] == "Q: what #1? [x], {y} & *z"
 
 
 def test_topic_new_dry_run_writes_nothing(bare):
