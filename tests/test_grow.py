@@ -12,7 +12,6 @@ from pathlib import Path
 
 import frontmatter
 import pytest
-import yaml
 
 from conftest import ROOT, kb, mkdocs_build, run, text_of
 from kb.project import read_config
