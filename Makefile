@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup serve build test experiments check new review mutate bench notebooks clean
+.PHONY: setup serve build test experiments check new review publish mutate bench notebooks clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ new: setup
 
 review: setup
 	$(BIN)/kb review
+
+# make publish [REMOTE=origin] [BRANCH=gh-pages] [SITE_URL=https://...]: the strict site, pushed to that branch
+publish: setup
+	$(BIN)/kb publish $(if $(REMOTE),--remote "$(REMOTE)") $(if $(BRANCH),--branch "$(BRANCH)") $(if $(SITE_URL),--site-url "$(SITE_URL)")
 
 # Mutation testing of the snippet modules (slow: about an hour on two cores); not part of make test.
 mutate: setup

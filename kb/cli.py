@@ -8,6 +8,10 @@
     kb review [--topic T] [--stats] [--new-per-day N]               today's due cards, FSRS-scheduled
     kb export anki PATH.apkg                                         the cards as an Anki deck
     kb assets                                                        fetch KaTeX and Mermaid (npm registry)
+    kb topic new NAME                                                a new topic: category, nav, page, snippets
+    kb import FILE|DIR [--topic T ...] [--dry-run]                   dated notes as journal posts, verbatim
+    kb init DIR [--name NAME]                                        a new, empty knowledge base
+    kb publish [--remote NAME_OR_URL] [--branch gh-pages]            the strict site, pushed to a branch
 
 The project is the folder holding mkdocs.yml, found from the current directory
 upward (or --root). A refusal is one line naming the file (and line), exit 2,
@@ -249,6 +253,64 @@ def cmd_assets(args) -> int:
     return 0
 
 
+def cmd_topic_new(args) -> int:
+    from kb import topics
+
+    project = _project(args)
+    topic, written = topics.create(project, args.name, dry_run=args.dry_run)
+    verb = "would write" if args.dry_run else "wrote"
+    for rel in written:
+        print(f"{verb} {rel}")
+    if not args.dry_run:
+        print(f"topic '{topic.name}' (slug {topic.slug}): kb check {shlex.quote(topic.name)}; "
+              f"kb new --topic {shlex.quote(topic.name)}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from kb import importer
+    from kb.journal import Journal, check_topics
+
+    project = _project(args)
+    journal = Journal(project.posts_dir, project.docs_dir / project.blog_dir, project.allowed_topics,
+                      shown=project.rel)
+    topics = check_topics(args.topic, project.allowed_topics)
+    notes: list[str] = []
+    found = [s for target in args.paths for s in importer.collect(Path(target), notes)]
+    for note in notes:
+        print(f"kb import: {note}", file=sys.stderr)
+    steps = importer.plan(journal, found) if args.dry_run else importer.run(journal, found, topics)
+    verbs = {"create": "create", "append": "append to", "present": "already in"}
+    for step in steps:
+        s = step.section
+        verb = verbs[step.action] if args.dry_run else {"create": "created", "append": "appended to",
+                                                         "present": "already in"}[step.action]
+        print(f"{'would ' if args.dry_run and step.action != 'present' else ''}{verb} "
+              f"{project.rel(journal.posts / f'{s.day.isoformat()}.md')} "
+              f"({s.source}:{s.line}, {len(s.key.splitlines())} lines)")
+    counts = {a: sum(st.action == a for st in steps) for a in verbs}
+    print(f"{counts['create']} new posts, {counts['append']} appended sections, {counts['present']} already there"
+          + (" (dry run: nothing written)" if args.dry_run else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_init(args) -> int:
+    from kb import init
+
+    path = init.init(Path(args.dir), name=args.name)
+    print(path)
+    print(f"a new knowledge base in {path}: cd there, then make test (or make serve)", file=sys.stderr)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from kb import publish
+
+    url = publish.publish(_project(args), remote=args.remote, branch=args.branch, site_url=args.site_url)
+    print(f"published to {args.remote} {args.branch}; the site's address: {url}")
+    return 0
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 
@@ -306,6 +368,37 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
     a.set_defaults(func=cmd_assets)
+
+    i = sub.add_parser("import", help="import dated notes (a file, or a folder of them) as journal posts",
+                       description="Import dated notes as journal posts, verbatim: sections start at a date "
+                                   "line (# 20251230, ## 2026-01-02, 2026年1月2日), or a file is one day named by "
+                                   "its date (2026-01-02.md). Importing twice adds nothing; a day that has a post "
+                                   "gets the text appended as a new section.")
+    i.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    i.add_argument("--topic", action="append", default=[], metavar="TOPIC", help="a journal category for the posts")
+    i.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
+    i.set_defaults(func=cmd_import)
+
+    ni = sub.add_parser("init", help="make a new, empty knowledge base (mkdocs.yml, Makefile, README, CI, "
+                                     "one example topic and one journal post)")
+    ni.add_argument("dir", help="the new project's folder (must not exist, or be empty)")
+    ni.add_argument("--name", help="the site's name (default: the folder's name)")
+    ni.set_defaults(func=cmd_init)
+
+    pb = sub.add_parser("publish", help="build the strict site and push it to a branch (as mkdocs gh-deploy)")
+    pb.add_argument("--remote", default="origin", help="a git remote's name or URL (default: origin)")
+    pb.add_argument("--branch", default="gh-pages", help="the branch to push the site to (default: gh-pages)")
+    pb.add_argument("--site-url", help="where the site will be read (default: the GitHub Pages address of the "
+                                      "remote, else mkdocs.yml's site_url if it is not a local address)")
+    pb.set_defaults(func=cmd_publish)
+
+    t = sub.add_parser("topic", help="kb topic new NAME: add a topic (journal category, nav, page, snippets)")
+    tsub = t.add_subparsers(dest="action", required=True)
+    tn = tsub.add_parser("new", help="add a topic: its journal category and nav entry in mkdocs.yml, its page "
+                                     "docs/topics/<slug>.md and snippets/<module>/ with a first claim and its test")
+    tn.add_argument("name", help="the topic's name as the learner says it (扩散策略, Diffusion Policy, ...)")
+    tn.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
+    tn.set_defaults(func=cmd_topic_new)
     return p
 
 

@@ -16,9 +16,11 @@ import datetime as dt
 import difflib
 import os
 import re
+import shlex
 import stat
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,9 +88,11 @@ def note_problem(body: str, limit: int | None = NOTE_LIMIT) -> str | None:
 def check_topics(topics: list[str], allowed: list[str]) -> list[str]:
     for t in topics:
         if t not in allowed:
-            close = [a for a in allowed if a.lower() == t.lower()] or difflib.get_close_matches(t, allowed, n=1, cutoff=0.5)
+            # a near miss (case, a typo) is suggested; a different name is not (a new topic, say)
+            close = [a for a in allowed if a.lower() == t.lower()] or difflib.get_close_matches(t, allowed, n=1, cutoff=0.75)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise JournalError(f"unknown topic '{t}'{hint}; allowed: {', '.join(allowed)}")
+            raise JournalError(f"unknown topic '{t}'{hint}; allowed: {', '.join(allowed)}; "
+                               f"a new topic: kb topic new {shlex.quote(t)}")
     return list(dict.fromkeys(topics))
 
 
@@ -167,14 +171,40 @@ class Journal:
         except PermissionError as e:
             raise JournalError(f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written") from None
 
+    def put(self, day: dt.date, topics: list[str], first: str,
+            then: Callable[[str], str | None]) -> Result | None:
+        """The importer's write, under the same lock and with the same checks as add().
+
+        No post for ``day``: create it with front matter and the body ``first`` as given.
+        A post: append ``then(old body)`` to it (None: nothing to add, nothing written).
+        """
+        topics = check_topics(topics, self.allowed)
+        path = self.path(day)
+        try:
+            with FileLock(str(self.posts / LOCK_NAME), timeout=LOCK_TIMEOUT):
+                if not path.exists():
+                    self._write(path, f"---\n{_front_matter(day, topics)}---\n{first}", mode=None)
+                    return Result(path, created=True)
+                old = sources.read_text(path, self.shown(path))  # re-read under the lock
+                head, body_old = self._plan(path, old, topics)
+                added = then(body_old)
+                if added is None:
+                    return None
+                gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
+                self._write(path, head + body_old + gap + added, mode=stat.S_IMODE(path.stat().st_mode))
+                return Result(path, created=False)
+        except Timeout:
+            raise JournalError(f"{self.shown(self.posts)}: another kb command held the journal for "
+                               f"{LOCK_TIMEOUT:g} s; nothing written, try again") from None
+        except PermissionError as e:
+            raise JournalError(f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written") from None
+
     # ---- under the lock --------------------------------------------------------------
     def _add_locked(self, path: Path, day: dt.date, topics: list[str], body: str, now: dt.datetime | None) -> Result:
         note = body.rstrip("\n") + "\n"
         if not path.exists():
             slug = day.strftime("%Y%m%d")
-            meta = yaml.safe_dump({"date": day, "slug": slug, "categories": topics}, allow_unicode=True,
-                                  sort_keys=False, default_flow_style=False)
-            self._write(path, f"---\n{meta}---\n# {slug}\n\n{note}", mode=None)
+            self._write(path, f"---\n{_front_matter(day, topics)}---\n# {slug}\n\n{note}", mode=None)
             return Result(path, created=True)
         old = sources.read_text(path, self.shown(path))  # re-read under the lock
         head, body_old = self._plan(path, old, topics)
@@ -230,6 +260,11 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _front_matter(day: dt.date, topics: list[str]) -> str:
+    return yaml.safe_dump({"date": day, "slug": day.strftime("%Y%m%d"), "categories": topics},
+                          allow_unicode=True, sort_keys=False, default_flow_style=False)
 
 
 def _categories(meta: dict, shown: str) -> list[str]:

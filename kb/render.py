@@ -15,13 +15,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from pymdownx.slugs import slugify
-
 from kb import cards, sources
 from kb.model import Basis, Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
 from kb.project import KbError
+from kb.topics import slugify as topic_slug
 
-CATEGORY_SLUG = slugify(case="lower")
+CATEGORY_SLUG = topic_slug  # the blog's categories_slugify in mkdocs.yml
 MATH = r"(?<![\\$])\$(?![\s$])[^$\n]+?(?<![\s\\])\$(?!\$)"
 KEPT = re.compile(f"{sources.CODE_SPAN.pattern}|{MATH}")
 # Characters that Markdown or an extension could act on, as numeric references:

@@ -1,0 +1,186 @@
+"""``kb import FILE|DIR``: the learner's existing notes, as journal posts, verbatim.
+
+A note file is cut at its date lines, in the forms learners write them:
+
+    # 20251230            (the seed's form: a heading YYYYMMDD)
+    ## 2026-01-02         (a heading with an ISO date; also 2026/01/02, 2026.01.02)
+    2026年1月2日           (alone on its line, as a heading or not; a weekday may follow)
+
+Each section becomes its day's post: created (front matter, then the section: a
+``# YYYYMMDD`` heading is kept as written, any other date line becomes one), or, when the
+day already has a post, appended as a new section ``## 导入自 <file>``, never merged into
+the text. A section whose text the post already holds adds nothing, so importing twice
+changes nothing. A file with no date lines is one day's note when its name is a date
+(``2026-01-02.md``, ``20260102.md``, ``2026年1月2日.md``). Text before the first date line
+is reported and left out. Every section is checked first (dates, control characters,
+size): one bad section refuses the import, naming file:line, before anything is written.
+Writes go through Journal.put, under the lock ``kb new`` uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kb import sources
+from kb.journal import FIRST_DAY, LAST_DAY, NOTE_LIMIT, Journal, note_problem
+from kb.project import KbError
+
+_DATE = (r"(?P<compact>\d{8})"
+         r"|(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
+         r"|(?P<cy>\d{4})年(?P<cm>\d{1,2})月(?P<cd>\d{1,2})[日号]")
+_WEEKDAY = r"(?:[ \t]*[（(]?(?:星期|周|礼拜)[一二三四五六日天][)）]?)?"
+DATE_LINE = re.compile(rf"^(?P<marks>#{{1,6}}[ \t]+)?(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?[ \t]*#*[ \t]*$")
+FILE_DATE = re.compile(rf"^(?:{_DATE}|(?P<uy>\d{{4}})_(?P<um>\d{{1,2}})_(?P<ud>\d{{1,2}}))$")
+SUFFIXES = (".md", ".markdown", ".txt")
+
+
+@dataclass
+class Section:
+    source: Path
+    line: int  # 1-based line of the date line (of the file's first line for a whole-file note)
+    day: dt.date
+    heading: str | None  # the date line as written (None: the whole file, dated by its name)
+    content: str  # the text after the date line, verbatim
+
+    @property
+    def key(self) -> str:
+        """What makes the import idempotent: a post holding this text already has the section."""
+        return self.content.strip("\n")
+
+    def first(self) -> str:
+        """The body of a new post for this section."""
+        title = f"# {self.day:%Y%m%d}"
+        if self.heading == title:
+            text = f"{self.heading}\n{self.content}"
+        else:
+            text = f"{title}\n\n{self.content.lstrip(chr(10))}"
+        return text if text.endswith("\n") else text + "\n"
+
+    def appended(self) -> str:
+        return f"## 导入自 {self.source.name}\n\n{self.key}\n"
+
+    def then(self, body: str) -> str | None:
+        return None if self.key in body else self.appended()
+
+
+def _day(m: re.Match, where: str) -> dt.date:
+    g = m.groupdict()
+    if g.get("compact"):
+        y, mo, d = int(g["compact"][:4]), int(g["compact"][4:6]), int(g["compact"][6:])
+    elif g.get("y"):
+        y, mo, d = int(g["y"]), int(g["m"]), int(g["d"])
+    elif g.get("cy"):
+        y, mo, d = int(g["cy"]), int(g["cm"]), int(g["cd"])
+    else:
+        y, mo, d = int(g["uy"]), int(g["um"]), int(g["ud"])
+    try:
+        day = dt.date(y, mo, d)
+    except ValueError as e:
+        raise KbError(f"{where}: '{m.group(0).strip()}' is not a date ({e}); nothing imported") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise KbError(f"{where}: {day.isoformat()} is outside the journal's range {FIRST_DAY.isoformat()} "
+                      f"to {LAST_DAY.isoformat()}; nothing imported")
+    return day
+
+
+def _read(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise KbError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x}); nothing imported") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def sections(path: Path, notes: list[str]) -> list[Section]:
+    """The dated sections of one file (``notes`` collects what is left out, as file:line messages)."""
+    text = _read(path)
+    lines = text.split("\n")
+    in_code = sources.fenced(lines)
+    starts = []
+    for i, line in enumerate(lines):
+        m = None if in_code[i] else DATE_LINE.match(line)
+        # a bare 8-digit number is data, not a date line: YYYYMMDD needs its heading marks
+        if m and not (m.group("compact") and not m.group("marks")):
+            starts.append((i, _day(m, f"{path}:{i + 1}")))
+    if not starts:
+        m = FILE_DATE.match(path.stem)
+        if not m:
+            raise KbError(f"{path}:1: no date line (# 20251230, ## 2026-01-02, 2026年1月2日) and the file name "
+                          "is not a date (2026-01-02.md); nothing imported")
+        day = _day(m, f"{path}:1")
+        return [Section(path, 1, day, None, text)] if text.strip() else []
+    if "".join(lines[: starts[0][0]]).strip():
+        notes.append(f"{path}:1-{starts[0][0]}: text before the first date line is not imported")
+    out = []
+    for n, (i, day) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        content = "\n".join(lines[i + 1: end]) + ("\n" if end < len(lines) else "")
+        if not content.strip():
+            notes.append(f"{path}:{i + 1}: {day.isoformat()} has no text; skipped")
+            continue
+        out.append(Section(path, i + 1, day, lines[i], content))
+    return out
+
+
+def collect(target: Path, notes: list[str]) -> list[Section]:
+    """Every section of a file, or of a folder's note files (sorted by name), checked."""
+    if target.is_dir():
+        files = sorted(p for p in target.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise KbError(f"{target}: no note files ({', '.join(SUFFIXES)}) in this folder; nothing imported")
+    elif target.is_file():
+        files = [target]
+    else:
+        raise KbError(f"{target}: no such file or folder; nothing imported")
+    found = [s for f in files for s in sections(f, notes)]
+    for s in found:
+        problem = note_problem(s.content, NOTE_LIMIT)
+        if problem:
+            if " at line " in problem:  # the note's line -> the file's line
+                inner = int(re.search(r" at line (\d+)", problem).group(1))
+                problem = re.sub(r" at line \d+,", ",", problem)
+                raise KbError(f"{s.source}:{s.line + inner}: {problem}; nothing imported")
+            raise KbError(f"{s.source}:{s.line}: {problem}; nothing imported")
+    return found
+
+
+@dataclass
+class Planned:
+    section: Section
+    action: str  # "create", "append" or "present"
+
+
+def plan(journal: Journal, found: list[Section]) -> list[Planned]:
+    """What importing would do, section by section (nothing is written)."""
+    bodies: dict[dt.date, str] = {}
+    out = []
+    for s in found:
+        if s.day not in bodies:
+            path = journal.path(s.day)
+            if path.exists():
+                text = sources.read_text(path, journal.shown(path))
+                m = sources.YAML_RE.match(text)
+                bodies[s.day] = text[m.end():] if m else text
+        if s.day not in bodies:
+            bodies[s.day] = s.first()
+            out.append(Planned(s, "create"))
+        elif s.key in bodies[s.day]:
+            out.append(Planned(s, "present"))
+        else:
+            bodies[s.day] += s.appended()
+            out.append(Planned(s, "append"))
+    return out
+
+
+def run(journal: Journal, found: list[Section], topics: list[str]) -> list[Planned]:
+    """Write every section (each under the journal's lock); what was done, section by section."""
+    done = []
+    for s in found:
+        result = journal.put(s.day, topics, s.first(), s.then)
+        done.append(Planned(s, "present" if result is None else "create" if result.created else "append"))
+    return done
