@@ -12,14 +12,14 @@ CONTRIBUTING.md) and fails for as long as the hole is open. Families:
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from conftest import ENV, edit, kb, run, run_pytest
+from conftest import edit, kb, run, run_pytest
+
 from kb.sandbox import run_forked
 
 MSE = "snippets/foundations/mse.py"
@@ -183,13 +183,16 @@ def test_a_block_cannot_hold_more_memory_than_its_limit_in_a_memfd(tmp_path):
 def test_a_block_does_not_inherit_the_test_process_secrets_from_its_environment(tmp_path, monkeypatch):
     """Guarantee: a block reads only the system, the interpreter and the project (.env, .netrc and
     .git hidden). The test process's environment (CI tokens, cloud keys) is handed to the
-    block as is: os.environ and /proc/self/environ show it."""
+    block as is: os.environ shows it."""
     monkeypatch.setenv("KB_ATTACK_API_TOKEN", "SECRET-FROM-ENV")
 
     def look() -> str | None:
         seen = os.environ.get("KB_ATTACK_API_TOKEN", "")
-        with open("/proc/self/environ", "rb") as f:
-            seen += f.read().decode("utf-8", "replace")
+        try:
+            with open("/proc/self/environ", "rb") as f:
+                seen += f.read().decode("utf-8", "replace")
+        except OSError:  # not readable once privileges are dropped; os.environ is enough
+            pass
         return "read the token" if "SECRET-FROM-ENV" in seen else None
 
     failure, _ = sandboxed(look, tmp_path)
@@ -311,8 +314,9 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
 
 
 def _card(root: Path) -> str:
-    r = run([sys.executable, "-c", "from kb.project import Project; from kb.model import KnowledgeBase; "
-             "from kb import cards; print(cards.cards(KnowledgeBase.load(Project.find('.')))[0].id)"], root)
+    code = ("from kb.project import Project; from kb.model import KnowledgeBase; "
+            "from kb import cards; print(cards.cards(KnowledgeBase.load(Project.find('.')))[0].id)")
+    r = run([sys.executable, "-c", code], root)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
@@ -377,3 +381,16 @@ def test_kb_new_refuses_a_note_that_would_make_its_post_damaged(mini_project):
     later = kb(mini_project, "new", "--date", "2026-03-01", "--topic", "SAC", stdin="后来的笔记\n")
     assert later.returncode == 0, f"a note kb new accepted blocks the next one: {later.stderr.strip()}"
     assert r.returncode == 2 or "conflict" not in later.stderr, r.stderr
+
+
+def test_a_status_file_nested_too_deep_does_not_stop_kb_serve(mini_project):
+    """Guarantee: a status.json that is not a mapping is read as empty, and `kb serve` keeps
+    answering. A deeply nested array (valid JSON) raises RecursionError, which read_status does
+    not catch: the build kb serve runs (KB_LIVE_STATUS set) ends in a traceback, and `kb serve`
+    exits before serving anything."""
+    status = mini_project / ".kb" / "status.json"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    r = run([sys.executable, "-m", "mkdocs", "build", "--site-dir", str(mini_project / "site")], mini_project,
+            KB_LIVE_STATUS=str(status))
+    assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr[-2000:]
