@@ -1,0 +1,396 @@
+"""Attacks on the project's guarantees that got through (wave 3 hostile review), kept as regression tests.
+
+Each test states the guarantee it breaks (README "Day to day", "What `make test` runs",
+CONTRIBUTING.md) and fails for as long as the hole is open. Families:
+
+1. the sandbox of page blocks and notebooks (kb/sandbox.py, kb/pytest_plugin.py);
+2. a run that ends early or is narrowed never reads as green (kb/testrun.py, kb check);
+3. claims and their counterfactuals;
+4. damaged files and refused notes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import edit, kb, run, run_pytest
+
+from kb.sandbox import run_forked
+
+MSE = "snippets/foundations/mse.py"
+PAGE = "docs/foundations/mse-conditional-mean.md"
+INDEX = "docs/foundations/index.md"
+
+
+def testrun(root: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    """`python -m kb.testrun` (what `make test` runs) in a scratch project, xdist off."""
+    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root, **env)
+
+
+def write_page(root: Path, name: str, body: str) -> str:
+    (root / "docs" / "foundations" / name).write_text(f"---\ntitle: Attack\n---\n# Attack\n\n{body}", encoding="utf-8")
+    return f"docs/foundations/{name}"
+
+
+def add_failing_block(root: Path) -> None:
+    """A page block that is wrong: a run that reads green while it exists is green while broken."""
+    with open(root / INDEX, "a", encoding="utf-8") as f:
+        f.write('\n```python\nassert 1 + 1 == 3, "this page block is wrong"\n```\n')
+
+
+def sandboxed(fn, tmp_path: Path, **limits) -> tuple[str | None, Path]:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return run_forked(fn, work=work, project=project, **{"timeout": 30, **limits}), project
+
+
+# ==== family 1: the sandbox ===========================================================================
+
+
+def test_an_include_in_a_page_block_cannot_read_git_or_env(mini_project):
+    """Guarantee: a block reads the project without its .git (and .env, .netrc). The `--8<--`
+    include of a page block is expanded by the test process, outside the sandbox, with
+    pymdownx.snippets' own rules (anything under the project root): the block gets the text of
+    .git/config and .env. (The build refuses such includes; pytest and `kb check` do not.)"""
+    (mini_project / ".git").mkdir()
+    (mini_project / ".git" / "config").write_text('[remote "origin"]\n\turl = https://u:SECRET-GIT@x/y\n',
+                                                  encoding="utf-8")
+    (mini_project / ".env").write_text("API_KEY=SECRET-ENV\n", encoding="utf-8")
+    path = write_page(mini_project, "include-git.md", '```python\nconfig = """\n--8<-- ".git/config"\n"""\n'
+                      'env = """\n--8<-- ".env"\n"""\nassert "SECRET" in config + env\n```\n')
+    result = run_pytest(mini_project, path, "-rA")
+    assert "SECRET-GIT" not in result.stdout and "SECRET-ENV" not in result.stdout, result.stdout[-3000:]
+    assert f"PASSED {path}" not in result.stdout, "a page block read .git/config and .env through an include"
+
+
+def test_an_include_in_a_page_block_cannot_read_outside_the_project_through_a_symlink(mini_project, tmp_path):
+    """Guarantee: a block reads only the system, the interpreter and the project. A symlink in the
+    project to a file outside it, included by a page block, is read by the test process."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("SECRET-OUTSIDE\n", encoding="utf-8")
+    (mini_project / "snippets" / "link.txt").symlink_to(outside)
+    path = write_page(mini_project, "include-link.md",
+                      '```python\ntext = """\n--8<-- "snippets/link.txt"\n"""\nassert "SECRET-OUTSIDE" in text\n```\n')
+    result = run_pytest(mini_project, path, "-rA")
+    assert f"PASSED {path}" not in result.stdout, "a page block read a file outside the project"
+
+
+def test_a_hidden_pytest_mark_comment_runs_no_code_in_the_test_process(mini_project):
+    """Guarantee: a page's code runs only in the sandbox, and pytest directives in pages are
+    refused. pytest-codeblocks reads `<!--[-\\s]*pytest.mark...-->` (dashes allowed after `<!--`)
+    and eval()s the mark in the test process; kb's refusal matches only `<!--\\s*pytest`.
+    An HTML comment (invisible on the site) thus runs code outside the sandbox at collection."""
+    planted = mini_project / "snippets" / "planted_by_a_comment.py"
+    path = write_page(mini_project, "comment.md",
+                      f'<!---pytest.mark.skipif(__import__("pathlib").Path({str(planted)!r}).write_text("x") > 0, '
+                      'reason="")-->\n```python\nassert 1 + 1 == 3\n```\n')
+    result = run_pytest(mini_project, path, "-rA")
+    assert not planted.exists(), "an HTML comment on a page ran code in the test process (wrote into the project)"
+    assert result.returncode != 0, result.stdout[-3000:]
+
+
+def test_a_hidden_directive_cannot_skip_or_xfail_a_page_block(mini_project):
+    """Guarantee: every block a page shows runs (no skip, no xfail). Directives with a dash after
+    `<!--` pass kb's check and pytest-codeblocks applies them: a wrong block reads as skipped or
+    xfailed, and `make test` is green."""
+    body = "".join(f"{comment}\n```python\nassert 1 + 1 == 3\n```\n\n" for comment in (
+        "<!-- -pytest-codeblocks:skip-->", "<!----pytest.mark.xfail-->", "<!---pytest.mark.skip-->"))
+    path = write_page(mini_project, "skip.md", body)
+    result = testrun(mini_project, "--allow-partial", path)
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "skipped" not in result.stdout and "xfailed" not in result.stdout, result.stdout[-3000:]
+
+
+def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
+    """Guarantee: each `>>>` block runs in a throw-away process; a block cannot make a failing block
+    pass. All ```pycon blocks of a page are one doctest item (--doctest-glob=*.md), one process:
+    the first block can switch off the output check for the ones after it."""
+    path = write_page(mini_project, "doctests.md",
+                      "```pycon\n>>> import doctest\n"
+                      ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
+                      "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n")
+    result = run_pytest(mini_project, path, "-rA")
+    assert result.returncode != 0 and f"PASSED {path}" not in result.stdout, result.stdout[-3000:]
+
+
+def test_a_block_cannot_reach_a_unix_socket_outside_the_sandbox(tmp_path):
+    """Guarantee: nothing leaves the sandbox but over its own loopback (no network at all). A
+    pathname Unix socket in a folder the block may read (the project, here) is connectable: a
+    read-only mount does not stop connect(2), so a host process listening there hears the block."""
+    project = tmp_path / "project"
+    project.mkdir()
+    path = project / "listening.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    os.chmod(path, 0o777)
+    server.listen(1)
+    server.settimeout(10)
+    heard: list[bytes] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = server.accept()
+            heard.append(conn.recv(100))
+            conn.close()
+        except OSError:
+            pass
+
+    listener = threading.Thread(target=accept)
+    listener.start()
+
+    def reach() -> None:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(3)
+            s.connect(str(path))
+            s.sendall(b"LEAK")
+            s.close()
+        except OSError:
+            pass
+
+    try:
+        run_forked(reach, work=tmp_path / "work", project=project, timeout=20)
+    finally:
+        server.close()  # accept() returns
+        listener.join(15)
+    assert heard == [], f"a block talked to a host process over a Unix socket: {heard}"
+
+
+def test_a_block_cannot_hold_more_memory_than_its_limit_in_a_memfd(tmp_path):
+    """Guarantee: memory limits. RLIMIT_AS bounds what a process maps, and the tmpfs sizes bound
+    /tmp and /dev/shm, but memfd_create + write() maps nothing: 512 MiB held with a 128 MiB
+    limit (and 64 processes could each do so: the host's memory, not the block's)."""
+    def hold() -> None:
+        fd = os.memfd_create("kb-attack")
+        chunk = b"\0" * (1 << 20)
+        try:
+            for _ in range(512):
+                os.write(fd, chunk)
+        finally:
+            os.close(fd)
+
+    failure, _ = sandboxed(hold, tmp_path, memory_mb=128)
+    assert failure is not None, "a block held 512 MiB in a memfd under a 128 MiB memory limit"
+
+
+def test_a_block_does_not_inherit_the_test_process_secrets_from_its_environment(tmp_path, monkeypatch):
+    """Guarantee: a block reads only the system, the interpreter and the project (.env, .netrc and
+    .git hidden). The test process's environment (CI tokens, cloud keys) is handed to the
+    block as is: os.environ shows it."""
+    monkeypatch.setenv("KB_ATTACK_API_TOKEN", "SECRET-FROM-ENV")
+
+    def look() -> str | None:
+        seen = os.environ.get("KB_ATTACK_API_TOKEN", "")
+        try:
+            with open("/proc/self/environ", "rb") as f:
+                seen += f.read().decode("utf-8", "replace")
+        except OSError:  # not readable once privileges are dropped; os.environ is enough
+            pass
+        return "read the token" if "SECRET-FROM-ENV" in seen else None
+
+    failure, _ = sandboxed(look, tmp_path)
+    assert failure is None, "a block read a secret from the test process's environment"
+
+
+# ==== family 2: a run that ends early or is narrowed never reads as green ================================
+
+
+def test_make_test_refuses_a_run_narrowed_by_k_even_when_every_claim_is_decided(mini_project):
+    """Guarantee: a run narrowed by -k fails (README, "What make test runs"). kb.testrun only
+    asks whether every claim was decided: a -k that leaves out a (failing) page block but no
+    deciding test reads as green."""
+    add_failing_block(mini_project)
+    r = testrun(mini_project, "snippets/foundations/", "docs/foundations/")
+    assert r.returncode != 0, "the failing block is not failing: the attack below proves nothing"
+    r = testrun(mini_project, "-k", "not index", "snippets/foundations/", "docs/foundations/")
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+
+
+def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(mini_project):
+    """Guarantee: a run narrowed by --deselect or PYTEST_ADDOPTS fails."""
+    add_failing_block(mini_project)
+    r = testrun(mini_project, "--deselect", f"{INDEX}::line 12", "snippets/foundations/", "docs/foundations/")
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+    r = testrun(mini_project, "snippets/foundations/", "docs/foundations/", PYTEST_ADDOPTS="--ignore-glob=*index.md")
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+
+
+def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project):
+    """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
+    environment and accepts exit code 5 (nothing collected): a page whose only block fails
+    checks as `passed` with 0 tests."""
+    add_failing_block(mini_project)
+    r = kb(mini_project, "check", INDEX)
+    assert r.returncode != 0, "the failing block is not failing: the attack below proves nothing"
+    r = kb(mini_project, "check", INDEX, PYTEST_ADDOPTS="-k nothing_has_this_name")
+    assert r.returncode != 0, r.stdout[-2000:]
+    assert "passed:" not in r.stdout, r.stdout[-2000:]
+
+
+WRONG = """\
+import pytest
+import torch
+
+
+def test_wrong_close():
+    torch.testing.assert_close(torch.tensor(1.0), torch.tensor(2.0))
+
+
+def test_wrong_bool():
+    assert (torch.tensor([1.0]) > 2).all()
+
+
+def test_wrong_approx():
+    assert 1.0 == pytest.approx(2.0)
+"""
+
+TAMPERINGS = {
+    # the function object stays the same (the identity check passes); its code is another's
+    "code": "torch.testing.assert_close.__code__ = (lambda *a, **k: None).__code__\n",
+    # `assert tensor_expr` asks Tensor.__bool__, which is not among the watched names
+    "bool": "torch.Tensor.__bool__ = lambda self: True\n",
+    # pytest.approx is the same object; what it builds compares with ApproxScalar.__eq__
+    "approx": "import _pytest.approx\n_pytest.approx.ApproxScalar.__eq__ = lambda self, other: True\n",
+}
+
+
+def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fails_the_run(mini_project):
+    """Guarantee: a snippet module that replaces a shared assertion function fails, naming the
+    module. The check compares the objects bound to a list of names: replacing a function's
+    __code__, Tensor.__bool__ or approx's comparison switches the same checks off unseen."""
+    folder = mini_project / "snippets" / "foundations"
+    (folder / "wrong.py").write_text(WRONG, encoding="utf-8")
+    r = testrun(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
+    assert r.returncode != 0 and "3 failed" in r.stdout, r.stdout[-2000:]
+    (folder / "a_tamper.py").write_text("import torch\n\n" + "".join(TAMPERINGS.values())
+                                        + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n", encoding="utf-8")
+    r = testrun(mini_project, "--allow-partial", "snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-2000:]
+    assert "a_tamper.py" in out and "replaced" in out, out[-2000:]
+
+
+# ==== family 3: claims and counterfactuals ===============================================================
+
+
+def test_a_crash_turned_into_an_assertion_by_the_test_is_still_a_crash(mini_project):
+    """Guarantee: a counterfactual must make the deciding test's own assertion fail; a crash does not
+    count. A test that catches the crash and asserts (`except Exception: assert False`) launders
+    it: the AssertionError is raised in the test's own frame, and its __context__ (the crash) is
+    not looked at. Here the counterfactual's setting is one the code under test refuses to run."""
+    edit(mini_project / MSE, "    table = torch.zeros(num_groups, requires_grad=True)\n",
+         '    if loss not in ("mse", "l1"):\n        raise ValueError(f"unknown loss {loss}")\n'
+         "    table = torch.zeros(num_groups, requires_grad=True)\n")
+    edit(mini_project / MSE, "        table = regress_table(x, y, num_groups=4, loss=loss)\n        empirical",
+         "        try:\n            table = regress_table(x, y, num_groups=4, loss=loss)\n"
+         '        except Exception:\n            assert False, "the fit crashed"\n        empirical')
+    edit(mini_project / PAGE, 'counterfactual: loss="l1" "若损失换成 L1（它学到', 'counterfactual: loss="huber" "若损失换成 Huber（它学到')
+    r = run_pytest(mini_project, MSE)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-2000:]
+    assert "mse-predicts-conditional-mean" in out and "crash" in out, out[-2000:]
+
+
+def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_project):
+    """Guarantee: `kb check PAGE` refuses a run with --kb-claims=off, and every counterfactual must
+    make its test fail. kb check reads PYTEST_ADDOPTS; with --kb-claims=off no counterfactual
+    item is made, and kb check still prints "N counterfactual(s) rejected" and passes: here a
+    counterfactual equal to the claim's own setting (its test cannot tell the difference)."""
+    edit(mini_project / PAGE, 'counterfactual: loss="l1" "若损失换成 L1（它学到', 'counterfactual: loss="mse" "若损失换成 MSE（它学到')
+    r = kb(mini_project, "check", PAGE)
+    assert r.returncode != 0, "the counterfactual is rejected after all: the attack below proves nothing"
+    r = kb(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
+    assert r.returncode != 0, r.stdout[-2000:]
+
+
+# ==== family 4: damaged files and refused notes ===========================================================
+
+
+def _card(root: Path) -> str:
+    code = ("from kb.project import Project; from kb.model import KnowledgeBase; "
+            "from kb import cards; print(cards.cards(KnowledgeBase.load(Project.find('.')))[0].id)")
+    r = run([sys.executable, "-c", code], root)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_a_review_log_line_with_a_local_time_offset_is_read_or_named_in_one_line(mini_project):
+    """Guarantee: a damaged review-log.tsv is one line naming file and line, exit code 2. A time
+    with a UTC offset other than zero (2026-01-01T08:00:00+08:00, as a learner in China would
+    write it by hand) is parsed, then FSRS raises "datetime must be timezone-aware and set to
+    UTC": a traceback. (Converting to UTC, `time.astimezone(dt.timezone.utc)`, would read it.)"""
+    card = _card(mini_project)
+    (mini_project / "review-log.tsv").write_text(f"2026-01-01T08:00:00+08:00\t{card}\t3\tx\tverified\n",
+                                                 encoding="utf-8")
+    r = kb(mini_project, "review", "--stats")
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.returncode in (0, 2), r.stderr[-2000:]
+    if r.returncode == 2:
+        assert "review-log.tsv:1:" in r.stderr and len(r.stderr.strip().split("\n")) == 1, r.stderr
+
+
+def test_a_review_log_line_in_the_year_9999_is_named_in_one_line(mini_project):
+    """Guarantee: a damaged review-log.tsv is one line naming file and line, exit code 2. A typo'd
+    year (9999) parses, then scheduling the next review overflows: OverflowError, a traceback."""
+    card = _card(mini_project)
+    (mini_project / "review-log.tsv").write_text(f"9999-12-31T00:00:00\t{card}\t4\tx\tverified\n", encoding="utf-8")
+    r = kb(mini_project, "review", "--stats")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "review-log.tsv:1:" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_kb_check_names_a_notebook_with_conflict_markers_in_one_line(mini_project):
+    """Guarantee: damaged files get one line naming the file, exit code 2. A notebook merged with
+    conflict markers makes `kb check PAGE` (for the page that embeds its figure) end in a
+    JSONDecodeError traceback, exit code 1."""
+    nb = mini_project / "docs" / "foundations" / "mse-experiments.ipynb"
+    lines = nb.read_text(encoding="utf-8").split("\n")
+    lines[5:5] = ["<<<<<<< HEAD", '  "x": 1,', "=======", '  "x": 2,', ">>>>>>> other"]
+    nb.write_text("\n".join(lines), encoding="utf-8")
+    r = kb(mini_project, "check", PAGE)
+    assert "Traceback" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert r.returncode == 2, (r.stdout + r.stderr)[-2000:]
+    assert "mse-experiments.ipynb" in r.stdout + r.stderr
+
+
+def test_a_piped_note_refused_for_its_date_or_topic_is_kept(mini_project):
+    """Guarantee: a note that cannot be added is saved to .kb/recovered/ (nothing lost). The date and
+    the topics are checked before stdin is read, so a piped note refused for them is dropped."""
+    for args in (["--date", "1800-01-01", "--topic", "SAC"], ["--date", "2026-03-01", "--topic", "NoSuchTopic"]):
+        note = f"手打的一段笔记 {args[1]} {args[3]}\n"
+        r = kb(mini_project, "new", *args, stdin=note)
+        assert r.returncode == 2, r.stderr
+        kept = [p.read_text(encoding="utf-8") for p in (mini_project / ".kb" / "recovered").glob("*")] \
+            if (mini_project / ".kb" / "recovered").is_dir() else []
+        assert note in kept, f"{args}: the piped note was refused and not kept ({r.stderr.strip()})"
+
+
+def test_kb_new_refuses_a_note_that_would_make_its_post_damaged(mini_project):
+    """Guarantee: kb new refuses, in one line, what it cannot add safely, and damaged posts stop the
+    build. A note with git's conflict markers (pasted from a merge) is appended: the post is now
+    "damaged", `make build` fails on it and every later `kb new` for that day is refused."""
+    note = "合并时看到的：\n<<<<<<< HEAD\na = 1\n=======\na = 2\n>>>>>>> dev\n"
+    r = kb(mini_project, "new", "--date", "2026-03-01", "--topic", "SAC", stdin=note)
+    later = kb(mini_project, "new", "--date", "2026-03-01", "--topic", "SAC", stdin="后来的笔记\n")
+    assert later.returncode == 0, f"a note kb new accepted blocks the next one: {later.stderr.strip()}"
+    assert r.returncode == 2 or "conflict" not in later.stderr, r.stderr
+
+
+def test_a_status_file_nested_too_deep_does_not_stop_kb_serve(mini_project):
+    """Guarantee: a status.json that is not a mapping is read as empty, and `kb serve` keeps
+    answering. A deeply nested array (valid JSON) raises RecursionError, which read_status does
+    not catch: the build kb serve runs (KB_LIVE_STATUS set) ends in a traceback, and `kb serve`
+    exits before serving anything."""
+    status = mini_project / ".kb" / "status.json"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    status.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    r = run([sys.executable, "-m", "mkdocs", "build", "--site-dir", str(mini_project / "site")], mini_project,
+            KB_LIVE_STATUS=str(status))
+    assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr[-2000:]
