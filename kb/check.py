@@ -190,7 +190,9 @@ def invalid_claims(claims: list[Claim], problems: list[SourceError]) -> dict[str
 
 
 def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str],
-               session_problems: list[str] = ()) -> tuple[bool, str]:
+               session_problems: list[str] = (), counterfactuals: dict[str, list[str]] | None = None
+               ) -> tuple[bool, str]:
+    counterfactuals = counterfactuals or {}
     head = f"[{claim.status.key}] {claim.id}:"
     problem = f"; invalid: {invalid[claim.id]}" if claim.id in invalid else ""
     if claim.test is None:
@@ -206,6 +208,11 @@ def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str],
     said = [s.split(": ", 1)[-1] for s in session_problems if s.startswith(f"claim '{claim.id}' ")]
     if said:
         return False, f"FAIL  {head} {said[0]}{problem}"
+    for cf in claim.counterfactuals:  # each must have been run and rejected, as the session recorded it
+        results = counterfactuals.get(f"{claim.id}#{cf.index}", [])
+        if "rejected" not in results or "crashed" in results:
+            what = "crashed" if "crashed" in results else ("still passes" if results else "never ran")
+            return False, f"FAIL  {head} counterfactual {cf.index} ({cf.kwargs}) {what}{problem}"
     cfs = f", {len(claim.counterfactuals)} counterfactual(s) rejected" if claim.counterfactuals else ""
     return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} {claim.test.node_id} passed{cfs}{problem}"
 
@@ -233,6 +240,7 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     outcomes = Outcomes()
     code = 0
     session_problems: list[str] = []
+    cf_results: dict[str, list[str]] = {}
     if p.node_ids:
         args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
                 "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
@@ -246,12 +254,15 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
         else:
             outcomes.reports = {n: o for n, o in report["outcomes"].items()}
             session_problems = report.get("problems", [])
-    lines = [claim_line(c, outcomes.reports, invalid, session_problems) for c in p.claims]
+            cf_results = report.get("counterfactuals", {})
+    lines = [claim_line(c, outcomes.reports, invalid, session_problems, cf_results) for c in p.claims]
     out("")
     for _, line in lines:
         out(line)
     failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
-    passed = not problems and code in (0, 5) and all(ok for ok, _ in lines) and not failed_tests
+    # exit code 5 (nothing collected) is a pass only when there was nothing to run
+    passed = not problems and (code == 0 or (code == 5 and not p.node_ids)) and all(ok for ok, _ in lines) \
+        and not failed_tests
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
     out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
@@ -261,6 +272,14 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
         "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
         "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids,
     }
+
+
+def _session_env(project: Project) -> dict[str, str]:
+    """The check's pytest runs as configured by the project, never narrowed by the caller's environment."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return {**env, "PYTHONPATH": str(project.root)}
 
 
 def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | None, str | None]:
@@ -276,7 +295,7 @@ def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | No
     with tempfile.TemporaryDirectory(prefix="kb-check-") as tmp:
         report_path = Path(tmp) / "report.json"
         proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--kb-report", str(report_path)],
-                              cwd=project.root, env={**os.environ, "PYTHONPATH": str(project.root)},
+                              cwd=project.root, env=_session_env(project),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
         for line in proc.stdout.rstrip("\n").split("\n"):
             if line.strip():

@@ -36,12 +36,15 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from kb import sources  # noqa: E402
 from kb.model import Claim, Counterfactual, KnowledgeBase  # noqa: E402
 from kb.project import KbError, Project  # noqa: E402
 from kb.sandbox import run_forked  # noqa: E402
 from kb.site import Site  # noqa: E402
 
-DIRECTIVE = re.compile(r"^\s*<!--\s*pytest(?:[.-]|_codeblocks)")
+# What pytest-codeblocks reads as a directive (its own patterns: `<!--[-\s]*pytest-codeblocks:` and
+# `<!--[-\s]*pytest.mark.`, on the stripped line); a skipif's condition would be evaluated in this process.
+DIRECTIVE = re.compile(r"^\s*<!--[-\s]*pytest")
 
 
 def pytest_addoption(parser):
@@ -213,10 +216,21 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
-def expand_includes(code: str, site: Site) -> str:
-    """Expand ``--8<--`` lines with pymdownx.snippets, configured as the site configures it."""
+def expand_includes(code: str, site: Site, project: Project | None = None) -> str:
+    """Expand ``--8<--`` lines with pymdownx.snippets, configured as the site configures it.
+
+    The expansion happens here, in the test process, outside the sandbox: so a block may include
+    only what a page may (a file under snippets/ that stays there once symlinks are resolved),
+    never .git/, .env or a file a symlink leads to.
+    """
     if "--8<--" not in code:
         return code
+    if project is not None:
+        for inc in sources.includes(code.split("\n")):
+            rel = Path(inc.path)
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0] != "snippets" \
+                    or not project.inside(project.root / rel, project.snippets_dir):
+                raise KbError(f"include of {inc.path}: a page block may include only files under snippets/")
     return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
 
 
@@ -263,10 +277,39 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
     item.add_marker(pytest.mark.timeout(timeout + 30))
 
 
+def split_doctest(item) -> list:
+    """A page's doctest item, one item per fenced block: a block cannot change how a later block's
+    output is checked (each runs in its own sandboxed process, with its own globals)."""
+    from _pytest.doctest import DoctestItem
+
+    if not isinstance(item, DoctestItem) or item.dtest is None or len(item.dtest.examples) < 2:
+        return [item]
+    import doctest
+
+    text = Path(str(item.path)).read_text(encoding="utf-8")
+    fences = sources.fences(text.split("\n"))
+    groups: dict[int, list] = {}
+    for ex in item.dtest.examples:  # ex.lineno: 0-based line in the file
+        k = next((i for i, f in enumerate(fences) if f.start <= ex.lineno <= f.end), -1 - ex.lineno)
+        groups.setdefault(k, []).append(ex)
+    if len(groups) < 2:
+        return [item]
+    out = []
+    for examples in groups.values():
+        line = examples[0].lineno
+        test = doctest.DocTest(examples, {}, f"{item.dtest.name}:{line + 1}", item.dtest.filename, line, None)
+        out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner,
+                                           dtest=test))
+    return out
+
+
 def pytest_collection_modifyitems(session, config, items):
     state = _state(config)
     kept, dropped = [], []
+    expanded = []
     for item in items:
+        expanded += split_doctest(item) if state.is_page(Path(str(item.path))) else [item]
+    for item in expanded:
         if item.get_closest_marker("experiment") and not config.getoption("experiments"):
             dropped.append(item)
             continue
@@ -279,13 +322,13 @@ def pytest_collection_modifyitems(session, config, items):
         code = getattr(block, "code", None)
         if isinstance(code, str) and "--8<--" in code:
             try:
-                block.code = expand_includes(code, state.site)
+                block.code = expand_includes(code, state.site, state.project)
             except Exception as e:  # a missing file or section: fail the block, name it
                 block.code = f"raise RuntimeError({f'{item.nodeid}: include failed: {e}'!r})\n"
         _isolate(item, state)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    items[:] = kept
     extra = []
     for item in items:
         for claim in state.claims_of(item.nodeid):
@@ -529,11 +572,34 @@ def pytest_sessionfinish(session, exitstatus):
     _write_report(state, session)
 
 
+def narrowed(config) -> list[str]:
+    """How this run was narrowed from a full one (empty for a full run): what a reader of a green
+    result must know was left out."""
+    out = []
+    if config.args_source != pytest.Config.ArgsSource.TESTPATHS:
+        out.append(f"paths given ({' '.join(config.args)[:200]})")
+    for name, flag in (("keyword", "-k"), ("markexpr", "-m")):
+        if getattr(config.option, name, ""):
+            out.append(f"{flag} {getattr(config.option, name)}")
+    for name, flag in (("deselect", "--deselect"), ("ignore", "--ignore"), ("ignore_glob", "--ignore-glob")):
+        if getattr(config.option, name, None):
+            out.append(f"{flag} {' '.join(map(str, getattr(config.option, name)))[:200]}")
+    if config.getoption("kb_claims") == "off":
+        out.append("--kb-claims=off")
+    if os.environ.get("PYTEST_ADDOPTS", "").strip():
+        out.append(f"PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS'][:200]}")
+    if getattr(config.option, "lf", False) or getattr(config.option, "stepwise", False) \
+            or getattr(config.option, "maxfail", 0):
+        out.append("--lf/--sw/-x/--maxfail")
+    return out
+
+
 def _write_report(state: State, session) -> None:
     if state.report_path is None:
         return
     data = {
         "finished": True,
+        "narrowed": narrowed(state.config),
         "exitstatus": int(session.exitstatus),
         "outcomes": {n: next((o for o in seen if o), "passed") if seen else "not run" for n, seen in state.outcomes.items()},
         "counterfactuals": {f"{cid}#{k}": results for (cid, k), results in state.counterfactuals.items()},

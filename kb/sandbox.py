@@ -260,6 +260,12 @@ def _drop_privileges() -> None:
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+# Environment variables a block sees (besides LC_*): paths, locale, thread counts, KB_FAST.
+ENVIRONMENT = {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
+               "VIRTUAL_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "JUPYTER_PATH", "TERM", "KB_FAST"}
+
+
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -276,9 +282,15 @@ def _enter(plan: list[tuple], sources: dict[str, int], work: Path, keep: set[int
     limit = _address_space() + (memory_mb << 20)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # A file (a memfd included: memory that maps nothing) may not outgrow the memory allowance.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (memory_mb << 20, memory_mb << 20))
     _drop_privileges()
     os.chdir(work)
-    os.environ.update(TMPDIR=str(work), HOME=str(work), MPLCONFIGDIR=str(work))
+    # The test process's environment (CI tokens, keys) stays outside: only what Python,
+    # torch and the block's own folders need.
+    kept = {k: v for k, v in os.environ.items() if k in ENVIRONMENT or k.startswith("LC_")}
+    os.environ.clear()
+    os.environ.update(kept, TMPDIR=str(work), HOME=str(work), MPLCONFIGDIR=str(work))
 
 
 def _send(fd: int, message: dict) -> None:

@@ -3,9 +3,10 @@
 ``make test`` runs ``python -m kb.testrun [pytest args]``. pytest alone can be made to exit 0
 with nothing checked: a snippet or test that calls ``os._exit(0)`` ends the process before
 any summary, and a run narrowed by ``-k``, ``--deselect``, ``PYTEST_ADDOPTS`` or with the kb
-plugin switched off leaves claims undecided. The kb pytest plugin writes a report at the
-end of the session (``--kb-report``); here a missing report is a failure naming the test
-that was running, and a complete run is required unless ``--allow-partial`` is given.
+plugin switched off leaves claims undecided or page blocks unrun. The kb pytest plugin writes a
+report at the end of the session (``--kb-report``); here a missing report is a failure naming
+the test that was running, and a full run (no paths, -k, -m, --deselect, --ignore, -x, --lf,
+PYTEST_ADDOPTS or --kb-claims=off) is required unless ``--allow-partial`` is given.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def verdict(code: int, report: dict | None, running: str | None, allow_partial: 
     said = []
     if report.get("exitstatus") != code:
         said.append(f"kb.testrun: pytest exited {code} but its session ended with {report.get('exitstatus')}")
+        code = code or 1
+    how = report.get("narrowed") or []
+    if how and not allow_partial:
+        said.append("kb.testrun: this run was narrowed (" + "; ".join(how) + "): what it left out was not run, "
+                    "so its result is not the suite's; `make test` runs everything (--allow-partial accepts a "
+                    "narrowed run)")
         code = code or 1
     undecided = report.get("undecided") or []
     if undecided and not allow_partial:

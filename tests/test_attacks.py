@@ -117,7 +117,8 @@ def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
                       ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
                       "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n")
     result = run_pytest(mini_project, path, "-rA")
-    assert result.returncode != 0 and f"PASSED {path}" not in result.stdout, result.stdout[-3000:]
+    # each block is its own item: the first passes, the later wrong one fails
+    assert result.returncode != 0 and f"FAILED {path}::doctests.md:14" in result.stdout, result.stdout[-3000:]
 
 
 def test_a_block_cannot_reach_a_unix_socket_outside_the_sandbox(tmp_path):
