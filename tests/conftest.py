@@ -242,6 +242,7 @@ def served_site(built_site):
 
 IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "vendor", "*.egg-info", ".kb-journal.lock")
 MINI_DOCS = ("index.md", "tags.md", "assets", "foundations", "journal")
+MINI_SNIPPETS = ("__init__.py", "foundations")  # what the mini project's pages include and cite
 
 
 def _link_vendor(dest: Path) -> None:
@@ -250,12 +251,21 @@ def _link_vendor(dest: Path) -> None:
         (dest / "docs" / "assets" / "vendor").symlink_to(vendor)
 
 
-def copy_project(dest: Path, docs: tuple[str, ...] | None = None) -> Path:
-    """A copy of the project (all of docs/, or only the parts named) with its tooling and snippets."""
+def _copy(src: Path, dest: Path) -> None:
+    (shutil.copytree(src, dest, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest))
+
+
+def copy_project(dest: Path, docs: tuple[str, ...] | None = None, snippets: tuple[str, ...] | None = None) -> Path:
+    """A copy of the project (all of docs/ and snippets/, or only the parts named) with its tooling."""
     dest.mkdir(parents=True)
-    for part in ("snippets", "kb", "tests", "overrides", "seed", "search-terms.txt", "pyproject.toml", "mkdocs.yml", ".gitignore"):
-        src = ROOT / part
-        (shutil.copytree(src, dest / part, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest / part))
+    for part in ("kb", "tests", "overrides", "seed", "search-terms.txt", "pyproject.toml", "mkdocs.yml", ".gitignore"):
+        _copy(ROOT / part, dest / part)
+    if snippets is None:
+        _copy(ROOT / "snippets", dest / "snippets")
+    else:
+        (dest / "snippets").mkdir()
+        for part in snippets:
+            _copy(ROOT / "snippets" / part, dest / "snippets" / part)
     if docs is None:
         shutil.copytree(ROOT / "docs", dest / "docs", ignore=IGNORE)
     else:
@@ -286,11 +296,13 @@ def _unlink_missing(docs: Path) -> None:
 
 @pytest.fixture
 def mini_project(tmp_path) -> Path:
-    """A small copy: home, foundations (a page with blocks, claims and a notebook), the journal.
+    """A small copy: home, foundations (a page with blocks, claims and a notebook, and the snippets
+    it includes), the journal.
 
-    It builds in a few seconds, so a test can break it and rebuild it.
+    It builds in a few seconds, and its whole test run takes seconds, so a test can break it and
+    rebuild it or run it.
     """
-    return copy_project(tmp_path / "mini", MINI_DOCS)
+    return copy_project(tmp_path / "mini", MINI_DOCS, MINI_SNIPPETS)
 
 
 @pytest.fixture
@@ -332,7 +344,7 @@ HOSTILE_NOTE = """\
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory) -> Path:
     """The mini site with a hostile note appended by `kb new`, built strictly."""
-    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS)
+    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS, MINI_SNIPPETS)
     (root / ".git").mkdir()
     (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
     r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)

@@ -102,9 +102,9 @@ def test_every_nav_entry_opens_the_page_it_names(built_site):
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
     """The mini project with one content mistake of each kind, built once: every mistake is reported."""
-    from conftest import MINI_DOCS, copy_project
+    from conftest import MINI_DOCS, MINI_SNIPPETS, copy_project
 
-    root = copy_project(tmp_path_factory.mktemp("broken") / "mini", MINI_DOCS)
+    root = copy_project(tmp_path_factory.mktemp("broken") / "mini", MINI_DOCS, MINI_SNIPPETS)
     edit(root / PAGE, "mse.py:regress_table", "mse.py:regress_tabel")                       # a wrong include
     edit(root / "docs/journal/posts/2025-12-30.md", "  - SAC", "  - RLHF")                   # an unknown category
     nb_path = root / "docs/foundations/mse-experiments.ipynb"                                 # a notebook showing an error
