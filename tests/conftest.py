@@ -349,6 +349,6 @@ def hostile_site(tmp_path_factory) -> Path:
     (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
     r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)
     assert r.returncode == 0, r.stderr
-    build = mkdocs_build(root, root / "site")
+    build = build_in_process(root, root / "site")
     assert build.returncode == 0, build.stdout + build.stderr
     return root / "site"
