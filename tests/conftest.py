@@ -16,9 +16,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +126,15 @@ def in_process(_libraries, pytester, monkeypatch):
         monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
         for name in _snippet_modules():
             monkeypatch.delitem(sys.modules, name)
+        # pytest-timeout times each test with SIGALRM: the inner run's tests replace this test's
+        # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
+        handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
+        start = time.monotonic()
         result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-n", "0", *args,
                                               plugins=[_libraries.recorder(Path(root).resolve())])
+        if remaining:
+            signal.signal(signal.SIGALRM, handler)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - start), 0.001))
         _libraries.restore()
         return Ran(int(result.ret), result.stdout.str(), result.stderr.str(), result)
 

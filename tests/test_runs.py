@@ -86,3 +86,15 @@ def test_a_test_that_asserts_nothing_fails_kb_check(mini_project):
     r = kb(mini_project, "check", PAGE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "test_empty asserts nothing" in r.stdout, r.stdout
+
+
+def test_a_run_inside_this_process_leaves_the_time_limit_of_the_test_that_started_it(mini_project, in_process):
+    # pytest-timeout times a test with SIGALRM; the inner run's tests set and cancel their own alarms.
+    import signal
+
+    before = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert before > 0, "this test has no time limit (pytest-timeout with the signal method)"
+    r = in_process(mini_project, MSE, "-k", "decomposes", "--kb-claims=off")
+    assert r.returncode == 0, r.stdout
+    after = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert 0 < after <= before, (before, after)
