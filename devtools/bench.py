@@ -9,8 +9,12 @@
 - ``mkdocs build --strict`` of the project, and of a scratch copy whose journal
   holds ``--posts`` dated posts (the seed's bodies with random topics; goal
   < 60 s), and a served page of that copy updated after a save (goal < 15 s);
-- ``make test`` (the whole suite; goal: half of the 175.6 s measured before
-  this work on an idle machine, so < 88 s).
+- ``make test`` (the whole suite, run as the Makefile runs it), in calibration
+  units: the seconds of a fixed one-thread torch workload (``torch.manual_seed(0);
+  a = torch.randn(256, 256)``, then 3,000 times ``a = torch.tanh(a @ a / 16)``;
+  1.13 s on a quiet machine), measured before and after each run, so that a busy or
+  slower machine reads the same. Goal: at most 77 units (the suite was 131 units,
+  232 s, 671 tests). The test count and outcomes come from the run's session report.
 
 ``--busy`` keeps one core busy with an unrelated process during every
 measurement, as on a learner's laptop. The machine's load is printed with
@@ -20,6 +24,7 @@ the figures.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import json
 import multiprocessing
@@ -57,6 +62,71 @@ def timed(cmd: list[str], cwd: Path, **env) -> float:
     if r.returncode != 0:
         sys.exit(f"kb bench: {' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     return elapsed
+
+
+CALIBRATION = """
+import time
+import torch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+a = torch.randn(256, 256)
+start = time.perf_counter()
+for _ in range(3000):
+    a = torch.tanh(a @ a / 16)
+print(time.perf_counter() - start)
+"""
+SUITE_GOAL_UNITS = 77
+
+
+def calibrate() -> float:
+    """Seconds of the calibration workload on one thread, now (the import of torch is not timed)."""
+    r = subprocess.run([sys.executable, "-c", CALIBRATION], capture_output=True, text=True,
+                       env={**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    if r.returncode != 0:
+        sys.exit(f"kb bench: the calibration workload failed:\n{r.stderr[-3000:]}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def suite(root: Path) -> tuple[float, dict]:
+    """``make test`` (``python -m kb.testrun -n 2 --dist loadgroup``) in ``root``: its seconds and
+    its session report. A failing or incomplete run stops the bench."""
+    from kb import testrun
+
+    seen: dict = {}
+
+    def run_pytest(args: list[str]) -> int:
+        code = subprocess.call([sys.executable, "-m", "pytest", *args], cwd=root, env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen.update(testrun.read_report(Path(args[args.index("--kb-report") + 1])) or {})
+        return code
+
+    start = time.perf_counter()
+    code = testrun.main(["-n", "2", "--dist", "loadgroup"], run_pytest=run_pytest)
+    elapsed = time.perf_counter() - start
+    if code != 0:
+        sys.exit(f"kb bench: make test failed (exit code {code}); run it to see why")
+    return elapsed, seen
+
+
+def suite_in_units(root: Path, runs: int) -> str:
+    """Each run of the suite between two calibrations; the median run in units, with the test count."""
+    units = []
+    for _ in range(runs):
+        before = calibrate()
+        seconds, seen = suite(root)
+        after = calibrate()
+        unit = (before + after) / 2
+        units.append(seconds / unit)
+        counts = collections.Counter((seen.get("outcomes") or {}).values())
+        print(f"  make test: {seconds:.1f} s = {seconds / unit:.1f} units (calibration {before:.2f} s before, "
+              f"{after:.2f} s after); {sum(counts.values())} tests: "
+              + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), flush=True)
+    med = statistics.median(units)
+    line = (f"{'make test (the whole suite), in units':<46} median {med:7.1f} u  (runs: "
+            f"{', '.join(f'{u:.1f}' for u in units)}; goal <= {SUITE_GOAL_UNITS} units: "
+            f"{'ok' if med <= SUITE_GOAL_UNITS else 'OVER'})")
+    print(line, flush=True)
+    return line
 
 
 def report(name: str, times: list[float], goal: float | None) -> str:
@@ -230,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     served.stop()
             if "suite" in args.only and args.suites:
-                report("make test (the whole suite)",
-                       [timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup"],
-                              project.root) for _ in range(args.suites)], 88)
+                suite_in_units(project.root, args.suites)
     finally:
         if burner is not None:
             burner.terminate()

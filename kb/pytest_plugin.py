@@ -64,50 +64,27 @@ def pytest_addoption(parser):
                   "(also the size of its /tmp)", default="1024")
 
 
-class State:
-    """What the session learns: the project, its claims, and every test outcome."""
-
-    def __init__(self, config):
-        self.config = config
-        self.project = Project.find(config.rootpath)
-        self._kb: KnowledgeBase | None = None
-        self.outcomes: dict[str, list[str]] = defaultdict(list)  # node id -> problems seen ("" = passed)
-        self.skipped_modules: dict[str, str] = {}
-        self.problems: list[str] = []
-        # (claim id, counterfactual index) -> what each run of it found: rejected, passed or crashed
-        self.counterfactuals: dict[tuple[str, int], list[str]] = defaultdict(list)
-        self.originals = _shared_assertions()
-        self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
-        self.undecided: list[str] = []  # claims a narrowed run left undecided
-
-    @property
-    def kb(self) -> KnowledgeBase:
-        if self._kb is None:
-            self._kb = KnowledgeBase.load(self.project)
-        return self._kb
-
-    @functools.cached_property
-    def site(self) -> Site:
-        return Site.load(self.project)
-
-    def claims_of(self, nodeid: str) -> list[Claim]:
-        if self.config.getoption("kb_claims") == "off":  # e.g. mutation runs: no claims, no model to load
-            return []
-        return [c for c in self.kb.claims if c.test and c.test.matches(nodeid)]
-
-    def is_post(self, path: Path) -> bool:
-        return path.suffix == ".md" and self.project.inside(path, self.project.posts_dir)
-
-    def is_page(self, path: Path) -> bool:
-        return path.suffix == ".md" and self.project.inside(path, self.project.docs_dir) and not self.is_post(path)
+PLUGIN_NAME = "kb-session"
 
 
-_STATE: State | None = None  # one session per process (xdist workers have their own)
+def pytest_configure(config):
+    """Register this run's plugin object: all per-run state lives on it, one per pytest config
+    (so a run started inside another, as pytester's are, has its own)."""
+    if sys.flags.optimize:
+        raise pytest.UsageError("kb: Python runs with -O, which strips assert statements: "
+                                "every check would pass without checking")
+    try:
+        state = State(config)
+    except KbError as e:
+        raise pytest.UsageError(f"kb: {e}") from None
+    config.pluginmanager.register(state, PLUGIN_NAME)
 
 
-def _state(config=None) -> State:
-    assert _STATE is not None, "kb.pytest_plugin is not configured"
-    return _STATE
+def session_state(config) -> State:
+    """The kb plugin object of a pytest run (its claims, outcomes and problems)."""
+    state = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    assert state is not None, "kb.pytest_plugin is not configured for this run"
+    return state
 
 
 def _shared_assertions() -> dict[str, object]:
@@ -168,52 +145,7 @@ def replaced_assertions(originals: dict[str, object]) -> list[str]:
     return changed
 
 
-def pytest_configure(config):
-    if sys.flags.optimize:
-        raise pytest.UsageError("kb: Python runs with -O, which strips assert statements: "
-                                "every check would pass without checking")
-    global _STATE
-    try:
-        _STATE = State(config)
-    except KbError as e:
-        raise pytest.UsageError(f"kb: {e}") from None
-
-
 # ---- collection ----------------------------------------------------------------------
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    outcome = yield
-    if not isinstance(collector, pytest.Module):
-        return
-    changed = replaced_assertions(_state(collector.config).originals)
-    if changed:
-        report = outcome.get_result()
-        report.outcome = "failed"
-        report.longrepr = (f"{collector.nodeid}: importing this module replaced {', '.join(changed)}, which every "
-                           "module's assertions rely on (put back; the module fails)")
-
-
-def pytest_ignore_collect(collection_path, config):
-    # A journal post is the learner's words: its code is shown (labelled), never executed.
-    if _state(config).is_post(Path(collection_path)):
-        return True
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collect_file(file_path, parent):
-    state = _state(parent.config)
-    if not state.is_page(Path(file_path)):
-        return None
-    for i, line in enumerate(file_path.read_text(encoding="utf-8").split("\n"), 1):
-        if DIRECTIVE.match(line):
-            raise pytest.UsageError(
-                f"{state.project.rel(file_path)}:{i}: a pytest directive in a page ({line.strip()}); "
-                "every block a page shows runs: remove it, or show the code as not runnable "
-                '(```python title="不运行：<reason>")')
-    return None
 
 
 def expand_includes(code: str, site: Site, project: Project | None = None) -> str:
@@ -301,40 +233,6 @@ def split_doctest(item) -> list:
         out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner,
                                            dtest=test))
     return out
-
-
-def pytest_collection_modifyitems(session, config, items):
-    state = _state(config)
-    kept, dropped = [], []
-    expanded = []
-    for item in items:
-        expanded += split_doctest(item) if state.is_page(Path(str(item.path))) else [item]
-    for item in expanded:
-        if item.get_closest_marker("experiment") and not config.getoption("experiments"):
-            dropped.append(item)
-            continue
-        kept.append(item)
-        if not state.is_page(Path(str(item.path))):
-            if item.path.suffix == ".ipynb":  # the notebook's client and kernel run in the sandbox
-                _isolate(item, state, timeout=600)
-            continue
-        block = getattr(item, "obj", None)
-        code = getattr(block, "code", None)
-        if isinstance(code, str) and "--8<--" in code:
-            try:
-                block.code = expand_includes(code, state.site, state.project)
-            except Exception as e:  # a missing file or section: fail the block, name it
-                block.code = f"raise RuntimeError({f'{item.nodeid}: include failed: {e}'!r})\n"
-        _isolate(item, state)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-    items[:] = kept
-    extra = []
-    for item in items:
-        for claim in state.claims_of(item.nodeid):
-            single = sum(claim.test.matches(i.nodeid) for i in items) == 1
-            extra += [counterfactual_item(item, claim, cf, single) for cf in claim.counterfactuals]
-    items += extra
 
 
 # ---- counterfactuals: the deciding test must fail where the claim would not hold --------------
@@ -440,59 +338,6 @@ def counterfactual_results(report) -> list[dict]:
 # ---- claims: every deciding test runs and passes -------------------------------------------
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if call.when == "teardown":
-        changed = replaced_assertions(_state(item.config).originals)
-        if changed:
-            report.outcome = "failed"
-            report.longrepr = (f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
-                               "rely on (put back; the test fails)")
-    claims = _state(item.config).claims_of(item.nodeid)
-    if not claims:
-        return
-    names = "; ".join(f"claim '{c.id}' ({c.where}) is marked {c.status.key}" for c in claims)
-    if report.skipped or hasattr(report, "wasxfail"):
-        how = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-        reason = getattr(report, "wasxfail", None) or (report.longrepr[2] if isinstance(report.longrepr, tuple) else "")
-        report.outcome = "failed"
-        report.kb_slipped = how
-        report.longrepr = f"{item.nodeid} decides {names}: a deciding test may not be {how} ({reason})"
-        if hasattr(report, "wasxfail"):
-            del report.wasxfail
-    if report.failed:
-        report.sections.append(("claims decided by this test",
-                                f"{names}, but its test fails: the page is wrong or the code is."))
-
-
-def pytest_runtest_logstart(nodeid, location):
-    state = _state()
-    if state.report_path is not None and not hasattr(state.config, "workerinput"):
-        # what was running, should the session never reach its end (os._exit, a killed process)
-        state.report_path.with_suffix(".running").write_text(nodeid, encoding="utf-8")
-
-
-def pytest_runtest_logreport(report):
-    state = _state()
-    for r in counterfactual_results(report):
-        state.counterfactuals[(r["claim"], r["index"])].append(r["result"])
-    if report.failed:
-        state.outcomes[report.nodeid].append(getattr(report, "kb_slipped", "failed"))
-    elif report.skipped:
-        state.outcomes[report.nodeid].append("skipped")
-    elif report.when == "call":
-        state.outcomes[report.nodeid].append("")
-
-
-def pytest_collectreport(report):
-    state = _state()
-    if report.skipped:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        state.skipped_modules[report.nodeid] = reason
-
-
 def _scope(config, state: State) -> list[Claim]:
     """The claims this run must decide."""
     mode = config.getoption("kb_claims")
@@ -546,32 +391,6 @@ def _claim_problem(state: State, claim: Claim) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session, exitstatus):
-    config = session.config
-    if hasattr(config, "workerinput"):  # xdist workers report; the controller decides
-        return
-    state = _state(config)
-    try:
-        claims = _scope(config, state)
-    except KbError as e:
-        state.problems.append(f"the knowledge base cannot be read: {e}")
-        claims = []
-    for c in claims:
-        problem = _claim_problem(state, c)
-        if problem:
-            state.problems.append(f"claim '{c.id}' ({c.where}, marked {c.status.key}): {problem}")
-    try:
-        asked = {c.id for c in claims}
-        state.undecided = [c.id for c in state.kb.claims if c.test and c.id not in asked] \
-            if config.getoption("kb_claims") != "off" else ["(all: --kb-claims=off)"]
-    except KbError:
-        state.undecided = ["(the knowledge base cannot be read)"]
-    if state.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    _write_report(state, session)
-
-
 def narrowed(config) -> list[str]:
     """How this run was narrowed from a full one (empty for a full run): what a reader of a green
     result must know was left out."""
@@ -612,14 +431,194 @@ def _write_report(state: State, session) -> None:
     state.report_path.with_suffix(".running").unlink(missing_ok=True)
 
 
-def pytest_terminal_summary(terminalreporter, config):
-    state = _state(config)
-    if state.problems:
-        terminalreporter.section("claims not decided by a passing test", red=True)
-        for line in state.problems:
-            terminalreporter.write_line(line)
-    if state.undecided and not hasattr(config, "workerinput"):
-        terminalreporter.section("claims this run did not decide", yellow=True)
-        terminalreporter.write_line(f"{len(state.undecided)} claim(s) were left out of this run (narrowed by "
-                                    "arguments, -k, --deselect or options): " + ", ".join(state.undecided[:20])
-                                    + (" ..." if len(state.undecided) > 20 else ""))
+
+
+# ---- the plugin object: one per run, registered by pytest_configure -------------------------------
+
+
+class State:
+    """What the session learns (the project, its claims, and every test outcome), and the hooks
+    that learn it. ``pytest_configure`` registers one per run as ``kb-session``."""
+
+    def __init__(self, config):
+        self.config = config
+        self.project = Project.find(config.rootpath)
+        self._kb: KnowledgeBase | None = None
+        self.outcomes: dict[str, list[str]] = defaultdict(list)  # node id -> problems seen ("" = passed)
+        self.skipped_modules: dict[str, str] = {}
+        self.problems: list[str] = []
+        # (claim id, counterfactual index) -> what each run of it found: rejected, passed or crashed
+        self.counterfactuals: dict[tuple[str, int], list[str]] = defaultdict(list)
+        self.originals = _shared_assertions()
+        self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
+        self.undecided: list[str] = []  # claims a narrowed run left undecided
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        if self._kb is None:
+            self._kb = KnowledgeBase.load(self.project)
+        return self._kb
+
+    @functools.cached_property
+    def site(self) -> Site:
+        return Site.load(self.project)
+
+    def claims_of(self, nodeid: str) -> list[Claim]:
+        if self.config.getoption("kb_claims") == "off":  # e.g. mutation runs: no claims, no model to load
+            return []
+        return [c for c in self.kb.claims if c.test and c.test.matches(nodeid)]
+
+    def is_post(self, path: Path) -> bool:
+        return path.suffix == ".md" and self.project.inside(path, self.project.posts_dir)
+
+    def is_page(self, path: Path) -> bool:
+        return path.suffix == ".md" and self.project.inside(path, self.project.docs_dir) and not self.is_post(path)
+
+    # ---- collection ----
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        outcome = yield
+        if not isinstance(collector, pytest.Module):
+            return
+        changed = replaced_assertions(self.originals)
+        if changed:
+            report = outcome.get_result()
+            report.outcome = "failed"
+            report.longrepr = (f"{collector.nodeid}: importing this module replaced {', '.join(changed)}, which every "
+                               "module's assertions rely on (put back; the module fails)")
+
+    def pytest_ignore_collect(self, collection_path, config):
+        # A journal post is the learner's words: its code is shown (labelled), never executed.
+        if self.is_post(Path(collection_path)):
+            return True
+        return None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_file(self, file_path, parent):
+        if not self.is_page(Path(file_path)):
+            return None
+        for i, line in enumerate(file_path.read_text(encoding="utf-8").split("\n"), 1):
+            if DIRECTIVE.match(line):
+                raise pytest.UsageError(
+                    f"{self.project.rel(file_path)}:{i}: a pytest directive in a page ({line.strip()}); "
+                    "every block a page shows runs: remove it, or show the code as not runnable "
+                    '(```python title="不运行：<reason>")')
+        return None
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        kept, dropped = [], []
+        expanded = []
+        for item in items:
+            expanded += split_doctest(item) if self.is_page(Path(str(item.path))) else [item]
+        for item in expanded:
+            if item.get_closest_marker("experiment") and not config.getoption("experiments"):
+                dropped.append(item)
+                continue
+            kept.append(item)
+            if not self.is_page(Path(str(item.path))):
+                if item.path.suffix == ".ipynb":  # the notebook's client and kernel run in the sandbox
+                    _isolate(item, self, timeout=600)
+                continue
+            block = getattr(item, "obj", None)
+            code = getattr(block, "code", None)
+            if isinstance(code, str) and "--8<--" in code:
+                try:
+                    block.code = expand_includes(code, self.site, self.project)
+                except Exception as e:  # a missing file or section: fail the block, name it
+                    block.code = f"raise RuntimeError({f'{item.nodeid}: include failed: {e}'!r})\n"
+            _isolate(item, self)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        extra = []
+        for item in items:
+            for claim in self.claims_of(item.nodeid):
+                single = sum(claim.test.matches(i.nodeid) for i in items) == 1
+                extra += [counterfactual_item(item, claim, cf, single) for cf in claim.counterfactuals]
+        items += extra
+
+    # ---- running: every deciding test runs and passes ----
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if call.when == "teardown":
+            changed = replaced_assertions(self.originals)
+            if changed:
+                report.outcome = "failed"
+                report.longrepr = (f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
+                                   "rely on (put back; the test fails)")
+        claims = self.claims_of(item.nodeid)
+        if not claims:
+            return
+        names = "; ".join(f"claim '{c.id}' ({c.where}) is marked {c.status.key}" for c in claims)
+        if report.skipped or hasattr(report, "wasxfail"):
+            how = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+            reason = getattr(report, "wasxfail", None) or (report.longrepr[2] if isinstance(report.longrepr, tuple) else "")
+            report.outcome = "failed"
+            report.kb_slipped = how
+            report.longrepr = f"{item.nodeid} decides {names}: a deciding test may not be {how} ({reason})"
+            if hasattr(report, "wasxfail"):
+                del report.wasxfail
+        if report.failed:
+            report.sections.append(("claims decided by this test",
+                                    f"{names}, but its test fails: the page is wrong or the code is."))
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.report_path is not None and not hasattr(self.config, "workerinput"):
+            # what was running, should the session never reach its end (os._exit, a killed process)
+            self.report_path.with_suffix(".running").write_text(nodeid, encoding="utf-8")
+
+    def pytest_runtest_logreport(self, report):
+        for r in counterfactual_results(report):
+            self.counterfactuals[(r["claim"], r["index"])].append(r["result"])
+        if report.failed:
+            self.outcomes[report.nodeid].append(getattr(report, "kb_slipped", "failed"))
+        elif report.skipped:
+            self.outcomes[report.nodeid].append("skipped")
+        elif report.when == "call":
+            self.outcomes[report.nodeid].append("")
+
+    def pytest_collectreport(self, report):
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.skipped_modules[report.nodeid] = reason
+
+    # ---- the end: the verdict on each claim, and the report ----
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        config = session.config
+        if hasattr(config, "workerinput"):  # xdist workers report; the controller decides
+            return
+        try:
+            claims = _scope(config, self)
+        except KbError as e:
+            self.problems.append(f"the knowledge base cannot be read: {e}")
+            claims = []
+        for c in claims:
+            problem = _claim_problem(self, c)
+            if problem:
+                self.problems.append(f"claim '{c.id}' ({c.where}, marked {c.status.key}): {problem}")
+        try:
+            asked = {c.id for c in claims}
+            self.undecided = [c.id for c in self.kb.claims if c.test and c.id not in asked] \
+                if config.getoption("kb_claims") != "off" else ["(all: --kb-claims=off)"]
+        except KbError:
+            self.undecided = ["(the knowledge base cannot be read)"]
+        if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _write_report(self, session)
+
+    def pytest_terminal_summary(self, terminalreporter, config):
+        if self.problems:
+            terminalreporter.section("claims not decided by a passing test", red=True)
+            for line in self.problems:
+                terminalreporter.write_line(line)
+        if self.undecided and not hasattr(config, "workerinput"):
+            terminalreporter.section("claims this run did not decide", yellow=True)
+            terminalreporter.write_line(f"{len(self.undecided)} claim(s) were left out of this run (narrowed by "
+                                        "arguments, -k, --deselect or options): " + ", ".join(self.undecided[:20])
+                                        + (" ..." if len(self.undecided) > 20 else ""))

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -53,14 +54,20 @@ def verdict(code: int, report: dict | None, running: str | None, allow_partial: 
     return code, said
 
 
-def main(argv: list[str] | None = None) -> int:
+def pytest_in_a_child(args: list[str]) -> int:
+    """pytest in its own process (what ``make test`` runs): its exit code."""
+    return subprocess.call([sys.executable, "-m", "pytest", *args], env={**os.environ})
+
+
+def main(argv: list[str] | None = None, run_pytest: Callable[[list[str]], int] = pytest_in_a_child) -> int:
+    """``run_pytest(args)`` runs pytest with these arguments and gives its exit code (the tests run it
+    inside their process where the process's end is not what they check)."""
     args = list(sys.argv[1:] if argv is None else argv)
     allow_partial = "--allow-partial" in args
     args = [a for a in args if a != "--allow-partial"]
     with tempfile.TemporaryDirectory(prefix="kb-testrun-") as tmp:
         report_path = Path(tmp) / "report.json"
-        code = subprocess.call([sys.executable, "-m", "pytest", *args, "--kb-report", str(report_path)],
-                               env={**os.environ})
+        code = run_pytest([*args, "--kb-report", str(report_path)])
         running = report_path.with_suffix(".running")
         last = running.read_text(encoding="utf-8") if running.exists() else None
         code, said = verdict(code, read_report(report_path), last, allow_partial)

@@ -1,16 +1,28 @@
 """Shared fixtures: the project under test, its site built once per session, and
-small scratch projects to break on purpose (the real checkout is never touched)."""
+small scratch projects to break on purpose (the real checkout is never touched).
+
+A scratch project is tested in this process where no separate process is the point:
+pytest runs in it with pytester (``in_process``), MkDocs builds it with its own
+``build()`` (``build_in_process``). A test whose subject is the process itself (an exit,
+``python -O``, an installed command) starts one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +31,8 @@ from filelock import FileLock
 from kb.model import KnowledgeBase
 from kb.project import Project
 from kb.site import Site
+
+pytest_plugins = ["pytester"]
 
 PROJECT = Project.find(Path(__file__).parent)
 ROOT = PROJECT.root
@@ -50,6 +64,128 @@ def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
 
 
+@dataclass
+class Ran:
+    """What a pytest run or a build said: its exit code and its output (and pytester's result)."""
+
+    returncode: int
+    stdout: str
+    stderr: str = ""
+    result: pytest.RunResult | None = None
+
+
+def _snippet_modules() -> list[str]:
+    """This process's snippet modules: a scratch project has its own of the same names."""
+    return [m for m in sys.modules if m == "snippets" or m.startswith("snippets.")]
+
+
+class _Libraries:
+    """pytester forgets every module a run imported (after each run, and again after the test). A
+    library imported lazily cannot always be imported twice (torch._dynamo registers operators in
+    C++ once per process): its modules are kept. The scratch project's own are forgotten."""
+
+    def __init__(self):
+        self.before, self.imported = set(sys.modules), {}
+
+    def recorder(self, root: Path):
+        libraries = self
+
+        class Record:
+            def pytest_unconfigure(self, config):
+                for name, module in list(sys.modules.items()):
+                    file = getattr(module, "__file__", None)
+                    if name not in libraries.before and not (file and Path(file).resolve().is_relative_to(root)):
+                        libraries.imported.setdefault(name, module)
+
+        return Record()
+
+    def restore(self) -> None:
+        for name, module in self.imported.items():
+            sys.modules.setdefault(name, module)
+
+
+@pytest.fixture
+def _libraries():
+    libraries = _Libraries()
+    yield libraries
+    libraries.restore()  # after pytester's own clean-up (this fixture is set up before it)
+
+
+@pytest.fixture
+def in_process(_libraries, pytester, monkeypatch):
+    """``in_process(root, *args)``: pytest in a scratch project, inside this process (pytester), with
+    that project's configuration (xdist off), as ``run_pytest`` runs it in a child.
+
+    The project's snippets are imported afresh: this process's modules of the same names are
+    set aside for the run (and put back after the test).
+    """
+
+    def run_in(root: Path, *args: str) -> Ran:
+        monkeypatch.chdir(root)
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+        monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+        for name in _snippet_modules():
+            monkeypatch.delitem(sys.modules, name)
+        # pytest-timeout times each test with SIGALRM: the inner run's tests replace this test's
+        # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
+        handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
+        start = time.monotonic()
+        result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-n", "0", *args,
+                                              plugins=[_libraries.recorder(Path(root).resolve())])
+        if remaining:
+            signal.signal(signal.SIGALRM, handler)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - start), 0.001))
+        _libraries.restore()
+        return Ran(int(result.ret), result.stdout.str(), result.stderr.str(), result)
+
+    return run_in
+
+
+class _Said(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(f"{record.levelname:<8}-  {record.getMessage()}")
+
+
+def build_in_process(root: Path, site: Path, strict: bool = True) -> Ran:
+    """``mkdocs build --strict`` of a project, run from its root as ``make build`` runs it, in this
+    process: what the mkdocs command does (on_startup, build, on_shutdown), with its exit code and
+    what it logs; an unexpected exception is a traceback in the output, as the command prints it."""
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.exceptions import Abort
+
+    # MkDocs keeps plugins that have on_startup/on_shutdown across loads in one process (for `mkdocs
+    # serve`); a build is a fresh command: fresh plugins (the blog's temporary folder is gone after
+    # its on_shutdown).
+    MkDocsConfig.plugins.plugin_cache.clear()
+    said = _Said()
+    logger = logging.getLogger("mkdocs")
+    logger.addHandler(said)
+    code = 0
+    try:
+        with contextlib.chdir(root):
+            config = load_config(str(root / "mkdocs.yml"), site_dir=str(site), strict=strict)
+            config.plugins.on_startup(command="build", dirty=False)
+            try:
+                build(config)
+            finally:
+                config.plugins.on_shutdown()
+    except Abort as e:
+        said.lines.append(f"Aborted: {e}")
+        code = 1
+    except Exception:  # noqa: BLE001 - the command would print it and exit 1
+        said.lines.append(traceback.format_exc())
+        code = 1
+    finally:
+        logger.removeHandler(said)
+    return Ran(code, "", "\n".join(said.lines) + "\n")
+
+
 @pytest.fixture(scope="session")
 def project() -> Project:
     return PROJECT
@@ -77,7 +213,10 @@ def built_site(tmp_path_factory) -> Path:
     """
     if os.environ.get("KB_PREBUILT_SITE"):
         return Path(os.environ["KB_PREBUILT_SITE"])
-    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker
+    # one folder for the session: every xdist worker's (their basetemps share a parent); without
+    # xdist, this session's own (the parent then holds other sessions' builds, stale ones too)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     site, log = shared / "site", shared / "site.log"
     with FileLock(str(shared / "site.lock")):
         if not log.exists():
@@ -112,6 +251,7 @@ def served_site(built_site):
 
 IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "vendor", "*.egg-info", ".kb-journal.lock")
 MINI_DOCS = ("index.md", "tags.md", "assets", "foundations", "journal")
+MINI_SNIPPETS = ("__init__.py", "foundations")  # what the mini project's pages include and cite
 
 
 def _link_vendor(dest: Path) -> None:
@@ -120,12 +260,21 @@ def _link_vendor(dest: Path) -> None:
         (dest / "docs" / "assets" / "vendor").symlink_to(vendor)
 
 
-def copy_project(dest: Path, docs: tuple[str, ...] | None = None) -> Path:
-    """A copy of the project (all of docs/, or only the parts named) with its tooling and snippets."""
+def _copy(src: Path, dest: Path) -> None:
+    (shutil.copytree(src, dest, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest))
+
+
+def copy_project(dest: Path, docs: tuple[str, ...] | None = None, snippets: tuple[str, ...] | None = None) -> Path:
+    """A copy of the project (all of docs/ and snippets/, or only the parts named) with its tooling."""
     dest.mkdir(parents=True)
-    for part in ("snippets", "kb", "tests", "overrides", "seed", "search-terms.txt", "pyproject.toml", "mkdocs.yml", ".gitignore"):
-        src = ROOT / part
-        (shutil.copytree(src, dest / part, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest / part))
+    for part in ("kb", "tests", "overrides", "seed", "search-terms.txt", "pyproject.toml", "mkdocs.yml", ".gitignore"):
+        _copy(ROOT / part, dest / part)
+    if snippets is None:
+        _copy(ROOT / "snippets", dest / "snippets")
+    else:
+        (dest / "snippets").mkdir()
+        for part in snippets:
+            _copy(ROOT / "snippets" / part, dest / "snippets" / part)
     if docs is None:
         shutil.copytree(ROOT / "docs", dest / "docs", ignore=IGNORE)
     else:
@@ -156,11 +305,13 @@ def _unlink_missing(docs: Path) -> None:
 
 @pytest.fixture
 def mini_project(tmp_path) -> Path:
-    """A small copy: home, foundations (a page with blocks, claims and a notebook), the journal.
+    """A small copy: home, foundations (a page with blocks, claims and a notebook, and the snippets
+    it includes), the journal.
 
-    It builds in a few seconds, so a test can break it and rebuild it.
+    It builds in a few seconds, and its whole test run takes seconds, so a test can break it and
+    rebuild it or run it.
     """
-    return copy_project(tmp_path / "mini", MINI_DOCS)
+    return copy_project(tmp_path / "mini", MINI_DOCS, MINI_SNIPPETS)
 
 
 @pytest.fixture
@@ -202,11 +353,11 @@ HOSTILE_NOTE = """\
 @pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory) -> Path:
     """The mini site with a hostile note appended by `kb new`, built strictly."""
-    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS)
+    root = copy_project(tmp_path_factory.mktemp("hostile") / "mini", MINI_DOCS, MINI_SNIPPETS)
     (root / ".git").mkdir()
     (root / ".git" / "config").write_text("[remote]\n\turl = SECRET-TOKEN-123\n", encoding="utf-8")
     r = kb(root, "new", "--date", "2026-01-02", "--topic", "SAC", stdin=HOSTILE_NOTE)
     assert r.returncode == 0, r.stderr
-    build = mkdocs_build(root, root / "site")
+    build = build_in_process(root, root / "site")
     assert build.returncode == 0, build.stdout + build.stderr
     return root / "site"

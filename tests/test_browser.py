@@ -27,8 +27,9 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
+    """One Chromium for the session (each xdist worker's); each test opens its own context and pages."""
     if not CHROMIUM.exists():
         message = ("Chromium not found at /usr/bin/chromium: install it with "
                    "`sudo apt-get install chromium fonts-noto-cjk` to run the browser tests")

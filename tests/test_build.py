@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, ROOT, edit, mkdocs_build, run, run_pytest, text_of
+from conftest import PROJECT, ROOT, build_in_process, edit, text_of
 
 EXTERNAL = re.compile(r'<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I)
 PAGE = "docs/foundations/mse-conditional-mean.md"
@@ -102,9 +103,9 @@ def test_every_nav_entry_opens_the_page_it_names(built_site):
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
     """The mini project with one content mistake of each kind, built once: every mistake is reported."""
-    from conftest import MINI_DOCS, copy_project
+    from conftest import MINI_DOCS, MINI_SNIPPETS, copy_project
 
-    root = copy_project(tmp_path_factory.mktemp("broken") / "mini", MINI_DOCS)
+    root = copy_project(tmp_path_factory.mktemp("broken") / "mini", MINI_DOCS, MINI_SNIPPETS)
     edit(root / PAGE, "mse.py:regress_table", "mse.py:regress_tabel")                       # a wrong include
     edit(root / "docs/journal/posts/2025-12-30.md", "  - SAC", "  - RLHF")                   # an unknown category
     nb_path = root / "docs/foundations/mse-experiments.ipynb"                                 # a notebook showing an error
@@ -120,14 +121,14 @@ def broken(tmp_path_factory):
     secret = tmp_path_factory.mktemp("outside") / "secret.md"                                # a page that is a symlink out
     secret.write_text("SECRET-OUTSIDE-THE-PROJECT\n", encoding="utf-8")
     (root / "docs/foundations/leak.md").symlink_to(secret)
-    build = mkdocs_build(root, root / "site")
+    build = build_in_process(root, root / "site")
     return root, build.returncode, build.stdout + build.stderr
 
 
-def test_a_broken_include_fails_the_page_block_and_the_build(broken):
+def test_a_broken_include_fails_the_page_block_and_the_build(broken, in_process):
     root, code, out = broken
     assert code != 0 and f"{PAGE}:" in out and "regress_tabel" in out
-    result = run_pytest(root, PAGE)
+    result = in_process(root, PAGE)
     assert result.returncode == 1 and "regress_tabel" in result.stdout, result.stdout
 
 
@@ -162,15 +163,15 @@ def test_a_page_that_is_a_symlink_out_of_the_project_fails_the_build(broken):
 def test_a_page_loading_from_another_host_fails_the_build(mini_project):
     page = mini_project / PAGE
     page.write_text(text_of(page) + '\n<img src="https://cdn.example.com/pixel.png" alt="">\n', encoding="utf-8")
-    build = mkdocs_build(mini_project, mini_project / "site")
+    build = build_in_process(mini_project, mini_project / "site")
     out = build.stdout + build.stderr
     assert build.returncode != 0 and "foundations/mse-conditional-mean.md: <img src=\"https://cdn.example.com" in out, out[-1500:]
 
 
-def test_a_deleted_snippet_section_fails_the_page_block(mini_project):
+def test_a_deleted_snippet_section_fails_the_page_block(mini_project, in_process):
     edit(mini_project / SNIPPET, "# --8<-- [start:skewed_data]\n", "")
     edit(mini_project / SNIPPET, "# --8<-- [end:skewed_data]\n", "")
-    result = run_pytest(mini_project, PAGE)
+    result = in_process(mini_project, PAGE)
     assert result.returncode == 1 and "skewed_data" in result.stdout, result.stdout
 
 
@@ -178,61 +179,59 @@ def test_a_broken_link_or_anchor_fails_the_build(mini_project):
     page = mini_project / PAGE
     page.write_text(text_of(page) + "\n见 [不存在的页](../topics/no-such-page.md) 和 [不存在的小节](#no-such-anchor)。\n",
                     encoding="utf-8")
-    build = mkdocs_build(mini_project, mini_project / "site")
+    build = build_in_process(mini_project, mini_project / "site")
     out = build.stdout + build.stderr
     assert build.returncode != 0 and "no-such-page.md" in out and "no-such-anchor" in out, out[-2000:]
 
 
-DIRTY_REBUILDS = r'''
-import json, time
-from pathlib import Path
-from mkdocs.commands.build import build
-from mkdocs.config import load_config
+def dirty_rebuilds(root: Path) -> dict:
+    """What `kb serve` does on each save, in this process: a dirty rebuild (the plugin instances live
+    across rebuilds); which outputs each save rewrote."""
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+    from mkdocs.config.defaults import MkDocsConfig
 
-root, site = Path.cwd(), Path.cwd() / "site"
-page = root / "docs" / "foundations" / "mse-conditional-mean.md"
-OUTPUTS = {"page": "foundations/mse-conditional-mean/index.html", "other page": "index.html",
-           "post citing it": "journal/2025/12/31/*/index.html",
-           "other post": "journal/2026/01/01/*/index.html"}
-config = None
+    site = root / "site"
+    page = root / "docs" / "foundations" / "mse-conditional-mean.md"
+    outputs = {"page": "foundations/mse-conditional-mean/index.html", "other page": "index.html",
+               "post citing it": "journal/2025/12/31/*/index.html",
+               "other post": "journal/2026/01/01/*/index.html"}
+    config = None
 
-def rebuild():
-    global config
-    fresh = load_config(str(root / "mkdocs.yml"), site_dir=str(site), strict=False)
-    if config is None:  # as in `kb serve`: the plugin instance lives across rebuilds
-        fresh.plugins.on_startup(command="serve", dirty=True)
-    config = fresh
-    build(config, dirty=True)
+    def rebuild():
+        nonlocal config
+        fresh = load_config(str(root / "mkdocs.yml"), site_dir=str(site), strict=False)
+        if config is None:  # as in `kb serve`: the plugin instance lives across rebuilds
+            fresh.plugins.on_startup(command="serve", dirty=True)
+        config = fresh
+        build(config, dirty=True)
 
-def stamps():
-    return {k: next(site.glob(g)).stat().st_mtime_ns for k, g in OUTPUTS.items()}
+    def stamps():
+        return {k: next(site.glob(g)).stat().st_mtime_ns for k, g in outputs.items()}
 
-def edit(path, old, new):
-    path.write_text(path.read_text(encoding="utf-8").replace(old, new, 1), encoding="utf-8")
-
-rebuild()
-report = {}
-snippet = root / "snippets" / "foundations" / "mse.py"
-for step, change in (("page", lambda: edit(page, "# 最小化均方误差 = 预测条件均值", "# 最小化均方误差 = 预测条件均值（改）")),
-                     ("snippet", lambda: edit(snippet, "import torch", "import torch  # edited"))):
-    before = stamps()
-    time.sleep(1.1)
-    change()
-    rebuild()
-    after = stamps()
-    report[step] = sorted(k for k in before if after[k] != before[k])
-report["title"] = "（改）" in (site / OUTPUTS["page"]).read_text(encoding="utf-8")
-print(json.dumps(report, ensure_ascii=False))
-'''
+    MkDocsConfig.plugins.plugin_cache.clear()  # this "serve" starts afresh, as the command does
+    report = {}
+    with contextlib.chdir(root):
+        rebuild()
+        snippet = root / "snippets" / "foundations" / "mse.py"
+        for step, change in (("page", lambda: edit(page, "# 最小化均方误差 = 预测条件均值", "# 最小化均方误差 = 预测条件均值（改）")),
+                             ("snippet", lambda: edit(snippet, "import torch", "import torch  # edited"))):
+            before = stamps()
+            time.sleep(1.1)
+            change()
+            rebuild()
+            after = stamps()
+            report[step] = sorted(k for k in before if after[k] != before[k])
+        config.plugins.on_shutdown()
+    report["title"] = "（改）" in (site / outputs["page"]).read_text(encoding="utf-8")
+    return report
 
 
 def test_a_dirty_rebuild_renders_what_changed_and_where_it_shows(mini_project):
     """`kb serve` rebuilds dirty: a saved page and the posts its claims mark, also when a
     snippet it includes is saved; not the other posts (MkDocs' own test calls every post
     changed, as the blog plugin moves posts to dated URLs: at 1,000 posts, a full build)."""
-    r = run([sys.executable, "-c", DIRTY_REBUILDS], mini_project)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    report = json.loads(r.stdout.strip().splitlines()[-1])
+    report = dirty_rebuilds(mini_project)
     assert report["title"]
     assert report["page"] == ["page", "post citing it"], report
     assert report["snippet"] == ["page", "post citing it"], report  # it includes the snippet

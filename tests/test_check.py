@@ -8,6 +8,7 @@ import re
 import pytest
 from mkdocs.commands.build import build
 from mkdocs.config import load_config
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import Abort
 
 from conftest import PROJECT, ROOT, edit, kb
@@ -71,6 +72,7 @@ def test_the_link_checker_agrees_with_the_build(model, site, built_site):
 def _strict_build(root, site_dir, monkeypatch):
     """``mkdocs build --strict`` in this process, run from the project root as ``make build`` runs it."""
     monkeypatch.chdir(root)
+    MkDocsConfig.plugins.plugin_cache.clear()  # a fresh command: fresh plugins (MkDocs keeps them for serve)
     config = load_config(str(root / "mkdocs.yml"), site_dir=str(site_dir), strict=True)
     config.plugins.on_startup(command="build", dirty=False)  # what the mkdocs command does first
     try:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import edit, kb, run_pytest
+from conftest import edit, kb
 
 PAGE = "docs/foundations/mse-conditional-mean.md"
 MSE = "snippets/foundations/mse.py"
@@ -23,37 +23,38 @@ def _set_counterfactual(root, kwargs: str, text: str = "若换一个设定", lin
     page.write_text("\n".join(lines), encoding="utf-8")
 
 
-def test_every_counterfactual_of_the_page_is_rejected_by_its_test(mini_project):
-    r = run_pytest(mini_project, MSE, "-rA")
+def test_every_counterfactual_of_the_page_is_rejected_by_its_test(mini_project, in_process):
+    r = in_process(mini_project, MSE, "-rA")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("~counterfactual-") == 4, r.stdout  # 3 tests, 4 counterfactuals
+    r.result.assert_outcomes(passed=3 + 4)
 
 
-def test_a_counterfactual_the_test_cannot_tell_apart_fails_the_run_naming_the_claim(mini_project):
+def test_a_counterfactual_the_test_cannot_tell_apart_fails_the_run_naming_the_claim(mini_project, in_process):
     # loss="mse" is the claim's own setting: the test passes, so it shows nothing.
     _set_counterfactual(mini_project, 'loss="mse"')
-    r = run_pytest(mini_project, MSE)
+    r = in_process(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "mse-predicts-conditional-mean" in out and "still passes" in out, out
 
 
-def test_a_crash_is_not_a_failing_assertion(mini_project):
+def test_a_crash_is_not_a_failing_assertion(mini_project, in_process):
     # A value of the wrong kind makes the test crash before its assertion: that decides nothing.
     _set_counterfactual(mini_project, "data=fit_constant", line="counterfactual: data=symmetric_data")
-    r = run_pytest(mini_project, MSE)
+    r = in_process(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "crashed" in out and "l1-predicts-conditional-mean" in out, out
 
 
-def test_an_assertion_inside_the_code_under_test_is_a_crash_too(mini_project):
+def test_an_assertion_inside_the_code_under_test_is_a_crash_too(mini_project, in_process):
     # The code under test asserts on its input; the test's own checks never run.
     edit(mini_project / MSE, '    table = torch.zeros(num_groups, requires_grad=True)',
          '    assert loss == "mse", "only mse"\n    table = torch.zeros(num_groups, requires_grad=True)')
     edit(mini_project / MSE, 'table = regress_table(x, y, num_groups=4, loss="l1")',
          'table = regress_table(x, y, num_groups=4)')  # the L1 claim's test would crash otherwise
-    r = run_pytest(mini_project, MSE)
+    r = in_process(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "inside the code under test" in out and "mse-predicts-conditional-mean" in out, out

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 
-from conftest import edit, kb, run
+from conftest import Ran, edit, kb, run
+from kb.testrun import main as testrun_main
 
 MSE = "snippets/foundations/mse.py"
 PAGE = "docs/foundations/mse-conditional-mean.md"
 
 
 def testrun(root, *args: str):
+    """``python -m kb.testrun`` in its own process: for a run whose subject is the process ending."""
     return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
+
+
+def testrun_here(in_process, root, *args: str) -> Ran:
+    """``kb.testrun`` (what ``make test`` runs) with its pytest session inside this process."""
+    runs: list[Ran] = []
+
+    def run_pytest(pytest_args: list[str]) -> int:
+        runs.append(in_process(root, *pytest_args))
+        return runs[-1].returncode
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = testrun_main(["-p", "no:cacheprovider", "-q", "-n", "0", *args], run_pytest=run_pytest)
+    return Ran(code, "".join(r.stdout for r in runs), "".join(r.stderr for r in runs) + said.getvalue())
 
 
 def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project):
@@ -31,26 +49,26 @@ def test_a_module_that_exits_at_import_fails_the_run(mini_project):
     assert r.returncode != 0, r.stdout + r.stderr
 
 
-def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project):
+def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project, in_process):
     # Under xdist every worker imports every module while collecting: a replaced
     # assert_close would make a broken claim pass in another module.
     (mini_project / "snippets" / "foundations" / "sneaky.py").write_text(
         "import torch\n\ntorch.testing.assert_close = lambda *a, **k: None\n\n\n"
         "def test_nothing():\n    assert 1 + 1 == 2\n", encoding="utf-8")
-    r = testrun(mini_project, "snippets/foundations/")
+    r = testrun_here(in_process, mini_project, "snippets/foundations/")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "snippets/foundations/sneaky.py: importing this module replaced torch.testing.assert_close" in out, out
 
 
-def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuses_it(mini_project):
-    r = testrun(mini_project, "-k", "not l1", "snippets/", "docs/")
+def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuses_it(mini_project, in_process):
+    r = testrun_here(in_process, mini_project, "-k", "not l1", "snippets/", "docs/")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "l1-predicts-conditional-mean" in out and "not decided by this run" in out, out
-    r = testrun(mini_project, "snippets/", "docs/", "-o", "addopts=")  # the kb plugin switched off
+    r = testrun_here(in_process, mini_project, "snippets/", "docs/", "-o", "addopts=")  # the kb plugin switched off
     assert r.returncode != 0, r.stdout + r.stderr
-    r = testrun(mini_project, "--allow-partial", "-k", "not l1", MSE)
+    r = testrun_here(in_process, mini_project, "--allow-partial", "-k", "not l1", MSE)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -68,3 +86,15 @@ def test_a_test_that_asserts_nothing_fails_kb_check(mini_project):
     r = kb(mini_project, "check", PAGE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "test_empty asserts nothing" in r.stdout, r.stdout
+
+
+def test_a_run_inside_this_process_leaves_the_time_limit_of_the_test_that_started_it(mini_project, in_process):
+    # pytest-timeout times a test with SIGALRM; the inner run's tests set and cancel their own alarms.
+    import signal
+
+    before = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert before > 0, "this test has no time limit (pytest-timeout with the signal method)"
+    r = in_process(mini_project, MSE, "-k", "decomposes", "--kb-claims=off")
+    assert r.returncode == 0, r.stdout
+    after = signal.getitimer(signal.ITIMER_REAL)[0]
+    assert 0 < after <= before, (before, after)
