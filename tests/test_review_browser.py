@@ -29,10 +29,25 @@ from conftest import ENV, MINI_DOCS, copy_project, run, text_of
 from test_browser import SHOTS, browser, check_and_close, free_port, watched  # noqa: F401 (browser: a fixture)
 
 
+ASIDE = """---
+title: 旁支
+---
+# 旁支
+
+!!! claim "均方误差分解为方差加偏差的平方"
+    id: aside-decomposition
+    status: verified
+    test: snippets/foundations/mse.py::test_mse_decomposes_into_variance_plus_squared_bias
+
+    本页只为复习页的主题链接测试而设：它的卡片属于另一个主题。
+"""
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`kb serve` on a mini copy of the project, as a learner runs it: (root, base URL, token of the page)."""
     root = copy_project(tmp_path_factory.mktemp("review") / "mini", MINI_DOCS)
+    (root / "docs" / "aside.md").write_text(ASIDE, encoding="utf-8")  # a card of a second topic
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
                             cwd=root, env={**ENV, "PYTHONPATH": str(root)},
@@ -101,6 +116,27 @@ def due_card(base: str, token: str, root: Path) -> cards.Card:
     status, got = request(base, "due", method="GET", token=token)
     assert status == 200, got
     return deck(root)[got["cards"][0]["card"]]
+
+
+def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):
+    from kb import render
+
+    root, base, token = served
+    status, got = request(base, "due", method="GET", token=token)
+    assert status == 200, got
+    topics = [c["topic"] for c in got["cards"]]
+    context, pg = watched(browser, base)
+    for topic in ("基础", "旁支"):  # the mini project's, and the aside page's
+        pg.goto(base + "review/#" + render.topic_anchor(topic))
+        progress = pg.locator(".kb-session-progress")
+        n = topics.count(topic)
+        expected = f"[1/{n}] {topic}" if n else f"今天没有到期的卡片（主题 {topic}）"
+        try:  # the second topic's link is on the same page: the session restarts on the hash change
+            pg.wait_for_function("(e) => document.querySelector('.kb-session-progress').textContent.startsWith(e)",
+                                 arg=expected, timeout=15_000)
+        except Exception:
+            pytest.fail(f"{topic}: the session shows {progress.inner_text()!r}, not {expected!r} (due: {topics})")
+    check_and_close(context, pg)
 
 
 def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, served):
@@ -239,3 +275,4 @@ def test_the_published_review_page_is_a_dated_read_only_snapshot(tmp_path):
     assert re.search(r"快照：(\d{4}-\d{2}-\d{2})", page).group(1) in {built.date().isoformat(),
                                                                       dt.datetime.now(dt.timezone.utc).date().isoformat()}
     assert "kb-session" not in page and review_server.TOKEN_HEADER not in page and "review-session.js" not in page
+

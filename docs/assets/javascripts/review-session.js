@@ -97,6 +97,7 @@
 
   async function load() {
     setPhase("loading");
+    k = 0;
     try {
       const response = await fetch(root.dataset.due, { cache: "no-store", headers: auth });
       const got = await response.json().catch(() => ({}));
@@ -116,4 +117,5 @@
     }
   }
   load();
+  window.addEventListener("hashchange", load);  // another topic's link on this page: that topic's cards
 })();
