@@ -136,7 +136,7 @@ class ReviewSession:
 
     def today(self) -> dict:
         """Today's cards, in the order and with the daily limit of ``kb review``."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with self.lock:
             states = self._states(now)
         todo = review.due(states, now, None, self.new_per_day)
@@ -147,7 +147,8 @@ class ReviewSession:
     def grade(self, environ) -> tuple[str, dict]:
         kind = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if kind != "application/json":
-            return "415 Unsupported Media Type", {"error": f"a grade is JSON (application/json), not {kind or 'nothing'}"}
+            return "415 Unsupported Media Type", \
+                {"error": f"a grade is JSON (application/json), not {kind or 'nothing'}"}
         try:
             size = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -165,7 +166,7 @@ class ReviewSession:
         rating = deck_module.GRADES.get(str(body["grade"]))
         if rating is None or body["grade"] not in (1, 2, 3, 4):
             return "400 Bad Request", {"error": f"grade {body['grade']} is not 1 (again) to 4 (easy)"}
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with self.lock:
             states = self._states(now)
             state = states.get(body["card"])

@@ -20,14 +20,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import ENV, MINI_DOCS, copy_project, run, text_of
+from test_browser import SHOTS, browser, check_and_close, free_port, watched  # noqa: F401 (browser: a fixture)
 
 from kb import cards, review, review_server
 from kb.model import KnowledgeBase
 from kb.project import Project
-
-from conftest import ENV, MINI_DOCS, copy_project, run, text_of
-from test_browser import SHOTS, browser, check_and_close, free_port, watched  # noqa: F401 (browser: a fixture)
-
 
 ASIDE = """---
 title: 旁支
@@ -118,7 +116,7 @@ def due_card(base: str, token: str, root: Path) -> cards.Card:
     return deck(root)[got["cards"][0]["card"]]
 
 
-def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):
+def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):  # noqa: F811 (the fixture)
     from kb import render
 
     root, base, token = served
@@ -139,7 +137,7 @@ def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):
     check_and_close(context, pg)
 
 
-def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, served):
+def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, served):  # noqa: F811
     root, base, _ = served
     before = log_lines(root)
     context, pg = watched(browser, base)
@@ -183,10 +181,10 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
         time_, logged, rating, digest, status = line.split("\t")
         assert (logged, int(rating)) == (card_id, grade)
         assert (digest, status) == (cards_now[card_id].digest, cards_now[card_id].status), "what the page showed"
-        assert abs(dt.datetime.fromisoformat(time_) - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
+        assert abs(dt.datetime.fromisoformat(time_) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
     # The log reads back as the CLI's: the three cards have left today's list (each has its FSRS state).
     states = cards.schedule(list(cards_now.values()), cards.project_log(Project.find(root)),
-                            dt.datetime.now(dt.timezone.utc))
+                            dt.datetime.now(dt.UTC))
     assert all(len(states[c].reviews) == 1 for c in shown)
 
 
@@ -195,6 +193,8 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
     ("a wrong token", {"token": "x" * 43}, "wrong review token"),
     ("another site's Origin", {"origin": "http://evil.example"}, "Origin"),
     ("no Origin (not a browser page)", {"origin": None}, "no Origin"),
+    ("a page of another local server", {"origin": "http://127.0.0.1:1"}, "Origin"),
+    ("a sandboxed frame or a file (Origin null)", {"origin": "null"}, "Origin"),
     ("a rebound Host (DNS rebinding)", {"host": "evil.example"}, "Host"),
     ("a cross-site fetch", {"extra": {"Sec-Fetch-Site": "cross-site"}}, "cross-site"),
 ])
@@ -258,6 +258,17 @@ def test_kb_review_links_to_the_running_server_and_never_learns_the_token(served
     assert token not in text_of(root / ".kb" / review.SERVE_FILE)
 
 
+def test_a_request_from_another_machine_is_refused_before_anything_else(tmp_path):
+    session = review_server.ReviewSession(Project.find(), "127.0.0.1", 8000)
+    environ = {"PATH_INFO": review_server.PREFIX + "grade", "REQUEST_METHOD": "POST", "REMOTE_ADDR": "192.168.1.5",
+               "HTTP_HOST": "127.0.0.1:8000", "HTTP_ORIGIN": "http://127.0.0.1:8000",
+               "HTTP_X_KB_REVIEW_TOKEN": session.token}
+    status, got = session.handle(environ)
+    assert status.startswith("403") and "this machine only" in got["error"]
+    assert session.handle({**environ, "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost:8000",
+                           "HTTP_ORIGIN": "http://localhost:8000", "CONTENT_TYPE": "text/plain"})[0].startswith("415")
+
+
 def test_serving_beyond_this_machine_has_no_review_session(capsys):
     assert review_server.open_session(Project.find(), "0.0.0.0:8000") is None
     assert "read-only snapshot" in capsys.readouterr().err
@@ -271,8 +282,8 @@ def test_the_published_review_page_is_a_dated_read_only_snapshot(tmp_path):
                  KB_LIVE_STATUS=str(tmp_path / "status.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     page = text_of(site / "review" / "index.html")
-    built = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=300)  # the build's time, within its timeout
+    built = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=300)  # the build's time, within its timeout
     assert re.search(r"快照：(\d{4}-\d{2}-\d{2})", page).group(1) in {built.date().isoformat(),
-                                                                      dt.datetime.now(dt.timezone.utc).date().isoformat()}
+                                                                      dt.datetime.now(dt.UTC).date().isoformat()}
     assert "kb-session" not in page and review_server.TOKEN_HEADER not in page and "review-session.js" not in page
 
