@@ -20,7 +20,7 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import cards, live, render, site, sources, vendor
+from kb import cards, live, render, review_server, site, sources, vendor
 from kb.live import LIVE_FILE, STATUS_ENV
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
@@ -60,6 +60,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     def on_serve(self, server, config, builder):
         server.watch(str(self.project.snippets_dir))
+        review_server.mount(server)  # kb serve: the 复习 page's grades are answered on the same server
         return server
 
     @event_priority(50)
@@ -145,6 +146,9 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
                 content = render.claims_page(kb, layout, self.site.href)
             elif g.kind == "questions":
                 content = render.questions_page(kb, layout)
+            elif review_server.current() is not None:  # kb serve: a review session instead of the snapshot
+                script = get_relative_url("assets/javascripts/review-session.js", self.site.url(uri))
+                content = review_server.session_page(kb, layout, review_server.current(), script, now)
             else:
                 states = cards.schedule(cards.cards(kb), reviews, now)
                 content = render.review_page(kb, layout, states, now)

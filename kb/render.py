@@ -598,7 +598,8 @@ DOCS_LINK = re.compile(r"(\]\()/([^)\s]+)")
 
 
 def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
-    """Every card, by topic, the back folded away; how many were due when the site was built."""
+    """The published 复习 page: a dated, read-only snapshot of every card by topic, the back folded away
+    (``kb serve`` shows a live session instead: ``kb.review_server.session_page``)."""
     uri = layout.review
     deck = cards.cards(kb)
     due_now = {s.card.id for s in states.values() if s.due <= now}
@@ -607,6 +608,8 @@ def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
         by_topic[c.topic].append(c)
     order = ["基础", *kb.project.allowed_topics]
     out = ["---", "title: 复习", "---", "", "# 复习", "",
+           f'<p class="kb-snapshot">快照：{now.strftime("%Y-%m-%d")}（构建本站时的卡片与到期数，只读；'
+           "在 <code>kb serve</code> 下打开本页，就在浏览器里复习并评分）</p>", "",
            f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"
            f"构建本站时（{now.strftime('%Y-%m-%d %H:%M')} UTC）到期 **{len(due_now)}** 张。"
            "终端里运行 `kb review`，按 FSRS 安排复习：先看正面，回想，再看背面并评分；"

@@ -126,7 +126,7 @@ def stats(states: dict[str, State], log: list[Review], now: dt.datetime, new_per
 
 VERDICT_STYLE = {"verified": "bold green", "refuted": "bold red", "qualified": "bold yellow", "open": "bold blue",
                  "answered": "bold cyan"}
-SERVE_FILE = "serve.json"  # written by `kb serve` into .kb/: where it serves, its process, the review token
+SERVE_FILE = "serve.json"  # written by `kb serve` into .kb/ (kb.review_server): where it serves and its process, never the token
 _SPAN = re.compile(r"\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<math>[^$\n]+?)\$|`(?P<code>[^`\n]+)`"
                    r"|\*\*(?P<bold>[^*]+)\*\*|!?\[(?P<link>[^\]]*)\]\([^)]*\)", re.S)
 

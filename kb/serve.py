@@ -139,6 +139,9 @@ def serve(project: Project, dev_addr: str) -> int:
         observer.schedule(Handler(), str(folder), recursive=True)
     observer.start()
     os.environ[STATUS_ENV] = str(checker.status)
+    from kb import review_server
+
+    review_server.open_session(project, dev_addr)  # the 复习 page becomes a live session (loopback only)
     try:
         # Not strict while editing: a page with a mistake still renders, and its status line names the mistake.
         # Dirty rebuilds: only the saved page and what it shows up in (see the plugin), so that a
