@@ -408,8 +408,9 @@ def read_log(path: Path, shown: str | None = None) -> list[Review]:
                 raise ValueError("no card")
         except (IndexError, ValueError, KeyError):
             raise SourceError(shown, n, "not a review line (time, card, grade 1-4, digest, status)") from None
-        if time.tzinfo is None:
-            time = time.replace(tzinfo=dt.timezone.utc)
+        time = time.replace(tzinfo=dt.UTC) if time.tzinfo is None else time.astimezone(dt.UTC)
+        if not 1970 <= time.year <= 2200:  # a typo'd year: FSRS's next due date would overflow
+            raise SourceError(shown, n, f"review time {parts[0]} is outside 1970-2200")
         out.append(Review(time, parts[1], rating, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else ""))
     return sorted(out, key=lambda r: r.time)
 

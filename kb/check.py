@@ -311,7 +311,7 @@ def write_status(path: Path, result: dict) -> None:
     if path.is_file():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             data = {}
     if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
         data = {}

@@ -21,6 +21,7 @@ and nothing is lost: a note that could not be added is saved and its path printe
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
@@ -110,17 +111,22 @@ def cmd_new(args) -> int:
     journal_dir = project.docs_dir / project.blog_dir
     posts = Path(args.posts_dir).absolute() if args.posts_dir else project.posts_dir
     journal = Journal(posts, journal_dir, project.allowed_topics, shown=project.rel)
-    day = parse_date(args.date)
-    journal.check(day, args.topic)  # everything that can be refused, before the note is typed
-    typed = _read_body(args)
+    # A note typed in the editor comes after every check (nothing is typed for a refusal); a note
+    # given with -m or piped is already typed: it is read first, so a refusal keeps it.
+    typed = None if args.edit else _read_body(args)
+    day = None
     try:
+        day = parse_date(args.date)
+        journal.check(day, args.topic)  # everything that can be refused
+        if typed is None:
+            typed = _read_body(args)
         if typed.refused:
             raise KbError(f"{typed.refused}; nothing written")
         body = _decode(typed.text, "the note") if isinstance(typed.text, bytes) else typed.text
         result = journal.add(day, args.topic, body, limit=None if args.allow_large else NOTE_LIMIT)
     except KbError as e:
-        if typed.precious and typed.text.strip():
-            saved = recovery_file(project.root, typed.text, day)
+        if typed is not None and typed.precious and typed.text.strip():
+            saved = recovery_file(project.root, typed.text, day or dt.date.today())
             raise KbError(f"{e}; your note is kept in {saved}") from None
         raise
     print(project.rel(result.path))

@@ -82,6 +82,11 @@ def note_problem(body: str, limit: int | None = NOTE_LIMIT) -> str | None:
                     "(only line breaks and tabs are allowed)")
     if not any(unicodedata.category(c)[0] in "LNPS" and c not in BLANK_LETTERS for c in body):
         return "the note has no visible characters (only spaces, zero-width or other invisible characters)"
+    for n, line in enumerate(body.split("\n"), 1):
+        marker = sources.conflict_marker(line)
+        if marker:  # the post would be refused by every build until it is resolved
+            return (f"the note has a git merge conflict marker '{marker}' at line {n}: keep the side you mean "
+                    "(or indent the marker to quote it)")
     return None
 
 

@@ -34,7 +34,7 @@ def read_status(path: Path) -> dict:
     """The live status file as a mapping; damaged or not a mapping (someone else wrote it): empty."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

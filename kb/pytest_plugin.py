@@ -106,42 +106,60 @@ def _shared_assertions() -> dict[str, object]:
             out[f"torch.testing.{n}"] = getattr(torch.testing, n)
     for n in ("allclose", "isclose", "equal", "all", "any"):
         out[f"torch.{n}"] = getattr(torch, n)
-    for n in ("__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__abs__", "all", "any", "item", "abs"):
+    for n in ("__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__abs__", "__bool__", "__float__", "all", "any",
+              "item", "abs"):
         out[f"torch.Tensor.{n}"] = getattr(torch.Tensor, n)
+    from _pytest import approx as python_api
+
+    for cls in ("Approx", "ApproxBase", "ApproxScalar", "ApproxMapping", "ApproxSequenceLike", "ApproxNumpy"):
+        if hasattr(python_api, cls):
+            for n in ("__eq__", "__ne__"):
+                out[f"_pytest.approx.{cls}.{n}"] = getattr(getattr(python_api, cls), n)
     for n in ("assert_allclose", "assert_array_equal", "assert_equal", "assert_array_almost_equal", "assert_almost_equal"):
         out[f"numpy.testing.{n}"] = getattr(numpy.testing, n)
     out["pytest.approx"], out["pytest.raises"], out["pytest.fail"] = pytest.approx, pytest.raises, pytest.fail
     return out
 
 
-def _lookup(dotted: str):
+def _owner(dotted: str):
+    """The module or class that holds a name of _shared_assertions (``torch.Tensor.__eq__``)."""
     import importlib
 
-    module, _, name = dotted.rpartition(".")
-    if module == "torch.Tensor":
-        import torch
-
-        return getattr(torch.Tensor, name, None)
-    return getattr(importlib.import_module(module), name, None)
-
-
-def _restore(dotted: str, original) -> None:
-    import importlib
-
-    module, _, name = dotted.rpartition(".")
-    if module == "torch.Tensor":
-        import torch
-
-        setattr(torch.Tensor, name, original)
-    else:
-        setattr(importlib.import_module(module), name, original)
+    parts = dotted.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:-1]:
+            owner = getattr(owner, attr)
+        return owner, parts[-1]
+    raise ImportError(dotted)
 
 
-def replaced_assertions(originals: dict[str, object]) -> list[str]:
-    """The shared assertion functions that are no longer the originals; each is put back."""
-    changed = [name for name, obj in originals.items() if _lookup(name) is not obj]
-    for name in changed:
-        _restore(name, originals[name])
+def _fingerprint(obj) -> tuple:
+    """An object and the code it runs: replacing a function's ``__code__`` keeps the object, not the code."""
+    fn = getattr(obj, "__func__", obj)
+    return (obj, getattr(fn, "__code__", None), getattr(fn, "__defaults__", None))
+
+
+def shared_assertions() -> dict[str, tuple]:
+    return {name: _fingerprint(obj) for name, obj in _shared_assertions().items()}
+
+
+def replaced_assertions(originals: dict[str, tuple]) -> list[str]:
+    """The shared assertion functions that are no longer the originals (the object, or its code);
+    each is put back."""
+    changed = []
+    for name, (obj, code, defaults) in originals.items():
+        owner, attr = _owner(name)
+        now = getattr(owner, attr, None)
+        if _fingerprint(now) != (obj, code, defaults):
+            changed.append(name)
+            fn = getattr(obj, "__func__", obj)
+            if code is not None:
+                fn.__code__, fn.__defaults__ = code, defaults
+            setattr(owner, attr, obj)
     return changed
 
 
@@ -257,6 +275,10 @@ def failed_by_its_assertion(error: AssertionError, test) -> bool:
     The raising frame must be the test function itself, or assertion helpers it called
     (torch.testing, numpy.testing, pytest, or a function named ``assert_*``).
     """
+    # `except Exception: assert False` turns a crash into an assertion: the crash decides nothing
+    cause = error.__cause__ or error.__context__
+    if cause is not None and not isinstance(cause, AssertionError):
+        return False
     frames, tb = [], error.__traceback__
     while tb is not None:
         frames.append(tb.tb_frame)
@@ -449,7 +471,7 @@ class State:
         self.problems: list[str] = []
         # (claim id, counterfactual index) -> what each run of it found: rejected, passed or crashed
         self.counterfactuals: dict[tuple[str, int], list[str]] = defaultdict(list)
-        self.originals = _shared_assertions()
+        self.originals = shared_assertions()
         self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
         self.undecided: list[str] = []  # claims a narrowed run left undecided
 

@@ -217,7 +217,11 @@ def notebook_figures(path: Path) -> list[bytes]:
     Topic pages embed them (``![...](dpo_toy.figure-1.png)``), so a figure is shown
     where it is discussed and still comes from code the test suite executes.
     """
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:  # a merge left conflict markers, a truncated file
+        line = getattr(e, "lineno", None)
+        raise SourceError(str(path), line, f"not a readable notebook ({getattr(e, 'msg', e)})") from None
     return [
         base64.b64decode(out["data"]["image/png"])
         for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
