@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import socket
+
+import pytest
 import subprocess
 import sys
 import threading
