@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
+import os
 import shutil
 import subprocess
 import tempfile
@@ -104,6 +105,11 @@ def init(target: Path, name: str | None = None, topic: str = EXAMPLE_TOPIC,
     name = (name or target.name).strip() or "Learning Notes"
     package = topics.slugify(name) or "knowledge-base"
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.kb-init-", dir=target.parent))
+    # mkdtemp makes a private (0700) folder; the project is an ordinary one (and page blocks,
+    # which run as another user in their sandbox, must be able to read it)
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)
     try:
         shutil.copytree(PACKAGE, work / "kb", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for rel in MACHINERY:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -187,7 +188,12 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=None, say
     """Review today's due cards: question, recall, short answer (and more on request), grade; a log line per grade."""
     from rich.console import Console
 
-    console = Console(highlight=False, emoji=False)
+    # The terminal's own width when there is one (COLUMNS inherited from another program can be stale)
+    try:
+        width = os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else None
+    except (OSError, ValueError):
+        width = None
+    console = Console(highlight=False, emoji=False, width=width)
     say = say or console.print
     ask = ask or console.input
     kb = KnowledgeBase.load(project)
@@ -238,7 +244,7 @@ def _grade(project: Project, todo: list[State], path: Path, now: dt.datetime, do
             say(Text.assemble(("答：", "bold"), _verdict_first(card.answer, style)))
             shown_more = False
             while True:
-                answer = ask("评分 1 重来 · 2 困难 · 3 良好 · 4 简单（m 看完整说明，q 结束）：").strip().lower()
+                answer = ask("评分 1 重来 2 困难 3 良好 4 简单（m 详情，q 结束）：").strip().lower()
                 if answer in GRADES or answer == "q":
                     break
                 if answer == "m" and not shown_more:

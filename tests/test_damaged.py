@@ -172,9 +172,13 @@ def test_kb_new_will_not_append_to_a_conflicted_post(mini_project):
     post.write_text(damaged, encoding="utf-8")
     r = kb(mini_project, "new", "--date", "2026-01-01", "--topic", "SAC", stdin="新的笔记\n")
     line = damaged.count("\n") - 4
-    assert r.returncode == 2 and lines_of(r.stderr) == [
+    said = lines_of(r.stderr)
+    assert r.returncode == 2 and len(said) == 1 and said[0].startswith(
         f"kb new: error: {POST}:{line}: git merge conflict marker '<<<<<<< HEAD': resolve the conflict "
-        "(keep what each side should keep) and delete the marker lines"]  # refused before the note is read
+        "(keep what each side should keep) and delete the marker lines; your note is kept in "), said
+    # the piped note was read before the refusal, so it is kept, not lost
+    kept = Path(said[0].rsplit(" ", 1)[-1])
+    assert kept.read_text(encoding="utf-8") == "新的笔记\n"
     assert text_of(post) == damaged
 
 

@@ -36,8 +36,8 @@ def f():
 # --8<-- [end:sec]
 
 
-def test_f():
-    assert f() == 1
+def test_f(g=f):
+    assert g() == 1
 
 
 def test_refutes_f_is_two():
@@ -45,13 +45,17 @@ def test_refutes_f_is_two():
 
 
 @pytest.mark.parametrize("x", [1, 2])
-def test_param(x):
-    assert x > 0
+def test_param(x, shift=0):
+    assert x + shift > 0
 
 
 @pytest.mark.skip(reason="later")
 def test_skipped():
     assert False
+
+
+def two():
+    return 2
 '''
 
 
@@ -83,7 +87,7 @@ def errors(kb: KnowledgeBase) -> str:
 
 def test_a_claim_resolves_in_one_pass(tmp_path):
     kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f",
-                                   evidence="snippets/t/m.py:sec",
+                                   counterfactual='g=two "若 f 返回 2"', evidence="snippets/t/m.py:sec",
                                    journal='20251231 "target_Q_valule = r(s_t,a_t)" qualified',
                                    answers='20251231 "为什么使用double-Q" answered')))
     assert not kb.errors, errors(kb)
@@ -144,8 +148,9 @@ def test_a_deciding_test_must_be_a_collected_snippet_test(tmp_path, test, words)
 
 
 def test_parametrized_ids_are_accepted(tmp_path):
-    kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_param[2]"),
-                             claim(id="d", status="verified", test="snippets/t/m.py::test_param")))
+    cf = 'shift=-5 "若平移 -5"'
+    kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_param[2]", counterfactual=cf),
+                             claim(id="d", status="verified", test="snippets/t/m.py::test_param", counterfactual=cf)))
     assert not kb.errors, errors(kb)
     c, d = kb.claim_by_id["c"].test, kb.claim_by_id["d"].test
     assert c.matches("snippets/t/m.py::test_param[2]") and not c.matches("snippets/t/m.py::test_param[1]")
@@ -235,7 +240,7 @@ def as_html(site: Site, md_text: str) -> str:
 @pytest.mark.parametrize("title", HOSTILE)
 def test_hostile_titles_render_as_text_on_every_generated_page(tmp_path, title):
     kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f", title=title,
-                                   answers='20251231 "为什么使用double-Q" answered')))
+                                   counterfactual='g=two "若 f 返回 2"', answers='20251231 "为什么使用double-Q" answered')))
     assert not kb.errors, errors(kb)
     site = Site.load(kb.project)  # the extensions and URLs of the real mkdocs.yml
     layout = site.layout
