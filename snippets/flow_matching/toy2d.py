@@ -148,7 +148,8 @@ def test_pretrained_toy_model_is_the_shown_training_run():
     torch.manual_seed(123)  # the global RNG state must not matter
     again = train_flow_matching(eight_gaussians, steps=3, batch=512, lr=3e-3,
                                 hidden=128, seed=2)
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    pairs = zip(model.parameters(), again.parameters())
+    assert all(torch.equal(p, q) for p, q in pairs)
 
 
 class _Velocity(torch.nn.Module):
