@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export NO_MKDOCS_2_WARNING := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup serve build test experiments check new review publish mutate bench notebooks clean
+.PHONY: setup serve build test format experiments check new review publish mutate bench notebooks clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,17 @@ serve: setup
 build: setup
 	$(BIN)/mkdocs build --strict
 
+# Lint and format checks first (seconds), then every test.
+LINTED := kb tests snippets devtools
 test: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m kb.testrun -n 2 --dist loadgroup
+
+# Apply ruff's fixes and formatting (what `make test` checks).
+format: setup
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 # Re-run the committed experiments (minutes): the Pendulum curves against their CSVs.
 experiments: setup

@@ -66,3 +66,50 @@ def test_adamw_first_step_is_the_learning_rate_per_coordinate():
     for scale in (1.0, 1 / 1024):
         step = parameter_change("adamw", scale, steps=1, eps=0.0).abs()
         assert ((step / 3e-4 - 1).abs() < 1e-4).all(), (scale, step.min(), step.max())
+
+
+def reference_problem(seed=0):
+    """What parameter_change trains, built again from its description: the MLP
+    4 -> 16 (tanh) -> 1 in float64 initialised under torch.manual_seed(seed), and the
+    fixed batch x (64, 4), y (64, 1) from Generator(seed + 1)."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 1)).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(64, 1, generator=g, dtype=torch.float64)
+    return net, x, y
+
+
+def test_first_steps_follow_the_update_rules():
+    # Kingma & Ba Algorithm 1 / Loshchilov & Hutter Algorithm 2, first step from zero
+    # moments with eps = 0: m_hat = g, v_hat = g^2, so AdamW moves every parameter by
+    # -lr (sign(g) + weight_decay * theta). SGD moves it by -lr g. g is the gradient
+    # of loss_scale * MSE at the start. Rounding: the change is the difference of two
+    # parameter vectors with |theta| <= 0.5 at this initialisation, exact to an ulp of
+    # each, 2 x 2^-53 x 0.5 ~ 1.1e-16, i.e. atol 2.3e-16 (plus 1e-12 relative).
+    net, x, y = reference_problem(seed=3)
+    theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+    mse = ((net(x) - y) ** 2).mean()
+    grad = torch.cat([p.flatten() for p in torch.autograd.grad(mse, net.parameters())])
+    for scale in (1.0, 1 / 1024):
+        sgd = parameter_change("sgd", scale, steps=1, seed=3)
+        torch.testing.assert_close(sgd, -1e-2 * scale * grad, atol=2.3e-16, rtol=1e-12)
+        adamw = parameter_change("adamw", scale, steps=1, seed=3, eps=0.0)
+        expected = -3e-4 * (grad.sign() + 1e-4 * theta)
+        torch.testing.assert_close(adamw, expected, atol=2.3e-16, rtol=1e-12)
+
+
+def test_training_minimises_the_mse_for_the_pages_20_steps():
+    # The page: "20 steps". Both optimisers lower the MSE of the fixed batch (the
+    # change applied to the same initial network), whatever the loss scale.
+    assert torch.equal(parameter_change("adamw", 1.0),
+                       parameter_change("adamw", 1.0, steps=20, seed=0, eps=1e-8))
+    for optimizer in ("sgd", "adamw"):
+        for scale in (1.0, 1 / 1024):
+            net, x, y = reference_problem(seed=0)
+            before = ((net(x) - y) ** 2).mean().item()
+            theta = torch.nn.utils.parameters_to_vector(net.parameters()).detach()
+            change = parameter_change(optimizer, scale)
+            torch.nn.utils.vector_to_parameters(theta + change, net.parameters())
+            assert ((net(x) - y) ** 2).mean().item() < before, (optimizer, scale)

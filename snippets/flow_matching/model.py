@@ -90,3 +90,46 @@ def test_velocity_mlp_time_features_and_seeded_training():
     assert not a.training
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_velocity_mlp_is_three_silu_hidden_layers_and_keeps_float64():
+    # The network the page shows: Linear -> SiLU, three times, then a linear read-out.
+    m = VelocityMLP(dim=3, hidden=8, n_freq=2)
+    kinds = [type(layer) for layer in m.net]
+    assert kinds == [nn.Linear, nn.SiLU] * 3 + [nn.Linear]
+    assert [(lay.in_features, lay.out_features) for lay in m.net[::2]] == [
+        (3 + 4, 8), (8, 8), (8, 8), (8, 3)]
+    # In float64 the time features are float64 too: a Python float t = 0.3 is not
+    # rounded to float32 first (that would cost ~1e-8; float64 rounding is 1e-15).
+    m = m.double()
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    ang = torch.tensor(0.3, dtype=torch.float64) * m.freqs
+    feats = torch.cat([x, ang.sin().expand(4, 2), ang.cos().expand(4, 2)], dim=-1)
+    torch.testing.assert_close(m(x, 0.3), m.net(feats), atol=1e-14, rtol=0)
+
+
+def test_train_flow_matching_feeds_fresh_batches_and_steps_by_lr():
+    # sample_data(n, generator) is called once per step with the batch size and a
+    # torch.Generator. One Adam step from zero moments moves each parameter by
+    # lr |g| / (|g| + eps) <= lr, = lr up to eps / |g| for the largest gradients
+    # (Kingma & Ba, Sec. 2.1), and cosine decay starts at lr: the largest change is
+    # lr within 1e-6, none exceeds it beyond float32 rounding of the weights (|w| < 1:
+    # 2^-24).
+    calls = []
+
+    def data(n, g):
+        calls.append((n, type(g)))
+        return torch.randn(n, 2, generator=g)
+
+    for lr in (5e-3, 5e-4):
+        calls.clear()
+        torch.manual_seed(4)
+        start = [p.detach().clone() for p in VelocityMLP(2, 16).parameters()]
+        model = train_flow_matching(data, steps=3, batch=32, lr=lr, hidden=16, seed=4)
+        assert calls == [(32, torch.Generator)] * 3
+        one = train_flow_matching(data, steps=1, batch=32, lr=lr, hidden=16, seed=4)
+        change = torch.cat([(p - s).flatten() for p, s in zip(one.parameters(), start)])
+        assert change.abs().max().item() <= lr + 2**-24, lr
+        assert abs(change.abs().max().item() / lr - 1) < 1e-6 + 2**-24 / lr, lr
+        assert not model.training

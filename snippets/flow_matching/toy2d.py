@@ -134,3 +134,97 @@ def test_swd_alone_does_not_see_the_mode_width():
         x = MEANS[k] + std * torch.randn(n, 2, generator=g, dtype=torch.float64)
         swd = mean5(lambda: sliced_wasserstein(x, eight_gaussians(n, g)))
         assert swd < 1.5 * floor, (std, swd, floor)
+
+
+def test_eight_gaussians_is_the_equal_weight_mixture():
+    # Seeded, float32 unless asked; float64 samples carry float64 precision.
+    g = lambda: torch.Generator().manual_seed(7)
+    x = eight_gaussians(80_000, g())
+    assert x.dtype == torch.float32 and x.shape == (80_000, 2)
+    assert torch.equal(x, eight_gaussians(80_000, g()))
+    x64 = eight_gaussians(80_000, g(), dtype=torch.float64)
+    assert x64.dtype == torch.float64 and not torch.equal(x64, x64.float().double())
+    # Every sample belongs to its nearest mode (modes 1.53 apart, std 0.1: 7.6 std
+    # to the midpoint). Counts within 5 standard errors of n / 8 (se 94); each mode's
+    # mean within 5 se (0.1 / sqrt(10^4) = 0.001) of MEANS[k], its std within 5 se
+    # (0.1 / sqrt(2 x 10^4) = 0.0007) of MODE_STD.
+    nearest = ((x64[:, None, :] - MEANS) ** 2).sum(-1).argmin(1)
+    counts = torch.bincount(nearest, minlength=8)
+    assert ((counts - 10_000).abs() < 5 * 94).all(), counts
+    for k in range(8):
+        mode = x64[nearest == k]
+        assert (mode.mean(0) - MEANS[k]).abs().max() < 0.005, k
+        assert ((mode.std(0) - MODE_STD).abs() < 0.0035).all(), (k, mode.std(0))
+
+
+def test_sliced_wasserstein_is_a_seeded_symmetric_distance():
+    # Its random directions come from its own seed: the same call gives the same
+    # value, another seed a (slightly) different one; |a - b| is symmetric in a, b.
+    x = eight_gaussians(500, torch.Generator().manual_seed(1))
+    y = eight_gaussians(500, torch.Generator().manual_seed(2))
+    assert sliced_wasserstein(x, y) == sliced_wasserstein(x, y)
+    assert sliced_wasserstein(x, y) == sliced_wasserstein(y, x)
+    assert sliced_wasserstein(x, y) != sliced_wasserstein(x, y, seed=1)
+
+
+def test_pretrained_toy_model_is_the_shown_training_run():
+    # pretrained_toy_model(steps, seed) trains exactly what the page shows:
+    # train_flow_matching on eight_gaussians, batch 512, lr 3e-3, 128 hidden units.
+    model, _ = pretrained_toy_model(steps=3, seed=2)
+    torch.manual_seed(123)  # the global RNG state must not matter
+    again = train_flow_matching(eight_gaussians, steps=3, batch=512, lr=3e-3,
+                                hidden=128, seed=2)
+    pairs = zip(model.parameters(), again.parameters())
+    assert all(torch.equal(p, q) for p, q in pairs)
+
+
+class _Velocity(torch.nn.Module):
+    """A fixed velocity field v(x, t) = a x (a = 0: samples are the noise itself)."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x, t):
+        return self.a * x
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_sample_quality_means_swds_over_fresh_data():
+    # The page's settings are the defaults: 5000 samples, 50 Euler steps from t = 1.
+    # A velocity field that stops at its second call sees both (dt = 1 / 50).
+    import pytest
+
+    calls = []
+
+    def spy(x, t):
+        calls.append((x.shape, float(t[0])))
+        if len(calls) == 2:
+            raise _Stop
+        return torch.zeros_like(x)
+
+    with pytest.raises(_Stop):
+        sample_quality(spy)
+    assert calls[0][0] == (5000, 2) and calls[0][1] == 1.0
+    assert abs(calls[0][1] - calls[1][1] - 1 / 50) < 1e-6
+    # Seeded: the same call, the same numbers (v = x, a field that moves samples).
+    q = sample_quality(_Velocity(1.0), n=500, repeats=2)
+    assert q == sample_quality(_Velocity(1.0), n=500, repeats=2)
+    # With v = 0 the samples are the noise: swd_model and swd_noise both estimate
+    # SWD(N(0, I), data), which an independent pair estimates too. SWD with fixed
+    # directions is a metric, so |SWD(a, b) - SWD(a', b')| <= SWD(a, a') + SWD(b, b'):
+    # two same-distribution SWDs, each of the order of the floors measured here;
+    # 3 x their sum allows for their scatter.
+    n = 1000
+    q = sample_quality(_Velocity(0.0), n=n)
+    g = torch.Generator().manual_seed(11)
+    noise, data = torch.randn(n, 2, generator=g), eight_gaussians(n, g)
+    direct = sliced_wasserstein(noise, data)
+    floors = (sliced_wasserstein(noise, torch.randn(n, 2, generator=g))
+              + sliced_wasserstein(data, eight_gaussians(n, g)))
+    for key in ("swd_model", "swd_noise"):
+        assert abs(q[key] - direct) < 3 * floors, (key, q[key], direct, floors)
+    assert abs(q["swd_floor"] - floors / 2) < 3 * floors, (q, floors)

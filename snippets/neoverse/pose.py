@@ -294,3 +294,84 @@ def test_qualifies_pose_from_data_needs_static_well_spread_points():
     R, t = random_motion(3)
     P = scene_points("collinear", seed=4)
     assert rotation_error_deg(rigid_transform(P, observe(P, R, t))[1], R) > FAILED_DEG
+
+
+def test_generators_return_the_dtype_asked_for():
+    # dtype= is honoured end to end, also in half precision, where a value drawn or
+    # built in the default float32 would promote the result to float32.
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        R, t = random_motion(4, dtype=dtype)
+        assert R.dtype == t.dtype == dtype
+        for kind in ("general", "planar", "collinear"):
+            P = scene_points(kind, n=10, dtype=dtype)
+            assert P.dtype == dtype, (kind, dtype)
+            assert observe(P, R, t, noise=0.1).dtype == dtype
+
+
+def test_random_motion_turns_uniformly_between_20_and_40_degrees():
+    # Angle 20 + 20 u, u ~ U(0, 1): over 1000 seeds every angle lies in [20, 40] and
+    # both ends are reached within 0.5 degree (each end missed by all 1000 draws with
+    # probability 0.975^1000 < 1e-10). Float64 round-off of the angle: 1e-6 degree.
+    eye = torch.eye(3, dtype=torch.float64)
+    angles = torch.tensor([rotation_error_deg(random_motion(s)[0], eye)
+                           for s in range(1000)])
+    assert angles.min() >= 20.0 - 1e-6 and angles.max() <= 40.0 + 1e-6
+    assert angles.min() < 20.5 and angles.max() > 39.5
+
+
+def test_noise_sweep_fits_the_pages_trials():
+    # The page: "50 points ... the mean over 20 random motions". An estimator that
+    # records what it is given sees, per noise level, 20 different general scenes of
+    # 50 points, each observed with its own noise draw of the asked-for std.
+    seen = []
+
+    def spy(P, Q):
+        seen.append((P, Q))
+        return rigid_transform(P, Q)
+
+    noise_sweep([0.0, 0.01], fit=spy)
+    assert len(seen) == 2 * 20 and all(P.shape == (50, 3) for P, _ in seen)
+    clean, noisy = seen[:20], seen[20:]
+    eps = [(Qn - Qc) / 0.01 for (_, Qc), (_, Qn) in zip(clean, noisy)]
+    for k in range(20):
+        assert torch.equal(clean[k][0], noisy[k][0])  # the same scene at each noise
+        for j in range(k):
+            assert not torch.equal(clean[k][0], clean[j][0]), (j, k)
+            assert not torch.equal(eps[k], eps[j]), (j, k)
+    # Noise std 1 after dividing by 0.01: 3000 values, 5 standard errors of a std is
+    # 5 / sqrt(6000) = 6.5 %.
+    assert abs(torch.cat(eps).std().item() - 1) < 0.065
+
+
+def moving_points_by_hand(fraction_moving, n, seed):
+    """pose_with_moving_points as its docstring says it: the first k = fraction * n
+    points form an object that moved 1 unit along the scene's x and turned (by
+    another random rotation) about its own centre; the rest is static.
+    -> (rotation error (deg), the rotation the object turned by (3, 3))."""
+    R, t = random_motion(seed)
+    P = scene_points("general", n, seed=seed + 1)
+    k = int(fraction_moving * n)
+    P_moved = P[:k] + torch.tensor([1.0, 0.0, 0.0], dtype=P.dtype)
+    turn = random_motion(seed + 7)[0]  # the object's own turn, in the second view
+    Q_obj = observe(P_moved, R, t)
+    centre = Q_obj.mean(0)
+    Q = torch.cat([(Q_obj - centre) @ turn.T + centre, observe(P[k:], R, t)])
+    return rotation_error_deg(rigid_transform(P, Q)[1], R), turn
+
+
+def test_moving_points_are_an_object_moved_one_unit_and_turned():
+    eye = torch.eye(3, dtype=torch.float64)
+    # The page's default: 100 points, seed 0. Round-off of two equal computations in
+    # a different order: 1e-9 degree.
+    assert abs(pose_with_moving_points(0.3) - moving_points_by_hand(0.3, 100, 0)[0]) \
+        < 1e-9
+    for fraction, n, seed in ((0.3, 60, 3), (0.5, 40, 5), (0.2, 80, 2)):
+        err, _ = moving_points_by_hand(fraction, n, seed)
+        assert abs(pose_with_moving_points(fraction, n=n, seed=seed) - err) < 1e-9
+    # Every point moved: the whole scene moved rigidly, so the fit is exact and its
+    # rotation is the camera's turn composed with the object's: the error is the
+    # object's turn angle.
+    for seed in range(3):
+        _, turn = moving_points_by_hand(1.0, 50, seed)
+        expected = rotation_error_deg(turn, eye)
+        assert abs(pose_with_moving_points(1.0, n=50, seed=seed) - expected) < 1e-6
