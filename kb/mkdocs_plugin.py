@@ -26,6 +26,9 @@ from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
+# Mermaid (2.7 MB) is listed in extra_javascript for every page; only a page with a diagram keeps it.
+MERMAID_SCRIPT = re.compile(r'[ \t]*<script src="[^"]*assets/vendor/mermaid/mermaid\.min\.js"></script>\n?')
+MERMAID_USED = re.compile(r'class="[^"]*\bmermaid\b')
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -191,6 +194,8 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
     def on_post_page(self, output, page, config):
+        if not MERMAID_USED.search(output):
+            output = MERMAID_SCRIPT.sub("", output)
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
         found = site.external_load(output)
         if found:

@@ -277,6 +277,180 @@ def test_on_a_phone_code_wraps_and_wide_formulas_scroll_in_their_own_box(phone):
     phone.screenshot(path=SHOTS / "phone-flow-grpo.png")
 
 
+def all_pages(site: Path) -> list[str]:
+    """Every page of the built site (docs-relative URL paths)."""
+    out = []
+    for p in sorted(site.rglob("index.html")):
+        rel = p.parent.relative_to(site).as_posix()
+        if not rel.startswith(("assets", "search")):
+            out.append("" if rel == "." else rel + "/")
+    return out
+
+
+# What a phone reader would have to scroll sideways for: the page itself, a code block, or a display
+# formula that scrolls without its cue (kb-layout.js marks it "kb-scrolls" and adds the "⇆" line).
+SIDEWAYS = """() => {
+    const out = [];
+    const doc = document.documentElement;
+    if (doc.scrollWidth > doc.clientWidth) out.push(`the page is ${doc.scrollWidth} px wide`);
+    for (const e of document.querySelectorAll('.md-content pre > code, .jupyter-wrapper pre'))
+        if (e.scrollWidth > e.clientWidth + 1) out.push(`code scrolls: ${e.textContent.slice(0, 40)}`);
+    for (const e of document.querySelectorAll('.md-content .katex-display'))
+        if (e.scrollWidth > e.clientWidth + 1 && !(e.classList.contains('kb-scrolls')
+            && e.nextElementSibling && e.nextElementSibling.classList.contains('kb-scroll-cue')
+            && e.nextElementSibling.offsetHeight > 0))
+            out.push(`formula scrolls with no cue: ${e.textContent.slice(0, 40)}`);
+    return out; }"""
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_no_page_scrolls_sideways_at_390px(browser, served_site, built_site, chunk):
+    paths = all_pages(built_site)
+    assert len(paths) > 100
+    context, page = watched(browser, served_site, PHONE)
+    context.route("**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json"))
+    problems = []
+    for path in paths[chunk::CHUNKS]:
+        page.goto(page.base + path)
+        page.wait_for_function("() => !document.querySelector('.arithmatex') || document.querySelector('.katex')")
+        problems += [f"{path}: {p}" for p in page.evaluate(SIDEWAYS)]
+    check_and_close(context, page)
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_on_a_phone_wrapped_code_keeps_its_indentation_and_identifiers(phone):
+    phone.goto(phone.base + "topics/sac/critic/")
+    found = phone.evaluate(r"""() => {
+        const out = [];
+        for (const line of document.querySelectorAll('.md-content pre > code > span[id^="__span-"]')) {
+            const rects = Array.from(line.getClientRects());
+            const text = line.textContent.replace(/\\n$/, '');
+            const lead = /^ */.exec(text)[0].length;
+            const range = document.createRange();
+            const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+            const starts = [];  // x of the first character of each wrapped piece
+            let lastTop = null;
+            while (walker.nextNode()) {
+                const t = walker.currentNode;
+                for (let i = 0; i < t.data.length; i++) {
+                    if (/\s/.test(t.data[i])) continue;
+                    range.setStart(t, i); range.setEnd(t, i + 1);
+                    const r = range.getBoundingClientRect();
+                    if (lastTop === null || r.top > lastTop + 2) starts.push({x: r.left, w: r.width, ch: t.data[i],
+                        prev: i > 0 ? t.data[i - 1] : ''});
+                    lastTop = r.top;
+                }
+            }
+            const box = line.getBoundingClientRect();  // the hanging indent is capped at half the block
+            if (starts.length > 1) out.push({lead, starts, half: box.left + box.width / 2, text: text.slice(0, 60)});
+        }
+        return out; }""")
+    assert found, "no code line wraps at 390 px on the SAC critic page: the test measures nothing"
+    problems = []
+    for line in found:
+        first, *rest = line["starts"]
+        for piece in rest:
+            # Its own indentation plus two columns (at least one column right of the line's first character),
+            # or half the block for a line indented further than that.
+            if piece["x"] < min(first["x"] + first["w"] * 0.9, line["half"] - 1):
+                problems.append(f"continues at column 0 or left of its indentation: {line['text']}")
+            if piece["prev"].isalnum() and piece["ch"].isalnum() and piece["prev"] != "":
+                problems.append(f"an identifier split across lines: {line['text']}")
+    assert not problems, "\n".join(problems[:10])
+
+
+def test_on_a_phone_notebook_code_gets_the_width_page_code_gets(phone):
+    phone.goto(phone.base + "topics/sac/critic/")
+    page_width = phone.evaluate("() => document.querySelector('.md-content pre > code').clientWidth")
+    phone.goto(phone.base + "topics/dpo_toy/")
+    notebook_width = phone.evaluate("() => document.querySelector('.jupyter-wrapper .jp-CodeCell pre').clientWidth")
+    # The same column, give or take the notebook's cell border and padding: five characters at most
+    # (a character of 13 px monospace is 7.8 px); the prompt column alone took 64 px.
+    assert notebook_width >= page_width - 5 * 7.8, f"notebook code {notebook_width} px, page code {page_width} px"
+
+
+def test_a_diagram_opens_full_size_on_a_phone(phone):
+    phone.goto(phone.base + "topics/neoverse/")
+    phone.wait_for_function("() => { const e = document.querySelector('.mermaid');"
+                            " return e && e.getBoundingClientRect().height > 50; }", timeout=30_000)
+    small = phone.evaluate("() => document.querySelector('.mermaid').getBoundingClientRect().width")
+    phone.locator(".kb-diagram-open").first.click()
+    big = phone.evaluate("() => document.querySelector('.kb-diagram-full > .mermaid').getBoundingClientRect().width")
+    assert big >= 2 * small, f"full size is {big} px wide, the diagram in the page {small} px"
+    phone.screenshot(path=SHOTS / "neoverse-diagram-full.png")
+    phone.keyboard.press("Escape")
+    assert phone.locator(".kb-diagram-full").count() == 0
+
+
+def test_mermaid_is_loaded_only_by_pages_with_a_diagram(built_site):
+    with_script = sorted(p.parent.relative_to(built_site).as_posix() for p in built_site.rglob("index.html")
+                         if "mermaid.min.js" in p.read_text(encoding="utf-8"))
+    with_diagram = sorted(p.parent.relative_to(built_site).as_posix() for p in built_site.rglob("index.html")
+                          if 'class="mermaid"' in p.read_text(encoding="utf-8"))
+    assert with_diagram and with_script == with_diagram
+
+
+# The contrast of every verdict marker, chip and pill, as the browser paints it: the text colour over
+# the background it sits on (each ancestor's background blended in), WCAG 2 relative luminance.
+CONTRAST = """(selector) => {
+    const rgba = (s) => { const m = s.match(/[\\d.]+/g).map(Number); return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; };
+    const over = (top, bottom) => { const a = top[3]; return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat(1); };
+    const background = (e) => {
+        const layers = [];
+        for (let n = e; n; n = n.parentElement) {
+            const c = rgba(getComputedStyle(n).backgroundColor);
+            if (c[3] > 0) layers.push(c);
+            if (c[3] >= 1) break;
+        }
+        let colour = [255, 255, 255, 1];
+        for (const layer of layers.reverse()) colour = over(layer, colour);
+        return colour;
+    };
+    const lum = (c) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+                         return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+    return Array.from(document.querySelectorAll(selector)).filter(e => e.offsetParent !== null).map(e => {
+        const bg = background(e);
+        const fg = over(rgba(getComputedStyle(e).color), bg);
+        const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+        return {cls: e.className, text: e.textContent.slice(0, 30), ratio: (a + 0.05) / (b + 0.05),
+                size: parseFloat(getComputedStyle(e).fontSize)};
+    }); }"""
+MARKERS = ".kb-marker, .kb-marker a, .kb-chip, .kb-status, .kb-status-text, .kb-live"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_verdict_marker_chip_and_pill_has_aa_contrast(browser, served_site, built_site, model, scheme):
+    pages = [p for p in all_pages(built_site)
+             if any(f'class="{c}' in (built_site / p / "index.html").read_text(encoding="utf-8")
+                    for c in ("kb-marker", "kb-chip", "kb-status"))]
+    assert "claims/" in pages and any(p.startswith("journal/20") for p in pages)
+    measured, problems, kinds = 0, [], set()
+    for viewport in (DESKTOP, PHONE):
+        context = browser.new_context(viewport=viewport, locale="zh-CN", color_scheme=scheme)
+        context.route("**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json"))
+        pg = context.new_page()
+        for path in pages:
+            pg.goto(served_site + path)
+            expected = "slate" if scheme == "dark" else "default"
+            assert pg.evaluate("() => document.body.dataset.mdColorScheme") == expected
+            for m in pg.evaluate(CONTRAST, MARKERS):
+                measured += 1
+                kinds.add(m["cls"].split()[0] + " " + (m["cls"].split()[1:] or [""])[0] if m["cls"] else "a")
+                if m["ratio"] < 4.5:  # WCAG 2 AA, text under 18.66 px bold / 24 px
+                    problems.append(f"{path} {m['cls']} {m['text']!r}: {m['ratio']:.2f}:1 at {m['size']:.1f} px")
+        if scheme == "dark" and viewport is DESKTOP:
+            pg.goto(served_site + "journal/2025/12/30/20251230/")
+            pg.screenshot(path=SHOTS / "markers-dark.png")
+        context.close()
+    for status in {c.status.key for c in model.claims}:  # every status a claim has now
+        assert f"kb-status {status}" in kinds and f"kb-chip {status}" in kinds, (status, sorted(kinds))
+    assert "kb-marker verified" in kinds and "kb-marker answered" in kinds, sorted(kinds)
+    assert measured > 100
+    assert not problems, f"{len(problems)} of {measured} below 4.5:1:\n" + "\n".join(problems[:20])
+
+
 def test_the_claims_page_is_compact_and_filters_what_was_wrong(page, phone, model):
     phone.goto(phone.base + "claims/")
     height = phone.evaluate("() => document.documentElement.scrollHeight")
