@@ -342,8 +342,9 @@ def test_on_a_phone_wrapped_code_keeps_its_indentation_and_identifiers(phone):
                     lastTop = r.top;
                 }
             }
-            const box = line.getBoundingClientRect();  // the hanging indent is capped at half the block
-            if (starts.length > 1) out.push({lead, starts, half: box.left + box.width / 2, text: text.slice(0, 60)});
+            // The hanging indent is capped at half the code block (0.45 of the line's box: its padding).
+            const box = line.getBoundingClientRect();
+            if (starts.length > 1) out.push({lead, starts, half: box.left + 0.45 * box.width, text: text.slice(0, 60)});
         }
         return out; }""")
     assert found, "no code line wraps at 390 px on the SAC critic page: the test measures nothing"
@@ -351,10 +352,10 @@ def test_on_a_phone_wrapped_code_keeps_its_indentation_and_identifiers(phone):
     for line in found:
         first, *rest = line["starts"]
         for piece in rest:
-            # Its own indentation plus two columns (at least one column right of the line's first character),
-            # or half the block for a line indented further than that.
-            if piece["x"] < min(first["x"] + first["w"] * 0.9, line["half"] - 1):
-                problems.append(f"continues at column 0 or left of its indentation: {line['text']}")
+            # At its own indentation or right of it (or at half the block, for a line indented further);
+            # 2 px for sub-pixel glyph positions.
+            if piece["x"] < min(first["x"], line["half"]) - 2:
+                problems.append(f"continues left of its indentation: {line['text']} {line['starts']}")
             if piece["prev"].isalnum() and piece["ch"].isalnum() and piece["prev"] != "":
                 problems.append(f"an identifier split across lines: {line['text']}")
     assert not problems, "\n".join(problems[:10])
