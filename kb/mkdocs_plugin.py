@@ -92,6 +92,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
             self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
             self.last_build = started
+        self.files = files
         self.site = site.Site.of(self.project, config, files, self.config)
         self._generate(files, config, {uri: text for uri, _, text in pages}, snippets, reviews)
         return files
@@ -187,11 +188,30 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         index = Path(config.site_dir) / "search" / "search_index.json"
         if index.is_file():
             data = json.loads(index.read_text(encoding="utf-8"))
+            names = self._glossary_names()
             for doc in data.get("docs", []):
                 for key in ("title", "text"):
                     if key in doc:
                         doc[key] = render.search_text(doc[key])
+                if doc.get("location") in names:  # every name of the terms this section explains
+                    doc["tags"] = [*doc.get("tags", []), *(n for n in names[doc["location"]] if n not in doc.get("tags", []))]
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+
+    def _glossary_names(self) -> dict[str, list[str]]:
+        """Search location -> the names of the terms the glossary says are explained there."""
+        f = self.files.get_file_from_path(site.GLOSSARY) if getattr(self, "files", None) else None
+        if f is None:
+            return {}
+        try:
+            terms = site.glossary_terms(f.content_string, self.project.rel(Path(f.abs_src_path)))
+        except SourceError as e:
+            raise PluginError(str(e)) from None
+
+        def url_of(uri: str) -> str | None:
+            target = self.files.get_file_from_path(uri)
+            return target.url if target is not None else None
+
+        return site.search_names(terms, url_of)
 
     def on_post_page(self, output, page, config):
         if not MERMAID_USED.search(output):

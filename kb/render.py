@@ -420,6 +420,11 @@ def _review_facts(c: Claim) -> str:
     return "".join(f" · {p}" for p in parts)
 
 
+# The generated lists repeat what the pages say: in search they come after the pages that explain
+# (Material's per-page boost; 1 is a page's own weight), so that they do not crowd the first results.
+LIST_SEARCH = ("search:", "  boost: 0.05")
+
+
 def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) -> str:
     """Every claim in one compact table, refuted and qualified first, filterable by status (no script).
 
@@ -453,7 +458,7 @@ def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) 
         by_topic[c.page.section][c.status] += 1
     summary = "；".join(f"{html_text(t)} " + "/".join(str(by_topic[t][s]) for s in Status) for t in order)
     return "\n".join([
-        "---", "title: 论断", "---", "", "# 论断", "",
+        "---", "title: 论断", *LIST_SEARCH, "---", "", "# 论断", "",
         f"共 **{len(kb.claims)}** 条论断，状态由判定测试决定：测试失败、被跳过或根本没有运行时，`make test` 失败并报出论断的名字。", "",
         '??? info "状态与“日志”的含义，按主题的统计"',
         "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
@@ -484,7 +489,7 @@ def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
     open_qs = [q for q in qs if not q.answered]
     done = [q for q in qs if q.answered]
     out = [
-        "---", "title: 问题", "---", "", "# 问题", "",
+        "---", "title: 问题", *LIST_SEARCH, "---", "", "# 问题", "",
         "日志里以问自己问题的方式学习：这里汇总所有问题、中断时的重启点（`>>`）、未勾选的任务和主题页里的问题框，"
         "每条都链接到提出它的地方；已解答的问题链接到回答它的论断或小节。终端里用 `kb questions` 列出待解决的问题（带 `file:line`）。",
         "", f"共 **{len(qs)}** 个问题：待解决 **{len(open_qs)}**，已解答 **{len(done)}**。",
@@ -529,12 +534,25 @@ def html_text(text: str) -> str:
 
 # ---- search ---------------------------------------------------------------------------------------
 
-TEX = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$", re.S)
+# \[…\], \(…\) (pages), $$…$$ and $…$ (notebook prose keeps them as typed)
+TEX = re.compile(r"\\\[(.*?)\\\]|\\\((.*?)\\\)|\$\$(.*?)\$\$|(?<![\\$])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?!\$)", re.S)
+
+
+def tex_text(tex: str) -> str:
+    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    try:
+        text = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(html.unescape(tex))
+    except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read is shown as written
+        text = tex
+    return html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)
 
 
 def search_text(text: str) -> str:
-    """A search entry without raw TeX: result teasers show words, not ``\\(\\pi_\\theta\\)``."""
-    return re.sub(r"[ \t]{2,}", " ", TEX.sub(" … ", text))
+    """A search entry without raw TeX: result teasers show the formula as text, not ``\\(\\pi_\\theta\\)``."""
+    return re.sub(r"[ \t]{2,}", " ", TEX.sub(lambda m: " " + tex_text(next(g for g in m.groups() if g is not None)) + " ",
+                                             text))
 
 
 # ---- live status (kb serve only) ---------------------------------------------------------------------
@@ -593,7 +611,7 @@ def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     for c in deck:
         by_topic[c.topic].append(c)
     order = ["基础", *kb.project.allowed_topics]
-    out = ["---", "title: 复习", "---", "", "# 复习", "",
+    out = ["---", "title: 复习", "search:", "  exclude: true", "---", "", "# 复习", "",
            f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"
            f"构建本站时（{now.strftime('%Y-%m-%d %H:%M')} UTC）到期 **{len(due_now)}** 张。"
            "终端里运行 `kb review`，按 FSRS 安排复习：先看正面，回想，再看背面并评分；"
