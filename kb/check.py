@@ -99,6 +99,16 @@ def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
     return exists
 
 
+def has_checks(kb: KnowledgeBase, page: Page) -> bool:
+    """Whether ``kb check`` has anything to run for a page: a claim, a code block, an include or a
+    notebook it shows. A journal post's code is the learner's, shown and never run. Only such a page
+    gets kb serve's status line."""
+    if page.is_post:
+        return False
+    return bool(page.claims or any(sources.fenced(page.lines)) or sources.includes(page.lines, page.doc.body_line)
+                or notebooks_of(kb, page))
+
+
 def plan(site: Site, kb: KnowledgeBase, pages: list[Page]) -> Plan:
     p = Plan(pages)
     root_rel = kb.project.rel(kb.project.docs_dir)
@@ -229,7 +239,9 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     if p.problems and early:
         early({"pages": [pg.src_uri for pg in pages], "passed": False, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                "seconds": round(time.time() - started, 1), "failing_claims": sorted(invalid),
-               "failed_tests": [], "problems": problems})
+               "failed_tests": [], "problems": problems, "running": True,
+               "failures": [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
+                             "reason": invalid[c.id]} for c in p.claims if c.id in invalid]})
     outcomes = Outcomes()
     code = 0
     session_problems: list[str] = []
@@ -253,13 +265,17 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
     passed = not problems and code in (0, 5) and all(ok for ok, _ in lines) and not failed_tests
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
+    # For the live status line: each failing claim's sentence, where it is, and the reason printed above.
+    failures = [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
+                 "reason": line.split(f"{c.id}:", 1)[-1].strip()}
+                for c, (ok, line) in zip(p.claims, lines) if not ok]
     out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
         f"{time.time() - started:.1f} s")
     return {
         "pages": [pg.src_uri for pg in pages], "passed": passed, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
-        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids,
+        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids, "failures": failures,
     }
 
 
@@ -297,7 +313,8 @@ def write_status(path: Path, result: dict) -> None:
     if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
         data = {}
     for uri in result["pages"]:
-        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems")}
+        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems",
+                                            "failures", "running") if k in result}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")

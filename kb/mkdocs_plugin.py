@@ -20,7 +20,7 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import cards, live, render, site, sources, vendor
+from kb import cards, check, live, render, site, sources, vendor
 from kb.live import LIVE_FILE, STATUS_ENV
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
@@ -60,9 +60,26 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         self.dirty = command == "serve" and dirty  # kb serve rebuilds only what changed
         self.last_refs: dict[str, set[str]] = {}
         self.last_build: float | None = None  # start of the previous build
+        self.titles: dict[str, str] = {}  # each page's title when it was last built
 
     def on_serve(self, server, config, builder):
         server.watch(str(self.project.snippets_dir))
+        status = os.environ.get(STATUS_ENV)
+        if status:
+            # MkDocs' server holds every request until a rebuild ends (seconds): the status line would
+            # show the state from before the save all that time. Its status file is answered at once.
+            served = server._serve_request
+            live_path = server.mount_path + LIVE_FILE
+
+            def serve_request(environ, start_response):
+                if environ.get("PATH_INFO") == live_path:
+                    body = json.dumps(live.read_status(Path(status)), ensure_ascii=False).encode("utf-8")
+                    start_response("200 OK", [("Content-Type", "application/json; charset=utf-8"),
+                                              ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))])
+                    return [body]
+                return served(environ, start_response)
+
+            server._serve_request = serve_request
         return server
 
     @event_priority(50)
@@ -157,6 +174,25 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             if g.kind == "source":
                 self.edit_urls[g.subject] = f.url
 
+    def on_env(self, env, config, files):
+        # A dirty rebuild (kb serve) reads only the pages it rebuilds; a page it skips has no title,
+        # and the nav of every rebuilt page would list it as "None". Its title is the model's
+        # (front matter title, else the first "# " heading: what MkDocs reads).
+        # A notebook has no model page: the title it had when last built.
+        if getattr(self, "dirty", False):
+            for f in files.documentation_pages():
+                if f.page is None or f.page.markdown is not None or f.page.title is not None:
+                    continue
+                source = self.kb.pages.get(f.src_uri)
+                title = source.title if source is not None else self.titles.get(f.src_uri)
+                if title:
+                    f.page.title = title
+        return env
+
+    def on_page_context(self, context, page, config, nav):
+        self.titles[page.file.src_uri] = page.title  # for the dirty rebuilds that skip this page
+        return context
+
     @event_priority(50)
     def on_page_markdown(self, markdown, page, config, files):
         source = self.kb.pages.get(page.file.src_uri)
@@ -172,7 +208,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             out = render.page_markdown(self.kb, self.site.layout, source, markdown)
         except KbError as e:
             raise PluginError(str(e)) from None
-        if os.environ.get(STATUS_ENV):  # only while `kb serve` runs: the page's live check status
+        if os.environ.get(STATUS_ENV) and check.has_checks(self.kb, source):  # kb serve: the page's live check status
             out = render.live_status(source, get_relative_url(LIVE_FILE, page.url)) + out
         return out
 

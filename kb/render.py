@@ -560,7 +560,16 @@ def search_text(text: str) -> str:
 LIVE_SCRIPT = """<script>
 (function () {
   const line = document.currentScript.previousElementSibling;
-  const show = (state, text) => { line.dataset.state = state; line.textContent = text; };
+  // Built with text nodes only: what the status file says (a claim's sentence, a reason) is never HTML.
+  const show = (state, ...parts) => {
+    line.dataset.state = state;
+    line.replaceChildren(...parts.map(p => typeof p === "string" ? document.createTextNode(p) : p));
+  };
+  const linkTo = (anchor, text) => {
+    const a = document.createElement("a");
+    a.href = "#" + anchor; a.textContent = text;
+    return a;
+  };
   async function poll() {
     try {
       const response = await fetch(line.dataset.status, {cache: "no-store"});
@@ -575,18 +584,27 @@ LIVE_SCRIPT = """<script>
       const built = general.length ? general : own;
       if (built.length) show("failed", "✗ 构建问题：" + built[0].problem + (built.length > 1 ? `（另有 ${built.length - 1} 处）` : ""));
       else if (!s || typeof s !== "object") show("none", "本页的检查还没有运行：保存本页（或它引用的代码）后自动运行。");
-      else if (s.running) show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
-      else if (s.passed) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
+      else if (s.running && typeof s.passed !== "boolean") show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
+      else if (s.passed && !s.running) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
       else {
-        const claims = s.failing_claims || [];
-        const what = claims.length ? "论断 " + claims.join("、")
-          : ((s.problems || [])[0] || (s.failed_tests || [])[0] || "见终端");
-        show("failed", `✗ 本页的检查未通过：${what} · ${s.ran_at}`);
+        // A finished check that failed; or one still running that has already found a problem (kb check
+        // validates the page before its tests run): the line says so and stays "checking" until the end.
+        const failures = Array.isArray(s.failures) ? s.failures.filter(f => f && typeof f === "object") : [];
+        const more = (n) => n > 1 ? `（另有 ${n - 1} 条）` : "";
+        const [state, head, tail] = s.running ? ["running", "正在检查本页…已发现：", ""] : ["failed", "✗ 未通过：", ` · ${s.ran_at}`];
+        if (failures.length) {
+          const f = failures[0];
+          show(state, head + "论断「", linkTo(String(f.anchor || ""), String(f.title || f.id)), "」：",
+               String(f.reason || "见终端") + more(failures.length) + tail);
+        } else {
+          const what = (s.problems || [])[0] || (s.failed_tests || [])[0] || "见终端";
+          show(state, head + what + tail);
+        }
       }
     } catch (e) { show("none", "读不到检查状态（kb serve 没在运行？）"); }
   }
   poll();
-  setInterval(poll, 1500);
+  setInterval(poll, 500);
 })();
 </script>"""
 
