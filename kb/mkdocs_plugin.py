@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     def on_startup(self, *, command, dirty):
         self.dirty = command == "serve" and dirty  # kb serve rebuilds only what changed
+        self.builds = 0  # kb serve: builds so far (the first one is long: it says how far it got)
         self.last_refs: dict[str, set[str]] = {}
         self.last_build: float | None = None  # start of the previous build
         self.titles: dict[str, str] = {}  # each page's title when it was last built
@@ -82,9 +84,17 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             server._serve_request = serve_request
         return server
 
+    def _say(self, message: str) -> None:
+        """kb serve only: a line on the terminal (MkDocs' own log is quiet there)."""
+        if os.environ.get(STATUS_ENV):
+            print(f"kb serve: {message}", file=sys.stderr, flush=True)
+
     @event_priority(50)
     def on_files(self, files: Files, config):
         started = time.time()  # a page saved from now on is seen as changed by the next dirty build
+        self.build_started, self.pages_done, self.said_at = started, 0, started
+        if not getattr(self, "builds", 0):
+            self._say(f"building the site for the first time ({len(files.documentation_pages())} pages and notebooks)…")
         pages = []
         errors: list[SourceError] = []
         for f in files.documentation_pages():
@@ -195,6 +205,11 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     @event_priority(50)
     def on_page_markdown(self, markdown, page, config, files):
+        self.pages_done = getattr(self, "pages_done", 0) + 1
+        if not getattr(self, "builds", 0) and time.time() - self.said_at >= 3:  # the first build: progress
+            self.said_at = time.time()
+            total = len(files.documentation_pages())
+            self._say(f"{self.pages_done}/{total} pages built ({self.said_at - self.build_started:.0f} s)")
         source = self.kb.pages.get(page.file.src_uri)
         if source is None:
             return markdown
@@ -214,6 +229,15 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     @event_priority(-100)  # after Material's search plugin has written its index
     def on_post_build(self, config):
+        self._post_build(config)
+        took = time.time() - getattr(self, "build_started", time.time())
+        if not getattr(self, "builds", 0):
+            self._say(f"ready in {took:.0f} s: open {config.site_url}  (Ctrl-C stops; each saved page is checked)")
+        else:
+            self._say(f"rebuilt in {took:.1f} s")
+        self.builds = getattr(self, "builds", 0) + 1
+
+    def _post_build(self, config):
         status = os.environ.get(STATUS_ENV)
         if status:  # serve the live status file (written by kb serve's checker) beside the pages
             Path(status).parent.mkdir(parents=True, exist_ok=True)
