@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kb import render, sources
+from kb import nbcache, render, sources
 from kb.model import Claim, KnowledgeBase, Page, Status
 from kb.project import KbError, Project, SourceError
 from kb.site import FIGURE, Site
@@ -245,6 +245,18 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     outcomes = Outcomes()
     code = 0
     session_problems: list[str] = []
+    # A notebook that passed, unchanged and importing only unchanged code since, is not run again.
+    cache, why_not = nbcache.open_cache(project) if p.notebooks else (None, None)
+    if why_not:
+        out(f"note: {why_not}")
+    reused = []
+    for nb in dict.fromkeys(p.notebooks):
+        if cache is not None and (before := nbcache.passed_before(cache, project, project.root / nb)):
+            reused.append(nb)
+            outcomes.reports[nb] = "passed"
+            out(f"cached: {nb} passed at {before.get('at')} and nothing it runs has changed since")
+    p.node_ids = [n for n in p.node_ids if n not in reused]
+    session_started = time.time()
     if p.node_ids:
         args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
                 "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
@@ -256,8 +268,15 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
                             "a test or module exited the process; nothing it ran counts")
             out(f"invalid: {problems[-1]}")
         else:
-            outcomes.reports = {n: o for n, o in report["outcomes"].items()}
+            outcomes.reports |= {n: o for n, o in report["outcomes"].items()}
             session_problems = report.get("problems", [])
+            for nb in dict.fromkeys(p.notebooks):
+                ran = [o for n, o in outcomes.reports.items() if n == nb or n.startswith(nb + "::")]
+                if cache is not None and nb not in reused and ran and all(o == "passed" for o in ran):
+                    try:
+                        nbcache.remember_pass(cache, project, project.root / nb, time.time() - session_started)
+                    except Exception as e:  # noqa: BLE001 - the check's verdict stands; the next one runs it again
+                        out(f"note: {nb} passed but could not be cached ({type(e).__name__}: {e})")
     lines = [claim_line(c, outcomes.reports, invalid, session_problems) for c in p.claims]
     out("")
     for _, line in lines:
