@@ -286,7 +286,7 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
     # For the live status line: each failing claim's sentence, where it is, and the reason printed above.
     failures = [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
-                 "reason": line.split(f"{c.id}:", 1)[-1].strip()}
+                 "reason": line.split(f"{c.id}:", 1)[-1].strip(), "test": c.test.node_id if c.test else None}
                 for c, (ok, line) in zip(p.claims, lines) if not ok]
     out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
@@ -321,6 +321,23 @@ def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | No
         return proc.returncode, read_report(report_path), last
 
 
+def _own_part(result: dict, uri: str) -> dict:
+    """One page's share of a check of several pages (a snippet file two pages include, saves in a row):
+    its own failing claims and problems, and what belongs to no page in particular (a failed test
+    that decides none of the failing claims, a problem of the session)."""
+    pages = result["pages"]
+    failures = [f for f in result.get("failures", []) if isinstance(f, dict)]
+    own = [f for f in failures if f.get("page") == uri]
+    claimed = {f.get("test") for f in failures}
+    # a problem names its file: "docs/<page>:line: ..."; one naming another page is that page's
+    named = [q for q in result["problems"] if any(q.startswith(f"docs/{u}:") for u in pages)]
+    problems = [q for q in result["problems"] if q.startswith(f"docs/{uri}:") or q not in named]
+    tests = [t for t in result["failed_tests"] if t not in claimed
+             and not any(t.startswith(f"docs/{u}") for u in pages if u != uri)]
+    return {"passed": not (own or problems or tests), "failures": own, "failing_claims": [f["id"] for f in own],
+            "problems": problems, "failed_tests": [t for t in result["failed_tests"] if t in tests]}
+
+
 def write_status(path: Path, result: dict) -> None:
     """Merge a check's result into the live status file (one entry per page)."""
     data = {}
@@ -334,6 +351,8 @@ def write_status(path: Path, result: dict) -> None:
     for uri in result["pages"]:
         data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems",
                                             "failures", "running") if k in result}
+        if len(result["pages"]) > 1 and not result["passed"]:
+            data[uri].update(_own_part(result, uri))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")

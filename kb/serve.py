@@ -10,7 +10,7 @@ the page's checks last ran and whether they passed, naming a failing claim.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import subprocess
 import sys
@@ -35,6 +35,7 @@ class Checker:
         # snippet file -> the docs pages that include or cite it, from the last model loaded: a save
         # marks those pages "checking" at once, before the model is loaded again.
         self.citing: dict[str, list[str]] = {}
+        self.seen: dict[Path, str | None] = {}  # each saved file's content when last seen
         threading.Thread(target=self._loop, name="kb-check", daemon=True).start()
 
     def touched(self, path: str) -> None:
@@ -42,6 +43,15 @@ class Checker:
         if p.suffix not in (".md", ".py", ".ipynb") or any(part.startswith(".") for part in p.parts[-3:]) \
                 or "__pycache__" in p.parts:
             return
+        # An editor's save is several events (truncate, write, rename...): only a change of content counts,
+        # or a late event would restart the check it already started.
+        try:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        except OSError:
+            digest = None  # gone or unreadable: the check says so
+        if digest is not None and self.seen.get(p) == digest:
+            return
+        self.seen[p] = digest
         with self.lock:
             self.pending.add(p)
             self.lock.notify()
