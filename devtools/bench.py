@@ -119,12 +119,14 @@ def free_port() -> int:
 class Served:
     """`kb serve` on a scratch copy, started and stopped around a measurement."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, log: Path | None = None):
         self.root, self.port = root, free_port()
         self.base = f"http://127.0.0.1:{self.port}/"
+        # what kb serve said (its checks, rebuilds, problems): kept for when a measurement goes wrong
+        self.log = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{self.port}"],
                                      cwd=root, env={**ENV, "PYTHONPATH": str(root)}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=self.log)
         self.get("foundations/mse-conditional-mean/", timeout=900)
 
     def get(self, path: str, timeout: float = 60) -> str:
@@ -151,6 +153,8 @@ class Served:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
 
 
 def save(root: Path, old: str, new: str, page: str = PAGE) -> float:
@@ -171,7 +175,8 @@ def live_status(served: Served, page: str = PAGE, claim: str = CLAIM, broken: st
             s = served.status(page)
             if checking is None and s.get("running"):
                 checking = time.monotonic() - saved
-            if not s.get("running") and s.get("passed") is passed and s.get("ran_at", "") >= saved_at:
+            # red: as soon as the line is (validation fails before the tests end); green: at the end
+            if (not s.get("running") or passed is False) and s.get("passed") is passed and s.get("ran_at", "") >= saved_at:
                 return checking if checking is not None else float("nan"), time.monotonic() - saved
             time.sleep(0.05)
         raise RuntimeError("the status line never changed")
@@ -229,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                         for _ in range(args.runs)], 20)
             if "live" in args.only:
                 root = scratch(project, tmp / "live")
-                served = Served(root)
+                (project.root / "artifacts").mkdir(exist_ok=True)
+                served = Served(root, log=project.root / "artifacts" / "bench-kb-serve.log")
                 try:
                     cases = [("no notebook", dict(page=PLAIN_PAGE, claim=PLAIN_CLAIM, broken=PLAIN_BROKEN), 5),
                              ("notebook, cache cleared", dict(cold=True), 15),

@@ -588,10 +588,10 @@ LIVE_SCRIPT = """<script>
       else if (s.passed && !s.running) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
       else {
         // A finished check that failed; or one still running that has already found a problem (kb check
-        // validates the page before its tests run): the line says so and stays "checking" until the end.
+        // validates the page before its tests run): that verdict is final, shown at once.
         const failures = Array.isArray(s.failures) ? s.failures.filter(f => f && typeof f === "object") : [];
         const more = (n) => n > 1 ? `（另有 ${n - 1} 条）` : "";
-        const [state, head, tail] = s.running ? ["running", "正在检查本页…已发现：", ""] : ["failed", "✗ 未通过：", ` · ${s.ran_at}`];
+        const [state, head, tail] = ["failed", "✗ 未通过：", s.running ? " · 其余部分仍在检查…" : ` · ${s.ran_at}`];
         if (failures.length) {
           const f = failures[0];
           show(state, head + "论断「", linkTo(String(f.anchor || ""), String(f.title || f.id)), "」：",
