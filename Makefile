@@ -15,13 +15,16 @@ setup: $(STAMP)
 # requirements.lock pins every package (torch==2.13.0 is the CPU build on disk);
 # it is a constraints file, so the project's own dependency list stays readable.
 $(STAMP): pyproject.toml requirements.lock
+	@echo "setup: creating $(VENV) and installing the pinned packages (first run: a few minutes, torch is the largest)..."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
+	@echo "setup: fetching KaTeX and Mermaid from the npm registry..."
 	$(BIN)/kb assets
 	touch $@
 
 # mkdocs serve, plus `kb check` of every page you save (its status line turns red or green).
 serve: setup
+	@echo "serve: building the site, then serving it (the URL is printed when it is ready)"
 	$(BIN)/kb serve --dev-addr 127.0.0.1:8000
 
 build: setup

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kb import render, sources
-from kb.model import Claim, KnowledgeBase, Page, Status
+from kb import nbcache, render, sources
+from kb.model import Claim, KnowledgeBase, Page, Status, has_checks, notebooks_of  # noqa: F401 (re-exported)
 from kb.project import KbError, Project, SourceError
 from kb.site import FIGURE, Site
 
@@ -79,24 +79,6 @@ def resolve(kb: KnowledgeBase, targets: list[str], cwd: Path) -> list[Page]:
         for p in found:
             pages[p.src_uri] = p
     return sorted(pages.values(), key=lambda p: p.src_uri)
-
-
-def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
-    """docs-relative notebooks a page shows (links to, or embeds a figure of)."""
-    out = []
-    base = Path(page.src_uri).parent
-    for m in sources.LINK.finditer(page.doc.body):
-        url = m.group("url").split("#")[0]
-        if "://" in url or url.startswith("/"):
-            continue
-        name = Path(url).name
-        fig = FIGURE.match(name)
-        if url.endswith(".ipynb"):
-            out.append((base / url).as_posix())
-        elif fig:
-            out.append((base / url).parent.joinpath(fig.group("stem") + ".ipynb").as_posix())
-    exists = [n for n in dict.fromkeys(sources.normalise_uri(n) for n in out) if (kb.project.docs_dir / n).is_file()]
-    return exists
 
 
 def plan(site: Site, kb: KnowledgeBase, pages: list[Page]) -> Plan:
@@ -236,11 +218,25 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     if p.problems and early:
         early({"pages": [pg.src_uri for pg in pages], "passed": False, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                "seconds": round(time.time() - started, 1), "failing_claims": sorted(invalid),
-               "failed_tests": [], "problems": problems})
+               "failed_tests": [], "problems": problems, "running": True,
+               "failures": [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
+                             "reason": invalid[c.id]} for c in p.claims if c.id in invalid]})
     outcomes = Outcomes()
     code = 0
     session_problems: list[str] = []
     cf_results: dict[str, list[str]] = {}
+    # A notebook that passed, unchanged and importing only unchanged code since, is not run again.
+    cache, why_not = nbcache.open_cache(project) if p.notebooks else (None, None)
+    if why_not:
+        out(f"note: {why_not}")
+    reused = []
+    for nb in dict.fromkeys(p.notebooks):
+        if cache is not None and (before := nbcache.passed_before(cache, project, project.root / nb)):
+            reused.append(nb)
+            outcomes.reports[nb] = "passed"
+            out(f"cached: {nb} passed at {before.get('at')} and nothing it runs has changed since")
+    p.node_ids = [n for n in p.node_ids if n not in reused]
+    session_started = time.time()
     if p.node_ids:
         args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
                 "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
@@ -252,8 +248,15 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
                             "a test or module exited the process; nothing it ran counts")
             out(f"invalid: {problems[-1]}")
         else:
-            outcomes.reports = {n: o for n, o in report["outcomes"].items()}
+            outcomes.reports |= {n: o for n, o in report["outcomes"].items()}
             session_problems = report.get("problems", [])
+            for nb in dict.fromkeys(p.notebooks):
+                ran = [o for n, o in outcomes.reports.items() if n == nb or n.startswith(nb + "::")]
+                if cache is not None and nb not in reused and ran and all(o == "passed" for o in ran):
+                    try:
+                        nbcache.remember_pass(cache, project, project.root / nb, time.time() - session_started)
+                    except Exception as e:  # noqa: BLE001 - the check's verdict stands; the next one runs it again
+                        out(f"note: {nb} passed but could not be cached ({type(e).__name__}: {e})")
             cf_results = report.get("counterfactuals", {})
     lines = [claim_line(c, outcomes.reports, invalid, session_problems, cf_results) for c in p.claims]
     out("")
@@ -264,13 +267,17 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     passed = not problems and (code == 0 or (code == 5 and not p.node_ids)) and all(ok for ok, _ in lines) \
         and not failed_tests
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
+    # For the live status line: each failing claim's sentence, where it is, and the reason printed above.
+    failures = [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
+                 "reason": line.split(f"{c.id}:", 1)[-1].strip(), "test": c.test.node_id if c.test else None}
+                for c, (ok, line) in zip(p.claims, lines) if not ok]
     out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
         f"{time.time() - started:.1f} s")
     return {
         "pages": [pg.src_uri for pg in pages], "passed": passed, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
-        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids,
+        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids, "failures": failures,
     }
 
 
@@ -305,6 +312,23 @@ def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | No
         return proc.returncode, read_report(report_path), last
 
 
+def _own_part(result: dict, uri: str) -> dict:
+    """One page's share of a check of several pages (a snippet file two pages include, saves in a row):
+    its own failing claims and problems, and what belongs to no page in particular (a failed test
+    that decides none of the failing claims, a problem of the session)."""
+    pages = result["pages"]
+    failures = [f for f in result.get("failures", []) if isinstance(f, dict)]
+    own = [f for f in failures if f.get("page") == uri]
+    claimed = {f.get("test") for f in failures}
+    # a problem names its file: "docs/<page>:line: ..."; one naming another page is that page's
+    named = [q for q in result["problems"] if any(q.startswith(f"docs/{u}:") for u in pages)]
+    problems = [q for q in result["problems"] if q.startswith(f"docs/{uri}:") or q not in named]
+    tests = [t for t in result["failed_tests"] if t not in claimed
+             and not any(t.startswith(f"docs/{u}") for u in pages if u != uri)]
+    return {"passed": not (own or problems or tests), "failures": own, "failing_claims": [f["id"] for f in own],
+            "problems": problems, "failed_tests": [t for t in result["failed_tests"] if t in tests]}
+
+
 def write_status(path: Path, result: dict) -> None:
     """Merge a check's result into the live status file (one entry per page)."""
     data = {}
@@ -316,7 +340,10 @@ def write_status(path: Path, result: dict) -> None:
     if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
         data = {}
     for uri in result["pages"]:
-        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems")}
+        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems",
+                                            "failures", "running") if k in result}
+        if len(result["pages"]) > 1 and not result["passed"]:
+            data[uri].update(_own_part(result, uri))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")

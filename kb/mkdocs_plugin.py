@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -22,10 +23,14 @@ from mkdocs.utils import get_relative_url
 
 from kb import cards, live, render, review_server, site, sources, vendor
 from kb.live import LIVE_FILE, STATUS_ENV
+from kb import model
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
+# Mermaid (2.7 MB) is listed in extra_javascript for every page; only a page with a diagram keeps it.
+MERMAID_SCRIPT = re.compile(r'[ \t]*<script src="[^"]*assets/vendor/mermaid/mermaid\.min\.js"></script>\n?')
+MERMAID_USED = re.compile(r'class="[^"]*\bmermaid\b')
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -55,17 +60,43 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     def on_startup(self, *, command, dirty):
         self.dirty = command == "serve" and dirty  # kb serve rebuilds only what changed
+        self.builds = 0  # kb serve: builds so far (the first one is long: it says how far it got)
         self.last_refs: dict[str, set[str]] = {}
         self.last_build: float | None = None  # start of the previous build
+        self.titles: dict[str, str] = {}  # each page's title when it was last built
 
     def on_serve(self, server, config, builder):
         server.watch(str(self.project.snippets_dir))
         review_server.mount(server)  # kb serve: the 复习 page's grades are answered on the same server
+        status = os.environ.get(STATUS_ENV)
+        if status:
+            # MkDocs' server holds every request until a rebuild ends (seconds): the status line would
+            # show the state from before the save all that time. Its status file is answered at once.
+            served = server._serve_request
+            live_path = server.mount_path + LIVE_FILE
+
+            def serve_request(environ, start_response):
+                if environ.get("PATH_INFO") == live_path:
+                    body = json.dumps(live.read_status(Path(status)), ensure_ascii=False).encode("utf-8")
+                    start_response("200 OK", [("Content-Type", "application/json; charset=utf-8"),
+                                              ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))])
+                    return [body]
+                return served(environ, start_response)
+
+            server._serve_request = serve_request
         return server
+
+    def _say(self, message: str) -> None:
+        """kb serve only: a line on the terminal (MkDocs' own log is quiet there)."""
+        if os.environ.get(STATUS_ENV):
+            print(f"kb serve: {message}", file=sys.stderr, flush=True)
 
     @event_priority(50)
     def on_files(self, files: Files, config):
         started = time.time()  # a page saved from now on is seen as changed by the next dirty build
+        self.build_started, self.pages_done, self.said_at = started, 0, started
+        if not getattr(self, "builds", 0):
+            self._say(f"building the site for the first time ({len(files.documentation_pages())} pages and notebooks)…")
         pages = []
         errors: list[SourceError] = []
         for f in files.documentation_pages():
@@ -90,6 +121,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         if getattr(self, "dirty", False):  # kb serve: rebuild what changed and what shows it
             self.last_refs = site.rebuild_dependents(self.kb, files, self.last_refs, self.last_build)
             self.last_build = started
+        self.files = files
         self.site = site.Site.of(self.project, config, files, self.config)
         self._generate(files, config, {uri: text for uri, _, text in pages}, snippets, reviews)
         return files
@@ -157,8 +189,32 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             if g.kind == "source":
                 self.edit_urls[g.subject] = f.url
 
+    def on_env(self, env, config, files):
+        # A dirty rebuild (kb serve) reads only the pages it rebuilds; a page it skips has no title,
+        # and the nav of every rebuilt page would list it as "None". Its title is the model's
+        # (front matter title, else the first "# " heading: what MkDocs reads).
+        # A notebook has no model page: the title it had when last built.
+        if getattr(self, "dirty", False):
+            for f in files.documentation_pages():
+                if f.page is None or f.page.markdown is not None or f.page.title is not None:
+                    continue
+                source = self.kb.pages.get(f.src_uri)
+                title = source.title if source is not None else self.titles.get(f.src_uri)
+                if title:
+                    f.page.title = title
+        return env
+
+    def on_page_context(self, context, page, config, nav):
+        self.titles[page.file.src_uri] = page.title  # for the dirty rebuilds that skip this page
+        return context
+
     @event_priority(50)
     def on_page_markdown(self, markdown, page, config, files):
+        self.pages_done = getattr(self, "pages_done", 0) + 1
+        if not getattr(self, "builds", 0) and time.time() - self.said_at >= 3:  # the first build: progress
+            self.said_at = time.time()
+            total = len(files.documentation_pages())
+            self._say(f"{self.pages_done}/{total} pages built ({self.said_at - self.build_started:.0f} s)")
         source = self.kb.pages.get(page.file.src_uri)
         if source is None:
             return markdown
@@ -172,12 +228,21 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             out = render.page_markdown(self.kb, self.site.layout, source, markdown)
         except KbError as e:
             raise PluginError(str(e)) from None
-        if os.environ.get(STATUS_ENV):  # only while `kb serve` runs: the page's live check status
+        if os.environ.get(STATUS_ENV) and model.has_checks(self.kb, source):  # kb serve: the page's live check status
             out = render.live_status(source, get_relative_url(LIVE_FILE, page.url)) + out
         return out
 
     @event_priority(-100)  # after Material's search plugin has written its index
     def on_post_build(self, config):
+        self._post_build(config)
+        took = time.time() - getattr(self, "build_started", time.time())
+        if not getattr(self, "builds", 0):
+            self._say(f"ready in {took:.0f} s: open {config.site_url}  (Ctrl-C stops; each saved page is checked)")
+        else:
+            self._say(f"rebuilt in {took:.1f} s")
+        self.builds = getattr(self, "builds", 0) + 1
+
+    def _post_build(self, config):
         status = os.environ.get(STATUS_ENV)
         if status:  # serve the live status file (written by kb serve's checker) beside the pages
             Path(status).parent.mkdir(parents=True, exist_ok=True)
@@ -188,13 +253,34 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         index = Path(config.site_dir) / "search" / "search_index.json"
         if index.is_file():
             data = json.loads(index.read_text(encoding="utf-8"))
+            names = self._glossary_names()
             for doc in data.get("docs", []):
                 for key in ("title", "text"):
                     if key in doc:
                         doc[key] = render.search_text(doc[key])
+                if doc.get("location") in names:  # every name of the terms this section explains
+                    doc["tags"] = [*doc.get("tags", []), *(n for n in names[doc["location"]] if n not in doc.get("tags", []))]
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
+    def _glossary_names(self) -> dict[str, list[str]]:
+        """Search location -> the names of the terms the glossary says are explained there."""
+        f = self.files.get_file_from_path(site.GLOSSARY) if getattr(self, "files", None) else None
+        if f is None:
+            return {}
+        try:
+            terms = site.glossary_terms(f.content_string, self.project.rel(Path(f.abs_src_path)))
+        except SourceError as e:
+            raise PluginError(str(e)) from None
+
+        def url_of(uri: str) -> str | None:
+            target = self.files.get_file_from_path(uri)
+            return target.url if target is not None else None
+
+        return site.search_names(terms, url_of)
+
     def on_post_page(self, output, page, config):
+        if not MERMAID_USED.search(output):
+            output = MERMAID_SCRIPT.sub("", output)
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
         found = site.external_load(output)
         if found:

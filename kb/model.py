@@ -533,6 +533,37 @@ def _code_shape(fn: ast.FunctionDef) -> str:
     return ast.dump(fn, annotate_fields=False)
 
 
+FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")  # a notebook's k-th figure, as pages embed it
+
+
+def notebooks_of(kb: KnowledgeBase, page: Page) -> list[str]:
+    """docs-relative notebooks a page shows (links to, or embeds a figure of)."""
+    out = []
+    base = Path(page.src_uri).parent
+    for m in sources.LINK.finditer(page.doc.body):
+        url = m.group("url").split("#")[0]
+        if "://" in url or url.startswith("/"):
+            continue
+        name = Path(url).name
+        fig = FIGURE.match(name)
+        if url.endswith(".ipynb"):
+            out.append((base / url).as_posix())
+        elif fig:
+            out.append((base / url).parent.joinpath(fig.group("stem") + ".ipynb").as_posix())
+    exists = [n for n in dict.fromkeys(sources.normalise_uri(n) for n in out) if (kb.project.docs_dir / n).is_file()]
+    return exists
+
+
+def has_checks(kb: KnowledgeBase, page: Page) -> bool:
+    """Whether ``kb check`` has anything to run for a page: a claim, a code block, an include or a
+    notebook it shows. A journal post's code is the learner's, shown and never run. Only such a page
+    gets kb serve's status line."""
+    if page.is_post:
+        return False
+    return bool(page.claims or any(sources.fenced(page.lines)) or sources.includes(page.lines, page.doc.body_line)
+                or notebooks_of(kb, page))
+
+
 def doc_sources(project: Project) -> Iterable[tuple[str, Path, str]]:
     """Every Markdown page under docs_dir, as MkDocs collects them (dot files and folders left out)."""
     docs = project.docs_dir

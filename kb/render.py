@@ -431,6 +431,11 @@ def _long_card_answers(kb: KnowledgeBase, href_to: Callable[..., str], uri: str)
     return [head, "", *body, ""]
 
 
+# The generated lists repeat what the pages say: in search they come after the pages that explain
+# (Material's per-page boost; 1 is a page's own weight), so that they do not crowd the first results.
+LIST_SEARCH = ("search:", "  boost: 0.05")
+
+
 def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) -> str:
     """Every claim in one compact table, refuted and qualified first, filterable by status (no script).
 
@@ -464,7 +469,7 @@ def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) 
         by_topic[c.page.section][c.status] += 1
     summary = "；".join(f"{html_text(t)} " + "/".join(str(by_topic[t][s]) for s in Status) for t in order)
     return "\n".join([
-        "---", "title: 论断", "---", "", "# 论断", "",
+        "---", "title: 论断", *LIST_SEARCH, "---", "", "# 论断", "",
         f"共 **{len(kb.claims)}** 条论断，状态由判定测试决定：测试失败、被跳过或根本没有运行时，`make test` 失败并报出论断的名字。", "",
         '??? info "状态与“日志”的含义，按主题的统计"',
         "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
@@ -497,7 +502,7 @@ def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
     open_qs = [q for q in qs if not q.answered]
     done = [q for q in qs if q.answered]
     out = [
-        "---", "title: 问题", "---", "", "# 问题", "",
+        "---", "title: 问题", *LIST_SEARCH, "---", "", "# 问题", "",
         "日志里以问自己问题的方式学习：这里汇总所有问题、中断时的重启点（`>>`）、未勾选的任务和主题页里的问题框，"
         "每条都链接到提出它的地方；已解答的问题链接到回答它的论断或小节。终端里用 `kb questions` 列出待解决的问题（带 `file:line`）。",
         "", f"共 **{len(qs)}** 个问题：待解决 **{len(open_qs)}**，已解答 **{len(done)}**。",
@@ -542,12 +547,25 @@ def html_text(text: str) -> str:
 
 # ---- search ---------------------------------------------------------------------------------------
 
-TEX = re.compile(r"\\\[.*?\\\]|\\\(.*?\\\)|\$\$.*?\$\$", re.S)
+# \[…\], \(…\) (pages), $$…$$ and $…$ (notebook prose keeps them as typed)
+TEX = re.compile(r"\\\[(.*?)\\\]|\\\((.*?)\\\)|\$\$(.*?)\$\$|(?<![\\$])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?!\$)", re.S)
+
+
+def tex_text(tex: str) -> str:
+    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    try:
+        text = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(html.unescape(tex))
+    except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read is shown as written
+        text = tex
+    return html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)
 
 
 def search_text(text: str) -> str:
-    """A search entry without raw TeX: result teasers show words, not ``\\(\\pi_\\theta\\)``."""
-    return re.sub(r"[ \t]{2,}", " ", TEX.sub(" … ", text))
+    """A search entry without raw TeX: result teasers show the formula as text, not ``\\(\\pi_\\theta\\)``."""
+    return re.sub(r"[ \t]{2,}", " ", TEX.sub(lambda m: " " + tex_text(next(g for g in m.groups() if g is not None)) + " ",
+                                             text))
 
 
 # ---- live status (kb serve only) ---------------------------------------------------------------------
@@ -555,7 +573,16 @@ def search_text(text: str) -> str:
 LIVE_SCRIPT = """<script>
 (function () {
   const line = document.currentScript.previousElementSibling;
-  const show = (state, text) => { line.dataset.state = state; line.textContent = text; };
+  // Built with text nodes only: what the status file says (a claim's sentence, a reason) is never HTML.
+  const show = (state, ...parts) => {
+    line.dataset.state = state;
+    line.replaceChildren(...parts.map(p => typeof p === "string" ? document.createTextNode(p) : p));
+  };
+  const linkTo = (anchor, text) => {
+    const a = document.createElement("a");
+    a.href = "#" + anchor; a.textContent = text;
+    return a;
+  };
   async function poll() {
     try {
       const response = await fetch(line.dataset.status, {cache: "no-store"});
@@ -570,18 +597,27 @@ LIVE_SCRIPT = """<script>
       const built = general.length ? general : own;
       if (built.length) show("failed", "✗ 构建问题：" + built[0].problem + (built.length > 1 ? `（另有 ${built.length - 1} 处）` : ""));
       else if (!s || typeof s !== "object") show("none", "本页的检查还没有运行：保存本页（或它引用的代码）后自动运行。");
-      else if (s.running) show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
-      else if (s.passed) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
+      else if (s.running && typeof s.passed !== "boolean") show("running", "正在检查本页…" + (s.ran_at ? `（上次 ${s.ran_at}）` : ""));
+      else if (s.passed && !s.running) show("passed", `✓ 本页的检查全部通过 · ${s.ran_at}（${s.seconds} s）`);
       else {
-        const claims = s.failing_claims || [];
-        const what = claims.length ? "论断 " + claims.join("、")
-          : ((s.problems || [])[0] || (s.failed_tests || [])[0] || "见终端");
-        show("failed", `✗ 本页的检查未通过：${what} · ${s.ran_at}`);
+        // A finished check that failed; or one still running that has already found a problem (kb check
+        // validates the page before its tests run): that verdict is final, shown at once.
+        const failures = Array.isArray(s.failures) ? s.failures.filter(f => f && typeof f === "object") : [];
+        const more = (n) => n > 1 ? `（另有 ${n - 1} 条）` : "";
+        const [state, head, tail] = ["failed", "✗ 未通过：", s.running ? " · 其余部分仍在检查…" : ` · ${s.ran_at}`];
+        if (failures.length) {
+          const f = failures[0];
+          show(state, head + "论断「", linkTo(String(f.anchor || ""), String(f.title || f.id)), "」：",
+               String(f.reason || "见终端") + more(failures.length) + tail);
+        } else {
+          const what = (s.problems || [])[0] || (s.failed_tests || [])[0] || "见终端";
+          show(state, head + what + tail);
+        }
       }
     } catch (e) { show("none", "读不到检查状态（kb serve 没在运行？）"); }
   }
   poll();
-  setInterval(poll, 1500);
+  setInterval(poll, 500);
 })();
 </script>"""
 
@@ -607,7 +643,7 @@ def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     for c in deck:
         by_topic[c.topic].append(c)
     order = ["基础", *kb.project.allowed_topics]
-    out = ["---", "title: 复习", "---", "", "# 复习", "",
+    out = ["---", "title: 复习", "search:", "  exclude: true", "---", "", "# 复习", "",
            f'<p class="kb-snapshot">快照：{now.strftime("%Y-%m-%d")}（构建本站时的卡片与到期数，只读；'
            "在 <code>kb serve</code> 下打开本页，就在浏览器里复习并评分）</p>", "",
            f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"

@@ -10,7 +10,7 @@ the page's checks last ran and whether they passed, naming a failing claim.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import subprocess
 import sys
@@ -32,6 +32,10 @@ class Checker:
         self.pending: set[Path] = set()
         self.lock = threading.Condition()
         self.status = status_file(project)
+        # snippet file -> the docs pages that include or cite it, from the last model loaded: a save
+        # marks those pages "checking" at once, before the model is loaded again.
+        self.citing: dict[str, list[str]] = {}
+        self.seen: dict[Path, str | None] = {}  # each saved file's content when last seen
         threading.Thread(target=self._loop, name="kb-check", daemon=True).start()
 
     def touched(self, path: str) -> None:
@@ -39,14 +43,41 @@ class Checker:
         if p.suffix not in (".md", ".py", ".ipynb") or any(part.startswith(".") for part in p.parts[-3:]) \
                 or "__pycache__" in p.parts:
             return
+        # An editor's save is several events (truncate, write, rename...): only a change of content counts,
+        # or a late event would restart the check it already started.
+        try:
+            digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        except OSError:
+            digest = None  # gone or unreadable: the check says so
+        if digest is not None and self.seen.get(p) == digest:
+            return
+        self.seen[p] = digest
         with self.lock:
             self.pending.add(p)
             self.lock.notify()
+        try:  # within a second of the save, the page says it is being checked
+            self._mark_running(self._pages_of(p))
+        except (OSError, ValueError):
+            pass
+
+    def _pages_of(self, p: Path) -> list[str]:
+        """The docs pages a saved file concerns, as far as known without reading the project again."""
+        if p.suffix == ".md":
+            docs = self.project.docs_dir
+            q = p.resolve()
+            return [q.relative_to(docs).as_posix()] if q.is_relative_to(docs) else []
+        if p.suffix == ".py":
+            try:
+                return self.citing.get(self.project.rel(p), [])
+            except ValueError:
+                return []
+        return []
 
     def _targets(self, paths: set[Path]) -> list[str]:
         from kb.model import KnowledgeBase
 
         kb = KnowledgeBase.load(self.project)
+        self.citing = {rel: [pg.src_uri for pg in pages if not pg.is_post] for rel, pages in kb.pages_citing.items()}
         targets = []
         for p in paths:
             if not p.exists():
@@ -62,11 +93,17 @@ class Checker:
         def change(data: dict) -> None:
             for uri in pages:
                 entry = data.get(uri)
-                data[uri] = {**(entry if isinstance(entry, dict) else {}), "running": True}
+                # a new check: no verdict until it has one (only when the last one ran)
+                data[uri] = {"running": True, **({"ran_at": entry["ran_at"]} if isinstance(entry, dict)
+                                                 and isinstance(entry.get("ran_at"), str) else {})}
 
         update_status(self.status, change)
 
     def _loop(self) -> None:
+        try:
+            self._targets(set())  # learn which pages include which snippet files
+        except Exception:  # noqa: BLE001 - the first save tries again
+            pass
         while True:
             try:
                 self._once()

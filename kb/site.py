@@ -36,7 +36,7 @@ from mkdocs.exceptions import MkDocsException
 from mkdocs.structure.files import File, Files, get_files
 from mkdocs.utils import get_relative_url
 
-from kb.model import KnowledgeBase, includes_of
+from kb.model import FIGURE, KnowledgeBase, includes_of
 from kb.project import KbError, Project, SourceError
 from kb.render import Layout
 
@@ -229,7 +229,7 @@ def notebook_figures(path: Path) -> list[bytes]:
     ]
 
 
-FIGURE = re.compile(r"^(?P<stem>.+)\.figure-(?P<k>\d+)\.png$")  # the name figure_uri gives
+# FIGURE (from kb.model): the name figure_uri gives
 
 
 def figure_uri(notebook_uri: str, k: int) -> str:
@@ -339,3 +339,56 @@ def _mtime(path) -> float:
         return os.path.getmtime(path)
     except OSError:
         return float("inf")  # gone or unreadable: treat as changed
+
+
+# ---- the glossary: every name of a term, for search ----------------------------------------------
+
+GLOSSARY = "glossary.md"  # docs-relative: a table, one term a row (see the page itself)
+_MD_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_NAME_SPLIT = re.compile(r"[；;]")
+
+
+@dataclass(frozen=True)
+class Term:
+    line: int
+    names: tuple[str, ...]  # the Chinese name, the English name, then the other names
+    page: str  # the docs-relative page that explains it
+    anchor: str  # its section there ("" for the page itself)
+
+
+def glossary_terms(text: str, rel: str, glossary_uri: str = GLOSSARY) -> list[Term]:
+    """The glossary's rows: ``| 术语 | English | 其他名称（；分隔） | [讲解](page.md#section) |``.
+
+    A row without a link to the page that explains it is refused, ``file:line``.
+    """
+    terms = []
+    rows = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.lstrip().startswith("|")]
+    for n, line in rows[2:]:  # after the header and its separator row
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 4:
+            raise SourceError(rel, n, f"a glossary row needs 4 cells (术语 | English | 其他名称 | 讲解), found {len(cells)}")
+        link = _MD_LINK.search(cells[3])
+        if not link:
+            raise SourceError(rel, n, "a glossary row must link to the page that explains the term: [title](page.md#section)")
+        target, _, anchor = link.group(1).partition("#")
+        page = posixpath.normpath(posixpath.join(posixpath.dirname(glossary_uri), target))
+        names = [cells[0], cells[1], *_NAME_SPLIT.split(cells[2])]
+        names = tuple(dict.fromkeys(name.strip().strip("`") for name in names if name.strip()))
+        terms.append(Term(n, names, page, anchor))
+    return terms
+
+
+def search_names(terms: list[Term], url_of: Callable[[str], str | None]) -> dict[str, list[str]]:
+    """Search index location (``url#anchor``) -> every name of the terms explained there.
+
+    Added to that entry's ``tags`` (Material weighs tags far above text): searching any name of a term
+    puts the section that explains it first.
+    """
+    out: dict[str, list[str]] = defaultdict(list)
+    for term in terms:
+        url = url_of(term.page)
+        if url is None:
+            continue  # a missing page: MkDocs' strict link validation names it
+        where = f"{url}#{term.anchor}" if term.anchor else url
+        out[where] += [n for n in term.names if n not in out[where]]
+    return dict(out)
