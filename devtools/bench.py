@@ -86,8 +86,12 @@ SUITE_GOAL_UNITS = 77
 
 def calibrate() -> float:
     """Seconds of the calibration workload on one thread, now (the import of torch is not timed)."""
-    r = subprocess.run([sys.executable, "-c", CALIBRATION], capture_output=True, text=True,
-                       env={**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-c", CALIBRATION],
+        capture_output=True,
+        text=True,
+        env={**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    )
     if r.returncode != 0:
         sys.exit(f"kb bench: the calibration workload failed:\n{r.stderr[-3000:]}")
     return float(r.stdout.strip().splitlines()[-1])
@@ -101,8 +105,13 @@ def suite(root: Path) -> tuple[float, dict]:
     seen: dict = {}
 
     def run_pytest(args: list[str]) -> int:
-        code = subprocess.call([sys.executable, "-m", "pytest", *args], cwd=root, env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = subprocess.call(
+            [sys.executable, "-m", "pytest", *args],
+            cwd=root,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         seen.update(testrun.read_report(Path(args[args.index("--kb-report") + 1])) or {})
         return code
 
@@ -124,13 +133,18 @@ def suite_in_units(root: Path, runs: int) -> str:
         unit = (before + after) / 2
         units.append(seconds / unit)
         counts = collections.Counter((seen.get("outcomes") or {}).values())
-        print(f"  make test: {seconds:.1f} s = {seconds / unit:.1f} units (calibration {before:.2f} s before, "
-              f"{after:.2f} s after); {sum(counts.values())} tests: "
-              + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), flush=True)
+        print(
+            f"  make test: {seconds:.1f} s = {seconds / unit:.1f} units (calibration {before:.2f} s before, "
+            f"{after:.2f} s after); {sum(counts.values())} tests: "
+            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+            flush=True,
+        )
     med = statistics.median(units)
-    line = (f"{'make test (the whole suite), in units':<46} median {med:7.1f} u  (runs: "
-            f"{', '.join(f'{u:.1f}' for u in units)}; goal <= {SUITE_GOAL_UNITS} units: "
-            f"{'ok' if med <= SUITE_GOAL_UNITS else 'OVER'})")
+    line = (
+        f"{'make test (the whole suite), in units':<46} median {med:7.1f} u  (runs: "
+        f"{', '.join(f'{u:.1f}' for u in units)}; goal <= {SUITE_GOAL_UNITS} units: "
+        f"{'ok' if med <= SUITE_GOAL_UNITS else 'OVER'})"
+    )
     print(line, flush=True)
     return line
 
@@ -146,8 +160,19 @@ def report(name: str, times: list[float], goal: float | None) -> str:
 
 def scratch(project: Project, dest: Path, posts: int = 0, seed: int = 0) -> Path:
     """A copy of the project to measure on (the checkout is never touched); optionally a long journal."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "site", ".cache", "artifacts", "mutants", "__pycache__",
-                                    ".pytest_cache", "vendor", "*.egg-info", ".kb")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "site",
+        ".cache",
+        "artifacts",
+        "mutants",
+        "__pycache__",
+        ".pytest_cache",
+        "vendor",
+        "*.egg-info",
+        ".kb",
+    )
     shutil.copytree(project.root, dest, ignore=ignore)
     vendor = project.docs_dir / "assets" / "vendor"
     (dest / "docs" / "assets" / "vendor").symlink_to(vendor.resolve())
@@ -162,7 +187,7 @@ def make_journal(project: Project, folder: Path, n: int, seed: int) -> None:
     bodies = []
     for post in sorted(folder.glob("*.md")):
         text = post.read_text(encoding="utf-8")
-        bodies.append(text[text.index("\n# ", 3) + 1:])
+        bodies.append(text[text.index("\n# ", 3) + 1 :])
         post.unlink()
     start = dt.date(2024, 1, 1)
     for k in range(n):
@@ -171,13 +196,15 @@ def make_journal(project: Project, folder: Path, n: int, seed: int) -> None:
         body = re.sub(r"^# \d{8}", f"# {slug}", bodies[k % len(bodies)], count=1)
         topics = rng.sample(project.allowed_topics, rng.randint(1, 3))
         cats = "".join(f"\n  - {t}" for t in topics)
-        (folder / f"{day.isoformat()}.md").write_text(f"---\ndate: {day.isoformat()}\nslug: \"{slug}\"\ncategories:{cats}\n---\n"
-                                                      + body, encoding="utf-8")
+        (folder / f"{day.isoformat()}.md").write_text(
+            f'---\ndate: {day.isoformat()}\nslug: "{slug}"\ncategories:{cats}\n---\n' + body, encoding="utf-8"
+        )
     # claims refer to the seed's days by date: keep those three posts too, with their own dates
     for key, body in zip(("20251230", "20251231", "20260101"), bodies):
         day = dt.date(int(key[:4]), int(key[4:6]), int(key[6:]))
-        (folder / f"{day.isoformat()}.md").write_text(f"---\ndate: {day.isoformat()}\nslug: \"{key}\"\ncategories:\n"
-                                                      f"  - SAC\n---\n" + body, encoding="utf-8")
+        (folder / f"{day.isoformat()}.md").write_text(
+            f'---\ndate: {day.isoformat()}\nslug: "{key}"\ncategories:\n  - SAC\n---\n' + body, encoding="utf-8"
+        )
 
 
 def free_port() -> int:
@@ -194,9 +221,13 @@ class Served:
         self.base = f"http://127.0.0.1:{self.port}/"
         # what kb serve said (its checks, rebuilds, problems): kept for when a measurement goes wrong
         self.log = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{self.port}"],
-                                     cwd=root, env={**ENV, "PYTHONPATH": str(root)}, stdout=subprocess.DEVNULL,
-                                     stderr=self.log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{self.port}"],
+            cwd=root,
+            env={**ENV, "PYTHONPATH": str(root)},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
         self.get("foundations/mse-conditional-mean/", timeout=900)
 
     def get(self, path: str, timeout: float = 60) -> str:
@@ -207,13 +238,14 @@ class Served:
                     return r.read().decode("utf-8")
             except OSError:
                 if time.monotonic() > end or self.proc.poll() is not None:
-                    raise RuntimeError(f"kb serve did not answer {path}")
+                    raise RuntimeError(f"kb serve did not answer {path}") from None
                 time.sleep(0.3)
 
     def status(self, page: str = PAGE) -> dict:
         try:
             return json.loads((self.root / ".kb" / "status.json").read_text(encoding="utf-8")).get(
-                page.removeprefix("docs/"), {})
+                page.removeprefix("docs/"), {}
+            )
         except (OSError, ValueError):
             return {}
 
@@ -233,12 +265,14 @@ def save(root: Path, old: str, new: str, page: str = PAGE) -> float:
     return time.monotonic()
 
 
-def live_status(served: Served, page: str = PAGE, claim: str = CLAIM, broken: str = BROKEN,
-                cold: bool = False) -> tuple[float, float, float]:
+def live_status(
+    served: Served, page: str = PAGE, claim: str = CLAIM, broken: str = BROKEN, cold: bool = False
+) -> tuple[float, float, float]:
     """Seconds from saving to "checking", to a red status line (a broken claim), then to a green one (fixed).
 
     ``cold``: the notebook cache is cleared before each save (every notebook of the page runs).
     """
+
     def wait(saved: float, passed: bool) -> tuple[float, float]:
         checking = None
         while time.monotonic() - saved < 300:
@@ -246,7 +280,11 @@ def live_status(served: Served, page: str = PAGE, claim: str = CLAIM, broken: st
             if checking is None and s.get("running"):
                 checking = time.monotonic() - saved
             # red: as soon as the line is (validation fails before the tests end); green: at the end
-            if (not s.get("running") or passed is False) and s.get("passed") is passed and s.get("ran_at", "") >= saved_at:
+            if (
+                (not s.get("running") or passed is False)
+                and s.get("passed") is passed
+                and s.get("ran_at", "") >= saved_at
+            ):
                 return checking if checking is not None else float("nan"), time.monotonic() - saved
             time.sleep(0.05)
         raise RuntimeError("the status line never changed")
@@ -289,27 +327,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.busy:
         burner = multiprocessing.Process(target=burn, daemon=True)
         burner.start()
-    print(f"kb bench on {os.cpu_count()} cores, python {sys.version.split()[0]}, load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}{' (+ one core kept busy)' if args.busy else ''}", flush=True)
+    print(
+        f"kb bench on {os.cpu_count()} cores, python {sys.version.split()[0]}, load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}{' (+ one core kept busy)' if args.busy else ''}",
+        flush=True,
+    )
     py = sys.executable
     try:
         with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
             tmp = Path(tmp)
             if "check" in args.only:
-                report("kb check docs/topics/sac/critic.md",
-                       [timed([py, "-m", "kb.cli", "check", "docs/topics/sac/critic.md"], project.root) for _ in range(args.runs)], 10)
+                report(
+                    "kb check docs/topics/sac/critic.md",
+                    [
+                        timed([py, "-m", "kb.cli", "check", "docs/topics/sac/critic.md"], project.root)
+                        for _ in range(args.runs)
+                    ],
+                    10,
+                )
             if "build" in args.only:
-                report("mkdocs build --strict",
-                       [timed([py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "site")], project.root)
-                        for _ in range(args.runs)], 20)
+                report(
+                    "mkdocs build --strict",
+                    [
+                        timed(
+                            [py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "site")],
+                            project.root,
+                        )
+                        for _ in range(args.runs)
+                    ],
+                    20,
+                )
             if "live" in args.only:
                 root = scratch(project, tmp / "live")
                 (project.root / "artifacts").mkdir(exist_ok=True)
                 served = Served(root, log=project.root / "artifacts" / "bench-kb-serve.log")
                 try:
-                    cases = [("no notebook", dict(page=PLAIN_PAGE, claim=PLAIN_CLAIM, broken=PLAIN_BROKEN), 5),
-                             ("notebook, cache cleared", dict(cold=True), 15),
-                             ("notebook, cache kept", dict(), 5)]
+                    cases = [
+                        ("no notebook", dict(page=PLAIN_PAGE, claim=PLAIN_CLAIM, broken=PLAIN_BROKEN), 5),
+                        ("notebook, cache cleared", dict(cold=True), 15),
+                        ("notebook, cache kept", dict(), 5),
+                    ]
                     live_status(served)  # the notebook has passed once: the cache holds it
                     for name, kwargs, goal in cases:
                         runs = [live_status(served, **kwargs) for _ in range(args.runs)]
@@ -321,13 +378,25 @@ def main(argv: list[str] | None = None) -> int:
                     served.stop()
             if "journal" in args.only:
                 root = scratch(project, tmp / "journal", posts=args.posts)
-                report(f"mkdocs build --strict, {args.posts} posts",
-                       [timed([py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "jsite")], root,
-                              PYTHONPATH=str(root)) for _ in range(args.runs)], 60)
+                report(
+                    f"mkdocs build --strict, {args.posts} posts",
+                    [
+                        timed(
+                            [py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "jsite")],
+                            root,
+                            PYTHONPATH=str(root),
+                        )
+                        for _ in range(args.runs)
+                    ],
+                    60,
+                )
                 served = Served(root)
                 try:
-                    report(f"served page updated after saving, {args.posts} posts",
-                           [page_update(served) for _ in range(args.runs)], 15)
+                    report(
+                        f"served page updated after saving, {args.posts} posts",
+                        [page_update(served) for _ in range(args.runs)],
+                        15,
+                    )
                 finally:
                     served.stop()
             if "suite" in args.only and args.suites:

@@ -34,12 +34,34 @@ from pathlib import Path
 
 from kb.project import KbError, Project
 
-INTERFACES = ("sac/distributions.py", "sac/critic.py", "sac/target.py", "dpo/loss.py", "grpo/advantages.py",
-              "grpo/loss.py", "grpo/kl.py", "flow_matching/path.py", "flow_grpo/sde.py", "neoverse/gaussians.py")
+INTERFACES = (
+    "sac/distributions.py",
+    "sac/critic.py",
+    "sac/target.py",
+    "dpo/loss.py",
+    "grpo/advantages.py",
+    "grpo/loss.py",
+    "grpo/kl.py",
+    "flow_matching/path.py",
+    "flow_grpo/sde.py",
+    "neoverse/gaussians.py",
+)
 GOAL_INTERFACE, GOAL_ALL = 0.95, 0.85
 EQUIVALENT = Path("mutation")  # every *.txt in it: one equivalent mutant per line, with its reason
-STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout",
-          255: "timeout", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    36: "timeout",
+    -24: "timeout",
+    24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    None: "not checked",
+}
 
 
 def equivalents(root: Path) -> dict[str, str]:
@@ -51,8 +73,10 @@ def equivalents(root: Path) -> dict[str, str]:
                 continue
             name, _, reason = line.partition("#")
             if not reason.strip():
-                raise KbError(f"{path.relative_to(root)}:{n}: an equivalent mutant needs its reason "
-                              "(name  # why it changes nothing)")
+                raise KbError(
+                    f"{path.relative_to(root)}:{n}: an equivalent mutant needs its reason "
+                    "(name  # why it changes nothing)"
+                )
             out[name.strip()] = reason.strip()
     return out
 
@@ -60,9 +84,14 @@ def equivalents(root: Path) -> dict[str, str]:
 def undecorated_gap(path: Path) -> list[str]:
     """Functions mutmut leaves alone (decorated, other than staticmethod/classmethod), tests excepted."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    return [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and n.decorator_list and not n.name.startswith("test_")
-            and not all(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in n.decorator_list)]
+    return [
+        n.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and n.decorator_list
+        and not n.name.startswith("test_")
+        and not all(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in n.decorator_list)
+    ]
 
 
 SECTION = re.compile(r"^\s*#\s*--8<--\s*\[(start|end):([\w-]+)\]")
@@ -172,6 +201,7 @@ def _function_of(mutant: str) -> str:
 @dataclass
 class ModuleResult:
     """One module's mutants: statuses of those that count, and test code's apart."""
+
     status: Counter = field(default_factory=Counter)  # killed / survived / timeout / ... of counted mutants
     survivors: list[str] = field(default_factory=list)  # counted mutants that survived (or had no test)
     helpers: Counter = field(default_factory=Counter)  # test helper -> its mutants (not counted)
@@ -225,8 +255,10 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
             ok = False
         total_killed += killed
         total_counted += counted
-        out(f"{module:<34}{mutants:>8}{c['killed']:>8}{c['survived'] + c['no tests']:>9}{c['timeout']:>8}"
-            f"{n_equiv:>7}{rate:>8.1%}  {verdict}")
+        out(
+            f"{module:<34}{mutants:>8}{c['killed']:>8}{c['survived'] + c['no tests']:>9}{c['timeout']:>8}"
+            f"{n_equiv:>7}{rate:>8.1%}  {verdict}"
+        )
         for name in sorted(n for n in r.survivors if n not in eq):
             out(f"    survived: {name}")
         if r.helpers:
@@ -236,8 +268,10 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
             out(f"    not mutated (decorated): {', '.join(gap)}")
     rate = total_killed / total_counted if total_counted else 1.0
     ok &= rate >= GOAL_ALL or bool(modules)
-    out(f"{'all modules':<34}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{rate:>8.1%}  goal {GOAL_ALL:.0%}"
-        f"{'' if rate >= GOAL_ALL else ' (below)'}")
+    out(
+        f"{'all modules':<34}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{rate:>8.1%}  goal {GOAL_ALL:.0%}"
+        f"{'' if rate >= GOAL_ALL else ' (below)'}"
+    )
     seen = {n for r in res.values() for n in (*r.survivors, *r.helper_survivors)}
     stale = [n for n in eq if n not in seen]
     if stale and not modules:
@@ -246,8 +280,9 @@ def report(root: Path, modules: list[str] | None = None, out=print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devtools.mutate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.mutate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("modules", nargs="*", help="snippet modules (default: all)")
     parser.add_argument("--report-only", action="store_true", help="report the last run without running mutmut")
     args = parser.parse_args(argv)

@@ -25,11 +25,11 @@ from urllib.parse import urljoin
 import fsrs
 import genanki
 
+from kb import cards as cards_mod
+from kb.cards import cards
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project
 from kb.site import Site
-from kb import cards as cards_mod
-from kb.cards import cards
 
 MODEL_ID = 1_718_302_611  # fixed: a re-import recognises the note type
 DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
@@ -59,10 +59,16 @@ def anki_text(markdown_text: str) -> str:
 
 
 MODEL = genanki.Model(
-    MODEL_ID, "Learning Notes card",
+    MODEL_ID,
+    "Learning Notes card",
     fields=[{"name": "Front"}, {"name": "Back"}, {"name": "Card"}, {"name": "Link"}],
-    templates=[{"name": "Card 1", "qfmt": "{{Front}}",
-                "afmt": "{{FrontSide}}<hr id=answer>{{Back}}{{#Link}}<p class=link>{{Link}}</p>{{/Link}}"}],
+    templates=[
+        {
+            "name": "Card 1",
+            "qfmt": "{{Front}}",
+            "afmt": "{{FrontSide}}<hr id=answer>{{Back}}{{#Link}}<p class=link>{{Link}}</p>{{/Link}}",
+        }
+    ],
 )
 
 
@@ -109,22 +115,31 @@ def write_schedule(cursor, states: dict, log: list) -> None:
                 rid += 1
             used.add(rid)
             kind = {fsrs.State.Learning: 0, fsrs.State.Review: 1, fsrs.State.Relearning: 2}[before]
-            cursor.execute("insert into revlog (id, cid, usn, ease, ivl, lastIvl, factor, time, type) "
-                           "values (?, ?, -1, ?, ?, ?, ?, 0, ?)",
-                           (rid, cid, int(r.rating), _ivl(card), last_ivl, int(round((card.difficulty or 0) * 100)),
-                            kind))
+            cursor.execute(
+                "insert into revlog (id, cid, usn, ease, ivl, lastIvl, factor, time, type) "
+                "values (?, ?, -1, ?, ?, ?, ?, 0, ?)",
+                (rid, cid, int(r.rating), _ivl(card), last_ivl, int(round((card.difficulty or 0) * 100)), kind),
+            )
         if fc.state == fsrs.State.Review:
             ivl = max(1, (fc.due - (fc.last_review or fc.due)).days)
             ctype = queue = 2
-            due = (fc.due.date() - dt.datetime.fromtimestamp(crt, dt.timezone.utc).date()).days
+            due = (fc.due.date() - dt.datetime.fromtimestamp(crt, dt.UTC).date()).days
         else:  # learning or relearning (a changed card): due at a time, in seconds
             ivl = max(0, (fc.due - (fc.last_review or fc.due)).days)
             ctype, queue = (1, 1) if fc.state == fsrs.State.Learning else (3, 1)
             due = int(fc.due.timestamp())
-        data = json.dumps({"s": round(fc.stability, 4), "d": round(fc.difficulty, 4), "dr": 0.9,
-                           "lrt": int(fc.last_review.timestamp()) if fc.last_review else None})
-        cursor.execute("update cards set type=?, queue=?, due=?, ivl=?, factor=2500, reps=?, lapses=?, left=0, "
-                       "data=? where id=?", (ctype, queue, due, ivl, len(state.reviews), lapses, data, cid))
+        data = json.dumps(
+            {
+                "s": round(fc.stability, 4),
+                "d": round(fc.difficulty, 4),
+                "dr": 0.9,
+                "lrt": int(fc.last_review.timestamp()) if fc.last_review else None,
+            }
+        )
+        cursor.execute(
+            "update cards set type=?, queue=?, due=?, ivl=?, factor=2500, reps=?, lapses=?, left=0, data=? where id=?",
+            (ctype, queue, due, ivl, len(state.reviews), lapses, data, cid),
+        )
 
 
 def _ivl(card: fsrs.Card) -> int:
@@ -139,7 +154,7 @@ def _ivl(card: fsrs.Card) -> int:
 def export(project: Project, path: Path, now: dt.datetime | None = None) -> Path:
     if path.suffix != ".apkg":
         raise KbError(f"{path}: the Anki file must end in .apkg")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     deck_id = int(hashlib.sha256(str(project.config.get("site_name", "Learning Notes")).encode()).hexdigest()[:8], 16)
     deck = genanki.Deck(deck_id, str(project.config.get("site_name", "Learning Notes")))
     site = Site.load(project)
@@ -149,13 +164,20 @@ def export(project: Project, path: Path, now: dt.datetime | None = None) -> Path
     all_cards = cards(kb)
     states = cards_mod.schedule(all_cards, log, now)
     for card in all_cards:
-        back = anki_text(card.answer) + (f"<details><summary>更多</summary>{anki_text(card.more)}</details>"
-                                         if card.more else "")
-        front = anki_text(card.front) + (f"<p class=context>笔记里的上一句：{anki_text(card.context)}</p>"
-                                         if card.context else "")
-        deck.add_note(genanki.Note(model=MODEL, guid=genanki.guid_for(card.id), tags=[card.topic.replace(" ", "_")],
-                                   fields=[front, back, html.escape(card.id),
-                                           site_link(base, site.url(card.page), card.anchor)]))
+        back = anki_text(card.answer) + (
+            f"<details><summary>更多</summary>{anki_text(card.more)}</details>" if card.more else ""
+        )
+        front = anki_text(card.front) + (
+            f"<p class=context>笔记里的上一句：{anki_text(card.context)}</p>" if card.context else ""
+        )
+        deck.add_note(
+            genanki.Note(
+                model=MODEL,
+                guid=genanki.guid_for(card.id),
+                tags=[card.topic.replace(" ", "_")],
+                fields=[front, back, html.escape(card.id), site_link(base, site.url(card.page), card.anchor)],
+            )
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

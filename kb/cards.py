@@ -32,11 +32,19 @@ import fsrs
 
 from kb import sources
 from kb.model import Answer, Claim, KnowledgeBase, Question, Status
-from kb.project import KbError, Project, SourceError
+from kb.project import Project, SourceError
 
 LOG_NAME = "review-log.tsv"
-GRADES = {"1": fsrs.Rating.Again, "2": fsrs.Rating.Hard, "3": fsrs.Rating.Good, "4": fsrs.Rating.Easy,
-          "a": fsrs.Rating.Again, "h": fsrs.Rating.Hard, "g": fsrs.Rating.Good, "e": fsrs.Rating.Easy}
+GRADES = {
+    "1": fsrs.Rating.Again,
+    "2": fsrs.Rating.Hard,
+    "3": fsrs.Rating.Good,
+    "4": fsrs.Rating.Easy,
+    "a": fsrs.Rating.Again,
+    "h": fsrs.Rating.Hard,
+    "g": fsrs.Rating.Good,
+    "e": fsrs.Rating.Easy,
+}
 SCHEDULER = fsrs.Scheduler(enable_fuzzing=False)  # deterministic: the same log gives the same schedule
 
 
@@ -44,11 +52,15 @@ ANSWER_LIMIT = 120  # characters of a card's short answer, as the learner reads 
 
 # Words that point at something beside the card (a table above, the previous claim, the next section):
 # the card does not show it, so a card never says them (SuperMemo's rule: no missing context).
-DEICTIC = re.compile(r"上表|下表|上图|下图|上一条|下一条|上一节|下一节|最后一节|本节|这一节|上一段|下一段|上式|下式"
-                     r"|上文|下文|前文|上述|见上|见下|如上|如下|同上|上面(?:的|说|一行|那)|下面(?:的|第|说|那)")
+DEICTIC = re.compile(
+    r"上表|下表|上图|下图|上一条|下一条|上一节|下一节|最后一节|本节|这一节|上一段|下一段|上式|下式"
+    r"|上文|下文|前文|上述|见上|见下|如上|如下|同上|上面(?:的|说|一行|那)|下面(?:的|第|说|那)"
+)
 _RESOLVE = [  # what each pointer becomes: the linked source, named as such
-    (re.compile(r"上表|下表"), "原文的表"), (re.compile(r"上图|下图"), "原文的图"),
-    (re.compile(r"上式|下式"), "原文的式子"), (re.compile(r"上一条|下一条"), "原文中相邻的论断"),
+    (re.compile(r"上表|下表"), "原文的表"),
+    (re.compile(r"上图|下图"), "原文的图"),
+    (re.compile(r"上式|下式"), "原文的式子"),
+    (re.compile(r"上一条|下一条"), "原文中相邻的论断"),
     (re.compile(r"(?:见)?(?:上一节|下一节|最后一节|本节|这一节|上一段|下一段)"), "见原文"),
     (re.compile(r"上面一行"), "原文的另一行"),
     (re.compile(r"(?:上面|下面)(?=的|说|那|第)|上文|下文|前文|上述"), "原文中"),
@@ -60,6 +72,7 @@ _PAREN = re.compile(r"（[^（）]*）")  # an aside (full-width parentheses; AS
 
 def _drop_asides(text: str, only=None) -> str:
     """Asides removed (those matching ``only`` if given), where they hold whole formulas and code spans."""
+
     def drop(m: re.Match) -> str:
         inside = _MATH.sub("", m.group(0))
         whole = inside.count("$") % 2 == 0 and inside.count("`") % 2 == 0
@@ -103,7 +116,7 @@ def _reason(owner: Claim | Answer) -> str:
     """The first paragraph of a claim's or answer's explanation (Markdown), links made docs-relative."""
     page, block = owner.page, owner.block
     paragraph: list[str] = []
-    for line in page.lines[block.body_start:block.end]:
+    for line in page.lines[block.body_start : block.end]:
         text = line[4:] if line.startswith("    ") else line.strip()
         if not text.strip():
             if paragraph and not all(p.lstrip().startswith("|") for p in paragraph):
@@ -132,13 +145,14 @@ def _outside_math(text: str, change) -> str:
     """``change`` applied to the text between formulas and code spans (those are kept as they are)."""
     out, at = [], 0
     for m in _MATH.finditer(text):
-        out += [change(text[at:m.start()]), m.group(0)]
+        out += [change(text[at : m.start()]), m.group(0)]
         at = m.end()
     return "".join(out + [change(text[at:])])
 
 
 def resolve_context(text: str) -> str:
     """Pointers to what the card does not show: an aside holding one is dropped, others name the source."""
+
     def change(part: str) -> str:
         for pattern, replacement in _RESOLVE:
             part = pattern.sub(replacement, part)
@@ -159,16 +173,30 @@ def tex_text(tex: str) -> str:
 
         spaced = ["log", "exp", "min", "max", "sin", "cos", "det", "arg", "sup", "inf", "lim", "tanh"]
         text_db = get_default_latex_context_db().filter_context()  # a copy, with the macros below first
-        text_db.add_context_category("kb", prepend=True, macros=[
-            *[MacroTextSpec(name, f" {name} ") for name in spaced],
-            MacroTextSpec("|", "‖"), MacroTextSpec("lVert", "‖"), MacroTextSpec("rVert", "‖"),
-            MacroTextSpec("tfrac", "%(1)s/%(2)s"), MacroTextSpec("dfrac", "%(1)s/%(2)s"),
-            MacroTextSpec("operatorname", "%(1)s"), MacroTextSpec("top", "ᵀ"),
-        ])
+        text_db.add_context_category(
+            "kb",
+            prepend=True,
+            macros=[
+                *[MacroTextSpec(name, f" {name} ") for name in spaced],
+                MacroTextSpec("|", "‖"),
+                MacroTextSpec("lVert", "‖"),
+                MacroTextSpec("rVert", "‖"),
+                MacroTextSpec("tfrac", "%(1)s/%(2)s"),
+                MacroTextSpec("dfrac", "%(1)s/%(2)s"),
+                MacroTextSpec("operatorname", "%(1)s"),
+                MacroTextSpec("top", "ᵀ"),
+            ],
+        )
         parse_db = latexwalker.get_default_latex_context_db().filter_context()
-        parse_db.add_context_category("kb", prepend=True, macros=[
-            macrospec.MacroSpec("tfrac", "{{"), macrospec.MacroSpec("dfrac", "{{"),
-            macrospec.MacroSpec("operatorname", "{")])
+        parse_db.add_context_category(
+            "kb",
+            prepend=True,
+            macros=[
+                macrospec.MacroSpec("tfrac", "{{"),
+                macrospec.MacroSpec("dfrac", "{{"),
+                macrospec.MacroSpec("operatorname", "{"),
+            ],
+        )
         _TEX2TEXT = (LatexNodes2Text(latex_context=text_db, math_mode="text", strict_latex_spaces=False), parse_db)
     converter, parse_db = _TEX2TEXT
     from pylatexenc.latexwalker import LatexWalker
@@ -183,6 +211,7 @@ _SUB = dict(zip("0123456789+-=()aeioxtkijn", "₀₁₂₃₄₅₆₇₈₉₊�
 
 def _scripts(tex: str) -> str:
     """Superscripts and subscripts made of digits and signs as Unicode (``10^{-12}`` -> ``10⁻¹²``)."""
+
     def convert(m: re.Match, table: dict) -> str:
         body = m.group(1) or m.group(2)
         return "".join(table[ch] for ch in body) if all(ch in table for ch in body) else m.group(0)
@@ -206,8 +235,11 @@ def shown_length(markdown_text: str) -> int:
 
 def _sentences(markdown_text: str) -> list[str]:
     """Sentences of prose (tables, lists and headings left out), formulas and code kept whole."""
-    prose = " ".join(line.strip() for line in markdown_text.split("\n")
-                     if line.strip() and not re.match(r"\s*(\||[-*+] |\d+\. |#)", line))
+    prose = " ".join(
+        line.strip()
+        for line in markdown_text.split("\n")
+        if line.strip() and not re.match(r"\s*(\||[-*+] |\d+\. |#)", line)
+    )
     out = []
     pieces = _MATH.split(prose)
     spans = _MATH.findall(prose)
@@ -236,7 +268,7 @@ def _cut(sentence: str, limit: int) -> str:
     """The sentence cut at its last clause boundary that keeps it within ``limit`` characters as shown."""
     best = ""
     for m in re.finditer(r"[，：、—]", _outside_math(sentence, lambda p: p.replace("\x00", ""))):
-        head = sentence[:m.start()]
+        head = sentence[: m.start()]
         if _MATH_OPEN(head):
             continue
         if shown_length(head) + 2 <= limit:
@@ -244,7 +276,7 @@ def _cut(sentence: str, limit: int) -> str:
     if best:
         return best.rstrip("，：、— ") + "……"
     text = plain_text(sentence)
-    return text[:limit - 2] + "……"
+    return text[: limit - 2] + "……"
 
 
 def _MATH_OPEN(head: str) -> bool:
@@ -315,10 +347,22 @@ def _make_cards(kb: KnowledgeBase) -> list[Card]:
             short, cut = _fit(f"还缺：{c.missing}")
         if not short:  # nothing to derive from: the claim wants a `review:` line
             short, cut = _fit(c.title), True
-        out.append(Card(f"claim:{c.id}", c.page.section, claim_question(c.title), f"**{c.status.label}**。{short}",
-                        resolve_context(reason), c.status.key, c.status.label, c.page.src_uri, c.anchor,
-                        content=f"{c.title}\n{c.status.key}\n{reason}\n{c.card_answer or ''}",
-                        written=written, over_limit=cut))
+        out.append(
+            Card(
+                f"claim:{c.id}",
+                c.page.section,
+                claim_question(c.title),
+                f"**{c.status.label}**。{short}",
+                resolve_context(reason),
+                c.status.key,
+                c.status.label,
+                c.page.src_uri,
+                c.anchor,
+                content=f"{c.title}\n{c.status.key}\n{reason}\n{c.card_answer or ''}",
+                written=written,
+                over_limit=cut,
+            )
+        )
     for q in kb.questions:
         if not q.answered_by:
             continue
@@ -332,8 +376,11 @@ def _make_cards(kb: KnowledgeBase) -> list[Card]:
             reason = _reason(owner)
             if isinstance(owner, Claim):
                 label = f"论断（{owner.status.label}）"
-                said = owner.title if owner.status is Status.VERIFIED else \
-                    f"{owner.title if owner.title.startswith('“') else f'“{owner.title}”'}{owner.status.label}"
+                said = (
+                    owner.title
+                    if owner.status is Status.VERIFIED
+                    else f"{owner.title if owner.title.startswith('“') else f'“{owner.title}”'}{owner.status.label}"
+                )
             else:
                 label, said = "解答", owner.title
             short, over = _fit(said)
@@ -346,10 +393,22 @@ def _make_cards(kb: KnowledgeBase) -> list[Card]:
         digest = hashlib.sha256(q.text.encode("utf-8")).hexdigest()[:10]
         topic = _question_topic(kb, q)
         more = "\n\n".join(parts).strip()
-        out.append(Card(f"question:{q.page.rel}:{digest}", topic, q.text, answer, more,
-                        status.key if status else "answered", status.label if status else "已解答",
-                        q.page.src_uri, q.anchor, content=f"{q.text}\n{status.key if status else ''}\n{more}",
-                        context=resolve_context(_context(q)), over_limit=cut))
+        out.append(
+            Card(
+                f"question:{q.page.rel}:{digest}",
+                topic,
+                q.text,
+                answer,
+                more,
+                status.key if status else "answered",
+                status.label if status else "已解答",
+                q.page.src_uri,
+                q.anchor,
+                content=f"{q.text}\n{status.key if status else ''}\n{more}",
+                context=resolve_context(_context(q)),
+                over_limit=cut,
+            )
+        )
     return sorted(out, key=lambda c: (c.topic, c.id))
 
 
@@ -398,8 +457,12 @@ def read_log(path: Path, shown: str | None = None) -> list[Review]:
             continue
         marker = sources.conflict_marker(line)
         if marker:
-            raise SourceError(shown, n, f"git merge conflict marker '{marker}': keep both sides' review lines "
-                              "(each is one review), delete the marker lines, then run kb again")
+            raise SourceError(
+                shown,
+                n,
+                f"git merge conflict marker '{marker}': keep both sides' review lines "
+                "(each is one review), delete the marker lines, then run kb again",
+            )
         parts = line.split("\t")
         try:
             time = dt.datetime.fromisoformat(parts[0])
@@ -411,7 +474,9 @@ def read_log(path: Path, shown: str | None = None) -> list[Review]:
         time = time.replace(tzinfo=dt.UTC) if time.tzinfo is None else time.astimezone(dt.UTC)
         if not 1970 <= time.year <= 2200:  # a typo'd year: FSRS's next due date would overflow
             raise SourceError(shown, n, f"review time {parts[0]} is outside 1970-2200")
-        out.append(Review(time, parts[1], rating, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else ""))
+        out.append(
+            Review(time, parts[1], rating, parts[3] if len(parts) > 3 else "", parts[4] if len(parts) > 4 else "")
+        )
     return sorted(out, key=lambda r: r.time)
 
 
@@ -443,13 +508,22 @@ def schedule(deck: list[Card], log: list[Review], now: dt.datetime) -> dict[str,
             continue
         s.fsrs_card, _ = SCHEDULER.review_card(s.fsrs_card, r.rating, review_datetime=r.time)
         s.reviews.append(r)
-    labels = {"verified": "已验证", "refuted": "已证伪", "qualified": "部分成立", "open": "待解决", "answered": "已解答"}
+    labels = {
+        "verified": "已验证",
+        "refuted": "已证伪",
+        "qualified": "部分成立",
+        "open": "待解决",
+        "answered": "已解答",
+    }
     for s in states.values():
         if s.reviews and s.reviews[-1].digest != s.card.digest:
             last = s.reviews[-1].status
             what = "此论断" if s.card.id.startswith("claim:") else "此问题的解答"
-            s.changed = (f"{what}已从 {labels.get(last, last)} 改为 {s.card.status_label}" if last and last != s.card.status
-                         else f"{what}的内容已改写")
+            s.changed = (
+                f"{what}已从 {labels.get(last, last)} 改为 {s.card.status_label}"
+                if last and last != s.card.status
+                else f"{what}的内容已改写"
+            )
             s.fsrs_card.state, s.fsrs_card.step = fsrs.State.Relearning, 0
             s.fsrs_card.due = min(s.fsrs_card.due, now)
     return states

@@ -23,7 +23,7 @@ from pathlib import Path
 from kb import nbcache, render, sources
 from kb.model import Claim, KnowledgeBase, Page, Status, has_checks, notebooks_of  # noqa: F401 (re-exported)
 from kb.project import KbError, Project, SourceError
-from kb.site import FIGURE, Site
+from kb.site import Site
 
 HTML_ID = re.compile(r'\bid="([^"]+)"')
 
@@ -74,8 +74,10 @@ def resolve(kb: KnowledgeBase, targets: list[str], cwd: Path) -> list[Page]:
             topic = topics[target.lower()]
             found = [p for p in kb.pages.values() if not p.is_post and p.section == topic]
         else:
-            raise KbError(f"{target}: not a page, a snippet file, a notebook or a topic "
-                          f"(topics: {', '.join(project.allowed_topics)}, 基础)")
+            raise KbError(
+                f"{target}: not a page, a snippet file, a notebook or a topic "
+                f"(topics: {', '.join(project.allowed_topics)}, 基础)"
+            )
         for p in found:
             pages[p.src_uri] = p
     return sorted(pages.values(), key=lambda p: p.src_uri)
@@ -115,7 +117,9 @@ def _anchors(site: Site, kb: KnowledgeBase, page: Page, cache: dict[str, set[str
     return cache[page.src_uri]
 
 
-def link_errors(site: Site, kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None = None) -> list[SourceError]:
+def link_errors(
+    site: Site, kb: KnowledgeBase, page: Page, cache: dict[str, set[str]] | None = None
+) -> list[SourceError]:
     """Links of a page that lead nowhere: a missing page or file, or a missing anchor."""
     cache = {} if cache is None else cache
     errors = []
@@ -171,9 +175,13 @@ def invalid_claims(claims: list[Claim], problems: list[SourceError]) -> dict[str
     return out
 
 
-def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str],
-               session_problems: list[str] = (), counterfactuals: dict[str, list[str]] | None = None
-               ) -> tuple[bool, str]:
+def claim_line(
+    claim: Claim,
+    outcomes: dict[str, str],
+    invalid: dict[str, str],
+    session_problems: list[str] = (),
+    counterfactuals: dict[str, list[str]] | None = None,
+) -> tuple[bool, str]:
     counterfactuals = counterfactuals or {}
     head = f"[{claim.status.key}] {claim.id}:"
     problem = f"; invalid: {invalid[claim.id]}" if claim.id in invalid else ""
@@ -199,8 +207,9 @@ def claim_line(claim: Claim, outcomes: dict[str, str], invalid: dict[str, str],
     return not problem, f"{'ok  ' if not problem else 'FAIL'}  {head} {claim.test.node_id} passed{cfs}{problem}"
 
 
-def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (),
-        early=None) -> dict:
+def run(
+    project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (), early=None
+) -> dict:
     """Check the pages the targets name; returns the result (also what the live status line shows).
 
     ``early`` is told at once when validation already fails (the live status line turns red
@@ -216,11 +225,23 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     invalid = invalid_claims(p.claims, p.problems)
     problems = [str(e) for e in p.problems]
     if p.problems and early:
-        early({"pages": [pg.src_uri for pg in pages], "passed": False, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "seconds": round(time.time() - started, 1), "failing_claims": sorted(invalid),
-               "failed_tests": [], "problems": problems, "running": True,
-               "failures": [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
-                             "reason": invalid[c.id]} for c in p.claims if c.id in invalid]})
+        early(
+            {
+                "pages": [pg.src_uri for pg in pages],
+                "passed": False,
+                "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "seconds": round(time.time() - started, 1),
+                "failing_claims": sorted(invalid),
+                "failed_tests": [],
+                "problems": problems,
+                "running": True,
+                "failures": [
+                    {"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor, "reason": invalid[c.id]}
+                    for c in p.claims
+                    if c.id in invalid
+                ],
+            }
+        )
     outcomes = Outcomes()
     code = 0
     session_problems: list[str] = []
@@ -238,14 +259,29 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
     p.node_ids = [n for n in p.node_ids if n not in reused]
     session_started = time.time()
     if p.node_ids:
-        args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--no-header", "-rf", "--tb=short",
-                "--rootdir", str(project.root), "-c", str(project.root / "pyproject.toml"),
-                *pytest_args, *[str(project.root / n) for n in p.node_ids]]
+        args = [
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-n",
+            "0",
+            "--no-header",
+            "-rf",
+            "--tb=short",
+            "--rootdir",
+            str(project.root),
+            "-c",
+            str(project.root / "pyproject.toml"),
+            *pytest_args,
+            *[str(project.root / n) for n in p.node_ids],
+        ]
         code, report, running = _run_session(project, args, out)
         if report is None:
             what = f" while running {running}" if running else ""
-            problems.append(f"the check's test session did not reach its end{what} (exit code {code}): "
-                            "a test or module exited the process; nothing it ran counts")
+            problems.append(
+                f"the check's test session did not reach its end{what} (exit code {code}): "
+                "a test or module exited the process; nothing it ran counts"
+            )
             out(f"invalid: {problems[-1]}")
         else:
             outcomes.reports |= {n: o for n, o in report["outcomes"].items()}
@@ -264,20 +300,41 @@ def run(project: Project, targets: list[str], cwd: Path, out=print, pytest_args:
         out(line)
     failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
     # exit code 5 (nothing collected) is a pass only when there was nothing to run
-    passed = not problems and (code == 0 or (code == 5 and not p.node_ids)) and all(ok for ok, _ in lines) \
+    passed = (
+        not problems
+        and (code == 0 or (code == 5 and not p.node_ids))
+        and all(ok for ok, _ in lines)
         and not failed_tests
+    )
     failing_claims = [c.id for c, (ok, _) in zip(p.claims, lines) if not ok]
     # For the live status line: each failing claim's sentence, where it is, and the reason printed above.
-    failures = [{"id": c.id, "title": c.title, "page": c.page.src_uri, "anchor": c.anchor,
-                 "reason": line.split(f"{c.id}:", 1)[-1].strip(), "test": c.test.node_id if c.test else None}
-                for c, (ok, line) in zip(p.claims, lines) if not ok]
-    out(f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
+    failures = [
+        {
+            "id": c.id,
+            "title": c.title,
+            "page": c.page.src_uri,
+            "anchor": c.anchor,
+            "reason": line.split(f"{c.id}:", 1)[-1].strip(),
+            "test": c.test.node_id if c.test else None,
+        }
+        for c, (ok, line) in zip(p.claims, lines)
+        if not ok
+    ]
+    out(
+        f"\n{'passed' if passed else 'FAILED'}: {len(pages)} page(s), {sum(ok for ok, _ in lines)}/{len(lines)} claims, "
         f"{len(outcomes.reports)} tests ({len(failed_tests)} failed), {len(p.problems)} validation problem(s), "
-        f"{time.time() - started:.1f} s")
+        f"{time.time() - started:.1f} s"
+    )
     return {
-        "pages": [pg.src_uri for pg in pages], "passed": passed, "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "seconds": round(time.time() - started, 1), "failing_claims": failing_claims,
-        "failed_tests": failed_tests, "problems": problems, "node_ids": p.node_ids, "failures": failures,
+        "pages": [pg.src_uri for pg in pages],
+        "passed": passed,
+        "ran_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.time() - started, 1),
+        "failing_claims": failing_claims,
+        "failed_tests": failed_tests,
+        "problems": problems,
+        "node_ids": p.node_ids,
+        "failures": failures,
     }
 
 
@@ -292,7 +349,6 @@ def _session_env(project: Project) -> dict[str, str]:
 def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | None, str | None]:
     """pytest in its own process (a test that exits the process cannot end the check as passed);
     the session's outcome comes back as the kb plugin's JSON report, never as pickled objects."""
-    import os
     import subprocess
     import sys
     import tempfile
@@ -301,9 +357,15 @@ def _run_session(project: Project, args: list[str], out) -> tuple[int, dict | No
 
     with tempfile.TemporaryDirectory(prefix="kb-check-") as tmp:
         report_path = Path(tmp) / "report.json"
-        proc = subprocess.run([sys.executable, "-m", "pytest", *args, "--kb-report", str(report_path)],
-                              cwd=project.root, env=_session_env(project),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", *args, "--kb-report", str(report_path)],
+            cwd=project.root,
+            env=_session_env(project),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         for line in proc.stdout.rstrip("\n").split("\n"):
             if line.strip():
                 out(line)
@@ -323,10 +385,18 @@ def _own_part(result: dict, uri: str) -> dict:
     # a problem names its file: "docs/<page>:line: ..."; one naming another page is that page's
     named = [q for q in result["problems"] if any(q.startswith(f"docs/{u}:") for u in pages)]
     problems = [q for q in result["problems"] if q.startswith(f"docs/{uri}:") or q not in named]
-    tests = [t for t in result["failed_tests"] if t not in claimed
-             and not any(t.startswith(f"docs/{u}") for u in pages if u != uri)]
-    return {"passed": not (own or problems or tests), "failures": own, "failing_claims": [f["id"] for f in own],
-            "problems": problems, "failed_tests": [t for t in result["failed_tests"] if t in tests]}
+    tests = [
+        t
+        for t in result["failed_tests"]
+        if t not in claimed and not any(t.startswith(f"docs/{u}") for u in pages if u != uri)
+    ]
+    return {
+        "passed": not (own or problems or tests),
+        "failures": own,
+        "failing_claims": [f["id"] for f in own],
+        "problems": problems,
+        "failed_tests": [t for t in result["failed_tests"] if t in tests],
+    }
 
 
 def write_status(path: Path, result: dict) -> None:
@@ -340,8 +410,20 @@ def write_status(path: Path, result: dict) -> None:
     if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
         data = {}
     for uri in result["pages"]:
-        data[uri] = {k: result[k] for k in ("passed", "ran_at", "seconds", "failing_claims", "failed_tests", "problems",
-                                            "failures", "running") if k in result}
+        data[uri] = {
+            k: result[k]
+            for k in (
+                "passed",
+                "ran_at",
+                "seconds",
+                "failing_claims",
+                "failed_tests",
+                "problems",
+                "failures",
+                "running",
+            )
+            if k in result
+        }
         if len(result["pages"]) > 1 and not result["passed"]:
             data[uri].update(_own_part(result, uri))
     path.parent.mkdir(parents=True, exist_ok=True)

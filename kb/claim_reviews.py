@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
@@ -75,11 +74,15 @@ def load(project: Project) -> Readings:
             continue
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
-            out.errors.append(SourceError(rel, mark.line + 1 if mark else None,
-                                          f"not valid YAML ({getattr(e, 'problem', e)})"))
+            out.errors.append(
+                SourceError(rel, mark.line + 1 if mark else None, f"not valid YAML ({getattr(e, 'problem', e)})")
+            )
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("claim"), str) \
-                or not isinstance(data.get("reviews"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("claim"), str)
+            or not isinstance(data.get("reviews"), list)
+        ):
             out.errors.append(SourceError(rel, 1, "a review file holds `claim: <id>` and `reviews:` (a list)"))
             continue
         claim = data["claim"]
@@ -98,10 +101,19 @@ def load(project: Project) -> Readings:
                 out.errors.append(SourceError(rel, where, f"date '{entry['date']}' is not a date (YYYY-MM-DD)"))
                 continue
             srcs = entry["sources"] if isinstance(entry["sources"], list) else [entry["sources"]]
-            reviews.append(ClaimReview(claim, entry["date"], str(entry["commit"]), str(entry["reviewer"]),
-                                       str(entry["fingerprint"]), tuple(str(s) for s in srcs),
-                                       str(entry["found"]).strip(), str(entry["resolution"]).strip(),
-                                       f"{rel}:{where}"))
+            reviews.append(
+                ClaimReview(
+                    claim,
+                    entry["date"],
+                    str(entry["commit"]),
+                    str(entry["reviewer"]),
+                    str(entry["fingerprint"]),
+                    tuple(str(s) for s in srcs),
+                    str(entry["found"]).strip(),
+                    str(entry["resolution"]).strip(),
+                    f"{rel}:{where}",
+                )
+            )
         out.by_claim[claim] = sorted(reviews, key=lambda r: r.date)
         out.files[claim] = rel
     return out

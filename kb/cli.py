@@ -166,8 +166,13 @@ def claim_record(c) -> dict:
     """One claim as data: what `kb claims --json` prints (field names are part of the interface)."""
     last = c.last_review
     return {
-        "id": c.id, "status": c.status.key, "title": c.title, "page": c.page.rel, "line": c.line,
-        "test": c.test.node_id if c.test else None, "basis": c.basis.key,
+        "id": c.id,
+        "status": c.status.key,
+        "title": c.title,
+        "page": c.page.rel,
+        "line": c.line,
+        "test": c.test.node_id if c.test else None,
+        "basis": c.basis.key,
         "counterfactuals": [{"kwargs": cf.kwargs, "text": cf.text, "line": cf.line} for cf in c.counterfactuals],
         "quotes": [{"source": q.source, "text": q.text, "line": q.line} for q in c.quotes],
         "reviewed": last.date.isoformat() if last else None,
@@ -210,12 +215,12 @@ def _now(value: str | None):
 
     value = value or os.environ.get("KB_NOW")
     if not value:
-        return dt.datetime.now(dt.timezone.utc)
+        return dt.datetime.now(dt.UTC)
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
         raise KbError(f"--now {value!r}: expected a time like 2026-01-02T09:00") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _new_per_day(value: str) -> int | None:
@@ -268,8 +273,11 @@ def cmd_topic_new(args) -> int:
     for rel in written:
         print(f"{verb} {rel}")
     if not args.dry_run:
-        print(f"topic '{topic.name}' (slug {topic.slug}): kb check {shlex.quote(topic.name)}; "
-              f"kb new --topic {shlex.quote(topic.name)}", file=sys.stderr)
+        print(
+            f"topic '{topic.name}' (slug {topic.slug}): kb check {shlex.quote(topic.name)}; "
+            f"kb new --topic {shlex.quote(topic.name)}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -278,8 +286,7 @@ def cmd_import(args) -> int:
     from kb.journal import Journal, check_topics
 
     project = _project(args)
-    journal = Journal(project.posts_dir, project.docs_dir / project.blog_dir, project.allowed_topics,
-                      shown=project.rel)
+    journal = Journal(project.posts_dir, project.docs_dir / project.blog_dir, project.allowed_topics, shown=project.rel)
     topics = check_topics(args.topic, project.allowed_topics)
     notes: list[str] = []
     found = [s for target in args.paths for s in importer.collect(Path(target), notes)]
@@ -289,14 +296,22 @@ def cmd_import(args) -> int:
     verbs = {"create": "create", "append": "append to", "present": "already in"}
     for step in steps:
         s = step.section
-        verb = verbs[step.action] if args.dry_run else {"create": "created", "append": "appended to",
-                                                         "present": "already in"}[step.action]
-        print(f"{'would ' if args.dry_run and step.action != 'present' else ''}{verb} "
-              f"{project.rel(journal.posts / f'{s.day.isoformat()}.md')} "
-              f"({s.source}:{s.line}, {len(s.key.splitlines())} lines)")
+        verb = (
+            verbs[step.action]
+            if args.dry_run
+            else {"create": "created", "append": "appended to", "present": "already in"}[step.action]
+        )
+        print(
+            f"{'would ' if args.dry_run and step.action != 'present' else ''}{verb} "
+            f"{project.rel(journal.posts / f'{s.day.isoformat()}.md')} "
+            f"({s.source}:{s.line}, {len(s.key.splitlines())} lines)"
+        )
     counts = {a: sum(st.action == a for st in steps) for a in verbs}
-    print(f"{counts['create']} new posts, {counts['append']} appended sections, {counts['present']} already there"
-          + (" (dry run: nothing written)" if args.dry_run else ""), file=sys.stderr)
+    print(
+        f"{counts['create']} new posts, {counts['append']} appended sections, {counts['present']} already there"
+        + (" (dry run: nothing written)" if args.dry_run else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -325,17 +340,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="the project folder (default: found from the current directory)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    n = sub.add_parser("new", help="add a note: create the day's journal post, or append a section to it",
-                       description="Add a note to the journal: create the day's post, or append a section to it.")
+    n = sub.add_parser(
+        "new",
+        help="add a note: create the day's journal post, or append a section to it",
+        description="Add a note to the journal: create the day's post, or append a section to it.",
+    )
     n.add_argument("--date", help="YYYY-MM-DD (default: today)")
-    n.add_argument("--topic", action="append", default=[], metavar="TOPIC",
-                   help="a journal category; repeatable (the topics are listed below)")
+    n.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="a journal category; repeatable (the topics are listed below)",
+    )
     n.add_argument("-m", "--message", help="the note's text (else --edit, else stdin)")
     n.add_argument("--edit", action="store_true", help="write the note in $EDITOR")
     n.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     n.add_argument("--posts-dir", help="journal posts folder (must lie inside the journal, not through a symlink)")
-    n.add_argument("--allow-large", action="store_true",
-                   help="add a note over 100 KB (refused otherwise: usually a pasted file or log)")
+    n.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="add a note over 100 KB (refused otherwise: usually a pasted file or log)",
+    )
     n.set_defaults(func=cmd_new)
 
     q = sub.add_parser("questions", help="print open questions as file:line")
@@ -343,13 +369,19 @@ def parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_questions)
 
     c = sub.add_parser("claims", help="print every claim and its status as file:line")
-    c.add_argument("--json", action="store_true",
-                   help="one object per claim: id, status, page, line, test, counterfactuals, reviewed, review_current")
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help="one object per claim: id, status, page, line, test, counterfactuals, reviewed, review_current",
+    )
     c.set_defaults(func=cmd_claims)
 
-    k = sub.add_parser("check", help="run what a page shows and asserts: its code, snippets, claims' tests, notebooks",
-                       description="Check pages: a page (docs/...md), every page of a topic (SAC), or every page "
-                                   "that includes a snippet file (snippets/...py). One line per claim, then a summary.")
+    k = sub.add_parser(
+        "check",
+        help="run what a page shows and asserts: its code, snippets, claims' tests, notebooks",
+        description="Check pages: a page (docs/...md), every page of a topic (SAC), or every page "
+        "that includes a snippet file (snippets/...py). One line per claim, then a summary.",
+    )
     k.add_argument("targets", nargs="+", metavar="PATH|TOPIC")
     k.add_argument("--status-file", help=argparse.SUPPRESS)  # kb serve's live status
     k.set_defaults(func=cmd_check)
@@ -361,8 +393,13 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("review", help="review today's due cards (the notes' questions and claims), FSRS-scheduled")
     r.add_argument("--topic", help="only this topic's cards")
     r.add_argument("--stats", action="store_true", help="cards per topic and the forecast for the next 7 days")
-    r.add_argument("--new-per-day", type=_new_per_day, default=20, metavar="N",
-                   help="new cards a day (default 20, Anki's default; 'all' for no limit)")
+    r.add_argument(
+        "--new-per-day",
+        type=_new_per_day,
+        default=20,
+        metavar="N",
+        help="new cards a day (default 20, Anki's default; 'all' for no limit)",
+    )
     r.add_argument("--now", help=argparse.SUPPRESS)  # an injected clock, for tests (also KB_NOW)
     r.set_defaults(func=cmd_review)
 
@@ -375,18 +412,24 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("assets", help="fetch KaTeX and Mermaid into docs/assets/vendor")
     a.set_defaults(func=cmd_assets)
 
-    i = sub.add_parser("import", help="import dated notes (a file, or a folder of them) as journal posts",
-                       description="Import dated notes as journal posts, verbatim: sections start at a date "
-                                   "line (# 20251230, ## 2026-01-02, 2026年1月2日), or a file is one day named by "
-                                   "its date (2026-01-02.md). Importing twice adds nothing; a day that has a post "
-                                   "gets the text appended as a new section.")
+    i = sub.add_parser(
+        "import",
+        help="import dated notes (a file, or a folder of them) as journal posts",
+        description="Import dated notes as journal posts, verbatim: sections start at a date "
+        "line (# 20251230, ## 2026-01-02, 2026年1月2日), or a file is one day named by "
+        "its date (2026-01-02.md). Importing twice adds nothing; a day that has a post "
+        "gets the text appended as a new section.",
+    )
     i.add_argument("paths", nargs="+", metavar="FILE|DIR")
     i.add_argument("--topic", action="append", default=[], metavar="TOPIC", help="a journal category for the posts")
     i.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     i.set_defaults(func=cmd_import)
 
-    ni = sub.add_parser("init", help="make a new, empty knowledge base (mkdocs.yml, Makefile, README, CI, "
-                                     "one example topic and one journal post)")
+    ni = sub.add_parser(
+        "init",
+        help="make a new, empty knowledge base (mkdocs.yml, Makefile, README, CI, "
+        "one example topic and one journal post)",
+    )
     ni.add_argument("dir", help="the new project's folder (must not exist, or be empty)")
     ni.add_argument("--name", help="the site's name (default: the folder's name)")
     ni.set_defaults(func=cmd_init)
@@ -394,14 +437,20 @@ def parser() -> argparse.ArgumentParser:
     pb = sub.add_parser("publish", help="build the strict site and push it to a branch (as mkdocs gh-deploy)")
     pb.add_argument("--remote", default="origin", help="a git remote's name or URL (default: origin)")
     pb.add_argument("--branch", default="gh-pages", help="the branch to push the site to (default: gh-pages)")
-    pb.add_argument("--site-url", help="where the site will be read (default: the GitHub Pages address of the "
-                                      "remote, else mkdocs.yml's site_url if it is not a local address)")
+    pb.add_argument(
+        "--site-url",
+        help="where the site will be read (default: the GitHub Pages address of the "
+        "remote, else mkdocs.yml's site_url if it is not a local address)",
+    )
     pb.set_defaults(func=cmd_publish)
 
     t = sub.add_parser("topic", help="kb topic new NAME: add a topic (journal category, nav, page, snippets)")
     tsub = t.add_subparsers(dest="action", required=True)
-    tn = tsub.add_parser("new", help="add a topic: its journal category and nav entry in mkdocs.yml, its page "
-                                     "docs/topics/<slug>.md and snippets/<module>/ with a first claim and its test")
+    tn = tsub.add_parser(
+        "new",
+        help="add a topic: its journal category and nav entry in mkdocs.yml, its page "
+        "docs/topics/<slug>.md and snippets/<module>/ with a first claim and its test",
+    )
     tn.add_argument("name", help="the topic's name as the learner says it (扩散策略, Diffusion Policy, ...)")
     tn.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     tn.set_defaults(func=cmd_topic_new)

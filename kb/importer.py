@@ -28,9 +28,11 @@ from kb import sources
 from kb.journal import FIRST_DAY, LAST_DAY, NOTE_LIMIT, Journal, note_problem
 from kb.project import KbError
 
-_DATE = (r"(?P<compact>\d{8})"
-         r"|(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
-         r"|(?P<cy>\d{4})年(?P<cm>\d{1,2})月(?P<cd>\d{1,2})[日号]")
+_DATE = (
+    r"(?P<compact>\d{8})"
+    r"|(?P<y>\d{4})(?P<sep>[-/.])(?P<m>\d{1,2})(?P=sep)(?P<d>\d{1,2})"
+    r"|(?P<cy>\d{4})年(?P<cm>\d{1,2})月(?P<cd>\d{1,2})[日号]"
+)
 _WEEKDAY = r"(?:[ \t]*[（(]?(?:星期|周|礼拜)[一二三四五六日天][)）]?)?"
 DATE_LINE = re.compile(rf"^(?P<marks>#{{1,6}}[ \t]+)?(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?[ \t]*#*[ \t]*$")
 FILE_DATE = re.compile(rf"^(?:{_DATE}|(?P<uy>\d{{4}})_(?P<um>\d{{1,2}})_(?P<ud>\d{{1,2}}))$")
@@ -81,8 +83,10 @@ def _day(m: re.Match, where: str) -> dt.date:
     except ValueError as e:
         raise KbError(f"{where}: '{m.group(0).strip()}' is not a date ({e}); nothing imported") from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise KbError(f"{where}: {day.isoformat()} is outside the journal's range {FIRST_DAY.isoformat()} "
-                      f"to {LAST_DAY.isoformat()}; nothing imported")
+        raise KbError(
+            f"{where}: {day.isoformat()} is outside the journal's range {FIRST_DAY.isoformat()} "
+            f"to {LAST_DAY.isoformat()}; nothing imported"
+        )
     return day
 
 
@@ -110,8 +114,10 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
     if not starts:
         m = FILE_DATE.match(path.stem)
         if not m:
-            raise KbError(f"{path}:1: no date line (# 20251230, ## 2026-01-02, 2026年1月2日) and the file name "
-                          "is not a date (2026-01-02.md); nothing imported")
+            raise KbError(
+                f"{path}:1: no date line (# 20251230, ## 2026-01-02, 2026年1月2日) and the file name "
+                "is not a date (2026-01-02.md); nothing imported"
+            )
         day = _day(m, f"{path}:1")
         return [Section(path, 1, day, None, text)] if text.strip() else []
     if "".join(lines[: starts[0][0]]).strip():
@@ -119,7 +125,7 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
     out = []
     for n, (i, day) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
-        content = "\n".join(lines[i + 1: end]) + ("\n" if end < len(lines) else "")
+        content = "\n".join(lines[i + 1 : end]) + ("\n" if end < len(lines) else "")
         if not content.strip():
             notes.append(f"{path}:{i + 1}: {day.isoformat()} has no text; skipped")
             continue
@@ -165,7 +171,7 @@ def plan(journal: Journal, found: list[Section]) -> list[Planned]:
             if path.exists():
                 text = sources.read_text(path, journal.shown(path))
                 m = sources.YAML_RE.match(text)
-                bodies[s.day] = text[m.end():] if m else text
+                bodies[s.day] = text[m.end() :] if m else text
         if s.day not in bodies:
             bodies[s.day] = s.first()
             out.append(Planned(s, "create"))

@@ -15,9 +15,9 @@ end: a refused or failed init leaves nothing behind.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import shlex
-import os
 import shutil
 import subprocess
 import tempfile
@@ -42,8 +42,10 @@ def source_checkout() -> Path:
     root = PACKAGE.parent
     missing = [p for p in ("mkdocs.yml", "pyproject.toml", *MACHINERY) if not (root / p).exists()]
     if missing:
-        raise KbError(f"{root}: kb init copies the machinery beside the kb package, and {', '.join(missing)} "
-                      "is not there (run kb init from a knowledge base's own kb)")
+        raise KbError(
+            f"{root}: kb init copies the machinery beside the kb package, and {', '.join(missing)} "
+            "is not there (run kb init from a knowledge base's own kb)"
+        )
     return root
 
 
@@ -58,10 +60,14 @@ def _config(source: Path, name: str, example: topics.NewTopic) -> str:
     if blog is None:
         raise KbError(f"{source / 'mkdocs.yml'}: no blog plugin (the journal) to copy")
     blog["categories_allowed"][:] = [example.name]
-    data["nav"] = [{"首页": "index.md"},
-                   {"主题": ["topics/index.md", {example.name: example.page_uri}, {"标签": "tags.md"}]},
-                   {"日志": ["journal/index.md"]}, {"问题": Layout.questions}, {"论断": Layout.claims},
-                   {"复习": Layout.review}]  # the pages kb generates
+    data["nav"] = [
+        {"首页": "index.md"},
+        {"主题": ["topics/index.md", {example.name: example.page_uri}, {"标签": "tags.md"}]},
+        {"日志": ["journal/index.md"]},
+        {"问题": Layout.questions},
+        {"论断": Layout.claims},
+        {"复习": Layout.review},
+    ]  # the pages kb generates
     out = StringIO()
     y.dump(data, out)
     return out.getvalue()
@@ -70,10 +76,11 @@ def _config(source: Path, name: str, example: topics.NewTopic) -> str:
 def _pyproject(source: Path, package: str) -> str:
     text = (source / "pyproject.toml").read_text(encoding="utf-8")
     text = re.sub(r'(?m)^name = ".*"$', f'name = "{package}"', text, count=1)
-    text = re.sub(r'(?m)^description = ".*"$',
-                  'description = "A personal knowledge base, made with kb init."', text, count=1)
-    text = re.sub(r'(?m)^include = \[.*\]$', 'include = ["kb*", "snippets*"]', text, count=1)
-    text = re.sub(r'(?m)^testpaths = \[.*\]$', 'testpaths = ["tests", "snippets", "docs"]', text, count=1)
+    text = re.sub(
+        r'(?m)^description = ".*"$', 'description = "A personal knowledge base, made with kb init."', text, count=1
+    )
+    text = re.sub(r"(?m)^include = \[.*\]$", 'include = ["kb*", "snippets*"]', text, count=1)
+    text = re.sub(r"(?m)^testpaths = \[.*\]$", 'testpaths = ["tests", "snippets", "docs"]', text, count=1)
     # the developers' tools of the source checkout (mutation testing, coverage) stay there
     text = re.split(r"(?m)^# `make mutate`", text)[0].rstrip("\n") + "\n"
     data = tomllib.loads(text)
@@ -93,8 +100,7 @@ def _git_init(root: Path) -> None:
         subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True, capture_output=True)
 
 
-def init(target: Path, name: str | None = None, topic: str = EXAMPLE_TOPIC,
-         today: dt.date | None = None) -> Path:
+def init(target: Path, name: str | None = None, topic: str = EXAMPLE_TOPIC, today: dt.date | None = None) -> Path:
     """Make the knowledge base DIR; returns its path. KbError (nothing made) if DIR is in use."""
     target = Path(target).absolute()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -115,8 +121,11 @@ def init(target: Path, name: str | None = None, topic: str = EXAMPLE_TOPIC,
         for rel in MACHINERY:
             src, dst = source / rel, work / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
-             else shutil.copy2(src, dst))
+            (
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+                if src.is_dir()
+                else shutil.copy2(src, dst)
+            )
         example = topics.NewTopic(topic, topics.slugify(topic), topics.module_name(topics.slugify(topic)))
         values = {"name": name, "topic_shell": shlex.quote(topic), "topic_slug": example.slug}
         for src in sorted(TEMPLATE.rglob("*")):
@@ -147,9 +156,13 @@ def init(target: Path, name: str | None = None, topic: str = EXAMPLE_TOPIC,
 def _first_post(project: Project, topic: str, day: dt.date) -> None:
     from kb.journal import Journal
 
-    journal = Journal(project.posts_dir, project.docs_dir / project.blog_dir, project.allowed_topics,
-                      shown=project.rel)
-    journal.add(day, [topic], (
-        f"用 `kb init` 建好了这个知识库，第一个主题是「{topic}」。\n\n"
-        f"- 主题页上的论断由 `snippets/{topics.module_name(topics.slugify(topic))}/` 里的测试判定\n"
-        "- `torch.distributions.Normal` 的第二个参数是标准差还是方差？\n"))
+    journal = Journal(project.posts_dir, project.docs_dir / project.blog_dir, project.allowed_topics, shown=project.rel)
+    journal.add(
+        day,
+        [topic],
+        (
+            f"用 `kb init` 建好了这个知识库，第一个主题是「{topic}」。\n\n"
+            f"- 主题页上的论断由 `snippets/{topics.module_name(topics.slugify(topic))}/` 里的测试判定\n"
+            "- `torch.distributions.Normal` 的第二个参数是标准差还是方差？\n"
+        ),
+    )

@@ -63,8 +63,10 @@ def parse_date(value: str | None, today: dt.date | None = None) -> dt.date:
     except ValueError as e:
         raise JournalError(f"malformed date '{value}': {e}") from None
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise JournalError(f"date '{value}' is outside the journal's range {FIRST_DAY.isoformat()} to "
-                           f"{LAST_DAY.isoformat()}; nothing written")
+        raise JournalError(
+            f"date '{value}' is outside the journal's range {FIRST_DAY.isoformat()} to "
+            f"{LAST_DAY.isoformat()}; nothing written"
+        )
     return day
 
 
@@ -72,21 +74,27 @@ def note_problem(body: str, limit: int | None = NOTE_LIMIT) -> str | None:
     """Why a note cannot be added as it is (None: it can): too large, a control character, nothing visible."""
     size = len(body.encode("utf-8", "surrogatepass"))
     if limit is not None and size > limit:
-        return (f"the note is {size:,} bytes, over the limit of {limit:,} bytes for one note (a pasted file or log?); "
-                "pass --allow-large to add it anyway")
+        return (
+            f"the note is {size:,} bytes, over the limit of {limit:,} bytes for one note (a pasted file or log?); "
+            "pass --allow-large to add it anyway"
+        )
     for i, c in enumerate(body):
         if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROLS:
             line = body.count("\n", 0, i) + 1
             column = i - (body.rfind("\n", 0, i) + 1) + 1
-            return (f"the note has a control character U+{ord(c):04X} at line {line}, column {column} "
-                    "(only line breaks and tabs are allowed)")
+            return (
+                f"the note has a control character U+{ord(c):04X} at line {line}, column {column} "
+                "(only line breaks and tabs are allowed)"
+            )
     if not any(unicodedata.category(c)[0] in "LNPS" and c not in BLANK_LETTERS for c in body):
         return "the note has no visible characters (only spaces, zero-width or other invisible characters)"
     for n, line in enumerate(body.split("\n"), 1):
         marker = sources.conflict_marker(line)
         if marker:  # the post would be refused by every build until it is resolved
-            return (f"the note has a git merge conflict marker '{marker}' at line {n}: keep the side you mean "
-                    "(or indent the marker to quote it)")
+            return (
+                f"the note has a git merge conflict marker '{marker}' at line {n}: keep the side you mean "
+                "(or indent the marker to quote it)"
+            )
     return None
 
 
@@ -94,10 +102,13 @@ def check_topics(topics: list[str], allowed: list[str]) -> list[str]:
     for t in topics:
         if t not in allowed:
             # a near miss (case, a typo) is suggested; a different name is not (a new topic, say)
-            close = [a for a in allowed if a.lower() == t.lower()] or difflib.get_close_matches(t, allowed, n=1, cutoff=0.75)
+            close = [a for a in allowed if a.lower() == t.lower()] or difflib.get_close_matches(
+                t, allowed, n=1, cutoff=0.75
+            )
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise JournalError(f"unknown topic '{t}'{hint}; allowed: {', '.join(allowed)}; "
-                               f"a new topic: kb topic new {shlex.quote(t)}")
+            raise JournalError(
+                f"unknown topic '{t}'{hint}; allowed: {', '.join(allowed)}; a new topic: kb topic new {shlex.quote(t)}"
+            )
     return list(dict.fromkeys(topics))
 
 
@@ -113,14 +124,20 @@ class Journal:
     def path(self, day: dt.date) -> Path:
         path = self.posts / f"{day.isoformat()}.md"
         if self.journal.is_symlink():
-            raise JournalError(f"{self.shown(self.journal)}: the journal folder is a symlink (to "
-                               f"{os.readlink(self.journal)}); kb new writes only into the project's own folders")
+            raise JournalError(
+                f"{self.shown(self.journal)}: the journal folder is a symlink (to "
+                f"{os.readlink(self.journal)}); kb new writes only into the project's own folders"
+            )
         if not self.posts.resolve().is_relative_to(self.journal.resolve()):
-            raise JournalError(f"refusing to write into {self.posts}: it is outside the journal ({self.shown(self.journal)})")
+            raise JournalError(
+                f"refusing to write into {self.posts}: it is outside the journal ({self.shown(self.journal)})"
+            )
         through = self._symlink_on_the_way()
         if through:
-            raise JournalError(f"refusing to write through the symlink {through} (to {os.readlink(through)}): "
-                               f"name the journal's posts folder itself ({self.shown(self.journal)}/...)")
+            raise JournalError(
+                f"refusing to write through the symlink {through} (to {os.readlink(through)}): "
+                f"name the journal's posts folder itself ({self.shown(self.journal)}/...)"
+            )
         if not self.posts.is_dir():
             raise JournalError(f"{self.shown(self.posts)}: the journal folder does not exist")
         if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -152,8 +169,9 @@ class Journal:
         if path.exists():
             self._plan(path, sources.read_text(path, self.shown(path)), topics)
 
-    def add(self, day: dt.date, topics: list[str], body: str, now: dt.datetime | None = None,
-            limit: int | None = NOTE_LIMIT) -> Result:
+    def add(
+        self, day: dt.date, topics: list[str], body: str, now: dt.datetime | None = None, limit: int | None = NOTE_LIMIT
+    ) -> Result:
         """Create the day's post, or append a section to it. Raises JournalError, writing nothing.
 
         Line breaks are kept as MkDocs reads them (CRLF and CR become LF); a note over ``limit``
@@ -171,13 +189,16 @@ class Journal:
             with FileLock(str(self.posts / LOCK_NAME), timeout=LOCK_TIMEOUT):
                 return self._add_locked(path, day, topics, body, now)
         except Timeout:
-            raise JournalError(f"{self.shown(self.posts)}: another kb new held the journal for {LOCK_TIMEOUT:g} s; "
-                               "nothing written, try again") from None
+            raise JournalError(
+                f"{self.shown(self.posts)}: another kb new held the journal for {LOCK_TIMEOUT:g} s; "
+                "nothing written, try again"
+            ) from None
         except PermissionError as e:
-            raise JournalError(f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written") from None
+            raise JournalError(
+                f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written"
+            ) from None
 
-    def put(self, day: dt.date, topics: list[str], first: str,
-            then: Callable[[str], str | None]) -> Result | None:
+    def put(self, day: dt.date, topics: list[str], first: str, then: Callable[[str], str | None]) -> Result | None:
         """The importer's write, under the same lock and with the same checks as add().
 
         No post for ``day``: create it with front matter and the body ``first`` as given.
@@ -199,10 +220,14 @@ class Journal:
                 self._write(path, head + body_old + gap + added, mode=stat.S_IMODE(path.stat().st_mode))
                 return Result(path, created=False)
         except Timeout:
-            raise JournalError(f"{self.shown(self.posts)}: another kb command held the journal for "
-                               f"{LOCK_TIMEOUT:g} s; nothing written, try again") from None
+            raise JournalError(
+                f"{self.shown(self.posts)}: another kb command held the journal for "
+                f"{LOCK_TIMEOUT:g} s; nothing written, try again"
+            ) from None
         except PermissionError as e:
-            raise JournalError(f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written") from None
+            raise JournalError(
+                f"{self.shown(Path(e.filename or self.posts))}: permission denied; nothing written"
+            ) from None
 
     # ---- under the lock --------------------------------------------------------------
     def _add_locked(self, path: Path, day: dt.date, topics: list[str], body: str, now: dt.datetime | None) -> Result:
@@ -216,7 +241,7 @@ class Journal:
         stamp = (now or dt.datetime.now()).strftime("%H:%M")
         gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
         new = head + body_old + gap + f"## 补充 {stamp}\n\n" + note
-        assert new[len(head):].startswith(body_old)  # the learner's text is a prefix, byte for byte
+        assert new[len(head) :].startswith(body_old)  # the learner's text is a prefix, byte for byte
         self._write(path, new, mode=stat.S_IMODE(path.stat().st_mode))
         return Result(path, created=False)
 
@@ -227,7 +252,7 @@ class Journal:
         if not m:
             raise JournalError(f"{shown}:1: the post has no front matter closed by '---' or '...'; nothing written")
         doc = sources.read_document(text, shown)  # refuses invalid YAML, lists, ... with file:line
-        head, body = text[: m.end()], text[m.end():]
+        head, body = text[: m.end()], text[m.end() :]
         missing = [t for t in topics if t not in _categories(doc.meta, shown)]
         if missing:
             head = add_categories(head, missing, shown)
@@ -256,7 +281,9 @@ class Journal:
             raise JournalError(f"{self.shown(path)} appeared while writing; nothing changed") from None
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)
-            raise JournalError(f"{self.shown(path)}: could not write ({e.strerror or e}); the post is unchanged") from None
+            raise JournalError(
+                f"{self.shown(path)}: could not write ({e.strerror or e}); the post is unchanged"
+            ) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -268,8 +295,12 @@ class Journal:
 
 
 def _front_matter(day: dt.date, topics: list[str]) -> str:
-    return yaml.safe_dump({"date": day, "slug": day.strftime("%Y%m%d"), "categories": topics},
-                          allow_unicode=True, sort_keys=False, default_flow_style=False)
+    return yaml.safe_dump(
+        {"date": day, "slug": day.strftime("%Y%m%d"), "categories": topics},
+        allow_unicode=True,
+        sort_keys=False,
+        default_flow_style=False,
+    )
 
 
 def _categories(meta: dict, shown: str) -> list[str]:
@@ -313,8 +344,10 @@ def add_categories(head: str, topics: list[str], shown: str) -> str:
         elif value.strip().startswith("["):
             inner = value.strip()
             if not inner.endswith("]"):
-                raise JournalError(f"{shown}:{key + 1}: a multi-line [..] category list cannot be edited safely; "
-                                   "add the topic by hand; nothing written")
+                raise JournalError(
+                    f"{shown}:{key + 1}: a multi-line [..] category list cannot be edited safely; "
+                    "add the topic by hand; nothing written"
+                )
             body = inner[1:-1].strip()
             new = f"[{body}{', ' if body else ''}{', '.join(quoted)}]"
             lines[key] = f"categories:{rest[: len(rest) - len(rest.lstrip())]}{new}{comment}"
@@ -325,8 +358,10 @@ def add_categories(head: str, topics: list[str], shown: str) -> str:
     expected = dict(before)
     expected["categories"] = _categories(before, shown) + topics
     if after != expected:
-        raise JournalError(f"{shown}: could not add {', '.join(topics)} to the categories without touching "
-                           "anything else; add them by hand; nothing written")
+        raise JournalError(
+            f"{shown}: could not add {', '.join(topics)} to the categories without touching "
+            "anything else; add them by hand; nothing written"
+        )
     return new
 
 
@@ -336,7 +371,7 @@ def _yaml_part(head: str) -> str:
 
 def _split_comment(rest: str) -> tuple[str, str]:
     m = re.search(r"[ \t]+#.*$", rest)
-    return (rest[: m.start()], rest[m.start():]) if m else (rest, "")
+    return (rest[: m.start()], rest[m.start() :]) if m else (rest, "")
 
 
 def _yaml_scalar(text: str) -> str:

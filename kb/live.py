@@ -57,6 +57,7 @@ def update_status(path: Path, change) -> None:
 
 def record_build_problems(path: Path, problems: list[dict]) -> None:
     """What the last build could not read or accept, for every page's status line (cleared once fixed)."""
+
     def change(data: dict) -> None:
         if problems:
             data[BUILD_KEY] = problems
@@ -75,9 +76,13 @@ def record_refusal(path: Path, pages: list[str], problem: str) -> None:
 
     def change(data: dict) -> None:
         for uri in pages:
-            data[uri] = {"passed": False, "ran_at": when, "seconds": 0, "failing_claims": [], "failed_tests": [],
-                         "problems": [problem]}
+            data[uri] = {
+                "passed": False,
+                "ran_at": when,
+                "seconds": 0,
+                "failing_claims": [],
+                "failed_tests": [],
+                "problems": [problem],
+            }
 
     update_status(path, change)
-
-

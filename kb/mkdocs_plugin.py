@@ -21,9 +21,8 @@ from mkdocs.plugins import BasePlugin, event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
 
-from kb import cards, live, render, review_server, site, sources, vendor
+from kb import cards, live, model, render, review_server, site, sources, vendor
 from kb.live import LIVE_FILE, STATUS_ENV
-from kb import model
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project, SourceError
 
@@ -78,8 +77,14 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             def serve_request(environ, start_response):
                 if environ.get("PATH_INFO") == live_path:
                     body = json.dumps(live.read_status(Path(status)), ensure_ascii=False).encode("utf-8")
-                    start_response("200 OK", [("Content-Type", "application/json; charset=utf-8"),
-                                              ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))])
+                    start_response(
+                        "200 OK",
+                        [
+                            ("Content-Type", "application/json; charset=utf-8"),
+                            ("Cache-Control", "no-store"),
+                            ("Content-Length", str(len(body))),
+                        ],
+                    )
                     return [body]
                 return served(environ, start_response)
 
@@ -159,11 +164,12 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
                     errors.append(e)
         return out
 
-    def _generate(self, files: Files, config, page_text: dict[str, str], snippets: dict[str, str],
-                  reviews: list) -> None:
+    def _generate(
+        self, files: Files, config, page_text: dict[str, str], snippets: dict[str, str], reviews: list
+    ) -> None:
         """Add the files kb generates: the ones the site says, made by ``kb.render``."""
         layout, kb = self.site.layout, self.kb
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.edit_urls: dict[str, str] = {}
         for uri, g in self.site.generated(kb).items():
             if g.kind == "code":
@@ -259,7 +265,10 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
                     if key in doc:
                         doc[key] = render.search_text(doc[key])
                 if doc.get("location") in names:  # every name of the terms this section explains
-                    doc["tags"] = [*doc.get("tags", []), *(n for n in names[doc["location"]] if n not in doc.get("tags", []))]
+                    doc["tags"] = [
+                        *doc.get("tags", []),
+                        *(n for n in names[doc["location"]] if n not in doc.get("tags", [])),
+                    ]
             index.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
     def _glossary_names(self) -> dict[str, list[str]]:
@@ -284,8 +293,10 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
         found = site.external_load(output)
         if found:
-            log.warning(f"{page.file.src_uri}: {found[:120]} loads from another host; "
-                        "the site must work offline (serve the file from docs/ instead)")
+            log.warning(
+                f"{page.file.src_uri}: {found[:120]} loads from another host; "
+                "the site must work offline (serve the file from docs/ instead)"
+            )
         return output
 
     @event_priority(-100)  # after the blog plugin

@@ -16,18 +16,20 @@ import ast
 import datetime as dt
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
 
 from kb import claim_reviews, sources
 from kb.project import KbError, Project, SourceError
 
 ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 TEST_ID = re.compile(r"^(?P<path>[^:\s\[\]]+\.py)::(?P<function>[A-Za-z_][A-Za-z0-9_]*)(?P<params>\[.+\])?$")
-SECTION_START = re.compile(r"^[ \t]*#[ \t]*--8<--[ \t]+\[[ \t]*start[ \t]*:[ \t]*(?P<name>[a-z][-_0-9a-z]*)[ \t]*\]", re.I)
+SECTION_START = re.compile(
+    r"^[ \t]*#[ \t]*--8<--[ \t]+\[[ \t]*start[ \t]*:[ \t]*(?P<name>[a-z][-_0-9a-z]*)[ \t]*\]", re.I
+)
 SKIPPING = re.compile(r"\b(skip|skipif|xfail|importorskip)\b")
 # counterfactual: <keyword=value, ...> "若……"   (the condition under which the claim would not hold)
 COUNTERFACTUAL = re.compile(r'^(?P<kwargs>.+?)[ ]+"(?P<text>若[^"]+)"$')
@@ -263,8 +265,10 @@ def _checked_kwargs(text: str) -> list[str]:
 
     for k in call.keywords:
         if not allowed(k.value):
-            raise ValueError(f"{k.arg}={ast.unparse(k.value)}: a value is a literal or a public name "
-                             "of the test's module (nothing is called)")
+            raise ValueError(
+                f"{k.arg}={ast.unparse(k.value)}: a value is a literal or a public name "
+                "of the test's module (nothing is called)"
+            )
     return [k.arg for k in call.keywords]
 
 
@@ -316,7 +320,7 @@ class Claim:
         """
         import hashlib
 
-        lines = self.page.lines[self.block.start:self.block.end]
+        lines = self.page.lines[self.block.start : self.block.end]
         words = "\n".join(" ".join(line.split()) for line in lines if line.strip())
         return hashlib.sha256(f"{words}\n--\n{self.test_source}".encode()).hexdigest()[:16]
 
@@ -416,9 +420,13 @@ class SnippetModule:
             m = SECTION_START.match(line)
             if m:
                 sections.setdefault(m.group("name"), i + 2)
-        skips = [n.lineno for n in tree.body
-                 if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                 and SKIPPING.search(ast.unparse(n)) and "pytest" in ast.unparse(n)]
+        skips = [
+            n.lineno
+            for n in tree.body
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and SKIPPING.search(ast.unparse(n))
+            and "pytest" in ast.unparse(n)
+        ]
         return cls(functions, sections, skips)
 
 
@@ -517,7 +525,7 @@ def _defaulted_parameters(fn: ast.FunctionDef) -> set[str]:
     """Parameters a test declares with a default: pytest passes no fixture to them."""
     args = fn.args
     positional = [*args.posonlyargs, *args.args]
-    named = {a.arg for a in positional[len(positional) - len(args.defaults):]} if args.defaults else set()
+    named = {a.arg for a in positional[len(positional) - len(args.defaults) :]} if args.defaults else set()
     return named | {a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None}
 
 
@@ -527,8 +535,12 @@ def _code_shape(fn: ast.FunctionDef) -> str:
 
     fn = copy.deepcopy(fn)
     body = fn.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-            and isinstance(body[0].value.value, str):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(getattr(body[0], "value", None), ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
         fn.body = body[1:] or [ast.Pass()]
     return ast.dump(fn, annotate_fields=False)
 
@@ -560,8 +572,12 @@ def has_checks(kb: KnowledgeBase, page: Page) -> bool:
     gets kb serve's status line."""
     if page.is_post:
         return False
-    return bool(page.claims or any(sources.fenced(page.lines)) or sources.includes(page.lines, page.doc.body_line)
-                or notebooks_of(kb, page))
+    return bool(
+        page.claims
+        or any(sources.fenced(page.lines))
+        or sources.includes(page.lines, page.doc.body_line)
+        or notebooks_of(kb, page)
+    )
 
 
 def doc_sources(project: Project) -> Iterable[tuple[str, Path, str]]:
@@ -655,8 +671,12 @@ class _Builder:
                 self.error(page.rel, 1, "a journal post needs a date in its front matter (date: YYYY-MM-DD)")
                 continue
             if page.key in posts:
-                self.error(page.rel, 1, f"a second post for {page.date.isoformat()}: {posts[page.key].rel} has that date "
-                           "(one post per day; `kb new` appends to it)")
+                self.error(
+                    page.rel,
+                    1,
+                    f"a second post for {page.date.isoformat()}: {posts[page.key].rel} has that date "
+                    "(one post per day; `kb new` appends to it)",
+                )
                 continue
             posts[page.key] = page
             slug = str(page.meta.get("slug") or "")
@@ -673,8 +693,13 @@ class _Builder:
         """A snippet module named from a page: inside snippets/, symlinks followed, parsed once."""
         rel = Path(written)
         path = self.project.root / rel
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0] != "snippets" \
-                or not self.project.inside(path, self.project.snippets_dir):
+        if (
+            rel.is_absolute()
+            or ".." in rel.parts
+            or not rel.parts
+            or rel.parts[0] != "snippets"
+            or not self.project.inside(path, self.project.snippets_dir)
+        ):
             self.error(where, line, f"{what} {written} is outside snippets/ (only snippet modules may be named here)")
             return None
         if not path.is_file():
@@ -689,8 +714,12 @@ class _Builder:
                 self.modules[key] = None
             if self.modules[key]:
                 for fn in self.modules[key].tests_without_assertion:
-                    self.error(key, fn.lineno, f"{fn.name} asserts nothing: a test must be able to fail "
-                               "(an assert, a call named assert_*, pytest.raises or pytest.fail)")
+                    self.error(
+                        key,
+                        fn.lineno,
+                        f"{fn.name} asserts nothing: a test must be able to fail "
+                        "(an assert, a call named assert_*, pytest.raises or pytest.fail)",
+                    )
         module = self.modules[key]
         return (key, module) if module else None
 
@@ -703,7 +732,9 @@ class _Builder:
     def _test(self, page: Page, f: sources.Field, status: Status | None) -> TestRef | None:
         m = TEST_ID.match(f.value)
         if not m:
-            self.error(page.rel, f.line, f"test must be a pytest node id: snippets/<topic>/<module>.py::test_<name>[params]")
+            self.error(
+                page.rel, f.line, "test must be a pytest node id: snippets/<topic>/<module>.py::test_<name>[params]"
+            )
             return None
         found = self._snippet(page.rel, f.line, m.group("path"), "test")
         if not found:
@@ -711,7 +742,9 @@ class _Builder:
         path, module = found
         parts = Path(path).parts
         if len(parts) != 3 or parts[2].startswith("_"):
-            self.error(page.rel, f.line, f"pytest does not collect {path}: deciding tests live in snippets/<topic>/<module>.py")
+            self.error(
+                page.rel, f.line, f"pytest does not collect {path}: deciding tests live in snippets/<topic>/<module>.py"
+            )
             return None
         name = m.group("function")
         fn = module.functions.get(name)
@@ -723,22 +756,31 @@ class _Builder:
             return None
         decorators = [ast.unparse(d) for d in fn.decorator_list]
         if any(SKIPPING.search(d) for d in decorators) or module.skips:
-            self.error(page.rel, f.line, f"test {f.value} can be skipped ({path}:{module.skips[0] if module.skips else fn.lineno}); "
-                       "a deciding test must always run")
+            self.error(
+                page.rel,
+                f.line,
+                f"test {f.value} can be skipped ({path}:{module.skips[0] if module.skips else fn.lineno}); "
+                "a deciding test must always run",
+            )
         if m.group("params") and not any("parametrize" in d for d in decorators):
             self.error(page.rel, f.line, f"test {f.value} names parameters but {name} is not parametrized")
         says = Status.decided_by(name)
         if status and status is not Status.OPEN and says is not status:
-            self.error(page.rel, f.line, f"the claim says {status.key} but its test {name} decides '{says.key}' "
-                       "(a refuting test is named test_refutes_*, a qualifying one test_qualifies_*)")
+            self.error(
+                page.rel,
+                f.line,
+                f"the claim says {status.key} but its test {name} decides '{says.key}' "
+                "(a refuting test is named test_refutes_*, a qualifying one test_qualifies_*)",
+            )
         return TestRef(f.value, CodeLine(path, fn.lineno, name))
 
     def _test_function(self, test: TestRef) -> ast.FunctionDef | None:
         module = self.modules.get(test.code.path)
         return module.functions.get(test.function) if module else None
 
-    def _counterfactuals(self, page: Page, block: sources.RawBlock, status: Status | None,
-                         test: TestRef | None) -> list[Counterfactual]:
+    def _counterfactuals(
+        self, page: Page, block: sources.RawBlock, status: Status | None, test: TestRef | None
+    ) -> list[Counterfactual]:
         out = []
         fn = self._test_function(test) if test else None
         defaults = _defaulted_parameters(fn) if fn else set()
@@ -758,14 +800,27 @@ class _Builder:
             if fn is not None:
                 missing = [n for n in names if n not in defaults]
                 if missing:
-                    self.error(page.rel, f.line, f"counterfactual sets {', '.join(missing)}, but {test.function} "
-                               f"({test.code.path}:{test.code.line}) has no such parameter with a default "
-                               "(declare it: def test_...(..., name=default))")
+                    self.error(
+                        page.rel,
+                        f.line,
+                        f"counterfactual sets {', '.join(missing)}, but {test.function} "
+                        f"({test.code.path}:{test.code.line}) has no such parameter with a default "
+                        "(declare it: def test_...(..., name=default))",
+                    )
                     continue
             out.append(Counterfactual(m.group("kwargs"), m.group("text"), f.line, len(out) + 1))
-        if NEEDS_COUNTERFACTUAL and status in (Status.VERIFIED, Status.REFUTED) and test and not block.values("counterfactual"):
-            self.error(page.rel, block.line, f"claim is {status.key} but names no counterfactual: a setting under which "
-                       "its deciding test must fail (counterfactual: name=value \"若……\")")
+        if (
+            NEEDS_COUNTERFACTUAL
+            and status in (Status.VERIFIED, Status.REFUTED)
+            and test
+            and not block.values("counterfactual")
+        ):
+            self.error(
+                page.rel,
+                block.line,
+                f"claim is {status.key} but names no counterfactual: a setting under which "
+                'its deciding test must fail (counterfactual: name=value "若……")',
+            )
         return out
 
     def _quotes(self, page: Page, block: sources.RawBlock) -> list[Quote]:
@@ -792,10 +847,13 @@ class _Builder:
         return CodeLine(found[0], line, section)
 
     # ---- journal references --------------------------------------------------------
-    def _refs(self, page: Page, block: sources.RawBlock, kind: str, posts: dict[str, Page],
-              status: Status | None) -> list[JournalRef]:
-        allowed = {"journal": (Verdict.VERIFIED, Verdict.REFUTED, Verdict.QUALIFIED),
-                   "answers": (Verdict.ANSWERED, Verdict.VERIFIED, Verdict.REFUTED, Verdict.QUALIFIED)}[kind]
+    def _refs(
+        self, page: Page, block: sources.RawBlock, kind: str, posts: dict[str, Page], status: Status | None
+    ) -> list[JournalRef]:
+        allowed = {
+            "journal": (Verdict.VERIFIED, Verdict.REFUTED, Verdict.QUALIFIED),
+            "answers": (Verdict.ANSWERED, Verdict.VERIFIED, Verdict.REFUTED, Verdict.QUALIFIED),
+        }[kind]
         if status is Status.OPEN:
             allowed = (Verdict.OPEN, Verdict.ANSWERED) if kind == "answers" else (Verdict.OPEN,)
         names = "/".join(v.key for v in allowed)
@@ -808,16 +866,23 @@ class _Builder:
             verdict = Verdict.parse(raw.verdict)
             if verdict not in allowed:
                 got = f"'{raw.verdict}'" if raw.verdict else "no verdict"
-                self.error(page.rel, f.line, f"{kind} reference has {got}: give the learner's line its own verdict ({names})")
+                self.error(
+                    page.rel, f.line, f"{kind} reference has {got}: give the learner's line its own verdict ({names})"
+                )
                 continue
             post = posts.get(raw.post)
             if post is None:
-                self.error(page.rel, f.line, f"no journal post {raw.post} (known: {', '.join(sorted(posts)) or 'none'})")
+                self.error(
+                    page.rel, f.line, f"no journal post {raw.post} (known: {', '.join(sorted(posts)) or 'none'})"
+                )
                 continue
             hits = [i for i, line in enumerate(post.lines) if raw.fragment in line]
             if len(hits) != 1:
-                self.error(page.rel, f.line, f'fragment "{raw.fragment}" occurs on {len(hits)} lines of {post.rel} '
-                           "(it must match exactly one)")
+                self.error(
+                    page.rel,
+                    f.line,
+                    f'fragment "{raw.fragment}" occurs on {len(hits)} lines of {post.rel} (it must match exactly one)',
+                )
                 continue
             out.append(JournalRef(kind, post, post.file_line(hits[0]), raw.fragment, verdict, f.line))
         return out
@@ -847,8 +912,11 @@ class _Builder:
             self.error(page.rel, block.line, f"{name} has no status (one of {', '.join(s.key for s in Status)})")
             ok = False
         elif status is None:
-            self.error(page.rel, f_status.line, f"{name}: unknown status '{f_status.value}' "
-                       f"(one of {', '.join(s.key for s in Status)})")
+            self.error(
+                page.rel,
+                f_status.line,
+                f"{name}: unknown status '{f_status.value}' (one of {', '.join(s.key for s in Status)})",
+            )
             ok = False
         test = self._test(page, f_test, status) if f_test else None
         if f_test is None and status not in (None, Status.OPEN):
@@ -864,33 +932,59 @@ class _Builder:
         f_basis = one("basis")
         basis = Basis.parse(f_basis.value) if f_basis else Basis.EXPERIMENT
         if basis is None:
-            self.error(page.rel, f_basis.line, f"{name}: unknown basis '{f_basis.value}' "
-                       f"(one of {', '.join(b.key for b in Basis)})")
+            self.error(
+                page.rel,
+                f_basis.line,
+                f"{name}: unknown basis '{f_basis.value}' (one of {', '.join(b.key for b in Basis)})",
+            )
             basis = Basis.EXPERIMENT
         if basis is Basis.READING and not quotes:
-            self.error(page.rel, block.line, f"{name} rests on reading a source: quote the sentence it relies on "
-                       '(quote: arXiv:NNNN.NNNNN §x "<verbatim>")')
+            self.error(
+                page.rel,
+                block.line,
+                f"{name} rests on reading a source: quote the sentence it relies on "
+                '(quote: arXiv:NNNN.NNNNN §x "<verbatim>")',
+            )
         if not ok:
             return None
         f_review = one("review")
         fn = self._test_function(test) if test else None
-        return Claim(cid, block.title, status, page, block.line, block, test, evidence, journal, answers,
-                     f_missing.value if f_missing else None, counterfactuals, quotes, basis,
-                     _code_shape(fn) if fn else "", card_answer=f_review.value if f_review else None)
+        return Claim(
+            cid,
+            block.title,
+            status,
+            page,
+            block.line,
+            block,
+            test,
+            evidence,
+            journal,
+            answers,
+            f_missing.value if f_missing else None,
+            counterfactuals,
+            quotes,
+            basis,
+            _code_shape(fn) if fn else "",
+            card_answer=f_review.value if f_review else None,
+        )
 
     def _answer(self, page: Page, block: sources.RawBlock, posts: dict[str, Page]) -> Answer:
         answer = Answer(block.title, page, block.line, block, self._refs(page, block, "answers", posts, None))
         if not block.values("answers"):
-            self.error(page.rel, block.line, f"answer '{block.title}' answers nothing "
-                       '(answers: <YYYYMMDD> "<fragment>" answered)')
+            self.error(
+                page.rel,
+                block.line,
+                f"answer '{block.title}' answers nothing (answers: <YYYYMMDD> \"<fragment>\" answered)",
+            )
         for key in ("id", "status", "test", "evidence", "journal", "counterfactual", "basis", "review"):
             for f in block.values(key):
                 self.error(page.rel, f.line, f"an answer has no {key} (make it a claim if a test decides it)")
         return answer
 
     # ---- questions ------------------------------------------------------------------
-    def _questions(self, pages: dict[str, Page], admonitions: list[Question],
-                   owners: list[Claim | Answer]) -> list[Question]:
+    def _questions(
+        self, pages: dict[str, Page], admonitions: list[Question], owners: list[Claim | Answer]
+    ) -> list[Question]:
         found: dict[tuple[str, int], Question] = {(q.page.src_uri, q.line): q for q in admonitions}
         for page in pages.values():
             in_code = sources.fenced(page.lines)
@@ -900,8 +994,9 @@ class _Builder:
                     continue
                 task = sources.TASK_ITEM.match(line)
                 if task:
-                    q = Question(task.group("text").strip(), page, page.file_line(i), "task",
-                                 checked=task.group("mark") != " ")
+                    q = Question(
+                        task.group("text").strip(), page, page.file_line(i), "task", checked=task.group("mark") != " "
+                    )
                     found[(page.src_uri, q.line)] = q
                     continue
                 if not page.is_post:

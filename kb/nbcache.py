@@ -93,8 +93,10 @@ def keyed(project: Project, notebook: Path):
 
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [c.source for c in nb.cells if c.cell_type == "code"]
-    inputs = {p.relative_to(project.root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-              for p in imports_of(project, cells)}
+    inputs = {
+        p.relative_to(project.root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in imports_of(project, cells)
+    }
     versions = {"python": sys.version.split()[0]}
     for name in VERSIONS:
         try:
@@ -121,7 +123,12 @@ def remember_pass(cache, project: Project, notebook: Path, seconds: float) -> No
     from jupyter_cache.cache.main import CacheBundleIn
 
     nb = keyed(project, notebook)
-    data = {"outcome": "passed", "at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(seconds, 1),
-            "imports": json.dumps(sorted(nb.metadata[KEY]["imports"]))}
-    cache.cache_notebook_bundle(CacheBundleIn(nb, project.rel(notebook), data=data),
-                                check_validity=False, overwrite=True)
+    data = {
+        "outcome": "passed",
+        "at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(seconds, 1),
+        "imports": json.dumps(sorted(nb.metadata[KEY]["imports"])),
+    }
+    cache.cache_notebook_bundle(
+        CacheBundleIn(nb, project.rel(notebook), data=data), check_validity=False, overwrite=True
+    )

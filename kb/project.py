@@ -53,8 +53,9 @@ def read_config(path: Path) -> dict:
         raise SourceError(str(path), None, "not valid UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise SourceError(str(path), mark.line + 1 if mark else None,
-                          f"invalid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise SourceError(
+            str(path), mark.line + 1 if mark else None, f"invalid YAML ({getattr(e, 'problem', None) or e})"
+        ) from None
     if not isinstance(data, dict):
         raise SourceError(str(path), 1, "expected a mapping of MkDocs settings")
     return data
@@ -83,8 +84,10 @@ class Project:
         for folder in (here, *here.parents):
             if (folder / CONFIG_NAME).is_file():
                 return cls.at(folder / CONFIG_NAME)
-        raise KbError(f"{here}: not inside a Learning Notes project (no {CONFIG_NAME} here or above); "
-                      "cd into your clone or pass --root")
+        raise KbError(
+            f"{here}: not inside a Learning Notes project (no {CONFIG_NAME} here or above); "
+            "cd into your clone or pass --root"
+        )
 
     # ---- layout -------------------------------------------------------------
     @cached_property

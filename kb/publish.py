@@ -19,8 +19,10 @@ from pathlib import Path
 from kb.live import STATUS_ENV
 from kb.project import KbError, Project
 
-GITHUB = re.compile(r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
-                    r"(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$")
+GITHUB = re.compile(
+    r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
+    r"(?P<owner>[^/]+)/(?P<repo>[^/]+?)(?:\.git)?/?$"
+)
 LOCAL = ("127.0.0.1", "localhost", "0.0.0.0")
 
 
@@ -64,8 +66,13 @@ def local_links(site: Path) -> list[str]:
     return found
 
 
-def publish(project: Project, remote: str = "origin", branch: str = "gh-pages",
-            site_url: str | None = None, message: str | None = None) -> str:
+def publish(
+    project: Project,
+    remote: str = "origin",
+    branch: str = "gh-pages",
+    site_url: str | None = None,
+    message: str | None = None,
+) -> str:
     """Build and push; returns the site's address. KbError (nothing pushed) on any problem."""
     from mkdocs.commands import build, gh_deploy
     from mkdocs.config import load_config
@@ -76,14 +83,22 @@ def publish(project: Project, remote: str = "origin", branch: str = "gh-pages",
         raise KbError(f"{root}: not a git repository; kb publish pushes a branch of it (git init first)")
     url = site_url_for(site_url, project.config.get("site_url"), remote_url(root, remote))
     if url is None:
-        raise KbError(f"{project.rel(project.config_file)}: site_url is {project.config.get('site_url')!r}, a local "
-                      "address, and the remote is not on GitHub; pass --site-url URL (where the site will be read)")
+        raise KbError(
+            f"{project.rel(project.config_file)}: site_url is {project.config.get('site_url')!r}, a local "
+            "address, and the remote is not on GitHub; pass --site-url URL (where the site will be read)"
+        )
     saved = os.environ.pop(STATUS_ENV, None)  # never the live status line
     try:
         with tempfile.TemporaryDirectory(prefix="kb-publish-") as tmp, _in(root):
             try:
-                cfg = load_config(str(project.config_file), site_url=url, site_dir=str(Path(tmp) / "site"),
-                                  strict=True, remote_name=remote, remote_branch=branch)
+                cfg = load_config(
+                    str(project.config_file),
+                    site_url=url,
+                    site_dir=str(Path(tmp) / "site"),
+                    strict=True,
+                    remote_name=remote,
+                    remote_branch=branch,
+                )
                 cfg.plugins.on_startup(command="gh-deploy", dirty=False)
                 try:
                     build.build(cfg)

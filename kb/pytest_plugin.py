@@ -49,19 +49,34 @@ DIRECTIVE = re.compile(r"^\s*<!--[-\s]*pytest")
 
 def pytest_addoption(parser):
     group = parser.getgroup("kb", "Learning Notes")
-    group.addoption("--experiments", action="store_true",
-                    help="also run the tests marked `experiment` (re-run committed experiments; minutes)")
-    group.addoption("--kb-claims", choices=("auto", "all", "off"), default="auto",
-                    help="which claims must have their deciding test pass: all of them in a full run (auto), "
-                         "those of the files asked for otherwise")
-    group.addoption("--kb-report", default=None, metavar="PATH",
-                    help="write the session's outcome as JSON (what `kb check` and `python -m kb.testrun` read); "
-                         "a missing report means the session did not reach its end")
+    group.addoption(
+        "--experiments",
+        action="store_true",
+        help="also run the tests marked `experiment` (re-run committed experiments; minutes)",
+    )
+    group.addoption(
+        "--kb-claims",
+        choices=("auto", "all", "off"),
+        default="auto",
+        help="which claims must have their deciding test pass: all of them in a full run (auto), "
+        "those of the files asked for otherwise",
+    )
+    group.addoption(
+        "--kb-report",
+        default=None,
+        metavar="PATH",
+        help="write the session's outcome as JSON (what `kb check` and `python -m kb.testrun` read); "
+        "a missing report means the session did not reach its end",
+    )
     parser.addini("kb_block_timeout", "seconds a page block may run before it is killed", default="60")
-    parser.addini("kb_block_processes", "processes (and threads) a page block or notebook may run at once",
-                  default="64")
-    parser.addini("kb_block_memory_mb", "MiB of memory a page block's or notebook's process may map "
-                  "(also the size of its /tmp)", default="1024")
+    parser.addini(
+        "kb_block_processes", "processes (and threads) a page block or notebook may run at once", default="64"
+    )
+    parser.addini(
+        "kb_block_memory_mb",
+        "MiB of memory a page block's or notebook's process may map (also the size of its /tmp)",
+        default="1024",
+    )
 
 
 PLUGIN_NAME = "kb-session"
@@ -71,8 +86,9 @@ def pytest_configure(config):
     """Register this run's plugin object: all per-run state lives on it, one per pytest config
     (so a run started inside another, as pytester's are, has its own)."""
     if sys.flags.optimize:
-        raise pytest.UsageError("kb: Python runs with -O, which strips assert statements: "
-                                "every check would pass without checking")
+        raise pytest.UsageError(
+            "kb: Python runs with -O, which strips assert statements: every check would pass without checking"
+        )
     try:
         state = State(config)
     except KbError as e:
@@ -99,15 +115,29 @@ def _shared_assertions() -> dict[str, object]:
     import numpy.testing
     import torch
 
-    out = {f"builtins.{n}": getattr(builtins, n) for n in ("abs", "all", "any", "len", "isinstance", "round", "max", "min")}
+    out = {
+        f"builtins.{n}": getattr(builtins, n) for n in ("abs", "all", "any", "len", "isinstance", "round", "max", "min")
+    }
     out["math.isclose"] = math.isclose
     for n in ("assert_close", "assert_allclose"):
         if hasattr(torch.testing, n):
             out[f"torch.testing.{n}"] = getattr(torch.testing, n)
     for n in ("allclose", "isclose", "equal", "all", "any"):
         out[f"torch.{n}"] = getattr(torch, n)
-    for n in ("__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__abs__", "__bool__", "__float__", "all", "any",
-              "item", "abs"):
+    for n in (
+        "__eq__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__abs__",
+        "__bool__",
+        "__float__",
+        "all",
+        "any",
+        "item",
+        "abs",
+    ):
         out[f"torch.Tensor.{n}"] = getattr(torch.Tensor, n)
     from _pytest import approx as python_api
 
@@ -115,7 +145,13 @@ def _shared_assertions() -> dict[str, object]:
         if hasattr(python_api, cls):
             for n in ("__eq__", "__ne__"):
                 out[f"_pytest.approx.{cls}.{n}"] = getattr(getattr(python_api, cls), n)
-    for n in ("assert_allclose", "assert_array_equal", "assert_equal", "assert_array_almost_equal", "assert_almost_equal"):
+    for n in (
+        "assert_allclose",
+        "assert_array_equal",
+        "assert_equal",
+        "assert_array_almost_equal",
+        "assert_almost_equal",
+    ):
         out[f"numpy.testing.{n}"] = getattr(numpy.testing, n)
     out["pytest.approx"], out["pytest.raises"], out["pytest.fail"] = pytest.approx, pytest.raises, pytest.fail
     return out
@@ -178,8 +214,13 @@ def expand_includes(code: str, site: Site, project: Project | None = None) -> st
     if project is not None:
         for inc in sources.includes(code.split("\n")):
             rel = Path(inc.path)
-            if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0] != "snippets" \
-                    or not project.inside(project.root / rel, project.snippets_dir):
+            if (
+                rel.is_absolute()
+                or ".." in rel.parts
+                or not rel.parts
+                or rel.parts[0] != "snippets"
+                or not project.inside(project.root / rel, project.snippets_dir)
+            ):
                 raise KbError(f"include of {inc.path}: a page block may include only files under snippets/")
     return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
 
@@ -215,8 +256,14 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
     def isolated() -> None:
         _warm()
         with tempfile.TemporaryDirectory(prefix="kb-block-") as work:
-            failure = run_forked(in_child, work=Path(work), project=state.project.root, timeout=timeout,
-                                 processes=processes, memory_mb=memory_mb)
+            failure = run_forked(
+                in_child,
+                work=Path(work),
+                project=state.project.root,
+                timeout=timeout,
+                processes=processes,
+                memory_mb=memory_mb,
+            )
         if failure:
             raise BlockFailure(failure)
 
@@ -248,8 +295,7 @@ def split_doctest(item) -> list:
     for examples in groups.values():
         line = examples[0].lineno
         test = doctest.DocTest(examples, {}, f"{item.dtest.name}:{line + 1}", item.dtest.filename, line, None)
-        out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner,
-                                           dtest=test))
+        out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner, dtest=test))
     return out
 
 
@@ -286,8 +332,11 @@ def failed_by_its_assertion(error: AssertionError, test) -> bool:
     mine = [i for i, f in enumerate(frames) if f.f_code is test.__code__]
     if not mine:
         return False
-    return all(f.f_globals.get("__name__", "").startswith(ASSERTION_MODULES)
-               or f.f_code.co_name.lstrip("_").startswith("assert") for f in frames[mine[-1] + 1:])
+    return all(
+        f.f_globals.get("__name__", "").startswith(ASSERTION_MODULES)
+        or f.f_code.co_name.lstrip("_").startswith("assert")
+        for f in frames[mine[-1] + 1 :]
+    )
 
 
 def counterfactual_item(item, claim: Claim, cf: Counterfactual, single: bool = True):
@@ -303,7 +352,8 @@ def counterfactual_item(item, claim: Claim, cf: Counterfactual, single: bool = T
 
     def record(result: str, detail: str = "") -> None:
         holder["item"].user_properties.append(
-            (COUNTERFACTUAL_KEY, json.dumps({"claim": claim.id, "index": cf.index, "result": result, "detail": detail})))
+            (COUNTERFACTUAL_KEY, json.dumps({"claim": claim.id, "index": cf.index, "result": result, "detail": detail}))
+        )
 
     @functools.wraps(test)
     def run(**funcargs):
@@ -322,21 +372,30 @@ def counterfactual_item(item, claim: Claim, cf: Counterfactual, single: bool = T
             record("crashed", f"AssertionError outside the test's own checks: {e}")
             raise CounterfactualNotRejected(
                 f"{head}: an assertion inside the code under test failed, not the test's check "
-                f"(a crash does not count as failing): {str(e)[:300]}") from e
+                f"(a crash does not count as failing): {str(e)[:300]}"
+            ) from e
         except Exception as e:  # noqa: BLE001
             record("crashed", f"{type(e).__name__}: {e}")
             raise CounterfactualNotRejected(
                 f"{head} crashed ({type(e).__name__}: {str(e)[:300]}): a crash does not count as the test "
-                "failing; the counterfactual must run to the test's assertion") from e
+                "failing; the counterfactual must run to the test's assertion"
+            ) from e
         record("passed")
         if single:
             raise CounterfactualNotRejected(
                 f"{head}: the deciding test {claim.test.node_id} still passes when {cf.text}: "
-                "it cannot tell the claim from this counterfactual")
+                "it cannot tell the claim from this counterfactual"
+            )
 
     name = counterfactual_name(item.originalname, claim, cf)
-    new = type(item).from_parent(item.parent, name=name, callobj=run, callspec=getattr(item, "callspec", None),
-                                 fixtureinfo=item._fixtureinfo, originalname=name)
+    new = type(item).from_parent(
+        item.parent,
+        name=name,
+        callobj=run,
+        callspec=getattr(item, "callspec", None),
+        fixtureinfo=item._fixtureinfo,
+        originalname=name,
+    )
     holder["item"] = new
     return new
 
@@ -366,8 +425,12 @@ def _scope(config, state: State) -> list[Claim]:
     if mode == "off":
         return []
     claims = [c for c in state.kb.claims if c.test]
-    filtered = config.option.keyword or config.option.markexpr or config.getoption("deselect", None) \
+    filtered = (
+        config.option.keyword
+        or config.option.markexpr
+        or config.getoption("deselect", None)
         or config.getoption("lf", False)
+    )
     if mode == "all" or (config.args_source == pytest.Config.ArgsSource.TESTPATHS and not filtered):
         return claims
     ran = {nid for nid in state.outcomes}
@@ -429,8 +492,11 @@ def narrowed(config) -> list[str]:
         out.append("--kb-claims=off")
     if os.environ.get("PYTEST_ADDOPTS", "").strip():
         out.append(f"PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS'][:200]}")
-    if getattr(config.option, "lf", False) or getattr(config.option, "stepwise", False) \
-            or getattr(config.option, "maxfail", 0):
+    if (
+        getattr(config.option, "lf", False)
+        or getattr(config.option, "stepwise", False)
+        or getattr(config.option, "maxfail", 0)
+    ):
         out.append("--lf/--sw/-x/--maxfail")
     return out
 
@@ -442,7 +508,9 @@ def _write_report(state: State, session) -> None:
         "finished": True,
         "narrowed": narrowed(state.config),
         "exitstatus": int(session.exitstatus),
-        "outcomes": {n: next((o for o in seen if o), "passed") if seen else "not run" for n, seen in state.outcomes.items()},
+        "outcomes": {
+            n: next((o for o in seen if o), "passed") if seen else "not run" for n, seen in state.outcomes.items()
+        },
         "counterfactuals": {f"{cid}#{k}": results for (cid, k), results in state.counterfactuals.items()},
         "problems": state.problems,
         "undecided": state.undecided,
@@ -451,8 +519,6 @@ def _write_report(state: State, session) -> None:
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
     tmp.replace(state.report_path)
     state.report_path.with_suffix(".running").unlink(missing_ok=True)
-
-
 
 
 # ---- the plugin object: one per run, registered by pytest_configure -------------------------------
@@ -507,8 +573,10 @@ class State:
         if changed:
             report = outcome.get_result()
             report.outcome = "failed"
-            report.longrepr = (f"{collector.nodeid}: importing this module replaced {', '.join(changed)}, which every "
-                               "module's assertions rely on (put back; the module fails)")
+            report.longrepr = (
+                f"{collector.nodeid}: importing this module replaced {', '.join(changed)}, which every "
+                "module's assertions rely on (put back; the module fails)"
+            )
 
     def pytest_ignore_collect(self, collection_path, config):
         # A journal post is the learner's words: its code is shown (labelled), never executed.
@@ -525,7 +593,8 @@ class State:
                 raise pytest.UsageError(
                     f"{self.project.rel(file_path)}:{i}: a pytest directive in a page ({line.strip()}); "
                     "every block a page shows runs: remove it, or show the code as not runnable "
-                    '(```python title="不运行：<reason>")')
+                    '(```python title="不运行：<reason>")'
+                )
         return None
 
     def pytest_collection_modifyitems(self, session, config, items):
@@ -570,23 +639,28 @@ class State:
             changed = replaced_assertions(self.originals)
             if changed:
                 report.outcome = "failed"
-                report.longrepr = (f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
-                                   "rely on (put back; the test fails)")
+                report.longrepr = (
+                    f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
+                    "rely on (put back; the test fails)"
+                )
         claims = self.claims_of(item.nodeid)
         if not claims:
             return
         names = "; ".join(f"claim '{c.id}' ({c.where}) is marked {c.status.key}" for c in claims)
         if report.skipped or hasattr(report, "wasxfail"):
             how = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-            reason = getattr(report, "wasxfail", None) or (report.longrepr[2] if isinstance(report.longrepr, tuple) else "")
+            reason = getattr(report, "wasxfail", None) or (
+                report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            )
             report.outcome = "failed"
             report.kb_slipped = how
             report.longrepr = f"{item.nodeid} decides {names}: a deciding test may not be {how} ({reason})"
             if hasattr(report, "wasxfail"):
                 del report.wasxfail
         if report.failed:
-            report.sections.append(("claims decided by this test",
-                                    f"{names}, but its test fails: the page is wrong or the code is."))
+            report.sections.append(
+                ("claims decided by this test", f"{names}, but its test fails: the page is wrong or the code is.")
+            )
 
     def pytest_runtest_logstart(self, nodeid, location):
         if self.report_path is not None and not hasattr(self.config, "workerinput"):
@@ -626,8 +700,11 @@ class State:
                 self.problems.append(f"claim '{c.id}' ({c.where}, marked {c.status.key}): {problem}")
         try:
             asked = {c.id for c in claims}
-            self.undecided = [c.id for c in self.kb.claims if c.test and c.id not in asked] \
-                if config.getoption("kb_claims") != "off" else ["(all: --kb-claims=off)"]
+            self.undecided = (
+                [c.id for c in self.kb.claims if c.test and c.id not in asked]
+                if config.getoption("kb_claims") != "off"
+                else ["(all: --kb-claims=off)"]
+            )
         except KbError:
             self.undecided = ["(the knowledge base cannot be read)"]
         if self.problems and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -641,6 +718,9 @@ class State:
                 terminalreporter.write_line(line)
         if self.undecided and not hasattr(config, "workerinput"):
             terminalreporter.section("claims this run did not decide", yellow=True)
-            terminalreporter.write_line(f"{len(self.undecided)} claim(s) were left out of this run (narrowed by "
-                                        "arguments, -k, --deselect or options): " + ", ".join(self.undecided[:20])
-                                        + (" ..." if len(self.undecided) > 20 else ""))
+            terminalreporter.write_line(
+                f"{len(self.undecided)} claim(s) were left out of this run (narrowed by "
+                "arguments, -k, --deselect or options): "
+                + ", ".join(self.undecided[:20])
+                + (" ..." if len(self.undecided) > 20 else "")
+            )

@@ -12,8 +12,8 @@ import html
 import posixpath
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from kb import cards, sources
 from kb.model import Basis, Claim, CodeLine, JournalRef, KnowledgeBase, Page, Question, Status, Verdict, code_anchor
@@ -59,7 +59,7 @@ def _split_math(text: str) -> list[tuple[bool, str]]:
     """Text split into (kept, part): code spans and ``$…$`` math are kept as written."""
     out, last = [], 0
     for m in KEPT.finditer(text):
-        out += [(False, text[last:m.start()]), (True, m.group(0))]
+        out += [(False, text[last : m.start()]), (True, m.group(0))]
         last = m.end()
     return out + [(False, text[last:])]
 
@@ -141,11 +141,17 @@ def excerpt_break(lines: list[str]) -> list[str]:
     seen = 0
     for i, line in enumerate(lines):
         seen += bool(line.strip())
-        if seen >= EXCERPT_LINES and not line.strip() and not in_code[i] and i + 1 < len(lines) \
-                and lines[i + 1].strip() and not lines[i + 1].startswith((" ", "\t")):
-            rest = [l for l in lines[i + 1:] if l.strip()]
+        if (
+            seen >= EXCERPT_LINES
+            and not line.strip()
+            and not in_code[i]
+            and i + 1 < len(lines)
+            and lines[i + 1].strip()
+            and not lines[i + 1].startswith((" ", "\t"))
+        ):
+            rest = [l for l in lines[i + 1 :] if l.strip()]
             if len(rest) >= 3:
-                return lines[:i + 1] + [EXCERPT_BREAK, ""] + lines[i + 1:]
+                return lines[: i + 1] + [EXCERPT_BREAK, ""] + lines[i + 1 :]
     return lines
 
 
@@ -177,7 +183,7 @@ def _mark_lines(kb: KnowledgeBase, page: Page, lines: list[str]) -> list[str]:
     for line, markup in extra.items():
         i = page.index(line)
         text = out[i].rstrip(" ")
-        out[i] = f"{text} {' '.join(dict.fromkeys(markup))}{out[i][len(text):]}"
+        out[i] = f"{text} {' '.join(dict.fromkeys(markup))}{out[i][len(text) :]}"
     return out
 
 
@@ -214,7 +220,7 @@ def _render_blocks(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[st
     for raw in sorted(sources.parse_blocks(page.lines, page.doc.body_line), key=lambda b: -b.line):
         owner = by_line.get(raw.line)
         inner = raw.indent + "    "
-        body = lines[raw.body_start:raw.end]
+        body = lines[raw.body_start : raw.end]
         if raw.kind == "claim" and owner is not None:
             header = f'!!! claim {owner.status.key} "{owner.status.label}：{md_text(owner.title)}"'
             meta, anchor = _claim_meta(kb, layout, page, owner), owner.anchor
@@ -232,7 +238,7 @@ def _render_blocks(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[st
                 new += ["", inner + extra]
         if meta:
             new += ["", inner + meta]
-        out[raw.start:raw.end] = [f'<div class="kb-block" id="{anchor}" markdown>', "", *new, "", "</div>"]
+        out[raw.start : raw.end] = [f'<div class="kb-block" id="{anchor}" markdown>', "", *new, "", "</div>"]
     return out
 
 
@@ -255,12 +261,16 @@ def _claim_facts(layout: Layout, page: Page, claim: Claim) -> list[str]:
     the sentences of the sources it rests on, and its second reading."""
     out = []
     if claim.basis is not Basis.EXPERIMENT:
-        out.append(f'<small class="kb-basis {claim.basis.key}"><strong>依据：{claim.basis.label}</strong>——'
-                   f"{html_text(claim.basis.meaning)}</small>")
+        out.append(
+            f'<small class="kb-basis {claim.basis.key}"><strong>依据：{claim.basis.label}</strong>——'
+            f"{html_text(claim.basis.meaning)}</small>"
+        )
     for cf in claim.counterfactuals:
         test = code_link(layout, page.src_uri, claim.test.code, f"{claim.test.function}({cf.kwargs})")
-        out.append(f'<small class="kb-counterfactual" title="make test 在这个设定下运行判定测试，要求它的断言失败">'
-                   f"反事实 {cf.index}：{md_text(cf.text)}，判定测试会失败（{test}）</small>")
+        out.append(
+            f'<small class="kb-counterfactual" title="make test 在这个设定下运行判定测试，要求它的断言失败">'
+            f"反事实 {cf.index}：{md_text(cf.text)}，判定测试会失败（{test}）</small>"
+        )
     for q in claim.quotes:
         out.append(f'<small class="kb-quote">原文（{md_text(q.source)}）：“{md_text(q.text)}”</small>')
     last = claim.last_review
@@ -270,8 +280,7 @@ def _claim_facts(layout: Layout, page: Page, claim: Claim) -> list[str]:
         review_text = f"第二读者复核：{last.date.isoformat()}（{md_text(last.reviewer)}）"
     else:
         review_text = f"复核于 {last.date.isoformat()}，之后论断或测试有改动：尚未重新复核"
-    out.append(f'<small class="kb-review-state {"current" if claim.review_current else "stale"}">'
-               f"{review_text}</small>")
+    out.append(f'<small class="kb-review-state {"current" if claim.review_current else "stale"}">{review_text}</small>')
     return out
 
 
@@ -299,7 +308,10 @@ def _title_includes(kb: KnowledgeBase, layout: Layout, page: Page, lines: list[s
         line = kb.section_line(path, section) if section else 1
         out[f.start] = f'{f.indent}{f.fence}python title="{target}"'
         href = link(page.src_uri, layout.code(path), code_anchor(line))
-        out[f.end + 1:f.end + 1] = ["", f'{f.indent}<small class="kb-source">[源码：`{path}`（由测试执行）]({href})</small>']
+        out[f.end + 1 : f.end + 1] = [
+            "",
+            f'{f.indent}<small class="kb-source">[源码：`{path}`（由测试执行）]({href})</small>',
+        ]
     return out
 
 
@@ -307,22 +319,27 @@ def _footer(kb: KnowledgeBase, page: Page, layout: Layout) -> str:
     src = page.src_uri
     topics = kb.topic_pages
     n_cards = sum(c.topic == page.section for c in cards.cards(kb)) if not page.is_post else 0
-    review_link = (f"\n\n<small class=\"kb-related\">复习这个主题：[{n_cards} 张卡片]"
-              f"({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic \"{page.section}\"`）</small>\n"
-              if n_cards and (page.topic or page.src_uri.startswith("foundations/")) else "")
+    review_link = (
+        f'\n\n<small class="kb-related">复习这个主题：[{n_cards} 张卡片]'
+        f'({link(src, layout.review, topic_anchor(page.section))})（`kb review --topic "{page.section}"`）</small>\n'
+        if n_cards and (page.topic or page.src_uri.startswith("foundations/"))
+        else ""
+    )
     if page.is_post:
         cats = [c for c in page.categories if c in topics]
         if not cats:
             return ""
         links = "、".join(f"[{md_text(topics[c].title)}]({link(src, topics[c].src_uri)})" for c in cats)
-        return f"\n\n---\n\n<small class=\"kb-related\">相关主题页：{links}</small>\n"
+        return f'\n\n---\n\n<small class="kb-related">相关主题页：{links}</small>\n'
     posts = kb.posts_by_topic.get(page.topic or "", [])
     if not posts:
         return f"\n\n---{review_link}" if review_link else ""
     cat_uri = f"{kb.project.blog_dir}/category/{CATEGORY_SLUG(page.topic, '-')}.md"
     post_links = "、".join(f"[{p.key}]({link(src, p.src_uri)})" for p in posts)
-    return (f"\n\n---\n\n<small class=\"kb-related\">日志中的相关笔记：{post_links}"
-            f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n" + review_link)
+    return (
+        f'\n\n---\n\n<small class="kb-related">日志中的相关笔记：{post_links}'
+        f"（[{md_text(page.topic)} 分类下的全部日志]({link(src, cat_uri)})）</small>\n" + review_link
+    )
 
 
 def topic_anchor(topic: str) -> str:
@@ -341,7 +358,9 @@ def code_page(kb: KnowledgeBase, layout: Layout, path: str, code: str) -> str:
         f"---\ntitle: {path}\nsearch:\n  exclude: true\n---\n\n"
         f"# `{path}`\n\n"
         f"测试套件运行本文件（`pytest {path}`）及其中每个 `test_*` 函数。"
-        + (f"引用它的页面：{used}。" if used else "") + "\n\n" + _fenced(code, "python")
+        + (f"引用它的页面：{used}。" if used else "")
+        + "\n\n"
+        + _fenced(code, "python")
     )
 
 
@@ -356,13 +375,19 @@ def source_page(layout: Layout, page: Page, text: str) -> str:
     """A page's Markdown source, where its edit link leads when the project has no repository URL."""
     uri = layout.source(page)
     if page.is_post:
-        how = (f"这是日志原文，不要改动已有的文字。要补充，用 `kb new --date {page.date.isoformat()} -m \"…\"`"
-               "（或 `--edit` 在编辑器里写），它会在文末加一节。")
+        how = (
+            f'这是日志原文，不要改动已有的文字。要补充，用 `kb new --date {page.date.isoformat()} -m "…"`'
+            "（或 `--edit` 在编辑器里写），它会在文末加一节。"
+        )
     else:
-        how = (f"在编辑器里修改 `{page.rel}`。`make serve` 运行时，保存后页面自动刷新，"
-               f"页面顶部的状态行显示本页的检查（`kb check {page.rel}`）是否通过。")
-    return (f"---\ntitle: {page.rel}\nsearch:\n  exclude: true\n---\n\n# `{page.rel}`\n\n"
-            f"[{md_text(page.title)}]({link(uri, page.src_uri)}) 的源文件。{how}\n\n" + _fenced(text, "markdown"))
+        how = (
+            f"在编辑器里修改 `{page.rel}`。`make serve` 运行时，保存后页面自动刷新，"
+            f"页面顶部的状态行显示本页的检查（`kb check {page.rel}`）是否通过。"
+        )
+    return (
+        f"---\ntitle: {page.rel}\nsearch:\n  exclude: true\n---\n\n# `{page.rel}`\n\n"
+        f"[{md_text(page.title)}]({link(uri, page.src_uri)}) 的源文件。{how}\n\n" + _fenced(text, "markdown")
+    )
 
 
 def _section_order(kb: KnowledgeBase) -> list[str]:
@@ -375,8 +400,9 @@ def _verdict_counts(claim: Claim) -> str:
     if not claim.refs:
         return ""
     counts = Counter(r.verdict for r in claim.refs)
-    chips = "".join(f'<span class="kb-chip {v.key}" title="{v.label}">{v.label} {counts[v]}</span>'
-                    for v in Verdict if counts[v])
+    chips = "".join(
+        f'<span class="kb-chip {v.key}" title="{v.label}">{v.label} {counts[v]}</span>' for v in Verdict if counts[v]
+    )
     return f'<span class="kb-journal-count">日志</span>{chips}'
 
 
@@ -405,7 +431,9 @@ def inline_html(text: str) -> str:
 def _review_facts(c: Claim) -> str:
     parts = []
     if c.basis is not Basis.EXPERIMENT:
-        parts.append(f'<span class="kb-basis {c.basis.key}" title="{html_text(c.basis.meaning)}">{c.basis.label}</span>')
+        parts.append(
+            f'<span class="kb-basis {c.basis.key}" title="{html_text(c.basis.meaning)}">{c.basis.label}</span>'
+        )
     if c.counterfactuals:
         titles = "；".join(f"{cf.index}. {cf.text}" for cf in c.counterfactuals)
         parts.append(f'<span class="kb-cf-count" title="{html_text(titles)}">反事实 {len(c.counterfactuals)}</span>')
@@ -422,12 +450,20 @@ def _review_facts(c: Claim) -> str:
 def _long_card_answers(kb: KnowledgeBase, href_to: Callable[..., str], uri: str) -> list[str]:
     """The claims whose review card's short answer is over the limit (cut): each wants a `review:` line."""
     by_id = {c.id: c for c in kb.claims}
-    long = [by_id[card.id.removeprefix("claim:")] for card in cards.cards(kb)
-            if card.over_limit and card.id.removeprefix("claim:") in by_id]
-    head = (f'??? warning "复习卡片的短答案超过 {cards.ANSWER_LIMIT} 字的论断 {len(long)} 条"' if long else
-            f'??? success "每条论断的复习卡片短答案都在 {cards.ANSWER_LIMIT} 字以内"')
-    body = [f"    - [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)})（`{c.where}`）：给它加一行 `review:`"
-            for c in long] or ["    卡片的短答案取自论断说明的第一句，或论断的 `review:` 行（一句话）。"]
+    long = [
+        by_id[card.id.removeprefix("claim:")]
+        for card in cards.cards(kb)
+        if card.over_limit and card.id.removeprefix("claim:") in by_id
+    ]
+    head = (
+        f'??? warning "复习卡片的短答案超过 {cards.ANSWER_LIMIT} 字的论断 {len(long)} 条"'
+        if long
+        else f'??? success "每条论断的复习卡片短答案都在 {cards.ANSWER_LIMIT} 字以内"'
+    )
+    body = [
+        f"    - [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)})（`{c.where}`）：给它加一行 `review:`"
+        for c in long
+    ] or ["    卡片的短答案取自论断说明的第一句，或论断的 `review:` 行（一句话）。"]
     return [head, "", *body, ""]
 
 
@@ -449,51 +485,74 @@ def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) 
     radios, labels = [], []
     for key, label, statuses in FILTERS:
         n = sum(total[s] for s in statuses)
-        radios.append(f'<input type="radio" name="kb-filter" id="kb-filter-{key}" class="kb-filter"'
-                      f'{" checked" if key == "all" else ""}>')
+        radios.append(
+            f'<input type="radio" name="kb-filter" id="kb-filter-{key}" class="kb-filter"'
+            f"{' checked' if key == 'all' else ''}>"
+        )
         labels.append(f'<label for="kb-filter-{key}">{label} {n}</label>')
     rows = []
     for c in claims:
         page = href_to(uri, c.page.src_uri)
-        test = (f'<a class="kb-test" href="{html_text(href_to(uri, layout.code(c.test.code.path), code_anchor(c.test.code.line)))}" '
-                f'title="判定测试 {html_text(c.test.node_id)}">测试</a>') if c.test else \
-            f'<span class="kb-test" title="{html_text(c.missing or "")}">尚缺测试</span>'
+        test = (
+            (
+                f'<a class="kb-test" href="{html_text(href_to(uri, layout.code(c.test.code.path), code_anchor(c.test.code.line)))}" '
+                f'title="判定测试 {html_text(c.test.node_id)}">测试</a>'
+            )
+            if c.test
+            else f'<span class="kb-test" title="{html_text(c.missing or "")}">尚缺测试</span>'
+        )
         rows.append(
             f'<tr data-status="{c.status.key}"><td><span class="kb-status {c.status.key}">{c.status.label}</span></td>'
             f'<td><a href="{html_text(href_to(uri, c.page.src_uri, c.anchor))}">{inline_html(c.title)}</a>'
             f'<div class="kb-claim-meta"><span class="kb-status-text">{c.status.label}</span>'
             f'<a href="{html_text(page)}">{html_text(c.page.section)}</a> · {test}'
-            f"{_verdict_counts(c)}{_review_facts(c)}</div></td></tr>")
+            f"{_verdict_counts(c)}{_review_facts(c)}</div></td></tr>"
+        )
     by_topic = defaultdict(Counter)
     for c in kb.claims:
         by_topic[c.page.section][c.status] += 1
     summary = "；".join(f"{html_text(t)} " + "/".join(str(by_topic[t][s]) for s in Status) for t in order)
-    return "\n".join([
-        "---", "title: 论断", *LIST_SEARCH, "---", "", "# 论断", "",
-        f"共 **{len(kb.claims)}** 条论断，状态由判定测试决定：测试失败、被跳过或根本没有运行时，`make test` 失败并报出论断的名字。", "",
-        '??? info "状态与“日志”的含义，按主题的统计"',
-        "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
-        "**待解决**：写明还缺什么。每条论断下的“日志”是它核对过的日志原话，以及每句原话得到的判定"
-        "（一句原话的判定可以和论断不同：一条已验证的论断，可以证伪学习者写下的某句话）。", "",
-        "    **反事实**：一条已验证或已证伪的论断写明至少一个“若……”的设定，在那个设定下论断不成立（或反过来成立）；"
-        "`make test` 用这个设定再运行判定测试，要求测试自己的断言失败（崩溃不算），否则报出论断的名字。"
-        "**复核**：每条论断都由没写它的第二读者对照原文读过；论断或测试改动后显示为“改动后未重读”。", "",
-        f"    反事实 {sum(len(c.counterfactuals) for c in kb.claims)} 个，覆盖 "
-        f"{sum(bool(c.counterfactuals) for c in kb.claims)} 条论断；"
-        f"复核为当前的 {sum(c.review_current for c in kb.claims)} 条；"
-        + "，".join(f"{b.label} {sum(c.basis is b for c in kb.claims)}" for b in Basis) + "。", "",
-        "    合计：" + "，".join(f"{s.label} {total[s]}" for s in Status)
-        + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。", "",
-        *_long_card_answers(kb, href_to, uri),
-        '<div class="kb-claims">',
-        *radios,
-        f'<div class="kb-filters" role="group" aria-label="按状态筛选">{"".join(labels)}</div>',
-        '<table class="kb-claims-table"><thead><tr><th>状态</th><th>论断</th></tr></thead><tbody>',
-        *rows,
-        "</tbody></table>",
-        "</div>",
-        "",
-    ])
+    return "\n".join(
+        [
+            "---",
+            "title: 论断",
+            *LIST_SEARCH,
+            "---",
+            "",
+            "# 论断",
+            "",
+            f"共 **{len(kb.claims)}** 条论断，状态由判定测试决定：测试失败、被跳过或根本没有运行时，`make test` 失败并报出论断的名字。",
+            "",
+            '??? info "状态与“日志”的含义，按主题的统计"',
+            "    **已验证**：测试断言这句话成立。**已证伪**：测试断言它的反例。**部分成立**：测试同时断言成立的部分和不成立的部分。"
+            "**待解决**：写明还缺什么。每条论断下的“日志”是它核对过的日志原话，以及每句原话得到的判定"
+            "（一句原话的判定可以和论断不同：一条已验证的论断，可以证伪学习者写下的某句话）。",
+            "",
+            "    **反事实**：一条已验证或已证伪的论断写明至少一个“若……”的设定，在那个设定下论断不成立（或反过来成立）；"
+            "`make test` 用这个设定再运行判定测试，要求测试自己的断言失败（崩溃不算），否则报出论断的名字。"
+            "**复核**：每条论断都由没写它的第二读者对照原文读过；论断或测试改动后显示为“改动后未重读”。",
+            "",
+            f"    反事实 {sum(len(c.counterfactuals) for c in kb.claims)} 个，覆盖 "
+            f"{sum(bool(c.counterfactuals) for c in kb.claims)} 条论断；"
+            f"复核为当前的 {sum(c.review_current for c in kb.claims)} 条；"
+            + "，".join(f"{b.label} {sum(c.basis is b for c in kb.claims)}" for b in Basis)
+            + "。",
+            "",
+            "    合计："
+            + "，".join(f"{s.label} {total[s]}" for s in Status)
+            + f"。按主题（{'/'.join(s.label for s in Status)}）：{summary}。",
+            "",
+            *_long_card_answers(kb, href_to, uri),
+            '<div class="kb-claims">',
+            *radios,
+            f'<div class="kb-filters" role="group" aria-label="按状态筛选">{"".join(labels)}</div>',
+            '<table class="kb-claims-table"><thead><tr><th>状态</th><th>论断</th></tr></thead><tbody>',
+            *rows,
+            "</tbody></table>",
+            "</div>",
+            "",
+        ]
+    )
 
 
 def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
@@ -502,10 +561,17 @@ def questions_page(kb: KnowledgeBase, layout: Layout) -> str:
     open_qs = [q for q in qs if not q.answered]
     done = [q for q in qs if q.answered]
     out = [
-        "---", "title: 问题", *LIST_SEARCH, "---", "", "# 问题", "",
+        "---",
+        "title: 问题",
+        *LIST_SEARCH,
+        "---",
+        "",
+        "# 问题",
+        "",
         "日志里以问自己问题的方式学习：这里汇总所有问题、中断时的重启点（`>>`）、未勾选的任务和主题页里的问题框，"
         "每条都链接到提出它的地方；已解答的问题链接到回答它的论断或小节。终端里用 `kb questions` 列出待解决的问题（带 `file:line`）。",
-        "", f"共 **{len(qs)}** 个问题：待解决 **{len(open_qs)}**，已解答 **{len(done)}**。",
+        "",
+        f"共 **{len(qs)}** 个问题：待解决 **{len(open_qs)}**，已解答 **{len(done)}**。",
     ]
 
     def name(page: Page) -> str:
@@ -564,8 +630,9 @@ def tex_text(tex: str) -> str:
 
 def search_text(text: str) -> str:
     """A search entry without raw TeX: result teasers show the formula as text, not ``\\(\\pi_\\theta\\)``."""
-    return re.sub(r"[ \t]{2,}", " ", TEX.sub(lambda m: " " + tex_text(next(g for g in m.groups() if g is not None)) + " ",
-                                             text))
+    return re.sub(
+        r"[ \t]{2,}", " ", TEX.sub(lambda m: " " + tex_text(next(g for g in m.groups() if g is not None)) + " ", text)
+    )
 
 
 # ---- live status (kb serve only) ---------------------------------------------------------------------
@@ -624,8 +691,10 @@ LIVE_SCRIPT = """<script>
 
 def live_status(page: Page, status_url: str) -> str:
     """The status line `kb serve` shows on a page: when its checks last ran, and whether they passed."""
-    return (f'<div class="kb-live" data-page="{html_text(page.src_uri)}" data-status="{html_text(status_url)}" '
-            f'data-state="none">本页的检查状态</div>\n{LIVE_SCRIPT}\n\n')
+    return (
+        f'<div class="kb-live" data-page="{html_text(page.src_uri)}" data-status="{html_text(status_url)}" '
+        f'data-state="none">本页的检查状态</div>\n{LIVE_SCRIPT}\n\n'
+    )
 
 
 # ---- the review page -----------------------------------------------------------------------------
@@ -643,21 +712,38 @@ def review_page(kb: KnowledgeBase, layout: Layout, states: dict, now) -> str:
     for c in deck:
         by_topic[c.topic].append(c)
     order = ["基础", *kb.project.allowed_topics]
-    out = ["---", "title: 复习", "search:", "  exclude: true", "---", "", "# 复习", "",
-           f'<p class="kb-snapshot">快照：{now.strftime("%Y-%m-%d")}（构建本站时的卡片与到期数，只读；'
-           "在 <code>kb serve</code> 下打开本页，就在浏览器里复习并评分）</p>", "",
-           f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"
-           f"构建本站时（{now.strftime('%Y-%m-%d %H:%M')} UTC）到期 **{len(due_now)}** 张。"
-           "终端里运行 `kb review`，按 FSRS 安排复习：先看正面，回想，再看背面并评分；"
-           "`kb review --stats` 显示每个主题的卡片数和未来 7 天的到期预报，`kb export anki cards.apkg` 导出到 Anki。"
-           "论断的状态或内容改变后，它的卡片会重新到期。", ""]
+    out = [
+        "---",
+        "title: 复习",
+        "search:",
+        "  exclude: true",
+        "---",
+        "",
+        "# 复习",
+        "",
+        f'<p class="kb-snapshot">快照：{now.strftime("%Y-%m-%d")}（构建本站时的卡片与到期数，只读；'
+        "在 <code>kb serve</code> 下打开本页，就在浏览器里复习并评分）</p>",
+        "",
+        f"日志里的问题（有解答的）和每一条论断都是一张卡片：共 **{len(deck)}** 张，"
+        f"构建本站时（{now.strftime('%Y-%m-%d %H:%M')} UTC）到期 **{len(due_now)}** 张。"
+        "终端里运行 `kb review`，按 FSRS 安排复习：先看正面，回想，再看背面并评分；"
+        "`kb review --stats` 显示每个主题的卡片数和未来 7 天的到期预报，`kb export anki cards.apkg` 导出到 Anki。"
+        "论断的状态或内容改变后，它的卡片会重新到期。",
+        "",
+    ]
     for topic in sorted(by_topic, key=lambda t: (order.index(t) if t in order else len(order), t)):
         cs = by_topic[topic]
-        out += [f"## {md_text(topic)} {{#{topic_anchor(topic)}}}", "",
-                f"{len(cs)} 张卡片，构建时到期 {sum(c.id in due_now for c in cs)} 张。", ""]
+        out += [
+            f"## {md_text(topic)} {{#{topic_anchor(topic)}}}",
+            "",
+            f"{len(cs)} 张卡片，构建时到期 {sum(c.id in due_now for c in cs)} 张。",
+            "",
+        ]
         for c in cs:
             back = DOCS_LINK.sub(lambda m: m.group(1) + link(uri, m.group(2)), c.back)
             body = [*back.split("\n"), "", f"[查看原文]({link(uri, c.page, c.anchor)})"]
             tag = "论断" if c.id.startswith("claim:") else "问题"
-            out += [f'??? question "{tag}：{md_text(c.front)}"'] + [f"    {line}" if line else "" for line in body] + [""]
+            out += (
+                [f'??? question "{tag}：{md_text(c.front)}"'] + [f"    {line}" if line else "" for line in body] + [""]
+            )
     return "\n".join(out) + "\n"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 import re
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -22,8 +22,10 @@ from kb.cards import GRADES, LOG_NAME, Card, Review, State, cards, log_path, pro
 from kb.model import KnowledgeBase
 from kb.project import KbError, Project
 
-LOG_HEADER = ("# kb review log: one line per review, appended by `kb review` (tab-separated):\n"
-              "# time (UTC)\tcard\tgrade (1 again, 2 hard, 3 good, 4 easy)\tdigest of the card\tstatus shown\n")
+LOG_HEADER = (
+    "# kb review log: one line per review, appended by `kb review` (tab-separated):\n"
+    "# time (UTC)\tcard\tgrade (1 again, 2 hard, 3 good, 4 easy)\tdigest of the card\tstatus shown\n"
+)
 GRADE_NAMES = {fsrs.Rating.Again: "重来", fsrs.Rating.Hard: "困难", fsrs.Rating.Good: "良好", fsrs.Rating.Easy: "简单"}
 
 
@@ -43,8 +45,10 @@ def append(path: Path, review: Review) -> None:
                 f.write(LOG_HEADER)
             elif not ended:
                 f.write("\n")
-            f.write(f"{review.time.isoformat(timespec='seconds')}\t{review.card}\t{int(review.rating)}\t"
-                    f"{review.digest}\t{review.status}\n")
+            f.write(
+                f"{review.time.isoformat(timespec='seconds')}\t{review.card}\t{int(review.rating)}\t"
+                f"{review.digest}\t{review.status}\n"
+            )
             f.flush()
             os.fsync(f.fileno())
 
@@ -57,8 +61,9 @@ def introduced_on(states: dict[str, State], day: dt.date) -> int:
     return sum(bool(s.reviews) and s.reviews[0].time.date() == day for s in states.values())
 
 
-def due(states: dict[str, State], now: dt.datetime, topic: str | None = None,
-        new_per_day: int | None = NEW_PER_DAY) -> list[State]:
+def due(
+    states: dict[str, State], now: dt.datetime, topic: str | None = None, new_per_day: int | None = NEW_PER_DAY
+) -> list[State]:
     """Cards due now: every review, and new cards up to what is left of today's limit (``None``: no limit)."""
     chosen = [s for s in states.values() if s.due <= now and (topic is None or s.card.topic == topic)]
     chosen.sort(key=lambda s: (not s.changed, s.new, s.due, s.card.id))
@@ -69,8 +74,9 @@ def due(states: dict[str, State], now: dt.datetime, topic: str | None = None,
     return [s for s in chosen if not s.new or s in new]
 
 
-def forecast(states: dict[str, State], now: dt.datetime, days: int = 7,
-             new_per_day: int | None = NEW_PER_DAY) -> list[tuple[int, int]]:
+def forecast(
+    states: dict[str, State], now: dt.datetime, days: int = 7, new_per_day: int | None = NEW_PER_DAY
+) -> list[tuple[int, int]]:
     """(reviews, new cards) due on each of the next days (day 0: today), new cards held to the daily limit."""
     counts = [[0, 0] for _ in range(days)]
     waiting = 0
@@ -82,8 +88,11 @@ def forecast(states: dict[str, State], now: dt.datetime, days: int = 7,
         if k < days:
             counts[k][0] += 1
     for k in range(days):
-        room = waiting if new_per_day is None else \
-            max(0, new_per_day - (introduced_on(states, now.date()) if k == 0 else 0))
+        room = (
+            waiting
+            if new_per_day is None
+            else max(0, new_per_day - (introduced_on(states, now.date()) if k == 0 else 0))
+        )
         counts[k][1] = min(waiting, room)
         waiting -= counts[k][1]
     return [tuple(c) for c in counts]
@@ -103,6 +112,7 @@ def stats(states: dict[str, State], log: list[Review], now: dt.datetime, new_per
         t["new"] += s.new
         t["due"] += s.card.id in today
         t["changed"] += bool(s.changed)
+
     def cell(text, width: int, right: bool = True) -> str:  # pad by display width (a CJK character is 2 columns)
         pad = " " * max(0, width - wcswidth(str(text)))
         return pad + str(text) if right else str(text) + pad
@@ -113,8 +123,10 @@ def stats(states: dict[str, State], log: list[Review], now: dt.datetime, new_per
         lines.append(cell(topic, 15, False) + "".join(cell(t[k], 7) for k in ("cards", "new", "due", "changed")))
     days = forecast(states, now, 7, new_per_day)
     limit = "不限" if new_per_day is None else f"{new_per_day} 张"
-    lines.append(f"未来 7 天每天到期（复习+新卡片，每天新卡片上限 {limit}）：" + " ".join(
-        f"{(now + dt.timedelta(days=k)).strftime('%m-%d')}:{r}+{n}" for k, (r, n) in enumerate(days)))
+    lines.append(
+        f"未来 7 天每天到期（复习+新卡片，每天新卡片上限 {limit}）："
+        + " ".join(f"{(now + dt.timedelta(days=k)).strftime('%m-%d')}:{r}+{n}" for k, (r, n) in enumerate(days))
+    )
     waiting = sum(s.new for s in states.values()) - sum(n for _, n in days)
     if waiting > 0:
         lines.append(f"7 天后还有 {waiting} 张新卡片未开始")
@@ -125,11 +137,21 @@ def stats(states: dict[str, State], log: list[Review], now: dt.datetime, new_per
 
 # ---- the terminal session -----------------------------------------------------------------------------
 
-VERDICT_STYLE = {"verified": "bold green", "refuted": "bold red", "qualified": "bold yellow", "open": "bold blue",
-                 "answered": "bold cyan"}
-SERVE_FILE = "serve.json"  # written by `kb serve` into .kb/ (kb.review_server): where it serves and its process, never the token
-_SPAN = re.compile(r"\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<math>[^$\n]+?)\$|`(?P<code>[^`\n]+)`"
-                   r"|\*\*(?P<bold>[^*]+)\*\*|!?\[(?P<link>[^\]]*)\]\([^)]*\)", re.S)
+VERDICT_STYLE = {
+    "verified": "bold green",
+    "refuted": "bold red",
+    "qualified": "bold yellow",
+    "open": "bold blue",
+    "answered": "bold cyan",
+}
+SERVE_FILE = (
+    "serve.json"  # written by `kb serve` into .kb/ (kb.review_server): where it serves and its process, never the token
+)
+_SPAN = re.compile(
+    r"\$\$(?P<display>.+?)\$\$|(?<![\\$])\$(?P<math>[^$\n]+?)\$|`(?P<code>[^`\n]+)`"
+    r"|\*\*(?P<bold>[^*]+)\*\*|!?\[(?P<link>[^\]]*)\]\([^)]*\)",
+    re.S,
+)
 
 
 def rich_text(markdown_text: str, style: str = ""):
@@ -141,7 +163,7 @@ def rich_text(markdown_text: str, style: str = ""):
     out = Text(style=style)
     at = 0
     for m in _SPAN.finditer(markdown_text):
-        out.append(markdown_text[at:m.start()])
+        out.append(markdown_text[at : m.start()])
         if m.group("display") or m.group("math"):
             out.append(tex_text(m.group("display") or m.group("math")), style="italic")
         elif m.group("code"):
@@ -183,8 +205,9 @@ def card_link(project: Project, card: Card, server: dict | None) -> tuple[str, s
     return f"{project.rel(path)}#{card.anchor}", path.resolve().as_uri() + f"#{card.anchor}"
 
 
-def session(project: Project, now: dt.datetime, topic: str | None, ask=None, say=None,
-            new_per_day: int | None = NEW_PER_DAY) -> int:
+def session(
+    project: Project, now: dt.datetime, topic: str | None, ask=None, say=None, new_per_day: int | None = NEW_PER_DAY
+) -> int:
     """Review today's due cards: question, recall, short answer (and more on request), grade; a log line per grade."""
     from rich.console import Console
 
@@ -209,13 +232,18 @@ def session(project: Project, now: dt.datetime, topic: str | None, ask=None, say
     try:
         _grade(project, todo, path, now, done, ask, say, served(project))
     except KeyboardInterrupt:  # Ctrl-C: every grade given so far is already in the log, and stays
-        raise KbInterrupted(f"interrupted; {len(done)} grade{'s' if len(done) != 1 else ''} of this session kept in "
-                            f"{project.rel(path)}") from None
+        raise KbInterrupted(
+            f"interrupted; {len(done)} grade{'s' if len(done) != 1 else ''} of this session kept in {project.rel(path)}"
+        ) from None
     log = project_log(project)
     after = schedule(deck, log, now)
     soon = sum(now < st.due <= now + dt.timedelta(days=1) for st in after.values())
     r = retention(log)
-    say(f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张" + (f"；至今记住的比例 {r:.0%}" if r is not None else "") + "。")
+    say(
+        f"\n本次复习 {len(done)} 张；24 小时内到期 {soon} 张"
+        + (f"；至今记住的比例 {r:.0%}" if r is not None else "")
+        + "。"
+    )
     return 0
 
 
@@ -225,8 +253,16 @@ class KbInterrupted(KbError):
     exit_code = 130
 
 
-def _grade(project: Project, todo: list[State], path: Path, now: dt.datetime, done: list[Review], ask, say,
-           server: dict | None = None) -> None:
+def _grade(
+    project: Project,
+    todo: list[State],
+    path: Path,
+    now: dt.datetime,
+    done: list[Review],
+    ask,
+    say,
+    server: dict | None = None,
+) -> None:
     from rich.text import Text
 
     for k, s in enumerate(todo, 1):
@@ -270,4 +306,4 @@ def _verdict_first(answer: str, style: str):
     m = re.match(r"\*\*([^*]+)\*\*", answer)
     if not m:
         return rich_text(answer)
-    return Text.assemble((m.group(1), style), rich_text(answer[m.end():]))
+    return Text.assemble((m.group(1), style), rich_text(answer[m.end() :]))

@@ -75,21 +75,28 @@ class ReviewSession:
 
     def wsgi(self, app):
         """MkDocs' app with the review paths answered here (everything else goes to ``app`` unchanged)."""
+
         def wrapped(environ, start_response):
             if not environ.get("PATH_INFO", "").startswith(PREFIX):
                 return app(environ, start_response)
             status, body = self.handle(environ)
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-            start_response(status, [("Content-Type", "application/json; charset=utf-8"),
-                                    ("Content-Length", str(len(data))), ("Cache-Control", "no-store"),
-                                    ("X-Content-Type-Options", "nosniff")])
+            start_response(
+                status,
+                [
+                    ("Content-Type", "application/json; charset=utf-8"),
+                    ("Content-Length", str(len(data))),
+                    ("Cache-Control", "no-store"),
+                    ("X-Content-Type-Options", "nosniff"),
+                ],
+            )
             return [data]
 
         return wrapped
 
     def handle(self, environ) -> tuple[str, dict]:
         """(status line, JSON body) of one request under ``PREFIX``; only a valid grade writes the log."""
-        route = environ.get("PATH_INFO", "")[len(PREFIX):]
+        route = environ.get("PATH_INFO", "")[len(PREFIX) :]
         method = environ.get("REQUEST_METHOD", "GET")
         if route not in ("due", "grade"):
             return "404 Not Found", {"error": f"no such review request: {route!r} (due, grade)"}
@@ -140,28 +147,39 @@ class ReviewSession:
         with self.lock:
             states = self._states(now)
         todo = review.due(states, now, None, self.new_per_day)
-        return {"cards": [{"card": s.card.id, "digest": s.card.digest, "new": s.new, "changed": s.changed,
-                           "topic": s.card.topic} for s in todo],
-                "limit": self.new_per_day, "total": len(states)}
+        return {
+            "cards": [
+                {"card": s.card.id, "digest": s.card.digest, "new": s.new, "changed": s.changed, "topic": s.card.topic}
+                for s in todo
+            ],
+            "limit": self.new_per_day,
+            "total": len(states),
+        }
 
     def grade(self, environ) -> tuple[str, dict]:
         kind = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if kind != "application/json":
-            return "415 Unsupported Media Type", \
-                {"error": f"a grade is JSON (application/json), not {kind or 'nothing'}"}
+            return "415 Unsupported Media Type", {
+                "error": f"a grade is JSON (application/json), not {kind or 'nothing'}"
+            }
         try:
             size = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return "400 Bad Request", {"error": "Content-Length is not a number"}
         if size <= 0 or size > MAX_BODY:
-            return "413 Content Too Large" if size > MAX_BODY else "400 Bad Request", \
-                {"error": f"a grade is 1 to {MAX_BODY} bytes of JSON, this request has {size}"}
+            return "413 Content Too Large" if size > MAX_BODY else "400 Bad Request", {
+                "error": f"a grade is 1 to {MAX_BODY} bytes of JSON, this request has {size}"
+            }
         try:
             body = json.loads(environ["wsgi.input"].read(size).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             return "400 Bad Request", {"error": "the body is not JSON"}
-        if not isinstance(body, dict) or not isinstance(body.get("card"), str) \
-                or not isinstance(body.get("digest"), str) or type(body.get("grade")) is not int:
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("card"), str)
+            or not isinstance(body.get("digest"), str)
+            or type(body.get("grade")) is not int
+        ):
             return "400 Bad Request", {"error": 'a grade is {"card": id, "digest": text, "grade": 1-4}'}
         rating = deck_module.GRADES.get(str(body["grade"]))
         if rating is None or body["grade"] not in (1, 2, 3, 4):
@@ -182,8 +200,12 @@ class ReviewSession:
             path = deck_module.log_path(self.project)
             review.append(path, deck_module.Review(now, card.id, rating, card.digest, card.status))
             after = self._states(now)[card.id]
-        return "200 OK", {"logged": card.id, "grade": int(rating), "next_due": after.due.isoformat(timespec="minutes"),
-                          "log": self.project.rel(path)}
+        return "200 OK", {
+            "logged": card.id,
+            "grade": int(rating),
+            "next_due": after.due.isoformat(timespec="minutes"),
+            "log": self.project.rel(path),
+        }
 
 
 # ---- kb serve's side ------------------------------------------------------------------------------
@@ -194,8 +216,11 @@ def open_session(project: Project, dev_addr: str, new_per_day: int | None = revi
     global _SESSION
     host, _, port = dev_addr.rpartition(":")
     if not _loopback(host.strip("[]")):
-        print(f"kb serve: serving on {host}, not this machine only: the 复习 page stays the read-only snapshot "
-              "(serve on 127.0.0.1 to review in the browser)", file=sys.stderr)
+        print(
+            f"kb serve: serving on {host}, not this machine only: the 复习 page stays the read-only snapshot "
+            "(serve on 127.0.0.1 to review in the browser)",
+            file=sys.stderr,
+        )
         return None
     _SESSION = ReviewSession(project, host, int(port), new_per_day=new_per_day)
     _announce(project, f"http://{host}:{port}/")
@@ -245,16 +270,23 @@ def session_page(kb, layout, session: ReviewSession, script_url: str, now: dt.da
     deck = deck_module.cards(kb)
     session.deck = deck
     attr = html.escape
-    out = ["---", "title: 复习", "---", "", "# 复习", "",
-           f'<div class="kb-session" data-token="{attr(session.token)}" data-due="{PREFIX}due" '
-           f'data-grade="{PREFIX}grade" data-header="{TOKEN_HEADER}" markdown>',
-           "",
-           '<p class="kb-session-progress">正在读取今天的卡片…</p>',
-           "",
-           f"<small>`kb serve` 运行中：评分写入 `{deck_module.LOG_NAME}`（与 `kb review` 同一个日志、同一个 FSRS 安排，"
-           f"每天新卡片上限 {session.new_per_day if session.new_per_day is not None else '不限'} 张）。"
-           "空格或回车看答案，m 看完整说明，1 重来 · 2 困难 · 3 良好 · 4 简单。</small>",
-           ""]
+    out = [
+        "---",
+        "title: 复习",
+        "---",
+        "",
+        "# 复习",
+        "",
+        f'<div class="kb-session" data-token="{attr(session.token)}" data-due="{PREFIX}due" '
+        f'data-grade="{PREFIX}grade" data-header="{TOKEN_HEADER}" markdown>',
+        "",
+        '<p class="kb-session-progress">正在读取今天的卡片…</p>',
+        "",
+        f"<small>`kb serve` 运行中：评分写入 `{deck_module.LOG_NAME}`（与 `kb review` 同一个日志、同一个 FSRS 安排，"
+        f"每天新卡片上限 {session.new_per_day if session.new_per_day is not None else '不限'} 张）。"
+        "空格或回车看答案，m 看完整说明，1 重来 · 2 困难 · 3 良好 · 4 简单。</small>",
+        "",
+    ]
     # A topic page links to its cards here (review.md#topic): that link reviews only that topic's cards.
     for topic in sorted({c.topic for c in deck}):
         out.append(f'<span class="kb-topic" id="{attr(render.topic_anchor(topic))}" data-topic="{attr(topic)}"></span>')
@@ -262,14 +294,43 @@ def session_page(kb, layout, session: ReviewSession, script_url: str, now: dt.da
     for c in deck:
         more = render.DOCS_LINK.sub(lambda m: m.group(1) + render.link(uri, m.group(2)), c.more)
         answer = render.DOCS_LINK.sub(lambda m: m.group(1) + render.link(uri, m.group(2)), c.answer)
-        out += [f'<div class="kb-card" data-card="{attr(c.id)}" data-digest="{c.digest}" '
-                f'data-status="{attr(c.status)}" markdown>', ""]
+        out += [
+            f'<div class="kb-card" data-card="{attr(c.id)}" data-digest="{c.digest}" '
+            f'data-status="{attr(c.status)}" markdown>',
+            "",
+        ]
         if c.context:
-            out += ['<div class="kb-card-context" markdown>', "", f"笔记里的上一句：{render.md_text(c.context)}", "",
-                    "</div>", ""]
-        out += ['<div class="kb-card-front" markdown>', "", f"**问：** {render.md_text(c.front)}", "", "</div>", "",
-                '<div class="kb-card-answer" markdown>', "", answer, "", "</div>", "",
-                '<div class="kb-card-more" markdown>', "", more, "",
-                f"[查看原文]({render.link(uri, c.page, c.anchor)})", "", "</div>", "", "</div>", ""]
+            out += [
+                '<div class="kb-card-context" markdown>',
+                "",
+                f"笔记里的上一句：{render.md_text(c.context)}",
+                "",
+                "</div>",
+                "",
+            ]
+        out += [
+            '<div class="kb-card-front" markdown>',
+            "",
+            f"**问：** {render.md_text(c.front)}",
+            "",
+            "</div>",
+            "",
+            '<div class="kb-card-answer" markdown>',
+            "",
+            answer,
+            "",
+            "</div>",
+            "",
+            '<div class="kb-card-more" markdown>',
+            "",
+            more,
+            "",
+            f"[查看原文]({render.link(uri, c.page, c.anchor)})",
+            "",
+            "</div>",
+            "",
+            "</div>",
+            "",
+        ]
     out += ["</div>", "", f'<script src="{attr(script_url)}"></script>', ""]
     return "\n".join(out)

@@ -54,14 +54,15 @@ import stat
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # <linux/sched.h>, <linux/mount.h>, <linux/prctl.h>, <linux/capability.h>, <linux/sockios.h>
 _CLONE_NEWNS, _CLONE_NEWCGROUP, _CLONE_NEWUTS = 0x00020000, 0x02000000, 0x04000000
 _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
-_NAMESPACES = (_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC
-               | _CLONE_NEWUTS | _CLONE_NEWCGROUP)
+_NAMESPACES = (
+    _CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS | _CLONE_NEWCGROUP
+)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
 _MS_NOATIME, _MS_NODIRATIME, _MS_BIND, _MS_REC, _MS_PRIVATE, _MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
 _MNT_DETACH = 2
@@ -73,8 +74,18 @@ _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 # What a block may read besides the project and the interpreter: programs and libraries
 # (a block may run `sh` or start a notebook kernel), and the few /etc files they read.
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "passwd", "group", "nsswitch.conf",
-        "localtime", "fonts", "mime.types")
+_ETC = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "localtime",
+    "fonts",
+    "mime.types",
+)
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 _HIDDEN = (".git", ".env", ".netrc")  # in the project: never readable by a block
 _HARMLESS_INODES = ("anon_inode:[eventpoll]", "anon_inode:[eventfd]")
@@ -106,9 +117,11 @@ def _check(result: int, what: str) -> None:
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    enc = (lambda s: None if s is None else os.fsencode(s))
-    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {source or fstype or ''} on {target}")
+    enc = lambda s: None if s is None else os.fsencode(s)
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {source or fstype or ''} on {target}",
+    )
 
 
 def _write(path: str, text: str) -> None:
@@ -123,8 +136,15 @@ def _readable_roots(project: Path) -> list[tuple[str, str]]:
     """The folders a block may read, as (source, target), outermost target first (a folder
     inside another is bound after it). A folder reached through a symlink is bound at both
     paths: sys.path names the venv as it was given, not as it resolves."""
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable)), str(project)}
+    prefixes = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(sys.executable),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        str(project),
+    }
     pairs = set()
     for p in prefixes:
         if p and os.path.isdir(p):
@@ -158,9 +178,15 @@ def _plan(project: Path, work: Path, memory_mb: int) -> list[tuple]:
         plan.append(("tmpfs", None, str(work), f"{size},mode=0700"))
     plan.append(("tmpfs", None, "/dev", "size=64k,mode=0755"))
     plan += [("bind", f"/dev/{name}", f"/dev/{name}", "rw") for name in _DEVICES]
-    plan += [("symlink", target, f"/dev/{name}", None) for name, target in (
-        ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"))]
+    plan += [
+        ("symlink", target, f"/dev/{name}", None)
+        for name, target in (
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        )
+    ]
     plan.append(("tmpfs", None, "/dev/shm", f"{size},mode=1777"))
     plan.append(("remount-ro", None, "/dev", None))
     plan.append(("proc", None, "/proc", None))
@@ -182,8 +208,9 @@ def _bind(fd: int, target: str, *, writable: bool) -> None:
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
     _mount(f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
     if not writable:  # keep the flags the kernel locks on a mount seen from a user namespace
-        kept = os.statvfs(fd).f_flag & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME
-                                        | _MS_RELATIME)
+        kept = os.statvfs(fd).f_flag & (
+            _MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME | _MS_RELATIME
+        )
         _mount(None, target, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | kept)
 
 
@@ -261,9 +288,24 @@ def _drop_privileges() -> None:
 
 
 # Environment variables a block sees (besides LC_*): paths, locale, thread counts, KB_FAST.
-ENVIRONMENT = {"PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
-               "VIRTUAL_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-               "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "JUPYTER_PATH", "TERM", "KB_FAST"}
+ENVIRONMENT = {
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "PYTHONPATH",
+    "PYTHONHASHSEED",
+    "PYTHONDONTWRITEBYTECODE",
+    "VIRTUAL_ENV",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "JUPYTER_PATH",
+    "TERM",
+    "KB_FAST",
+}
 
 
 def _address_space() -> int:
@@ -271,8 +313,9 @@ def _address_space() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _enter(plan: list[tuple], sources: dict[str, int], work: Path, keep: set[int], processes: int,
-           memory_mb: int) -> None:
+def _enter(
+    plan: list[tuple], sources: dict[str, int], work: Path, keep: set[int], processes: int, memory_mb: int
+) -> None:
     """In PID 1 of the new namespaces: build the sandbox around this process."""
     os.setsid()  # a new session and process group: kill(0, ...) reaches only the block
     _build_root("/tmp", plan, sources)  # over the host's /tmp, seen from this mount namespace only
@@ -296,7 +339,7 @@ def _enter(plan: list[tuple], sources: dict[str, int], work: Path, keep: set[int
 def _send(fd: int, message: dict) -> None:
     view = memoryview(json.dumps(message).encode())
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _unshare_mapped(plan: list[tuple]) -> dict[str, int]:
@@ -340,8 +383,9 @@ def _unshare_mapped(plan: list[tuple]) -> dict[str, int]:
     return sources
 
 
-def _middle(fn, nonce: str, w: int, release: int, plan: list[tuple], work: Path, timeout: float,
-            processes: int, memory_mb: int) -> None:
+def _middle(
+    fn, nonce: str, w: int, release: int, plan: list[tuple], work: Path, timeout: float, processes: int, memory_mb: int
+) -> None:
     """The forked child: enters the namespaces, forks PID 1 to run the block, and kills it when
     the test process says so (or dies). Never returns."""
     try:
@@ -362,8 +406,17 @@ def _middle(fn, nonce: str, w: int, release: int, plan: list[tuple], work: Path,
         os._exit(0)
 
 
-def _block(fn, nonce: str, w: int, plan: list[tuple], sources: dict[str, int], work: Path, timeout: float,
-           processes: int, memory_mb: int) -> None:
+def _block(
+    fn,
+    nonce: str,
+    w: int,
+    plan: list[tuple],
+    sources: dict[str, int],
+    work: Path,
+    timeout: float,
+    processes: int,
+    memory_mb: int,
+) -> None:
     message: dict = {"nonce": nonce}
     try:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -371,6 +424,7 @@ def _block(fn, nonce: str, w: int, plan: list[tuple], sources: dict[str, int], w
     except BaseException as e:  # noqa: BLE001 - reported, the block does not run
         message["sandbox"] = str(e) if isinstance(e, SandboxError) else f"{type(e).__name__}: {e}"
     else:
+
         def alarm(signum, frame):
             raise BlockTimeout(f"the block did not finish within {timeout:g} s (killed)")
 
@@ -404,20 +458,32 @@ def _verdict(data: bytes, nonce: str) -> str | None:
         message = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return f"the block's process sent a malformed result ({len(data)} bytes that are not one JSON message)"
-    if not isinstance(message, dict) or message.get("nonce") != nonce or set(message) not in (
-            {"nonce", "failure"}, {"nonce", "sandbox"}):
+    if (
+        not isinstance(message, dict)
+        or message.get("nonce") != nonce
+        or set(message) not in ({"nonce", "failure"}, {"nonce", "sandbox"})
+    ):
         return "the block's process sent a result that is not the sandbox's (forged or garbled)"
     if "sandbox" in message:
-        return (f"page blocks run only in a sandbox, and this kernel would not give one: {message['sandbox']} "
-                "(Linux user namespaces are needed)")
+        return (
+            f"page blocks run only in a sandbox, and this kernel would not give one: {message['sandbox']} "
+            "(Linux user namespaces are needed)"
+        )
     failure = message["failure"]
     if failure is not None and not isinstance(failure, str):
         return "the block's process sent a result that is not the sandbox's (forged or garbled)"
     return failure
 
 
-def run_forked(fn: Callable[[], str | None], *, work: Path, project: Path, timeout: float,
-               processes: int = 64, memory_mb: int = 1024) -> str | None:
+def run_forked(
+    fn: Callable[[], str | None],
+    *,
+    work: Path,
+    project: Path,
+    timeout: float,
+    processes: int = 64,
+    memory_mb: int = 1024,
+) -> str | None:
     """Run ``fn`` in a forked, sandboxed child; return what it returned (a failure text or None).
 
     ``work`` is the path of the block's working folder (a fresh tmpfs inside the sandbox);

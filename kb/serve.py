@@ -19,8 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-from kb.live import (BUILD_KEY, STATUS_ENV, read_status, record_build_problems, record_refusal,  # noqa: F401
-                     status_file, update_status)
+from kb.live import (  # noqa: F401
+    BUILD_KEY,
+    STATUS_ENV,
+    read_status,
+    record_build_problems,
+    record_refusal,
+    status_file,
+    update_status,
+)
 from kb.project import Project
 
 
@@ -40,8 +47,11 @@ class Checker:
 
     def touched(self, path: str) -> None:
         p = Path(path)
-        if p.suffix not in (".md", ".py", ".ipynb") or any(part.startswith(".") for part in p.parts[-3:]) \
-                or "__pycache__" in p.parts:
+        if (
+            p.suffix not in (".md", ".py", ".ipynb")
+            or any(part.startswith(".") for part in p.parts[-3:])
+            or "__pycache__" in p.parts
+        ):
             return
         # An editor's save is several events (truncate, write, rename...): only a change of content counts,
         # or a late event would restart the check it already started.
@@ -94,8 +104,14 @@ class Checker:
             for uri in pages:
                 entry = data.get(uri)
                 # a new check: no verdict until it has one (only when the last one ran)
-                data[uri] = {"running": True, **({"ran_at": entry["ran_at"]} if isinstance(entry, dict)
-                                                 and isinstance(entry.get("ran_at"), str) else {})}
+                data[uri] = {
+                    "running": True,
+                    **(
+                        {"ran_at": entry["ran_at"]}
+                        if isinstance(entry, dict) and isinstance(entry.get("ran_at"), str)
+                        else {}
+                    ),
+                }
 
         update_status(self.status, change)
 
@@ -108,8 +124,10 @@ class Checker:
             try:
                 self._once()
             except Exception as e:  # noqa: BLE001 - nothing a file holds may stop the live checks for good
-                print(f"kb serve: the live check failed ({type(e).__name__}: {e}); it runs again on the next save",
-                      file=sys.stderr)
+                print(
+                    f"kb serve: the live check failed ({type(e).__name__}: {e}); it runs again on the next save",
+                    file=sys.stderr,
+                )
 
     def _once(self) -> None:
         with self.lock:
@@ -126,17 +144,24 @@ class Checker:
         if not targets:
             return
         docs = self.project.docs_dir
-        uris = [(self.project.root / t).resolve().relative_to(docs).as_posix() for t in targets
-                if (self.project.root / t).resolve().is_relative_to(docs)]
+        uris = [
+            (self.project.root / t).resolve().relative_to(docs).as_posix()
+            for t in targets
+            if (self.project.root / t).resolve().is_relative_to(docs)
+        ]
         try:
             self._mark_running(uris)
         except (OSError, ValueError):
             pass
         print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status),
-                                     *targets], cwd=self.project.root, stdout=subprocess.DEVNULL, stderr=err,
-                                    env={**os.environ, STATUS_ENV: ""})
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status), *targets],
+                cwd=self.project.root,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env={**os.environ, STATUS_ENV: ""},
+            )
             while proc.poll() is None:  # a newer save wins: stop this check and check again with it
                 time.sleep(0.2)
                 with self.lock:
@@ -183,8 +208,14 @@ def serve(project: Project, dev_addr: str) -> int:
         # Not strict while editing: a page with a mistake still renders, and its status line names the mistake.
         # Dirty rebuilds: only the saved page and what it shows up in (see the plugin), so that a
         # save shows within seconds even with years of notes.
-        mkdocs_serve(config_file=str(project.config_file), dev_addr=dev_addr, livereload=True, build_type="dirty",
-                     watch=[str(project.snippets_dir)], strict=False)
+        mkdocs_serve(
+            config_file=str(project.config_file),
+            dev_addr=dev_addr,
+            livereload=True,
+            build_type="dirty",
+            watch=[str(project.snippets_dir)],
+            strict=False,
+        )
     finally:
         observer.stop()
     return 0

@@ -22,10 +22,10 @@ import os
 import posixpath
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import markdown
 from mkdocs.config import config_options as c
@@ -36,7 +36,7 @@ from mkdocs.exceptions import MkDocsException
 from mkdocs.structure.files import File, Files, get_files
 from mkdocs.utils import get_relative_url
 
-from kb.model import FIGURE, KnowledgeBase, includes_of
+from kb.model import KnowledgeBase, includes_of
 from kb.project import KbError, Project, SourceError
 from kb.render import Layout
 
@@ -54,15 +54,21 @@ class KbConfig(Config):
 
 
 def layout_of(options: KbConfig) -> Layout:
-    return Layout(claims=options.claims_page, questions=options.questions_page, review=options.review_page,
-                  code_dir=options.code_dir)
+    return Layout(
+        claims=options.claims_page,
+        questions=options.questions_page,
+        review=options.review_page,
+        code_dir=options.code_dir,
+    )
 
 
 @dataclass(frozen=True)
 class Generated:
     """A file the kb plugin adds to the site: ``kind`` says which, ``subject`` of what."""
 
-    kind: str  # "code" (a snippet's source page), "source" (a page's Markdown), "figure", "claims", "questions", "review"
+    kind: (
+        str  # "code" (a snippet's source page), "source" (a page's Markdown), "figure", "claims", "questions", "review"
+    )
     subject: str = ""  # the snippet file, the page or the notebook it shows
     k: int = 0  # a figure's number in its notebook (from 1)
 
@@ -111,8 +117,7 @@ class Site:
 
     def markdown(self) -> markdown.Markdown:
         """A Markdown converter with the site's extensions and configurations (as Material's blog makes one)."""
-        return markdown.Markdown(extensions=self.config.markdown_extensions,
-                                 extension_configs=self.config.mdx_configs)
+        return markdown.Markdown(extensions=self.config.markdown_extensions, extension_configs=self.config.mdx_configs)
 
     # ---- URLs ------------------------------------------------------------------------------
 
@@ -120,7 +125,9 @@ class Site:
         """The URL of a docs-relative source, as MkDocs gives it (a generated page's too)."""
         f = self.files.get_file_from_path(src_uri)
         if f is None:  # a page kb generates (MkDocs places it as it places any other)
-            f = File(src_uri, src_dir=None, dest_dir=self.config.site_dir, use_directory_urls=self.config.use_directory_urls)
+            f = File(
+                src_uri, src_dir=None, dest_dir=self.config.site_dir, use_directory_urls=self.config.use_directory_urls
+            )
         return f.url
 
     def href(self, from_uri: str, to_uri: str, anchor: str = "") -> str:
@@ -196,6 +203,7 @@ def _files(config: MkDocsConfig, kb_plugin, shown: str) -> Files:
         raise KbError(f"{shown}: {e}") from None
     return files
 
+
 # an element that loads something when the page is shown, from another host (not a link to follow)
 TAG = re.compile(r"<(?:script|link|img|iframe|source|video|audio|embed|object)\b[^>]*>", re.I)
 FOREIGN = re.compile(r'\b(?:src|href|data|srcset)\s*=\s*["\']?(?:https?:)?//(?!127\.0\.0\.1[:/"\'])', re.I)
@@ -224,8 +232,10 @@ def notebook_figures(path: Path) -> list[bytes]:
         raise SourceError(str(path), line, f"not a readable notebook ({getattr(e, 'msg', e)})") from None
     return [
         base64.b64decode(out["data"]["image/png"])
-        for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
-        for out in cell.get("outputs", []) if "image/png" in out.get("data", {})
+        for cell in nb.get("cells", [])
+        if cell.get("cell_type") == "code"
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
     ]
 
 
@@ -254,11 +264,23 @@ def notebook_errors(project: Project, files: Files) -> list[SourceError]:
             for out in cell.get("outputs", []):
                 shown = "".join(out.get("data", {}).get("text/html", "")) if isinstance(out.get("data"), dict) else ""
                 if external_load(shown) or "<script" in shown.lower():
-                    errors.append(SourceError(shown_path, None, f"code cell {k} shows HTML that runs a script or "
-                                              "loads from another host; the site must work offline"))
+                    errors.append(
+                        SourceError(
+                            shown_path,
+                            None,
+                            f"code cell {k} shows HTML that runs a script or "
+                            "loads from another host; the site must work offline",
+                        )
+                    )
                 if out.get("output_type") == "error":
-                    errors.append(SourceError(shown_path, None, f"code cell {k} shows an error "
-                                              f"({out.get('ename')}: {out.get('evalue')}); fix it and run `make notebooks`"))
+                    errors.append(
+                        SourceError(
+                            shown_path,
+                            None,
+                            f"code cell {k} shows an error "
+                            f"({out.get('ename')}: {out.get('evalue')}); fix it and run `make notebooks`",
+                        )
+                    )
     return errors
 
 
@@ -271,8 +293,13 @@ def outside(project: Project, files: Files) -> list[SourceError]:
         if not Path(os.path.abspath(f.abs_src_path)).is_relative_to(project.docs_dir):
             continue  # the theme's own files
         if not project.inside(Path(f.abs_src_path), project.root):
-            errors.append(SourceError(project.rel(f.abs_src_path), None,
-                                      "is a symlink out of the project: the site would publish what it points to"))
+            errors.append(
+                SourceError(
+                    project.rel(f.abs_src_path),
+                    None,
+                    "is a symlink out of the project: the site would publish what it points to",
+                )
+            )
     return errors
 
 
@@ -286,12 +313,21 @@ def url_clashes(project: Project, config: MkDocsConfig, files: Files) -> list[So
     for f in files:
         if not f.src_uri.endswith((".md", ".ipynb")) or f.abs_src_path is None:
             continue
-        as_page = File(f"{posixpath.splitext(f.src_uri)[0]}.md", src_dir=None, dest_dir=config.site_dir,
-                       use_directory_urls=config.use_directory_urls)
+        as_page = File(
+            f"{posixpath.splitext(f.src_uri)[0]}.md",
+            src_dir=None,
+            dest_dir=config.site_dir,
+            use_directory_urls=config.use_directory_urls,
+        )
         url = as_page.url.rstrip("/")
         if url in seen:
-            errors.append(SourceError(project.rel(f.abs_src_path), None,
-                                      f"gets the same URL /{url}/ as docs/{seen[url]}: rename one of them"))
+            errors.append(
+                SourceError(
+                    project.rel(f.abs_src_path),
+                    None,
+                    f"gets the same URL /{url}/ as docs/{seen[url]}: rename one of them",
+                )
+            )
         seen.setdefault(url, f.src_uri)
     return errors
 
@@ -300,8 +336,9 @@ def file_errors(project: Project, config: MkDocsConfig, files: Files) -> list[So
     return notebook_errors(project, files) + url_clashes(project, config, files) + outside(project, files)
 
 
-def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]],
-                       since: float | None = None) -> dict[str, set[str]]:
+def rebuild_dependents(
+    kb: KnowledgeBase, files: Files, last_refs: dict[str, set[str]], since: float | None = None
+) -> dict[str, set[str]]:
     """In a dirty rebuild (kb serve), rebuild what changed and the pages it shows up in.
 
     What changed is decided by modification time against the start of the previous build
@@ -320,11 +357,11 @@ def rebuild_dependents(kb: KnowledgeBase, files: Files, last_refs: dict[str, set
         return dict(refs)
     changed = {uri for uri, f in pages.items() if _mtime(f.abs_src_path) > since}
     root = kb.project.root
-    changed_snippets = {p.relative_to(root).as_posix() for p in kb.project.snippets_dir.rglob("*.py")
-                        if _mtime(p) > since}
+    changed_snippets = {
+        p.relative_to(root).as_posix() for p in kb.project.snippets_dir.rglob("*.py") if _mtime(p) > since
+    }
     if changed_snippets:
-        changed |= {uri for uri, page in kb.pages.items()
-                    if any(i.path in changed_snippets for i in includes_of(page))}
+        changed |= {uri for uri, page in kb.pages.items() if any(i.path in changed_snippets for i in includes_of(page))}
     if any(uri not in kb.pages or kb.pages[uri].is_post for uri in changed):
         force = set(pages)
     else:
@@ -366,10 +403,14 @@ def glossary_terms(text: str, rel: str, glossary_uri: str = GLOSSARY) -> list[Te
     for n, line in rows[2:]:  # after the header and its separator row
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) < 4:
-            raise SourceError(rel, n, f"a glossary row needs 4 cells (术语 | English | 其他名称 | 讲解), found {len(cells)}")
+            raise SourceError(
+                rel, n, f"a glossary row needs 4 cells (术语 | English | 其他名称 | 讲解), found {len(cells)}"
+            )
         link = _MD_LINK.search(cells[3])
         if not link:
-            raise SourceError(rel, n, "a glossary row must link to the page that explains the term: [title](page.md#section)")
+            raise SourceError(
+                rel, n, "a glossary row must link to the page that explains the term: [title](page.md#section)"
+            )
         target, _, anchor = link.group(1).partition("#")
         page = posixpath.normpath(posixpath.join(posixpath.dirname(glossary_uri), target))
         names = [cells[0], cells[1], *_NAME_SPLIT.split(cells[2])]

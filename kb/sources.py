@@ -33,7 +33,9 @@ def read_text(path: Path, shown: str) -> str:
             return f.read()
     except UnicodeDecodeError as e:
         line = e.object[: e.start].count(b"\n") + 1
-        raise SourceError(shown, line, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x}); save the file as UTF-8") from None
+        raise SourceError(
+            shown, line, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x}); save the file as UTF-8"
+        ) from None
     except OSError as e:
         raise SourceError(shown, None, f"cannot read: {e.strerror or e}") from None
 
@@ -106,8 +108,12 @@ def _invalid_value_line(front: str) -> tuple[int, str]:
 def read_document(text: str, shown: str) -> Document:
     """Split front matter from body exactly as MkDocs does, but refuse what MkDocs would silently ignore."""
     for line, marker in conflict_markers(text.split("\n"))[:1]:
-        raise SourceError(shown, line, f"git merge conflict marker '{marker}': resolve the conflict "
-                          "(keep what each side should keep) and delete the marker lines")
+        raise SourceError(
+            shown,
+            line,
+            f"git merge conflict marker '{marker}': resolve the conflict "
+            "(keep what each side should keep) and delete the marker lines",
+        )
     m = YAML_RE.match(text)
     if m:
         try:
@@ -115,7 +121,9 @@ def read_document(text: str, shown: str) -> Document:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = mark.line + 2 if mark else 1
-            raise SourceError(shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})") from None
+            raise SourceError(
+                shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})"
+            ) from None
         except (ValueError, TypeError, OverflowError) as e:  # a well-formed value that is no value: date: 2026-02-30
             line, value = _invalid_value_line(m.group(1))
             raise SourceError(shown, line + 1, f"front matter value '{value}' is invalid ({e})") from None
@@ -173,8 +181,19 @@ def fenced(lines: list[str]) -> list[bool]:
 # ---- kb blocks ----------------------------------------------------------------------
 
 KINDS = ("claim", "answer", "question")
-KEYS = ("id", "status", "test", "evidence", "journal", "answers", "missing", "counterfactual", "quote", "basis",
-        "review")
+KEYS = (
+    "id",
+    "status",
+    "test",
+    "evidence",
+    "journal",
+    "answers",
+    "missing",
+    "counterfactual",
+    "quote",
+    "basis",
+    "review",
+)
 HEADER = re.compile(
     r'^(?P<indent>[ \t]*)(?P<marker>!!!|\?\?\?\+?)[ ]+(?P<kind>[a-z]+)\b(?P<classes>[^"\n]*)'
     r'(?:"(?P<title>[^"\n]*)")?[ ]*$'
@@ -209,8 +228,11 @@ class RawBlock:
 def malformed_headers(lines: list[str], first_line: int = 1) -> list[tuple[int, str]]:
     """(file line, kind) of block headers that look like kb blocks but do not parse."""
     in_code = fenced(lines)
-    return [(first_line + i, m.group("kind")) for i, line in enumerate(lines)
-            if not in_code[i] and (m := ANY_HEADER.match(line)) and not HEADER.match(line)]
+    return [
+        (first_line + i, m.group("kind"))
+        for i, line in enumerate(lines)
+        if not in_code[i] and (m := ANY_HEADER.match(line)) and not HEADER.match(line)
+    ]
 
 
 def parse_blocks(lines: list[str], first_line: int = 1) -> list[RawBlock]:
@@ -227,11 +249,19 @@ def parse_blocks(lines: list[str], first_line: int = 1) -> list[RawBlock]:
             if lines[j].strip():
                 end = j + 1
             j += 1
-        block = RawBlock(m.group("kind"), (m.group("title") or "").strip(), m.group("marker"),
-                         first_line + i, i, end, i + 1, m.group("indent"))
+        block = RawBlock(
+            m.group("kind"),
+            (m.group("title") or "").strip(),
+            m.group("marker"),
+            first_line + i,
+            i,
+            end,
+            i + 1,
+            m.group("indent"),
+        )
         k = i + 1
         while k < end:
-            km = KEY_LINE.match(lines[k][len(inner):]) if lines[k].startswith(inner) else None
+            km = KEY_LINE.match(lines[k][len(inner) :]) if lines[k].startswith(inner) else None
             if not km or km.group("key") not in KEYS:
                 break
             block.fields.append(Field(km.group("key"), km.group("value"), first_line + k))
@@ -386,7 +416,7 @@ BLOCK_STARTS = {"!!!": "&#33;!!", "???": "&#63;??"}
 def _escape_text(text: str) -> str:
     out, last = [], 0
     for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
-        out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last:m.start()]))
+        out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last : m.start()]))
         out.append(m.group(0))
         last = m.end()
     out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last:]))
@@ -407,7 +437,7 @@ def protect_learner_text(lines: list[str]) -> list[str]:
     for line, code in zip(lines, in_code):
         m = SNIPPET_LINE.match(line)
         if m:
-            out.append(m.group("space") + ";" + line[len(m.group("space")):])
+            out.append(m.group("space") + ";" + line[len(m.group("space")) :])
             continue
         if code:
             out.append(line)
@@ -416,7 +446,7 @@ def protect_learner_text(lines: list[str]) -> list[str]:
         text = _escape_text(stripped)
         for start, entity in BLOCK_STARTS.items():
             if text.startswith(start):
-                text = entity + text[len(start):]
+                text = entity + text[len(start) :]
                 break
         out.append(line[: len(line) - len(stripped)] + text)
     return out

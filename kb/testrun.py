@@ -32,24 +32,31 @@ def verdict(code: int, report: dict | None, running: str | None, allow_partial: 
     """The exit code to give and what to say, from pytest's code and the session's report."""
     if report is None:
         what = f" while running {running}" if running else ""
-        return (code or 1), [f"kb.testrun: the test session did not reach its end{what} (exit code {code}): "
-                             "a test or module exited the process (os._exit, sys.exit at import), it was "
-                             "killed, or the kb pytest plugin was not active; nothing it ran counts"]
+        return (code or 1), [
+            f"kb.testrun: the test session did not reach its end{what} (exit code {code}): "
+            "a test or module exited the process (os._exit, sys.exit at import), it was "
+            "killed, or the kb pytest plugin was not active; nothing it ran counts"
+        ]
     said = []
     if report.get("exitstatus") != code:
         said.append(f"kb.testrun: pytest exited {code} but its session ended with {report.get('exitstatus')}")
         code = code or 1
     how = report.get("narrowed") or []
     if how and not allow_partial:
-        said.append("kb.testrun: this run was narrowed (" + "; ".join(how) + "): what it left out was not run, "
-                    "so its result is not the suite's; `make test` runs everything (--allow-partial accepts a "
-                    "narrowed run)")
+        said.append(
+            "kb.testrun: this run was narrowed (" + "; ".join(how) + "): what it left out was not run, "
+            "so its result is not the suite's; `make test` runs everything (--allow-partial accepts a "
+            "narrowed run)"
+        )
         code = code or 1
     undecided = report.get("undecided") or []
     if undecided and not allow_partial:
-        said.append(f"kb.testrun: {len(undecided)} claim(s) were not decided by this run (it was narrowed): "
-                    + ", ".join(undecided[:10]) + (" ..." if len(undecided) > 10 else "")
-                    + "; a full run decides every claim (--allow-partial accepts a narrowed one)")
+        said.append(
+            f"kb.testrun: {len(undecided)} claim(s) were not decided by this run (it was narrowed): "
+            + ", ".join(undecided[:10])
+            + (" ..." if len(undecided) > 10 else "")
+            + "; a full run decides every claim (--allow-partial accepts a narrowed one)"
+        )
         code = code or 1
     return code, said
 

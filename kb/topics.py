@@ -75,15 +75,19 @@ def plan(project: Project, name: str) -> NewTopic:
         if existing.casefold() == clean.casefold():
             raise KbError(f"{config}:{line}: the topic '{existing}' already exists")
         if slugify(existing) == slug:
-            raise KbError(f"{config}:{line}: the topic '{clean}' would have the URL slug '{slug}' of the "
-                          f"existing topic '{existing}'; choose another name")
+            raise KbError(
+                f"{config}:{line}: the topic '{clean}' would have the URL slug '{slug}' of the "
+                f"existing topic '{existing}'; choose another name"
+            )
     module = module_name(slug)
     topic = NewTopic(clean, slug, module)
     docs_topics = project.docs_dir / "topics"
     for path in (docs_topics / f"{slug}.md", docs_topics / slug, project.snippets_dir / module):
         if path.exists() or path.is_symlink():
-            raise KbError(f"{project.rel(path)}: already exists; the topic '{clean}' (slug '{slug}') would "
-                          "collide with it; choose another name")
+            raise KbError(
+                f"{project.rel(path)}: already exists; the topic '{clean}' (slug '{slug}') would "
+                "collide with it; choose another name"
+            )
     return topic
 
 
@@ -129,8 +133,10 @@ def edited_config(project: Project, topic: NewTopic) -> str:
     if nav is not None:
         section = _topics_section(nav)
         if section is None:
-            raise KbError(f"{shown}:{_line_of(path, 'nav')}: the nav has no section holding topics/index.md; "
-                          "add the topic's page to the nav by hand")
+            raise KbError(
+                f"{shown}:{_line_of(path, 'nav')}: the nav has no section holding topics/index.md; "
+                "add the topic's page to the nav by hand"
+            )
         last = max((i for i, item in enumerate(section) if _mentions_topics(item)), default=len(section) - 1)
         from ruamel.yaml.comments import CommentedMap
 
@@ -138,12 +144,17 @@ def edited_config(project: Project, topic: NewTopic) -> str:
     out = StringIO()
     y.dump(data, out)
     new = out.getvalue()
-    changes = [op for op in difflib.SequenceMatcher(None, old.split("\n"), new.split("\n"), autojunk=False)
-               .get_opcodes() if op[0] != "equal"]
+    changes = [
+        op
+        for op in difflib.SequenceMatcher(None, old.split("\n"), new.split("\n"), autojunk=False).get_opcodes()
+        if op[0] != "equal"
+    ]
     if any(op[0] != "insert" for op in changes):
         tag, i1, _, _, _ = next(op for op in changes if op[0] != "insert")
-        raise KbError(f"{shown}:{i1 + 1}: adding the topic would rewrite this line, not only add lines; "
-                      f"add '{topic.name}' to categories_allowed and the nav by hand")
+        raise KbError(
+            f"{shown}:{i1 + 1}: adding the topic would rewrite this line, not only add lines; "
+            f"add '{topic.name}' to categories_allowed and the nav by hand"
+        )
     return new
 
 
@@ -171,8 +182,13 @@ def _mentions_topics(item) -> bool:
 
 def rendered(topic: NewTopic) -> dict[str, str]:
     """The new files (project-relative path -> text), from the templates in kb/templates/topic."""
-    values = {"name": topic.name, "slug": topic.slug, "module": topic.module,
-              "name_yaml": json.dumps(topic.name, ensure_ascii=False), "name_shell": shlex.quote(topic.name)}
+    values = {
+        "name": topic.name,
+        "slug": topic.slug,
+        "module": topic.module,
+        "name_yaml": json.dumps(topic.name, ensure_ascii=False),
+        "name_shell": shlex.quote(topic.name),
+    }
     files = {}
     for src in sorted(TEMPLATES.rglob("*")):
         if src.is_file():
@@ -223,8 +239,10 @@ def create(project: Project, name: str, dry_run: bool = False) -> tuple[NewTopic
         return topic, written
     root = project.root
     made: list[Path] = []
-    new_dirs = sorted({d for rel in files for d in (root / rel).parents
-                       if d.is_relative_to(root) and d != root and not d.exists()}, reverse=True)
+    new_dirs = sorted(
+        {d for rel in files for d in (root / rel).parents if d.is_relative_to(root) and d != root and not d.exists()},
+        reverse=True,
+    )
     try:
         for rel, text in files.items():
             path = root / rel

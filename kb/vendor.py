@@ -41,10 +41,16 @@ class Package:
 
 
 PACKAGES = (
-    Package("katex", "0.19.1",
-            "sha512-jG8uKntjSEcm2EpQOh0XturpPuuC9r3Sq5HLHdsFdWZT27E672SF19QEi+of0/YeOy15lDgRhKvr5614uRrEfA=="),
-    Package("mermaid", "11.12.2",
-            "sha512-n34QPDPEKmaeCG4WDMGy0OT6PSyxKCfy2pJgShP+Qow2KLrvWjclwbc3yXfSIf4BanqWEhQEpngWwNp/XhZt6w=="),
+    Package(
+        "katex",
+        "0.19.1",
+        "sha512-jG8uKntjSEcm2EpQOh0XturpPuuC9r3Sq5HLHdsFdWZT27E672SF19QEi+of0/YeOy15lDgRhKvr5614uRrEfA==",
+    ),
+    Package(
+        "mermaid",
+        "11.12.2",
+        "sha512-n34QPDPEKmaeCG4WDMGy0OT6PSyxKCfy2pJgShP+Qow2KLrvWjclwbc3yXfSIf4BanqWEhQEpngWwNp/XhZt6w==",
+    ),
 )
 
 
@@ -79,8 +85,10 @@ def check(docs_dir: Path) -> None:
     found = problems(docs_dir)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise KbError(f"{found[0]}{more}: run `kb assets` (or `make setup`) to fetch KaTeX and Mermaid; "
-                      "the site serves them itself and never loads them from a CDN")
+        raise KbError(
+            f"{found[0]}{more}: run `kb assets` (or `make setup`) to fetch KaTeX and Mermaid; "
+            "the site serves them itself and never loads them from a CDN"
+        )
 
 
 def _check_integrity(data: bytes, pkg: Package) -> None:
@@ -140,9 +148,11 @@ def install(docs_dir: Path, *, log=print) -> None:
         raise KbError(f"{dest}: cannot create the folder ({e.strerror or e})") from None
     for pkg in PACKAGES:
         files = listed[pkg.name]
-        if all((dest / served_path(pkg.name, inner)).is_file()
-               and hashlib.sha256((dest / served_path(pkg.name, inner)).read_bytes()).hexdigest() == digest
-               for inner, digest in files.items()):
+        if all(
+            (dest / served_path(pkg.name, inner)).is_file()
+            and hashlib.sha256((dest / served_path(pkg.name, inner)).read_bytes()).hexdigest() == digest
+            for inner, digest in files.items()
+        ):
             continue
         log(f"kb assets: fetching {pkg.name}@{pkg.version} from {REGISTRY}")
         data = _fetch(pkg)

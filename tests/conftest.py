@@ -42,8 +42,9 @@ ENV.pop("PYTEST_XDIST_WORKER", None)
 
 def run(cmd: list[str], cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
     """A command in a project folder, importing that folder's kb and snippets."""
-    return subprocess.run(cmd, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=cwd, env={**ENV, "PYTHONPATH": str(cwd), **env}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def mkdocs_build(root: Path, site: Path, *args: str) -> subprocess.CompletedProcess:
@@ -53,10 +54,17 @@ def mkdocs_build(root: Path, site: Path, *args: str) -> subprocess.CompletedProc
 def kb(root: Path, *args: str, stdin: str | bytes | None = None, **env) -> subprocess.CompletedProcess:
     """`kb ...` run in ``root`` (the project is found from the current directory)."""
     data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-    r = subprocess.run([sys.executable, "-m", "kb.cli", *args], cwd=root, input=data,
-                       env={**ENV, "PYTHONPATH": str(ROOT), **env}, capture_output=True, timeout=120)
-    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode("utf-8", "replace"),
-                                       r.stderr.decode("utf-8", "replace"))
+    r = subprocess.run(
+        [sys.executable, "-m", "kb.cli", *args],
+        cwd=root,
+        input=data,
+        env={**ENV, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        timeout=120,
+    )
+    return subprocess.CompletedProcess(
+        r.args, r.returncode, r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
+    )
 
 
 def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -130,8 +138,9 @@ def in_process(_libraries, pytester, monkeypatch):
         # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
         handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
         start = time.monotonic()
-        result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q", "-n", "0", *args,
-                                              plugins=[_libraries.recorder(Path(root).resolve())])
+        result = pytester.runpytest_inprocess(
+            "-p", "no:cacheprovider", "-q", "-n", "0", *args, plugins=[_libraries.recorder(Path(root).resolve())]
+        )
         if remaining:
             signal.signal(signal.SIGALRM, handler)
             signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - start), 0.001))
@@ -281,12 +290,17 @@ def copy_project(dest: Path, docs: tuple[str, ...] | None = None, snippets: tupl
         (dest / "docs").mkdir()
         for part in docs:
             src = ROOT / "docs" / part
-            (shutil.copytree(src, dest / "docs" / part, ignore=IGNORE) if src.is_dir()
-             else shutil.copy2(src, dest / "docs" / part))
+            (
+                shutil.copytree(src, dest / "docs" / part, ignore=IGNORE)
+                if src.is_dir()
+                else shutil.copy2(src, dest / "docs" / part)
+            )
         _unlink_missing(dest / "docs")
         config = dest / "mkdocs.yml"
         # no nav: MkDocs lists what is there (the full nav names pages this copy leaves out)
-        config.write_text(re.sub(r"(?ms)^nav:\n.*?(?=^\S|\Z)", "", config.read_text(encoding="utf-8")), encoding="utf-8")
+        config.write_text(
+            re.sub(r"(?ms)^nav:\n.*?(?=^\S|\Z)", "", config.read_text(encoding="utf-8")), encoding="utf-8"
+        )
     _link_vendor(dest)
     return dest
 
@@ -298,7 +312,9 @@ def _unlink_missing(docs: Path) -> None:
     """In a partial copy, links to pages left out become plain text (the rest stays checked)."""
     for page in docs.rglob("*.md"):
         text = text_of(page)
-        kept = MD_LINK.sub(lambda m: m.group(0) if (page.parent / m.group("target")).exists() else m.group("text"), text)
+        kept = MD_LINK.sub(
+            lambda m: m.group(0) if (page.parent / m.group("target")).exists() else m.group("text"), text
+        )
         if kept != text:
             page.write_text(kept, encoding="utf-8")
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import os
 import socket
-
-import pytest
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 from conftest import edit, kb, run, run_pytest
 
 from kb.sandbox import run_forked
@@ -62,11 +61,16 @@ def test_an_include_in_a_page_block_cannot_read_git_or_env(mini_project):
     pymdownx.snippets' own rules (anything under the project root): the block gets the text of
     .git/config and .env. (The build refuses such includes; pytest and `kb check` do not.)"""
     (mini_project / ".git").mkdir()
-    (mini_project / ".git" / "config").write_text('[remote "origin"]\n\turl = https://u:SECRET-GIT@x/y\n',
-                                                  encoding="utf-8")
+    (mini_project / ".git" / "config").write_text(
+        '[remote "origin"]\n\turl = https://u:SECRET-GIT@x/y\n', encoding="utf-8"
+    )
     (mini_project / ".env").write_text("API_KEY=SECRET-ENV\n", encoding="utf-8")
-    path = write_page(mini_project, "include-git.md", '```python\nconfig = """\n--8<-- ".git/config"\n"""\n'
-                      'env = """\n--8<-- ".env"\n"""\nassert "SECRET" in config + env\n```\n')
+    path = write_page(
+        mini_project,
+        "include-git.md",
+        '```python\nconfig = """\n--8<-- ".git/config"\n"""\n'
+        'env = """\n--8<-- ".env"\n"""\nassert "SECRET" in config + env\n```\n',
+    )
     result = run_pytest(mini_project, path, "-rA")
     assert "SECRET-GIT" not in result.stdout and "SECRET-ENV" not in result.stdout, result.stdout[-3000:]
     assert f"PASSED {path}" not in result.stdout, "a page block read .git/config and .env through an include"
@@ -78,8 +82,11 @@ def test_an_include_in_a_page_block_cannot_read_outside_the_project_through_a_sy
     outside = tmp_path / "outside.txt"
     outside.write_text("SECRET-OUTSIDE\n", encoding="utf-8")
     (mini_project / "snippets" / "link.txt").symlink_to(outside)
-    path = write_page(mini_project, "include-link.md",
-                      '```python\ntext = """\n--8<-- "snippets/link.txt"\n"""\nassert "SECRET-OUTSIDE" in text\n```\n')
+    path = write_page(
+        mini_project,
+        "include-link.md",
+        '```python\ntext = """\n--8<-- "snippets/link.txt"\n"""\nassert "SECRET-OUTSIDE" in text\n```\n',
+    )
     result = run_pytest(mini_project, path, "-rA")
     assert f"PASSED {path}" not in result.stdout, "a page block read a file outside the project"
 
@@ -90,9 +97,12 @@ def test_a_hidden_pytest_mark_comment_runs_no_code_in_the_test_process(mini_proj
     and eval()s the mark in the test process; kb's refusal matches only `<!--\\s*pytest`.
     An HTML comment (invisible on the site) thus runs code outside the sandbox at collection."""
     planted = mini_project / "snippets" / "planted_by_a_comment.py"
-    path = write_page(mini_project, "comment.md",
-                      f'<!---pytest.mark.skipif(__import__("pathlib").Path({str(planted)!r}).write_text("x") > 0, '
-                      'reason="")-->\n```python\nassert 1 + 1 == 3\n```\n')
+    path = write_page(
+        mini_project,
+        "comment.md",
+        f'<!---pytest.mark.skipif(__import__("pathlib").Path({str(planted)!r}).write_text("x") > 0, '
+        'reason="")-->\n```python\nassert 1 + 1 == 3\n```\n',
+    )
     result = run_pytest(mini_project, path, "-rA")
     assert not planted.exists(), "an HTML comment on a page ran code in the test process (wrote into the project)"
     assert result.returncode != 0, result.stdout[-3000:]
@@ -102,8 +112,10 @@ def test_a_hidden_directive_cannot_skip_or_xfail_a_page_block(mini_project):
     """Guarantee: every block a page shows runs (no skip, no xfail). Directives with a dash after
     `<!--` pass kb's check and pytest-codeblocks applies them: a wrong block reads as skipped or
     xfailed, and `make test` is green."""
-    body = "".join(f"{comment}\n```python\nassert 1 + 1 == 3\n```\n\n" for comment in (
-        "<!-- -pytest-codeblocks:skip-->", "<!----pytest.mark.xfail-->", "<!---pytest.mark.skip-->"))
+    body = "".join(
+        f"{comment}\n```python\nassert 1 + 1 == 3\n```\n\n"
+        for comment in ("<!-- -pytest-codeblocks:skip-->", "<!----pytest.mark.xfail-->", "<!---pytest.mark.skip-->")
+    )
     path = write_page(mini_project, "skip.md", body)
     result = testrun(mini_project, "--allow-partial", path)
     assert result.returncode != 0, result.stdout[-3000:]
@@ -114,18 +126,24 @@ def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
     """Guarantee: each `>>>` block runs in a throw-away process; a block cannot make a failing block
     pass. All ```pycon blocks of a page are one doctest item (--doctest-glob=*.md), one process:
     the first block can switch off the output check for the ones after it."""
-    path = write_page(mini_project, "doctests.md",
-                      "```pycon\n>>> import doctest\n"
-                      ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
-                      "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n")
+    path = write_page(
+        mini_project,
+        "doctests.md",
+        "```pycon\n>>> import doctest\n"
+        ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
+        "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n",
+    )
     result = run_pytest(mini_project, path, "-rA")
     # each block is its own item: the first passes, the later wrong one fails
     assert result.returncode != 0 and f"FAILED {path}::doctests.md:14" in result.stdout, result.stdout[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="known hole: a pathname socket inside a folder the block may read (the "
-                   "project) is connectable through the read-only mount; closing it needs a seccomp filter on "
-                   "connect(2) (no network is reachable: the block has its own network namespace)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="known hole: a pathname socket inside a folder the block may read (the "
+    "project) is connectable through the read-only mount; closing it needs a seccomp filter on "
+    "connect(2) (no network is reachable: the block has its own network namespace)",
+)
 def test_a_block_cannot_reach_a_unix_socket_outside_the_sandbox(tmp_path):
     """Guarantee: nothing leaves the sandbox but over its own loopback (no network at all). A
     pathname Unix socket in a folder the block may read (the project, here) is connectable: a
@@ -173,6 +191,7 @@ def test_a_block_cannot_hold_more_memory_than_its_limit_in_a_memfd(tmp_path):
     """Guarantee: memory limits. RLIMIT_AS bounds what a process maps, and the tmpfs sizes bound
     /tmp and /dev/shm, but memfd_create + write() maps nothing: 512 MiB held with a 128 MiB
     limit (and 64 processes could each do so: the host's memory, not the block's)."""
+
     def hold() -> None:
         fd = os.memfd_create("kb-attack")
         chunk = b"\0" * (1 << 20)
@@ -275,8 +294,10 @@ def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fai
     (folder / "wrong.py").write_text(WRONG, encoding="utf-8")
     r = testrun(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
     assert r.returncode != 0 and "3 failed" in r.stdout, r.stdout[-2000:]
-    (folder / "a_tamper.py").write_text("import torch\n\n" + "".join(TAMPERINGS.values())
-                                        + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n", encoding="utf-8")
+    (folder / "a_tamper.py").write_text(
+        "import torch\n\n" + "".join(TAMPERINGS.values()) + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n",
+        encoding="utf-8",
+    )
     r = testrun(mini_project, "--allow-partial", "snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
@@ -291,13 +312,23 @@ def test_a_crash_turned_into_an_assertion_by_the_test_is_still_a_crash(mini_proj
     count. A test that catches the crash and asserts (`except Exception: assert False`) launders
     it: the AssertionError is raised in the test's own frame, and its __context__ (the crash) is
     not looked at. Here the counterfactual's setting is one the code under test refuses to run."""
-    edit(mini_project / MSE, "    table = torch.zeros(num_groups, requires_grad=True)\n",
-         '    if loss not in ("mse", "l1"):\n        raise ValueError(f"unknown loss {loss}")\n'
-         "    table = torch.zeros(num_groups, requires_grad=True)\n")
-    edit(mini_project / MSE, "        table = regress_table(x, y, num_groups=4, loss=loss)\n        empirical",
-         "        try:\n            table = regress_table(x, y, num_groups=4, loss=loss)\n"
-         '        except Exception:\n            assert False, "the fit crashed"\n        empirical')
-    edit(mini_project / PAGE, 'counterfactual: loss="l1" "若损失换成 L1（它学到', 'counterfactual: loss="huber" "若损失换成 Huber（它学到')
+    edit(
+        mini_project / MSE,
+        "    table = torch.zeros(num_groups, requires_grad=True)\n",
+        '    if loss not in ("mse", "l1"):\n        raise ValueError(f"unknown loss {loss}")\n'
+        "    table = torch.zeros(num_groups, requires_grad=True)\n",
+    )
+    edit(
+        mini_project / MSE,
+        "        table = regress_table(x, y, num_groups=4, loss=loss)\n        empirical",
+        "        try:\n            table = regress_table(x, y, num_groups=4, loss=loss)\n"
+        '        except Exception:\n            assert False, "the fit crashed"\n        empirical',
+    )
+    edit(
+        mini_project / PAGE,
+        'counterfactual: loss="l1" "若损失换成 L1（它学到',
+        'counterfactual: loss="huber" "若损失换成 Huber（它学到',
+    )
     r = run_pytest(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
@@ -309,7 +340,11 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
     make its test fail. kb check reads PYTEST_ADDOPTS; with --kb-claims=off no counterfactual
     item is made, and kb check still prints "N counterfactual(s) rejected" and passes: here a
     counterfactual equal to the claim's own setting (its test cannot tell the difference)."""
-    edit(mini_project / PAGE, 'counterfactual: loss="l1" "若损失换成 L1（它学到', 'counterfactual: loss="mse" "若损失换成 MSE（它学到')
+    edit(
+        mini_project / PAGE,
+        'counterfactual: loss="l1" "若损失换成 L1（它学到',
+        'counterfactual: loss="mse" "若损失换成 MSE（它学到',
+    )
     r = kb(mini_project, "check", PAGE)
     assert r.returncode != 0, "the counterfactual is rejected after all: the attack below proves nothing"
     r = kb(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
@@ -320,8 +355,10 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
 
 
 def _card(root: Path) -> str:
-    code = ("from kb.project import Project; from kb.model import KnowledgeBase; "
-            "from kb import cards; print(cards.cards(KnowledgeBase.load(Project.find('.')))[0].id)")
+    code = (
+        "from kb.project import Project; from kb.model import KnowledgeBase; "
+        "from kb import cards; print(cards.cards(KnowledgeBase.load(Project.find('.')))[0].id)"
+    )
     r = run([sys.executable, "-c", code], root)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
@@ -333,8 +370,9 @@ def test_a_review_log_line_with_a_local_time_offset_is_read_or_named_in_one_line
     write it by hand) is parsed, then FSRS raises "datetime must be timezone-aware and set to
     UTC": a traceback. (Converting to UTC, `time.astimezone(dt.timezone.utc)`, would read it.)"""
     card = _card(mini_project)
-    (mini_project / "review-log.tsv").write_text(f"2026-01-01T08:00:00+08:00\t{card}\t3\tx\tverified\n",
-                                                 encoding="utf-8")
+    (mini_project / "review-log.tsv").write_text(
+        f"2026-01-01T08:00:00+08:00\t{card}\t3\tx\tverified\n", encoding="utf-8"
+    )
     r = kb(mini_project, "review", "--stats")
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.returncode in (0, 2), r.stderr[-2000:]
@@ -373,8 +411,11 @@ def test_a_piped_note_refused_for_its_date_or_topic_is_kept(mini_project):
         note = f"手打的一段笔记 {args[1]} {args[3]}\n"
         r = kb(mini_project, "new", *args, stdin=note)
         assert r.returncode == 2, r.stderr
-        kept = [p.read_text(encoding="utf-8") for p in (mini_project / ".kb" / "recovered").glob("*")] \
-            if (mini_project / ".kb" / "recovered").is_dir() else []
+        kept = (
+            [p.read_text(encoding="utf-8") for p in (mini_project / ".kb" / "recovered").glob("*")]
+            if (mini_project / ".kb" / "recovered").is_dir()
+            else []
+        )
         assert note in kept, f"{args}: the piped note was refused and not kept ({r.stderr.strip()})"
 
 
@@ -397,6 +438,9 @@ def test_a_status_file_nested_too_deep_does_not_stop_kb_serve(mini_project):
     status = mini_project / ".kb" / "status.json"
     status.parent.mkdir(parents=True, exist_ok=True)
     status.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
-    r = run([sys.executable, "-m", "mkdocs", "build", "--site-dir", str(mini_project / "site")], mini_project,
-            KB_LIVE_STATUS=str(status))
+    r = run(
+        [sys.executable, "-m", "mkdocs", "build", "--site-dir", str(mini_project / "site")],
+        mini_project,
+        KB_LIVE_STATUS=str(status),
+    )
     assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr[-2000:]

@@ -15,15 +15,22 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import ROOT, serve
 
 from kb import review
 
-from conftest import ROOT, serve
-
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "screenshots"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 
 
@@ -31,8 +38,10 @@ DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 def browser():
     """One Chromium for the session (each xdist worker's); each test opens its own context and pages."""
     if not CHROMIUM.exists():
-        message = ("Chromium not found at /usr/bin/chromium: install it with "
-                   "`sudo apt-get install chromium fonts-noto-cjk` to run the browser tests")
+        message = (
+            "Chromium not found at /usr/bin/chromium: install it with "
+            "`sudo apt-get install chromium fonts-noto-cjk` to run the browser tests"
+        )
         if os.environ.get("KB_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
@@ -57,8 +66,11 @@ def watched(browser, base: str, viewport=DESKTOP):
 
 
 def check_and_close(context, pg) -> None:
-    foreign = [u for u in pg.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
-               and urlparse(u).hostname != "127.0.0.1"]
+    foreign = [
+        u
+        for u in pg.requests
+        if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname != "127.0.0.1"
+    ]
     context.close()
     assert not foreign, f"requests left the machine: {foreign[:5]}"
     assert not pg.errors, f"JavaScript errors: {pg.errors[:5]}"
@@ -102,16 +114,20 @@ def test_display_formula_is_rendered_by_katex(page):
     page.wait_for_selector(".katex-display")
     page.screenshot(path=SHOTS / "foundations-math.png", full_page=False)
     assert page.locator(".katex-display").count() >= 3
-    raw = page.evaluate("() => Array.from(document.querySelectorAll('.arithmatex'))"
-                        ".filter(e => !e.querySelector('.katex')).map(e => e.textContent)")
+    raw = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.arithmatex'))"
+        ".filter(e => !e.querySelector('.katex')).map(e => e.textContent)"
+    )
     assert raw == [], f"unrendered TeX left on the page: {raw[:2]}"
 
 
 def test_notebook_prose_math_renders_and_the_notebook_can_be_downloaded(page):
     page.goto(page.base + "topics/dpo_toy/")
     page.wait_for_selector(".jp-MarkdownCell .katex")
-    raw = page.evaluate("() => Array.from(document.querySelectorAll('.jp-MarkdownCell'))"
-                        ".map(e => e.innerText).filter(t => /\\$[^$\\s][^$]*\\$/.test(t))")
+    raw = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.jp-MarkdownCell'))"
+        ".map(e => e.innerText).filter(t => /\\$[^$\\s][^$]*\\$/.test(t))"
+    )
     assert raw == [], f"raw $…$ left in notebook prose: {raw[:2]}"
     link = page.locator("a.kb-download")
     assert link.get_attribute("href") == "dpo_toy.ipynb"
@@ -141,8 +157,10 @@ def test_a_jump_to_a_journal_line_highlights_it_and_shows_its_verdict(page, mode
     holder = page.locator(f"#j-{line}").locator("xpath=..")
     colour = holder.evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour not in ("rgba(0, 0, 0, 0)", "transparent"), colour
-    labels = page.evaluate("() => Array.from(document.querySelectorAll('li, p')).map(e =>"
-                           " Array.from(e.querySelectorAll(':scope > .kb-marker')).map(m => m.firstChild.textContent))")
+    labels = page.evaluate(
+        "() => Array.from(document.querySelectorAll('li, p')).map(e =>"
+        " Array.from(e.querySelectorAll(':scope > .kb-marker')).map(m => m.firstChild.textContent))"
+    )
     assert all(len(set(ls)) == len(ls) for ls in labels), "a line repeats the same verdict label"
     page.screenshot(path=SHOTS / "journal-jump.png")
 
@@ -177,13 +195,18 @@ def search(page, query: str) -> dict:
     box = page.locator(".md-search__input")
     box.click()
     # Material's search worker builds its index first; then type as an IME commits text.
-    page.wait_for_function("() => !document.querySelector('.md-search-result__meta').textContent.includes('初始化')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => !document.querySelector('.md-search-result__meta').textContent.includes('初始化')", timeout=60_000
+    )
     box.fill("")
     page.keyboard.insert_text(query)
     page.keyboard.press("End")
-    page.wait_for_function("(q) => document.querySelector('.md-search__input').value === q"
-                           " && document.querySelectorAll('.md-search-result__item').length > 0", arg=query, timeout=15_000)
+    page.wait_for_function(
+        "(q) => document.querySelector('.md-search__input').value === q"
+        " && document.querySelectorAll('.md-search-result__item').length > 0",
+        arg=query,
+        timeout=15_000,
+    )
     # The worker answers each keystroke in turn: read until two readings 300 ms apart agree.
     read, last = None, None
     for _ in range(20):
@@ -248,9 +271,17 @@ OVERFLOWING = """() => Array.from(document.querySelectorAll(
     .map(e => `${e.className || e.tagName} ${e.scrollWidth}>${e.clientWidth}: ${e.textContent.slice(0, 50)}`)"""
 
 
-EMPTY_INDEX = json.dumps({"config": {"lang": ["en"], "separator": "[\\s]+", "pipeline": [],
-                                     "fields": {"title": {"boost": 1000}, "text": {"boost": 1}, "tags": {"boost": 1e6}}},
-                          "docs": []})
+EMPTY_INDEX = json.dumps(
+    {
+        "config": {
+            "lang": ["en"],
+            "separator": "[\\s]+",
+            "pipeline": [],
+            "fields": {"title": {"boost": 1000}, "text": {"boost": 1}, "tags": {"boost": 1e6}},
+        },
+        "docs": [],
+    }
+)
 MERMAID_STUB = "window.mermaid = {initialize() {}, run() { return Promise.resolve(); }};"
 
 
@@ -262,8 +293,14 @@ def test_code_and_formulas_are_in_full_view_at_1366px(browser, served_site, buil
     # Layout only: each page would otherwise build the whole search index and parse Mermaid (2.7 MB),
     # which shape nothing measured here; the page with a diagram keeps the real Mermaid.
     context.route("**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json"))
-    context.route("**/mermaid.min.js", lambda r: r.continue_() if "neoverse" in r.request.frame.url
-                  else r.fulfill(body=MERMAID_STUB, content_type="text/javascript"))
+    context.route(
+        "**/mermaid.min.js",
+        lambda r: (
+            r.continue_()
+            if "neoverse" in r.request.frame.url
+            else r.fulfill(body=MERMAID_STUB, content_type="text/javascript")
+        ),
+    )
     problems = []
     mine = paths[chunk::CHUNKS]
     for path in [p for p in mine if not p.startswith("code/")]:
@@ -276,10 +313,13 @@ def test_code_and_formulas_are_in_full_view_at_1366px(browser, served_site, buil
     if sources:
         page.goto(page.base + sources[0])
     for path in sources:
-        page.evaluate("""async (url) => {
+        page.evaluate(
+            """async (url) => {
             const html = await (await fetch(url)).text();
             const fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('.md-content');
-            document.querySelector('.md-content').replaceWith(fresh); }""", page.base + path)
+            document.querySelector('.md-content').replaceWith(fresh); }""",
+            page.base + path,
+        )
         problems += [f"{path}: {p}" for p in page.evaluate(OVERFLOWING)]
     check_and_close(context, page)
     assert not problems, "\n".join(problems[:20])
@@ -298,11 +338,15 @@ def test_on_a_phone_code_wraps_and_wide_formulas_scroll_in_their_own_box(phone):
     for path in ("topics/sac/critic/", "topics/grpo/", "topics/flow-grpo/"):
         phone.goto(phone.base + path)
         phone.wait_for_selector(".katex-display")
-        code = phone.evaluate("() => Array.from(document.querySelectorAll('.md-content pre > code'))"
-                              ".filter(e => e.scrollWidth > e.clientWidth + 1).length")
+        code = phone.evaluate(
+            "() => Array.from(document.querySelectorAll('.md-content pre > code'))"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).length"
+        )
         assert code == 0, f"{path}: code blocks hide text behind a scroll at 390 px"
-        wide = phone.evaluate("() => Array.from(document.querySelectorAll('.katex-display'))"
-                              ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => getComputedStyle(e).overflowX)")
+        wide = phone.evaluate(
+            "() => Array.from(document.querySelectorAll('.katex-display'))"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => getComputedStyle(e).overflowX)"
+        )
         assert all(o == "auto" for o in wide), wide
     phone.screenshot(path=SHOTS / "phone-flow-grpo.png")
 
@@ -403,8 +447,10 @@ def test_on_a_phone_notebook_code_gets_the_width_page_code_gets(phone):
 
 def test_a_diagram_opens_full_size_on_a_phone(phone):
     phone.goto(phone.base + "topics/neoverse/")
-    phone.wait_for_function("() => { const e = document.querySelector('.mermaid');"
-                            " return e && e.getBoundingClientRect().height > 50; }", timeout=30_000)
+    phone.wait_for_function(
+        "() => { const e = document.querySelector('.mermaid'); return e && e.getBoundingClientRect().height > 50; }",
+        timeout=30_000,
+    )
     small = phone.evaluate("() => document.querySelector('.mermaid').getBoundingClientRect().width")
     phone.locator(".kb-diagram-open").first.click()
     big = phone.evaluate("() => document.querySelector('.kb-diagram-full > .mermaid').getBoundingClientRect().width")
@@ -415,10 +461,16 @@ def test_a_diagram_opens_full_size_on_a_phone(phone):
 
 
 def test_mermaid_is_loaded_only_by_pages_with_a_diagram(built_site):
-    with_script = sorted(p.parent.relative_to(built_site).as_posix() for p in built_site.rglob("index.html")
-                         if "mermaid.min.js" in p.read_text(encoding="utf-8"))
-    with_diagram = sorted(p.parent.relative_to(built_site).as_posix() for p in built_site.rglob("index.html")
-                          if 'class="mermaid"' in p.read_text(encoding="utf-8"))
+    with_script = sorted(
+        p.parent.relative_to(built_site).as_posix()
+        for p in built_site.rglob("index.html")
+        if "mermaid.min.js" in p.read_text(encoding="utf-8")
+    )
+    with_diagram = sorted(
+        p.parent.relative_to(built_site).as_posix()
+        for p in built_site.rglob("index.html")
+        if 'class="mermaid"' in p.read_text(encoding="utf-8")
+    )
     assert with_diagram and with_script == with_diagram
 
 
@@ -453,14 +505,21 @@ MARKERS = ".kb-marker, .kb-marker a, .kb-chip, .kb-status, .kb-status-text, .kb-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_verdict_marker_chip_and_pill_has_aa_contrast(browser, served_site, built_site, model, scheme):
-    pages = [p for p in all_pages(built_site)
-             if any(f'class="{c}' in (built_site / p / "index.html").read_text(encoding="utf-8")
-                    for c in ("kb-marker", "kb-chip", "kb-status"))]
+    pages = [
+        p
+        for p in all_pages(built_site)
+        if any(
+            f'class="{c}' in (built_site / p / "index.html").read_text(encoding="utf-8")
+            for c in ("kb-marker", "kb-chip", "kb-status")
+        )
+    ]
     assert "claims/" in pages and any(p.startswith("journal/20") for p in pages)
     measured, problems, kinds = 0, [], set()
     for viewport in (DESKTOP, PHONE):
         context = browser.new_context(viewport=viewport, locale="zh-CN", color_scheme=scheme)
-        context.route("**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json"))
+        context.route(
+            "**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json")
+        )
         pg = context.new_page()
         for path in pages:
             pg.goto(served_site + path)
@@ -491,14 +550,18 @@ def test_the_claims_page_is_compact_and_filters_what_was_wrong(page, phone, mode
     rows = page.locator(".kb-claims-table tbody tr")
     assert rows.count() == len(model.claims)
     page.locator("label[for='kb-filter-wrong']").click()
-    shown = page.evaluate("() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
-                          ".filter(r => r.offsetParent !== null).map(r => r.dataset.status)")
+    shown = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
+        ".filter(r => r.offsetParent !== null).map(r => r.dataset.status)"
+    )
     wrong = sum(c.status.key in ("refuted", "qualified") for c in model.claims)
     assert len(shown) == wrong and set(shown) <= {"refuted", "qualified"}, shown
     page.screenshot(path=SHOTS / "claims-wrong.png", full_page=True)
     page.locator("label[for='kb-filter-all']").click()
-    assert page.evaluate("() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
-                         ".filter(r => r.offsetParent !== null).length") == len(model.claims)
+    assert page.evaluate(
+        "() => Array.from(document.querySelectorAll('.kb-claims-table tbody tr'))"
+        ".filter(r => r.offsetParent !== null).length"
+    ) == len(model.claims)
 
 
 def test_a_figure_opens_full_size(page):
@@ -591,9 +654,14 @@ def live_site(mini_project):
     # A page of its own, with one claim and no notebook: its checks take a couple of seconds.
     (mini_project / "docs/foundations/live.md").write_text(LIVE_PAGE, encoding="utf-8")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
-                            cwd=mini_project, env={**ENV, "PYTHONPATH": str(mini_project)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
+        cwd=mini_project,
+        env={**ENV, "PYTHONPATH": str(mini_project)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(240):
@@ -628,12 +696,18 @@ def test_while_serving_a_saved_page_shows_whether_its_claims_still_hold(browser,
         """Seconds from the save to "checking" on the line, and to the verdict."""
         start = time.monotonic()
         page_file.write_text(text, encoding="utf-8")
-        pg.wait_for_function("() => { const e = document.querySelector('.kb-live');"
-                             " return e && e.dataset.state === 'running'; }", timeout=10_000, polling=50)
+        pg.wait_for_function(
+            "() => { const e = document.querySelector('.kb-live'); return e && e.dataset.state === 'running'; }",
+            timeout=10_000,
+            polling=50,
+        )
         checking = time.monotonic() - start
-        pg.wait_for_function("([state, words]) => { const e = document.querySelector('.kb-live');"
-                             " return e && e.dataset.state === state && e.textContent.includes(words); }",
-                             arg=[state, words], timeout=60_000)
+        pg.wait_for_function(
+            "([state, words]) => { const e = document.querySelector('.kb-live');"
+            " return e && e.dataset.state === state && e.textContent.includes(words); }",
+            arg=[state, words],
+            timeout=60_000,
+        )
         return checking, time.monotonic() - start
 
     broken = original.replace("status: verified", "status: refuted")
@@ -647,7 +721,9 @@ def test_while_serving_a_saved_page_shows_whether_its_claims_still_hold(browser,
     pg.goto(base)
     home_lines = pg.locator(".kb-live").count()
     check_and_close(context, pg)
-    assert red_checking < 1 and green_checking < 1, f"'checking' {red_checking:.2f} s / {green_checking:.2f} s after the save"
+    assert red_checking < 1 and green_checking < 1, (
+        f"'checking' {red_checking:.2f} s / {green_checking:.2f} s after the save"
+    )
     assert link == "#claim-live-decomposition", link
     assert "live-decomposition" not in said and "：" in said.split("」", 1)[1], said
     # The 5 s goal is measured by `make bench` (devtools.bench) on an idle machine; here the line only has to get there.
@@ -665,12 +741,16 @@ def test_while_serving_the_sidebar_keeps_every_title_after_two_saves(browser, li
     assert "MSE 预测条件均值" in " ".join(before), before
     page_file = root / "docs/foundations/live.md"
     original = page_file.read_text(encoding="utf-8")
-    for n, text in enumerate([original.replace("本页只为", "第一次保存：本页只为"),
-                              original.replace("本页只为", "第二次保存：本页只为")]):
+    for n, text in enumerate(
+        [original.replace("本页只为", "第一次保存：本页只为"), original.replace("本页只为", "第二次保存：本页只为")]
+    ):
         page_file.write_text(text, encoding="utf-8")
         # livereload brings the rebuilt page
-        pg.wait_for_function("(w) => document.querySelector('article') && document.querySelector('article')"
-                             ".textContent.includes(w)", arg=["第一次保存", "第二次保存"][n], timeout=90_000)
+        pg.wait_for_function(
+            "(w) => document.querySelector('article') && document.querySelector('article').textContent.includes(w)",
+            arg=["第一次保存", "第二次保存"][n],
+            timeout=90_000,
+        )
     after = pg.evaluate(SIDEBAR)
     pg.screenshot(path=SHOTS / "live-sidebar.png")
     check_and_close(context, pg)

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT, build_in_process, edit, text_of
 
-from conftest import PROJECT, ROOT, build_in_process, edit, text_of
-
-EXTERNAL = re.compile(r'<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I)
+EXTERNAL = re.compile(
+    r'<(?:script|link|img|iframe|source|video|audio)\b[^>]*\b(?:src|href)="(?:https?:)?//(?!127\.0\.0\.1)', re.I
+)
 PAGE = "docs/foundations/mse-conditional-mean.md"
 SNIPPET = "snippets/foundations/mse.py"
 
@@ -37,7 +38,11 @@ def test_no_page_loads_anything_from_another_host(built_site):
         if hits:
             offenders[str(page.relative_to(built_site))] = hits[:3]
     assert not offenders, f"pages load assets from other hosts: {offenders}"
-    for asset in ("assets/vendor/katex/katex.min.js", "assets/vendor/katex/fonts", "assets/vendor/mermaid/mermaid.min.js"):
+    for asset in (
+        "assets/vendor/katex/katex.min.js",
+        "assets/vendor/katex/fonts",
+        "assets/vendor/mermaid/mermaid.min.js",
+    ):
         assert (built_site / asset).exists(), f"{asset} is not served by the site"
 
 
@@ -63,8 +68,11 @@ def test_posts_link_to_their_topic_pages_and_keep_hard_breaks(built_site, model)
         if any(c in model.topic_pages for c in post.categories):
             assert "相关主题页" in page, f"post {key} does not link its topic pages"
         lines = post.lines
-        breaks = [a for a, b in zip(lines, lines[1:])
-                  if a.endswith("  ") and a.strip() and b.strip() and not re.match(r"\s*([-*+]|\d+\.)\s", b)]
+        breaks = [
+            a
+            for a, b in zip(lines, lines[1:])
+            if a.endswith("  ") and a.strip() and b.strip() and not re.match(r"\s*([-*+]|\d+\.)\s", b)
+        ]
         assert page.count("<br") >= len(breaks), f"post {key}: the learner's hard line breaks are lost"
 
 
@@ -91,7 +99,9 @@ def test_every_nav_entry_opens_the_page_it_names(built_site):
         assert page.is_file(), f"nav entry '{title}' -> {uri}: no page"
         html = text_of(page)
         if uri.endswith(".ipynb"):
-            assert "jp-Cell" in html or "jp-CodeCell" in html, f"nav entry '{title}' -> {uri} does not show the notebook"
+            assert "jp-Cell" in html or "jp-CodeCell" in html, (
+                f"nav entry '{title}' -> {uri} does not show the notebook"
+            )
             assert Path(uri).name in html, f"{uri}: no download link for the notebook"
         else:
             assert "jp-CodeCell" not in html, f"nav entry '{title}' -> {uri} shows a notebook"
@@ -106,19 +116,20 @@ def broken(tmp_path_factory):
     from conftest import MINI_DOCS, MINI_SNIPPETS, copy_project
 
     root = copy_project(tmp_path_factory.mktemp("broken") / "mini", MINI_DOCS, MINI_SNIPPETS)
-    edit(root / PAGE, "mse.py:regress_table", "mse.py:regress_tabel")                       # a wrong include
-    edit(root / "docs/journal/posts/2025-12-30.md", "  - SAC", "  - RLHF")                   # an unknown category
-    nb_path = root / "docs/foundations/mse-experiments.ipynb"                                 # a notebook showing an error
+    edit(root / PAGE, "mse.py:regress_table", "mse.py:regress_tabel")  # a wrong include
+    edit(root / "docs/journal/posts/2025-12-30.md", "  - SAC", "  - RLHF")  # an unknown category
+    nb_path = root / "docs/foundations/mse-experiments.ipynb"  # a notebook showing an error
     nb = json.loads(text_of(nb_path))
     cell = next(c for c in nb["cells"] if c["cell_type"] == "code")
     cell["outputs"].append({"output_type": "error", "ename": "ValueError", "evalue": "boom", "traceback": []})
     nb_path.write_text(json.dumps(nb), encoding="utf-8")
-    clash = root / "docs/foundations/mse-conditional-mean.ipynb"                             # a notebook with a page's URL
+    clash = root / "docs/foundations/mse-conditional-mean.ipynb"  # a notebook with a page's URL
     clash.write_text(text_of(nb_path).replace('"ValueError"', '"KeyError"'), encoding="utf-8")
-    nb["cells"][-1].setdefault("outputs", []).append(                                        # a notebook output running a script
-        {"output_type": "display_data", "metadata": {}, "data": {"text/html": ["<script>alert(1)</script>"]}})
+    nb["cells"][-1].setdefault("outputs", []).append(  # a notebook output running a script
+        {"output_type": "display_data", "metadata": {}, "data": {"text/html": ["<script>alert(1)</script>"]}}
+    )
     nb_path.write_text(json.dumps(nb), encoding="utf-8")
-    secret = tmp_path_factory.mktemp("outside") / "secret.md"                                # a page that is a symlink out
+    secret = tmp_path_factory.mktemp("outside") / "secret.md"  # a page that is a symlink out
     secret.write_text("SECRET-OUTSIDE-THE-PROJECT\n", encoding="utf-8")
     (root / "docs/foundations/leak.md").symlink_to(secret)
     build = build_in_process(root, root / "site")
@@ -139,25 +150,32 @@ def test_an_unknown_category_fails_the_build_naming_the_post(broken):
 
 def test_a_notebook_with_an_error_output_fails_the_build(broken):
     _, code, out = broken
-    assert code != 0 and re.search(r"docs/foundations/mse-experiments\.ipynb: code cell \d+ shows an error \(ValueError: boom\)", out)
+    assert code != 0 and re.search(
+        r"docs/foundations/mse-experiments\.ipynb: code cell \d+ shows an error \(ValueError: boom\)", out
+    )
 
 
 def test_a_notebook_and_a_page_may_not_share_a_url(broken):
     _, code, out = broken
-    assert code != 0 and re.search(r"docs/foundations/mse-conditional-mean\.(ipynb|md): gets the same URL", out), out[-2000:]
+    assert code != 0 and re.search(r"docs/foundations/mse-conditional-mean\.(ipynb|md): gets the same URL", out), out[
+        -2000:
+    ]
     assert "Traceback" not in out
 
 
 def test_a_notebook_output_that_runs_a_script_fails_the_build(broken):
     _, code, out = broken
-    assert code != 0 and re.search(r"docs/foundations/mse-experiments\.ipynb: code cell \d+ shows HTML that runs a script", out)
+    assert code != 0 and re.search(
+        r"docs/foundations/mse-experiments\.ipynb: code cell \d+ shows HTML that runs a script", out
+    )
 
 
 def test_a_page_that_is_a_symlink_out_of_the_project_fails_the_build(broken):
     root, code, out = broken
     assert code != 0 and "docs/foundations/leak.md: is a symlink out of the project" in out
     assert not (root / "site").exists() or "SECRET-OUTSIDE-THE-PROJECT" not in "".join(
-        p.read_text(errors="ignore") for p in (root / "site").rglob("*.html"))
+        p.read_text(errors="ignore") for p in (root / "site").rglob("*.html")
+    )
 
 
 def test_a_page_loading_from_another_host_fails_the_build(mini_project):
@@ -165,7 +183,9 @@ def test_a_page_loading_from_another_host_fails_the_build(mini_project):
     page.write_text(text_of(page) + '\n<img src="https://cdn.example.com/pixel.png" alt="">\n', encoding="utf-8")
     build = build_in_process(mini_project, mini_project / "site")
     out = build.stdout + build.stderr
-    assert build.returncode != 0 and "foundations/mse-conditional-mean.md: <img src=\"https://cdn.example.com" in out, out[-1500:]
+    assert build.returncode != 0 and 'foundations/mse-conditional-mean.md: <img src="https://cdn.example.com' in out, (
+        out[-1500:]
+    )
 
 
 def test_a_deleted_snippet_section_fails_the_page_block(mini_project, in_process):
@@ -177,8 +197,10 @@ def test_a_deleted_snippet_section_fails_the_page_block(mini_project, in_process
 
 def test_a_broken_link_or_anchor_fails_the_build(mini_project):
     page = mini_project / PAGE
-    page.write_text(text_of(page) + "\n见 [不存在的页](../topics/no-such-page.md) 和 [不存在的小节](#no-such-anchor)。\n",
-                    encoding="utf-8")
+    page.write_text(
+        text_of(page) + "\n见 [不存在的页](../topics/no-such-page.md) 和 [不存在的小节](#no-such-anchor)。\n",
+        encoding="utf-8",
+    )
     build = build_in_process(mini_project, mini_project / "site")
     out = build.stdout + build.stderr
     assert build.returncode != 0 and "no-such-page.md" in out and "no-such-anchor" in out, out[-2000:]
@@ -193,9 +215,12 @@ def dirty_rebuilds(root: Path) -> dict:
 
     site = root / "site"
     page = root / "docs" / "foundations" / "mse-conditional-mean.md"
-    outputs = {"page": "foundations/mse-conditional-mean/index.html", "other page": "index.html",
-               "post citing it": "journal/2025/12/31/*/index.html",
-               "other post": "journal/2026/01/01/*/index.html"}
+    outputs = {
+        "page": "foundations/mse-conditional-mean/index.html",
+        "other page": "index.html",
+        "post citing it": "journal/2025/12/31/*/index.html",
+        "other post": "journal/2026/01/01/*/index.html",
+    }
     config = None
 
     def rebuild():
@@ -214,8 +239,10 @@ def dirty_rebuilds(root: Path) -> dict:
     with contextlib.chdir(root):
         rebuild()
         snippet = root / "snippets" / "foundations" / "mse.py"
-        for step, change in (("page", lambda: edit(page, "# 最小化均方误差 = 预测条件均值", "# 最小化均方误差 = 预测条件均值（改）")),
-                             ("snippet", lambda: edit(snippet, "import torch", "import torch  # edited"))):
+        for step, change in (
+            ("page", lambda: edit(page, "# 最小化均方误差 = 预测条件均值", "# 最小化均方误差 = 预测条件均值（改）")),
+            ("snippet", lambda: edit(snippet, "import torch", "import torch  # edited")),
+        ):
             before = stamps()
             time.sleep(1.1)
             change()

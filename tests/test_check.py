@@ -6,12 +6,12 @@ import posixpath
 import re
 
 import pytest
+from conftest import ROOT, edit, kb
 from mkdocs.commands.build import build
 from mkdocs.config import load_config
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import Abort
 
-from conftest import PROJECT, ROOT, edit, kb
 from kb import check
 from kb.model import KnowledgeBase
 from kb.project import Project
@@ -48,11 +48,14 @@ def test_a_snippet_file_selects_every_page_that_includes_or_cites_it(model, site
     assert all(f"docs/{uri}" in p.node_ids for uri in expected)
 
 
-@pytest.mark.parametrize("target, words", [
-    ("no/such/page.md", "not a page, a snippet file, a notebook or a topic"),
-    ("RLHF", "not a page, a snippet file, a notebook or a topic"),
-    ("snippets/__init__.py", "no page includes or cites this file"),
-])
+@pytest.mark.parametrize(
+    "target, words",
+    [
+        ("no/such/page.md", "not a page, a snippet file, a notebook or a topic"),
+        ("RLHF", "not a page, a snippet file, a notebook or a topic"),
+        ("snippets/__init__.py", "no page includes or cites this file"),
+    ],
+)
 def test_an_unknown_target_is_one_line(target, words):
     r = kb(ROOT, "check", target)
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
@@ -95,8 +98,9 @@ def test_the_link_checker_and_the_build_agree_on_every_generated_page(mini_proje
     page = mini_project / MSE_PAGE
     base = posixpath.dirname(MSE_PAGE.removeprefix("docs/"))
     links = [f"[{u}]({posixpath.relpath(u, base)})" for u in sorted(generated)]
-    page.write_text(page.read_text(encoding="utf-8") + "\n" + "\n".join(f"- {link}" for link in links) + "\n",
-                    encoding="utf-8")
+    page.write_text(
+        page.read_text(encoding="utf-8") + "\n" + "\n".join(f"- {link}" for link in links) + "\n", encoding="utf-8"
+    )
     model = KnowledgeBase.load(project)
     assert check.link_errors(site, model, model.pages[MSE_PAGE.removeprefix("docs/")]) == []
     _strict_build(mini_project, tmp_path / "site", monkeypatch)
@@ -113,14 +117,20 @@ def test_the_link_checker_and_the_build_agree_on_every_generated_page(mini_proje
 
 
 def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_claim(mini_project):
-    edit(mini_project / "snippets/foundations/mse.py", "    return table.detach()\n",
-         "    return table.detach() + 0.01  # an off-by-a-bit bug\n")
-    (mini_project / MSE_PAGE).write_text((mini_project / MSE_PAGE).read_text(encoding="utf-8")
-                                         + "\n见 [不存在的小节](#no-such-anchor)。\n", encoding="utf-8")
+    edit(
+        mini_project / "snippets/foundations/mse.py",
+        "    return table.detach()\n",
+        "    return table.detach() + 0.01  # an off-by-a-bit bug\n",
+    )
+    (mini_project / MSE_PAGE).write_text(
+        (mini_project / MSE_PAGE).read_text(encoding="utf-8") + "\n见 [不存在的小节](#no-such-anchor)。\n",
+        encoding="utf-8",
+    )
     r = kb(mini_project, "check", "snippets/foundations/mse.py")
     assert r.returncode == 1, r.stdout[-2000:]
-    assert re.search(r"^FAIL  \[verified\] mse-predicts-conditional-mean: snippets/foundations/mse\.py::\S+ failed",
-                     r.stdout, re.M), r.stdout[-2000:]
+    assert re.search(
+        r"^FAIL  \[verified\] mse-predicts-conditional-mean: snippets/foundations/mse\.py::\S+ failed", r.stdout, re.M
+    ), r.stdout[-2000:]
     assert f"invalid: {MSE_PAGE}:" in r.stdout and "no anchor #no-such-anchor" in r.stdout
     assert re.search(r"^FAILED: 1 page\(s\)", r.stdout, re.M)
 

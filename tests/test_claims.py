@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import html
 import re
-import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-
 from conftest import ROOT, build_in_process, edit, kb
+
 from kb.model import Status, Verdict
 
 FOUNDATIONS = "docs/foundations/mse-conditional-mean.md"
@@ -29,10 +28,13 @@ def test_every_journal_reference_states_the_verdict_of_its_own_line(model):
     assert all(isinstance(r.verdict, Verdict) for r in refs)
 
 
-@pytest.mark.parametrize("fragment", [
-    "target_Q_valule = r(s_t,a_t) + discount * Q(s_t+1, a_t+1)",
-    "而value-funtion又等于该状态下所有动作的Q-function的期望",
-])
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        "target_Q_valule = r(s_t,a_t) + discount * Q(s_t+1, a_t+1)",
+        "而value-funtion又等于该状态下所有动作的Q-function的期望",
+    ],
+)
 def test_known_wrong_lines_are_not_marked_verified(model, fragment):
     refs = [r for c in model.claims for r in c.journal if fragment in r.post.lines[r.post.index(r.line)]]
     assert refs, f"no claim settles the line '{fragment}'"
@@ -42,24 +44,52 @@ def test_known_wrong_lines_are_not_marked_verified(model, fragment):
 # ---- a deciding test cannot be slipped --------------------------------------------------------
 
 ATTACKS = {  # module name -> (source, test named by the claim, what the run must say)
-    "marker": ("import pytest\n\n@pytest.mark.skip(reason='later')\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
-    "skipif": ("import pytest\n\n@pytest.mark.skipif(True, reason='never')\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "marker": (
+        "import pytest\n\n@pytest.mark.skip(reason='later')\ndef test_x():\n    assert 1 == 1\n",
+        "test_x",
+        "skipped",
+    ),
+    "skipif": (
+        "import pytest\n\n@pytest.mark.skipif(True, reason='never')\ndef test_x():\n    assert 1 == 1\n",
+        "test_x",
+        "skipped",
+    ),
     "alias": ("from pytest import mark as m\n\n@m.skip\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
-    "pytestmark": ("import pytest\npytestmark = pytest.mark.skip\n\ndef test_x():\n    assert 1 == 1\n", "test_x", "skipped"),
+    "pytestmark": (
+        "import pytest\npytestmark = pytest.mark.skip\n\ndef test_x():\n    assert 1 == 1\n",
+        "test_x",
+        "skipped",
+    ),
     "inside": ("import pytest\n\ndef test_x():\n    pytest.skip('not today')\n", "test_x", "skipped"),
-    "importorskip": ("import pytest\npytest.importorskip('no_such_module_kb')\n\ndef test_x():\n    assert 1 == 1\n",
-                     "test_x", "was skipped"),
-    "module_skip": ("import pytest\npytest.skip('whole module', allow_module_level=True)\n\ndef test_x():\n    assert 1\n",
-                    "test_x", "was skipped"),
+    "importorskip": (
+        "import pytest\npytest.importorskip('no_such_module_kb')\n\ndef test_x():\n    assert 1 == 1\n",
+        "test_x",
+        "was skipped",
+    ),
+    "module_skip": (
+        "import pytest\npytest.skip('whole module', allow_module_level=True)\n\ndef test_x():\n    assert 1\n",
+        "test_x",
+        "was skipped",
+    ),
     "xfail": ("import pytest\n\n@pytest.mark.xfail\ndef test_x():\n    assert 1 == 2\n", "test_x", "xfailed"),
     "xpass": ("import pytest\n\n@pytest.mark.xfail\ndef test_x():\n    assert 1 == 1\n", "test_x", "xfailed"),
     "deleted": ("def test_x():\n    assert 1 == 1\n\ndel test_x\n", "test_x", "never collected"),
-    "param_skip": ("import pytest\n\n@pytest.mark.parametrize('v', [1, pytest.param(2, marks=pytest.mark.skip)])\n"
-                   "def test_x(v):\n    assert v > 0\n", "test_x", "skipped"),
-    "param_missing": ("import pytest\n\n@pytest.mark.parametrize('v', [1, 2])\ndef test_x(v):\n    assert v > 0\n",
-                      "test_x[3]", "never collected"),
-    "experiment": ("import pytest\n\n@pytest.mark.experiment\ndef test_x():\n    assert 1 == 1\n", "test_x",
-                   "never collected"),
+    "param_skip": (
+        "import pytest\n\n@pytest.mark.parametrize('v', [1, pytest.param(2, marks=pytest.mark.skip)])\n"
+        "def test_x(v):\n    assert v > 0\n",
+        "test_x",
+        "skipped",
+    ),
+    "param_missing": (
+        "import pytest\n\n@pytest.mark.parametrize('v', [1, 2])\ndef test_x(v):\n    assert v > 0\n",
+        "test_x[3]",
+        "never collected",
+    ),
+    "experiment": (
+        "import pytest\n\n@pytest.mark.experiment\ndef test_x():\n    assert 1 == 1\n",
+        "test_x",
+        "never collected",
+    ),
     "failing": ("def test_x():\n    assert 1 == 2\n", "test_x", "failed"),
 }
 
@@ -73,8 +103,10 @@ def attacked(mini_project) -> Path:
     blocks = ["---\ntitle: Attacks\n---\n# Attacks\n"]
     for name, (source, test, _) in ATTACKS.items():
         (attack / f"{name}.py").write_text(source, encoding="utf-8")
-        blocks.append(f'!!! claim "slipped by {name}"\n    id: attack-{name.replace("_", "-")}\n'
-                      f"    status: verified\n    test: snippets/attack/{name}.py::{test}\n\n    Why.\n")
+        blocks.append(
+            f'!!! claim "slipped by {name}"\n    id: attack-{name.replace("_", "-")}\n'
+            f"    status: verified\n    test: snippets/attack/{name}.py::{test}\n\n    Why.\n"
+        )
     (mini_project / "docs" / "attacks.md").write_text("\n".join(blocks), encoding="utf-8")
     return mini_project
 
@@ -101,9 +133,11 @@ def test_a_full_run_fails_for_a_claim_whose_module_pytest_never_collected(attack
     # (the foundations page's, the other attacks') was never collected, and the run must say so.
     result = in_process(attacked, "-o", "testpaths=snippets/attack/marker.py")
     assert result.returncode == 1, result.stdout
-    assert re.search(r"claim 'mse-predicts-conditional-mean' \(docs/foundations/mse-conditional-mean.md:\d+, "
-                     r"marked verified\): its deciding test snippets/foundations/mse.py::\S+ was never collected",
-                     result.stdout), result.stdout[-3000:]
+    assert re.search(
+        r"claim 'mse-predicts-conditional-mean' \(docs/foundations/mse-conditional-mean.md:\d+, "
+        r"marked verified\): its deciding test snippets/foundations/mse.py::\S+ was never collected",
+        result.stdout,
+    ), result.stdout[-3000:]
 
 
 def test_the_build_refuses_skippable_deciding_tests(attacked):
@@ -111,7 +145,10 @@ def test_the_build_refuses_skippable_deciding_tests(attacked):
     out = result.stdout + result.stderr
     assert result.returncode != 0
     for name in ("marker", "skipif", "alias", "pytestmark", "importorskip", "module_skip", "xfail"):
-        assert re.search(rf"docs/attacks.md:\d+: test snippets/attack/{name}.py::test_x can be skipped", out), (name, out[-3000:])
+        assert re.search(rf"docs/attacks.md:\d+: test snippets/attack/{name}.py::test_x can be skipped", out), (
+            name,
+            out[-3000:],
+        )
     assert "is not parametrized" not in out
 
 
@@ -121,15 +158,23 @@ def test_python_O_is_refused(mini_project):
 
     from conftest import ENV
 
-    r = subprocess.run([sys.executable, "-O", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0",
-                        "tests/test_sources.py"], cwd=mini_project, env={**ENV, "PYTHONPATH": str(mini_project)},
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-O", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "tests/test_sources.py"],
+        cwd=mini_project,
+        env={**ENV, "PYTHONPATH": str(mini_project)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "strips assert statements" in r.stdout + r.stderr
 
 
 def test_a_failing_deciding_test_names_its_claim(mini_project, in_process):
-    edit(mini_project / "snippets/foundations/mse.py", "    return table.detach()\n",
-         "    return table.detach() + 0.01  # an off-by-a-bit bug\n")
+    edit(
+        mini_project / "snippets/foundations/mse.py",
+        "    return table.detach()\n",
+        "    return table.detach() + 0.01  # an off-by-a-bit bug\n",
+    )
     result = in_process(mini_project, "snippets/foundations/mse.py")
     assert result.returncode == 1, result.stdout
     assert "claim 'mse-predicts-conditional-mean'" in result.stdout and "is marked verified" in result.stdout
@@ -167,7 +212,10 @@ def test_bad_claims_fail_the_build_one_line_each_with_file_and_line(mini_project
     assert result.returncode != 0
     bad = BAD_CLAIMS.split("\n")
     at = lambda words: start + next(i for i, l in enumerate(bad) if words in l)  # noqa: E731
-    assert f"{FOUNDATIONS}:{at('test_no_such_test')}: test snippets/foundations/mse.py::test_no_such_test does not exist" in out
+    assert (
+        f"{FOUNDATIONS}:{at('test_no_such_test')}: test snippets/foundations/mse.py::test_no_such_test does not exist"
+        in out
+    )
     assert f"{FOUNDATIONS}:{at('without a status')}: claim 'no-status' has no status" in out
     assert f"{FOUNDATIONS}:{at('test_refutes_l1')}: the claim says verified but its test" in out
     assert f'{FOUNDATIONS}:{at("no such sentence")}: fragment "no such sentence" occurs on 0 lines' in out
@@ -190,7 +238,7 @@ class Links(HTMLParser):
             self.links.append(a["href"])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parse(path: Path) -> Links:
     p = Links()
     p.feed(path.read_text(encoding="utf-8"))
@@ -244,11 +292,15 @@ def test_each_journal_marker_shows_the_verdict_of_its_own_line(built_site, model
         for line, refs in model.refs_by_line.get(post.src_uri, {}).items():
             anchor = f'id="{"j" if any(r.kind == "journal" for r, _ in refs) else "q"}-{line}"'
             at = page.index(anchor)
-            markers = page[at: page.index("</li>", at) if "</li>" in page[at:] else None]
-            for ref, owner in refs:
+            markers = page[at : page.index("</li>", at) if "</li>" in page[at:] else None]
+            for ref, _owner in refs:
                 prefix = "后来核对" if ref.kind == "journal" else "后来解答"
-                assert f'kb-marker {ref.verdict.key}"' in markers and f"{prefix}：{ref.verdict.label}" in markers, \
-                    (post.key, line, ref.fragment, markers[:400])
+                assert f'kb-marker {ref.verdict.key}"' in markers and f"{prefix}：{ref.verdict.label}" in markers, (
+                    post.key,
+                    line,
+                    ref.fragment,
+                    markers[:400],
+                )
 
 
 def test_kb_questions_prints_open_questions_with_file_and_line(model):
@@ -301,9 +353,14 @@ def test_a_second_clone_acts_on_itself(second_clone):
     # `kb` imported from the first checkout (python -P: the current folder is not on sys.path),
     # run inside the second clone, writes into the second clone.
     def installed_kb(*args):
-        return subprocess.run([sys.executable, "-P", "-c", "import sys, kb.cli; sys.exit(kb.cli.main())", *args],
-                              cwd=second_clone, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-P", "-c", "import sys, kb.cli; sys.exit(kb.cli.main())", *args],
+            cwd=second_clone,
+            env={**ENV, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     r = installed_kb("new", "--date", "2026-03-01", "--topic", "SAC", "-m", "第二个克隆里的笔记")
     assert r.returncode == 0, r.stderr
@@ -312,12 +369,23 @@ def test_a_second_clone_acts_on_itself(second_clone):
 
     # A claim changed in the clone changes the clone's build: refuted by a verifying test fails it, naming the clone's file.
     page = second_clone / FOUNDATIONS
-    edit(page, "id: mse-predicts-conditional-mean\n    status: verified", "id: mse-predicts-conditional-mean\n    status: refuted")
-    build = subprocess.run([sys.executable, "-P", "-m", "mkdocs", "build", "--strict", "-q", "--site-dir",
-                            str(second_clone / "site")], cwd=second_clone, env={**ENV, "PYTHONPATH": str(ROOT)},
-                           capture_output=True, text=True, timeout=300)
+    edit(
+        page,
+        "id: mse-predicts-conditional-mean\n    status: verified",
+        "id: mse-predicts-conditional-mean\n    status: refuted",
+    )
+    build = subprocess.run(
+        [sys.executable, "-P", "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(second_clone / "site")],
+        cwd=second_clone,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode != 0
-    assert f"{FOUNDATIONS}:" in build.stderr and "the claim says refuted but its test" in build.stderr, build.stderr[-2000:]
+    assert f"{FOUNDATIONS}:" in build.stderr and "the claim says refuted but its test" in build.stderr, build.stderr[
+        -2000:
+    ]
     r = installed_kb("claims")
     assert r.returncode == 2 and "the claim says refuted" in r.stderr
     assert "[refuted] mse-predicts-conditional-mean" in r.stdout

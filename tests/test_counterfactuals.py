@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import edit, kb
 
 PAGE = "docs/foundations/mse-conditional-mean.md"
@@ -50,29 +49,41 @@ def test_a_crash_is_not_a_failing_assertion(mini_project, in_process):
 
 def test_an_assertion_inside_the_code_under_test_is_a_crash_too(mini_project, in_process):
     # The code under test asserts on its input; the test's own checks never run.
-    edit(mini_project / MSE, '    table = torch.zeros(num_groups, requires_grad=True)',
-         '    assert loss == "mse", "only mse"\n    table = torch.zeros(num_groups, requires_grad=True)')
-    edit(mini_project / MSE, 'table = regress_table(x, y, num_groups=4, loss="l1")',
-         'table = regress_table(x, y, num_groups=4)')  # the L1 claim's test would crash otherwise
+    edit(
+        mini_project / MSE,
+        "    table = torch.zeros(num_groups, requires_grad=True)",
+        '    assert loss == "mse", "only mse"\n    table = torch.zeros(num_groups, requires_grad=True)',
+    )
+    edit(
+        mini_project / MSE,
+        'table = regress_table(x, y, num_groups=4, loss="l1")',
+        "table = regress_table(x, y, num_groups=4)",
+    )  # the L1 claim's test would crash otherwise
     r = in_process(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert "inside the code under test" in out and "mse-predicts-conditional-mean" in out, out
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ("steps=3", "no such parameter with a default"),
-    ("loss=print('x')", "nothing is called"),
-    ("loss=_private", "nothing is called"),
-    ("'l1'", "keyword arguments only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ("steps=3", "no such parameter with a default"),
+        ("loss=print('x')", "nothing is called"),
+        ("loss=_private", "nothing is called"),
+        ("'l1'", "keyword arguments only"),
+    ],
+)
 def test_a_malformed_counterfactual_is_one_line_naming_file_and_line(mini_project, kwargs, message):
     _set_counterfactual(mini_project, kwargs)
     r = kb(mini_project, "claims")
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [line for line in r.stderr.splitlines() if "counterfactual" in line]
-    line = next(i for i, text in enumerate((mini_project / PAGE).read_text(encoding="utf-8").split("\n"), 1)
-                if text.strip().startswith("counterfactual: ") and "若换一个设定" in text)
+    line = next(
+        i
+        for i, text in enumerate((mini_project / PAGE).read_text(encoding="utf-8").split("\n"), 1)
+        if text.strip().startswith("counterfactual: ") and "若换一个设定" in text
+    )
     assert len(errors) == 1 and f"{PAGE}:{line}:" in errors[0] and message in errors[0], r.stderr
 
 
@@ -102,8 +113,11 @@ def test_kb_claims_json_has_the_interface_fields(project):
 def test_a_verified_or_refuted_claim_without_a_counterfactual_is_refused(mini_project):
     # A verdict that no alternative could overturn is no verdict: the build names the claim.
     page = mini_project / PAGE
-    lines = [line for line in page.read_text(encoding="utf-8").split("\n")
-             if not line.strip().startswith("counterfactual: data=symmetric_data")]
+    lines = [
+        line
+        for line in page.read_text(encoding="utf-8").split("\n")
+        if not line.strip().startswith("counterfactual: data=symmetric_data")
+    ]
     page.write_text("\n".join(lines), encoding="utf-8")
     r = kb(mini_project, "claims")
     assert r.returncode == 2, r.stdout + r.stderr

@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import kb, mkdocs_build, run, text_of
+
 from kb import cli, review, sources
 from kb.project import Project, SourceError
 
@@ -46,12 +46,18 @@ def test_a_bom_in_the_review_log_is_tolerated(tmp_path):
     assert len(review.read_log(log)) == 1
 
 
-@pytest.mark.parametrize("damage, line, says", [
-    (review.LOG_HEADER + LOG_LINE + "<<<<<<< HEAD\n" + LOG_LINE + "=======\n" + LOG_LINE + ">>>>>>> laptop\n",
-     4, "git merge conflict marker '<<<<<<< HEAD'"),
-    (review.LOG_HEADER + LOG_LINE + "2026-01-10 claim:x three\n", 4, "not a review line"),
-    (review.LOG_HEADER + "2026-01-10T09:00:00+00:00\t\t3\t\t\n", 3, "not a review line"),
-])
+@pytest.mark.parametrize(
+    "damage, line, says",
+    [
+        (
+            review.LOG_HEADER + LOG_LINE + "<<<<<<< HEAD\n" + LOG_LINE + "=======\n" + LOG_LINE + ">>>>>>> laptop\n",
+            4,
+            "git merge conflict marker '<<<<<<< HEAD'",
+        ),
+        (review.LOG_HEADER + LOG_LINE + "2026-01-10 claim:x three\n", 4, "not a review line"),
+        (review.LOG_HEADER + "2026-01-10T09:00:00+00:00\t\t3\t\t\n", 3, "not a review line"),
+    ],
+)
 def test_a_damaged_review_log_is_named_at_its_line(tmp_path, damage, line, says):
     log = tmp_path / "review-log.tsv"
     log.write_text(damage, encoding="utf-8")
@@ -90,9 +96,11 @@ def test_kb_review_with_a_bom_or_a_conflict_in_the_log(mini_project):
     for args in (("review", "--now", "2026-01-10T09:00"), ("review", "--stats")):
         r = kb(mini_project, *args, stdin="3\n")
         assert r.returncode == 2, r.stderr
-        assert lines_of(r.stderr) == [f"kb review: error: review-log.tsv:{damaged.count(chr(10)) - 4}: git merge "
-                                      "conflict marker '<<<<<<< HEAD': keep both sides' review lines (each is one "
-                                      "review), delete the marker lines, then run kb again"]
+        assert lines_of(r.stderr) == [
+            f"kb review: error: review-log.tsv:{damaged.count(chr(10)) - 4}: git merge "
+            "conflict marker '<<<<<<< HEAD': keep both sides' review lines (each is one "
+            "review), delete the marker lines, then run kb again"
+        ]
     assert text_of(log) == damaged
 
 
@@ -132,14 +140,15 @@ def test_the_strict_build_names_each_damaged_file_in_one_line(mini_project):
     page = root / "docs" / "foundations" / "setext.md"  # "=======" under a line is a heading, not a conflict
     page.write_text("# 标题\n\n第二个标题\n=======\n\n正文。\n", encoding="utf-8")
     dated = root / "docs" / "journal" / "posts" / "2026-02-28.md"
-    dated.write_text("---\ndate: 2026-02-30\nslug: \"20260228\"\ncategories: [SAC]\n---\n# 20260228\n\n笔记\n",
-                     encoding="utf-8")
+    dated.write_text(
+        '---\ndate: 2026-02-30\nslug: "20260228"\ncategories: [SAC]\n---\n# 20260228\n\n笔记\n', encoding="utf-8"
+    )
     build = mkdocs_build(root, root / "site")
     out = build.stdout + build.stderr
     no_traceback(build)
     assert build.returncode != 0
     # MkDocs prints the plugin's error after "ERROR -"; its other lines follow, one problem each
-    errors = out[out.index("ERROR   -  ") + 11:].split("\n\n")[0].splitlines()
+    errors = out[out.index("ERROR   -  ") + 11 :].split("\n\n")[0].splitlines()
     post_line = post.count("\n") + 2
     fence_line = fenced.count("\n") - 6 + 1
     assert set(errors) >= {
@@ -159,11 +168,31 @@ def test_the_strict_build_names_each_damaged_file_in_one_line(mini_project):
 
 
 def test_conflict_markers_are_defined_precisely():
-    lines = ["标题", "=======", "", "<<<<<<<< eight is not a marker", " <<<<<<< indented is not Git's",
-             ">>>>>>>no space is not one", "<<<<<<< HEAD", "a", "||||||| base", "=======", "b", ">>>>>>> laptop",
-             "=======", "<<<<<<<", ">>>>>>>"]
-    assert sources.conflict_markers(lines) == [(7, "<<<<<<< HEAD"), (9, "||||||| base"), (10, "======="),
-                                               (12, ">>>>>>> laptop"), (14, "<<<<<<<"), (15, ">>>>>>>")]
+    lines = [
+        "标题",
+        "=======",
+        "",
+        "<<<<<<<< eight is not a marker",
+        " <<<<<<< indented is not Git's",
+        ">>>>>>>no space is not one",
+        "<<<<<<< HEAD",
+        "a",
+        "||||||| base",
+        "=======",
+        "b",
+        ">>>>>>> laptop",
+        "=======",
+        "<<<<<<<",
+        ">>>>>>>",
+    ]
+    assert sources.conflict_markers(lines) == [
+        (7, "<<<<<<< HEAD"),
+        (9, "||||||| base"),
+        (10, "======="),
+        (12, ">>>>>>> laptop"),
+        (14, "<<<<<<<"),
+        (15, ">>>>>>>"),
+    ]
 
 
 def test_kb_new_will_not_append_to_a_conflicted_post(mini_project):
@@ -173,9 +202,14 @@ def test_kb_new_will_not_append_to_a_conflicted_post(mini_project):
     r = kb(mini_project, "new", "--date", "2026-01-01", "--topic", "SAC", stdin="新的笔记\n")
     line = damaged.count("\n") - 4
     said = lines_of(r.stderr)
-    assert r.returncode == 2 and len(said) == 1 and said[0].startswith(
-        f"kb new: error: {POST}:{line}: git merge conflict marker '<<<<<<< HEAD': resolve the conflict "
-        "(keep what each side should keep) and delete the marker lines; your note is kept in "), said
+    assert (
+        r.returncode == 2
+        and len(said) == 1
+        and said[0].startswith(
+            f"kb new: error: {POST}:{line}: git merge conflict marker '<<<<<<< HEAD': resolve the conflict "
+            "(keep what each side should keep) and delete the marker lines; your note is kept in "
+        )
+    ), said
     # the piped note was read before the refusal, so it is kept, not lost
     kept = Path(said[0].rsplit(" ", 1)[-1])
     assert kept.read_text(encoding="utf-8") == "新的笔记\n"
@@ -184,7 +218,7 @@ def test_kb_new_will_not_append_to_a_conflicted_post(mini_project):
 
 # ---- kb serve ------------------------------------------------------------------------------------
 
-SERVE_BUILD = r'''
+SERVE_BUILD = r"""
 import json, os, re, sys
 from pathlib import Path
 from mkdocs.commands.build import build
@@ -212,7 +246,7 @@ for path, text in json.loads(sys.argv[1]).items():
 rebuild()
 report["fixed"] = json.loads(status.read_text(encoding="utf-8")).get("_build")
 print(json.dumps(report, ensure_ascii=False))
-'''
+"""
 
 
 def test_kb_serve_keeps_building_and_shows_the_problems_until_they_are_fixed(mini_project):
@@ -221,8 +255,11 @@ def test_kb_serve_keeps_building_and_shows_the_problems_until_they_are_fixed(min
     problems: those of no page on every page, a page's own on that page; fixing them clears them."""
     root = mini_project
     log, snippet, page = root / "review-log.tsv", root / "snippets" / "foundations" / "latin.py", root / PAGE
-    originals = {str(page): page.read_bytes(), str(log): (review.LOG_HEADER + LOG_LINE).encode(),
-                 str(snippet): b"X = 1\n"}
+    originals = {
+        str(page): page.read_bytes(),
+        str(log): (review.LOG_HEADER + LOG_LINE).encode(),
+        str(snippet): b"X = 1\n",
+    }
     log.write_text(review.LOG_HEADER + LOG_LINE + CONFLICT, encoding="utf-8")
     snippet.write_bytes("# café\nX = 1\n".encode("latin-1"))
     page.write_bytes(page.read_bytes() + b"\n\xff\xfe not UTF-8\n")
@@ -246,10 +283,12 @@ def wait_for(path: Path, key: str, timeout: float = 30) -> dict:
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    raise AssertionError(f"{path} never got a result for {key}: {path.read_text(encoding='utf-8') if path.exists() else '-'}")
+    raise AssertionError(
+        f"{path} never got a result for {key}: {path.read_text(encoding='utf-8') if path.exists() else '-'}"
+    )
 
 
-@pytest.mark.parametrize("status", ["", "[1, 2]", "{\"foundations/mse-conditional-mean.md\": 7}"])
+@pytest.mark.parametrize("status", ["", "[1, 2]", '{"foundations/mse-conditional-mean.md": 7}'])
 def test_a_page_kb_check_refuses_says_why_instead_of_running_forever(mini_project, status):
     """M6c: the page stayed "running"; M7: a status.json that is not a mapping (or an entry that is
     not one) killed the checker thread for good."""
@@ -287,8 +326,9 @@ def test_a_full_disk_keeps_the_previous_anki_deck(mini_project, tmp_path, monkey
     capsys.readouterr()
     assert cli.main(["export", "anki", str(deck)]) == 2
     err = capsys.readouterr().err
-    assert lines_of(err) == [f"kb export: error: {deck}: cannot write (No space left on device); "
-                             "the previous file is unchanged"]
+    assert lines_of(err) == [
+        f"kb export: error: {deck}: cannot write (No space left on device); the previous file is unchanged"
+    ]
     assert deck.read_bytes() == before and sorted(p.name for p in deck.parent.iterdir()) == ["cards.apkg"]
     monkeypatch.setattr(zipfile.ZipFile, "write", real_write)
     assert cli.main(["export", "anki", str(deck)]) == 0 and zipfile.is_zipfile(deck)
@@ -301,14 +341,17 @@ def posts(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((root / "docs" / "journal" / "posts").iterdir())}
 
 
-@pytest.mark.parametrize("note, says", [
-    ("\u200b\u200b\u200c\u2060\ufeff \u3000\n", "the note has no visible characters"),  # B16
-    ("正常的一行\nNUL \x00 here\n", "control character U+0000 at line 2, column 5"),  # B18
-    ("颜色 \x1b[31m红\x1b[0m\n", "control character U+001B at line 1, column 4"),
-    ("\x01start\n", "control character U+0001 at line 1, column 1"),
-    ("x" * 100_001, "the note is 100,001 bytes, over the limit of 100,000 bytes for one note"),  # B17
-    ("长" * 4_000_000, "the note is 12,000,000 bytes, over the limit of 100,000 bytes"),
-])
+@pytest.mark.parametrize(
+    "note, says",
+    [
+        ("\u200b\u200b\u200c\u2060\ufeff \u3000\n", "the note has no visible characters"),  # B16
+        ("正常的一行\nNUL \x00 here\n", "control character U+0000 at line 2, column 5"),  # B18
+        ("颜色 \x1b[31m红\x1b[0m\n", "control character U+001B at line 1, column 4"),
+        ("\x01start\n", "control character U+0001 at line 1, column 1"),
+        ("x" * 100_001, "the note is 100,001 bytes, over the limit of 100,000 bytes for one note"),  # B17
+        ("长" * 4_000_000, "the note is 12,000,000 bytes, over the limit of 100,000 bytes"),
+    ],
+)
 def test_kb_new_refuses_a_hostile_note_and_keeps_it(mini_project, note, says):
     before = posts(mini_project)
     r = kb(mini_project, "new", "--date", "2026-03-01", "--topic", "SAC", stdin=note)
@@ -327,13 +370,16 @@ def test_a_large_note_is_added_when_asked_and_crlf_becomes_lf(mini_project):
     assert "\r" not in text and text.count("大段的笔记\n") == 20_000
 
 
-@pytest.mark.parametrize("args, says", [
-    (("--date", "0001-01-01"), "date '0001-01-01' is outside the journal's range 1900-01-01 to 2100-12-31"),  # B7
-    (("--date", "2101-01-01"), "outside the journal's range"),
-    (("--date", "1899-12-31"), "outside the journal's range"),
-    (("-m", "\u200b"), "the note has no visible characters"),
-    (("-m", "响铃\x07"), "control character U+0007 at line 1, column 3"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("--date", "0001-01-01"), "date '0001-01-01' is outside the journal's range 1900-01-01 to 2100-12-31"),  # B7
+        (("--date", "2101-01-01"), "outside the journal's range"),
+        (("--date", "1899-12-31"), "outside the journal's range"),
+        (("-m", "\u200b"), "the note has no visible characters"),
+        (("-m", "响铃\x07"), "control character U+0007 at line 1, column 3"),
+    ],
+)
 def test_kb_new_refuses_a_bad_date_or_message(mini_project, args, says):
     before = posts(mini_project)
     r = kb(mini_project, "new", "--topic", "SAC", *(args if "-m" in args else (*args, "-m", "笔记")))
@@ -348,9 +394,13 @@ def test_kb_new_with_a_message_that_is_not_utf8(mini_project):
     from conftest import ENV, ROOT
 
     before = posts(mini_project)
-    r = subprocess.run([sys.executable, "-m", "kb.cli", "new", "--date", "2026-03-01", "--topic", "SAC",
-                        "-m", b"caf\xe9 \xff"], cwd=mini_project, env={**ENV, "PYTHONPATH": str(ROOT)},
-                       capture_output=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "kb.cli", "new", "--date", "2026-03-01", "--topic", "SAC", "-m", b"caf\xe9 \xff"],
+        cwd=mini_project,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=120,
+    )
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 2 and lines_of(err) == ["kb new: error: -m: the note is not UTF-8 (byte 0xe9 at offset 3)"]
     assert posts(mini_project) == before

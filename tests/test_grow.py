@@ -12,23 +12,26 @@ from pathlib import Path
 
 import frontmatter
 import pytest
-
 from conftest import ROOT, kb, mkdocs_build, run, text_of
+
 from kb.project import read_config
 from kb.topics import module_name, slugify
 
 # ---- kb topic new ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, slug, module", [
-    ("扩散策略", "kuo-san-ce-lue", "kuo_san_ce_lue"),
-    ("Diffusion Policy", "diffusion-policy", "diffusion_policy"),
-    ("RLHF/奖励模型", "rlhf-jiang-li-mo-xing", "rlhf_jiang_li_mo_xing"),
-    ("Flow-GRPO", "flow-grpo", "flow_grpo"),
-    ("3D 重建", "3d-zhong-jian", "topic_3d_zhong_jian"),
-    ("../../etc/passwd", "etc-passwd", "etc_passwd"),  # no way out of docs/topics or snippets
-    ("import", "import", "topic_import"),  # a Python keyword cannot name a package
-])
+@pytest.mark.parametrize(
+    "name, slug, module",
+    [
+        ("扩散策略", "kuo-san-ce-lue", "kuo_san_ce_lue"),
+        ("Diffusion Policy", "diffusion-policy", "diffusion_policy"),
+        ("RLHF/奖励模型", "rlhf-jiang-li-mo-xing", "rlhf_jiang_li_mo_xing"),
+        ("Flow-GRPO", "flow-grpo", "flow_grpo"),
+        ("3D 重建", "3d-zhong-jian", "topic_3d_zhong_jian"),
+        ("../../etc/passwd", "etc-passwd", "etc_passwd"),  # no way out of docs/topics or snippets
+        ("import", "import", "topic_import"),  # a Python keyword cannot name a package
+    ],
+)
 def test_topic_names_get_clean_slugs(name, slug, module):
     assert slugify(name) == slug and module_name(slug) == module
 
@@ -57,28 +60,31 @@ def test_topic_new_adds_lines_to_mkdocs_yml_and_changes_none(bare):
     config = read_config(bare / "mkdocs.yml")
     blog = next(p["blog"] for p in config["plugins"] if isinstance(p, dict) and "blog" in p)
     assert blog["categories_allowed"][-1] == "RLHF/奖励模型"
-    section = next(v for item in config["nav"] for v in item.values() if isinstance(v, list)
-                   and "topics/index.md" in v)
+    section = next(v for item in config["nav"] for v in item.values() if isinstance(v, list) and "topics/index.md" in v)
     assert {"RLHF/奖励模型": "topics/rlhf-jiang-li-mo-xing.md"} in section
     assert section[-1] == {"标签": "tags.md"}  # after the topics, before the tags page
     assert (bare / "docs/topics/rlhf-jiang-li-mo-xing.md").is_file()
     assert (bare / "snippets/rlhf_jiang_li_mo_xing/log_density.py").is_file()
 
 
-CATEGORIES_LINE = next(i for i, line in enumerate(text_of(ROOT / "mkdocs.yml").split("\n"), 1)
-                       if line.strip() == "categories_allowed:")
+CATEGORIES_LINE = next(
+    i for i, line in enumerate(text_of(ROOT / "mkdocs.yml").split("\n"), 1) if line.strip() == "categories_allowed:"
+)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("SAC", f"mkdocs.yml:{CATEGORIES_LINE}: the topic 'SAC' already exists"),
-    ("flow matching", "the topic 'Flow Matching' already exists"),
-    ("Flow GRPO", "would have the URL slug 'flow-grpo' of the existing topic 'Flow-GRPO'"),
-    ("", "the topic name is empty"),
-    ("   ", "the topic name is empty"),
-    ("!!!", "has no letters or digits"),
-    ('say "hi"', "double quote"),
-    ("a\x1bb", "control or invisible character"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("SAC", f"mkdocs.yml:{CATEGORIES_LINE}: the topic 'SAC' already exists"),
+        ("flow matching", "the topic 'Flow Matching' already exists"),
+        ("Flow GRPO", "would have the URL slug 'flow-grpo' of the existing topic 'Flow-GRPO'"),
+        ("", "the topic name is empty"),
+        ("   ", "the topic name is empty"),
+        ("!!!", "has no letters or digits"),
+        ('say "hi"', "double quote"),
+        ("a\x1bb", "control or invisible character"),
+    ],
+)
 def test_topic_new_refuses_in_one_line_and_writes_nothing(bare, name, message):
     before = {p: p.read_bytes() for p in bare.rglob("*") if p.is_file()}
     r = kb(bare, "topic", "new", name)
@@ -136,20 +142,38 @@ def test_a_new_topic_is_accepted_everywhere(mini_project):
     assert r.returncode == 0, r.stderr
     assert frontmatter.load(mini_project / "docs/journal/posts/2026-01-05.md")["categories"] == ["扩散策略"]
     # make test's collection (the snippet module, the page's blocks) and its run
-    result = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0",
-                  "snippets/kuo_san_ce_lue", "docs/topics/kuo-san-ce-lue.md", "tests/test_pages.py"],
-                 mini_project)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-n",
+            "0",
+            "snippets/kuo_san_ce_lue",
+            "docs/topics/kuo-san-ce-lue.md",
+            "tests/test_pages.py",
+        ],
+        mini_project,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "test_normal_log_prob_is_the_gaussian_formula" in run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "--collect-only", "snippets"],
-        mini_project).stdout
+    assert (
+        "test_normal_log_prob_is_the_gaussian_formula"
+        in run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "--collect-only", "snippets"],
+            mini_project,
+        ).stdout
+    )
     # the claim is decided by its test: kb check runs it and its counterfactual
     check = kb(mini_project, "check", "docs/topics/kuo-san-ce-lue.md")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "kuo-san-ce-lue-normal-scale-is-std" in check.stdout + check.stderr
     claims = kb(mini_project, "claims")
-    assert re.search(r"docs/topics/kuo-san-ce-lue\.md:\d+: \[verified\] kuo-san-ce-lue-normal-scale-is-std",
-                     claims.stdout), claims.stdout
+    assert re.search(
+        r"docs/topics/kuo-san-ce-lue\.md:\d+: \[verified\] kuo-san-ce-lue-normal-scale-is-std", claims.stdout
+    ), claims.stdout
     build = mkdocs_build(mini_project, mini_project / "site")
     assert build.returncode == 0, build.stdout + build.stderr
     site = mini_project / "site"
@@ -227,8 +251,9 @@ def test_import_reads_iso_and_chinese_dates_and_files_named_by_date(empty_journa
     second = frontmatter.load(posts / "2026-01-02.md")
     assert second["date"] == dt.date(2026, 1, 2) and str(second["slug"]) == "20260102"
     assert second["categories"] == ["DPO"]
-    assert second.content == ("# 20260102\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n"
-                              "(a date line inside a code block is text)\n```")
+    assert second.content == (
+        "# 20260102\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n(a date line inside a code block is text)\n```"
+    )
     assert text_of(posts / "2026-01-04.md").endswith("# 20260104\n\n- 复习 GRPO\n- 组内归一化的优势函数\n")
     assert text_of(posts / "2026-01-06.md").endswith("# 20260106\n\n六号\n第二行\n")
     before = snapshot(empty_journal)
@@ -247,8 +272,10 @@ def test_import_appends_to_a_day_that_has_a_post_as_a_new_section(empty_journal,
     assert r.returncode == 0 and "appended to docs/journal/posts/2026-01-02.md" in r.stdout, r.stdout + r.stderr
     new = text_of(path)
     assert new.split("---\n", 2)[2].startswith(old.split("---\n", 2)[2])  # never merged inside it
-    assert new.endswith("先写的笔记\n\n## 导入自 notes.md\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n"
-                        "(a date line inside a code block is text)\n```\n")
+    assert new.endswith(
+        "先写的笔记\n\n## 导入自 notes.md\n\n今天看 DPO 的推导。\n\n```text\n## 2026-01-03\n"
+        "(a date line inside a code block is text)\n```\n"
+    )
     assert frontmatter.load(path)["categories"] == ["SAC", "DPO"]
     before = snapshot(empty_journal)
     assert kb(empty_journal, "import", str(notes)).returncode == 0
@@ -263,14 +290,20 @@ def test_import_dry_run_lists_and_writes_nothing(empty_journal):
     assert snapshot(empty_journal) == before
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("bad-date.md", "## 2026-01-02\nok\n\n## 2026-02-30\nx\n", "bad-date.md:4: '## 2026-02-30' is not a date"),
-    ("far.md", "## 2026-01-02\nok\n\n# 01010101\nx\n", "far.md:4: 0101-01-01 is outside the journal's range"),
-    ("control.md", "## 2026-01-02\nok\n\n## 2026-01-03\nab\x1bc\n", "control.md:5: the note has a control "
-                                                                      "character U+001B, column 3"),
-    ("latin1.md", "## 2026-01-02\ncaf\xe9\n".encode("latin-1"), "latin1.md:2: not UTF-8 (byte 0xe9)"),
-    ("notes.md", "no dates here\n", "notes.md:1: no date line"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("bad-date.md", "## 2026-01-02\nok\n\n## 2026-02-30\nx\n", "bad-date.md:4: '## 2026-02-30' is not a date"),
+        ("far.md", "## 2026-01-02\nok\n\n# 01010101\nx\n", "far.md:4: 0101-01-01 is outside the journal's range"),
+        (
+            "control.md",
+            "## 2026-01-02\nok\n\n## 2026-01-03\nab\x1bc\n",
+            "control.md:5: the note has a control character U+001B, column 3",
+        ),
+        ("latin1.md", "## 2026-01-02\ncaf\xe9\n".encode("latin-1"), "latin1.md:2: not UTF-8 (byte 0xe9)"),
+        ("notes.md", "no dates here\n", "notes.md:1: no date line"),
+    ],
+)
 def test_import_refuses_bad_input_in_one_line_and_writes_nothing(empty_journal, tmp_path, name, data, message):
     path = tmp_path / name
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
@@ -319,9 +352,19 @@ def fresh(tmp_path_factory) -> Path:
 
 
 def test_init_makes_the_machinery_and_none_of_this_content(fresh):
-    for part in ("mkdocs.yml", "Makefile", "README.md", ".ci/run", "pyproject.toml", "requirements.lock",
-                 "kb/cli.py", "overrides/main.html", "docs/topics/gao-si-fen-bu.md",
-                 "snippets/gao_si_fen_bu/log_density.py", "tests/test_site.py"):
+    for part in (
+        "mkdocs.yml",
+        "Makefile",
+        "README.md",
+        ".ci/run",
+        "pyproject.toml",
+        "requirements.lock",
+        "kb/cli.py",
+        "overrides/main.html",
+        "docs/topics/gao-si-fen-bu.md",
+        "snippets/gao_si_fen_bu/log_density.py",
+        "tests/test_site.py",
+    ):
         assert (fresh / part).is_file(), part
     assert text_of(fresh / "requirements.lock") == text_of(ROOT / "requirements.lock")
     readme = text_of(fresh / "README.md")
@@ -363,9 +406,14 @@ def test_an_init_project_is_served(fresh):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
-                            cwd=fresh, env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(fresh)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
+        cwd=fresh,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(fresh)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline, page = time.monotonic() + 90, ""
         while time.monotonic() < deadline and "我的知识库" not in page:
@@ -390,12 +438,15 @@ def test_init_refuses_a_folder_in_use(tmp_path):
 # ---- kb publish ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("remote, url", [
-    ("https://github.com/learner/notes.git", "https://learner.github.io/notes/"),
-    ("git@github.com:learner/notes.git", "https://learner.github.io/notes/"),
-    ("https://github.com/learner/notes", "https://learner.github.io/notes/"),
-    ("/srv/git/notes.git", None),
-])
+@pytest.mark.parametrize(
+    "remote, url",
+    [
+        ("https://github.com/learner/notes.git", "https://learner.github.io/notes/"),
+        ("git@github.com:learner/notes.git", "https://learner.github.io/notes/"),
+        ("https://github.com/learner/notes", "https://learner.github.io/notes/"),
+        ("/srv/git/notes.git", None),
+    ],
+)
 def test_the_published_address_comes_from_a_github_remote(remote, url):
     from kb.publish import site_url_for
 
@@ -418,8 +469,15 @@ def test_publish_to_a_local_bare_repository(fresh, tmp_path):
     assert r.returncode == 2 and "pass --site-url URL" in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert run(["git", "--git-dir", str(bare), "branch"], tmp_path).stdout == ""
     # even when run from inside `kb serve`'s environment, no live status line is published
-    r = kb(fresh, "publish", "--remote", str(bare), "--site-url", "https://learner.github.io/notes/",
-           KB_LIVE_STATUS=str(tmp_path / "status.json"))
+    r = kb(
+        fresh,
+        "publish",
+        "--remote",
+        str(bare),
+        "--site-url",
+        "https://learner.github.io/notes/",
+        KB_LIVE_STATUS=str(tmp_path / "status.json"),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "checkout"
     assert run(["git", "clone", "-q", "-b", "gh-pages", str(bare), str(out)], tmp_path).returncode == 0

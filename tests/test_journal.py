@@ -16,8 +16,8 @@ from pathlib import Path
 
 import frontmatter
 import pytest
+from conftest import ENV, PROJECT, ROOT, kb, mkdocs_build, run_pytest, text_of
 
-from conftest import ENV, PROJECT, ROOT, edit, kb, mkdocs_build, run_pytest, text_of
 from kb import journal as jn
 
 SEED = ROOT / "seed" / "learning-notes.md"
@@ -44,7 +44,7 @@ def check_verbatim(root: Path) -> list[str]:
     for key, text in dated(seed_sections()).items():
         post = frontmatter.load(post_file(root, key))
         raw = text_of(post_file(root, key))
-        body = raw[raw.index("\n# ", 3) + 1:] if raw.startswith("---") else raw
+        body = raw[raw.index("\n# ", 3) + 1 :] if raw.startswith("---") else raw
         if not body.startswith(text):
             problems.append(f"{key}: the post's body does not start with the seed's section")
         if post["date"] != dt.date(int(key[:4]), int(key[4:6]), int(key[6:])) or str(post["slug"]) != key:
@@ -67,8 +67,11 @@ def test_hard_line_breaks_survive():
 
 
 def test_categories_are_topics_and_cover_the_content(model):
-    expected = {"20251230": {"SAC"}, "20251231": {"SAC", "NeoVerse"},
-                "20260101": {"DPO", "GRPO", "Flow Matching", "Flow-GRPO"}}
+    expected = {
+        "20251230": {"SAC"},
+        "20251231": {"SAC", "NeoVerse"},
+        "20260101": {"DPO", "GRPO", "Flow Matching", "Flow-GRPO"},
+    }
     for key, cats in expected.items():
         assert set(model.posts[key].categories) >= cats  # the learner may add topics
     for post in model.posts.values():
@@ -87,9 +90,18 @@ def test_preamble_is_on_the_home_page():
 
 def test_notes_written_later_leave_the_checks_green_and_appear_in_the_site(mini_project):
     # Append a section to a seed day, add a topic to it, quote homework code that does not run.
-    r = kb(mini_project, "new", "--date", "2025-12-31", "--topic", "DPO", stdin=(
-        "今天重读了 critic 的作业代码：\n\n```python\nloss = critic_loss(q_values, target)  # 作业里的函数\n```\n\n"
-        ">>> not a doctest either\n"))
+    r = kb(
+        mini_project,
+        "new",
+        "--date",
+        "2025-12-31",
+        "--topic",
+        "DPO",
+        stdin=(
+            "今天重读了 critic 的作业代码：\n\n```python\nloss = critic_loss(q_values, target)  # 作业里的函数\n```\n\n"
+            ">>> not a doctest either\n"
+        ),
+    )
     assert r.returncode == 0, r.stderr
     assert check_verbatim(mini_project) == []
     result = run_pytest(mini_project, "docs/journal", "tests/test_pages.py")
@@ -152,15 +164,18 @@ def test_new_appends_a_section_and_keeps_the_old_text_as_a_prefix(journal):
     assert frontmatter.load(path)["categories"] == ["DPO", "GRPO"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--date", "2026-1-2"], "malformed date"),
-    (["--date", "2026-02-30"], "malformed date"),
-    (["--date", "yesterday"], "malformed date"),
-    (["--topic", "sac"], "unknown topic 'sac' (did you mean 'SAC'?)"),
-    (["--topic", "RLHF"], "unknown topic 'RLHF'"),
-    (["--posts-dir", "/tmp"], "outside the journal"),
-    (["--posts-dir", "docs/journal/posts/../../.."], "outside the journal"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--date", "2026-1-2"], "malformed date"),
+        (["--date", "2026-02-30"], "malformed date"),
+        (["--date", "yesterday"], "malformed date"),
+        (["--topic", "sac"], "unknown topic 'sac' (did you mean 'SAC'?)"),
+        (["--topic", "RLHF"], "unknown topic 'RLHF'"),
+        (["--posts-dir", "/tmp"], "outside the journal"),
+        (["--posts-dir", "docs/journal/posts/../../.."], "outside the journal"),
+    ],
+)
 def test_new_refuses_bad_input_in_one_line_and_writes_nothing(journal, args, message):
     before = sorted(journal.rglob("*"))
     r = kb(journal, "new", *(["--date", "2026-01-03"] if "--date" not in args else []), *args, "-m", "x")
@@ -183,8 +198,12 @@ def test_twenty_concurrent_notes_are_all_kept(journal, exists):
     path = posts_of(journal) / "2026-01-08.md"
     if exists:
         assert kb(journal, "new", "--date", "2026-01-08", "-m", "第 0 条").returncode == 0
-    results = run_many(20, lambda i: kb(journal, "new", "--date", "2026-01-08", "--topic",
-                                        ["SAC", "DPO", "GRPO"][i % 3], "-m", f"并发笔记 #{i:02d}"))
+    results = run_many(
+        20,
+        lambda i: kb(
+            journal, "new", "--date", "2026-01-08", "--topic", ["SAC", "DPO", "GRPO"][i % 3], "-m", f"并发笔记 #{i:02d}"
+        ),
+    )
     assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results if r.returncode]
     text = text_of(path)
     assert sorted(re.findall(r"并发笔记 #(\d\d)", text)) == [f"{i:02d}" for i in range(20)]
@@ -193,16 +212,26 @@ def test_twenty_concurrent_notes_are_all_kept(journal, exists):
 
 
 FRONT_MATTERS = {
-    "dots": ("---\ndate: 2026-01-09\nslug: \"20260109\"  # keep me\ncategories:\n- SAC\n...\n",
-             "---\ndate: 2026-01-09\nslug: \"20260109\"  # keep me\ncategories:\n- SAC\n- DPO\n...\n"),
-    "scalar": ("---\ndate: 2026-01-09\ncategories: SAC # one topic\n---\n",
-               "---\ndate: 2026-01-09\ncategories: [SAC, DPO] # one topic\n---\n"),
-    "flow": ("---\ndate: 2026-01-09\ncategories: [SAC]\nslug: x\n---\n",
-             "---\ndate: 2026-01-09\ncategories: [SAC, DPO]\nslug: x\n---\n"),
-    "none": ("---\ndate: 2026-01-09\n# a comment\n---\n",
-             "---\ndate: 2026-01-09\n# a comment\ncategories:\n  - DPO\n---\n"),
-    "indented": ("---\ndate: 2026-01-09\ncategories:\n    - SAC\n    - NeoVerse\ntags: [a]\n---\n",
-                 "---\ndate: 2026-01-09\ncategories:\n    - SAC\n    - NeoVerse\n    - DPO\ntags: [a]\n---\n"),
+    "dots": (
+        '---\ndate: 2026-01-09\nslug: "20260109"  # keep me\ncategories:\n- SAC\n...\n',
+        '---\ndate: 2026-01-09\nslug: "20260109"  # keep me\ncategories:\n- SAC\n- DPO\n...\n',
+    ),
+    "scalar": (
+        "---\ndate: 2026-01-09\ncategories: SAC # one topic\n---\n",
+        "---\ndate: 2026-01-09\ncategories: [SAC, DPO] # one topic\n---\n",
+    ),
+    "flow": (
+        "---\ndate: 2026-01-09\ncategories: [SAC]\nslug: x\n---\n",
+        "---\ndate: 2026-01-09\ncategories: [SAC, DPO]\nslug: x\n---\n",
+    ),
+    "none": (
+        "---\ndate: 2026-01-09\n# a comment\n---\n",
+        "---\ndate: 2026-01-09\n# a comment\ncategories:\n  - DPO\n---\n",
+    ),
+    "indented": (
+        "---\ndate: 2026-01-09\ncategories:\n    - SAC\n    - NeoVerse\ntags: [a]\n---\n",
+        "---\ndate: 2026-01-09\ncategories:\n    - SAC\n    - NeoVerse\n    - DPO\ntags: [a]\n---\n",
+    ),
 }
 
 
@@ -216,12 +245,15 @@ def test_adding_a_topic_changes_only_the_categories(journal, name):
     assert text_of(path).startswith(new + "# 20260109\n原文\n"), text_of(path)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("---\ndate: 2026-01-04\ncategories: [SAC\n---\n# 20260104\n原文\n", "front matter is not valid YAML"),
-    ("---\n- a list\n---\n# x\n", "front matter must be a mapping"),
-    ("# no front matter\n", "no front matter"),
-    ("---\ndate: 2026-01-04\ncategories: {a: 1}\n---\n# x\n", "categories must be"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("---\ndate: 2026-01-04\ncategories: [SAC\n---\n# 20260104\n原文\n", "front matter is not valid YAML"),
+        ("---\n- a list\n---\n# x\n", "front matter must be a mapping"),
+        ("# no front matter\n", "no front matter"),
+        ("---\ndate: 2026-01-04\ncategories: {a: 1}\n---\n# x\n", "categories must be"),
+    ],
+)
 def test_a_broken_post_is_refused_with_file_and_line_and_left_as_it_was(journal, text, words):
     path = posts_of(journal) / "2026-01-04.md"
     path.write_text(text, encoding="utf-8")
@@ -244,8 +276,10 @@ def test_new_edit_uses_the_editor(journal, tmp_path):
     assert "在编辑器里写的笔记" in text_of(posts_of(journal) / "2026-01-05.md")
 
 
-@pytest.mark.parametrize("editor, words", [
-    ("", "needs $EDITOR"), ("vim '", "cannot be read as a command"), ("no-such-editor-kb", "not there")])
+@pytest.mark.parametrize(
+    "editor, words",
+    [("", "needs $EDITOR"), ("vim '", "cannot be read as a command"), ("no-such-editor-kb", "not there")],
+)
 def test_a_missing_or_broken_editor_is_refused_before_typing(journal, editor, words):
     r = kb(journal, "new", "--date", "2026-01-06", "--edit", EDITOR=editor, VISUAL="")
     assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -324,8 +358,9 @@ def test_a_read_only_journal_is_refused_in_one_line(journal):
     else:
         posts.chmod(0o555)
     try:
-        r = subprocess.run(cmd, cwd=journal, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                           input="", timeout=60)
+        r = subprocess.run(
+            cmd, cwd=journal, env={**ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, input="", timeout=60
+        )
     finally:
         posts.chmod(0o755)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "docs/journal/posts" in r.stderr, r.stderr
@@ -341,10 +376,13 @@ def test_a_symlinked_post_is_not_followed(journal, tmp_path):
     assert text_of(target) == "---\ndate: 2026-01-12\n---\n# secret\n"
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--root", "/tmp", "claims"], "no mkdocs.yml there"),
-    (["claims"], "not inside a Learning Notes project"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--root", "/tmp", "claims"], "no mkdocs.yml there"),
+        (["claims"], "not inside a Learning Notes project"),
+    ],
+)
 def test_outside_a_project_kb_says_so_in_one_line(tmp_path, args, words):
     r = kb(tmp_path, *args)
     assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from kb import render
 from kb.model import KnowledgeBase, Status, Verdict
 from kb.project import Project
@@ -26,7 +26,7 @@ categories: [SAC]
 2. 为什么使用double-Q？
 """
 
-SNIPPET = '''\
+SNIPPET = """\
 import pytest
 
 
@@ -56,15 +56,19 @@ def test_skipped():
 
 def two():
     return 2
-'''
+"""
 
 
 def make(tmp_path: Path, page: str, extra: dict[str, str] | None = None) -> KnowledgeBase:
     """A tiny project: the real mkdocs.yml, one topic page, one post, one snippet module."""
     (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "overrides").mkdir(exist_ok=True)  # the theme's custom_dir, which MkDocs requires
-    files = {"docs/topics/t.md": page, "docs/journal/posts/2025-12-31.md": POST,
-             "snippets/t/m.py": SNIPPET, **(extra or {})}
+    files = {
+        "docs/topics/t.md": page,
+        "docs/journal/posts/2025-12-31.md": POST,
+        "snippets/t/m.py": SNIPPET,
+        **(extra or {}),
+    }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text, encoding="utf-8")
@@ -86,10 +90,20 @@ def errors(kb: KnowledgeBase) -> str:
 
 
 def test_a_claim_resolves_in_one_pass(tmp_path):
-    kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f",
-                                   counterfactual='g=two "若 f 返回 2"', evidence="snippets/t/m.py:sec",
-                                   journal='20251231 "target_Q_valule = r(s_t,a_t)" qualified',
-                                   answers='20251231 "为什么使用double-Q" answered')))
+    kb = make(
+        tmp_path,
+        page(
+            claim(
+                id="c",
+                status="verified",
+                test="snippets/t/m.py::test_f",
+                counterfactual='g=two "若 f 返回 2"',
+                evidence="snippets/t/m.py:sec",
+                journal='20251231 "target_Q_valule = r(s_t,a_t)" qualified',
+                answers='20251231 "为什么使用double-Q" answered',
+            )
+        ),
+    )
     assert not kb.errors, errors(kb)
     c = kb.claim_by_id["c"]
     assert c.status is Status.VERIFIED and c.anchor == "claim-c" and c.where == "docs/topics/t.md:7"
@@ -102,55 +116,66 @@ def test_a_claim_resolves_in_one_pass(tmp_path):
     assert q.answered_by == [c]
 
 
-@pytest.mark.parametrize("journal, words", [
-    ('20251231 "target_Q_valule"', "has no verdict"),
-    ('20251231 "target_Q_valule" answered', "has 'answered'"),
-    ('20251231 "target_Q_valule" right', "has 'right'"),
-    ('20251231 "no such words" verified', 'occurs on 0 lines'),
-    ('20251231 "1" verified', "occurs on 2 lines"),
-    ('20260101 "x" verified', "no journal post 20260101"),
-    ('2025-12-31 "x" verified', "journal must read"),
-])
+@pytest.mark.parametrize(
+    "journal, words",
+    [
+        ('20251231 "target_Q_valule"', "has no verdict"),
+        ('20251231 "target_Q_valule" answered', "has 'answered'"),
+        ('20251231 "target_Q_valule" right', "has 'right'"),
+        ('20251231 "no such words" verified', "occurs on 0 lines"),
+        ('20251231 "1" verified', "occurs on 2 lines"),
+        ('20260101 "x" verified', "no journal post 20260101"),
+        ('2025-12-31 "x" verified', "journal must read"),
+    ],
+)
 def test_every_journal_reference_carries_its_own_verdict(tmp_path, journal, words):
     kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f", journal=journal)))
-    assert f"docs/topics/t.md:11: " in errors(kb) and words in errors(kb), errors(kb)
+    assert "docs/topics/t.md:11: " in errors(kb) and words in errors(kb), errors(kb)
 
 
 def test_an_open_claim_cannot_settle_a_line(tmp_path):
-    kb = make(tmp_path, page(claim(id="c", status="open", missing="a test",
-                                   journal='20251231 "target_Q_valule" verified')))
+    kb = make(
+        tmp_path, page(claim(id="c", status="open", missing="a test", journal='20251231 "target_Q_valule" verified'))
+    )
     assert "docs/topics/t.md:11: journal reference has 'verified'" in errors(kb)
 
 
-@pytest.mark.parametrize("test, words", [
-    ("/etc/passwd.py::test_x", "outside snippets/"),
-    ("../outside/m.py::test_x", "outside snippets/"),
-    ("snippets/../tests/m.py::test_x", "outside snippets/"),
-    ("tests/test_x.py::test_x", "outside snippets/"),
-    ("snippets/t/link.py::test_f", "outside snippets/"),  # a symlink out of the folder
-    ("snippets/t/_helpers.py::test_f", "pytest does not collect"),
-    ("snippets/t/missing.py::test_f", "does not exist"),
-    ("snippets/t/m.py::test_nope", "no function test_nope"),
-    ("snippets/t/m.py::f", "is not a test"),
-    ("snippets/t/m.py", "pytest node id"),
-    ("snippets/t/m.py::test_refutes_f_is_two", "decides 'refuted'"),
-    ("snippets/t/m.py::test_f[1]", "is not parametrized"),
-    ("snippets/t/m.py::test_skipped", "can be skipped"),
-])
+@pytest.mark.parametrize(
+    "test, words",
+    [
+        ("/etc/passwd.py::test_x", "outside snippets/"),
+        ("../outside/m.py::test_x", "outside snippets/"),
+        ("snippets/../tests/m.py::test_x", "outside snippets/"),
+        ("tests/test_x.py::test_x", "outside snippets/"),
+        ("snippets/t/link.py::test_f", "outside snippets/"),  # a symlink out of the folder
+        ("snippets/t/_helpers.py::test_f", "pytest does not collect"),
+        ("snippets/t/missing.py::test_f", "does not exist"),
+        ("snippets/t/m.py::test_nope", "no function test_nope"),
+        ("snippets/t/m.py::f", "is not a test"),
+        ("snippets/t/m.py", "pytest node id"),
+        ("snippets/t/m.py::test_refutes_f_is_two", "decides 'refuted'"),
+        ("snippets/t/m.py::test_f[1]", "is not parametrized"),
+        ("snippets/t/m.py::test_skipped", "can be skipped"),
+    ],
+)
 def test_a_deciding_test_must_be_a_collected_snippet_test(tmp_path, test, words):
     outside = tmp_path.parent / f"{tmp_path.name}-outside.py"
     outside.write_text(SNIPPET, encoding="utf-8")
     (tmp_path / "snippets" / "t").mkdir(parents=True)
     (tmp_path / "snippets" / "t" / "link.py").symlink_to(outside)
-    kb = make(tmp_path, page(claim(id="c", status="verified", test=test)),
-              {"snippets/t/_helpers.py": SNIPPET})
+    kb = make(tmp_path, page(claim(id="c", status="verified", test=test)), {"snippets/t/_helpers.py": SNIPPET})
     assert re.search(rf"docs/topics/t.md:10: .*{re.escape(words)}", errors(kb)), errors(kb)
 
 
 def test_parametrized_ids_are_accepted(tmp_path):
     cf = 'shift=-5 "若平移 -5"'
-    kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_param[2]", counterfactual=cf),
-                             claim(id="d", status="verified", test="snippets/t/m.py::test_param", counterfactual=cf)))
+    kb = make(
+        tmp_path,
+        page(
+            claim(id="c", status="verified", test="snippets/t/m.py::test_param[2]", counterfactual=cf),
+            claim(id="d", status="verified", test="snippets/t/m.py::test_param", counterfactual=cf),
+        ),
+    )
     assert not kb.errors, errors(kb)
     c, d = kb.claim_by_id["c"].test, kb.claim_by_id["d"].test
     assert c.matches("snippets/t/m.py::test_param[2]") and not c.matches("snippets/t/m.py::test_param[1]")
@@ -158,38 +183,53 @@ def test_parametrized_ids_are_accepted(tmp_path):
 
 
 def test_claim_fields_are_checked(tmp_path):
-    kb = make(tmp_path, page(
-        claim(id="dup", status="verified", test="snippets/t/m.py::test_f"),
-        claim(id="dup", status="verified", test="snippets/t/m.py::test_f"),
-        claim(id="no-status", test="snippets/t/m.py::test_f"),
-        claim(id="Bad_ID", status="verified", test="snippets/t/m.py::test_f"),
-        claim(id="no-test", status="qualified"),
-        claim(id="open-silent", status="open"),
-        claim(id="weird", status="maybe", test="snippets/t/m.py::test_f"),
-    ))
+    kb = make(
+        tmp_path,
+        page(
+            claim(id="dup", status="verified", test="snippets/t/m.py::test_f"),
+            claim(id="dup", status="verified", test="snippets/t/m.py::test_f"),
+            claim(id="no-status", test="snippets/t/m.py::test_f"),
+            claim(id="Bad_ID", status="verified", test="snippets/t/m.py::test_f"),
+            claim(id="no-test", status="qualified"),
+            claim(id="open-silent", status="open"),
+            claim(id="weird", status="maybe", test="snippets/t/m.py::test_f"),
+        ),
+    )
     e = errors(kb)
-    for words in ("claim id 'dup' is already used at docs/topics/t.md:7", "claim 'no-status' has no status",
-                  "id must be lowercase", "claim 'no-test' is qualified but names no test",
-                  "claim 'open-silent' is open: say what is missing", "unknown status 'maybe'"):
+    for words in (
+        "claim id 'dup' is already used at docs/topics/t.md:7",
+        "claim 'no-status' has no status",
+        "id must be lowercase",
+        "claim 'no-test' is qualified but names no test",
+        "claim 'open-silent' is open: say what is missing",
+        "unknown status 'maybe'",
+    ):
         assert words in e, e
 
 
 def test_blocks_are_top_level_and_answers_answer_something(tmp_path):
-    kb = make(tmp_path, page("- item\n\n    !!! claim \"nested\"\n        id: n\n", '!!! answer "nothing"\n    Body.\n'))
+    kb = make(tmp_path, page('- item\n\n    !!! claim "nested"\n        id: n\n', '!!! answer "nothing"\n    Body.\n'))
     assert "a claim block must start at the beginning of the line" in errors(kb)
     assert "answer 'nothing' answers nothing" in errors(kb)
 
 
 def test_posts_need_a_date_one_per_day_and_unique_slugs(tmp_path):
-    kb = make(tmp_path, page(), {
-        "docs/journal/posts/copy.md": POST,
-        "docs/journal/posts/undated.md": "---\nslug: x\n---\n# x\n",
-        "docs/journal/posts/2026-01-01.md": "---\ndate: 2026-01-01\nslug: \"20251231\"\n---\n# y\n",
-        "docs/journal/posts/2026-01-02.md": "---\ndate: 2026-01-02\ncategories: [RLHF]\n---\n# z\n",
-    })
+    kb = make(
+        tmp_path,
+        page(),
+        {
+            "docs/journal/posts/copy.md": POST,
+            "docs/journal/posts/undated.md": "---\nslug: x\n---\n# x\n",
+            "docs/journal/posts/2026-01-01.md": '---\ndate: 2026-01-01\nslug: "20251231"\n---\n# y\n',
+            "docs/journal/posts/2026-01-02.md": "---\ndate: 2026-01-02\ncategories: [RLHF]\n---\n# z\n",
+        },
+    )
     e = errors(kb)
-    assert re.search(r"docs/journal/posts/(copy|2025-12-31)\.md:1: a second post for 2025-12-31: "
-                     r"docs/journal/posts/(copy|2025-12-31)\.md has that date", e), e
+    assert re.search(
+        r"docs/journal/posts/(copy|2025-12-31)\.md:1: a second post for 2025-12-31: "
+        r"docs/journal/posts/(copy|2025-12-31)\.md has that date",
+        e,
+    ), e
     assert "docs/journal/posts/undated.md:1: a journal post needs a date" in e
     assert re.search(r"slug '20251231' is already used by docs/journal/posts/", e), e
     assert "docs/journal/posts/2026-01-02.md:1: category 'RLHF' is not one of the topics" in e
@@ -203,8 +243,10 @@ def test_invalid_front_matter_is_an_error_with_file_and_line(tmp_path):
 def test_includes_come_only_from_snippets(tmp_path):
     (tmp_path / "snippets" / "t").mkdir(parents=True)
     (tmp_path / "snippets" / "t" / "etc").symlink_to("/etc")
-    body = '```python\n--8<-- ".git/config"\n```\n\n```python\n--8<-- "snippets/t/etc/passwd"\n```\n\n' \
-           '```python\n--8<-- "snippets/t/m.py:nope"\n```\n'
+    body = (
+        '```python\n--8<-- ".git/config"\n```\n\n```python\n--8<-- "snippets/t/etc/passwd"\n```\n\n'
+        '```python\n--8<-- "snippets/t/m.py:nope"\n```\n'
+    )
     kb = make(tmp_path, page(body))
     e = errors(kb)
     assert "docs/topics/t.md:8: include of .git/config is outside snippets/" in e
@@ -230,17 +272,36 @@ class Tags(HTMLParser):
         self.attrs += attrs
 
 
-HOSTILE = ["<script>alert(1)</script>", "x](javascript:alert(1))", "[a](javascript:alert(2))",
-           "y {: onclick=alert(3)}", "`<img src=x onerror=alert(4)>`", "z {: .x onerror=alert(5) }",
-           r"\(x\) and $a<b$"]
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "x](javascript:alert(1))",
+    "[a](javascript:alert(2))",
+    "y {: onclick=alert(3)}",
+    "`<img src=x onerror=alert(4)>`",
+    "z {: .x onerror=alert(5) }",
+    r"\(x\) and $a<b$",
+]
+
+
 def as_html(site: Site, md_text: str) -> str:
     return site.markdown().convert(md_text)
 
 
 @pytest.mark.parametrize("title", HOSTILE)
 def test_hostile_titles_render_as_text_on_every_generated_page(tmp_path, title):
-    kb = make(tmp_path, page(claim(id="c", status="verified", test="snippets/t/m.py::test_f", title=title,
-                                   counterfactual='g=two "若 f 返回 2"', answers='20251231 "为什么使用double-Q" answered')))
+    kb = make(
+        tmp_path,
+        page(
+            claim(
+                id="c",
+                status="verified",
+                test="snippets/t/m.py::test_f",
+                title=title,
+                counterfactual='g=two "若 f 返回 2"',
+                answers='20251231 "为什么使用double-Q" answered',
+            )
+        ),
+    )
     assert not kb.errors, errors(kb)
     site = Site.load(kb.project)  # the extensions and URLs of the real mkdocs.yml
     layout = site.layout
@@ -255,7 +316,9 @@ def test_hostile_titles_render_as_text_on_every_generated_page(tmp_path, title):
         tags = Tags()
         tags.feed(out)
         assert "script" not in tags.names, (name, out)
-        bad = [(k, v) for k, v in tags.attrs if k.startswith("on") or (v or "").strip().lower().startswith("javascript:")]
+        bad = [
+            (k, v) for k, v in tags.attrs if k.startswith("on") or (v or "").strip().lower().startswith("javascript:")
+        ]
         assert not bad, (name, bad)
     if "$" not in title:  # and the title still reads as written
         visible = html.unescape(re.sub(r"<[^>]+>", "", as_html(site, pages["claims"])))

@@ -12,20 +12,20 @@ from __future__ import annotations
 import ast
 import json
 import re
-from pathlib import Path
 
 import pytest
-
-from kb.model import asserts
+from conftest import PROJECT
 from pytest_codeblocks.main import extract_from_file
 
-from conftest import PROJECT, ROOT
 from kb import sources
+from kb.model import asserts
 
 DOCS = PROJECT.docs_dir
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "vendor" not in p.parts and not PROJECT.inside(p, PROJECT.posts_dir))
 NOTEBOOKS = sorted(DOCS.rglob("*.ipynb"))
-MODULES = sorted(p for p in PROJECT.snippets_dir.rglob("*.py") if p.name != "__init__.py" and "__pycache__" not in p.parts)
+MODULES = sorted(
+    p for p in PROJECT.snippets_dir.rglob("*.py") if p.name != "__init__.py" and "__pycache__" not in p.parts
+)
 RUNNABLE_ELSEWHERE = {"pycon"}  # doctest-glob
 SHELLS = {"sh", "bash", "zsh", "shell"}
 PYTHONISH = {"py", "python3", "ipython", "{.python}", "pyi"}
@@ -97,8 +97,9 @@ def test_snippet_sections_are_balanced(module):
     ends = re.findall(r"# --8<-- \[end:([a-z][-_0-9a-z]*)\]", text)
     assert sorted(starts) == sorted(ends), f"{rel(module)}: unbalanced sections {starts} vs {ends}"
     assert len(set(starts)) == len(starts), f"{rel(module)}: a section name is used twice"
-    assert not [l for l in text.split("\n") if sources.SNIPPET_LINE.match(l)], \
+    assert not [l for l in text.split("\n") if sources.SNIPPET_LINE.match(l)], (
         f"{rel(module)} includes another file (pymdownx.snippets would expand it on the site)"
+    )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=rel)
@@ -110,8 +111,9 @@ def test_notebooks_are_committed_executed_and_check_something(notebook):
     assert not unrun, f"{rel(notebook)}: cells {unrun} were never executed (run `make notebooks`)"
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{rel(notebook)} holds an error output"
-    assert any(o.get("data", {}).get("image/png") for c in code for o in c.get("outputs", [])), \
+    assert any(o.get("data", {}).get("image/png") for c in code for o in c.get("outputs", [])), (
         f"{rel(notebook)} shows no figure"
+    )
     assert any("assert" in "".join(c["source"]) for c in code), f"{rel(notebook)} asserts nothing"
     counts = [c["execution_count"] for c in code]
     assert counts == sorted(counts), f"{rel(notebook)}: cells were run out of order"
@@ -122,6 +124,9 @@ LINE_LIMIT = 88  # what a code block shows at 1366 px without wrapping (tests/te
 
 @pytest.mark.parametrize("module", MODULES, ids=rel)
 def test_snippet_lines_fit_a_code_block(module):
-    long = [f"{rel(module)}:{i}: {len(line)} characters" for i, line in
-            enumerate(module.read_text(encoding="utf-8").split("\n"), 1) if len(line) > LINE_LIMIT]
+    long = [
+        f"{rel(module)}:{i}: {len(line)} characters"
+        for i, line in enumerate(module.read_text(encoding="utf-8").split("\n"), 1)
+        if len(line) > LINE_LIMIT
+    ]
     assert not long, "\n".join(long)

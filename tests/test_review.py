@@ -12,10 +12,11 @@ from pathlib import Path
 
 import fsrs
 import pytest
+from conftest import kb
 
-from conftest import edit, kb
 from kb import cards, review
 from kb.model import Status
+
 
 def rewrite_reason(page: Path, claim_id: str) -> None:
     """Change the first line of a claim's explanation (what its card shows on the back)."""
@@ -25,7 +26,7 @@ def rewrite_reason(page: Path, claim_id: str) -> None:
     page.write_text(text[:body] + "（改写过的理由）" + text[body:], encoding="utf-8")
 
 
-T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 10, 9, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
 
@@ -69,14 +70,23 @@ def test_a_short_answer_is_derived_cut_or_written(mini_project):
     long = "很长的理由，" * 40 + "结束。第二句。"
     short, cut = cards.short_answer(long)
     assert cut and cards.shown_length(short) <= cards.ANSWER_LIMIT and short.endswith("……")
-    assert cards.short_answer("误差 $<10^{-12}$（见上表），所以成立。后面还有。") == ("误差 $<10^{-12}$，所以成立。", False)
-    assert cards.resolve_context("整体被抵消（上一条），上一条说明了它；见下一节。") == "整体被抵消，原文中相邻的论断说明了它；见原文。"
+    assert cards.short_answer("误差 $<10^{-12}$（见上表），所以成立。后面还有。") == (
+        "误差 $<10^{-12}$，所以成立。",
+        False,
+    )
+    assert (
+        cards.resolve_context("整体被抵消（上一条），上一条说明了它；见下一节。")
+        == "整体被抵消，原文中相邻的论断说明了它；见原文。"
+    )
     assert cards.plain_text(r"$\beta\log Z$ 与 $10^{-12}$、`x`") == "β log Z 与 10⁻¹²、x"
     # a written `review:` line is the card's answer; a claim whose derived answer is cut is listed on the claims page
     page = mini_project / "docs/foundations/mse-conditional-mean.md"
     text = page.read_text(encoding="utf-8")
-    text = text.replace("    id: mse-predicts-conditional-mean\n",
-                        "    id: mse-predicts-conditional-mean\n    review: 每组只有一个自由参数，平方损失的最小值点就是该组的均值。\n", 1)
+    text = text.replace(
+        "    id: mse-predicts-conditional-mean\n",
+        "    id: mse-predicts-conditional-mean\n    review: 每组只有一个自由参数，平方损失的最小值点就是该组的均值。\n",
+        1,
+    )
     at = text.index("    id: mse-bias-variance-decomposition\n")
     body = text.index("\n\n    ", at) + 6
     page.write_text(text[:body] + "一个不停的长句，" * 30 + text[body:], encoding="utf-8")
@@ -130,9 +140,18 @@ def test_a_changed_claim_is_due_again_and_says_why(model):
     log = [rev(card, T0, "3"), rev(card, T0 + dt.timedelta(minutes=10), "4")]
     later = T0 + dt.timedelta(days=2)
     assert not review.due(review.schedule([card], log, later), later), "learned: not due two days later"
-    changed = review.Card(card.id, card.topic, card.front, card.answer.replace("已验证", "部分成立", 1), card.more,
-                          "qualified", "部分成立", card.page, card.anchor,
-                          content=card.content.replace("\nverified\n", "\nqualified\n", 1))
+    changed = review.Card(
+        card.id,
+        card.topic,
+        card.front,
+        card.answer.replace("已验证", "部分成立", 1),
+        card.more,
+        "qualified",
+        "部分成立",
+        card.page,
+        card.anchor,
+        content=card.content.replace("\nverified\n", "\nqualified\n", 1),
+    )
     s = review.schedule([changed], log, later)[card.id]
     assert review.due({card.id: s}, later) == [s]
     assert s.fsrs_card.state == fsrs.State.Relearning
@@ -201,7 +220,9 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     # site_url is local (127.0.0.1): a link would work only while serving, so there is none
     assert not re.findall(r'<a href="', fields)
     config = mini_project / "mkdocs.yml"
-    config.write_text(config.read_text().replace("site_url: http://127.0.0.1:8000/", "site_url: https://example.org/notes/"))
+    config.write_text(
+        config.read_text().replace("site_url: http://127.0.0.1:8000/", "site_url: https://example.org/notes/")
+    )
     assert kb(mini_project, "export", "anki", str(tmp_path / "d.apkg")).returncode == 0
     d = notes_of(tmp_path / "d.apkg")
     assert [g for g, _ in d] == [g for g, _ in a]
@@ -209,15 +230,18 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     assert len(links) == len(deck)
     assert any(c.page.startswith("journal/posts/") for c in deck), "the mini project has a card on a post"
     for url in links:  # posts at the blog's dated URLs, pages as directories
-        assert re.fullmatch(r"https://example\.org/notes/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url) \
-            and "/posts/" not in url, url
+        assert (
+            re.fullmatch(r"https://example\.org/notes/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url)
+            and "/posts/" not in url
+        ), url
     r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
     assert r.returncode == 2 and "must end in .apkg" in r.stderr
 
 
 def test_a_damaged_log_line_is_named_with_its_line(mini_project):
-    (mini_project / "review-log.tsv").write_text(review.LOG_HEADER + "2026-01-10T09:00:00+00:00\tclaim:x\t9\n",
-                                                encoding="utf-8")
+    (mini_project / "review-log.tsv").write_text(
+        review.LOG_HEADER + "2026-01-10T09:00:00+00:00\tclaim:x\t9\n", encoding="utf-8"
+    )
     r = kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="q\n")
     assert r.returncode == 2 and "review-log.tsv:3: not a review line" in r.stderr and "Traceback" not in r.stderr
 
@@ -232,9 +256,15 @@ def _spawn(root: Path, *args: str, width: int):
     pexpect = pytest.importorskip("pexpect")
     from conftest import ENV, ROOT
 
-    child = pexpect.spawn(sys.executable, ["-m", "kb.cli", "review", "--now", "2026-01-10T09:00", *args],
-                          cwd=str(root), env={**ENV, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"},
-                          encoding="utf-8", dimensions=(40, width), timeout=60)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "kb.cli", "review", "--now", "2026-01-10T09:00", *args],
+        cwd=str(root),
+        env={**ENV, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"},
+        encoding="utf-8",
+        dimensions=(40, width),
+        timeout=60,
+    )
     child.logfile_read = io.StringIO()  # everything the terminal showed
     return child
 
@@ -250,7 +280,7 @@ def test_a_terminal_session_of_ten_cards_in_a_pty(project_copy):
 
     width = 60
     child = _spawn(project_copy, width=width)
-    for k in range(10):
+    for _ in range(10):
         child.expect("回车看答案")
         child.sendline("")
         child.expect("评分")
@@ -317,7 +347,7 @@ def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project
     kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 50)
     kb(mini_project, "review", "--now", "2026-01-10T09:30", stdin="\n3\n" * 50)
     kb(mini_project, "review", "--now", "2026-01-10T09:40", stdin="\n1\n\n3\n" * 50)
-    now = dt.datetime(2026, 1, 11, 9, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 11, 9, 0, tzinfo=dt.UTC)
     assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg"), "--now", now.isoformat()).returncode == 0
     project = Project.find(mini_project)
     log = review.project_log(project)
@@ -328,8 +358,10 @@ def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project
     with sqlite3.connect(tmp_path / "a.sqlite") as con:
         crt = con.execute("select crt from col").fetchone()[0]
         revlog = con.execute("select cid, ease from revlog").fetchall()
-        rows = con.execute("select notes.guid, cards.id, type, queue, due, ivl, reps, cards.data from cards "
-                           "join notes on cards.nid = notes.id").fetchall()
+        rows = con.execute(
+            "select notes.guid, cards.id, type, queue, due, ivl, reps, cards.data from cards "
+            "join notes on cards.nid = notes.id"
+        ).fetchall()
     assert len(log) > 0 and len(revlog) == len(log), "one revlog row per logged review"
     import genanki
 
@@ -344,7 +376,7 @@ def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project
             continue
         fc = s.fsrs_card
         if fc.state == fsrs.State.Review:
-            crt_day = dt.datetime.fromtimestamp(crt, dt.timezone.utc).date()
+            crt_day = dt.datetime.fromtimestamp(crt, dt.UTC).date()
             assert (ctype, queue) == (2, 2) and due == (fc.due.date() - crt_day).days
             assert ivl == max(1, (fc.due - fc.last_review).days)
             checked += 1

@@ -47,9 +47,14 @@ def served(tmp_path_factory):
     root = copy_project(tmp_path_factory.mktemp("review") / "mini", MINI_DOCS)
     (root / "docs" / "aside.md").write_text(ASIDE, encoding="utf-8")  # a card of a second topic
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
-                            cwd=root, env={**ENV, "PYTHONPATH": str(root)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
+        cwd=root,
+        env={**ENV, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}/"
     try:
         html = None
@@ -84,9 +89,18 @@ def deck(root: Path) -> dict[str, cards.Card]:
     return {c.id: c for c in cards.cards(KnowledgeBase.load(Project.find(root)))}
 
 
-def request(base: str, route: str, *, method: str = "POST", body: bytes | None = None, token: str | None = None,
-            origin: str | None = "same", host: str | None = None, kind: str = "application/json",
-            extra: dict | None = None) -> tuple[int, dict]:
+def request(
+    base: str,
+    route: str,
+    *,
+    method: str = "POST",
+    body: bytes | None = None,
+    token: str | None = None,
+    origin: str | None = "same",
+    host: str | None = None,
+    kind: str = "application/json",
+    extra: dict | None = None,
+) -> tuple[int, dict]:
     """One request to the review endpoint, by default as the page makes it; (status, JSON answer)."""
     headers = {"Content-Type": kind} if body is not None else {}
     if token is not None:
@@ -96,8 +110,9 @@ def request(base: str, route: str, *, method: str = "POST", body: bytes | None =
     if host is not None:
         headers["Host"] = host
     headers.update(extra or {})
-    req = urllib.request.Request(base + review_server.PREFIX.lstrip("/") + route, data=body, method=method,
-                                 headers=headers)
+    req = urllib.request.Request(
+        base + review_server.PREFIX.lstrip("/") + route, data=body, method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -106,8 +121,9 @@ def request(base: str, route: str, *, method: str = "POST", body: bytes | None =
 
 
 def grade_body(card: cards.Card, grade=3, digest: str | None = None) -> bytes:
-    return json.dumps({"card": card.id, "digest": card.digest if digest is None else digest,
-                       "grade": grade}).encode("utf-8")
+    return json.dumps({"card": card.id, "digest": card.digest if digest is None else digest, "grade": grade}).encode(
+        "utf-8"
+    )
 
 
 def due_card(base: str, token: str, root: Path) -> cards.Card:
@@ -130,8 +146,11 @@ def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):  # 
         n = topics.count(topic)
         expected = f"[1/{n}] {topic}" if n else f"今天没有到期的卡片（主题 {topic}）"
         try:  # the second topic's link is on the same page: the session restarts on the hash change
-            pg.wait_for_function("(e) => document.querySelector('.kb-session-progress').textContent.startsWith(e)",
-                                 arg=expected, timeout=15_000)
+            pg.wait_for_function(
+                "(e) => document.querySelector('.kb-session-progress').textContent.startsWith(e)",
+                arg=expected,
+                timeout=15_000,
+            )
         except Exception:
             pytest.fail(f"{topic}: the session shows {progress.inner_text()!r}, not {expected!r} (due: {topics})")
     check_and_close(context, pg)
@@ -147,8 +166,10 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
     n_due = int(re.search(r"\[1/(\d+)\]", pg.locator(".kb-session-progress").inner_text()).group(1))
     assert 3 <= n_due <= review.NEW_PER_DAY, "today's cards, the daily limit of new cards applied"
     # Every formula on the session's cards is rendered by KaTeX, none left as TeX.
-    raw = pg.evaluate("() => Array.from(document.querySelectorAll('.kb-card .arithmatex'))"
-                      ".filter(e => !e.querySelector('.katex')).map(e => e.textContent)")
+    raw = pg.evaluate(
+        "() => Array.from(document.querySelectorAll('.kb-card .arithmatex'))"
+        ".filter(e => !e.querySelector('.katex')).map(e => e.textContent)"
+    )
     assert raw == [], f"unrendered TeX on the review cards: {raw[:2]}"
     assert pg.locator(".kb-card .katex").count() > 0, "no card of the mini project shows a rendered formula"
     shown, grades = [], [3, 4, 1]
@@ -170,11 +191,14 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
             pg.locator(f"button.kb-rate[data-grade='{grade}']").click()
         else:
             pg.keyboard.press(str(grade))
-        pg.wait_for_function("([k]) => document.querySelector('.kb-session-progress').textContent"
-                             ".startsWith(`[${k + 2}/`)", arg=[k], timeout=30_000)
+        pg.wait_for_function(
+            "([k]) => document.querySelector('.kb-session-progress').textContent.startsWith(`[${k + 2}/`)",
+            arg=[k],
+            timeout=30_000,
+        )
     assert len(set(shown)) == 3, "each grade moved to the next card"
     check_and_close(context, pg)
-    added = log_lines(root)[len(before):]
+    added = log_lines(root)[len(before) :]
     assert len(added) == 3, added
     cards_now = deck(root)
     for line, card_id, grade in zip(added, shown, grades):
@@ -183,21 +207,23 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
         assert (digest, status) == (cards_now[card_id].digest, cards_now[card_id].status), "what the page showed"
         assert abs(dt.datetime.fromisoformat(time_) - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
     # The log reads back as the CLI's: the three cards have left today's list (each has its FSRS state).
-    states = cards.schedule(list(cards_now.values()), cards.project_log(Project.find(root)),
-                            dt.datetime.now(dt.UTC))
+    states = cards.schedule(list(cards_now.values()), cards.project_log(Project.find(root)), dt.datetime.now(dt.UTC))
     assert all(len(states[c].reviews) == 1 for c in shown)
 
 
-@pytest.mark.parametrize("what, kwargs, words", [
-    ("no token", {"token": None}, "no review token"),
-    ("a wrong token", {"token": "x" * 43}, "wrong review token"),
-    ("another site's Origin", {"origin": "http://evil.example"}, "Origin"),
-    ("no Origin (not a browser page)", {"origin": None}, "no Origin"),
-    ("a page of another local server", {"origin": "http://127.0.0.1:1"}, "Origin"),
-    ("a sandboxed frame or a file (Origin null)", {"origin": "null"}, "Origin"),
-    ("a rebound Host (DNS rebinding)", {"host": "evil.example"}, "Host"),
-    ("a cross-site fetch", {"extra": {"Sec-Fetch-Site": "cross-site"}}, "cross-site"),
-])
+@pytest.mark.parametrize(
+    "what, kwargs, words",
+    [
+        ("no token", {"token": None}, "no review token"),
+        ("a wrong token", {"token": "x" * 43}, "wrong review token"),
+        ("another site's Origin", {"origin": "http://evil.example"}, "Origin"),
+        ("no Origin (not a browser page)", {"origin": None}, "no Origin"),
+        ("a page of another local server", {"origin": "http://127.0.0.1:1"}, "Origin"),
+        ("a sandboxed frame or a file (Origin null)", {"origin": "null"}, "Origin"),
+        ("a rebound Host (DNS rebinding)", {"host": "evil.example"}, "Host"),
+        ("a cross-site fetch", {"extra": {"Sec-Fetch-Site": "cross-site"}}, "cross-site"),
+    ],
+)
 def test_a_grade_not_from_the_page_is_refused_and_writes_nothing(served, what, kwargs, words):
     root, base, token = served
     card = due_card(base, token, root)
@@ -260,13 +286,25 @@ def test_kb_review_links_to_the_running_server_and_never_learns_the_token(served
 
 def test_a_request_from_another_machine_is_refused_before_anything_else(tmp_path):
     session = review_server.ReviewSession(Project.find(), "127.0.0.1", 8000)
-    environ = {"PATH_INFO": review_server.PREFIX + "grade", "REQUEST_METHOD": "POST", "REMOTE_ADDR": "192.168.1.5",
-               "HTTP_HOST": "127.0.0.1:8000", "HTTP_ORIGIN": "http://127.0.0.1:8000",
-               "HTTP_X_KB_REVIEW_TOKEN": session.token}
+    environ = {
+        "PATH_INFO": review_server.PREFIX + "grade",
+        "REQUEST_METHOD": "POST",
+        "REMOTE_ADDR": "192.168.1.5",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_ORIGIN": "http://127.0.0.1:8000",
+        "HTTP_X_KB_REVIEW_TOKEN": session.token,
+    }
     status, got = session.handle(environ)
     assert status.startswith("403") and "this machine only" in got["error"]
-    assert session.handle({**environ, "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost:8000",
-                           "HTTP_ORIGIN": "http://localhost:8000", "CONTENT_TYPE": "text/plain"})[0].startswith("415")
+    assert session.handle(
+        {
+            **environ,
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "localhost:8000",
+            "HTTP_ORIGIN": "http://localhost:8000",
+            "CONTENT_TYPE": "text/plain",
+        }
+    )[0].startswith("415")
 
 
 def test_serving_beyond_this_machine_has_no_review_session(capsys):
@@ -278,12 +316,16 @@ def test_the_published_review_page_is_a_dated_read_only_snapshot(tmp_path):
     root = copy_project(tmp_path / "mini", MINI_DOCS)
     site = tmp_path / "site"
     # Even built from inside kb serve's environment: the session exists only in the serving process.
-    result = run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], root,
-                 KB_LIVE_STATUS=str(tmp_path / "status.json"))
+    result = run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        root,
+        KB_LIVE_STATUS=str(tmp_path / "status.json"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     page = text_of(site / "review" / "index.html")
     built = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=300)  # the build's time, within its timeout
-    assert re.search(r"快照：(\d{4}-\d{2}-\d{2})", page).group(1) in {built.date().isoformat(),
-                                                                      dt.datetime.now(dt.UTC).date().isoformat()}
+    assert re.search(r"快照：(\d{4}-\d{2}-\d{2})", page).group(1) in {
+        built.date().isoformat(),
+        dt.datetime.now(dt.UTC).date().isoformat(),
+    }
     assert "kb-session" not in page and review_server.TOKEN_HEADER not in page and "review-session.js" not in page
-

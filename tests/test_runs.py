@@ -7,6 +7,7 @@ import io
 import sys
 
 from conftest import Ran, edit, kb, run
+
 from kb.testrun import main as testrun_main
 
 MSE = "snippets/foundations/mse.py"
@@ -33,8 +34,11 @@ def testrun_here(in_process, root, *args: str) -> Ran:
 
 
 def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project):
-    edit(mini_project / MSE, "def test_mse_decomposes_into_variance_plus_squared_bias(",
-         "def test_exits():\n    import os\n    os._exit(0)\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(")
+    edit(
+        mini_project / MSE,
+        "def test_mse_decomposes_into_variance_plus_squared_bias(",
+        "def test_exits():\n    import os\n    os._exit(0)\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(",
+    )
     r = testrun(mini_project, MSE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stderr, r.stderr
@@ -54,7 +58,9 @@ def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project, i
     # assert_close would make a broken claim pass in another module.
     (mini_project / "snippets" / "foundations" / "sneaky.py").write_text(
         "import torch\n\ntorch.testing.assert_close = lambda *a, **k: None\n\n\n"
-        "def test_nothing():\n    assert 1 + 1 == 2\n", encoding="utf-8")
+        "def test_nothing():\n    assert 1 + 1 == 2\n",
+        encoding="utf-8",
+    )
     r = testrun_here(in_process, mini_project, "snippets/foundations/")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
@@ -81,8 +87,11 @@ def test_a_snippet_that_does_not_parse_fails_kb_check_naming_its_claims_undecide
 
 
 def test_a_test_that_asserts_nothing_fails_kb_check(mini_project):
-    edit(mini_project / MSE, "def test_mse_decomposes_into_variance_plus_squared_bias(",
-         "def test_empty():\n    x = 1 + 1\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(")
+    edit(
+        mini_project / MSE,
+        "def test_mse_decomposes_into_variance_plus_squared_bias(",
+        "def test_empty():\n    x = 1 + 1\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(",
+    )
     r = kb(mini_project, "check", PAGE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "test_empty asserts nothing" in r.stdout, r.stdout

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import ENV, run_pytest, text_of
+
 from kb import sandbox
 from kb.sandbox import run_forked
 
@@ -54,7 +54,10 @@ def sandboxed(fn, tmp_path: Path, **limits) -> str | None:
 
 def test_a_block_cannot_make_the_test_process_run_its_output_or_forge_a_pass(mini_project):
     planted = mini_project / "snippets" / "planted_by_pickle.py"
-    path = page(mini_project, "forge.md", f"""
+    path = page(
+        mini_project,
+        "forge.md",
+        f"""
 import os
 import pickle
 
@@ -71,11 +74,13 @@ for fd in range(0, 1024):
             pass
 os._exit(0)
 assert False
-""", """
+""",
+        """
 import os
 os.closerange(3, 1024)  # the result's pipe too: the block ends without a word
 assert False
-""")
+""",
+    )
     for workers in ("0", "2"):  # under pytest-xdist too: its workers talk to the controller over pipes
         result = run_pytest(mini_project, path, "-rA", "-o", "kb_block_timeout=20", "-n", workers)
         out = result.stdout
@@ -90,7 +95,10 @@ assert False
 
 def test_no_process_a_block_starts_outlives_it_however_it_forks(mini_project):
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}"
-    path = page(mini_project, "escape.md", f"""
+    path = page(
+        mini_project,
+        "escape.md",
+        f"""
 import os
 import subprocess
 if os.fork() == 0:  # a new session, then a double fork: out of the block's process group
@@ -99,7 +107,8 @@ if os.fork() == 0:  # a new session, then a double fork: out of the block's proc
         subprocess.Popen(["sleep", "{marker}"], start_new_session=True)
     os._exit(0)
 os.wait()
-""")
+""",
+    )
     result = run_pytest(mini_project, path, "-rA")
     survivors = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True).stdout.split()
     for pid in survivors:  # leave nothing behind, even when the test fails
@@ -109,7 +118,10 @@ os.wait()
 
 
 def test_a_block_that_stops_its_parent_still_fails_at_its_timeout(mini_project):
-    path = page(mini_project, "stop.md", """
+    path = page(
+        mini_project,
+        "stop.md",
+        """
 import os
 import signal
 for pid in (os.getppid(), 0, -1):  # its parent, its group, everything it can signal
@@ -119,17 +131,35 @@ for pid in (os.getppid(), 0, -1):  # its parent, its group, everything it can si
         pass
 while True:
     pass
-""")
+""",
+    )
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "-rA",
-             "-o", "kb_block_timeout=3", path],
-            cwd=mini_project, env={**ENV, "PYTHONPATH": str(mini_project)}, capture_output=True, text=True,
-            timeout=90)
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-q",
+                "-n",
+                "0",
+                "-rA",
+                "-o",
+                "kb_block_timeout=3",
+                path,
+            ],
+            cwd=mini_project,
+            env={**ENV, "PYTHONPATH": str(mini_project)},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("the run hung: a block stopped the test process")
-    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), \
-        result.stdout[-3000:]
+    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), result.stdout[
+        -3000:
+    ]
     assert "did not finish within 3 s" in result.stdout
 
 
@@ -148,6 +178,7 @@ def test_a_block_cannot_write_to_the_test_process_pipes(tmp_path):
     r, w = os.pipe()
     os.set_blocking(r, False)
     try:
+
         def shout() -> None:
             for fd in range(3, 1024):
                 try:
@@ -177,7 +208,10 @@ def test_a_block_reaches_no_network_and_reads_nothing_outside_the_project(mini_p
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.5)
     port = server.getsockname()[1]
-    path = page(mini_project, "reach.md", f"""
+    path = page(
+        mini_project,
+        "reach.md",
+        f"""
 import socket
 for address in [("127.0.0.1", {port}), ("1.1.1.1", 53), ("10.0.0.1", 80)]:
     try:
@@ -185,7 +219,8 @@ for address in [("127.0.0.1", {port}), ("1.1.1.1", 53), ("10.0.0.1", 80)]:
     except OSError:
         continue
     raise SystemExit(f"reached {{address}}")
-""", f"""
+""",
+        f"""
 from pathlib import Path
 root = Path({str(mini_project)!r})
 for path in ["/etc/shadow", "/root", root / ".git" / "config", {str(beside)!r}, "/proc/1/environ"]:
@@ -196,7 +231,8 @@ for path in ["/etc/shadow", "/root", root / ".git" / "config", {str(beside)!r}, 
     assert "SECRET" not in text and "root:" not in text, path
 assert (root / "pyproject.toml").read_text().startswith("[")  # the project itself is readable
 import snippets.foundations.mse  # and importable
-""")
+""",
+    )
     try:
         result = run_pytest(mini_project, path, "-rA")
         try:
@@ -207,8 +243,9 @@ import snippets.foundations.mse  # and importable
             reached = False
     finally:
         server.close()
-    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "PASSED"), \
-        result.stdout[-3000:]
+    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "PASSED"), result.stdout[
+        -3000:
+    ]
     assert not reached, "a block connected to a port the test process opened"
 
 
@@ -235,7 +272,10 @@ def test_a_block_writes_only_in_its_temp_dir_whatever_the_means(mini_project):
     tag = uuid.uuid4().hex[:8]
     dev_files = [Path(f"/dev/kb-planted-{tag}"), Path(f"/dev/shm/kb-planted-{tag}")]
     snippets = mini_project / "snippets"
-    path = page(mini_project, "write.md", f"""
+    path = page(
+        mini_project,
+        "write.md",
+        f"""
 import ctypes
 import os
 import subprocess
@@ -257,7 +297,8 @@ for name, attempt in attempts.items():
         pass
 Path(tempfile.gettempdir(), "mine.txt").write_text("the temp dir is writable")
 Path("here.txt").write_text("and so is the working folder")
-""")
+""",
+    )
     result = run_pytest(mini_project, path, "-rA")
     planted = [p for p in dev_files if p.exists()]
     for p in planted:
@@ -275,6 +316,7 @@ def test_without_landlock_there_is_no_weaker_fallback(tmp_path, monkeypatch):
 
     def attack() -> None:
         import ctypes
+
         os.system(f"echo x > {project}/by_system")
         subprocess.run(["touch", str(project / "by_subprocess")])
         ctypes.CDLL(None).creat(str(project / "by_ctypes").encode(), 0o644)
@@ -289,8 +331,7 @@ def test_without_landlock_there_is_no_weaker_fallback(tmp_path, monkeypatch):
 
 def test_where_the_kernel_gives_no_sandbox_no_block_runs(tmp_path, monkeypatch):
     def refused(plan):
-        raise sandbox.SandboxError("unshare (user, mount, PID and network namespaces): "
-                                   "Operation not permitted (EPERM)")
+        raise sandbox.SandboxError("unshare (user, mount, PID and network namespaces): Operation not permitted (EPERM)")
 
     monkeypatch.setattr(sandbox, "_unshare_mapped", refused)
     ran = tmp_path / "ran"
@@ -316,6 +357,7 @@ def spawn(n: int) -> None:
 
 def map_anonymous(mib: int) -> None:
     import mmap
+
     mmap.mmap(-1, mib << 20).close()
 
 
@@ -337,19 +379,25 @@ def test_a_block_cannot_take_gigabytes_of_memory(tmp_path):
 
 def test_the_limits_are_settings_of_the_project():
     from conftest import ROOT
+
     config = text_of(ROOT / "pyproject.toml")
     for name in ("kb_block_timeout", "kb_block_processes", "kb_block_memory_mb"):
         assert re.search(rf'^{name} = "\d+"$', config, re.M), name
 
 
 def test_a_page_block_beyond_the_process_limit_fails(mini_project):
-    path = page(mini_project, "fork.md", """
+    path = page(
+        mini_project,
+        "fork.md",
+        """
 import subprocess
 children = [subprocess.Popen(["sleep", "30"]) for _ in range(200)]
-""")
+""",
+    )
     result = run_pytest(mini_project, path, "-rA", "-o", "kb_block_processes=16")
-    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), \
-        result.stdout[-3000:]
+    assert outcomes(result.stdout, path) == dict.fromkeys(block_lines(mini_project, path), "FAILED"), result.stdout[
+        -3000:
+    ]
     assert "Resource temporarily unavailable" in result.stdout
 
 
@@ -364,23 +412,32 @@ def notebook(path: Path, *cells: str) -> None:
 
 def test_a_notebook_runs_in_the_sandbox_and_a_failing_one_names_its_cell(mini_project):
     folder = mini_project / "docs" / "foundations"
-    notebook(folder / "writes.ipynb", "x = 1",
-             f"from pathlib import Path\nPath({str(mini_project / 'snippets' / 'by_notebook.py')!r})"
-             ".write_text('planted')")
-    notebook(folder / "reaches.ipynb",
-             "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
-             "except OSError:\n    pass\nelse:\n    raise SystemExit('the notebook reached the network')",
-             "import os\nassert os.environ['KB_FAST'] == '1'\nassert not os.path.exists('/etc/shadow')")
+    notebook(
+        folder / "writes.ipynb",
+        "x = 1",
+        f"from pathlib import Path\nPath({str(mini_project / 'snippets' / 'by_notebook.py')!r}).write_text('planted')",
+    )
+    notebook(
+        folder / "reaches.ipynb",
+        "import socket\ntry:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n"
+        "except OSError:\n    pass\nelse:\n    raise SystemExit('the notebook reached the network')",
+        "import os\nassert os.environ['KB_FAST'] == '1'\nassert not os.path.exists('/etc/shadow')",
+    )
     notebook(folder / "raises.ipynb", "y = 2", "raise ValueError('cell two says no')", "z = 3")
-    result = run_pytest(mini_project, "docs/foundations/writes.ipynb", "docs/foundations/reaches.ipynb",
-                        "docs/foundations/raises.ipynb", "-rA")
+    result = run_pytest(
+        mini_project,
+        "docs/foundations/writes.ipynb",
+        "docs/foundations/reaches.ipynb",
+        "docs/foundations/raises.ipynb",
+        "-rA",
+    )
     out = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout)  # nbmake colours the traceback
     assert re.search(r"^FAILED docs/foundations/writes.ipynb", out, re.M), out[-3000:]
     assert "Read-only file system" in out
     assert not (mini_project / "snippets" / "by_notebook.py").exists()
     assert re.search(r"^PASSED docs/foundations/reaches.ipynb", out, re.M), out[-3000:]
     assert re.search(r"^FAILED docs/foundations/raises.ipynb", out, re.M)
-    failing = out[out.index("raises.ipynb _"):]  # the report names the cell: its source, its number
+    failing = out[out.index("raises.ipynb _") :]  # the report names the cell: its source, its number
     assert "raise ValueError('cell two says no')" in failing and "In[2]" in failing, failing
     assert "ValueError: cell two says no" in failing
 
@@ -443,8 +500,9 @@ def test_page_blocks_cannot_hang_write_into_the_project_or_change_later_tests(mi
     assert re.search(r"FAILED docs/attacks.md::line 6\b", out) and "did not finish within 3 s" in out, out[-3000:]
     assert re.search(r"FAILED docs/attacks.md::line 11\b", out) and "Read-only file system" in out, out[-3000:]
     assert re.search(r"PASSED docs/attacks.md::line 19\b", out) and re.search(r"PASSED docs/attacks.md::line 33\b", out)
-    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1, \
+    assert subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1, (
         "a block's process outlived it"
+    )
     assert not (mini_project / "snippets" / "planted.py").exists()
     assert not (mini_project / "docs" / "journal" / "posts" / "2031-01-01.md").exists()
 

@@ -11,12 +11,13 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from kb.render import Layout
 
-SOURCES = sorted(p for folder in ("kb", "tests", "devtools") for p in (ROOT / folder).rglob("*.py")
-                 if "__pycache__" not in p.parts)
+SOURCES = sorted(
+    p for folder in ("kb", "tests", "devtools") for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts
+)
 # What a hand-made URL formula strips or tests: MkDocs' index pages and the .md suffix.
 URL_PARTS = {"index", "/index", "README", "/README", ".md", "index.md", "README.md"}
 STEMS = {"index", "/index", "README", "/README"}  # what a stem is tested for (choosing pages by kind is fine)
@@ -39,8 +40,11 @@ def test_the_markdown_extensions_are_named_only_in_mkdocs_yml(site):
     found = []
     for p in SOURCES:
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            items = [e.value for e in getattr(node, "elts", []) if isinstance(e, ast.Constant)] \
-                if isinstance(node, (ast.List, ast.Tuple, ast.Set)) else []
+            items = (
+                [e.value for e in getattr(node, "elts", []) if isinstance(e, ast.Constant)]
+                if isinstance(node, (ast.List, ast.Tuple, ast.Set))
+                else []
+            )
             dotted = isinstance(node, ast.Constant) and node.value in names and "." in node.value
             if dotted or len(names.intersection(items)) >= 2:
                 found.append(f"{_where(p, node.lineno)}: {ast.unparse(node)[:80]}")
@@ -53,8 +57,9 @@ def test_no_url_formula_outside_mkdocs():
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
                 continue
-            parts = {"removesuffix": URL_PARTS, "rpartition": URL_PARTS, "replace": URL_PARTS,
-                     "endswith": STEMS}.get(node.func.attr, set())
+            parts = {"removesuffix": URL_PARTS, "rpartition": URL_PARTS, "replace": URL_PARTS, "endswith": STEMS}.get(
+                node.func.attr, set()
+            )
             if any(isinstance(a, ast.Constant) and a.value in parts for a in node.args):
                 found.append(f"{_where(p, node.lineno)}: .{node.func.attr}({ast.unparse(node.args[0])})")
     assert not found, "a page URL computed by hand (use Site.url, MkDocs' File.url):\n" + "\n".join(found)
@@ -62,15 +67,23 @@ def test_no_url_formula_outside_mkdocs():
 
 def test_the_generated_pages_are_named_only_by_the_layout():
     names = {Layout.claims, Layout.questions, Layout.review}
-    found = [f"{_where(p, line)}: {value}" for p in SOURCES if p != ROOT / "kb" / "render.py"
-             for line, value in _strings(p) if value in names or value.endswith(tuple(f"/{n}" for n in names))]
+    found = [
+        f"{_where(p, line)}: {value}"
+        for p in SOURCES
+        if p != ROOT / "kb" / "render.py"
+        for line, value in _strings(p)
+        if value in names or value.endswith(tuple(f"/{n}" for n in names))
+    ]
     assert not found, "a second list of generated pages (use Site.generated, Layout):\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("formula", [
-    'url = f"{site}/{page.removesuffix(\'.md\').removesuffix(\'index\')}"',
-    'if stem == "index" or stem.endswith("/index"): stem = stem.rpartition("/")[0]',
-])
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "url = f\"{site}/{page.removesuffix('.md').removesuffix('index')}\"",
+        'if stem == "index" or stem.endswith("/index"): stem = stem.rpartition("/")[0]',
+    ],
+)
 def test_the_url_check_sees_the_formulas_it_replaced(tmp_path, formula, monkeypatch):
     # The three formulas this project used to have (anki, render, site) are what the check looks for.
     (tmp_path / "kb").mkdir()

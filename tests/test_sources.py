@@ -16,10 +16,13 @@ def test_front_matter_is_split_as_mkdocs_does_and_line_numbers_agree():
     assert text.split("\n")[doc.body_line - 1] == "# heading"
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ("---\ntitle: [unclosed\n---\nbody\n", 3, "not valid YAML"),
-    ("---\n- a\n- b\n---\nbody\n", 1, "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("---\ntitle: [unclosed\n---\nbody\n", 3, "not valid YAML"),
+        ("---\n- a\n- b\n---\nbody\n", 1, "must be a mapping"),
+    ],
+)
 def test_bad_front_matter_is_refused_with_file_and_line(text, line, words):
     with pytest.raises(SourceError) as e:
         sources.read_document(text, "docs/p.md")
@@ -32,12 +35,42 @@ def test_no_front_matter_means_the_whole_file_is_body():
 
 
 def test_fences_backticks_tildes_nesting_and_unclosed():
-    lines = ["a", "```python", "x = 1", "```", "b", "````md", "```python", "y", "```", "````",
-             "  ~~~", "  z", "  ~~~", "```", "never closed"]
+    lines = [
+        "a",
+        "```python",
+        "x = 1",
+        "```",
+        "b",
+        "````md",
+        "```python",
+        "y",
+        "```",
+        "````",
+        "  ~~~",
+        "  z",
+        "  ~~~",
+        "```",
+        "never closed",
+    ]
     spans = [(f.start, f.end, f.info) for f in sources.fences(lines)]
     assert spans == [(1, 3, "python"), (5, 9, "md"), (10, 12, ""), (13, 14, "")]
-    assert sources.fenced(lines) == [False, True, True, True, False, True, True, True, True, True,
-                                     True, True, True, True, True]
+    assert sources.fenced(lines) == [
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_a_backtick_info_string_with_backticks_is_not_a_fence():
@@ -70,30 +103,44 @@ def test_blocks_keys_and_lines():
     claim = blocks[0]
     assert [(f.key, f.line) for f in claim.fields] == [("id", 12), ("status", 13), ("test", 14), ("journal", 15)]
     assert claim.values("test")[0].value == "snippets/t/m.py::test_x[0.2]"
-    assert BLOCKS.split("\n")[claim.body_start:claim.end] == ["", "    Explanation."]
+    assert BLOCKS.split("\n")[claim.body_start : claim.end] == ["", "    Explanation."]
 
 
-@pytest.mark.parametrize("value, expected", [
-    ('20251231 "frag ment" qualified', ("20251231", "frag ment", "qualified")),
-    ('20251231 "frag"', ("20251231", "frag", None)),
-    ('20251231  "frag"   answered  ', ("20251231", "frag", "answered")),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ('20251231 "frag ment" qualified', ("20251231", "frag ment", "qualified")),
+        ('20251231 "frag"', ("20251231", "frag", None)),
+        ('20251231  "frag"   answered  ', ("20251231", "frag", "answered")),
+    ],
+)
 def test_journal_references(value, expected):
     ref = sources.parse_ref(value)
     assert (ref.post, ref.fragment, ref.verdict) == expected
 
 
-@pytest.mark.parametrize("value", ['2025-12-31 "frag"', '20251231 frag', '20251231 "frag" two words', ""])
+@pytest.mark.parametrize("value", ['2025-12-31 "frag"', "20251231 frag", '20251231 "frag" two words', ""])
 def test_malformed_journal_references(value):
     assert sources.parse_ref(value) is None
 
 
 def test_includes_inline_block_escaped_and_sections():
-    lines = ['--8<-- "snippets/a.py:sec"', ';--8<-- "snippets/skip.py"', "  -8<- 'snippets/b.py:1:3'",
-             "--8<--", "snippets/c.py", ";snippets/d.py", "--8<--", 'text --8<-- "not.py"']
+    lines = [
+        '--8<-- "snippets/a.py:sec"',
+        ';--8<-- "snippets/skip.py"',
+        "  -8<- 'snippets/b.py:1:3'",
+        "--8<--",
+        "snippets/c.py",
+        ";snippets/d.py",
+        "--8<--",
+        'text --8<-- "not.py"',
+    ]
     incs = sources.includes(lines, first_line=5)
     assert [(i.line, i.path, i.section) for i in incs] == [
-        (5, "snippets/a.py", "sec"), (7, "snippets/b.py", None), (9, "snippets/c.py", None)]
+        (5, "snippets/a.py", "sec"),
+        (7, "snippets/b.py", None),
+        (9, "snippets/c.py", None),
+    ]
 
 
 def test_list_reindent_makes_github_nesting_four_spaces():
@@ -108,20 +155,33 @@ def test_list_reindent_leaves_fenced_code_alone():
     assert out[1] == "    - b"
 
 
-@pytest.mark.parametrize("line, question", [
-    ("4. 为什么target_Q_value能作为当前策略的Q-value ？", "为什么target_Q_value能作为当前策略的Q-value ？"),
-    ("   1. >> 作业文档里找 critic 网络", "作业文档里找 critic 网络"),
-    ("9. actor网络训练部分其实就是on-policy的吧", "actor网络训练部分其实就是on-policy的吧"),
-    ("- 增加entropy_bonus", None),
-    ("# 20251231", None),
-])
+@pytest.mark.parametrize(
+    "line, question",
+    [
+        ("4. 为什么target_Q_value能作为当前策略的Q-value ？", "为什么target_Q_value能作为当前策略的Q-value ？"),
+        ("   1. >> 作业文档里找 critic 网络", "作业文档里找 critic 网络"),
+        ("9. actor网络训练部分其实就是on-policy的吧", "actor网络训练部分其实就是on-policy的吧"),
+        ("- 增加entropy_bonus", None),
+        ("# 20251231", None),
+    ],
+)
 def test_journal_questions(line, question):
     assert sources.journal_question(line, under_ask=False) == question
 
 
 def test_learner_text_is_protected_but_markdown_still_works():
-    lines = ["List<int> and a<b 且 c>d & `x<y`", '!!! claim "not a claim"', "??? question", "p {: onclick=\"x\"}",
-             '--8<-- ".git/config"', "```python", '--8<-- "snippets/x.py"', "<b>in code</b>", "```", "**bold**"]
+    lines = [
+        "List<int> and a<b 且 c>d & `x<y`",
+        '!!! claim "not a claim"',
+        "??? question",
+        'p {: onclick="x"}',
+        '--8<-- ".git/config"',
+        "```python",
+        '--8<-- "snippets/x.py"',
+        "<b>in code</b>",
+        "```",
+        "**bold**",
+    ]
     out = sources.protect_learner_text(lines)
     assert out[0] == "List&lt;int> and a&lt;b 且 c>d &amp; `x<y`"
     assert out[1].startswith("&#33;!! claim") and out[2].startswith("&#63;?? question")

@@ -8,7 +8,7 @@ import pytest
 from devtools import mutate
 from kb.project import KbError
 
-SHOWN = textwrap.dedent('''\
+SHOWN = textwrap.dedent("""\
     import torch
 
     # --8<-- [start:loss]
@@ -27,8 +27,8 @@ SHOWN = textwrap.dedent('''\
 
     def test_loss():
         assert loss(make_batch(2)) == 4
-    ''')
-USER = textwrap.dedent('''\
+    """)
+USER = textwrap.dedent("""\
     from snippets.topic.core import loss
 
 
@@ -40,7 +40,7 @@ USER = textwrap.dedent('''\
 
     def unused():
         return 0
-    ''')
+    """)
 
 
 def project(tmp_path, codes: dict[str, int], equivalents: str = "") -> None:
@@ -66,8 +66,13 @@ def test_shown_code_and_what_it_calls_count_test_helpers_do_not(tmp_path):
 
 def test_report_counts_rates_over_shown_code_and_lists_helpers_apart(tmp_path):
     p = "snippets.topic.core."
-    codes = {p + "x_loss__mutmut_1": 1, p + "x_loss__mutmut_2": 0, p + "x__square__mutmut_1": 1,
-             p + "x_make_batch__mutmut_1": 0, p + "x_test_loss__mutmut_1": 0}
+    codes = {
+        p + "x_loss__mutmut_1": 1,
+        p + "x_loss__mutmut_2": 0,
+        p + "x__square__mutmut_1": 1,
+        p + "x_make_batch__mutmut_1": 0,
+        p + "x_test_loss__mutmut_1": 0,
+    }
     project(tmp_path, codes)
     lines: list[str] = []
     ok = mutate.report(tmp_path, out=lines.append)
@@ -96,8 +101,11 @@ def test_only_the_mutants_that_count_are_run(tmp_path):
     measured = mutate.measured_functions(tmp_path / "snippets")
     measured["topic/core.py"] |= {"Model", "Model.forward"}
     assert mutate.mutant_globs(measured) == [
-        "snippets.topic.core.xǁModelǁforward__mutmut_*", "snippets.topic.core.x__square__mutmut_*",
-        "snippets.topic.core.x_loss__mutmut_*", "snippets.topic.user.x_train__mutmut_*"]
+        "snippets.topic.core.xǁModelǁforward__mutmut_*",
+        "snippets.topic.core.x__square__mutmut_*",
+        "snippets.topic.core.x_loss__mutmut_*",
+        "snippets.topic.user.x_train__mutmut_*",
+    ]
     assert mutate.mutant_globs(measured, ["topic/user.py"]) == ["snippets.topic.user.x_train__mutmut_*"]
     for name in ("snippets.topic.core.x_loss__mutmut_3", "snippets.topic.core.xǁModelǁforward__mutmut_1"):
         assert mutate._function_of(name) in measured["topic/core.py"]

@@ -12,20 +12,39 @@ import torch
 import torch.nn.functional as F
 
 
-def dpo_logits(policy_chosen_logps, policy_rejected_logps,
-               reference_chosen_logps, reference_rejected_logps, beta=0.1):
+def dpo_logits(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta=0.1,
+):
     """Classifier logit of "the first response is the preferred one", (batch,):
     beta * ((pi_c - pi_r) - (ref_c - ref_r)), inputs (batch,) sequence log-probs."""
-    return beta * ((policy_chosen_logps - policy_rejected_logps)
-                   - (reference_chosen_logps - reference_rejected_logps))
+    return beta * (
+        (policy_chosen_logps - policy_rejected_logps)
+        - (reference_chosen_logps - reference_rejected_logps)
+    )
 
 
-def dpo_as_bce(policy_chosen_logps, policy_rejected_logps,
-               reference_chosen_logps, reference_rejected_logps, beta=0.1):
+def dpo_as_bce(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta=0.1,
+):
     """The DPO loss as binary cross-entropy with logits and label 1, (batch,)."""
-    z = dpo_logits(policy_chosen_logps, policy_rejected_logps,
-                   reference_chosen_logps, reference_rejected_logps, beta)
+    z = dpo_logits(
+        policy_chosen_logps,
+        policy_rejected_logps,
+        reference_chosen_logps,
+        reference_rejected_logps,
+        beta,
+    )
     return F.binary_cross_entropy_with_logits(z, torch.ones_like(z), reduction="none")
+
+
 # --8<-- [end:as_bce]
 
 
@@ -40,6 +59,8 @@ def feature_policy_logps(theta: torch.Tensor, features: torch.Tensor) -> torch.T
     free categorical, raising one response's score moves every response that shares
     features."""
     return torch.log_softmax(features @ theta, dim=0)
+
+
 # --8<-- [end:feature_policy]
 
 
@@ -63,15 +84,18 @@ def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
     # Holds: DPO is exactly logistic regression on pairs (BCE with logits, label 1) ...
     # (identities of the loss; float64, so 1e-12 is rounding)
     g = torch.Generator().manual_seed(0)
-    pc, pr, rc, rr = (-20 * torch.rand(64, generator=g, dtype=torch.float64)
-                      for _ in range(4))
+    pc, pr, rc, rr = (
+        -20 * torch.rand(64, generator=g, dtype=torch.float64) for _ in range(4)
+    )
     beta = 0.3
     losses, cw, cl = dpo_loss(pc, pr, rc, rr, beta=beta)
-    torch.testing.assert_close(losses, dpo_as_bce(pc, pr, rc, rr, beta),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        losses, dpo_as_bce(pc, pr, rc, rr, beta), atol=1e-12, rtol=0
+    )
     # (the same default beta as dpo_loss, TRL's 0.1)
-    torch.testing.assert_close(dpo_loss(pc, pr, rc, rr)[0], dpo_as_bce(pc, pr, rc, rr),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        dpo_loss(pc, pr, rc, rr)[0], dpo_as_bce(pc, pr, rc, rr), atol=1e-12, rtol=0
+    )
     # ... and a two-way softmax cross-entropy (InfoNCE with one negative) on the
     # implicit rewards.
     first = torch.zeros(64, dtype=torch.long)  # the chosen response is class 0
@@ -79,8 +103,9 @@ def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
     torch.testing.assert_close(losses, two_way, atol=1e-12, rtol=0)
     # Swapping the order of a pair and the label gives the same loss.
     label0 = torch.zeros(64, dtype=torch.float64)
-    swapped = F.binary_cross_entropy_with_logits(dpo_logits(pr, pc, rr, rc, beta),
-                                                 label0, reduction="none")
+    swapped = F.binary_cross_entropy_with_logits(
+        dpo_logits(pr, pc, rr, rc, beta), label0, reduction="none"
+    )
     torch.testing.assert_close(losses, swapped, atol=1e-12, rtol=0)
 
     # Does not hold (1): supervised learning raises the likelihood of its label; DPO
@@ -109,8 +134,13 @@ def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
     # minimised at the finite margin m = logit(p) = r_w - r_l; with hard labels (p = 1)
     # it keeps falling as m grows, and nothing holds the policy at pi*_beta.
     from snippets.dpo.derivation import optimal_policy
-    from snippets.dpo.toy import (expected_tv_error, make_pairs, setup, total_variation,
-                                  train_dpo)
+    from snippets.dpo.toy import (
+        expected_tv_error,
+        make_pairs,
+        setup,
+        total_variation,
+        train_dpo,
+    )
 
     torch.set_num_threads(1)
     ref_logits, reward = setup()
@@ -130,8 +160,13 @@ def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
 
     def mean_loss(logits):
         lp = torch.log_softmax(logits, -1)
-        losses, _, _ = dpo_loss(lp[prompt, hc], lp[prompt, hr],
-                                ref_logp[prompt, hc], ref_logp[prompt, hr], beta=beta)
+        losses, _, _ = dpo_loss(
+            lp[prompt, hc],
+            lp[prompt, hr],
+            ref_logp[prompt, hc],
+            ref_logp[prompt, hr],
+            beta=beta,
+        )
         return losses.mean().item()
 
     early = train_dpo(ref_logits, prompt, hc, hr, beta, steps=100)

@@ -4,6 +4,7 @@
 All policies here are categorical over a handful of responses per prompt, so every
 expectation is an exact sum and every step can be checked against its closed form.
 """
+
 # --8<-- [start:objective]
 import torch
 
@@ -17,6 +18,8 @@ def kl_regularised_objective(logits, ref_logits, reward, beta):
     ref_logp = torch.log_softmax(ref_logits, dim=-1)
     p = logp.exp()
     return (p * reward).sum(-1) - beta * (p * (logp - ref_logp)).sum(-1)
+
+
 # --8<-- [end:objective]
 
 
@@ -35,6 +38,8 @@ def optimal_policy(ref_logits, reward, beta):
 def log_partition(ref_logits, reward, beta):
     """log Z(x) = log sum_y pi_ref(y|x) exp(r(x,y)/beta); returns (num_prompts,)."""
     return torch.logsumexp(torch.log_softmax(ref_logits, -1) + reward / beta, dim=-1)
+
+
 # --8<-- [end:optimal_policy]
 
 
@@ -48,6 +53,8 @@ def implicit_reward(policy_logp, ref_logp, beta):
     per-prompt constant, which no pairwise comparison can see.
     Any shape; returns the same shape."""
     return beta * (policy_logp - ref_logp)
+
+
 # --8<-- [end:implicit_reward]
 
 
@@ -64,8 +71,10 @@ def bradley_terry_prob(reward_1, reward_2):
 
 def reward_model_nll(reward_chosen, reward_rejected):
     """Reward-model loss -log sigma(r(x, y_w) - r(x, y_l)), per pair (batch,).
-                                                          # Eq. (2), arXiv:2305.18290"""
+    # Eq. (2), arXiv:2305.18290"""
     return -torch.nn.functional.logsigmoid(reward_chosen - reward_rejected)
+
+
 # --8<-- [end:bradley_terry]
 
 
@@ -87,17 +96,20 @@ import pytest
 def problem():
     """Test data: problem(seed) -> reference logits and rewards, each (3 prompts,
     6 responses), standard normal, float64."""
+
     def make(seed):
         g = torch.Generator().manual_seed(seed)
         ref_logits = torch.randn(3, 6, generator=g, dtype=torch.float64)
         reward = torch.randn(3, 6, generator=g, dtype=torch.float64)
         return ref_logits, reward
+
     return make
 
 
 # Everything below is exact float64 arithmetic on 6 responses: 1e-12 is rounding.
 def test_closed_form_optimum_maximises_kl_regularised_objective(
-        problem, policy=optimal_policy):
+    problem, policy=optimal_policy
+):
     # policy: the closed form claimed to maximise Eq. (3).
     ref_logits, reward = problem(0)
     for beta in (0.5, 2.0):  # beta != 1, so r / beta and r * beta differ
@@ -118,8 +130,9 @@ def test_closed_form_optimum_maximises_kl_regularised_objective(
         # maximum.
         logits = pi_star.log().requires_grad_(True)
         kl_regularised_objective(logits, ref_logits, reward, beta).sum().backward()
-        torch.testing.assert_close(logits.grad, torch.zeros_like(logits),
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            logits.grad, torch.zeros_like(logits), atol=1e-12, rtol=0
+        )
 
 
 def test_implicit_reward_recovers_reward_up_to_prompt_constant(problem):
@@ -153,9 +166,13 @@ def test_dpo_loss_at_optimum_is_reward_model_loss(problem):
     logp_star = optimal_policy(ref_logits, reward, beta).log()
     ref_logp = torch.log_softmax(ref_logits, -1)
     i, j = torch.triu_indices(6, 6, offset=1)
-    losses, _, _ = dpo_loss(logp_star[:, i].flatten(), logp_star[:, j].flatten(),
-                            ref_logp[:, i].flatten(), ref_logp[:, j].flatten(),
-                            beta=beta)
+    losses, _, _ = dpo_loss(
+        logp_star[:, i].flatten(),
+        logp_star[:, j].flatten(),
+        ref_logp[:, i].flatten(),
+        ref_logp[:, j].flatten(),
+        beta=beta,
+    )
     nll = reward_model_nll(reward[:, i].flatten(), reward[:, j].flatten())
     torch.testing.assert_close(losses, nll, atol=1e-12, rtol=0)
 
@@ -167,12 +184,16 @@ def test_leading_dimensions_are_batch_dimensions(problem):
     ref_logits, reward = (torch.stack(column) for column in zip(*problems))
     beta = 0.5
     logits = ref_logits.flip(-1)  # some policy other than pi_ref and pi*
-    batched = (optimal_policy(ref_logits, reward, beta),
-               log_partition(ref_logits, reward, beta),
-               kl_regularised_objective(logits, ref_logits, reward, beta))
+    batched = (
+        optimal_policy(ref_logits, reward, beta),
+        log_partition(ref_logits, reward, beta),
+        kl_regularised_objective(logits, ref_logits, reward, beta),
+    )
     for k, (ref_k, reward_k) in enumerate(problems):
-        one = (optimal_policy(ref_k, reward_k, beta),
-               log_partition(ref_k, reward_k, beta),
-               kl_regularised_objective(logits[k], ref_k, reward_k, beta))
+        one = (
+            optimal_policy(ref_k, reward_k, beta),
+            log_partition(ref_k, reward_k, beta),
+            kl_regularised_objective(logits[k], ref_k, reward_k, beta),
+        )
         for b, o in zip(batched, one):
             torch.testing.assert_close(b[k], o, atol=1e-12, rtol=0)

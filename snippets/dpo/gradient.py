@@ -5,23 +5,28 @@ grad L_DPO = -beta E[ sigma(r_hat(x, y_l) - r_hat(x, y_w))
 r_hat(x, y) = beta log pi(y|x) / pi_ref(y|x)
                         # Sec. 4 "What does the DPO update do?", arXiv:2305.18290
 """
+
 import math
 
 # --8<-- [start:pair_weights]
 import torch
 
 
-def pair_weights(chosen_rewards: torch.Tensor,
-                 rejected_rewards: torch.Tensor) -> torch.Tensor:
+def pair_weights(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor
+) -> torch.Tensor:
     """sigma(r_hat_l - r_hat_w), (batch,): close to 1 when the implicit reward ranks the
     pair the wrong way round, close to 0 when it already ranks it right with a wide
     margin."""
     return torch.sigmoid(rejected_rewards - chosen_rewards)
+
+
 # --8<-- [end:pair_weights]
 
 
 # --8<-- [start:analytic_gradient]
 import torch
+
 from snippets.dpo.gradient import pair_weights
 
 
@@ -43,6 +48,8 @@ def categorical_dpo_gradient(logits, ref_logits, chosen, rejected, beta):
     one_hot = torch.nn.functional.one_hot
     direction = (one_hot(chosen, k) - one_hot(rejected, k)).to(logits.dtype)
     return -beta * w.unsqueeze(1) * direction  # Sec. 4, arXiv:2305.18290
+
+
 # --8<-- [end:analytic_gradient]
 
 
@@ -50,30 +57,45 @@ from snippets.dpo.loss import dpo_loss
 
 
 # Losses a critic would compare with Eq. (7); same inputs and outputs as dpo_loss.
-def dpo_loss_without_reference(policy_chosen_logps, policy_rejected_logps,
-                               reference_chosen_logps, reference_rejected_logps,
-                               beta=0.1):
+def dpo_loss_without_reference(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta=0.1,
+):
     """-log sigma(beta (log pi(y_w) - log pi(y_l))): no pi_ref in the margin."""
     zero = torch.zeros_like(reference_chosen_logps)
     return dpo_loss(policy_chosen_logps, policy_rejected_logps, zero, zero, beta)
 
 
-def dpo_loss_beta_on_chosen_only(policy_chosen_logps, policy_rejected_logps,
-                                 reference_chosen_logps, reference_rejected_logps,
-                                 beta=0.1):
+def dpo_loss_beta_on_chosen_only(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta=0.1,
+):
     """-log sigma(beta log-ratio(y_w) - log-ratio(y_l)): beta on one side only."""
-    margin = (beta * (policy_chosen_logps - reference_chosen_logps)
-              - (policy_rejected_logps - reference_rejected_logps))
+    margin = beta * (policy_chosen_logps - reference_chosen_logps) - (
+        policy_rejected_logps - reference_rejected_logps
+    )
     return -torch.nn.functional.logsigmoid(margin), None, None
 
 
-def dpo_loss_unweighted(policy_chosen_logps, policy_rejected_logps,
-                        reference_chosen_logps, reference_rejected_logps, beta=0.1):
+def dpo_loss_unweighted(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta=0.1,
+):
     """-beta (log-ratio(y_w) - log-ratio(y_l)): the margin itself, no log-sigmoid, so
     every pair weighs 1 (the "naive version ... without the weighting coefficient"
     of Sec. 4, arXiv:2305.18290)."""
-    margin = ((policy_chosen_logps - reference_chosen_logps)
-              - (policy_rejected_logps - reference_rejected_logps))
+    margin = (policy_chosen_logps - reference_chosen_logps) - (
+        policy_rejected_logps - reference_rejected_logps
+    )
     return -beta * margin, None, None
 
 
@@ -90,12 +112,17 @@ def test_dpo_gradient_matches_autograd(loss_fn=dpo_loss):
         rejected = (chosen + torch.randint(1, paired, (B,), generator=g)) % paired
         logp = torch.log_softmax(logits, -1)
         ref_logp = torch.log_softmax(ref_logits, -1)
-        losses, _, _ = loss_fn(logp[rows, chosen], logp[rows, rejected],
-                                ref_logp[rows, chosen], ref_logp[rows, rejected],
-                                beta=beta)
+        losses, _, _ = loss_fn(
+            logp[rows, chosen],
+            logp[rows, rejected],
+            ref_logp[rows, chosen],
+            ref_logp[rows, rejected],
+            beta=beta,
+        )
         losses.sum().backward()
-        expected = categorical_dpo_gradient(logits.detach(), ref_logits, chosen,
-                                            rejected, beta)
+        expected = categorical_dpo_gradient(
+            logits.detach(), ref_logits, chosen, rejected, beta
+        )
         # float64, a handful of operations per entry: 1e-12 is rounding.
         torch.testing.assert_close(logits.grad, expected, atol=1e-12, rtol=0)
     # A response in no pair gets no gradient: the softmax terms cancel.

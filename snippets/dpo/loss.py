@@ -10,8 +10,9 @@ Semantics follow the sigmoid loss of TRL's DPOTrainer with label smoothing 0.
 import torch
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor,
-                   mask: torch.Tensor) -> torch.Tensor:
+def sequence_logps(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Summed log-probability of each sequence: log pi(y|x) = sum_t log pi(y_t|x, y_<t).
 
     logits: (batch, seq, vocab), ALREADY ALIGNED with labels: logits[:, i] scores
@@ -29,6 +30,8 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor,
     token_logp = torch.gather(logp, dim=2, index=index).squeeze(-1)  # (batch, seq)
     # sum_t log pi(y_t | x, y_<t) over response tokens only, as TRL
     return token_logp.masked_fill(~mask, 0.0).sum(dim=1)
+
+
 # --8<-- [end:sequence_logps]
 
 
@@ -37,8 +40,13 @@ import torch
 import torch.nn.functional as F
 
 
-def dpo_loss(policy_chosen_logps, policy_rejected_logps,
-             reference_chosen_logps, reference_rejected_logps, beta: float = 0.1):
+def dpo_loss(
+    policy_chosen_logps,
+    policy_rejected_logps,
+    reference_chosen_logps,
+    reference_rejected_logps,
+    beta: float = 0.1,
+):
     """DPO sigmoid loss.
 
     All inputs: (batch,) summed sequence log-probs log pi(y|x) of the chosen (y_w) and
@@ -54,9 +62,12 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps,
     logits = pi_logratios - ref_logratios  # margin of implicit rewards, divided by beta
     losses = -F.logsigmoid(beta * logits)  # Eq. (7), arXiv:2305.18290
     chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps).detach()
-    rejected_rewards = beta * (policy_rejected_logps
-                               - reference_rejected_logps).detach()
+    rejected_rewards = (
+        beta * (policy_rejected_logps - reference_rejected_logps).detach()
+    )
     return losses, chosen_rewards, rejected_rewards
+
+
 # --8<-- [end:dpo_loss]
 
 
@@ -80,14 +91,16 @@ def test_sequence_logps_matches_loop():
         assert abs(got[b].item() - s) < 1e-10, f"row {b}: {got[b].item()} vs {s}"
     # Masked positions are ignored even where their log-probs are not finite.
     logits[1, 4] = -torch.inf
-    torch.testing.assert_close(sequence_logps(logits, labels, mask), got,
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        sequence_logps(logits, labels, mask), got, atol=1e-12, rtol=0
+    )
 
 
 def test_dpo_loss_matches_formula():
     g = torch.Generator().manual_seed(1)
-    pc, pr, rc, rr = (-10 * torch.rand(6, generator=g, dtype=torch.float64)
-                      for _ in range(4))
+    pc, pr, rc, rr = (
+        -10 * torch.rand(6, generator=g, dtype=torch.float64) for _ in range(4)
+    )
     beta = 0.3
     losses, cr, rj = dpo_loss(pc, pr, rc, rr, beta=beta)
     margin = beta * (pc - rc) - beta * (pr - rr)
@@ -99,12 +112,14 @@ def test_dpo_loss_matches_formula():
     torch.testing.assert_close(losses, -F.logsigmoid(cr - rj), atol=1e-12, rtol=0)
     # Without beta, the default is TRL's (DPOConfig.beta = 0.1).
     default, _, _ = dpo_loss(pc, pr, rc, rr)
-    torch.testing.assert_close(default, dpo_loss(pc, pr, rc, rr, beta=0.1)[0],
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        default, dpo_loss(pc, pr, rc, rr, beta=0.1)[0], atol=0, rtol=0
+    )
     # Policy equal to the reference: every pair costs log 2.
     l0, _, _ = dpo_loss(rc, rr, rc, rr, beta=beta)
-    torch.testing.assert_close(l0, torch.full_like(l0, 0.6931471805599453),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        l0, torch.full_like(l0, 0.6931471805599453), atol=1e-12, rtol=0
+    )
 
 
 def test_dpo_rewards_are_detached():

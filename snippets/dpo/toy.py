@@ -7,15 +7,17 @@ sampling_error), not from the measured results.
 
 Run: python -m snippets.dpo.toy
 """
+
 import functools
 import math
 import time
 
 import pytest
-from snippets.dpo.derivation import implicit_reward
 
 # --8<-- [start:make_pairs]
 import torch
+
+from snippets.dpo.derivation import implicit_reward
 
 
 def make_pairs(ref_logits, reward, pairs_per_prompt, generator):
@@ -37,16 +39,20 @@ def make_pairs(ref_logits, reward, pairs_per_prompt, generator):
     chosen = torch.where(first_wins, y1, y2)
     rejected = torch.where(first_wins, y2, y1)
     return prompt.flatten(), chosen.flatten(), rejected.flatten()
+
+
 # --8<-- [end:make_pairs]
 
 
 # --8<-- [start:train_dpo]
 import torch
+
 from snippets.dpo.loss import dpo_loss
 
 
-def train_dpo(ref_logits, prompt, chosen, rejected, beta, steps=300, lr=0.1,
-              init_logits=None):
+def train_dpo(
+    ref_logits, prompt, chosen, rejected, beta, steps=300, lr=0.1, init_logits=None
+):
     """Full-batch DPO on a free categorical policy (one logit per prompt and response).
     ref_logits: (P, K) frozen reference; prompt, chosen, rejected: (N,) pair indices.
     The policy starts at pi_ref unless init_logits (P, K) is given.
@@ -64,12 +70,15 @@ def train_dpo(ref_logits, prompt, chosen, rejected, beta, steps=300, lr=0.1,
     opt = torch.optim.Adam([logits], lr=lr)
     for _ in range(steps):
         logp = torch.log_softmax(logits, -1)
-        losses, _, _ = dpo_loss(logp[x, y_w], logp[x, y_l], ref_logp[x, y_w],
-                                ref_logp[x, y_l], beta=beta)
+        losses, _, _ = dpo_loss(
+            logp[x, y_w], logp[x, y_l], ref_logp[x, y_w], ref_logp[x, y_l], beta=beta
+        )
         opt.zero_grad()
         (weight * losses).sum().backward()  # = the mean over the N pairs
         opt.step()
     return logits.detach()
+
+
 # --8<-- [end:train_dpo]
 
 
@@ -85,11 +94,14 @@ def total_variation(p, q):
 def kl_categorical(p, q):
     """KL(p || q) = sum_y p log(p / q) per row; p, q: (P, K) probabilities -> (P,)."""
     return (p * (p.log() - q.log())).sum(-1)
+
+
 # --8<-- [end:metrics]
 
 
 # --8<-- [start:sampling_error]
 import math
+
 import torch
 
 
@@ -124,6 +136,8 @@ def expected_tv_error(ref_logits, reward, beta, pairs_per_prompt):
     m = eye - pi_star.unsqueeze(1)  # rows e_y - pi*, (P, K, K)
     sd = torch.einsum("pyi,pij,pyj->py", m, cov, m).sqrt()
     return 0.5 * (pi_star * sd).sum(-1) * math.sqrt(2 / math.pi)
+
+
 # --8<-- [end:sampling_error]
 
 
@@ -135,8 +149,9 @@ def setup(seed=0, prompts=4, responses=6):
     return ref_logits, reward
 
 
-def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0,
-               labels="bradley_terry"):
+def experiment(
+    beta=1.0, pairs_per_prompt=20000, steps=300, seed=0, labels="bradley_terry"
+):
     """The experiment of the page: a dict of tensors and the wall time. Problem from
     setup(seed), preference data from seed + 1. labels="reversed" swaps chosen and
     rejected in every pair (preference data that says the opposite)."""
@@ -155,10 +170,17 @@ def experiment(beta=1.0, pairs_per_prompt=20000, steps=300, seed=0,
     pi = torch.softmax(logits, -1)
     pi_star = optimal_policy(ref_logits, reward, beta)
     tol = TV_FACTOR * expected_tv_error(ref_logits, reward, beta, pairs_per_prompt)
-    return dict(pi=pi, pi_star=pi_star, pi_ref=torch.softmax(ref_logits, -1),
-                reward=reward, logits=logits, ref_logits=ref_logits,
-                tv=total_variation(pi, pi_star), tv_tol=tol,
-                seconds=time.perf_counter() - t0)
+    return dict(
+        pi=pi,
+        pi_star=pi_star,
+        pi_ref=torch.softmax(ref_logits, -1),
+        reward=reward,
+        logits=logits,
+        ref_logits=ref_logits,
+        tv=total_variation(pi, pi_star),
+        tv_tol=tol,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 # One run per setting, shared by the tests and the notebook.
@@ -210,7 +232,8 @@ def reward_without_beta(policy_logp, ref_logp, beta):
 
 
 def test_implicit_reward_of_trained_policy_recovers_reward_differences(
-        reward_of=implicit_reward):
+    reward_of=implicit_reward,
+):
     # reward_of: how the reward is read off the trained policy (Eq. (5)).
     def centred(r):  # the per-prompt constant beta log Z(x) is invisible to pairs
         return r - r.mean(1, keepdim=True)
@@ -231,28 +254,37 @@ def test_train_dpo_weights_triples_by_their_share_of_the_pairs():
     # Counting each (prompt, chosen, rejected) triple once, weighted by its share, is
     # the plain mean over the pairs: the same Adam trajectory (float64 rounding, 1e-10).
     ref_logits, reward = setup(seed=3, prompts=3, responses=4)
-    prompt, chosen, rejected = make_pairs(ref_logits, reward, 50,
-                                          torch.Generator().manual_seed(0))
+    prompt, chosen, rejected = make_pairs(
+        ref_logits, reward, 50, torch.Generator().manual_seed(0)
+    )
     ref_logp = torch.log_softmax(ref_logits, -1)
     logits = ref_logits.clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=0.1)
     for _ in range(20):
         logp = torch.log_softmax(logits, -1)
-        losses, _, _ = dpo_loss(logp[prompt, chosen], logp[prompt, rejected],
-                                ref_logp[prompt, chosen], ref_logp[prompt, rejected],
-                                beta=0.5)
+        losses, _, _ = dpo_loss(
+            logp[prompt, chosen],
+            logp[prompt, rejected],
+            ref_logp[prompt, chosen],
+            ref_logp[prompt, rejected],
+            beta=0.5,
+        )
         opt.zero_grad()
         losses.mean().backward()
         opt.step()
-    torch.testing.assert_close(train_dpo(ref_logits, prompt, chosen, rejected, 0.5,
-                                         steps=20),
-                               logits.detach(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        train_dpo(ref_logits, prompt, chosen, rejected, 0.5, steps=20),
+        logits.detach(),
+        atol=1e-10,
+        rtol=0,
+    )
 
 
 def test_sampling_error_model():
     # The tolerances above rest on implicit_reward_covariance and expected_tv_error;
     # check both against independent computations on problem 0.
     import torch.nn.functional as F
+
     from snippets.dpo.derivation import optimal_policy
 
     ref_logits, reward = setup()
@@ -269,8 +301,9 @@ def test_sampling_error_model():
             return (pi[p].unsqueeze(1) * pi[p].unsqueeze(0) * nll).sum()
 
         hessian = torch.autograd.functional.hessian(expected_nll, reward[p].clone())
-        torch.testing.assert_close(cov[p], torch.linalg.pinv(hessian) / n,
-                                   atol=1e-12, rtol=1e-9)
+        torch.testing.assert_close(
+            cov[p], torch.linalg.pinv(hessian) / n, atol=1e-12, rtol=1e-9
+        )
     # First-order expected TV vs the mean exact TV of 20,000 Gaussian draws of the
     # implicit-reward error (sd of TV about half its mean: Monte Carlo error ~0.4%;
     # 5% also covers the first-order approximation).
@@ -291,8 +324,9 @@ def kl_at_optimum(ref_logits, reward, betas):
     from snippets.dpo.derivation import optimal_policy
 
     ref = torch.softmax(ref_logits, -1)
-    return torch.stack([kl_categorical(optimal_policy(ref_logits, reward, b), ref)
-                        for b in betas])
+    return torch.stack(
+        [kl_categorical(optimal_policy(ref_logits, reward, b), ref) for b in betas]
+    )
 
 
 def test_qualifies_kl_constrains_new_and_old_policy(anchor="reference"):
@@ -321,11 +355,13 @@ def test_qualifies_kl_constrains_new_and_old_policy(anchor="reference"):
     # previous iterate. Starting from a different "old" policy, DPO still lands on the
     # pi* defined by pi_ref, far from where it started.
     g2 = torch.Generator().manual_seed(7)
-    start = ref_logits + 2.0 * torch.randn(ref_logits.shape, generator=g2,
-                                           dtype=torch.float64)
+    start = ref_logits + 2.0 * torch.randn(
+        ref_logits.shape, generator=g2, dtype=torch.float64
+    )
     anchor_logits = ref_logits if anchor == "reference" else start
-    logits = train_dpo(anchor_logits, prompt, chosen, rejected, 1.0, steps=600,
-                       init_logits=start)
+    logits = train_dpo(
+        anchor_logits, prompt, chosen, rejected, 1.0, steps=600, init_logits=start
+    )
     pi_star = optimal_policy(ref_logits, reward, 1.0)
     tol = TV_FACTOR * expected_tv_error(ref_logits, reward, 1.0, n)
     assert (total_variation(torch.softmax(logits, -1), pi_star) < tol).all()
@@ -337,9 +373,12 @@ def test_metrics_match_their_definitions():
     # per row (float64; 1e-12 is rounding).
     p = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
     q = torch.tensor([[0.0, 0.5, 0.5], [0.2, 0.3, 0.5]], dtype=torch.float64)
-    torch.testing.assert_close(total_variation(p, q),
-                               torch.tensor([0.5, 0.0], dtype=torch.float64),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        total_variation(p, q),
+        torch.tensor([0.5, 0.0], dtype=torch.float64),
+        atol=1e-12,
+        rtol=0,
+    )
     a = torch.tensor([[0.25, 0.75]], dtype=torch.float64)
     b = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
     expected = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
@@ -352,8 +391,9 @@ def test_metrics_match_their_definitions():
 def test_make_pairs_labels_each_pair_by_bradley_terry():
     ref_logits, reward = setup(seed=4, prompts=2, responses=3)
     n = 4000
-    prompt, chosen, rejected = make_pairs(ref_logits, reward, n,
-                                          torch.Generator().manual_seed(5))
+    prompt, chosen, rejected = make_pairs(
+        ref_logits, reward, n, torch.Generator().manual_seed(5)
+    )
     # Layout: prompt p owns rows p n .. (p + 1) n - 1.
     assert prompt.shape == chosen.shape == rejected.shape == (2 * n,)
     assert torch.equal(prompt, torch.arange(2).repeat_interleave(n))
@@ -384,9 +424,12 @@ def test_train_dpo_defaults_are_the_pages():
     ref_logits, reward = setup(seed=3, prompts=2, responses=3)
     pairs = make_pairs(ref_logits, reward, 50, torch.Generator().manual_seed(0))
     default = train_dpo(ref_logits, *pairs, 0.5)
-    torch.testing.assert_close(default, train_dpo(ref_logits, *pairs, 0.5, steps=300,
-                                                  lr=0.1, init_logits=ref_logits),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        default,
+        train_dpo(ref_logits, *pairs, 0.5, steps=300, lr=0.1, init_logits=ref_logits),
+        atol=0,
+        rtol=0,
+    )
     assert not torch.equal(default, train_dpo(ref_logits, *pairs, 0.5, steps=299))
 
 
@@ -400,9 +443,14 @@ def test_experiment_returns_what_it_promises():
     ref_logits, reward = setup(seed)
     pairs = make_pairs(ref_logits, reward, n, torch.Generator().manual_seed(seed + 1))
     logits = train_dpo(ref_logits, *pairs, beta, steps=steps)
-    exact = dict(logits=logits, ref_logits=ref_logits, reward=reward,
-                 pi=torch.softmax(logits, -1), pi_ref=torch.softmax(ref_logits, -1),
-                 pi_star=optimal_policy(ref_logits, reward, beta))
+    exact = dict(
+        logits=logits,
+        ref_logits=ref_logits,
+        reward=reward,
+        pi=torch.softmax(logits, -1),
+        pi_ref=torch.softmax(ref_logits, -1),
+        pi_star=optimal_policy(ref_logits, reward, beta),
+    )
     exact["tv"] = total_variation(exact["pi"], exact["pi_star"])
     exact["tv_tol"] = TV_FACTOR * expected_tv_error(ref_logits, reward, beta, n)
     assert set(out) == set(exact) | {"seconds"}
@@ -410,8 +458,9 @@ def test_experiment_returns_what_it_promises():
         torch.testing.assert_close(out[key], value, atol=0, rtol=0, msg=key)
     assert out["seconds"] > 0
     # labels="reversed": the same pairs with chosen and rejected swapped.
-    rev = experiment(beta=beta, pairs_per_prompt=n, steps=steps, seed=seed,
-                     labels="reversed")
+    rev = experiment(
+        beta=beta, pairs_per_prompt=n, steps=steps, seed=seed, labels="reversed"
+    )
     swapped = train_dpo(ref_logits, pairs[0], pairs[2], pairs[1], beta, steps=steps)
     torch.testing.assert_close(rev["logits"], swapped, atol=0, rtol=0)
     with pytest.raises(ValueError, match="labels"):
@@ -421,5 +470,7 @@ def test_experiment_returns_what_it_promises():
 if __name__ == "__main__":
     for s in SEEDS:
         out = run(seed=s)
-        print(f"seed {s}: TV per prompt {out['tv'].numpy().round(4)}, "
-              f"tolerance {out['tv_tol'].numpy().round(4)}, {out['seconds']:.2f}s")
+        print(
+            f"seed {s}: TV per prompt {out['tv'].numpy().round(4)}, "
+            f"tolerance {out['tv_tol'].numpy().round(4)}, {out['seconds']:.2f}s"
+        )

@@ -19,9 +19,11 @@ def step_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std, sigma, sigma_next):
     """KL(N(mean, s^2 I) || N(ref_mean, s^2 I)), s = std * sqrt(sigma - sigma_next).
     mean, ref_mean: (batch, *dims); std, sigma, sigma_next broadcastable.
     returns (batch,)."""
-    var = std ** 2 * (sigma - sigma_next)
+    var = std**2 * (sigma - sigma_next)
     kl = (mean - ref_mean) ** 2 / (2 * var)
     return kl.reshape(kl.shape[0], -1).sum(1)  # sum over non-batch dims
+
+
 # --8<-- [end:step_kl]
 
 
@@ -34,15 +36,17 @@ def test_step_kl_matches_torch_and_the_velocity_form(kl_fn=step_kl):
     from snippets.flow_grpo.sde import sde_step_with_logprob
 
     g = torch.Generator().manual_seed(0)
-    x, v, v_ref = (torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
-                   for _ in range(3))
+    x, v, v_ref = (
+        torch.randn(5, 3, 4, generator=g, dtype=torch.float64) for _ in range(3)
+    )
     t, t_next = 0.6, 0.5
     _, _, mean, std = sde_step_with_logprob(v, x, t, t_next)
     _, _, ref_mean, _ = sde_step_with_logprob(v_ref, x, t, t_next)
     kl = kl_fn(mean, ref_mean, std, t, t_next)
     s = std * (t - t_next) ** 0.5
     N = lambda m: torch.distributions.Independent(
-        torch.distributions.Normal(m, s.expand_as(m)), 2)
+        torch.distributions.Normal(m, s.expand_as(m)), 2
+    )
     expected = torch.distributions.kl_divergence(N(mean), N(ref_mean))
     torch.testing.assert_close(kl, expected, atol=1e-10, rtol=0)
     # The paper's velocity form of the same quantity.
@@ -58,8 +62,9 @@ def test_kl_divides_each_sample_by_its_own_sigma():
     from snippets.flow_grpo.sde import sde_step_with_logprob
 
     g = torch.Generator().manual_seed(2)
-    x, v, v_ref = (torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
-                   for _ in range(3))
+    x, v, v_ref = (
+        torch.randn(4, 3, 5, generator=g, dtype=torch.float64) for _ in range(3)
+    )
     t = torch.tensor([0.8, 0.6, 0.4, 0.2], dtype=torch.float64)
     t_next = t - torch.tensor([0.1, 0.05, 0.2, 0.1], dtype=torch.float64)
     _, _, mean, std = sde_step_with_logprob(v, x, t, t_next)
@@ -68,14 +73,16 @@ def test_kl_divides_each_sample_by_its_own_sigma():
     ref = reference_kl(mean, ref_mean, std)
     assert kl.shape == ref.shape == (4,)
     for i in range(4):
-        one = lambda a: sde_step_with_logprob(a[i:i + 1], x[i:i + 1], t[i].item(),
-                                              t_next[i].item())
+        one = lambda a: sde_step_with_logprob(
+            a[i : i + 1], x[i : i + 1], t[i].item(), t_next[i].item()
+        )
         _, _, m_i, s_i = one(v)
         _, _, r_i, _ = one(v_ref)
         alone = step_kl(m_i, r_i, s_i, t[i].item(), t_next[i].item())
-        torch.testing.assert_close(kl[i:i + 1], alone, atol=0, rtol=1e-12)
-        torch.testing.assert_close(ref[i:i + 1], reference_kl(m_i, r_i, s_i), atol=0,
-                                   rtol=1e-12)
+        torch.testing.assert_close(kl[i : i + 1], alone, atol=0, rtol=1e-12)
+        torch.testing.assert_close(
+            ref[i : i + 1], reference_kl(m_i, r_i, s_i), atol=0, rtol=1e-12
+        )
 
 
 # --8<-- [start:reference_kl]
@@ -89,6 +96,8 @@ def reference_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std) -> torch.Tenso
     Compared with step_kl it is KL * |dt| / D."""
     d2 = ((mean - ref_mean) ** 2).reshape(mean.shape[0], -1).mean(1)
     return d2 / (2 * torch.as_tensor(std).reshape(-1) ** 2)
+
+
 # --8<-- [end:reference_kl]
 
 
@@ -97,8 +106,9 @@ def test_reference_kl_is_the_true_kl_times_dt_over_d(beta_times_dt=True):
     from snippets.grpo.loss import clipped_surrogate
 
     g = torch.Generator().manual_seed(1)
-    x, v_old, v_ref, noise = (torch.randn(8, 4, 6, 6, generator=g, dtype=torch.float64)
-                              for _ in range(4))
+    x, v_old, v_ref, noise = (
+        torch.randn(8, 4, 6, 6, generator=g, dtype=torch.float64) for _ in range(4)
+    )
     D, t, t_next = 4 * 6 * 6, 0.6, 0.5
     adv = torch.randn(8, generator=g, dtype=torch.float64)
     x_next, lp_old, _, _ = sde_step_with_logprob(v_old, x, t, t_next, noise=noise)
@@ -106,8 +116,12 @@ def test_reference_kl_is_the_true_kl_times_dt_over_d(beta_times_dt=True):
     # (1) The identity: the reference's KL is the true step KL times |dt| / D.
     _, _, mean, std = sde_step_with_logprob(v_old, x, t, t_next)
     true_kl = step_kl(mean, ref_mean, std, t, t_next)
-    torch.testing.assert_close(reference_kl(mean, ref_mean, std),
-                               true_kl * (t - t_next) / D, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(
+        reference_kl(mean, ref_mean, std),
+        true_kl * (t - t_next) / D,
+        atol=1e-12,
+        rtol=1e-10,
+    )
 
     # (2) What it does to beta. Both losses at the start of an update (new = old, so
     # every ratio is 1 and no clip is active):

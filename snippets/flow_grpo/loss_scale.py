@@ -16,14 +16,16 @@ def parameter_change(optimizer: str, loss_scale: float, steps=20, seed=0, eps=1e
     loss_scale * MSE, with SGD or with AdamW (the reference's betas, eps, weight decay).
     returns the flattened change of all parameters, (n_params,)."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
-                              torch.nn.Linear(16, 1)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    ).double()
     start = torch.nn.utils.parameters_to_vector(net.parameters()).detach().clone()
     if optimizer == "sgd":
         opt = torch.optim.SGD(net.parameters(), lr=1e-2)
     else:  # config/base.py: learning_rate 3e-4, betas 0.9, 0.999, eps 1e-8, decay 1e-4
-        opt = torch.optim.AdamW(net.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=eps,
-                                weight_decay=1e-4)
+        opt = torch.optim.AdamW(
+            net.parameters(), lr=3e-4, betas=(0.9, 0.999), eps=eps, weight_decay=1e-4
+        )
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(64, 4, generator=g, dtype=torch.float64)
     y = torch.randn(64, 1, generator=g, dtype=torch.float64)
@@ -33,6 +35,8 @@ def parameter_change(optimizer: str, loss_scale: float, steps=20, seed=0, eps=1e
         loss.backward()
         opt.step()
     return torch.nn.utils.parameters_to_vector(net.parameters()).detach() - start
+
+
 # --8<-- [end:adam_vs_sgd]
 
 
@@ -41,8 +45,9 @@ def test_refutes_a_constant_loss_scale_shrinks_the_adamw_step(optimizer="adamw")
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()
     # SGD: one step is lr * gradient, so it shrinks exactly by D.
     sgd = parameter_change("sgd", 1.0, steps=1)
-    torch.testing.assert_close(parameter_change("sgd", 1 / D, steps=1), sgd / D,
-                               atol=1e-15, rtol=1e-10)
+    torch.testing.assert_close(
+        parameter_change("sgd", 1 / D, steps=1), sgd / D, atol=1e-15, rtol=1e-10
+    )
     # AdamW without its eps: 20 steps with the loss divided by D (or by 65 536, an SD3
     # latent at 512 px) are the same steps, to float64 precision.
     exact = parameter_change(optimizer, 1.0, eps=0.0)
@@ -73,8 +78,9 @@ def reference_problem(seed=0):
     4 -> 16 (tanh) -> 1 in float64 initialised under torch.manual_seed(seed), and the
     fixed batch x (64, 4), y (64, 1) from Generator(seed + 1)."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
-                              torch.nn.Linear(16, 1)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)
+    ).double()
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(64, 4, generator=g, dtype=torch.float64)
     y = torch.randn(64, 1, generator=g, dtype=torch.float64)
@@ -103,8 +109,10 @@ def test_first_steps_follow_the_update_rules():
 def test_training_minimises_the_mse_for_the_pages_20_steps():
     # The page: "20 steps". Both optimisers lower the MSE of the fixed batch (the
     # change applied to the same initial network), whatever the loss scale.
-    assert torch.equal(parameter_change("adamw", 1.0),
-                       parameter_change("adamw", 1.0, steps=20, seed=0, eps=1e-8))
+    assert torch.equal(
+        parameter_change("adamw", 1.0),
+        parameter_change("adamw", 1.0, steps=20, seed=0, eps=1e-8),
+    )
     for optimizer in ("sgd", "adamw"):
         for scale in (1.0, 1 / 1024):
             net, x, y = reference_problem(seed=0)

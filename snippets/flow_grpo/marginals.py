@@ -11,14 +11,26 @@ import math
 
 # --8<-- [start:simulate]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
-from snippets.flow_matching.gaussian import COV, MU, marginal_mean_cov
-from snippets.flow_matching.gaussian import marginal_velocity
+from snippets.flow_matching.gaussian import (
+    COV,
+    MU,
+    marginal_mean_cov,
+    marginal_velocity,
+)
 
 
-def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
-                     checkpoints=(0.75, 0.5, 0.25, 0.0), noise_level=0.7, seed=0,
-                     drop_correction=False, step=sde_step_with_logprob):
+def simulate_moments(
+    t_start=0.96,
+    num_steps=192,
+    n=20_000,
+    checkpoints=(0.75, 0.5, 0.25, 0.0),
+    noise_level=0.7,
+    seed=0,
+    drop_correction=False,
+    step=sde_step_with_logprob,
+):
     """Particles start from the exact p_{t_start}; integrate down to t = 0 with the ODE
     (Euler) and the SDE (Euler-Maruyama, one `step` each). returns
     {t: (ode_mean, ode_cov, sde_mean, sde_cov, exact_mean, exact_cov)}.
@@ -39,25 +51,36 @@ def simulate_moments(t_start=0.96, num_steps=192, n=20_000,
             std = noise_level * (t / (1 - t)).sqrt()
             x_sde = x_sde + v * (t_next - t) + std * (t - t_next).sqrt() * noise
         else:
-            x_sde, _, _, _ = step(v, x_sde, t, t_next, noise_level=noise_level,
-                                  noise=noise)
+            x_sde, _, _, _ = step(
+                v, x_sde, t, t_next, noise_level=noise_level, noise=noise
+            )
         for c in checkpoints:  # grid step 0.005: the checkpoints are grid points
             if abs(t_next.item() - c) < 1e-6:
                 em, ec = marginal_mean_cov(c, MU, COV)
-                out[c] = (x_ode.mean(0), torch.cov(x_ode.T),
-                          x_sde.mean(0), torch.cov(x_sde.T), em, ec)
+                out[c] = (
+                    x_ode.mean(0),
+                    torch.cov(x_ode.T),
+                    x_sde.mean(0),
+                    torch.cov(x_sde.T),
+                    em,
+                    ec,
+                )
     return out
+
+
 # --8<-- [end:simulate]
 
 
-def sde_step_doubled_correction(velocity, x, sigma, sigma_next, *, noise_level=0.7,
-                                noise=None):
+def sde_step_doubled_correction(
+    velocity, x, sigma, sigma_next, *, noise_level=0.7, noise=None
+):
     """sde.py's step with the score correction counted twice (sigma_t^2 / t instead of
     sigma_t^2 / (2t) in front of x + (1 - t) v): a counterfactual of Eq. (8)."""
-    _, _, mean, std = sde_step_with_logprob(velocity, x, sigma, sigma_next,
-                                            noise_level=noise_level, noise=noise)
+    _, _, mean, std = sde_step_with_logprob(
+        velocity, x, sigma, sigma_next, noise_level=noise_level, noise=noise
+    )
     dt = sigma_next - sigma
-    mean = mean + std ** 2 / (2 * sigma) * (x + (1 - sigma) * velocity) * dt
+    mean = mean + std**2 / (2 * sigma) * (x + (1 - sigma) * velocity) * dt
     return mean + std * (-dt).sqrt() * noise, None, mean, std
 
 
@@ -67,8 +90,9 @@ def test_sde_and_ode_marginals_agree(drop_correction=False, step=sde_step_with_l
     # <= 0.75); 0.03 is 4-5 of them. Checked for three noise levels a (the claim is for
     # every a).
     for a in (0.3, 0.7, 1.0):
-        res = simulate_moments(noise_level=a, drop_correction=drop_correction,
-                               step=step)
+        res = simulate_moments(
+            noise_level=a, drop_correction=drop_correction, step=step
+        )
         assert set(res) == {0.75, 0.5, 0.25, 0.0}
         for t, (om, oc, sm, sc, em, ec) in res.items():
             for name, m, c in (("ODE", om, oc), ("SDE", sm, sc)):
@@ -80,14 +104,16 @@ def test_refutes_noise_without_score_correction_keeps_marginals(noise_level=0.7)
     # The correction term sigma_t^2/(2t) (x + (1 - t) v) is what keeps p_t: adding the
     # same noise to the plain ODE step inflates the covariance far beyond the sampling
     # error (0.2 is more than 25 standard errors).
-    res = simulate_moments(drop_correction=True, checkpoints=(0.0,),
-                           noise_level=noise_level)
+    res = simulate_moments(
+        drop_correction=True, checkpoints=(0.0,), noise_level=noise_level
+    )
     _, _, _, sc, _, ec = res[0.0]
     assert (sc - ec).abs().max() > 0.2, f"covariance without correction {sc} vs {ec}"
 
 
 # --8<-- [start:explore]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 
@@ -104,16 +130,20 @@ def spread_from_one_start(n=20_000, num_steps=10, noise_level=0.7, seed=0):
         x_ode = x_ode + marginal_velocity(x_ode, t, MU, COV) * (t_next - t)
         noise = torch.randn(n, 2, generator=g, dtype=torch.float64)
         v = marginal_velocity(x_sde, t, MU, COV)
-        x_sde, lp, _, _ = sde_step_with_logprob(v, x_sde, t, t_next,
-                                                noise_level=noise_level, noise=noise)
+        x_sde, lp, _, _ = sde_step_with_logprob(
+            v, x_sde, t, t_next, noise_level=noise_level, noise=noise
+        )
         logp = logp + lp
     return x_ode, x_sde, logp
+
+
 # --8<-- [end:explore]
 
 
 def test_sde_spreads_from_one_state_with_its_exact_law():
-    def sde_law_from_one_start(noise_level, x=(0.4, -0.2), num_steps=10, mu=MU,
-                               cov=COV):
+    def sde_law_from_one_start(
+        noise_level, x=(0.4, -0.2), num_steps=10, mu=MU, cov=COV
+    ):
         """Exact law of both end points from the start x at t = 0.9 (the grid of
         spread_from_one_start), for data N(mu, cov) and the exact velocity
         v* = G x + b, G = K_t C_t^{-1}, b = -mu - (1 - t) G mu, affine in x. An Euler
@@ -129,8 +159,8 @@ def test_sde_spreads_from_one_state_with_its_exact_law():
         P, steps = torch.zeros_like(cov), []
         for t, t_next in zip(grid[:-1], grid[1:]):
             dt = t_next - t
-            sig2 = noise_level ** 2 * t / (1 - t)
-            C, K = (1 - t) ** 2 * cov + t ** 2 * eye, t * eye - (1 - t) * cov
+            sig2 = noise_level**2 * t / (1 - t)
+            C, K = (1 - t) ** 2 * cov + t**2 * eye, t * eye - (1 - t) * cov
             G = K @ torch.linalg.inv(C)
             b = -mu - (1 - t) * G @ mu
             x_ode = x_ode + dt * (G @ x_ode + b)
@@ -158,8 +188,9 @@ def test_sde_spreads_from_one_state_with_its_exact_law():
         # x_next = mean_k + s_k z_k each step scores exactly
         # -|z_k|^2 / 2 - d log s_k - d/2 log(2 pi), z_k the seeded noise of step k.
         g = torch.Generator().manual_seed(0)
-        z = torch.stack([torch.randn(n, d, generator=g, dtype=torch.float64)
-                         for _ in s])  # (k, n, d), drawn in the function's order
+        z = torch.stack(
+            [torch.randn(n, d, generator=g, dtype=torch.float64) for _ in s]
+        )  # (k, n, d), drawn in the function's order
         const = -d * s.log()[:, None] - d / 2 * math.log(2 * math.pi)
         exact = (-z.pow(2).sum(-1) / 2 + const).sum(0)
         torch.testing.assert_close(logp, exact, atol=1e-9, rtol=0)
@@ -168,7 +199,7 @@ def test_sde_spreads_from_one_state_with_its_exact_law():
         k = len(s)
         mean_lp = -d * k / 2 - d * s.log().sum() - d * k / 2 * math.log(2 * math.pi)
         std = (d * k / 2) ** 0.5  # 3.16 nats
-        assert abs(logp.mean() - mean_lp) < 5 * std / n ** 0.5, (logp.mean(), mean_lp)
+        assert abs(logp.mean() - mean_lp) < 5 * std / n**0.5, (logp.mean(), mean_lp)
         # chi2_20 has excess kurtosis 0.6: the sample std's relative standard error
         # is sqrt(2.6 / (4 n)); 5 of them.
         assert abs(logp.std() / std - 1) < 5 * (2.6 / (4 * n)) ** 0.5, logp.std()
@@ -176,6 +207,7 @@ def test_sde_spreads_from_one_state_with_its_exact_law():
 
 # --8<-- [start:group]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
 from snippets.flow_matching.sampling import euler_sample
@@ -197,15 +229,19 @@ def step_log_prob(theta, x, x_next, t, t_next, noise_level):
     returns the log-probs (n,) and d sum(log-probs) / d theta, (2,)."""
     theta = theta.clone().requires_grad_(True)
     v = marginal_velocity(x, t, MU, COV) + theta
-    _, lp, _, _ = sde_step_with_logprob(v, x, t, t_next, noise_level=noise_level,
-                                        prev_sample=x_next)
+    _, lp, _, _ = sde_step_with_logprob(
+        v, x, t, t_next, noise_level=noise_level, prev_sample=x_next
+    )
     (grad,) = torch.autograd.grad(lp.sum(), theta)
     return lp.detach(), grad
+
+
 # --8<-- [end:group]
 
 
 def test_ode_group_varies_through_x1_but_only_the_sde_step_has_a_log_prob(
-        shared_noise=False):
+    shared_noise=False,
+):
     n = 20_000
     # (1) Given x1 the ODE is one map: 200 runs from one x1 end at one point.
     one = ode_group(n=200, shared_noise=True)
@@ -225,20 +261,27 @@ def test_ode_group_varies_through_x1_but_only_the_sde_step_has_a_log_prob(
     t, t_next, a = 0.6, 0.5, 0.7
     g = torch.Generator().manual_seed(1)
     # x_t = (1 - t) x0 + t x1 with x0 from the ODE (~ data), t = 0.6
-    x = 0.4 * ode_group(n=n, seed=2) + 0.6 * torch.randn(n, 2, generator=g,
-                                                         dtype=torch.float64)
+    x = 0.4 * ode_group(n=n, seed=2) + 0.6 * torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
     theta = torch.zeros(2, dtype=torch.float64)
     v = marginal_velocity(x, t, MU, COV)
-    x_next, _, mean, std = sde_step_with_logprob(v, x, t, t_next, noise_level=a,
-                                                 noise=torch.randn(n, 2, generator=g,
-                                                                   dtype=torch.float64))
+    x_next, _, mean, std = sde_step_with_logprob(
+        v,
+        x,
+        t,
+        t_next,
+        noise_level=a,
+        noise=torch.randn(n, 2, generator=g, dtype=torch.float64),
+    )
     lp, grad = step_log_prob(theta, x, x_next, t, t_next, a)
     assert torch.isfinite(lp).all()
-    s2, dt = std ** 2 * (t - t_next), t_next - t
-    w = 1 + std ** 2 * (1 - t) / (2 * t)
-    torch.testing.assert_close(grad, ((x_next - mean) / s2 * w * dt).sum(0),
-                               atol=1e-8, rtol=1e-10)
-    assert (grad.abs() / n < 5 * abs(w * dt) / (s2.sqrt() * n ** 0.5)).all(), grad
+    s2, dt = std**2 * (t - t_next), t_next - t
+    w = 1 + std**2 * (1 - t) / (2 * t)
+    torch.testing.assert_close(
+        grad, ((x_next - mean) / s2 * w * dt).sum(0), atol=1e-8, rtol=1e-10
+    )
+    assert (grad.abs() / n < 5 * abs(w * dt) / (s2.sqrt() * n**0.5)).all(), grad
     # The ODE is the limit a -> 0: a zero-variance step has no finite log-density, and
     # before the limit the ratio of a FIXED small policy change (theta = 0.01 e1) at
     # the recorded x' degenerates: E log r = -|u|^2 / 2 with u = w dt theta / s, and
@@ -249,12 +292,17 @@ def test_ode_group_varies_through_x1_but_only_the_sde_step_has_a_log_prob(
     mean_log_r = {}
     for a in (0.7, 0.07, 0.007, 0.0007):
         x_a, lp_old, _, std_a = sde_step_with_logprob(
-            v, x, t, t_next, noise_level=a,
-            noise=torch.randn(n, 2, generator=g, dtype=torch.float64))
+            v,
+            x,
+            t,
+            t_next,
+            noise_level=a,
+            noise=torch.randn(n, 2, generator=g, dtype=torch.float64),
+        )
         lp_new, _ = step_log_prob(d_theta, x, x_a, t, t_next, a)
-        w_a = 1 + std_a ** 2 * (1 - t) / (2 * t)
+        w_a = 1 + std_a**2 * (1 - t) / (2 * t)
         u = (w_a * abs(dt) * d_theta.norm() / (std_a * (t - t_next) ** 0.5)).item()
         log_r = lp_new - lp_old  # ~ N(-u^2 / 2, u^2) over the sampled x'
-        assert abs(log_r.mean() + u ** 2 / 2) < 5 * u / n ** 0.5, (a, log_r.mean(), u)
+        assert abs(log_r.mean() + u**2 / 2) < 5 * u / n**0.5, (a, log_r.mean(), u)
         mean_log_r[a] = log_r.mean().item()
     assert mean_log_r[0.0007] < -5 < -1e-3 < mean_log_r[0.7], mean_log_r

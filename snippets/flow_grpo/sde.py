@@ -17,6 +17,7 @@ grad log p_t(x) = -(x + (1 - t) v) / t). Euler-Maruyama makes one step a Gaussia
 
 # --8<-- [start:sde_step]
 import math
+
 import torch
 
 
@@ -27,8 +28,9 @@ def _per_batch(s, x: torch.Tensor) -> torch.Tensor:
     return s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
 
 
-def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7,
-                          prev_sample=None, noise=None):
+def sde_step_with_logprob(
+    velocity, x, sigma, sigma_next, *, noise_level=0.7, prev_sample=None, noise=None
+):
     """One Flow-GRPO SDE step from sigma down to sigma_next,
     0 <= sigma_next < sigma < 1.
 
@@ -49,8 +51,10 @@ def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7,
     # Eq. (9)'s mean x + [v + sigma_t^2/(2t) (x + (1 - t) v)] dt with the x terms and
     # the v terms collected:
     # x (1 + sigma_t^2 dt / (2t)) + v (1 + sigma_t^2 (1 - t) / (2t)) dt
-    mean = (x * (1 + std ** 2 / (2 * sigma) * dt)
-            + velocity * (1 + std ** 2 * (1 - sigma) / (2 * sigma)) * dt)
+    mean = (
+        x * (1 + std**2 / (2 * sigma) * dt)
+        + velocity * (1 + std**2 * (1 - sigma) / (2 * sigma)) * dt
+    )
     step_std = std * torch.sqrt(-dt)  # sigma_t sqrt(|dt|)
     if prev_sample is None:
         if noise is None:
@@ -58,12 +62,14 @@ def sde_step_with_logprob(velocity, x, sigma, sigma_next, *, noise_level=0.7,
         prev_sample = mean + step_std * noise
     x_next = prev_sample
     log_prob = (
-        -((x_next.detach() - mean) ** 2) / (2 * step_std ** 2)
+        -((x_next.detach() - mean) ** 2) / (2 * step_std**2)
         - torch.log(step_std)
         - 0.5 * math.log(2 * math.pi)
     )
     log_prob = log_prob.reshape(x.shape[0], -1).sum(dim=1)  # sum over non-batch dims
     return x_next, log_prob, mean, std
+
+
 # --8<-- [end:sde_step]
 
 
@@ -75,7 +81,9 @@ def paper_mean(velocity, x, t, dt, noise_level=0.7):
     """The Euler-Maruyama mean as the paper writes it (Eq. (9), arXiv:2505.05470):
     x + [v + sigma_t^2 / (2t) (x + (1 - t) v)] dt. Scalars t, dt."""
     sigma_t = noise_level * (t / (1 - t)) ** 0.5
-    return x + (velocity + sigma_t ** 2 / (2 * t) * (x + (1 - t) * velocity)) * dt
+    return x + (velocity + sigma_t**2 / (2 * t) * (x + (1 - t) * velocity)) * dt
+
+
 # --8<-- [end:paper_form]
 
 
@@ -84,14 +92,15 @@ def paper_mean_correcting_v_only(velocity, x, t, dt, noise_level=0.7):
     x + [v + sigma_t^2 / (2t) (1 - t) v] dt (the x_t term dropped): a
     counterfactual of paper_mean."""
     sigma_t = noise_level * (t / (1 - t)) ** 0.5
-    return x + (velocity + sigma_t ** 2 / (2 * t) * (1 - t) * velocity) * dt
+    return x + (velocity + sigma_t**2 / (2 * t) * (1 - t) * velocity) * dt
 
 
 def sde_step_mean_over_dims(velocity, x, sigma, sigma_next, **kw):
     """sde_step_with_logprob with the log-prob AVERAGED over the non-batch dims, as
     the reference does: a counterfactual of the summed log-density."""
-    x_next, log_prob, mean, std = sde_step_with_logprob(velocity, x, sigma, sigma_next,
-                                                        **kw)
+    x_next, log_prob, mean, std = sde_step_with_logprob(
+        velocity, x, sigma, sigma_next, **kw
+    )
     return x_next, log_prob / x[0].numel(), mean, std
 
 
@@ -115,7 +124,7 @@ def test_step_log_prob_matches_torch_distributions(step=sde_step_with_logprob):
     sigma_next = sigma - 0.05
     x_next, log_prob, mean, std = step(v, x, sigma, sigma_next, noise=noise)
     assert log_prob.shape == (6,)
-    scale = 0.7 * (sigma / (1 - sigma)).sqrt() * 0.05 ** 0.5
+    scale = 0.7 * (sigma / (1 - sigma)).sqrt() * 0.05**0.5
     scale = scale.reshape(6, 1, 1, 1).expand_as(x)
     dist = torch.distributions.Independent(torch.distributions.Normal(mean, scale), 3)
     torch.testing.assert_close(log_prob, dist.log_prob(x_next), atol=1e-10, rtol=0)
@@ -136,9 +145,11 @@ def test_step_log_prob_matches_torch_distributions(step=sde_step_with_logprob):
     v2, x2, n2 = (a[:, :, 0, 0] for a in (v, x, noise))
     _, lp2, _, _ = sde_step_with_logprob(v2, x2, sigma, sigma_next, noise=n2)
     dist2 = torch.distributions.Independent(
-        torch.distributions.Normal(mean[:, :, 0, 0], scale[:, :, 0, 0]), 1)
-    torch.testing.assert_close(lp2, dist2.log_prob(x_next[:, :, 0, 0]), atol=1e-10,
-                               rtol=0)
+        torch.distributions.Normal(mean[:, :, 0, 0], scale[:, :, 0, 0]), 1
+    )
+    torch.testing.assert_close(
+        lp2, dist2.log_prob(x_next[:, :, 0, 0]), atol=1e-10, rtol=0
+    )
 
 
 def test_step_runs_on_the_device_of_the_sample():
@@ -155,6 +166,7 @@ def test_step_runs_on_the_device_of_the_sample():
 
 # --8<-- [start:note_formula]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
 
 
@@ -169,6 +181,8 @@ def note_vs_actual_step(x, v, t, t_next, noise):
     scale = std * abs(dt) ** 0.5
     logpdf = lambda m: torch.distributions.Normal(m, scale).log_prob(x_next).flatten(1)
     return logpdf(mu_dt).sum(1), logpdf(x + mu_dt).sum(1), log_prob
+
+
 # --8<-- [end:note_formula]
 
 
@@ -183,8 +197,8 @@ def test_qualifies_note_transition_formula():
     # Does not hold as written: the mean mu(x_t, t) dt leaves out x_t. The sampled point
     # x_t + mu dt + s eps (s = sigma_t sqrt|dt|) then loses
     # (|x_t + s eps|^2 - |s eps|^2) / (2 s^2) nats.
-    s = 0.7 * (0.6 / 0.4) ** 0.5 * 0.1 ** 0.5
-    gap = ((x + s * noise).pow(2).sum(1) - (s * noise).pow(2).sum(1)) / (2 * s ** 2)
+    s = 0.7 * (0.6 / 0.4) ** 0.5 * 0.1**0.5
+    gap = ((x + s * noise).pow(2).sum(1) - (s * noise).pow(2).sum(1)) / (2 * s**2)
     torch.testing.assert_close(actual - note, gap, atol=1e-9, rtol=0)
     # On average |x_t|^2 / (2 s^2) = 2 / (2 * 0.0735) = 13.6 nats here (x_t ~ N(0, I)).
     assert (actual - note).mean() > 10, f"note vs actual gap: {actual - note}"
@@ -192,6 +206,7 @@ def test_qualifies_note_transition_formula():
 
 # --8<-- [start:mean_vs_sum]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
 
 
@@ -209,6 +224,8 @@ def ratios_sum_vs_mean(x, v_old, v_new, t, t_next, noise):
 def is_clipped(ratio: torch.Tensor, clip_eps: float) -> torch.Tensor:
     """Where PPO's clip(ratio, 1 - eps, 1 + eps) is active, (batch,) bool."""
     return (ratio - 1).abs() > clip_eps
+
+
 # --8<-- [end:mean_vs_sum]
 
 
@@ -219,8 +236,14 @@ def test_clip_is_active_exactly_where_clamp_stops_the_gradient():
     r = torch.tensor([0.5, 0.75, 0.9, 1.0, 1.25, 1.5], requires_grad=True)
     r.clamp(0.75, 1.25).sum().backward()
     assert torch.equal(is_clipped(r.detach(), 0.25), r.grad == 0), r.grad
-    assert is_clipped(r.detach(), 0.25).tolist() == [True, False, False, False, False,
-                                                     True]
+    assert is_clipped(r.detach(), 0.25).tolist() == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
@@ -247,7 +270,7 @@ def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
     _, _, m_old, std = sde_step_with_logprob(v, x, t, t_next)
     _, _, m_new, _ = sde_step_with_logprob(v_new, x, t, t_next)
     u_d = ((m_new - m_old) / (std * (t - t_next) ** 0.5)).flatten(1)
-    log_r = (noise.flatten(1) * u_d - u_d ** 2 / 2).sum(1)
+    log_r = (noise.flatten(1) * u_d - u_d**2 / 2).sum(1)
     torch.testing.assert_close(r_sum.log(), log_r, atol=1e-8, rtol=1e-8)
     u = u_d.norm(dim=1)
     frac = lambda mask: mask.double().mean().item()
@@ -255,7 +278,7 @@ def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
     # Holds at clip range 0.2: the true ratio leaves [0.8, 1.2] for most samples (the
     # theory says how many), the averaged one never does (that would take
     # |log r| > D log 1.2 = 187).
-    p = outside(-u ** 2 / 2, u, math.log(0.8), math.log(1.2)).mean().item()
+    p = outside(-(u**2) / 2, u, math.log(0.8), math.log(1.2)).mean().item()
     measured = frac(is_clipped(r_sum, 0.2))
     assert p > 0.5 and abs(measured - p) < se5(p), (p, measured)
     assert frac(is_clipped(r_mean, 0.2)) == 0.0
@@ -267,6 +290,6 @@ def test_qualifies_mean_over_dims_takes_the_dth_root_of_the_ratio():
     lo, hi = (1 - eps) ** D, (1 + eps) ** D
     assert abs(lo - 0.9027) < 1e-4 and abs(hi - 1.1078) < 1e-4
     assert torch.equal(is_clipped(r_mean, eps), (r_sum < lo) | (r_sum > hi))
-    p = outside(-u ** 2 / 2, u, math.log(lo), math.log(hi)).mean().item()
+    p = outside(-(u**2) / 2, u, math.log(lo), math.log(hi)).mean().item()
     measured = frac(is_clipped(r_mean, eps))
     assert p > 0.5 and abs(measured - p) < se5(p), (p, measured)

@@ -11,6 +11,7 @@ Evaluation uses the ODE with more steps than training.
 
 # --8<-- [start:reward]
 import torch
+
 from snippets.flow_matching.toy2d import MEANS, MODE_STD
 
 FAVOURED = [7, 0, 1]  # the three modes on the right (angles -45, 0, 45 degrees)
@@ -20,19 +21,22 @@ def reward(x: torch.Tensor) -> torch.Tensor:
     """exp(-d^2 / (2 * 0.3^2)), d = distance to the nearest favoured mode.
     x: (n, 2) -> (n,)."""
     d2 = ((x[:, None, :].double() - MEANS[FAVOURED]) ** 2).sum(-1).min(1).values
-    return torch.exp(-d2 / (2 * 0.3 ** 2)).to(x.dtype)
+    return torch.exp(-d2 / (2 * 0.3**2)).to(x.dtype)
 
 
 def on_data_fraction(x: torch.Tensor, radius: float = 3 * MODE_STD) -> float:
     """Share of samples within 3 mode standard deviations of one of the 8 modes (any
     mode). x: (n, 2)."""
     d2 = ((x[:, None, :].double() - MEANS) ** 2).sum(-1).min(1).values
-    return (d2 < radius ** 2).double().mean().item()
+    return (d2 < radius**2).double().mean().item()
+
+
 # --8<-- [end:reward]
 
 
 # --8<-- [start:rollout]
 import torch
+
 from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.flow_matching.sampling import time_grid
 
@@ -52,22 +56,37 @@ def rollout(model, n: int, num_steps: int, noise_level: float, generator):
             noise = torch.randn(n, 2, generator=generator)
             v = model(x, t.expand(n))
             x_next, lp, _, _ = sde_step_with_logprob(
-                v, x, t, t_next, noise_level=noise_level, noise=noise)
+                v, x, t, t_next, noise_level=noise_level, noise=noise
+            )
             states.append(x), nexts.append(x_next), logps.append(lp)
             x = x_next
     return torch.stack(states, 1), torch.stack(nexts, 1), torch.stack(logps, 1), ts, x
+
+
 # --8<-- [end:rollout]
 
 
 # --8<-- [start:loss]
 import torch
+
 from snippets.flow_grpo.kl import step_kl
 from snippets.flow_grpo.sde import sde_step_with_logprob
 from snippets.grpo.loss import clipped_surrogate
 
 
-def flow_grpo_loss(model, ref_model, states, nexts, old_logps, advantages, ts, *,
-                   noise_level=0.7, clip_eps=0.2, beta=0.1):
+def flow_grpo_loss(
+    model,
+    ref_model,
+    states,
+    nexts,
+    old_logps,
+    advantages,
+    ts,
+    *,
+    noise_level=0.7,
+    clip_eps=0.2,
+    beta=0.1,
+):
     """Per-step clipped surrogate + beta * closed-form KL, averaged over the steps of a
     trajectory, then over trajectories (Eq. (5), arXiv:2505.05470: steps play the role
     of tokens; every trajectory has S steps, so this per-sequence mean equals the
@@ -85,13 +104,17 @@ def flow_grpo_loss(model, ref_model, states, nexts, old_logps, advantages, ts, *
     # (B, S)
     surrogate = clipped_surrogate(logps.reshape(B, S), old_logps, advantages, clip_eps)
     return (-surrogate + beta * kl).mean(1).mean(), kl.mean().item()
+
+
 # --8<-- [end:loss]
 
 
 # --8<-- [start:train]
 import copy
 import time
+
 import torch
+
 from snippets.flow_grpo.train import flow_grpo_loss, on_data_fraction, reward, rollout
 from snippets.flow_matching.sampling import euler_sample
 from snippets.grpo.advantages import group_advantages
@@ -102,13 +125,27 @@ def evaluate(model, n=2000, num_steps=40, seed=123):
     fraction."""
     x1 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     x = euler_sample(model, x1, num_steps)
-    return {"reward": reward(x).mean().item(), "on_data": on_data_fraction(x),
-            "samples": x}
+    return {
+        "reward": reward(x).mean().item(),
+        "on_data": on_data_fraction(x),
+        "samples": x,
+    }
 
 
-def train_flow_grpo(ref_model, *, iterations=60, num_groups=8, group_size=16,
-                    train_steps=10, noise_level=0.7, inner_epochs=2, lr=1e-3,
-                    clip_eps=0.2, beta=0.1, seed=0):
+def train_flow_grpo(
+    ref_model,
+    *,
+    iterations=60,
+    num_groups=8,
+    group_size=16,
+    train_steps=10,
+    noise_level=0.7,
+    inner_epochs=2,
+    lr=1e-3,
+    clip_eps=0.2,
+    beta=0.1,
+    seed=0,
+):
     """Returns the fine-tuned policy, a history of rollout rewards / KL, and the CPU
     seconds spent."""
     torch.manual_seed(seed)
@@ -126,9 +163,18 @@ def train_flow_grpo(ref_model, *, iterations=60, num_groups=8, group_size=16,
         r = reward(x0)
         adv = group_advantages(r.reshape(num_groups, group_size)).reshape(n)
         for _ in range(inner_epochs):
-            loss, kl = flow_grpo_loss(policy, ref_model, states, nexts, old_logps, adv,
-                                      ts, noise_level=noise_level, clip_eps=clip_eps,
-                                      beta=beta)
+            loss, kl = flow_grpo_loss(
+                policy,
+                ref_model,
+                states,
+                nexts,
+                old_logps,
+                adv,
+                ts,
+                noise_level=noise_level,
+                clip_eps=clip_eps,
+                beta=beta,
+            )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -136,14 +182,16 @@ def train_flow_grpo(ref_model, *, iterations=60, num_groups=8, group_size=16,
         history["rollout_reward"].append(r.mean().item())
         history["kl"].append(kl)
     return policy.eval(), history, time.process_time() - start
+
+
 # --8<-- [end:train]
 
 
-import functools  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
+import functools
+import math
+import os
 
-from snippets.flow_matching.model import VelocityMLP  # noqa: E402
+from snippets.flow_matching.model import VelocityMLP
 
 
 def test_reward_and_on_data_fraction_follow_their_definitions():
@@ -154,11 +202,11 @@ def test_reward_and_on_data_fraction_follow_their_definitions():
     for d in (0.0, 0.15, 0.3, 0.6):
         r = reward(fav + d * outwards)
         assert r.dtype == torch.float32
-        expected = torch.full((3,), math.exp(-d ** 2 / (2 * 0.3 ** 2)))
+        expected = torch.full((3,), math.exp(-(d**2) / (2 * 0.3**2)))
         torch.testing.assert_close(r, expected, atol=1e-6, rtol=0)
     # The unrewarded centres are >= 2 * 2 sin(22.5 deg) = 1.53 from a rewarded one.
     others = [k for k in range(8) if k not in FAVOURED]
-    assert reward(MEANS[others]).max() < math.exp(-1.53 ** 2 / (2 * 0.3 ** 2))
+    assert reward(MEANS[others]).max() < math.exp(-(1.53**2) / (2 * 0.3**2))
     # on_data_fraction: the share of points within 3 MODE_STD = 0.3 of ANY centre.
     m = MEANS.float()
     radial = m / m.norm(dim=1, keepdim=True)
@@ -191,8 +239,14 @@ def test_rollout_records_the_steps_it_scores():
         # step with this noise level: the ratio starts at exactly 1 in the update.
         for k in range(N - 1):
             x, t, t_next = states[:, k], ts[k + 1], ts[k + 2]
-            _, lp, _, _ = sde_step_with_logprob(model(x, t.expand(n)), x, t, t_next,
-                                                noise_level=a, prev_sample=nexts[:, k])
+            _, lp, _, _ = sde_step_with_logprob(
+                model(x, t.expand(n)),
+                x,
+                t,
+                t_next,
+                noise_level=a,
+                prev_sample=nexts[:, k],
+            )
             torch.testing.assert_close(logps[:, k], lp, atol=1e-5, rtol=1e-6)
 
 
@@ -208,8 +262,9 @@ def test_flow_grpo_loss_is_the_per_step_objective():
 
     def per_step(k):  # the policy's and the reference's Gaussian step k, computed alone
         x, t, t_next = states[:, k], ts[k + 1], ts[k + 2]
-        step = lambda m, **o: sde_step_with_logprob(m(x, t.expand(B)), x, t, t_next,
-                                                    noise_level=a, **o)
+        step = lambda m, **o: sde_step_with_logprob(
+            m(x, t.expand(B)), x, t, t_next, noise_level=a, **o
+        )
         _, lp, mean, std = step(policy, prev_sample=nexts[:, k])
         _, _, ref_mean, _ = step(ref)
         return lp, step_kl(mean, ref_mean, std, t, t_next)
@@ -234,8 +289,9 @@ def test_flow_grpo_loss_is_the_per_step_objective():
         lps, kls = torch.stack(lps, 1), torch.stack(kls, 1)  # (B, N - 1)
         surrogate = clipped_surrogate(lps, old, adv, eps)
         assert (surrogate != (lps - old).exp() * adv[:, None]).any()  # clipping acts
-        torch.testing.assert_close(loss, (-surrogate + beta * kls).mean(), atol=1e-6,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            loss, (-surrogate + beta * kls).mean(), atol=1e-6, rtol=1e-5
+        )
         assert abs(kl - kls.mean().item()) < 1e-5 * kls.mean().item()
 
 
@@ -243,8 +299,15 @@ def test_train_flow_grpo_updates_a_copy_and_keeps_the_reference():
     torch.manual_seed(0)
     ref = VelocityMLP(hidden=16).requires_grad_(False)
     start = [p.clone() for p in ref.parameters()]
-    run = lambda: train_flow_grpo(ref, iterations=3, num_groups=2, group_size=4,
-                                  train_steps=4, inner_epochs=1, seed=0)
+    run = lambda: train_flow_grpo(
+        ref,
+        iterations=3,
+        num_groups=2,
+        group_size=4,
+        train_steps=4,
+        inner_epochs=1,
+        seed=0,
+    )
     policy, history, seconds = run()
     assert policy is not ref and not policy.training and seconds >= 0
     assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), start))  # frozen
@@ -255,8 +318,9 @@ def test_train_flow_grpo_updates_a_copy_and_keeps_the_reference():
     # Seeded: the same call gives the same policy.
     policy2, history2, _ = run()
     assert history2 == history
-    assert all(torch.equal(p, q) for p, q in zip(policy2.parameters(),
-                                                 policy.parameters()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(policy2.parameters(), policy.parameters())
+    )
 
 
 def test_evaluate_scores_seeded_ode_samples():
@@ -281,7 +345,7 @@ def _reference(pid: int):
     return pretrained_toy_model()[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _before_after(seed: int, pid: int, beta: float = 0.1):
     """One GRPO run, shared by the two tests below (pid: as in _reference)."""
     torch.set_num_threads(1)
@@ -312,6 +376,7 @@ def test_qualifies_grpo_keeps_the_data_distribution():
         # samples; after, the unrewarded modes hold under 1 % together, and within the
         # rewarded modes the spread shrinks well below the data's MODE_STD = 0.1.
         assert (nearest[:, None] == unrewarded).any(1).double().mean() < 0.01, seed
-        within = torch.stack([(x[nearest == k] - MEANS[k]).std(0).mean()
-                              for k in FAVOURED])
+        within = torch.stack(
+            [(x[nearest == k] - MEANS[k]).std(0).mean() for k in FAVOURED]
+        )
         assert (within < 0.6 * MODE_STD).all(), f"seed {seed}: within-mode std {within}"

@@ -35,6 +35,8 @@ def ddpm_forward(x0: torch.Tensor, t: int, abar, generator=None, eps=None):
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     return abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * eps  # Eq. (4), arXiv:2006.11239
+
+
 # --8<-- [end:ddpm_forward]
 
 
@@ -48,6 +50,8 @@ def gaussian_eps(x: torch.Tensor, t: int, abar: torch.Tensor, mu, cov) -> torch.
     a = abar[t]
     C = a * cov + (1 - a) * torch.eye(x.shape[1], dtype=x.dtype)
     return (1 - a).sqrt() * torch.linalg.solve(C, (x - a.sqrt() * mu).T).T
+
+
 # --8<-- [end:gaussian_eps]
 
 
@@ -86,17 +90,18 @@ def ddim(xT, eps_fn, abar, eta: float = 0.0, generator=None):
             if eta > 0:
                 z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             # Eq. (12)
-            x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s ** 2).sqrt() * eps
+            x = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1] - s**2).sqrt() * eps
             x = x + s * z
     return x
+
+
 # --8<-- [end:samplers]
 
 
-import pytest  # noqa: E402
+import pytest
 
-from snippets.flow_matching.gaussian import (  # noqa: E402
-    COV, MU, exact_flow, marginal_velocity)
-from snippets.flow_matching.sampling import euler_sample  # noqa: E402
+from snippets.flow_matching.gaussian import COV, MU, exact_flow, marginal_velocity
+from snippets.flow_matching.sampling import euler_sample
 
 F64 = torch.float64
 
@@ -105,7 +110,8 @@ F64 = torch.float64
 def randn():
     """randn(seed, *shape): float64 standard normal draws from their own seed."""
     return lambda seed, *shape: torch.randn(
-        *shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        *shape, generator=torch.Generator().manual_seed(seed), dtype=F64
+    )
 
 
 @pytest.fixture
@@ -113,9 +119,11 @@ def spread_from_one_start(randn):
     """spread(sampler, n_runs): run a sampler n_runs times from ONE initial noise (the
     rows of a batch, each row drawing its own per-step noise); returns the
     per-dimension std of the outputs."""
+
     def spread(sampler, n_runs=2000):
         x_start = randn(7, 1, 2).expand(n_runs, 2)
         return sampler(x_start, torch.Generator().manual_seed(8)).std(0)
+
     return spread
 
 
@@ -124,10 +132,12 @@ def moments_ok():
     """moments_ok(x): whether samples x have the data's mean and covariance. 20 000
     samples: standard errors ~0.005 (mean) and ~0.007 (covariance entries); the rest of
     the 0.05 budget is for the bias of a 100-step sampler."""
+
     def check(x, tol=0.05):
         mean_err = (x.mean(0) - MU).abs().max().item()
         cov_err = (torch.cov(x.T) - COV).abs().max().item()
         return mean_err < tol and cov_err < tol, (mean_err, cov_err)
+
     return check
 
 
@@ -137,9 +147,12 @@ def test_ddpm_schedule_is_linear_in_float64():
     betas, alphas, abar = ddpm_schedule()
     assert betas.dtype == alphas.dtype == abar.dtype == F64 and len(betas) == 101
     assert betas[0] == 0 and betas[1] == 1e-3 and betas[100] == 0.2
-    torch.testing.assert_close(betas[2:] - betas[1:-1],
-                               torch.full((99,), 0.199 / 99, dtype=F64),
-                               atol=1e-15, rtol=0)
+    torch.testing.assert_close(
+        betas[2:] - betas[1:-1],
+        torch.full((99,), 0.199 / 99, dtype=F64),
+        atol=1e-15,
+        rtol=0,
+    )
     torch.testing.assert_close(alphas, 1 - betas, atol=0, rtol=0)
     torch.testing.assert_close(abar, torch.cumprod(1 - betas, 0), atol=0, rtol=0)
 
@@ -150,8 +163,14 @@ def test_ddpm_noise_enters_as_in_algorithm_2():
     # sum_{t=2..T} sqrt(beta_t / abar_{t-1}) z_t, z_T drawn first.
     betas, alphas, abar = ddpm_schedule()
     zero = lambda x, t: torch.zeros_like(x)
-    out = ddpm_ancestral(torch.zeros(3, 2, dtype=F64), zero, betas, alphas, abar,
-                         torch.Generator().manual_seed(4))
+    out = ddpm_ancestral(
+        torch.zeros(3, 2, dtype=F64),
+        zero,
+        betas,
+        alphas,
+        abar,
+        torch.Generator().manual_seed(4),
+    )
     g = torch.Generator().manual_seed(4)
     expected = torch.zeros(3, 2, dtype=F64)
     for t in range(100, 1, -1):
@@ -179,8 +198,9 @@ def test_ddim_with_eta_1_is_the_ddpm_posterior_step():
         var = betas[t] * (1 - abar[t - 1]) / (1 - abar[t])
         z = torch.randn(5, 2, generator=torch.Generator().manual_seed(6), dtype=F64)
         out = ddim(x, lambda x_, k: eps, pair, 1.0, torch.Generator().manual_seed(6))
-        torch.testing.assert_close(out, c0 * x0_hat + ct * x + var.sqrt() * z,
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            out, c0 * x0_hat + ct * x + var.sqrt() * z, atol=1e-12, rtol=0
+        )
         g0 = torch.Generator().manual_seed(6)
         out0 = ddim(x, lambda x_, k: eps, pair, 0.0, g0)
         mean0 = abar[t - 1].sqrt() * x0_hat + (1 - abar[t - 1]).sqrt() * eps
@@ -198,9 +218,9 @@ def ddpm_mean_only(xT, eps_fn, betas, alphas, abar, generator=None):
     return x
 
 
-def test_ddpm_ancestral_differs_from_one_initial_noise(spread_from_one_start, randn,
-                                                       moments_ok,
-                                                       sampler_fn=ddpm_ancestral):
+def test_ddpm_ancestral_differs_from_one_initial_noise(
+    spread_from_one_start, randn, moments_ok, sampler_fn=ddpm_ancestral
+):
     def ancestral_given_xT(betas, alphas, abar, mu=MU, cov=COV):
         """Exact law of DDPM's ancestral sample given x_T, for data N(mu, cov) and the
         exact eps predictor: eps is affine in x, so each step is
@@ -243,9 +263,9 @@ def ddpm_without_noise(xT, eps_fn, abar, eta=0.0, generator=None):
     return ddpm_mean_only(xT, eps_fn, 1 - alphas, alphas, abar, generator)
 
 
-def test_ddim_eta0_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                           moments_ok, eta=0.0,
-                                                           sampler=ddim):
+def test_ddim_eta0_is_deterministic_from_one_initial_noise(
+    spread_from_one_start, randn, moments_ok, eta=0.0, sampler=ddim
+):
     # sampler = ddpm_without_noise: deterministic too, does it reach the data?
     _, _, abar = ddpm_schedule()
     eps_fn = lambda x, t: gaussian_eps(x, t, abar, MU, COV)
@@ -274,14 +294,15 @@ def marginal_preserving_sde_sample(velocity, x1, num_steps, noise_level=0.7):
         x = x1 + velocity(x1, ts[0].expand(n)) * (ts[1] - ts[0])
         for t, t_next in zip(ts[1:-1], ts[2:]):
             z = torch.randn(x.shape, generator=g, dtype=x.dtype)
-            x = sde_step_with_logprob(velocity(x, t.expand(n)), x, t, t_next,
-                                      noise_level=noise_level, noise=z)[0]
+            x = sde_step_with_logprob(
+                velocity(x, t.expand(n)), x, t, t_next, noise_level=noise_level, noise=z
+            )[0]
     return x
 
 
-def test_flow_ode_is_deterministic_from_one_initial_noise(spread_from_one_start, randn,
-                                                          moments_ok,
-                                                          sampler=euler_sample):
+def test_flow_ode_is_deterministic_from_one_initial_noise(
+    spread_from_one_start, randn, moments_ok, sampler=euler_sample
+):
     # sampler = marginal_preserving_sde_sample: same marginals, fresh noise per step
     v = lambda x, t: marginal_velocity(x, t, MU, COV)
     spread = spread_from_one_start(lambda x1, g: sampler(v, x1, 100), n_runs=200)
@@ -291,8 +312,10 @@ def test_flow_ode_is_deterministic_from_one_initial_noise(spread_from_one_start,
     # order (doubling the steps halves the error).
     x1 = randn(3, 2000, 2)
     exact = exact_flow(x1, 0.0, MU, COV)
-    err = {n: (sampler(v, x1, n) - exact).pow(2).sum(-1).mean().sqrt().item()
-           for n in (50, 100, 200)}
+    err = {
+        n: (sampler(v, x1, n) - exact).pow(2).sum(-1).mean().sqrt().item()
+        for n in (50, 100, 200)
+    }
     assert err[200] < 0.01, err
     for n in (50, 100):
         assert 0.4 < err[2 * n] / err[n] < 0.6, err

@@ -24,7 +24,7 @@ def marginal_mean_cov(t, mu: torch.Tensor, cov: torch.Tensor):
     t = torch.as_tensor(t, dtype=mu.dtype)
     eye = torch.eye(mu.shape[0], dtype=mu.dtype)
     tt = t[..., None, None]
-    return (1 - t)[..., None] * mu, (1 - tt) ** 2 * cov + tt ** 2 * eye
+    return (1 - t)[..., None] * mu, (1 - tt) ** 2 * cov + tt**2 * eye
 
 
 def marginal_velocity(x: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor):
@@ -37,8 +37,10 @@ def marginal_velocity(x: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor):
     t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])[:, None]  # (batch, 1)
     lam, U = torch.linalg.eigh(cov)
     # eigenvalues of K_t C_t^{-1}
-    gain = (t - (1 - t) * lam) / ((1 - t) ** 2 * lam + t ** 2)
+    gain = (t - (1 - t) * lam) / ((1 - t) ** 2 * lam + t**2)
     return -mu + (((x - (1 - t) * mu) @ U) * gain) @ U.T
+
+
 # --8<-- [end:closed_form]
 
 
@@ -53,8 +55,10 @@ def exact_flow(x1: torch.Tensor, t, mu: torch.Tensor, cov: torch.Tensor):
     x1: (batch, d); t: float; returns (batch, d). At t = 0: mu + Sigma^{1/2} x1.
     """
     lam, U = torch.linalg.eigh(cov)
-    s = torch.sqrt((1 - t) ** 2 * lam + t ** 2)  # eigenvalues of C_t^{1/2}
+    s = torch.sqrt((1 - t) ** 2 * lam + t**2)  # eigenvalues of C_t^{1/2}
     return (1 - t) * mu + x1 @ (U * s) @ U.T
+
+
 # --8<-- [end:exact_flow]
 
 
@@ -70,6 +74,8 @@ def sample_gaussian_data(n: int, generator=None, dtype=torch.float32):
     L = torch.linalg.cholesky(COV)
     z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
     return (MU + z @ L.T).to(dtype)
+
+
 # --8<-- [end:example]
 
 
@@ -83,7 +89,7 @@ def test_closed_form_is_the_conditional_mean():
     for t in (0.2, 0.5, 0.8):
         xt = (1 - t) * x0 + t * x1
         resid = (x1 - x0) - marginal_velocity(xt, t, MU, COV)
-        feats = torch.cat([torch.ones(n, 1, dtype=torch.float64), xt, xt ** 2], dim=1)
+        feats = torch.cat([torch.ones(n, 1, dtype=torch.float64), xt, xt**2], dim=1)
         corr = (resid[:, :, None] * feats[:, None, :]).mean(0)
         assert corr.abs().max() < 0.02, f"t={t}: residual correlates with x_t: {corr}"
 
@@ -101,8 +107,13 @@ def test_exact_flow_solves_the_ode():
 
 # --8<-- [start:net_vs_closed_form]
 import torch
-from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
-from snippets.flow_matching.gaussian import sample_gaussian_data
+
+from snippets.flow_matching.gaussian import (
+    COV,
+    MU,
+    marginal_velocity,
+    sample_gaussian_data,
+)
 from snippets.flow_matching.path import interpolate, target_velocity
 
 
@@ -122,6 +133,8 @@ def velocity_errors(model, n: int = 20_000, seed: int = 123):
     err_net = rms(v_net - v_star) / rms(v_star)
     err_target = rms(target_velocity(x0, x1) - v_star) / rms(v_star)
     return err_net.item(), err_target.item()
+
+
 # --8<-- [end:net_vs_closed_form]
 
 
@@ -146,7 +159,7 @@ def test_trained_network_matches_marginal_velocity(steps=1500):
     eye = torch.eye(2, dtype=torch.float64)
     resid = 0.0
     for t in 0.02 + 0.96 * (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000:
-        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t ** 2 * eye
+        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t**2 * eye
         resid += torch.trace(eye + COV - K @ torch.linalg.solve(C, K)).item() / 1000
     total = torch.trace(eye + COV).item() + (MU @ MU).item()
     expected = (resid / (total - resid)) ** 0.5  # 0.957
@@ -161,8 +174,9 @@ def test_exact_flow_pushes_the_noise_onto_the_marginal():
     for t in (0.0, 0.3, 0.75, 1.0):
         A_T = exact_flow(eye, t, MU, COV) - exact_flow(0 * eye, t, MU, COV)  # rows
         mean, cov = marginal_mean_cov(t, MU, COV)
-        torch.testing.assert_close(mean, exact_flow(0 * eye, t, MU, COV)[0], atol=1e-12,
-                                   rtol=0)
+        torch.testing.assert_close(
+            mean, exact_flow(0 * eye, t, MU, COV)[0], atol=1e-12, rtol=0
+        )
         torch.testing.assert_close(cov, A_T.T @ A_T, atol=1e-12, rtol=0)
     ts = torch.tensor([0.0, 0.3, 1.0], dtype=torch.float64)
     means, covs = marginal_mean_cov(ts, MU, COV)
@@ -179,8 +193,9 @@ def test_sample_gaussian_data_is_the_cholesky_construction():
     # x = MU + L z with L L^T = COV and z the generator's standard normal draws (in
     # float64, then cast): seeded, N(MU, COV) by construction.
     x = sample_gaussian_data(5, torch.Generator().manual_seed(3), torch.float64)
-    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(3),
-                    dtype=torch.float64)
+    z = torch.randn(
+        5, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     L = torch.linalg.cholesky(COV)
     torch.testing.assert_close(x, MU + z @ L.T, atol=1e-15, rtol=0)
     x32 = sample_gaussian_data(5, torch.Generator().manual_seed(3))
@@ -207,7 +222,7 @@ def test_flow_matching_loss_prefers_the_marginal_velocity():
     ts = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000  # midpoint rule
     floor = 0.0
     for t in ts:
-        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t ** 2 * eye
+        K, C = t * eye - (1 - t) * COV, (1 - t) ** 2 * COV + t**2 * eye
         floor += torch.trace(eye + COV - K @ torch.linalg.solve(C, K)).item() / len(ts)
     # 4096 samples: the Monte Carlo error is a few per cent
     assert abs(l_star - floor) < 0.1 * floor, (l_star, floor)

@@ -30,12 +30,16 @@ def velocity_and_divergence(velocity, x: torch.Tensor, t: torch.Tensor):
             grad_i = torch.autograd.grad(v[:, i].sum(), x, retain_graph=True)[0]
             div = div + grad_i[:, i]
     return v.detach(), div.detach()
+
+
 # --8<-- [end:divergence]
 
 
 # --8<-- [start:log_likelihood]
 import math
+
 import torch
+
 from snippets.flow_matching.likelihood import velocity_and_divergence
 
 
@@ -43,6 +47,7 @@ def ode_log_likelihood(velocity, x0: torch.Tensor, num_steps: int = 200):
     """log p_0(x0) = log N(x1; 0, I) + int_0^1 div v dt, with RK4 on the augmented state
     (x, accumulated divergence) from t = 0 to t = 1. x0: (batch, d) -> (batch,), and the
     number of velocity evaluations used (each with d extra backward passes)."""
+
     def f(x, t):
         t = torch.full((x.shape[0],), t, dtype=x.dtype)
         return velocity_and_divergence(velocity, x, t)
@@ -57,9 +62,11 @@ def ode_log_likelihood(velocity, x0: torch.Tensor, num_steps: int = 200):
         nfe += 4
         x = x + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
         acc = acc + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])  # int div v dt
-    log_p1 = -0.5 * (x ** 2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    log_p1 = -0.5 * (x**2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
     # instantaneous change of variables, Sec. 2.1 of arXiv:1810.01367
     return log_p1 + acc, nfe
+
+
 # --8<-- [end:log_likelihood]
 
 
@@ -77,13 +84,17 @@ def noise_density_only(velocity, x0: torch.Tensor, num_steps: int = 200):
             k3 = velocity(x + h / 2 * k2, th)
             k4 = velocity(x + h * k3, t + h)
             x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    log_p1 = -0.5 * (x ** 2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
+    log_p1 = -0.5 * (x**2).sum(-1) - 0.5 * x.shape[1] * math.log(2 * math.pi)
     return log_p1, 4 * num_steps
 
 
 def test_ode_likelihood_matches_closed_form(log_likelihood=ode_log_likelihood):
-    from snippets.flow_matching.gaussian import COV, MU, marginal_velocity
-    from snippets.flow_matching.gaussian import sample_gaussian_data
+    from snippets.flow_matching.gaussian import (
+        COV,
+        MU,
+        marginal_velocity,
+        sample_gaussian_data,
+    )
 
     x0 = sample_gaussian_data(64, torch.Generator().manual_seed(0), torch.float64)
     v = lambda x, t: marginal_velocity(x, t, MU, COV)
@@ -96,7 +107,7 @@ def test_ode_likelihood_matches_closed_form(log_likelihood=ode_log_likelihood):
     # off by -1/2 log det Sigma = +1.10 nats for every point.
     lam, U = torch.linalg.eigh(COV)
     x1 = (x0 - MU) @ (U / lam.sqrt()) @ U.T  # the end point Sigma^{-1/2} (x0 - mu)
-    noise_only = -0.5 * (x1 ** 2).sum(-1) - math.log(2 * math.pi)  # log N(x1; 0, I)
+    noise_only = -0.5 * (x1**2).sum(-1) - math.log(2 * math.pi)  # log N(x1; 0, I)
     half_logdet = torch.full_like(exact, -0.5 * torch.logdet(COV).item())
     torch.testing.assert_close(exact - noise_only, half_logdet, atol=1e-10, rtol=0)
     assert (exact - noise_only).abs().min() > 1.0
@@ -111,7 +122,7 @@ def test_divergence_matches_trace_of_closed_form_jacobian():
     # v* is affine in x with matrix K_t C_t^{-1}: its divergence is the trace, the same
     # for every x.
     eye = torch.eye(2, dtype=torch.float64)
-    C, K = 0.7 ** 2 * COV + 0.3 ** 2 * eye, 0.3 * eye - 0.7 * COV
+    C, K = 0.7**2 * COV + 0.3**2 * eye, 0.3 * eye - 0.7 * COV
     expected = torch.trace(K @ torch.linalg.inv(C)).expand(5)
     v_star = lambda x, t: marginal_velocity(x, t, MU, COV)
     v, div = velocity_and_divergence(v_star, x, t)
@@ -130,17 +141,20 @@ def test_rk4_stages_and_dtypes():
         seen.append(t)
         return 0 * x  # zero, but a function of x: its divergence is 0
 
-    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(2),
-                     dtype=torch.float64)
+    x0 = torch.randn(
+        4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     logp, nfe = ode_log_likelihood(still, x0, num_steps=3)
     h = 1.0 / 3
-    stages = [t for k in range(3) for t in (k * h, k * h + h / 2, k * h + h / 2,
-                                            k * h + h)]
+    stages = [
+        t for k in range(3) for t in (k * h, k * h + h / 2, k * h + h / 2, k * h + h)
+    ]
     assert nfe == len(seen) == 12
     for t, expected in zip(seen, stages):
         assert t.dtype == torch.float64 and t.shape == (4,)
-        torch.testing.assert_close(t, torch.full((4,), expected, dtype=torch.float64),
-                                   atol=1e-15, rtol=0)
+        torch.testing.assert_close(
+            t, torch.full((4,), expected, dtype=torch.float64), atol=1e-15, rtol=0
+        )
     noise = torch.distributions.Normal(0.0, 1.0).log_prob(x0).sum(-1)
     torch.testing.assert_close(logp, noise, atol=1e-12, rtol=0)
     # Low-precision data stay in their dtype, divergence and likelihood alike:

@@ -14,9 +14,12 @@ class VelocityMLP(nn.Module):
         super().__init__()
         self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(n_freq))
         self.net = nn.Sequential(
-            nn.Linear(dim + 2 * n_freq, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(dim + 2 * n_freq, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, dim),
         )
 
@@ -24,17 +27,21 @@ class VelocityMLP(nn.Module):
         t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
         ang = t[:, None] * self.freqs
         return self.net(torch.cat([x, ang.sin(), ang.cos()], dim=-1))
+
+
 # --8<-- [end:mlp]
 
 
 # --8<-- [start:train]
 import torch
+
 from snippets.flow_matching.model import VelocityMLP
 from snippets.flow_matching.path import flow_matching_loss
 
 
-def train_flow_matching(sample_data, *, dim=2, steps=2000, batch=256, lr=2e-3,
-                        hidden=128, seed=0) -> VelocityMLP:
+def train_flow_matching(
+    sample_data, *, dim=2, steps=2000, batch=256, lr=2e-3, hidden=128, seed=0
+) -> VelocityMLP:
     """Fit v_theta by regressing on x1 - x0 (snippets/flow_matching/path.py:fm_loss).
 
     sample_data(n, generator) -> (n, dim) fresh data each step. Adam with cosine decay.
@@ -51,6 +58,8 @@ def train_flow_matching(sample_data, *, dim=2, steps=2000, batch=256, lr=2e-3,
         opt.step()
         sched.step()
     return model.eval()
+
+
 # --8<-- [end:train]
 
 
@@ -73,8 +82,9 @@ def test_velocity_mlp_time_features_and_seeded_training():
     # returns the model in evaluation mode.
     torch.manual_seed(0)
     m = VelocityMLP(hidden=16)
-    torch.testing.assert_close(m.freqs, torch.pi * torch.tensor([1.0, 2.0, 4.0, 8.0]),
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        m.freqs, torch.pi * torch.tensor([1.0, 2.0, 4.0, 8.0]), atol=0, rtol=0
+    )
     assert m.net[0].in_features == 2 + 8 and m.net[-1].out_features == 2
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(1))
     out = m(x, torch.tensor(0.3))
@@ -98,12 +108,17 @@ def test_velocity_mlp_is_three_silu_hidden_layers_and_keeps_float64():
     kinds = [type(layer) for layer in m.net]
     assert kinds == [nn.Linear, nn.SiLU] * 3 + [nn.Linear]
     assert [(lay.in_features, lay.out_features) for lay in m.net[::2]] == [
-        (3 + 4, 8), (8, 8), (8, 8), (8, 3)]
+        (3 + 4, 8),
+        (8, 8),
+        (8, 8),
+        (8, 3),
+    ]
     # In float64 the time features are float64 too: a Python float t = 0.3 is not
     # rounded to float32 first (that would cost ~1e-8; float64 rounding is 1e-15).
     m = m.double()
-    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0),
-                    dtype=torch.float64)
+    x = torch.randn(
+        4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     ang = torch.tensor(0.3, dtype=torch.float64) * m.freqs
     feats = torch.cat([x, ang.sin().expand(4, 2), ang.cos().expand(4, 2)], dim=-1)
     torch.testing.assert_close(m(x, 0.3), m.net(feats), atol=1e-14, rtol=0)

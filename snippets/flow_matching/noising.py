@@ -18,6 +18,7 @@ training uses, is the same either way.
 
 # --8<-- [start:conditionings]
 import torch
+
 from snippets.flow_matching.diffusion import ddpm_forward, ddpm_schedule
 from snippets.flow_matching.path import interpolate
 
@@ -46,16 +47,19 @@ def noise_one_point(process: str, t, runs=20_000, same_noise=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = torch.randn(1 if same_noise else runs, 2, generator=g, dtype=torch.float64)
     return add_noise(process, X0.expand(runs, 2), t, n.expand(runs, 2))
+
+
 # --8<-- [end:conditionings]
 
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture
 def conditioning_errors():
     """errors(process, times): departures from x_t | (x0, t) ~ N(a x0, b^2 I), and
     from x_t | (x0, n, t) being one fixed point."""
+
     def errors(process: str, times, shared=False) -> list[str]:
         eye, found = torch.eye(2, dtype=torch.float64), []
         for t in times:
@@ -65,36 +69,41 @@ def conditioning_errors():
             xt = noise_one_point(process, t, same_noise=shared)
             n = xt.shape[0]
             mean_err = (xt.mean(0) - a * X0[0]).abs().max().item()
-            cov_err = (torch.cov(xt.T) - b ** 2 * eye).abs().max().item()
-            if mean_err > 5 * b / n ** 0.5 or cov_err > 5 * b ** 2 * (2 / n) ** 0.5:
+            cov_err = (torch.cov(xt.T) - b**2 * eye).abs().max().item()
+            if mean_err > 5 * b / n**0.5 or cov_err > 5 * b**2 * (2 / n) ** 0.5:
                 found.append(f"t={t}: mean off by {mean_err:.4f}, cov by {cov_err:.4f}")
             # Given (x0, n, t): every run returns the same point, a x0 + b n.
             xt = noise_one_point(process, t, same_noise=True, seed=3)
-            n0 = torch.randn(1, 2, generator=torch.Generator().manual_seed(3),
-                             dtype=torch.float64)
+            n0 = torch.randn(
+                1, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+            )
             if not torch.equal(xt, xt[:1].expand_as(xt)):
                 found.append(f"t={t}: runs with the same noise differ")
             if not torch.allclose(xt[0], (a * X0 + b * n0)[0], atol=1e-12, rtol=0):
                 found.append(f"t={t}: x_t is not a x0 + b n")
         return found
+
     return errors
 
 
 def test_ddpm_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
-        conditioning_errors, shared_noise=False):
+    conditioning_errors, shared_noise=False
+):
     # shared_noise: every call reuses one eps (x_t a function of (x0, t) alone)
     errors = conditioning_errors("ddpm", (10, 30, 60), shared_noise)
     assert not errors, errors
 
 
 def test_flow_noising_is_gaussian_given_x0_and_fixed_given_the_noise(
-        conditioning_errors, shared_noise=False):
+    conditioning_errors, shared_noise=False
+):
     errors = conditioning_errors("flow", (0.1, 0.3, 0.7), shared_noise)
     assert not errors, errors
 
 
 # --8<-- [start:same_family]
 import torch
+
 from snippets.flow_matching.diffusion import gaussian_eps
 from snippets.flow_matching.gaussian import COV, MU
 from snippets.flow_matching.path import interpolate
@@ -122,6 +131,8 @@ def velocity_from_eps(x, t, abar, mu=MU, cov=COV):
     a, b = abar[t].sqrt(), (1 - abar[t]).sqrt()
     tau = b / (a + b)
     return (gaussian_eps((a + b) * x, t, abar, mu, cov) - x) / (1 - tau), tau
+
+
 # --8<-- [end:same_family]
 
 
@@ -159,6 +170,7 @@ def test_ddpm_noising_is_the_linear_path_rescaled(time_change=matching_time):
 
 # --8<-- [start:chain]
 import torch
+
 from snippets.flow_matching.diffusion import ddpm_schedule
 from snippets.flow_matching.noising import X0, coefficients
 
@@ -176,11 +188,19 @@ def chain_step(process: str, x, s, t, z):
         return (1 - BETAS[t]).sqrt() * x + BETAS[t].sqrt() * z  # Eq. (2), 2006.11239
     (a_s, b_s), (a_t, b_t) = coefficients(process, s), coefficients(process, t)
     r = a_t / a_s
-    return r * x + (b_t ** 2 - (r * b_s) ** 2) ** 0.5 * z
+    return r * x + (b_t**2 - (r * b_s) ** 2) ** 0.5 * z
 
 
-def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000,
-              seed=0, step=chain_step):
+def two_times(
+    process: str,
+    grid,
+    s,
+    t,
+    fresh_noise_per_step: bool,
+    runs=20_000,
+    seed=0,
+    step=chain_step,
+):
     """x_s and x_t (runs, 2) from the same x0: a Markov chain over `grid` with fresh
     noise per step, or the one-shot form a x0 + b n with ONE noise n for the path."""
     g = torch.Generator().manual_seed(seed)
@@ -195,6 +215,8 @@ def two_times(process: str, grid, s, t, fresh_noise_per_step: bool, runs=20_000,
         x = step(process, x, u, v, z)
         out[v] = x
     return out[s], out[t]
+
+
 # --8<-- [end:chain]
 
 
@@ -214,8 +236,10 @@ def chain_step_sharing_noise_across_dims(process: str, x, s, t, z):
 
 
 def test_fresh_noise_per_step_changes_the_path_not_the_marginal(step=chain_step):
-    cases = {"ddpm": (list(range(0, 31)), 10, 30),
-             "flow": ([k / 100 for k in range(0, 71)], 0.3, 0.7)}
+    cases = {
+        "ddpm": (list(range(0, 31)), 10, 30),
+        "flow": ([k / 100 for k in range(0, 71)], 0.3, 0.7),
+    }
     for process, (grid, s, t) in cases.items():
         (a_s, b_s), (a_t, b_t) = coefficients(process, s), coefficients(process, t)
         rho_chain = a_t * b_s / (a_s * b_t)  # Corr(x_s, x_t | x0) of the chain
@@ -228,16 +252,20 @@ def test_fresh_noise_per_step_changes_the_path_not_the_marginal(step=chain_step)
             # standard errors of a mean and of a variance, b_t^2 sqrt(2 / n) (that of a
             # covariance, b_t^2 / sqrt(n), is smaller).
             eye = torch.eye(2, dtype=torch.float64)
-            assert (xt.mean(0) - a_t * X0[0]).abs().max() < 5 * b_t / n ** 0.5
-            cov_err = (torch.cov(xt.T) - b_t ** 2 * eye).abs().max()
-            assert cov_err < 5 * b_t ** 2 * (2 / n) ** 0.5, (process, fresh, cov_err)
+            assert (xt.mean(0) - a_t * X0[0]).abs().max() < 5 * b_t / n**0.5
+            cov_err = (torch.cov(xt.T) - b_t**2 * eye).abs().max()
+            assert cov_err < 5 * b_t**2 * (2 / n) ** 0.5, (process, fresh, cov_err)
             # Different paths: with one noise x_s and x_t are perfectly correlated; the
             # chain's later noise decorrelates them. Standard error of a correlation:
             # (1 - rho^2) / sqrt(n).
-            rho = torch.stack([torch.corrcoef(torch.stack([xs[:, i], xt[:, i]]))[0, 1]
-                               for i in range(2)])
+            rho = torch.stack(
+                [
+                    torch.corrcoef(torch.stack([xs[:, i], xt[:, i]]))[0, 1]
+                    for i in range(2)
+                ]
+            )
             expected = rho_chain if fresh else 1.0
-            tol = 5 * (1 - expected ** 2) / n ** 0.5 + 1e-9
+            tol = 5 * (1 - expected**2) / n**0.5 + 1e-9
             assert (rho - expected).abs().max() < tol, (process, fresh, rho, expected)
 
 
@@ -246,29 +274,38 @@ def test_chain_step_is_the_gaussian_step_between_the_two_marginals():
     # by its std sqrt(b_t^2 - r^2 b_s^2), what composes N(a_s x0, b_s^2 I) into
     # N(a_t x0, b_t^2 I). For DDPM (t = s + 1) that is Eq. (2): r = sqrt(1 - beta_t),
     # std sqrt(beta_t).
-    one, zero = torch.ones(1, 2, dtype=torch.float64), torch.zeros(1, 2,
-                                                                dtype=torch.float64)
-    for process, pairs in (("ddpm", ((0, 1), (10, 11), (59, 60))),
-                           ("flow", ((0.0, 0.3), (0.3, 0.7), (0.1, 0.11)))):
+    one, zero = (
+        torch.ones(1, 2, dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
+    )
+    for process, pairs in (
+        ("ddpm", ((0, 1), (10, 11), (59, 60))),
+        ("flow", ((0.0, 0.3), (0.3, 0.7), (0.1, 0.11))),
+    ):
         for s, t in pairs:
             (a_s, b_s), (a_t, b_t) = coefficients(process, s), coefficients(process, t)
             r = a_t / a_s
-            std = (b_t ** 2 - (r * b_s) ** 2) ** 0.5
-            torch.testing.assert_close(chain_step(process, one, s, t, zero), r * one,
-                                       atol=1e-12, rtol=0)
-            torch.testing.assert_close(chain_step(process, zero, s, t, one), std * one,
-                                       atol=1e-12, rtol=0)
+            std = (b_t**2 - (r * b_s) ** 2) ** 0.5
+            torch.testing.assert_close(
+                chain_step(process, one, s, t, zero), r * one, atol=1e-12, rtol=0
+            )
+            torch.testing.assert_close(
+                chain_step(process, zero, s, t, one), std * one, atol=1e-12, rtol=0
+            )
 
 
 def test_one_noise_per_path_is_the_seeded_draw():
     # Without fresh noise, x_s and x_t are a_s x0 + b_s n and a_t x0 + b_t n with the
     # SAME seeded n, exactly; with fresh noise the chain is seeded too (same seed, same
     # paths).
-    for process, grid, s, t in (("ddpm", list(range(0, 31)), 10, 30),
-                                ("flow", [k / 100 for k in range(0, 71)], 0.3, 0.7)):
+    for process, grid, s, t in (
+        ("ddpm", list(range(0, 31)), 10, 30),
+        ("flow", [k / 100 for k in range(0, 71)], 0.3, 0.7),
+    ):
         xs, xt = two_times(process, grid, s, t, False, runs=50, seed=3)
-        n = torch.randn(50, 2, generator=torch.Generator().manual_seed(3),
-                        dtype=torch.float64)
+        n = torch.randn(
+            50, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+        )
         for x, u in ((xs, s), (xt, t)):
             a, b = coefficients(process, u)
             torch.testing.assert_close(x, a * X0 + b * n, atol=1e-12, rtol=0)

@@ -41,11 +41,14 @@ def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """Conditional target u_t(x_t | x0, x1) = d x_t / dt = x1 - x0, (batch, *dims)."""
     # Eq. (1), arXiv:2209.03003; OT path of Sec. 4.1, arXiv:2210.02747, t -> 1 - t
     return x1 - x0
+
+
 # --8<-- [end:path]
 
 
 # --8<-- [start:fm_loss]
 import torch
+
 from snippets.flow_matching.path import interpolate, target_velocity
 
 
@@ -61,6 +64,8 @@ def flow_matching_loss(model, x0: torch.Tensor, generator=None) -> torch.Tensor:
     x_t = interpolate(x0, x1, t)
     # CFM loss, Sec. 3.2, arXiv:2210.02747
     return ((model(x_t, t) - target_velocity(x0, x1)) ** 2).flatten(1).sum(1).mean()
+
+
 # --8<-- [end:fm_loss]
 
 

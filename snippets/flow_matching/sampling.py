@@ -25,6 +25,8 @@ def euler_sample(velocity, x1: torch.Tensor, num_steps: int, return_path: bool =
             x = x + velocity(x, t.expand(x.shape[0])) * (t_next - t)
             path.append(x)
     return torch.stack(path) if return_path else x
+
+
 # --8<-- [end:euler]
 
 

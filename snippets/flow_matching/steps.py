@@ -15,6 +15,7 @@ the 8-Gaussians mixture with narrow modes (snippets/flow_matching/toy2d.py).
 
 # --8<-- [start:mixture_velocity]
 import torch
+
 from snippets.flow_matching.toy2d import MEANS, MODE_STD
 
 
@@ -22,7 +23,7 @@ def _mixture_posterior(x, a, noise_var, means=MEANS):
     """Component k of x = a x0 + noise: N(a m_k, (a^2 s^2 + noise_var) I). Returns the
     responsibilities w (batch, 8) and the variance (batch, 1, 1).
     a, noise_var: (batch,)."""
-    var = (a ** 2 * MODE_STD ** 2 + noise_var)[:, None]
+    var = (a**2 * MODE_STD**2 + noise_var)[:, None]
     d2 = ((x[:, None, :] - a[:, None, None] * means) ** 2).sum(-1)
     return torch.softmax(-d2 / (2 * var), dim=1), var[..., None]
 
@@ -32,16 +33,19 @@ def mixture_fm_velocity(x, t, means=MEANS):
     v*(x, t) = sum_k w_k(x, t) v*_k(x, t), v*_k the Gaussian one of
     gaussian.py:closed_form with Sigma = s^2 I. x: (batch, 2), t: (batch,)."""
     t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0])
-    w, var = _mixture_posterior(x, 1 - t, t ** 2, means)
+    w, var = _mixture_posterior(x, 1 - t, t**2, means)
     tb = t[:, None, None]
-    gain = (tb - (1 - tb) * MODE_STD ** 2) / var  # K_t C_t^{-1} of component k
+    gain = (tb - (1 - tb) * MODE_STD**2) / var  # K_t C_t^{-1} of component k
     v_k = -means + gain * (x[:, None, :] - (1 - tb) * means)
     return (w[..., None] * v_k).sum(1)
+
+
 # --8<-- [end:mixture_velocity]
 
 
 # --8<-- [start:vp_velocity]
 import torch
+
 from snippets.flow_matching.steps import _mixture_posterior
 from snippets.flow_matching.toy2d import MEANS
 
@@ -51,7 +55,7 @@ B_MIN, B_MAX = 0.1, 20.0
 def vp_alpha(s):
     """alpha(s) = exp(-1/2 int_0^s beta), beta(s) = B_MIN + s (B_MAX - B_MIN);
     Eq. (11), arXiv:2011.13456."""
-    return torch.exp(-0.25 * s ** 2 * (B_MAX - B_MIN) - 0.5 * s * B_MIN)
+    return torch.exp(-0.25 * s**2 * (B_MAX - B_MIN) - 0.5 * s * B_MIN)
 
 
 def vp_gaussian_velocity(x, s, mu, cov):
@@ -60,7 +64,7 @@ def vp_gaussian_velocity(x, s, mu, cov):
     x: (batch, d), s: (batch,)."""
     s = torch.as_tensor(s, dtype=x.dtype).expand(x.shape[0])[:, None, None]
     a, beta = vp_alpha(s), B_MIN + s * (B_MAX - B_MIN)
-    C = a ** 2 * cov + (1 - a ** 2) * torch.eye(x.shape[1], dtype=x.dtype)
+    C = a**2 * cov + (1 - a**2) * torch.eye(x.shape[1], dtype=x.dtype)
     score = -torch.linalg.solve(C, (x - a[:, :, 0] * mu)[..., None])[..., 0]
     return -0.5 * beta[:, :, 0] * (x + score)
 
@@ -70,14 +74,17 @@ def vp_mixture_velocity(x, s, means=MEANS):
     sum."""
     s = torch.as_tensor(s, dtype=x.dtype).expand(x.shape[0])
     a, beta = vp_alpha(s), B_MIN + s * (B_MAX - B_MIN)
-    w, var = _mixture_posterior(x, a, 1 - a ** 2, means)
+    w, var = _mixture_posterior(x, a, 1 - a**2, means)
     score = (w[..., None] * -(x[:, None, :] - a[:, None, None] * means) / var).sum(1)
     return -0.5 * beta[:, None] * (x + score)
+
+
 # --8<-- [end:vp_velocity]
 
 
 # --8<-- [start:errors]
 import torch
+
 from snippets.flow_matching.sampling import euler_sample
 
 
@@ -87,11 +94,13 @@ def euler_error_curve(velocity, x1, steps=(1, 2, 4, 8, 16, 32, 64), ref_steps=10
     ref = euler_sample(velocity, x1, ref_steps)
     rms = lambda d: d.pow(2).sum(-1).mean().sqrt().item()
     return {n: rms(euler_sample(velocity, x1, n) - ref) for n in steps}
+
+
 # --8<-- [end:errors]
 
 
-import functools  # noqa: E402
-import os  # noqa: E402
+import functools
+import os
 
 
 @functools.lru_cache(maxsize=1)
@@ -151,18 +160,26 @@ def test_mixture_velocities_are_posterior_weighted_gaussian_velocities():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(6, 2, generator=g, dtype=F64)
     means = torch.tensor([[1.0, -0.5], [-0.8, 0.3], [0.2, 1.1]], dtype=F64)
-    cov = MODE_STD ** 2 * torch.eye(2, dtype=F64)
+    cov = MODE_STD**2 * torch.eye(2, dtype=F64)
     for t in (0.2, 0.37, 0.8):
         alpha = vp_alpha(torch.tensor(t, dtype=F64)).item()
-        cases = ((mixture_fm_velocity, marginal_velocity, 1 - t, t ** 2),
-                 (vp_mixture_velocity, vp_gaussian_velocity, alpha, 1 - alpha ** 2))
+        cases = (
+            (mixture_fm_velocity, marginal_velocity, 1 - t, t**2),
+            (vp_mixture_velocity, vp_gaussian_velocity, alpha, 1 - alpha**2),
+        )
         for velocity, gaussian, a, noise_var in cases:
-            scale = (a ** 2 * MODE_STD ** 2 + noise_var) ** 0.5
-            log_lik = torch.stack([torch.distributions.Normal(a * m, scale).log_prob(x)
-                                   .sum(-1) for m in means], dim=1)
+            scale = (a**2 * MODE_STD**2 + noise_var) ** 0.5
+            log_lik = torch.stack(
+                [
+                    torch.distributions.Normal(a * m, scale).log_prob(x).sum(-1)
+                    for m in means
+                ],
+                dim=1,
+            )
             w = torch.softmax(log_lik, dim=1)  # Bayes' rule, equal priors
-            expected = sum(w[:, k, None] * gaussian(x, t, means[k], cov)
-                           for k in range(3))
+            expected = sum(
+                w[:, k, None] * gaussian(x, t, means[k], cov) for k in range(3)
+            )
             out = velocity(x, t, means)
             assert out.dtype == F64
             torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)

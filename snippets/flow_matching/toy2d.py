@@ -3,6 +3,7 @@ CPU, and the sliced Wasserstein distance (SWD) between its samples and fresh dat
 
 # --8<-- [start:data]
 import math
+
 import torch
 
 RADIUS, MODE_STD = 2.0, 0.1
@@ -16,6 +17,8 @@ def eight_gaussians(n: int, generator=None, dtype=torch.float32) -> torch.Tensor
     k = torch.randint(0, 8, (n,), generator=generator)
     eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
     return (MEANS[k] + MODE_STD * eps).to(dtype)
+
+
 # --8<-- [end:data]
 
 
@@ -33,12 +36,16 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj=256, seed=0) -> 
     px, _ = torch.sort(x.double() @ theta, dim=0)
     py, _ = torch.sort(y.double() @ theta, dim=0)
     return ((px - py) ** 2).mean().sqrt().item()
+
+
 # --8<-- [end:swd]
 
 
 # --8<-- [start:experiment]
 import time
+
 import torch
+
 from snippets.flow_matching.model import train_flow_matching
 from snippets.flow_matching.sampling import euler_sample
 from snippets.flow_matching.toy2d import eight_gaussians, sliced_wasserstein
@@ -49,8 +56,9 @@ def pretrained_toy_model(steps: int = 2000, seed: int = 0):
     as its frozen reference model). returns (model, CPU seconds spent training)."""
     torch.set_num_threads(1)
     start = time.process_time()  # CPU seconds: the machine is shared
-    model = train_flow_matching(eight_gaussians, steps=steps, batch=512, lr=3e-3,
-                                hidden=128, seed=seed)
+    model = train_flow_matching(
+        eight_gaussians, steps=steps, batch=512, lr=3e-3, hidden=128, seed=seed
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     return model, time.process_time() - start
@@ -72,6 +80,8 @@ def sample_quality(model, n=5000, num_steps=50, seed=1, repeats=5):
         "swd_floor": mean(lambda: sliced_wasserstein(data(), data())),
         "swd_noise": mean(lambda: sliced_wasserstein(x1, data())),  # untrained: x0 = x1
     }
+
+
 # --8<-- [end:experiment]
 
 
@@ -81,7 +91,7 @@ def test_swd_is_zero_for_identical_clouds_and_grows_with_shift():
     # Shifting a cloud by a vector c moves every 1D projection by c.theta:
     # SWD = |c| / sqrt(d).
     c = torch.tensor([0.6, 0.8])
-    assert abs(sliced_wasserstein(x, x + c, n_proj=4000) - 1.0 / 2 ** 0.5) < 0.02
+    assert abs(sliced_wasserstein(x, x + c, n_proj=4000) - 1.0 / 2**0.5) < 0.02
 
 
 def test_swd_threshold_detects_a_dropped_mode():
@@ -114,11 +124,12 @@ def test_toy_flow_trains_and_matches_data(steps=2000, spread=1.0):
     # against 0.103). So the width is checked itself: the RMS offset of the samples
     # sample_quality drew (seed 1, 50 steps) from their nearest centre, per dimension,
     # within a factor sqrt(2) of MODE_STD, halfway (in log scale) to a factor 2.
-    x = euler_sample(model, torch.randn(5000, 2, generator=torch.Generator()
-                                        .manual_seed(1)), 50).double()
+    x = euler_sample(
+        model, torch.randn(5000, 2, generator=torch.Generator().manual_seed(1)), 50
+    ).double()
     centre = MEANS[((x[:, None, :] - MEANS) ** 2).sum(-1).argmin(1)]
     width = (spread * (x - centre)).pow(2).mean().sqrt().item()
-    assert MODE_STD / 2 ** 0.5 < width < MODE_STD * 2 ** 0.5, width
+    assert MODE_STD / 2**0.5 < width < MODE_STD * 2**0.5, width
 
 
 def test_swd_alone_does_not_see_the_mode_width():
@@ -127,8 +138,9 @@ def test_swd_alone_does_not_see_the_mode_width():
     # pass its SWD threshold (1.5 x the floor), 5000 points each as there.
     g = torch.Generator().manual_seed(1)
     n, mean5 = 5000, lambda f: sum(f() for _ in range(5)) / 5
-    floor = mean5(lambda: sliced_wasserstein(eight_gaussians(n, g),
-                                             eight_gaussians(n, g)))
+    floor = mean5(
+        lambda: sliced_wasserstein(eight_gaussians(n, g), eight_gaussians(n, g))
+    )
     for std in (0.05, 0.2):
         k = torch.randint(0, 8, (n,), generator=g)
         x = MEANS[k] + std * torch.randn(n, 2, generator=g, dtype=torch.float64)
@@ -172,8 +184,9 @@ def test_pretrained_toy_model_is_the_shown_training_run():
     # train_flow_matching on eight_gaussians, batch 512, lr 3e-3, 128 hidden units.
     model, _ = pretrained_toy_model(steps=3, seed=2)
     torch.manual_seed(123)  # the global RNG state must not matter
-    again = train_flow_matching(eight_gaussians, steps=3, batch=512, lr=3e-3,
-                                hidden=128, seed=2)
+    again = train_flow_matching(
+        eight_gaussians, steps=3, batch=512, lr=3e-3, hidden=128, seed=2
+    )
     pairs = zip(model.parameters(), again.parameters())
     assert all(torch.equal(p, q) for p, q in pairs)
 
@@ -223,8 +236,9 @@ def test_sample_quality_means_swds_over_fresh_data():
     g = torch.Generator().manual_seed(11)
     noise, data = torch.randn(n, 2, generator=g), eight_gaussians(n, g)
     direct = sliced_wasserstein(noise, data)
-    floors = (sliced_wasserstein(noise, torch.randn(n, 2, generator=g))
-              + sliced_wasserstein(data, eight_gaussians(n, g)))
+    floors = sliced_wasserstein(
+        noise, torch.randn(n, 2, generator=g)
+    ) + sliced_wasserstein(data, eight_gaussians(n, g))
     for key in ("swd_model", "swd_noise"):
         assert abs(q[key] - direct) < 3 * floors, (key, q[key], direct, floors)
     assert abs(q["swd_floor"] - floors / 2) < 3 * floors, (q, floors)

@@ -12,8 +12,9 @@ one noise draw, flow matching regresses on one (x0, x1) pair per x_t.
 import torch
 
 
-def fit_constant(y: torch.Tensor, loss: str = "mse", steps: int = 500,
-                 lr: float = 0.1) -> torch.Tensor:
+def fit_constant(
+    y: torch.Tensor, loss: str = "mse", steps: int = 500, lr: float = 0.1
+) -> torch.Tensor:
     """The constant c minimising mean(loss(y - c)); y: (n,) -> c: ().
 
     loss="mse": (y - c)^2, loss="l1": |y - c|.
@@ -27,6 +28,8 @@ def fit_constant(y: torch.Tensor, loss: str = "mse", steps: int = 500,
         objective.backward()
         opt.step()
     return c.detach()
+
+
 # --8<-- [end:fit_constant]
 
 
@@ -34,8 +37,14 @@ def fit_constant(y: torch.Tensor, loss: str = "mse", steps: int = 500,
 import torch
 
 
-def regress_table(x: torch.Tensor, y: torch.Tensor, num_groups: int, loss: str = "mse",
-                  steps: int = 500, lr: float = 0.1) -> torch.Tensor:
+def regress_table(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_groups: int,
+    loss: str = "mse",
+    steps: int = 500,
+    lr: float = 0.1,
+) -> torch.Tensor:
     """Fit f(x) = table[x] by gradient descent on one noisy target per sample.
 
     x: (n,) integer group ids in [0, num_groups), y: (n,) targets
@@ -52,6 +61,8 @@ def regress_table(x: torch.Tensor, y: torch.Tensor, num_groups: int, loss: str =
         objective.backward()
         opt.step()
     return table.detach()
+
+
 # --8<-- [end:regress_table]
 
 
@@ -59,8 +70,9 @@ def regress_table(x: torch.Tensor, y: torch.Tensor, num_groups: int, loss: str =
 import torch
 
 
-def skewed_data(n: int, num_groups: int = 4,
-                seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def skewed_data(
+    n: int, num_groups: int = 4, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Y | X = k ~ Exponential(rate = 1 / (k + 1)): skewed, so mean != median.
 
     Returns x: (n,) group ids, y: (n,) targets, true_mean: (num_groups,) = k + 1.
@@ -70,14 +82,17 @@ def skewed_data(n: int, num_groups: int = 4,
     scale = (x + 1).float()
     y = -scale * torch.log(torch.rand(n, generator=g))  # inverse-CDF sampling
     return x, y, torch.arange(1, num_groups + 1).float()
+
+
 # --8<-- [end:skewed_data]
 
 
 import math
 
 
-def symmetric_data(n: int, num_groups: int = 4,
-                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def symmetric_data(
+    n: int, num_groups: int = 4, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Y | X = k ~ Normal(k + 1, (k + 1)^2): symmetric, so mean == median.
 
     The counterfactual of the L1 claim: on such data L1 does learn the mean.
@@ -102,8 +117,9 @@ def test_mse_minimiser_is_conditional_mean(loss="mse"):
         assert ((table - true_mean).abs() < 4 * se).all(), (seed, table, true_mean)
 
 
-def test_mse_decomposes_into_variance_plus_squared_bias(variance_correction=0,
-                                                        loss="mse"):
+def test_mse_decomposes_into_variance_plus_squared_bias(
+    variance_correction=0, loss="mse"
+):
     # E[(Y - c)^2] = Var(Y) + (E[Y] - c)^2 exactly, for the empirical distribution.
     _, y, _ = skewed_data(5_000, num_groups=1)
     # (seeded: the same seed gives the same data set, which the page's numbers use)

@@ -32,6 +32,8 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     # rewards of 0.1 in float32), and / eps would blow it up: force exact zeros.
     flat = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
     return torch.where(flat, torch.zeros_like(adv), adv)
+
+
 # --8<-- [end:group_advantages]
 
 
@@ -71,8 +73,9 @@ def test_group_advantages_match_formula(advantage_fn=group_advantages):
     # 1 up to eps / std < 1e-4 / 0.2 here.
     ones = torch.ones(5, dtype=torch.float64)
     torch.testing.assert_close(adv.std(1), ones, atol=1e-3, rtol=0)
-    torch.testing.assert_close(adv.std(1, keepdim=True),
-                               sample_std / (sample_std + 1e-4), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        adv.std(1, keepdim=True), sample_std / (sample_std + 1e-4), atol=1e-12, rtol=0
+    )
 
 
 def test_group_advantages_match_trl_sample_std():
@@ -87,10 +90,12 @@ def test_group_advantages_match_trl_sample_std():
     # |d| / sqrt(2), so the advantages are +-1/sqrt(2) whatever the rewards.
     pairs = torch.tensor([[0.0, 1.0], [5.0, -3.0], [0.2, 0.3]], dtype=torch.float64)
     half = 2**-0.5
-    expected = torch.tensor([[-half, half], [half, -half], [-half, half]],
-                            dtype=torch.float64)
-    torch.testing.assert_close(group_advantages(pairs, eps=0.0), expected,
-                               atol=1e-12, rtol=0)
+    expected = torch.tensor(
+        [[-half, half], [half, -half], [-half, half]], dtype=torch.float64
+    )
+    torch.testing.assert_close(
+        group_advantages(pairs, eps=0.0), expected, atol=1e-12, rtol=0
+    )
 
 
 def test_all_equal_group_gets_zero_advantage(advantage_fn=group_advantages):

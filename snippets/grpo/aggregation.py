@@ -30,6 +30,8 @@ def constant_normaliser(per_token, mask, max_len):
     """Dr. GRPO: the token sum divided by batch * max_len, the same for all batches."""
     mask = mask.to(per_token.dtype)
     return (per_token * mask).sum() / (per_token.shape[0] * max_len)
+
+
 # --8<-- [end:aggregators]
 
 
@@ -44,15 +46,18 @@ def test_sequence_mean_weights_tokens_by_inverse_length(paper_rule=sequence_mean
     for agg, expected in [
         (paper_rule, 1.0 / (B * lengths.to(torch.float64))),
         (token_mean, torch.full((B,), 1.0 / lengths.sum().item(), **f64)),
-        (lambda l, m: constant_normaliser(l, m, T),
-         torch.full((B,), 1.0 / (B * T), **f64)),
+        (
+            lambda l, m: constant_normaliser(l, m, T),
+            torch.full((B,), 1.0 / (B * T), **f64),
+        ),
     ]:
         per_token = torch.zeros(B, T, requires_grad=True, **f64)
         agg(per_token, mask).backward()
         # Weight of each unmasked token = d loss / d l_it; padding gets exactly 0.
         weights = per_token.grad
-        torch.testing.assert_close(weights, expected.unsqueeze(1) * mask,
-                                   atol=1e-15, rtol=0)
+        torch.testing.assert_close(
+            weights, expected.unsqueeze(1) * mask, atol=1e-15, rtol=0
+        )
 
     # Consequence of the paper's rule: a wrong (A < 0) long answer is penalised less
     # per token than a wrong short one, so rambling is cheap; a right short answer
@@ -70,9 +75,12 @@ def test_sequence_mean_weights_tokens_by_inverse_length(paper_rule=sequence_mean
     lp = -torch.rand(2, T, generator=g2, **f64)
     old = lp + 0.2 * torch.randn(2, T, generator=g2, **f64)
     a = torch.tensor([0.5, -1.0], **f64)
-    torch.testing.assert_close(grpo_loss(lp, old, old, a, m),
-                               paper_rule(per_token_loss(lp, old, old, a), m),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        grpo_loss(lp, old, old, a, m),
+        paper_rule(per_token_loss(lp, old, old, a), m),
+        atol=1e-12,
+        rtol=0,
+    )
 
 
 def test_aggregators_keep_the_loss_dtype_and_count_tokens():
@@ -82,8 +90,11 @@ def test_aggregators_keep_the_loss_dtype_and_count_tokens():
     # batch * max_len.
     per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     mask = torch.tensor([[0, 1, 0], [0, 0, 0]], dtype=torch.float64)
-    results = (token_mean(per_token, mask), sequence_mean(per_token, mask),
-               constant_normaliser(per_token, mask, 3))
+    results = (
+        token_mean(per_token, mask),
+        sequence_mean(per_token, mask),
+        constant_normaliser(per_token, mask, 3),
+    )
     expected = torch.tensor([2.0, 1.0, 2.0 / 6.0])  # rounded to float32
     assert torch.equal(torch.stack(results), expected)
     assert all(r.dtype == torch.float32 for r in results)

@@ -8,10 +8,12 @@ is grad J = sum_y pi(y) (r(y) - V) (onehot(y) - pi),  V = E_pi[r]   (policy grad
 theorem, Williams 1992; GRPO's group baseline: Sec. 4.1.2, arXiv:2402.03300).
 Everything here has a closed form; Monte Carlo only checks the code against it.
 """
+
 import math
 
 # --8<-- [start:advantage_rules]
 import torch
+
 from snippets.grpo.advantages import group_advantages
 
 
@@ -30,11 +32,14 @@ def advantages(rewards: torch.Tensor, rule: str) -> torch.Tensor:
     if rule == "grpo":
         return group_advantages(rewards)
     raise ValueError(rule)
+
+
 # --8<-- [end:advantage_rules]
 
 
 # --8<-- [start:gradient_estimates]
 import torch
+
 from snippets.grpo.baseline import advantages
 
 
@@ -55,11 +60,14 @@ def gradient_estimates(probs, reward, G, num_groups, rule, generator):
 def true_gradient(probs, reward):
     """grad_theta E_pi[r] for softmax logits theta: pi * (r - V), shape (K,)."""
     return probs * (reward - (probs * reward).sum())
+
+
 # --8<-- [end:gradient_estimates]
 
 
 # --8<-- [start:exact_variance]
 import torch
+
 from snippets.grpo.baseline import true_gradient
 
 
@@ -94,11 +102,14 @@ def optimal_baseline(probs, reward):
     (r - b) s(y), which is quadratic in b: Var_0 - 2 b E[r m2] + b^2 E[m2]."""
     m2 = ((torch.eye(probs.numel(), dtype=probs.dtype) - probs) ** 2).sum(1)
     return (probs * reward * m2).sum() / (probs * m2).sum()
+
+
 # --8<-- [end:exact_variance]
 
 
 # --8<-- [start:prompt_weight]
 import math
+
 import torch
 
 
@@ -111,12 +122,19 @@ def grpo_prompt_weight(p, G, eps=1e-4):
     the std (rule "mean") w = (G-1)/G for every p; with it w -> 1/sqrt(p (1-p)).
     """
     k = torch.arange(G + 1, dtype=torch.float64)
-    log_binom = (math.lgamma(G + 1) - torch.lgamma(k + 1) - torch.lgamma(G - k + 1)
-                 + k * math.log(p) + (G - k) * math.log(1 - p))
+    log_binom = (
+        math.lgamma(G + 1)
+        - torch.lgamma(k + 1)
+        - torch.lgamma(G - k + 1)
+        + k * math.log(p)
+        + (G - k) * math.log(1 - p)
+    )
     std_k = torch.sqrt(k * (G - k) / (G * (G - 1)))
     per_k = k * (G - k) / (G**2 * p * (1 - p) * (std_k + eps))
     per_k = torch.where(k * (G - k) > 0, per_k, 0.0)  # all-equal groups give 0
     return (log_binom.exp() * per_k).sum().item()
+
+
 # --8<-- [end:prompt_weight]
 
 
@@ -179,15 +197,21 @@ def measure(p_correct=0.2, bonus=0.0, G=8, num_groups=40_000, seed=1):
         est = gradient_estimates(probs, reward, G, num_groups, rule, g)
         mean, var = est.mean(0), est.var(0)
         sq_dev = (est - mean).pow(2).sum(1)  # ||g_i - mean||^2, mean = tr Var
-        out[rule] = dict(est=est, mean=mean, se=var.sqrt() / num_groups**0.5, true=true,
-                         total_var=var.sum().item(),
-                         total_var_se=(sq_dev.std() / num_groups**0.5).item(),
-                         snr=(mean.pow(2).sum() / var.sum()).item())
+        out[rule] = dict(
+            est=est,
+            mean=mean,
+            se=var.sqrt() / num_groups**0.5,
+            true=true,
+            total_var=var.sum().item(),
+            total_var_se=(sq_dev.std() / num_groups**0.5).item(),
+            snr=(mean.pow(2).sum() / var.sum()).item(),
+        )
         if rule != "grpo":
             exact = exact_total_variance(probs, reward, G, rule).item()
             scale = (G - 1) / G if rule == "mean" else 1.0
-            out[rule].update(exact_var=exact,
-                             exact_snr=scale**2 * true.pow(2).sum().item() / exact)
+            out[rule].update(
+                exact_var=exact, exact_snr=scale**2 * true.pow(2).sum().item() / exact
+            )
     return out
 
 
@@ -196,8 +220,9 @@ def exact_snr(p, bonus, G, rule):
     probs, reward = _bandit(p_correct=p)
     reward = reward + bonus
     g2 = true_gradient(probs, reward).pow(2).sum()
-    return (g2 / exact_total_variance(probs, reward, G, "rloo" if rule == "mean"
-                                      else rule)).item()
+    return (
+        g2 / exact_total_variance(probs, reward, G, "rloo" if rule == "mean" else rule)
+    ).item()
 
 
 def test_exact_variance_matches_monte_carlo():
@@ -209,8 +234,12 @@ def test_exact_variance_matches_monte_carlo():
     for p, bonus, G in [(0.2, 0.0, 8), (0.2, 1.0, 8), (0.8, 0.0, 4), (0.5, 1.0, 16)]:
         out = measure(p, bonus, G=G)
         true = out["none"]["true"]
-        scale = {"none": 1.0, "rloo": 1.0, "mean": (G - 1) / G,
-                 "grpo": grpo_prompt_weight(p, G)}
+        scale = {
+            "none": 1.0,
+            "rloo": 1.0,
+            "mean": (G - 1) / G,
+            "grpo": grpo_prompt_weight(p, G),
+        }
         for rule in RULES:
             o = out[rule]
             err = (o["mean"] - scale[rule] * true).abs()
@@ -220,8 +249,9 @@ def test_exact_variance_matches_monte_carlo():
                 assert gap < 5 * o["total_var_se"], (p, bonus, G, rule, gap)
         # The same samples for every rule: group by group, the mean rule's estimate is
         # (G-1)/G times the leave-one-out one (an identity, float64 rounding).
-        torch.testing.assert_close(out["mean"]["est"], (G - 1) / G * out["rloo"]["est"],
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            out["mean"]["est"], (G - 1) / G * out["rloo"]["est"], atol=1e-12, rtol=0
+        )
         # The reported SNRs: ||mean||^2 / tr Var of the estimates, and the exact one
         # that exact_snr computes on its own.
         for rule in RULES:
@@ -271,8 +301,9 @@ def test_gradient_estimate_has_a_coordinate_for_every_answer():
     # An answer the policy never samples still has a score coordinate, -pi(y) = 0 here.
     probs = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64)
     reward = torch.tensor([1.0, 0.0, 0.5, 2.0], dtype=torch.float64)
-    est = gradient_estimates(probs, reward, 4, 100, "rloo",
-                             torch.Generator().manual_seed(0))
+    est = gradient_estimates(
+        probs, reward, 4, 100, "rloo", torch.Generator().manual_seed(0)
+    )
     assert est.shape == (100, 4)
     assert torch.equal(est[:, 3], torch.zeros(100, dtype=torch.float64))
 
@@ -288,13 +319,15 @@ def test_qualifies_group_baseline_cuts_variance(bonus=0.0):
     # (Monte Carlo check: test_exact_variance_matches_monte_carlo).
     g = torch.Generator().manual_seed(0)
     r = torch.rand(5, G, dtype=torch.float64, generator=g)
-    torch.testing.assert_close(advantages(r, "mean"),
-                               (G - 1) / G * advantages(r, "rloo"), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        advantages(r, "mean"), (G - 1) / G * advantages(r, "rloo"), atol=1e-12, rtol=0
+    )
     # Holds (variance): baselined advantages ignore a reward offset, the raw reward
     # does not (its variance grows like bonus^2 E[m2] / G). With a format bonus of 1 on
     # every answer the group mean has the higher SNR in every setting of the grid.
-    torch.testing.assert_close(advantages(r + 1.0, "mean"), advantages(r, "mean"),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        advantages(r + 1.0, "mean"), advantages(r, "mean"), atol=1e-12, rtol=0
+    )
     for p in P_GRID:
         for G in G_GRID:
             assert exact_snr(p, 1.0, G, "mean") > exact_snr(p, 1.0, G, "none"), (p, G)
@@ -320,8 +353,9 @@ def test_qualifies_group_baseline_cuts_variance(bonus=0.0):
                 assert abs(snr_none / (G * p / (1 - p)) - 1) < 1e-9, (p, G, snr_none)
             ratios.append(exact_snr(p, bonus, G, "mean") / snr_none)
             gain = (V * (2 * b_star - V) * e_m2 - (var_r * e_m2 + g2) / (G - 1)) / G
-            diff = (exact_total_variance(probs, reward, G, "none")
-                    - exact_total_variance(probs, reward, G, "rloo"))
+            diff = exact_total_variance(
+                probs, reward, G, "none"
+            ) - exact_total_variance(probs, reward, G, "rloo")
             torch.testing.assert_close(diff, gain, atol=1e-12, rtol=0)
             assert (ratios[-1] > 1) == (gain > 0), (p, G)
         # The noise of the estimated baseline shrinks with G: the gain grows with G ...
@@ -400,16 +434,25 @@ def test_advantage_measures_better_or_worse_than_average(baseline=expected_rewar
 if __name__ == "__main__":
     for p, bonus in [(0.2, 0.0), (0.2, 1.0), (0.8, 0.0)]:
         out = measure(p, bonus)
-        print(f"p={p} bonus={bonus} G=8",
-              {k: round(v["snr"], 3) for k, v in out.items()},
-              "exact", {k: round(v["exact_snr"], 3) for k, v in out.items()
-                        if "exact_snr" in v})
+        print(
+            f"p={p} bonus={bonus} G=8",
+            {k: round(v["snr"], 3) for k, v in out.items()},
+            "exact",
+            {k: round(v["exact_snr"], 3) for k, v in out.items() if "exact_snr" in v},
+        )
     for bonus in (0.0, 1.0):
         print(f"SNR mean / SNR none, bonus {bonus}, G = {G_GRID}")
         for p in P_GRID:
-            print(f"  p={p}", [round(exact_snr(p, bonus, G, "mean")
-                                     / exact_snr(p, bonus, G, "none"), 3)
-                               for G in G_GRID])
+            print(
+                f"  p={p}",
+                [
+                    round(
+                        exact_snr(p, bonus, G, "mean") / exact_snr(p, bonus, G, "none"),
+                        3,
+                    )
+                    for G in G_GRID
+                ],
+            )
     print("GRPO prompt weight w(p, G), p =", P_GRID)
     for G in (4, 8, 16, 64):
         print(f"  G={G}", [round(grpo_prompt_weight(p, G), 3) for p in P_GRID])

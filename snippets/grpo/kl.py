@@ -9,6 +9,7 @@ Estimators of KL(pi || pi_ref) from samples y ~ pi, with ratio = pi_ref(y) / pi(
 
 # --8<-- [start:estimators]
 import torch
+
 from snippets.grpo.loss import k3_kl
 
 
@@ -22,15 +23,19 @@ def kl_estimators(logp, ref_logp):
 def exact_kl(logp_all, ref_logp_all):
     """KL(pi || pi_ref) = sum_y pi(y) log(pi(y) / pi_ref(y)); (..., K) -> (...)."""
     return (logp_all.exp() * (logp_all - ref_logp_all)).sum(-1)
+
+
 # --8<-- [end:estimators]
 
 
 def _pair(seed, scale, K=8):
     g = torch.Generator().manual_seed(seed)
-    logp = torch.log_softmax(scale * torch.randn(K, generator=g, dtype=torch.float64),
-                             -1)
-    ref = torch.log_softmax(scale * torch.randn(K, generator=g, dtype=torch.float64),
-                            -1)
+    logp = torch.log_softmax(
+        scale * torch.randn(K, generator=g, dtype=torch.float64), -1
+    )
+    ref = torch.log_softmax(
+        scale * torch.randn(K, generator=g, dtype=torch.float64), -1
+    )
     return logp, ref
 
 
@@ -72,8 +77,9 @@ def test_k3_is_nonnegative_and_unbiased(estimator="k3", sampler_shift=0.0):
     pairs = [_pair(seed, scale=1.5) for seed in range(3)]
     logps, refs = (torch.stack(column) for column in zip(*pairs))
     batch = exact_kl(logps, refs)
-    torch.testing.assert_close(batch, torch.stack([exact_kl(a, b) for a, b in pairs]),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        batch, torch.stack([exact_kl(a, b) for a, b in pairs]), atol=1e-12, rtol=0
+    )
 
 
 def test_k3_variance_is_low_only_when_policies_are_close():
@@ -100,8 +106,9 @@ def test_k3_variance_is_low_only_when_policies_are_close():
     for seed in range(5):
         far_logp, far_ref = _pair(seed, scale=1.5)
         # seeded: the pair (and so the count below) depends on the seed alone
-        assert torch.equal(torch.stack(_pair(seed, scale=1.5)),
-                           torch.stack([far_logp, far_ref]))
+        assert torch.equal(
+            torch.stack(_pair(seed, scale=1.5)), torch.stack([far_logp, far_ref])
+        )
         est = kl_estimators(far_logp, far_ref)
         q = far_logp.exp()
         noisier += int(_variance(q, est["k3"]) > _variance(q, est["k1"]))
@@ -203,6 +210,8 @@ def kl_to_go_term(logps, ref_logps):
     log_ratio = (logps - ref_logps).detach()
     to_go = log_ratio.flip(1).cumsum(1).flip(1)  # sum over s >= t
     return to_go * logps
+
+
 # --8<-- [end:sequence_kl]
 
 
@@ -216,8 +225,10 @@ def _two_token_model(seed, K=4):
     theta2 = (1.5 * torch.randn(K, K, **f64)).requires_grad_(True)
     ref1 = torch.log_softmax(1.5 * torch.randn(K, **f64), -1)
     ref2 = torch.log_softmax(1.5 * torch.randn(K, K, **f64), -1)
-    y1, y2 = (a.flatten() for a in torch.meshgrid(torch.arange(K), torch.arange(K),
-                                                   indexing="ij"))
+    y1, y2 = (
+        a.flatten()
+        for a in torch.meshgrid(torch.arange(K), torch.arange(K), indexing="ij")
+    )
     ref = torch.stack([ref1[y1], ref2[y1, y2]], 1)
     return theta1, theta2, ref, y1, y2
 
@@ -260,5 +271,6 @@ def test_qualifies_per_token_kl_sums_to_sequence_kl_gradient(per_token=local_kl_
     (g_k3,) = torch.autograd.grad((weight * k3_kl(logps, ref).sum(1)).sum(), theta1)
     r1 = ref[::4, 0]  # ref log-probs of y1 = 0..3
     swapped = (r1.exp() * (r1 - torch.log_softmax(theta1, -1))).sum()
-    torch.testing.assert_close(g_k3, torch.autograd.grad(swapped, theta1)[0],
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        g_k3, torch.autograd.grad(swapped, theta1)[0], atol=1e-12, rtol=0
+    )

@@ -10,6 +10,7 @@ D_KL   = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1   (per token, k3)
 The loss minimised is -J; the per-sequence mean (1/|o_i|) then the batch mean is the
 paper's aggregation and the one of TRL's GRPOTrainer (loss_type="grpo").
 """
+
 import math
 
 # --8<-- [start:k3_kl]
@@ -26,6 +27,8 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     """
     log_ratio = ref_logps - logps  # log(pi_ref / pi_theta)
     return torch.exp(log_ratio) - log_ratio - 1  # Eq. (4), arXiv:2402.03300
+
+
 # --8<-- [end:k3_kl]
 
 
@@ -33,8 +36,12 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 import torch
 
 
-def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor,
-                      advantages: torch.Tensor, clip_eps: float = 0.2) -> torch.Tensor:
+def clipped_surrogate(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float = 0.2,
+) -> torch.Tensor:
     """Per-token PPO clipped surrogate (to be maximised).
 
     logps, old_logps: (batch, seq_len); advantages: (batch,), one per sequence
@@ -46,11 +53,14 @@ def clipped_surrogate(logps: torch.Tensor, old_logps: torch.Tensor,
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
     return torch.min(unclipped, clipped)  # Eq. (7), arXiv:1707.06347
+
+
 # --8<-- [end:clipped_surrogate]
 
 
 # --8<-- [start:per_token_loss]
 import torch
+
 from snippets.grpo.loss import clipped_surrogate, k3_kl
 
 
@@ -60,16 +70,20 @@ def per_token_loss(logps, old_logps, ref_logps, advantages, *, clip_eps=0.2, bet
     reward, and is not clipped."""
     surrogate = clipped_surrogate(logps, old_logps, advantages, clip_eps)
     return -surrogate + beta * k3_kl(logps, ref_logps)
+
+
 # --8<-- [end:per_token_loss]
 
 
 # --8<-- [start:grpo_loss]
 import torch
+
 from snippets.grpo.loss import per_token_loss
 
 
-def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, clip_eps=0.2,
-              beta=0.04):
+def grpo_loss(
+    logps, old_logps, ref_logps, advantages, mask, *, clip_eps=0.2, beta=0.04
+):
     """Scalar GRPO loss.
 
     logps, old_logps, ref_logps: (batch, seq_len) per-token log-probs of the sampled
@@ -79,10 +93,13 @@ def grpo_loss(logps, old_logps, ref_logps, advantages, mask, *, clip_eps=0.2,
     arXiv:2402.03300), then sequences are averaged.
     """
     mask = mask.to(logps.dtype)
-    loss_t = per_token_loss(logps, old_logps, ref_logps, advantages,
-                            clip_eps=clip_eps, beta=beta)
+    loss_t = per_token_loss(
+        logps, old_logps, ref_logps, advantages, clip_eps=clip_eps, beta=beta
+    )
     per_seq = (loss_t * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # 1/|o_i|
     return per_seq.mean()  # 1/G sum_i (and mean over prompts)
+
+
 # --8<-- [end:grpo_loss]
 
 

@@ -15,17 +15,21 @@ GAE. GRPO keeps L^CLIP but takes A from the group and adds beta * k3 to the loss
 import torch
 
 
-def ppo_clip_objective(ratio: torch.Tensor, advantage: torch.Tensor,
-                       eps: float = 0.2) -> torch.Tensor:
+def ppo_clip_objective(
+    ratio: torch.Tensor, advantage: torch.Tensor, eps: float = 0.2
+) -> torch.Tensor:
     """PPO's per-sample clipped surrogate, to be maximised; ratio, advantage: same
     shape."""
     clipped = torch.clamp(ratio, 1 - eps, 1 + eps) * advantage
     return torch.min(ratio * advantage, clipped)  # Eq. (7), arXiv:1707.06347
+
+
 # --8<-- [end:ppo_clip]
 
 
 # --8<-- [start:kl_placement]
 import torch
+
 from snippets.grpo.loss import k3_kl
 
 
@@ -49,10 +53,12 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
     p_old = logp.exp().detach()
     (p_old * beta * k3_kl(logp, ref_logp)).sum().backward()
     return theta.grad
+
+
 # --8<-- [end:kl_placement]
 
 
-from snippets.grpo.baseline import grpo_prompt_weight, mean_rule_prompt_weight
+from snippets.grpo.baseline import grpo_prompt_weight
 
 
 def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_weight):
@@ -67,10 +73,12 @@ def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_wei
     # Holds: importance ratio + clipping are PPO's, token for token (the same formula
     # written twice: this is an identity, GRPO reuses the surrogate unchanged).
     ppo = ppo_clip_objective(torch.exp(logps - old), adv.unsqueeze(1).expand(B, T))
-    torch.testing.assert_close(clipped_surrogate(logps, old, adv), ppo,
-                               atol=1e-12, rtol=0)
-    torch.testing.assert_close(per_token_loss(logps, old, ref, adv, beta=0.0), -ppo,
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        clipped_surrogate(logps, old, adv), ppo, atol=1e-12, rtol=0
+    )
+    torch.testing.assert_close(
+        per_token_loss(logps, old, ref, adv, beta=0.0), -ppo, atol=1e-12, rtol=0
+    )
 
     # Does not hold (1): the advantage. With the critic's exact V, PPO's expected update
     # is grad sum_q J_q. GRPO's is sum_q w(p_q, G) grad J_q: dividing by the group std
@@ -89,8 +97,9 @@ def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_wei
     # vanish at pi = pi_ref only. Exact expectations: 1e-12 is float64 rounding.
     g = torch.Generator().manual_seed(0)
     logits = 1.5 * torch.randn(8, generator=g, dtype=torch.float64)
-    ref_logp = torch.log_softmax(1.5 * torch.randn(8, generator=g, dtype=torch.float64),
-                                 -1)
+    ref_logp = torch.log_softmax(
+        1.5 * torch.randn(8, generator=g, dtype=torch.float64), -1
+    )
     beta = 0.04
     theta = logits.clone().requires_grad_(True)
     lp = torch.log_softmax(theta, -1)
@@ -104,6 +113,8 @@ def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_wei
     torch.testing.assert_close(in_loss, theta.grad, atol=1e-12, rtol=0)
     diff = (in_reward - in_loss).abs().max()
     assert diff > 1e-3, f"the two placements should differ, max diff {diff}"
-    zero = (kl_in_loss_gradient(ref_logp, ref_logp, beta).abs().max()
-            + kl_in_reward_gradient(ref_logp, ref_logp, beta).abs().max())
+    zero = (
+        kl_in_loss_gradient(ref_logp, ref_logp, beta).abs().max()
+        + kl_in_reward_gradient(ref_logp, ref_logp, beta).abs().max()
+    )
     assert zero < 1e-12

@@ -8,6 +8,7 @@ the run in seconds; grpo_loss handles longer completions through its mask unchan
 
 Run: python -m snippets.grpo.toy
 """
+
 import copy
 import functools
 import math
@@ -32,23 +33,28 @@ def make_policy(seed=0):
     """MLP 20 -> 128 -> 19 logits; the last layer starts near 0, so pi_ref is near
     uniform."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(20, 128), torch.nn.ReLU(),
-                              torch.nn.Linear(128, 19))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(20, 128), torch.nn.ReLU(), torch.nn.Linear(128, 19)
+    )
     with torch.no_grad():
         net[2].weight.mul_(0.01)
         net[2].bias.zero_()
     return net
+
+
 # --8<-- [end:task]
 
 
 # --8<-- [start:grpo_step]
 import torch
+
 from snippets.grpo.advantages import group_advantages
 from snippets.grpo.loss import grpo_loss
 
 
-def grpo_step(policy, ref_policy, opt, a, b, G, generator, *, mu=2, clip_eps=0.2,
-              beta=0.04):
+def grpo_step(
+    policy, ref_policy, opt, a, b, G, generator, *, mu=2, clip_eps=0.2, beta=0.04
+):
     """One GRPO iteration (Algorithm 1, arXiv:2402.03300) on prompts a, b: (P,).
     Sample G answers per prompt from pi_old, score them, compute group advantages,
     then take mu gradient steps on grpo_loss with pi_old and pi_ref fixed.
@@ -57,8 +63,9 @@ def grpo_step(policy, ref_policy, opt, a, b, G, generator, *, mu=2, clip_eps=0.2
     with torch.no_grad():
         old_logp_all = torch.log_softmax(policy(x), -1)  # pi_old = policy before update
         ref_logp_all = torch.log_softmax(ref_policy(x), -1)
-    answers = torch.multinomial(old_logp_all.exp(), G, replacement=True,
-                                generator=generator)  # (P, G)
+    answers = torch.multinomial(
+        old_logp_all.exp(), G, replacement=True, generator=generator
+    )  # (P, G)
     rewards = reward_fn(a.unsqueeze(1), b.unsqueeze(1), answers)  # (P, G)
     adv = group_advantages(rewards).flatten()  # (P*G,), Sec. 4.1.2
     # Each completion is one token: sequences of length 1, mask of ones.
@@ -67,12 +74,15 @@ def grpo_step(policy, ref_policy, opt, a, b, G, generator, *, mu=2, clip_eps=0.2
     mask = torch.ones_like(old_logps)
     for _ in range(mu):
         logps = torch.log_softmax(policy(x), -1).gather(1, answers).reshape(-1, 1)
-        loss = grpo_loss(logps, old_logps, ref_logps, adv, mask, clip_eps=clip_eps,
-                         beta=beta)
+        loss = grpo_loss(
+            logps, old_logps, ref_logps, adv, mask, clip_eps=clip_eps, beta=beta
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
     return rewards.mean().item()
+
+
 # --8<-- [end:grpo_step]
 
 
@@ -93,11 +103,14 @@ def evaluate(policy, ref_policy):
     greedy = (logp.argmax(-1) == a + b).float().mean()
     kl = (logp.exp() * (logp - ref_logp)).sum(-1).mean()
     return p_right.mean().item(), greedy.item(), kl.item()
+
+
 # --8<-- [end:evaluate]
 
 
 # --8<-- [start:fixed_point]
 import math
+
 from snippets.grpo.baseline import grpo_prompt_weight
 
 
@@ -108,6 +121,7 @@ def plateau(beta, G, kl="k3_loss", std=True, p_ref=1 / 19, K=19):
     (std=True) or (G-1)/G (group mean only). KL term: k3 in the loss pulls with
     grad KL(pi_ref || pi) = q - p_ref; a KL in the reward with
     grad KL(pi || pi_ref) = q (log(q / p_ref) - KL). Solved by bisection."""
+
     def kl_to_ref(q):  # wrong answers share 1 - q evenly at the fixed point
         return q * math.log(q / p_ref) + (1 - q) * math.log((1 - q) / (K - 1) / p_ref)
 
@@ -124,6 +138,8 @@ def plateau(beta, G, kl="k3_loss", std=True, p_ref=1 / 19, K=19):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if net_push(mid) > 0 else (lo, mid)
     return lo, kl_to_ref(lo)
+
+
 # --8<-- [end:fixed_point]
 
 
@@ -135,8 +151,13 @@ def experiment(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0)
     ref_policy = copy.deepcopy(policy).requires_grad_(False)  # frozen reference
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 1)
-    hist = {"step": [], "batch_reward": [], "expected_reward": [], "greedy_acc": [],
-            "kl": []}
+    hist = {
+        "step": [],
+        "batch_reward": [],
+        "expected_reward": [],
+        "greedy_acc": [],
+        "kl": [],
+    }
     for step in range(steps + 1):
         r, acc, kl = evaluate(policy, ref_policy)
         hist["step"].append(step)
@@ -147,8 +168,9 @@ def experiment(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0)
             break
         a = torch.randint(0, 10, (prompts_per_step,), generator=g)
         b = torch.randint(0, 10, (prompts_per_step,), generator=g)
-        hist["batch_reward"].append(grpo_step(policy, ref_policy, opt, a, b, G, g,
-                                              beta=beta))
+        hist["batch_reward"].append(
+            grpo_step(policy, ref_policy, opt, a, b, G, g, beta=beta)
+        )
     hist["seconds"] = time.perf_counter() - t0
     return hist
 
@@ -213,8 +235,9 @@ def test_grpo_learns_digit_sum_from_chance(overrides=()):
         assert h["kl"][0] == 0.0 and h["kl"][-1] > 0.5, "the policy must leave pi_ref"
 
 
-def test_beta_plateau_is_the_k3_and_std_fixed_point(predicted=("k3_loss", True),
-                                                    run_beta=0.3, steps=300):
+def test_beta_plateau_is_the_k3_and_std_fixed_point(
+    predicted=("k3_loss", True), run_beta=0.3, steps=300
+):
     # beta = 0.3: after 300 iterations the run sits on a plateau. Four hypotheses for
     # where it should stop (KL gradient x advantage normalisation) predict very
     # different right-answer probabilities q; the run must be nearer to the one GRPO
@@ -224,8 +247,11 @@ def test_beta_plateau_is_the_k3_and_std_fixed_point(predicted=("k3_loss", True),
     # predicted: the (KL placement, std) hypothesis the run is claimed to follow;
     # run_beta, steps: the run examined (the page's: beta 0.3, 300 iterations).
     beta, G = 0.3, 16
-    hypotheses = {(kl, std): plateau(beta, G, kl, std)
-                  for kl in ("k3_loss", "kl_reward") for std in (True, False)}
+    hypotheses = {
+        (kl, std): plateau(beta, G, kl, std)
+        for kl in ("k3_loss", "kl_reward")
+        for std in (True, False)
+    }
     q_grpo, kl_grpo = hypotheses[predicted]
     others = [v for k, v in hypotheses.items() if k != predicted]
     q_margin = min(abs(q - q_grpo) for q, _ in others) / 2
@@ -246,10 +272,12 @@ if __name__ == "__main__":
     for beta in (0.04, 0.3):
         for s in SEEDS:
             h = train(beta=beta, seed=s)
-            print(f"beta={beta} seed={s}: {h['seconds']:.1f}s; expected reward "
-                  f"{h['expected_reward'][0]:.4f} -> {h['expected_reward'][-1]:.3f}; "
-                  f"greedy {h['greedy_acc'][0]:.2f} -> {h['greedy_acc'][-1]:.2f}; "
-                  f"KL {h['kl'][-1]:.3f}")
+            print(
+                f"beta={beta} seed={s}: {h['seconds']:.1f}s; expected reward "
+                f"{h['expected_reward'][0]:.4f} -> {h['expected_reward'][-1]:.3f}; "
+                f"greedy {h['greedy_acc'][0]:.2f} -> {h['greedy_acc'][-1]:.2f}; "
+                f"KL {h['kl'][-1]:.3f}"
+            )
         for kl in ("k3_loss", "kl_reward"):
             for std in (True, False):
                 q, k = plateau(beta, 16, kl, std)

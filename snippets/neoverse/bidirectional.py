@@ -47,16 +47,24 @@ def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product a * b of (N, 4) quaternions in (w, x, y, z) order."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
 
 
-def transfer(g: dict[str, torch.Tensor], t: float, tq: float,
-             interval: float, gamma: float = 10.0) -> dict[str, torch.Tensor]:
+def transfer(
+    g: dict[str, torch.Tensor],
+    t: float,
+    tq: float,
+    interval: float,
+    gamma: float = 10.0,
+) -> dict[str, torch.Tensor]:
     """Move the Gaussians of the key frame at time t to the query time tq.
 
     g: mean (N, 3); v_fwd, v_bwd (N, 3) displacements to the next / previous key
@@ -83,6 +91,8 @@ def nearest_key_frame(key_times: list[float], tq: float) -> tuple[int, float]:
     right = next((i for i, s in enumerate(key_times) if s >= tq), len(key_times) - 1)
     left = max(right - 1, 0)
     return k, max(key_times[right] - key_times[left], 1e-12)
+
+
 # --8<-- [end:transfer]
 
 
@@ -108,8 +118,14 @@ def key_frames_used(key_times: list[int], tq: int, rule: str = "nearest") -> lis
     return [nearest_key_frame([float(s) for s in key_times], float(tq))[0]]
 
 
-def from_key(track: torch.Tensor, key_times: list[int], k: int, tq: int,
-             reading: str = "key", single: bool = False) -> torch.Tensor:
+def from_key(
+    track: torch.Tensor,
+    key_times: list[int],
+    k: int,
+    tq: int,
+    reading: str = "key",
+    single: bool = False,
+) -> torch.Tensor:
     """Position at frame tq of a point with true positions track (T, 3), carried
     from key frame key_times[k] by Eq. (3).
 
@@ -131,15 +147,26 @@ def from_key(track: torch.Tensor, key_times: list[int], k: int, tq: int,
         v_fwd = v_fwd if nxt != t else -v_bwd
         v_bwd = -v_fwd
     zeros = torch.zeros(1, 3, dtype=track.dtype)
-    g = {"mean": track[t][None], "v_fwd": v_fwd[None], "v_bwd": v_bwd[None],
-         "quat": torch.tensor([[1.0, 0, 0, 0]], dtype=track.dtype),
-         "w_fwd": zeros, "w_bwd": zeros, "opacity": torch.ones(1, dtype=track.dtype),
-         "life_span": torch.full((1,), 0.5, dtype=track.dtype)}
+    g = {
+        "mean": track[t][None],
+        "v_fwd": v_fwd[None],
+        "v_bwd": v_bwd[None],
+        "quat": torch.tensor([[1.0, 0, 0, 0]], dtype=track.dtype),
+        "w_fwd": zeros,
+        "w_bwd": zeros,
+        "opacity": torch.ones(1, dtype=track.dtype),
+        "life_span": torch.full((1,), 0.5, dtype=track.dtype),
+    }
     return transfer(g, float(t), float(tq), interval)["mean"][0]
 
 
-def positions_at(track: torch.Tensor, key_times: list[int], tq: int,
-                 rule: str = "nearest", reading: str = "key") -> torch.Tensor:
+def positions_at(
+    track: torch.Tensor,
+    key_times: list[int],
+    tq: int,
+    rule: str = "nearest",
+    reading: str = "key",
+) -> torch.Tensor:
     """Position at frame tq of a point with true positions track (T, 3), rebuilt
     from key frames only.
       nearest: the nearest key frame, the velocity pointing to tq (Eq. (3)).
@@ -151,16 +178,24 @@ def positions_at(track: torch.Tensor, key_times: list[int], tq: int,
     return from_key(track, key_times, k[0], tq, reading, single=rule == "single")
 
 
-def worst_error(track: torch.Tensor, key_times: list[int], rule: str,
-                reading: str = "key") -> float:
+def worst_error(
+    track: torch.Tensor, key_times: list[int], rule: str, reading: str = "key"
+) -> float:
     """Largest position error over all frames between the first and last key."""
     frames = range(key_times[0], key_times[-1] + 1)
-    return max((positions_at(track, key_times, q, rule, reading) - track[q]).norm()
-               .item() for q in frames)
+    return max(
+        (positions_at(track, key_times, q, rule, reading) - track[q]).norm().item()
+        for q in frames
+    )
 
 
-def rendered_points(tracks: torch.Tensor, visible: torch.Tensor, key_times: list[int],
-                    tq: int, rule: str = "nearest") -> dict[int, list[torch.Tensor]]:
+def rendered_points(
+    tracks: torch.Tensor,
+    visible: torch.Tensor,
+    key_times: list[int],
+    tq: int,
+    rule: str = "nearest",
+) -> dict[int, list[torch.Tensor]]:
     """Points rendered at frame tq. A key frame holds a Gaussian for each point it
     sees (pixel-aligned: one per pixel of that frame), so a point hidden at a key
     frame has no Gaussian there. tracks (P, T, 3) true positions; visible (P, T).
@@ -174,6 +209,8 @@ def rendered_points(tracks: torch.Tensor, visible: torch.Tensor, key_times: list
                 x = from_key(tracks[p], key_times, k, tq, single=rule == "single")
                 out.setdefault(p, []).append(x)
     return out
+
+
 # --8<-- [end:interpolate]
 
 
@@ -184,8 +221,10 @@ F64 = torch.float64
 
 # (33, 3) positions of a thrown ball: constant velocity + acceleration 0.02 downwards
 _T = torch.arange(33, dtype=F64)[:, None]
-PARABOLA = (torch.tensor([[0.1, 0.3, 0.05]], dtype=F64) * _T
-            + 0.5 * torch.tensor([[0.0, -0.02, 0.0]], dtype=F64) * _T**2)
+PARABOLA = (
+    torch.tensor([[0.1, 0.3, 0.05]], dtype=F64) * _T
+    + 0.5 * torch.tensor([[0.0, -0.02, 0.0]], dtype=F64) * _T**2
+)
 # (33, 3) a point on a circle of radius 3, 0.03 rad per frame
 _W = torch.arange(33, dtype=F64) * 0.03
 CIRCLE = torch.stack([3 * _W.cos(), 3 * _W.sin(), torch.full_like(_W, 6.0)], -1)
@@ -214,7 +253,8 @@ def test_refutes_one_velocity_cannot_follow_a_kink_at_a_key_frame(rule="forward"
 
 
 def test_refutes_nearest_key_frame_quarters_the_worst_error_of_forward_only(
-        reading="key"):
+    reading="key",
+):
     # Claim: from the nearest key frame (forward or backward) the worst error on a
     # smooth curve is about a quarter of carrying Gaussians forward only. With v+-
     # the displacement to the adjacent KEY frame (Appendix A, the authors' code),
@@ -235,13 +275,17 @@ def test_refutes_nearest_key_frame_quarters_the_worst_error_of_forward_only(
     # The same point at every frame of a curve that is not a parabola either.
     keys = [0, 16, 32]
     for q in range(33):
-        torch.testing.assert_close(positions_at(CIRCLE, keys, q, "nearest", reading),
-                                   positions_at(CIRCLE, keys, q, "forward", reading),
-                                   atol=1e-12, rtol=0)
+        torch.testing.assert_close(
+            positions_at(CIRCLE, keys, q, "nearest", reading),
+            positions_at(CIRCLE, keys, q, "forward", reading),
+            atol=1e-12,
+            rtol=0,
+        )
 
 
 def test_backward_velocity_brings_the_later_key_frame_into_the_interval(
-        rules=("nearest", "both")):
+    rules=("nearest", "both"),
+):
     # A ball always in view, moving at constant velocity, and a box that comes into
     # view at frame 3 (hidden before, e.g. behind an occluder), at rest until key
     # frame 8 and sliding 0.1 per frame after it; keys 0, 8, 16.
@@ -268,6 +312,7 @@ def test_backward_velocity_brings_the_later_key_frame_into_the_interval(
                 for x in copies:
                     assert (x - tracks[p, q]).norm() < 1e-12, (rule, q, p)
 
+
 def test_rotation_and_opacity_follow_eqs_4_and_5():
     # Eq. (4): after a fraction d = |tq - t| / interval of the key interval the
     # orientation has turned by |w| d (the geodesic angle between the quaternions),
@@ -276,10 +321,16 @@ def test_rotation_and_opacity_follow_eqs_4_and_5():
     axis = torch.tensor([[0.0, 0.6, 0.8]], dtype=F64)
     start = axis_angle_to_quaternion(torch.tensor([[0.3, -0.2, 0.1]], dtype=F64))
     zeros = torch.zeros(1, 3, dtype=F64)
-    g = {"mean": zeros, "v_fwd": zeros, "v_bwd": zeros, "quat": start,
-         "w_fwd": 0.1 * axis, "w_bwd": 0.4 * axis,
-         "opacity": torch.full((1,), 0.8, dtype=F64),
-         "life_span": torch.full((1,), 0.5, dtype=F64)}
+    g = {
+        "mean": zeros,
+        "v_fwd": zeros,
+        "v_bwd": zeros,
+        "quat": start,
+        "w_fwd": 0.1 * axis,
+        "w_bwd": 0.4 * axis,
+        "opacity": torch.full((1,), 0.8, dtype=F64),
+        "life_span": torch.full((1,), 0.5, dtype=F64),
+    }
 
     def turned(q1, q2):
         return 2 * torch.acos((q1 * q2).sum().abs().clamp(max=1)).item()
@@ -289,8 +340,10 @@ def test_rotation_and_opacity_follow_eqs_4_and_5():
         assert abs(turned(out["quat"], start) - rate * abs(tq - 5.0) / 4.0) < 1e-7, tq
         assert abs(out["quat"].norm().item() - 1) < 1e-12
     twice = transfer(transfer(g, 5.0, 6.0, 4.0), 6.0, 7.0, 4.0)["quat"]
-    torch.testing.assert_close(twice, transfer(g, 5.0, 7.0, 4.0)["quat"],
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        twice, transfer(g, 5.0, 7.0, 4.0)["quat"], atol=1e-12, rtol=0
+    )
+
     # Eq. (5): full opacity at the key frame; the decay grows with the distance;
     # a long life span (tau -> 1) keeps the opacity inside the interval, a short
     # one (tau -> 0) decays like exp(-gamma d); at the far end d = 1 every tau
@@ -302,12 +355,12 @@ def test_rotation_and_opacity_follow_eqs_4_and_5():
     assert alpha(5.0, 0.5) == 0.8
     # gamma defaults to 10 (the authors' code): at the far end alpha = 0.8 e^-10
     far = transfer(g, 5.0, 9.0, interval=4.0)["opacity"].item()
-    assert abs(far - 0.8 * torch.e ** -10.0) < 1e-15
+    assert abs(far - 0.8 * torch.e**-10.0) < 1e-15
     assert alpha(6.0, 0.5) > alpha(7.0, 0.5) > alpha(8.0, 0.5)
     assert abs(alpha(7.0, 0.99) - 0.8) < 1e-12  # d = 0.5: 0.5^100 ~ 1e-30
     assert abs(alpha(7.0, 1e-9) - 0.8 * torch.e ** (-2.0 * 0.5)) < 1e-9
     for tau in (0.1, 0.5, 0.9):
-        assert abs(alpha(9.0, tau) - 0.8 * torch.e ** -2.0) < 1e-12
+        assert abs(alpha(9.0, tau) - 0.8 * torch.e**-2.0) < 1e-12
 
 
 def test_worst_error_is_that_of_the_longest_interval_wherever_it_lies():
@@ -339,10 +392,18 @@ def test_worst_error_is_that_of_the_longest_interval_wherever_it_lies():
     # x16 - (x32 - x16) / 4, from the last key 32 back to 28 at x32 + (x16 - x32) / 4.
     keys = [0, 16, 32]
     x = PARABOLA
-    torch.testing.assert_close(positions_at(x, keys, 12, "single"),
-                               x[16] - (x[32] - x[16]) / 4, atol=1e-12, rtol=0)
-    torch.testing.assert_close(positions_at(x, keys, 28, "single"),
-                               x[32] + (x[16] - x[32]) / 4, atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        positions_at(x, keys, 12, "single"),
+        x[16] - (x[32] - x[16]) / 4,
+        atol=1e-12,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        positions_at(x, keys, 28, "single"),
+        x[32] + (x[16] - x[32]) / 4,
+        atol=1e-12,
+        rtol=0,
+    )
 
 
 def test_key_frames_used_by_each_rule():
@@ -376,9 +437,12 @@ def test_quaternion_helpers_compose_rotations():
     identity = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64)
     assert torch.equal(axis_angle_to_quaternion(torch.zeros(1, 3, dtype=F64)), identity)
     b = axis_angle_to_quaternion(torch.randn(2, 5, 3, generator=g, dtype=F64))
-    torch.testing.assert_close(quaternion_to_rotation(quaternion_multiply(q, b)),
-                               quaternion_to_rotation(q) @ quaternion_to_rotation(b),
-                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        quaternion_to_rotation(quaternion_multiply(q, b)),
+        quaternion_to_rotation(q) @ quaternion_to_rotation(b),
+        atol=1e-12,
+        rtol=0,
+    )
 
 
 def test_nearest_key_frame_and_interval():

@@ -49,6 +49,8 @@ def moving_blobs_video(
         cover = torch.sigmoid((r - dist) / 0.7)[..., None]  # soft edge about 1 px
         video = cover * colors[k] + (1 - cover) * video
     return video, t
+
+
 # --8<-- [end:moving_blobs]
 
 
@@ -70,6 +72,8 @@ def render_at(params: dict[str, torch.Tensor], t: float, size: int) -> torch.Ten
     renderer applied to the positions at t (shape, colour, opacity constant)."""
     frame_params = dict(params, mean=means_at(params, t))
     return render_2d(frame_params, size, size, torch.zeros(3))[0]
+
+
 # --8<-- [end:dynamic_render]
 
 
@@ -83,8 +87,13 @@ from snippets.neoverse.splat2d import init_grid, psnr
 
 
 def fit_dynamic(
-    frames: torch.Tensor, times: torch.Tensor, per_side: int = 7, steps: int = 200,
-    lr: float = 0.05, seed: int = 0, moving: bool = True,
+    frames: torch.Tensor,
+    times: torch.Tensor,
+    per_side: int = 7,
+    steps: int = 200,
+    lr: float = 0.05,
+    seed: int = 0,
+    moving: bool = True,
 ):
     """Fit per_side^2 moving Gaussians to frames (T, H, W, 3) observed at times (T,).
 
@@ -115,9 +124,12 @@ def fit_dynamic(
     seconds = time.perf_counter() - start
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
-        per_frame = [psnr(render_at(params, float(t), size), f)
-                     for f, t in zip(frames, times)]
+        per_frame = [
+            psnr(render_at(params, float(t), size), f) for f, t in zip(frames, times)
+        ]
     return params, per_frame, seconds
+
+
 # --8<-- [end:fit_dynamic]
 
 
@@ -128,8 +140,9 @@ from snippets.neoverse.dynamic import fit_dynamic, moving_blobs_video, render_at
 from snippets.neoverse.splat2d import psnr
 
 
-def in_between_experiment(steps: int = 200, size: int = 32, seed: int = 0,
-                          moving: bool = True) -> dict:
+def in_between_experiment(
+    steps: int = 200, size: int = 32, seed: int = 0, moving: bool = True
+) -> dict:
     """Train on frames 0, 2, 4, 6, 8 of a 9-frame video; evaluate on 1, 3, 5, 7.
 
     Baseline for an unseen frame: the cross-fade (average) of its two neighbouring
@@ -142,12 +155,22 @@ def in_between_experiment(steps: int = 200, size: int = 32, seed: int = 0,
         video[train], t[train], steps=steps, seed=seed, moving=moving
     )
     with torch.no_grad():
-        held_psnr = [psnr(render_at(params, float(tk), size), f)
-                     for f, tk in zip(video[held], t[held])]
-    crossfade = [psnr(0.5 * (video[k - 1] + video[k + 1]), video[k])
-                 for k in range(1, 9, 2)]
-    return {"train_psnr": train_psnr, "held_out_psnr": held_psnr,
-            "crossfade_psnr": crossfade, "seconds": [seconds], "params": params}
+        held_psnr = [
+            psnr(render_at(params, float(tk), size), f)
+            for f, tk in zip(video[held], t[held])
+        ]
+    crossfade = [
+        psnr(0.5 * (video[k - 1] + video[k + 1]), video[k]) for k in range(1, 9, 2)
+    ]
+    return {
+        "train_psnr": train_psnr,
+        "held_out_psnr": held_psnr,
+        "crossfade_psnr": crossfade,
+        "seconds": [seconds],
+        "params": params,
+    }
+
+
 # --8<-- [end:in_between]
 
 
@@ -169,7 +192,6 @@ def test_moving_gaussians_fit_every_frame_and_interpolate(moving=True):
         assert min(r["held_out_psnr"]) > HELD_OUT_PSNR_DB, (seed, r["held_out_psnr"])
         for h, c in zip(r["held_out_psnr"], r["crossfade_psnr"]):
             assert h > c + MARGIN_OVER_CROSSFADE_DB, (seed, h, c)
-
 
 
 def test_moving_blobs_video_shows_the_described_motions():
@@ -198,11 +220,15 @@ def test_moving_blobs_video_shows_the_described_motions():
 def test_means_follow_the_quadratic_and_render_moves_with_them():
     # mu(t) = mu + v tau + a tau^2 / 2 around tau = t - 1/2: the mean at t = 1/2,
     # velocity v = (mu(1) - mu(0)), acceleration a = 4 (mu(1) + mu(0) - 2 mu(1/2)).
-    params = {"mean": torch.tensor([[10.0, 12.0]]),
-              "velocity": torch.tensor([[4.0, -2.0]]),
-              "accel": torch.tensor([[8.0, 0.0]]), "log_scale": torch.zeros(1, 2),
-              "angle": torch.zeros(1), "color_logit": torch.full((1, 3), 20.0),
-              "opacity_logit": torch.tensor([20.0])}
+    params = {
+        "mean": torch.tensor([[10.0, 12.0]]),
+        "velocity": torch.tensor([[4.0, -2.0]]),
+        "accel": torch.tensor([[8.0, 0.0]]),
+        "log_scale": torch.zeros(1, 2),
+        "angle": torch.zeros(1),
+        "color_logit": torch.full((1, 3), 20.0),
+        "opacity_logit": torch.tensor([20.0]),
+    }
     m0, mh, m1 = (means_at(params, t) for t in (0.0, 0.5, 1.0))
     torch.testing.assert_close(mh, params["mean"])
     torch.testing.assert_close(m1 - m0, params["velocity"])

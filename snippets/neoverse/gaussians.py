@@ -30,9 +30,15 @@ def quaternion_to_rotation(quaternion: torch.Tensor) -> torch.Tensor:
     # Unit quaternion -> matrix (same convention as the 3DGS reference code).
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
     ).reshape(q.shape[:-1] + (3, 3))
@@ -53,6 +59,8 @@ def covariance_from_rotation_scale(
     R = quaternion_to_rotation(quaternion)
     M = R * scale.unsqueeze(-2)  # R @ diag(s): scales the columns of R
     return M @ M.transpose(-1, -2)  # Eq. (6), arXiv:2308.04079
+
+
 # --8<-- [end:covariance]
 
 
@@ -86,12 +94,18 @@ def project_covariance(
     zeros = torch.zeros_like(z)
     J = torch.stack(
         [
-            fx / z, zeros, -fx * x / z**2,
-            zeros, fy / z, -fy * y / z**2,
+            fx / z,
+            zeros,
+            -fx * x / z**2,
+            zeros,
+            fy / z,
+            -fy * y / z**2,
         ],
         dim=-1,
     ).reshape(mean_cam.shape[:-1] + (2, 3))
     return J @ cov3d @ J.transpose(-1, -2)  # Eq. (5), arXiv:2308.04079 (W = I)
+
+
 # --8<-- [end:projection]
 
 
@@ -116,6 +130,8 @@ def composite(
     weights = alphas * T  # a_i T_i
     color = (weights.unsqueeze(-1) * colors).sum(dim=0)  # Eq. (3), arXiv:2308.04079
     return color, passed[-1]
+
+
 # --8<-- [end:composite]
 
 
@@ -139,12 +155,14 @@ def composite_back_to_front(
         color = a * colors[i] + (1 - a) * color
         T = (1 - alphas[i]) * T
     return color, T
+
+
 # --8<-- [end:over]
 
 
 # ----------------------------------------------------------------------------- tests
 
-import functools  # noqa: E402
+import functools
 
 F64 = torch.float64
 # assert_near(actual, expected, atol): an absolute tolerance only
@@ -179,7 +197,8 @@ def composite_linear_transmittance(colors: torch.Tensor, alphas: torch.Tensor):
 
 
 def test_covariance_is_symmetric_psd_with_scale_eigenvalues(
-        covariance=covariance_from_rotation_scale):
+    covariance=covariance_from_rotation_scale,
+):
     g = torch.Generator().manual_seed(0)
     n = 256
     q = torch.randn(n, 4, generator=g, dtype=F64) * 3.0  # deliberately not unit norm
@@ -246,8 +265,9 @@ def test_operations_act_on_any_leading_dims():
     assert c2.shape == (2, 5, 2, 2)
     expected = project_covariance(flat(cov), flat(mean), 300.0, 250.0)
     assert_near(flat(c2), expected, atol=1e-12)
-    assert_near(c2[0, 2], project_covariance(cov[0, 2], mean[0, 2], 300.0, 250.0),
-                atol=1e-12)
+    assert_near(
+        c2[0, 2], project_covariance(cov[0, 2], mean[0, 2], 300.0, 250.0), atol=1e-12
+    )
 
 
 def test_project_covariance_matches_explicit_jacobian():

@@ -49,6 +49,8 @@ def rotation_error_deg(R_est: torch.Tensor, R_true: torch.Tensor) -> float:
     """
     s = (R_est - R_true).norm() / (2 * 2**0.5)
     return torch.rad2deg(2 * torch.asin(s.clamp(0, 1))).item()
+
+
 # --8<-- [end:kabsch]
 
 
@@ -89,12 +91,15 @@ def scene_points(kind: str, n: int = 100, seed: int = 1, dtype=torch.float64):
     return P + torch.tensor([0.0, 0.0, 4.0], dtype=dtype)
 
 
-def observe(P: torch.Tensor, R: torch.Tensor, t: torch.Tensor, noise: float = 0.0,
-            seed: int = 2) -> torch.Tensor:
+def observe(
+    P: torch.Tensor, R: torch.Tensor, t: torch.Tensor, noise: float = 0.0, seed: int = 2
+) -> torch.Tensor:
     """The same points seen from the second camera, Q = R P + t, plus Gaussian
     noise (std `noise`)."""
     g = torch.Generator().manual_seed(seed)
     return P @ R.T + t + noise * torch.randn(P.shape, generator=g, dtype=P.dtype)
+
+
 # --8<-- [end:scenes]
 
 
@@ -110,8 +115,9 @@ from snippets.neoverse.pose import (
 )
 
 
-def noise_sweep(noises: list[float], n: int = 50, trials: int = 20,
-                fit=rigid_transform) -> list[dict]:
+def noise_sweep(
+    noises: list[float], n: int = 50, trials: int = 20, fit=rigid_transform
+) -> list[dict]:
     """Mean rotation error (deg) and translation error over `trials` random motions
     per noise std; fit(P, Q) -> (c, R, t) is the estimator (default: Kabsch)."""
     rows = []
@@ -123,9 +129,16 @@ def noise_sweep(noises: list[float], n: int = 50, trials: int = 20,
             _, R_est, t_est = fit(P, observe(P, R, t, sigma, seed=200 + k))
             rot.append(rotation_error_deg(R_est, R))
             trans.append((t_est - t).norm().item())
-        rows.append({"noise": sigma, "rot_err_deg": sum(rot) / trials,
-                     "trans_err": sum(trans) / trials})
+        rows.append(
+            {
+                "noise": sigma,
+                "rot_err_deg": sum(rot) / trials,
+                "trans_err": sum(trans) / trials,
+            }
+        )
     return rows
+
+
 # --8<-- [end:noise_sweep]
 
 
@@ -154,6 +167,8 @@ def pose_with_moving_points(fraction_moving: float, n: int = 100, seed: int = 0)
     Q[:k] = (Q[:k] - centre) @ random_motion(seed + 7)[0].T + centre  # and turned
     _, R_est, _ = rigid_transform(P, Q)
     return rotation_error_deg(R_est, R)
+
+
 # --8<-- [end:moving_points]
 
 
@@ -313,8 +328,9 @@ def test_random_motion_turns_uniformly_between_20_and_40_degrees():
     # both ends are reached within 0.5 degree (each end missed by all 1000 draws with
     # probability 0.975^1000 < 1e-10). Float64 round-off of the angle: 1e-6 degree.
     eye = torch.eye(3, dtype=torch.float64)
-    angles = torch.tensor([rotation_error_deg(random_motion(s)[0], eye)
-                           for s in range(1000)])
+    angles = torch.tensor(
+        [rotation_error_deg(random_motion(s)[0], eye) for s in range(1000)]
+    )
     assert angles.min() >= 20.0 - 1e-6 and angles.max() <= 40.0 + 1e-6
     assert angles.min() < 20.5 and angles.max() > 39.5
 
@@ -363,8 +379,9 @@ def test_moving_points_are_an_object_moved_one_unit_and_turned():
     eye = torch.eye(3, dtype=torch.float64)
     # The page's default: 100 points, seed 0. Round-off of two equal computations in
     # a different order: 1e-9 degree.
-    assert abs(pose_with_moving_points(0.3) - moving_points_by_hand(0.3, 100, 0)[0]) \
-        < 1e-9
+    assert (
+        abs(pose_with_moving_points(0.3) - moving_points_by_hand(0.3, 100, 0)[0]) < 1e-9
+    )
     for fraction, n, seed in ((0.3, 60, 3), (0.5, 40, 5), (0.2, 80, 2)):
         err, _ = moving_points_by_hand(fraction, n, seed)
         assert abs(pose_with_moving_points(fraction, n=n, seed=seed) - err) < 1e-9

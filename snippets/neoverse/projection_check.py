@@ -59,9 +59,9 @@ def monte_carlo_projection_error(
     x = mu + torch.cat([e, -e]) @ L.T  # antithetic pairs, x ~ N(mu, Sigma)
     front = x[:, 2] > 0
     uv = project_mean(x[front], fx, fy)  # exact, non-linear projection per sample
-    J = torch.autograd.functional.jacobian(
-        lambda p: project_mean(p, fx, fy)[0], mu
-    )[:, 0]  # (2, 3), the Jacobian at the mean
+    J = torch.autograd.functional.jacobian(lambda p: project_mean(p, fx, fy)[0], mu)[
+        :, 0
+    ]  # (2, 3), the Jacobian at the mean
     uv_lin = project_mean(mu, fx, fy) + (x[front] - mu) @ J.T  # first-order Taylor
     affine = affine_fn(cov, mu, fx, fy)[0]  # Eq. (5), arXiv:2308.04079
     scale2d = affine.norm()
@@ -72,6 +72,8 @@ def monte_carlo_projection_error(
         "mean_shift": (shift.norm() / affine.trace().sqrt()).item(),
         "behind": 1.0 - front.double().mean().item(),
     }
+
+
 # --8<-- [end:monte_carlo]
 
 
@@ -111,13 +113,15 @@ def random_gaussian_at(sigma_over_z: float, seed: int) -> dict[str, torch.Tensor
     z = 0.1 / sigma_over_z
     mu = torch.tensor([d[0] * z, d[1] * z, z], dtype=torch.float64)
     return {"quaternion": q, "scale": s, "mean_cam": mu}
+
+
 # --8<-- [end:distance_sweep]
 
 
 # ----------------------------------------------------------------------------- tests
 
 
-import math  # noqa: E402
+import math
 
 # "Agrees" means: within 10x the Monte Carlo noise sqrt(2 / 200k) = 0.3 %.
 AGREE = 0.03
@@ -125,8 +129,9 @@ SEEDS = range(5)  # five random Gaussians (orientation, anisotropy, off-axis ang
 
 
 def error_at(sigma_over_z: float, seed: int, affine_fn=project_covariance):
-    return monte_carlo_projection_error(**random_gaussian_at(sigma_over_z, seed),
-                                        affine_fn=affine_fn)
+    return monte_carlo_projection_error(
+        **random_gaussian_at(sigma_over_z, seed), affine_fn=affine_fn
+    )
 
 
 def project_covariance_weak_perspective(cov3d, mean_cam, fx, fy):
@@ -145,7 +150,8 @@ def local_slope(field: str, seed: int, lo: float, hi: float) -> float:
 
 
 def test_affine_projection_matches_monte_carlo_for_small_gaussians(
-        affine_fn=project_covariance):
+    affine_fn=project_covariance,
+):
     torch.set_num_threads(1)
     for seed in SEEDS:
         for sigma_over_z in (0.05, 0.02, 0.01):
@@ -170,14 +176,19 @@ def test_random_gaussians_and_the_behind_fraction():
     assert all(v.dtype == torch.float64 for v in a.values())
     assert a["scale"].max() == 0.1 and a["scale"].min() >= 0.02 - 1e-12
     assert abs(a["mean_cam"][2].item() - 5.0) < 1e-12
-    torch.testing.assert_close(a["mean_cam"] / a["mean_cam"][2],
-                               b["mean_cam"] / b["mean_cam"][2], atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        a["mean_cam"] / a["mean_cam"][2],
+        b["mean_cam"] / b["mean_cam"][2],
+        atol=1e-12,
+        rtol=0,
+    )
     # A Gaussian whose mean is one std in front of the camera: a fraction
     # Phi(-1) = 0.159 of it lies behind (z <= 0); 5 standard errors of a fraction
     # over the 10 000 independent pairs.
     q = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    r = monte_carlo_projection_error(q, torch.full((3,), 0.1),
-                                     torch.tensor([0.0, 0.0, 0.1]), num_samples=20_000)
+    r = monte_carlo_projection_error(
+        q, torch.full((3,), 0.1), torch.tensor([0.0, 0.0, 0.1]), num_samples=20_000
+    )
     p = 0.15866
     assert abs(r["behind"] - p) < 5 * (p * (1 - p) / 10_000) ** 0.5, r["behind"]
 
@@ -221,8 +232,10 @@ def test_close_gaussian_covariance_error_does_not_settle():
 
     def runs(z: float) -> list[float]:
         mu = torch.tensor([0.3 * z, -0.2 * z, z])
-        return [monte_carlo_projection_error(q, s, mu, seed=k)["rel_cov_error"]
-                for k in range(8)]
+        return [
+            monte_carlo_projection_error(q, s, mu, seed=k)["rel_cov_error"]
+            for k in range(8)
+        ]
 
     for z in (1.0, 0.5):
         e = runs(z)

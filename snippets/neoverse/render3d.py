@@ -31,8 +31,9 @@ def camera(yaw_deg: float, center: tuple[float, float, float]):
     turned by `yaw_deg` about the vertical (y) axis, looking along its +z axis."""
     a = torch.deg2rad(torch.tensor(yaw_deg, dtype=torch.float64))
     c, s = a.cos().item(), a.sin().item()
-    R_cw = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]],
-                        dtype=torch.float64)
+    R_cw = torch.tensor(
+        [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=torch.float64
+    )
     R = R_cw.T  # camera-to-world rotation is R_cw, so world-to-camera is its transpose
     C = torch.tensor(center, dtype=torch.float64)
     return R, -R @ C
@@ -43,8 +44,9 @@ def pixel_rays(R: torch.Tensor, t: torch.Tensor, size: int = 32, f: float = 32.0
     each direction has camera-z component 1, so a ray parameter is a depth."""
     centres = torch.arange(size, dtype=torch.float64) + 0.5
     ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-    d_cam = torch.stack([(xs - size / 2) / f, (ys - size / 2) / f,
-                         torch.ones_like(xs)], dim=-1)
+    d_cam = torch.stack(
+        [(xs - size / 2) / f, (ys - size / 2) / f, torch.ones_like(xs)], dim=-1
+    )
     return -R.T @ t, d_cam @ R  # d_cam @ R = R^T d per pixel
 
 
@@ -67,8 +69,13 @@ def raycast_scene(R: torch.Tensor, t: torch.Tensor, size: int = 32, f: float = 3
     return image, torch.where(on_square, s_sq, s_wall)
 
 
-def visible_from(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
-                 size: int = 32, f: float = 32.0) -> dict[str, torch.Tensor]:
+def visible_from(
+    points: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    size: int = 32,
+    f: float = 32.0,
+) -> dict[str, torch.Tensor]:
     """Ground truth for world points (N, 3) lying on the square or the wall:
     in_view (N,) = in front of camera (R, t) and inside its image; occluded (N,) =
     in view, but the square lies between the camera and the point."""
@@ -81,6 +88,8 @@ def visible_from(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
     blocked = (points[:, 2] > SQUARE_Z + 1e-9) & (s > 0) & (s < 1)
     blocked &= (cross[:, 0].abs() <= SQUARE_HALF) & (cross[:, 1].abs() <= SQUARE_HALF)
     return {"in_view": in_view, "occluded": in_view & blocked}
+
+
 # --8<-- [end:scene]
 
 
@@ -90,8 +99,14 @@ import torch
 from snippets.neoverse.render3d import pixel_rays
 
 
-def pixel_aligned_gaussians(image: torch.Tensor, depth: torch.Tensor, R: torch.Tensor,
-                            t: torch.Tensor, f: float = 32.0, opacity: float = 0.98):
+def pixel_aligned_gaussians(
+    image: torch.Tensor,
+    depth: torch.Tensor,
+    R: torch.Tensor,
+    t: torch.Tensor,
+    f: float = 32.0,
+    opacity: float = 0.98,
+):
     """One isotropic Gaussian per pixel of a single frame (the monocular 'recon').
 
     image: (H, W, 3); depth: (H, W) along camera z; (R, t): world-to-camera pose.
@@ -116,6 +131,8 @@ def pixel_aligned_gaussians(image: torch.Tensor, depth: torch.Tensor, R: torch.T
 def subset(g: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
     """The Gaussians where keep (N,) is True."""
     return {k: v[keep] for k, v in g.items()}
+
+
 # --8<-- [end:pixel_gaussians]
 
 
@@ -130,8 +147,14 @@ from snippets.neoverse.gaussians import (
 )
 
 
-def render_3d(g: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor,
-              size: int = 32, f: float = 32.0, dilation: float = 0.0):
+def render_3d(
+    g: dict[str, torch.Tensor],
+    R: torch.Tensor,
+    t: torch.Tensor,
+    size: int = 32,
+    f: float = 32.0,
+    dilation: float = 0.0,
+):
     """Splat 3D Gaussians into camera (R, t): project, sort near-to-far, composite.
 
     returns image (size, size, 3) on a black background and the final transmittance
@@ -160,14 +183,21 @@ def render_3d(g: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor,
     return composite(colors, alphas)  # Eq. (3), arXiv:2308.04079
 
 
-def render_depth(g: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor,
-                 size: int = 32, f: float = 32.0) -> torch.Tensor:
+def render_depth(
+    g: dict[str, torch.Tensor],
+    R: torch.Tensor,
+    t: torch.Tensor,
+    size: int = 32,
+    f: float = 32.0,
+) -> torch.Tensor:
     """Expected depth (size, size) along camera z: composite each Gaussian's depth
     instead of its colour, divided by the covered fraction (inf where empty)."""
     z = (g["mean"] @ R.T + t)[:, 2:]
     image, T = render_3d(dict(g, color=z.expand(-1, 3)), R, t, size, f)
     covered = 1 - T
     return torch.where(covered > 1e-3, image[..., 0] / covered, torch.inf)
+
+
 # --8<-- [end:render3d]
 
 
@@ -205,15 +235,22 @@ def novel_view_experiment(size: int = 32, shift: float = 1.2, yaw_deg: float = -
     unseen = (~seen["in_view"] | seen["occluded"]).reshape(size, size)
     holes = T_new > 0.5
     return {
-        "source": src, "source_render": re_src, "T_source": T_src,
-        "novel_gt": gt_new, "novel_render": re_new, "T_novel": T_new,
-        "holes_novel_mask": holes, "unseen_by_source": unseen,
+        "source": src,
+        "source_render": re_src,
+        "T_source": T_src,
+        "novel_gt": gt_new,
+        "novel_render": re_new,
+        "T_novel": T_new,
+        "holes_novel_mask": holes,
+        "unseen_by_source": unseen,
         "holes_source": (T_src > 0.5).double().mean().item(),
         "holes_novel": holes.double().mean().item(),
         "psnr_source": psnr(re_src, src),
         "psnr_novel_covered": psnr(re_new[~holes], gt_new[~holes]),
         "psnr_novel_all": psnr(re_new, gt_new),
     }
+
+
 # --8<-- [end:novel_view]
 
 
@@ -231,8 +268,14 @@ from snippets.neoverse.render3d import (
 )
 
 
-def occluded_in(g: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor,
-                size: int = 32, f: float = 32.0, tol: float = 0.05) -> torch.Tensor:
+def occluded_in(
+    g: dict[str, torch.Tensor],
+    R: torch.Tensor,
+    t: torch.Tensor,
+    size: int = 32,
+    f: float = 32.0,
+    tol: float = 0.05,
+) -> torch.Tensor:
     """(N,) True for Gaussians inside camera (R, t)'s image but behind the depth it
     renders there ("using depth", arXiv:2601.00393, Sec. 3.2). tol: 5 % of the
     depth, far below the factor 2 between wall and square, above the blur of one
@@ -245,8 +288,9 @@ def occluded_in(g: dict[str, torch.Tensor], R: torch.Tensor, t: torch.Tensor,
     return inside & (cam[:, 2] > depth[row, col] * (1 + tol))
 
 
-def occlusion_degradation(size: int = 32, shift: float = 1.2, yaw_deg: float = -10.0,
-                          tol: float = 0.05):
+def occlusion_degradation(
+    size: int = 32, shift: float = 1.2, yaw_deg: float = -10.0, tol: float = 0.05
+):
     """NeoVerse's occlusion simulation on one frame (arXiv:2601.00393, Fig. 3a).
 
     Reconstruct from the source frame, move the camera, cull the Gaussians the
@@ -264,17 +308,23 @@ def occlusion_degradation(size: int = 32, shift: float = 1.2, yaw_deg: float = -
     holes = T > 0.5
     truth = visible_from(g["mean"], R1, t1, size)["occluded"].reshape(size, size)
     return {
-        "target": frame, "degraded": degraded, "T": T, "holes_mask": holes,
-        "occluded_truth": truth, "holes": holes.double().mean().item(),
+        "target": frame,
+        "degraded": degraded,
+        "T": T,
+        "holes_mask": holes,
+        "occluded_truth": truth,
+        "holes": holes.double().mean().item(),
     }
+
+
 # --8<-- [end:occlusion_degradation]
 
 
 # ----------------------------------------------------------------------------- tests
 
-import torch.nn.functional as F  # noqa: E402
+import torch.nn.functional as F
 
-from snippets.neoverse.splat2d import psnr  # noqa: E402
+from snippets.neoverse.splat2d import psnr
 
 
 def eroded(mask: torch.Tensor) -> torch.Tensor:
@@ -317,8 +367,9 @@ def test_novel_view_of_monocular_reconstruction_has_holes(shift=1.2, yaw_deg=-10
     assert r["psnr_novel_all"] == psnr(r["novel_render"], r["novel_gt"])
 
 
-def occlusion_degradation_frustum_only(size: int = 32, shift: float = 1.2,
-                                       yaw_deg: float = -10.0, tol: float = 0.05):
+def occlusion_degradation_frustum_only(
+    size: int = 32, shift: float = 1.2, yaw_deg: float = -10.0, tol: float = 0.05
+):
     """The counterfactual: cull only what leaves the moved camera's image (a
     frustum test, no depth test), then render back into the source camera."""
     R0, t0 = camera(0.0, (0.0, 0.0, 0.0))
@@ -330,20 +381,26 @@ def occlusion_degradation_frustum_only(size: int = 32, shift: float = 1.2,
     holes = T > 0.5
     truth = visible_from(g["mean"], R1, t1, size)["occluded"].reshape(size, size)
     return {
-        "target": frame, "degraded": degraded, "T": T, "holes_mask": holes,
-        "occluded_truth": truth, "holes": holes.double().mean().item(),
+        "target": frame,
+        "degraded": degraded,
+        "T": T,
+        "holes_mask": holes,
+        "occluded_truth": truth,
+        "holes": holes.double().mean().item(),
     }
 
 
-def occlusion_degradation_mirrored(size: int = 32, shift: float = 1.2,
-                                  yaw_deg: float = -10.0, tol: float = 0.05):
+def occlusion_degradation_mirrored(
+    size: int = 32, shift: float = 1.2, yaw_deg: float = -10.0, tol: float = 0.05
+):
     """The counterfactual: the camera moved the other way (signs of the shift and the
     turn flipped), its own truth reported: holes on the square's other side."""
     return occlusion_degradation(size, -shift, -yaw_deg, tol)
 
 
 def test_occlusion_simulation_makes_a_training_pair_from_one_frame(
-        tol=0.05, degrade=occlusion_degradation):
+    tol=0.05, degrade=occlusion_degradation
+):
     torch.set_num_threads(1)
     R0, t0 = camera(0.0, (0.0, 0.0, 0.0))
     frame, depth = raycast_scene(R0, t0)
@@ -384,12 +441,16 @@ def test_raycast_sees_the_square_in_front_of_the_wall():
     wall = img[depth == 7.0]
     assert wall.std(0).min() > 0.01, "the wall has a texture"
     # Visibility of known points from that camera (sight lines from (0, 0, -1)).
-    pts = torch.tensor([[0.0, 0.0, 6.0],    # straight behind the square: hidden
-                        [0.9, 0.0, 6.0],    # crosses z = 3 at x = 0.51: hidden
-                        [1.1, 0.0, 6.0],    # crosses z = 3 at x = 0.63: seen
-                        [0.3, 0.2, 3.0],    # on the square itself: seen
-                        [20.0, 0.0, 6.0]],  # outside the image (u = 107 px)
-                       dtype=torch.float64)
+    pts = torch.tensor(
+        [
+            [0.0, 0.0, 6.0],  # straight behind the square: hidden
+            [0.9, 0.0, 6.0],  # crosses z = 3 at x = 0.51: hidden
+            [1.1, 0.0, 6.0],  # crosses z = 3 at x = 0.63: seen
+            [0.3, 0.2, 3.0],  # on the square itself: seen
+            [20.0, 0.0, 6.0],
+        ],  # outside the image (u = 107 px)
+        dtype=torch.float64,
+    )
     v = visible_from(pts, R, t)
     assert v["in_view"].tolist() == [True, True, True, True, False]
     assert v["occluded"].tolist() == [True, True, False, False, False]
@@ -399,11 +460,13 @@ def test_render_3d_keeps_near_gaussians_and_dilation_widens_them():
     # One small Gaussian 0.5 in front of the camera is drawn (only z <= 0.1 is
     # dropped); the 0.3 px^2 dilation spreads it over more of the image.
     R, t = camera(0.0, (0.0, 0.0, 0.0))
-    g = {"mean": torch.tensor([[0.0, 0.0, 0.5]], dtype=torch.float64),
-         "scale": torch.full((1, 3), 0.01, dtype=torch.float64),
-         "quat": torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64),
-         "color": torch.ones(1, 3, dtype=torch.float64),
-         "opacity": torch.ones(1, dtype=torch.float64)}
+    g = {
+        "mean": torch.tensor([[0.0, 0.0, 0.5]], dtype=torch.float64),
+        "scale": torch.full((1, 3), 0.01, dtype=torch.float64),
+        "quat": torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64),
+        "color": torch.ones(1, 3, dtype=torch.float64),
+        "opacity": torch.ones(1, dtype=torch.float64),
+    }
     _, T = render_3d(g, R, t)
     _, T_wide = render_3d(g, R, t, dilation=0.3)
     assert T.min() < 0.9

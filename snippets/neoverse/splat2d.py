@@ -59,6 +59,8 @@ def render_2d(
     colors = torch.sigmoid(params["color_logit"])[:, None, None, :]
     color, T = composite(colors.expand(-1, height, width, -1), alphas)  # Eq. (3)
     return color + T[..., None] * background, T
+
+
 # --8<-- [end:render2d]
 
 
@@ -81,6 +83,8 @@ def synthetic_target(size: int = 48) -> torch.Tensor:
     bar = (u > 0.12) & (u < 0.5) & (v > 0.72) & (v < 0.8)
     img[bar] = torch.tensor([0.3, 0.85, 0.3])
     return img
+
+
 # --8<-- [end:target]
 
 
@@ -114,7 +118,10 @@ def init_grid(size: int, per_side: int, seed: int = 0) -> dict[str, torch.Tensor
 
 
 def fit_2d(
-    target: torch.Tensor, per_side: int = 10, steps: int = 200, lr: float = 0.05,
+    target: torch.Tensor,
+    per_side: int = 10,
+    steps: int = 200,
+    lr: float = 0.05,
     seed: int = 0,
 ):
     """Fit per_side^2 Gaussians to `target` (H, W, 3) with Adam on the L2 (MSE) loss.
@@ -142,6 +149,8 @@ def fit_2d(
         history.append(-10 * torch.log10(loss.detach()).item())
     seconds = time.perf_counter() - start
     return {k: v.detach() for k, v in params.items()}, init, history, seconds
+
+
 # --8<-- [end:fit2d]
 
 
@@ -173,9 +182,11 @@ def test_synthetic_target_holds_the_shapes_it_describes():
     # 10-25 %, decide the rest); a background that changes down the image only.
     img = synthetic_target(48)
     assert img.shape == (48, 48, 3) and img.min() >= 0 and img.max() <= 1
-    shapes = {"disk": ((16, 15), [0.9, 0.2, 0.15], torch.pi * (0.18 * 48) ** 2),
-              "square": ((31, 33), [0.2, 0.35, 0.9], (0.3 * 48) ** 2),
-              "bar": ((36, 14), [0.3, 0.85, 0.3], 0.38 * 0.08 * 48**2)}
+    shapes = {
+        "disk": ((16, 15), [0.9, 0.2, 0.15], torch.pi * (0.18 * 48) ** 2),
+        "square": ((31, 33), [0.2, 0.35, 0.9], (0.3 * 48) ** 2),
+        "bar": ((36, 14), [0.3, 0.85, 0.3], 0.38 * 0.08 * 48**2),
+    }
     for name, ((row, col), rgb, area) in shapes.items():
         rgb = torch.tensor(rgb)
         assert torch.equal(img[row, col], rgb), name
@@ -224,8 +235,9 @@ def test_renderer_gradients_match_finite_differences(render=render_2d):
         return render(dict(zip(keys, tensors)), size, size, bg)[0]
 
     inputs = tuple(params[k].requires_grad_(True) for k in keys)
-    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4,
-                                    raise_exception=False)
+    assert torch.autograd.gradcheck(
+        f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, raise_exception=False
+    )
 
 
 def test_single_gaussian_renders_analytic_falloff():
@@ -236,8 +248,10 @@ def test_single_gaussian_renders_analytic_falloff():
         torch.arange(16) + 0.5, torch.arange(16) + 0.5, indexing="ij"
     )
     params = {
-        "mean": torch.tensor([[8.0, 8.0]]), "log_scale": torch.tensor([[1.0, 1.0]]),
-        "angle": torch.zeros(1), "color_logit": torch.full((1, 3), 20.0),
+        "mean": torch.tensor([[8.0, 8.0]]),
+        "log_scale": torch.tensor([[1.0, 1.0]]),
+        "angle": torch.zeros(1),
+        "color_logit": torch.full((1, 3), 20.0),
         "opacity_logit": torch.tensor([20.0]),
     }
     img, T = render_2d(params, 16, 16, torch.zeros(3))
@@ -245,8 +259,11 @@ def test_single_gaussian_renders_analytic_falloff():
     torch.testing.assert_close(img[..., 0], expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(T, 1 - expected, atol=1e-6, rtol=0)
     # Rotated by 90 deg, std (3, 1) along x becomes std 3 along y.
-    rot = dict(params, log_scale=torch.tensor([[3.0, 1.0]]).log(),
-               angle=torch.tensor([torch.pi / 2]))
+    rot = dict(
+        params,
+        log_scale=torch.tensor([[3.0, 1.0]]).log(),
+        angle=torch.tensor([torch.pi / 2]),
+    )
     img, _ = render_2d(rot, 16, 16, torch.zeros(3))
     expected = torch.exp(-0.5 * ((xs - 8) ** 2 / 1.0 + (ys - 8) ** 2 / 9.0))
     torch.testing.assert_close(img[..., 0], expected, atol=1e-5, rtol=0)

@@ -21,7 +21,7 @@ def reinforce_actor_loss(dist, q_fn, num_actor_samples, temperature=0.0):
     """
     with torch.no_grad():
         a = dist.sample((num_actor_samples,))  # (K, batch, act_dim): constants
-        q = q_fn(a)                            # (K, batch): a weight, no gradient
+        q = q_fn(a)  # (K, batch): a weight, no gradient
     # grad J = E[grad log pi(a|s) Q(s,a)]: the gradient flows through log_prob's
     # parameters, not through a
     pg_loss = -(dist.log_prob(a) * q).mean()
@@ -29,6 +29,8 @@ def reinforce_actor_loss(dist, q_fn, num_actor_samples, temperature=0.0):
     # H = E[-log pi(a~|s)], a~ = rsample()
     entropy = -dist.log_prob(dist.rsample()).mean()
     return pg_loss - temperature * entropy
+
+
 # --8<-- [end:reinforce]
 
 
@@ -43,6 +45,8 @@ def reparam_actor_loss(dist, q_fn, num_actor_samples, temperature=0.0):
     # J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - Q(s, f(eps;s))]
     #                                                   Eq. (9), arXiv:1812.05905
     return (temperature * dist.log_prob(a) - q_fn(a)).mean()
+
+
 # --8<-- [end:reparameterize]
 
 
@@ -68,10 +72,13 @@ def gradient_samples(loss_fn, num_actor_samples, repeats=4000, seed=0, offset=0.
     torch.manual_seed(seed)
     mean = torch.zeros(repeats, 1, requires_grad=True)
     std = torch.full((repeats, 1), -0.5).exp()
-    loss = loss_fn(tanh_normal(mean, std), lambda a: q_toy(a, offset),
-                   num_actor_samples)
-    (loss * repeats).backward()     # the mean over rows -> one estimate per row
-    return -mean.grad.squeeze(1)    # gradient of J = -loss
+    loss = loss_fn(
+        tanh_normal(mean, std), lambda a: q_toy(a, offset), num_actor_samples
+    )
+    (loss * repeats).backward()  # the mean over rows -> one estimate per row
+    return -mean.grad.squeeze(1)  # gradient of J = -loss
+
+
 # --8<-- [end:gradient_samples]
 
 
@@ -87,7 +94,7 @@ def exact_moments(offset=0.0):
       pathwise   g = Q'(a) (1 - a^2),  Q'(a) = -8 (a - 0.5)
     returns (dJ/dmean, Var REINFORCE, Var pathwise)."""
     u = torch.linspace(-12 * SIGMA, 12 * SIGMA, 48_001, dtype=torch.float64)
-    w = torch.exp(-u**2 / (2 * SIGMA**2)) / (SIGMA * (2 * torch.pi) ** 0.5)
+    w = torch.exp(-(u**2) / (2 * SIGMA**2)) / (SIGMA * (2 * torch.pi) ** 0.5)
     a = torch.tanh(u)
     g_rf = u / SIGMA**2 * (offset + 1 - 4 * (a - 0.5) ** 2)
     g_rp = -8 * (a - 0.5) * (1 - a**2)
@@ -107,6 +114,7 @@ def var_rel_se(x):
 # Alternatives a critic of the claims would raise; the counterfactuals on
 # docs/topics/sac/actor.md run the deciding tests with them and require them to fail.
 
+
 def reparam_straight_through(dist, q_fn, num_actor_samples, temperature=0.0):
     """A pathwise loss that forgets tanh's derivative: the value is Q(tanh(u)), the
     gradient flows as if a = u (da/du = 1 instead of 1 - a^2). dist: tanh_normal."""
@@ -118,8 +126,8 @@ def reparam_straight_through(dist, q_fn, num_actor_samples, temperature=0.0):
 def reinforce_repeated_sample(dist, q_fn, num_actor_samples, temperature=0.0):
     """reinforce_actor_loss with ONE action per state copied K times."""
     with torch.no_grad():
-        one = dist.sample()                                  # (batch, act_dim)
-        a = one.expand(num_actor_samples, *one.shape)        # (K, batch, act_dim)
+        one = dist.sample()  # (batch, act_dim)
+        a = one.expand(num_actor_samples, *one.shape)  # (K, batch, act_dim)
         q = q_fn(a)
     pg_loss = -(dist.log_prob(a) * q).mean()
     entropy = -dist.log_prob(dist.rsample()).mean()
@@ -127,7 +135,8 @@ def reinforce_repeated_sample(dist, q_fn, num_actor_samples, temperature=0.0):
 
 
 def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance(
-        reinforce=reinforce_actor_loss, reparam=reparam_actor_loss):
+    reinforce=reinforce_actor_loss, reparam=reparam_actor_loss
+):
     grad, var_rf, var_rp = exact_moments()
     assert grad > 1.0  # the true gradient is far from 0: agreeing on it means something
     rf = gradient_samples(reinforce, 1)
@@ -154,8 +163,9 @@ def test_reinforce_and_reparameterization_agree_and_reparam_has_lower_variance(
     assert abs(rf_off.mean().item() - grad) < 4 * se_off
 
 
-def test_variance_falls_as_one_over_num_actor_samples(reinforce=reinforce_actor_loss,
-                                                       reparam=reparam_actor_loss):
+def test_variance_falls_as_one_over_num_actor_samples(
+    reinforce=reinforce_actor_loss, reparam=reparam_actor_loss
+):
     """K independent samples per state: Var(K) = Var(1) / K, checked against the
     exact one-sample variance, within 4 relative standard errors."""
     _, var_rf, var_rp = exact_moments()
@@ -163,17 +173,21 @@ def test_variance_falls_as_one_over_num_actor_samples(reinforce=reinforce_actor_
         for k in (4, 16):
             est = gradient_samples(estimator, k, seed=3)
             ratio = var1 / est.var().item()
-            assert abs(ratio / k - 1) < 4 * var_rel_se(est), (estimator.__name__, k,
-                                                              ratio)
+            assert abs(ratio / k - 1) < 4 * var_rel_se(est), (
+                estimator.__name__,
+                k,
+                ratio,
+            )
 
 
 def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action(
-        draw="sample"):
+    draw="sample",
+):
     torch.manual_seed(0)
     mean = torch.zeros(8, 1, requires_grad=True)
     dist = tanh_normal(mean, torch.ones(8, 1))
     a = getattr(dist, draw)()  # REINFORCE's action: sample()
-    assert a.grad_fn is None                              # the sampled action: constant
+    assert a.grad_fn is None  # the sampled action: constant
     # ... but log pi(a|s) still depends on theta: d/dmean log N(u; mean, 1) = u - mean,
     # the score, with u = atanh(a) (float32 atanh: 1e-4)
     (g_logp,) = torch.autograd.grad(dist.log_prob(a).sum(), mean)
@@ -188,8 +202,9 @@ def test_gradient_flows_through_log_prob_in_reinforce_and_through_the_action(
     torch.testing.assert_close(g_rs, -8 * (a_r - 0.5) * (1 - a_r**2), atol=1e-5, rtol=0)
 
 
-def test_entropy_gradient_of_a_detached_sample_has_mean_zero(draw="sample",
-                                                              detach_weight=True):
+def test_entropy_gradient_of_a_detached_sample_has_mean_zero(
+    draw="sample", detach_weight=True
+):
     """H(N(0, sigma^2)) = log sigma + const, so dH/dlog_sigma = 1 exactly.
     Three ways to differentiate -log pi(a) for one sample a per row:
       rsample (pathwise):  exactly 1 per sample;
@@ -237,11 +252,13 @@ def test_temperature_term_pushes_log_std_up_at_rate_alpha():
         mean = torch.zeros(n, 1, requires_grad=True)
         log_std = torch.full((n, 1), -0.5, requires_grad=True)
         dist = torch.distributions.Independent(
-            torch.distributions.Normal(mean, log_std.exp()), 1)
+            torch.distributions.Normal(mean, log_std.exp()), 1
+        )
         loss = loss_fn(dist, lambda a: torch.zeros(a.shape[:-1]), 4, temperature=alpha)
         (loss * n).backward()  # the batch mean -> one gradient per row
-        torch.testing.assert_close(log_std.grad, torch.full((n, 1), -alpha),
-                                   atol=1e-6, rtol=0)  # float32
+        torch.testing.assert_close(
+            log_std.grad, torch.full((n, 1), -alpha), atol=1e-6, rtol=0
+        )  # float32
         torch.testing.assert_close(mean.grad, torch.zeros(n, 1), atol=1e-6, rtol=0)
 
 
@@ -264,8 +281,11 @@ def test_toy_critic_and_the_exact_moments():
         g_rp = -8 * (act - 0.5) * (1 - act**2)
         mean_rf, mean_rp = (w * g_rf).sum(), (w * g_rp).sum()
         assert abs(mean_rf - mean_rp) < 1e-12 * abs(mean_rp)
-        expected = (mean_rp, (w * g_rf**2).sum() - mean_rf**2,
-                    (w * g_rp**2).sum() - mean_rp**2)
+        expected = (
+            mean_rp,
+            (w * g_rf**2).sum() - mean_rf**2,
+            (w * g_rp**2).sum() - mean_rp**2,
+        )
         for got, want in zip(exact_moments(offset), expected):
             assert abs(got - want) < 1e-12 * abs(want), (offset, got, want)
 
@@ -287,7 +307,7 @@ def test_pathwise_variance_can_exceed_reinforce_for_a_wiggly_critic():
     |u| / sigma^2. Exact moments by quadrature (float64, as in exact_moments), then
     the two losses themselves, sampled, within 4 relative standard errors."""
     u = torch.linspace(-12 * SIGMA, 12 * SIGMA, 48_001, dtype=torch.float64)
-    w = torch.exp(-u**2 / (2 * SIGMA**2)) / (SIGMA * (2 * torch.pi) ** 0.5)
+    w = torch.exp(-(u**2) / (2 * SIGMA**2)) / (SIGMA * (2 * torch.pi) ** 0.5)
     a = torch.tanh(u)
     g_rf = u / SIGMA**2 * torch.sin(10 * a)
     g_rp = 10 * torch.cos(10 * a) * (1 - a**2)

@@ -32,6 +32,8 @@ def q_backup(next_qs, strategy):
         # Ensemble mean: (1/N) sum_i Q'_i(s', a'), shared by all critics
         return next_qs.mean(dim=0).expand(num_critics, batch)
     raise ValueError(f"unknown backup strategy {strategy!r}")
+
+
 # --8<-- [end:q_backup]
 
 
@@ -41,8 +43,17 @@ import torch
 from snippets.sac.critic import q_backup
 
 
-def soft_td_target(reward, done, next_qs, next_log_prob, *, discount, temperature,
-                   strategy, backup_entropy=True):
+def soft_td_target(
+    reward,
+    done,
+    next_qs,
+    next_log_prob,
+    *,
+    discount,
+    temperature,
+    strategy,
+    backup_entropy=True,
+):
     """Soft Bellman target, one sample a' ~ pi(.|s') per transition.
 
     reward, done: (batch,); done is 1.0 where s' is terminal.
@@ -56,6 +67,8 @@ def soft_td_target(reward, done, next_qs, next_log_prob, *, discount, temperatur
         next_v = next_v - temperature * next_log_prob
     # y = r + gamma (1 - done) V(s')                        Eq. (2), arXiv:1812.05905
     return reward + discount * (1.0 - done) * next_v
+
+
 # --8<-- [end:soft_td_target]
 
 
@@ -73,6 +86,8 @@ def double_q_loss(qs, target):
     # J_Q(theta_i) = E[(1/2) (Q_i(s,a) - y_i)^2], the 1/2 dropped
     #                                                       Eq. (5), arXiv:1812.05905
     return ((qs - target.detach()) ** 2).mean(dim=1).sum()
+
+
 # --8<-- [end:critic_loss]
 
 
@@ -99,6 +114,8 @@ def regress_on_single_samples(sample_target, *, steps, lr, batch, seed):
         loss.backward()
         opt.step()
     return q.item()
+
+
 # --8<-- [end:single_sample_regression]
 
 
@@ -106,9 +123,9 @@ import math
 
 import pytest
 
-
 # Alternatives a critic of the claims would raise; the counterfactuals on
 # docs/topics/sac/critic.md run the deciding tests with them and require them to fail.
+
 
 def q_backup_skeleton_default(next_qs, strategy):
     """The homework skeleton's q_backup_strategy with only doubleq and min filled in:
@@ -121,8 +138,17 @@ def q_backup_skeleton_default(next_qs, strategy):
     return next_qs
 
 
-def target_entropy_sign_flipped(reward, done, next_qs, next_log_prob, *, discount,
-                                temperature, strategy, backup_entropy=True):
+def target_entropy_sign_flipped(
+    reward,
+    done,
+    next_qs,
+    next_log_prob,
+    *,
+    discount,
+    temperature,
+    strategy,
+    backup_entropy=True,
+):
     """The recap's sign: Q' - alpha (-log pi) = Q' + alpha log pi."""
     next_v = q_backup(next_qs, strategy)
     if backup_entropy:
@@ -130,8 +156,17 @@ def target_entropy_sign_flipped(reward, done, next_qs, next_log_prob, *, discoun
     return reward + discount * (1.0 - done) * next_v
 
 
-def target_without_done_mask(reward, done, next_qs, next_log_prob, *, discount,
-                             temperature, strategy, backup_entropy=True):
+def target_without_done_mask(
+    reward,
+    done,
+    next_qs,
+    next_log_prob,
+    *,
+    discount,
+    temperature,
+    strategy,
+    backup_entropy=True,
+):
     """No (1 - done): bootstraps through terminal states."""
     next_v = q_backup(next_qs, strategy)
     if backup_entropy:
@@ -195,10 +230,12 @@ def test_q_backup_strategies_match_their_formulas(backup=q_backup):
     next_qs = torch.tensor([[1.0, 5.0, -2.0], [3.0, 4.0, 0.0]])
     swapped = torch.tensor([[3.0, 4.0, 0.0], [1.0, 5.0, -2.0]])
     torch.testing.assert_close(backup(next_qs, "doubleq"), swapped)
-    torch.testing.assert_close(backup(next_qs, "min"),
-                               torch.tensor([[1.0, 4.0, -2.0]] * 2))
-    torch.testing.assert_close(backup(next_qs, "mean"),
-                               torch.tensor([[2.0, 4.5, -1.0]] * 2))
+    torch.testing.assert_close(
+        backup(next_qs, "min"), torch.tensor([[1.0, 4.0, -2.0]] * 2)
+    )
+    torch.testing.assert_close(
+        backup(next_qs, "mean"), torch.tensor([[2.0, 4.5, -1.0]] * 2)
+    )
     three = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
     for strategy, reduce in (("min", three.min(0).values), ("mean", three.mean(0))):
         torch.testing.assert_close(backup(three, strategy), reduce.expand(3, 7))
@@ -218,21 +255,25 @@ def test_soft_td_target_formula_done_mask_and_entropy_switch(target=soft_td_targ
     reward, done = torch.randn(6), torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0])
     next_qs, logp = torch.randn(2, 6), torch.randn(6)
     kw = {"discount": 0.99, "temperature": 0.2}
-    for strategy, backup in (("min", next_qs.min(0).values.expand(2, 6)),
-                             ("mean", next_qs.mean(0).expand(2, 6)),
-                             ("doubleq", next_qs.flip(0))):
+    for strategy, backup in (
+        ("min", next_qs.min(0).values.expand(2, 6)),
+        ("mean", next_qs.mean(0).expand(2, 6)),
+        ("doubleq", next_qs.flip(0)),
+    ):
         y = target(reward, done, next_qs, logp, strategy=strategy, **kw)
         by_hand = reward + 0.99 * (1 - done) * (backup - 0.2 * logp)
         assert y.shape == (2, 6)
         torch.testing.assert_close(y, by_hand, atol=1e-6, rtol=0)  # float32 rounding
     # Terminal transitions: the target is the reward alone.
-    torch.testing.assert_close(y[:, done == 1], reward[done == 1].expand(2, -1),
-                               atol=0, rtol=0)
-    y_no_ent = target(reward, done, next_qs, logp, strategy="doubleq",
-                      backup_entropy=False, **kw)
-    torch.testing.assert_close(y - y_no_ent,
-                               (-0.99 * 0.2 * (1 - done) * logp).expand(2, 6),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        y[:, done == 1], reward[done == 1].expand(2, -1), atol=0, rtol=0
+    )
+    y_no_ent = target(
+        reward, done, next_qs, logp, strategy="doubleq", backup_entropy=False, **kw
+    )
+    torch.testing.assert_close(
+        y - y_no_ent, (-0.99 * 0.2 * (1 - done) * logp).expand(2, 6), atol=1e-6, rtol=0
+    )
 
 
 def _expected_target_by_quadrature(r, gamma, alpha, m, s, q_next):
@@ -276,7 +317,8 @@ def test_quadrature_matches_closed_forms_off_centre():
         assert abs(mean - (r + gamma * m)) < 1e-12, (m, s, mean)
         assert abs(var - (gamma * s) ** 2) < 1e-12, (m, s, var)
         mean, var = _expected_target_by_quadrature(
-            r, gamma, alpha, m, s, lambda a: -alpha * torch.log1p(-a * a))
+            r, gamma, alpha, m, s, lambda a: -alpha * torch.log1p(-a * a)
+        )
         entropy = math.log(s * math.sqrt(2 * math.pi * math.e))
         assert abs(mean - (r + gamma * alpha * entropy)) < 1e-12, (m, s, mean)
         assert abs(var - (gamma * alpha) ** 2 / 2) < 1e-12, (m, s, var)
@@ -291,8 +333,9 @@ def test_sgd_on_mse_contracts_to_the_target_at_rate_one_minus_two_lr():
         return torch.full((n,), c)
 
     for batch in (1, 4):
-        fitted = regress_on_single_samples(constant, steps=steps, lr=lr, batch=batch,
-                                           seed=0)
+        fitted = regress_on_single_samples(
+            constant, steps=steps, lr=lr, batch=batch, seed=0
+        )
         # float32 arithmetic on numbers of size 3: 1e-6
         assert abs(fitted - c * (1 - (1 - 2 * lr) ** steps)) < 1e-6, (batch, fitted)
 
@@ -300,13 +343,16 @@ def test_sgd_on_mse_contracts_to_the_target_at_rate_one_minus_two_lr():
     def noisy(n, g):
         return torch.randn(n, generator=g)
 
-    runs = [regress_on_single_samples(noisy, steps=5, lr=0.1, batch=4, seed=seed)
-            for seed in (0, 0, 1)]
+    runs = [
+        regress_on_single_samples(noisy, steps=5, lr=0.1, batch=4, seed=seed)
+        for seed in (0, 0, 1)
+    ]
     assert runs[0] == runs[1] != runs[2], runs
 
 
 def test_single_sample_mse_regression_estimates_the_expected_target(
-        regress=regress_on_single_samples, backup_entropy=True):
+    regress=regress_on_single_samples, backup_entropy=True
+):
     """One a' per transition, many transitions, MSE: the fit converges to
     E[r + gamma (Q'(s', a') - alpha log pi(a'|s'))], computed by quadrature."""
     from snippets.sac.distributions import tanh_normal
@@ -366,8 +412,9 @@ def test_refutes_recap_target_is_the_soft_td_target(recap=recap_target, gamma=0.
     # (float32: 1e-6).
     v = soft_value(q_next, alpha)
     for done in (torch.zeros(3), torch.ones(3)):
-        correct = soft_td_target(reward, done, q_next.expand(2, 3), log_pi,
-                                 strategy="min", **kw)[0]
+        correct = soft_td_target(
+            reward, done, q_next.expand(2, 3), log_pi, strategy="min", **kw
+        )[0]
         expected = r + gamma * (1 - done[0]) * v
         torch.testing.assert_close((pi * correct).sum(), expected, atol=1e-6, rtol=0)
     # The recap on non-terminal transitions is far from it: here by gamma V = 0.96,
@@ -376,24 +423,29 @@ def test_refutes_recap_target_is_the_soft_td_target(recap=recap_target, gamma=0.
     gap = nonterminal - (r + gamma * v)
     assert gap.abs() > 0.3, gap
     # Slip 1, the mask: with done = 0 the recap drops the bootstrap term entirely.
-    torch.testing.assert_close(recap(reward, torch.zeros(3), q_next, log_pi, **kw),
-                               reward, atol=0, rtol=0)
+    torch.testing.assert_close(
+        recap(reward, torch.zeros(3), q_next, log_pi, **kw), reward, atol=0, rtol=0
+    )
     # Slip 2, the sign: where the recap does bootstrap (done = 1), its bracket
     # Q' + alpha log pi averages to V_soft - 2 alpha H(pi(.|s')): the entropy bonus
     # turned into a penalty (2 gamma alpha H = 0.40 here).
     terminal = (pi * recap(reward, torch.ones(3), q_next, log_pi, **kw)).sum()
-    torch.testing.assert_close(terminal - (r + gamma * v), -2 * gamma * alpha * entropy,
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        terminal - (r + gamma * v), -2 * gamma * alpha * entropy, atol=1e-6, rtol=0
+    )
     # Data on which the two coincide: shift Q' so that V_soft(s') = 0 (pi unchanged).
     # Q' - alpha log pi = V_soft for every a' under the softmax policy, so on
     # non-terminal transitions both targets are r exactly (float32: 1e-6) ...
     q_zero = q_next - v
-    correct = soft_td_target(reward, torch.zeros(3), q_zero.expand(2, 3), log_pi,
-                             strategy="min", **kw)[0]
+    correct = soft_td_target(
+        reward, torch.zeros(3), q_zero.expand(2, 3), log_pi, strategy="min", **kw
+    )[0]
     torch.testing.assert_close(correct, reward, atol=1e-6, rtol=0)
-    torch.testing.assert_close(recap(reward, torch.zeros(3), q_zero, log_pi, **kw),
-                               correct, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        recap(reward, torch.zeros(3), q_zero, log_pi, **kw), correct, atol=1e-6, rtol=0
+    )
     # ... but on terminal ones the recap still bootstraps: -2 gamma alpha H on average.
     terminal = (pi * recap(reward, torch.ones(3), q_zero, log_pi, **kw)).sum()
-    torch.testing.assert_close(terminal - r, -2 * gamma * alpha * entropy,
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        terminal - r, -2 * gamma * alpha * entropy, atol=1e-6, rtol=0
+    )

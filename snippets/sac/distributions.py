@@ -23,13 +23,19 @@ def diagonal_gaussian(mean, std):
     # log N(a; mu, diag(s^2)) = sum_j log N(a_j; mu_j, s_j^2): a diagonal Gaussian
     # factorises (Bishop 2006, Sec. 2.3)
     return Independent(Normal(mean, std), 1)
+
+
 # --8<-- [end:independent]
 
 
 # --8<-- [start:tanh_normal]
 import torch
-from torch.distributions import (Independent, Normal, TanhTransform,
-                                 TransformedDistribution)
+from torch.distributions import (
+    Independent,
+    Normal,
+    TanhTransform,
+    TransformedDistribution,
+)
 
 
 def tanh_normal(mean, std):
@@ -44,6 +50,8 @@ def tanh_normal(mean, std):
     # sample needs no atanh(a).
     squashed = TransformedDistribution(Normal(mean, std), [TanhTransform(cache_size=1)])
     return Independent(squashed, 1)  # event = last dim: log_prob sums over action_dim
+
+
 # --8<-- [end:tanh_normal]
 
 
@@ -69,15 +77,17 @@ def tanh_log_prob_stable(u, mean, std):
     # 1 - tanh(u)^2 = 4 / (e^u + e^-u)^2  =>  log(...) = 2 (log 2 - u - softplus(-2u))
     log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))
     return (gauss - log_det).sum(-1)
+
+
 # --8<-- [end:tanh_log_prob]
 
 
 import pytest
 
-
 # Alternatives a critic of the claims would raise; the counterfactuals on
 # docs/topics/sac/distributions.md run the deciding tests with them and require them
 # to fail.
+
 
 def normal_without_independent(mean, std):
     """Normal(mean, std) alone: batch_shape (batch, action_dim), no event dims."""
@@ -131,8 +141,9 @@ def test_independent_moves_last_dim_into_event(make=diagonal_gaussian):
     assert per_dim.log_prob(a).shape == (5, 3) and joint.log_prob(a).shape == (5,)
     # Independent's log_prob is the per-dimension log_prob summed over the last dim
     # (float32 rounding of a sum of 3 terms of size ~1: well below 1e-5).
-    torch.testing.assert_close(joint.log_prob(a), per_dim.log_prob(a).sum(-1),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        joint.log_prob(a), per_dim.log_prob(a).sum(-1), atol=1e-5, rtol=0
+    )
 
 
 def test_diagonal_gaussian_log_prob_is_sum_over_dims(correlation=0.0):
@@ -150,12 +161,17 @@ def test_diagonal_gaussian_log_prob_is_sum_over_dims(correlation=0.0):
         cov = std[:, :, None] * corr * std[:, None, :]
         mvn = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
         # float64: 1e-10 leaves 5 orders of magnitude to the rounding error
-        torch.testing.assert_close(diagonal_gaussian(mean, std).log_prob(a),
-                                   mvn.log_prob(a), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            diagonal_gaussian(mean, std).log_prob(a),
+            mvn.log_prob(a),
+            atol=1e-10,
+            rtol=0,
+        )
 
 
-def test_tanh_normal_shapes_bounds_and_log_prob(by_hand_log_prob=tanh_log_prob_naive,
-                                               make=tanh_normal):
+def test_tanh_normal_shapes_bounds_and_log_prob(
+    by_hand_log_prob=tanh_log_prob_naive, make=tanh_normal
+):
     torch.manual_seed(0)
     mean, std = torch.randn(64, 2), torch.rand(64, 2) + 0.1
     dist = make(mean, std)
@@ -180,21 +196,26 @@ def test_tanh_normal_shapes_bounds_and_log_prob(by_hand_log_prob=tanh_log_prob_n
 
 
 def test_stable_tanh_log_prob_matches_naive_and_stays_finite(
-        stable_log_prob=tanh_log_prob_stable, u_far=20.0):
+    stable_log_prob=tanh_log_prob_stable, u_far=20.0
+):
     mean, std = torch.zeros(1, 1), torch.ones(1, 1)
     u_moderate = torch.linspace(-4, 4, 41).reshape(-1, 1)
     # float32: log(1 - tanh(4)^2) = log(1.3e-3) loses about 1e-4 relative precision
-    torch.testing.assert_close(stable_log_prob(u_moderate, mean, std),
-                               tanh_log_prob_naive(u_moderate, mean, std),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        stable_log_prob(u_moderate, mean, std),
+        tanh_log_prob_naive(u_moderate, mean, std),
+        atol=1e-4,
+        rtol=1e-4,
+    )
     u_large = torch.tensor([[u_far]])  # tanh(20) == 1.0 in float32: naive takes log(0)
     # log(1 - tanh^2 u) = log 0 = -inf, so the naive log pi = gauss - (-inf) = +inf
     assert (tanh_log_prob_naive(u_large, mean, std) == math.inf).all()
     stable = stable_log_prob(u_large, mean, std)
     # For large u, log(1 - tanh(u)^2) -> 2 log 2 - 2u (softplus(-40) ~ 4e-18).
     gauss = Normal(mean, std).log_prob(u_large).sum(-1)
-    torch.testing.assert_close(stable, gauss - (2 * math.log(2) - 2 * u_far),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        stable, gauss - (2 * math.log(2) - 2 * u_far), atol=1e-5, rtol=0
+    )
     # Any batch shape: both sum over the last (action) dimension only and agree with
     # the density of tanh_normal (float64, |u| < 4 here: atanh(tanh(u)) inside
     # log_prob loses < 1e-12).
@@ -222,7 +243,7 @@ def test_rsample_carries_gradient_sample_does_not(make=tanh_normal):
     # ... and its mean estimates E[1 - tanh(U)^2], U ~ N(0, 1), computed here by
     # quadrature: within 4 standard errors (sd of 1 - tanh^2 U is about 0.3).
     u = torch.linspace(-12, 12, 24_001, dtype=torch.float64)
-    density = torch.exp(-u**2 / 2) / math.sqrt(2 * math.pi)
+    density = torch.exp(-(u**2) / 2) / math.sqrt(2 * math.pi)
     exact = torch.trapezoid((1 - torch.tanh(u) ** 2) * density, u).item()
     se = grad.std().item() / math.sqrt(n)
     assert abs(grad.mean().item() - exact) < 4 * se, (grad.mean().item(), exact, se)
@@ -231,8 +252,10 @@ def test_rsample_carries_gradient_sample_does_not(make=tanh_normal):
 def test_tanh_normal_has_no_closed_form_entropy(make=tanh_normal):
     # Not because of tanh: TransformedDistribution defines no entropy() for any
     # transform, not even an affine one, whose entropy has a closed form.
-    scaled = TransformedDistribution(Normal(torch.zeros(2), torch.ones(2)),
-                                     [torch.distributions.AffineTransform(0.0, 2.0)])
+    scaled = TransformedDistribution(
+        Normal(torch.zeros(2), torch.ones(2)),
+        [torch.distributions.AffineTransform(0.0, 2.0)],
+    )
     with pytest.raises(NotImplementedError):
         scaled.entropy()
     dist = make(torch.zeros(2, 1), torch.ones(2, 1))

@@ -5,8 +5,9 @@ downward, and bootstrapping feeds the upward bias back into the next target."""
 import torch
 
 
-def max_and_min_bias(num_actions=10, noise_std=1.0, trials=200_000, seed=0,
-                     shared_noise=False):
+def max_and_min_bias(
+    num_actions=10, noise_std=1.0, trials=200_000, seed=0, shared_noise=False
+):
     """All true values are 0; estimates are true value + N(0, noise_std^2) noise,
     independent across the estimates (shared_noise=True: one error shared by all).
 
@@ -23,6 +24,8 @@ def max_and_min_bias(num_actions=10, noise_std=1.0, trials=200_000, seed=0,
     # E[min(Q1, Q2)] <= min(E[Q1], E[Q2])  (min is concave)
     min_bias = two.min(dim=0).values.mean().item()
     return max_bias, min_bias
+
+
 # --8<-- [end:max_min_bias]
 
 
@@ -32,9 +35,17 @@ import torch
 from snippets.sac.critic import q_backup
 
 
-def bootstrapped_bias(strategy, num_critics=2, num_actions=10, gamma=0.9,
-                      noise_std=1.0, iterations=80, trials=4000, seed=0,
-                      select="mean"):
+def bootstrapped_bias(
+    strategy,
+    num_critics=2,
+    num_actions=10,
+    gamma=0.9,
+    noise_std=1.0,
+    iterations=80,
+    trials=4000,
+    seed=0,
+    select="mean",
+):
     """One state that loops to itself with reward 0: the true Q is 0 everywhere.
 
     Each iteration every critic fits its target with independent regression noise,
@@ -55,19 +66,21 @@ def bootstrapped_bias(strategy, num_critics=2, num_actions=10, gamma=0.9,
     y = torch.zeros(n, trials)  # current target of each critic, per trial
     for _ in range(iterations):
         noise = noise_std * torch.randn(n, trials, num_actions, generator=g)
-        q = y[:, :, None] + noise                              # Q_i(a) = y_i + noise
+        q = y[:, :, None] + noise  # Q_i(a) = y_i + noise
         if strategy == "double_q_learning":
-            a_own = q.argmax(dim=-1, keepdim=True)             # a*_i = argmax Q_i
+            a_own = q.argmax(dim=-1, keepdim=True)  # a*_i = argmax Q_i
             y = gamma * q.flip(0).gather(2, a_own).squeeze(-1)  # gamma Q_j(a*_i)
             continue
         # the actor: a* = argmax_a mean_i Q_i(a), or argmax_a min_i Q_i(a)
         score = q.mean(dim=0) if select == "mean" else q.min(dim=0).values
         a_star = score.argmax(dim=-1)
         idx = a_star.expand(n, trials)[:, :, None]
-        next_qs = q.gather(2, idx).squeeze(-1)                 # (n, trials)
+        next_qs = q.gather(2, idx).squeeze(-1)  # (n, trials)
         backup = next_qs if strategy == "single" else q_backup(next_qs, strategy)
-        y = gamma * backup                             # y = r + gamma Q'(s', a*), r = 0
+        y = gamma * backup  # y = r + gamma Q'(s', a*), r = 0
     return y.mean(dim=0)
+
+
 # --8<-- [end:bootstrapped_bias]
 
 
@@ -75,7 +88,7 @@ def expected_max_of_normals(n, std=1.0):
     """E[max of n iid N(0, std^2)] = std * int x n Phi(x)^(n-1) phi(x) dx,
     by the trapezoidal rule on a float64 grid."""
     x = torch.linspace(-12, 12, 48_001, dtype=torch.float64)
-    phi = torch.exp(-x**2 / 2) / (2 * torch.pi) ** 0.5
+    phi = torch.exp(-(x**2) / 2) / (2 * torch.pi) ** 0.5
     cdf = 0.5 * (1 + torch.erf(x / 2**0.5))
     return std * torch.trapezoid(x * n * cdf ** (n - 1) * phi, x).item()
 
@@ -96,7 +109,8 @@ def test_max_of_unbiased_estimates_is_biased_up_min_down(shared_noise=False):
 
 
 def test_bootstrapping_accumulates_overestimation_and_min_backup_reduces_it(
-        iterations=80, select="mean"):
+    iterations=80, select="mean"
+):
     """Every fixed point in closed form, y = gamma (y + c) => y = gamma c / (1 - gamma),
     with c the bias that one backup adds, for an actor that picks a* by the critics'
     mean:
@@ -111,10 +125,15 @@ def test_bootstrapping_accumulates_overestimation_and_min_backup_reduces_it(
     gamma = 0.9
     e_max = expected_max_of_normals(10)
     e_max_mean = expected_max_of_normals(10, std=0.5**0.5)
-    fixed = {"single": e_max, "mean": e_max_mean,
-             "min": e_max_mean - 1 / torch.pi**0.5, "double_q_learning": 0.0}
-    runs = {s: bootstrapped_bias(s, iterations=iterations, select=select)
-            for s in fixed}
+    fixed = {
+        "single": e_max,
+        "mean": e_max_mean,
+        "min": e_max_mean - 1 / torch.pi**0.5,
+        "double_q_learning": 0.0,
+    }
+    runs = {
+        s: bootstrapped_bias(s, iterations=iterations, select=select) for s in fixed
+    }
     for strategy, c in fixed.items():
         est = runs[strategy]
         se = est.std().item() / len(est) ** 0.5
@@ -135,13 +154,15 @@ def test_bootstrapping_accumulates_overestimation_and_min_backup_reduces_it(
         expected = (1 - gamma**160) / (1 - gamma**2)
         assert abs(ratio / expected - 1) < 4 * rel_se, (strategy, ratio, expected)
     # Double Q-learning's target is unbiased trial by trial, also for a lone trial.
-    alone = torch.cat([bootstrapped_bias("double_q_learning", trials=1, seed=s)
-                       for s in range(20)])
+    alone = torch.cat(
+        [bootstrapped_bias("double_q_learning", trials=1, seed=s) for s in range(20)]
+    )
     assert abs(alone.mean().item()) < 4 * alone.std().item() / 20**0.5, alone
 
 
 def test_doubleq_swap_equals_mean_when_one_actor_picks_by_the_mean(
-        select="mean", swap="doubleq"):
+    select="mean", swap="doubleq"
+):
     """An identity of the toy: one actor picks the same a* for both critics by their
     mean; the swap only permutes the two rows, so their mean follows the recursion of
     "mean" draw by draw (the actor's rule does not see which row is which, and the

@@ -37,6 +37,8 @@ def squashed_entropy_decomposition(mean, std, num_samples):
     # <= 0: tanh shrinks volume
     log_det = torch.log1p(-a.pow(2).clamp(max=1 - 1e-7)).sum(-1).mean(0)
     return h_squashed, gaussian_entropy(std), log_det
+
+
 # --8<-- [end:entropy_estimates]
 
 
@@ -49,6 +51,8 @@ def homework_entropy(action_distribution):
     -log pi(a~|s). -> (batch,)."""
     action = action_distribution.rsample()  # its own sample, drawn inside
     return -action_distribution.log_prob(action)
+
+
 # --8<-- [end:homework_entropy]
 
 
@@ -95,8 +99,10 @@ def test_squashing_term_by_quadrature_is_even_and_saturates_linearly():
     # terms leave < 1e-15; 1e-11 is the rounding of a float64 sum of 48,001 terms.
     mu, sigma = 5.0, 0.5
     h_u, e_log_det, h_tanh = squashed_entropy_by_quadrature(mu, sigma)
-    tail = sum((-1) ** (k + 1) * math.exp(-2 * k * mu + 2 * k**2 * sigma**2) / k
-               for k in range(1, 6))
+    tail = sum(
+        (-1) ** (k + 1) * math.exp(-2 * k * mu + 2 * k**2 * sigma**2) / k
+        for k in range(1, 6)
+    )
     assert abs(e_log_det - (2 * math.log(2) - 2 * mu - 2 * tail)) < 1e-11
     std = torch.tensor([[sigma]], dtype=torch.float64)
     assert abs(h_u - gaussian_entropy(std).item()) < 1e-12
@@ -112,16 +118,20 @@ def test_squashed_entropy_decomposition_terms_match_quadrature():
     assert h_sq.shape == h_gauss.shape == log_det.shape == (2,)
     # E[log|J|] sums over the action dims, one quadrature per dim. The per-sample sum
     # has sd 1.29 and 1.47 (float64 MC, 4e5 samples): 4 standard errors < 6/sqrt(n).
-    exact = torch.tensor([sum(squashed_entropy_by_quadrature(m, s)[1]
-                              for m, s in zip(m_row, s_row))
-                          for m_row, s_row in zip(mean.tolist(), std.tolist())])
+    exact = torch.tensor(
+        [
+            sum(squashed_entropy_by_quadrature(m, s)[1] for m, s in zip(m_row, s_row))
+            for m_row, s_row in zip(mean.tolist(), std.tolist())
+        ]
+    )
     assert (log_det - exact).abs().max() < 6 / n**0.5, (log_det, exact)
     # H(tanh U) - E[log|J|] is the MC estimate of H(U) = E[-log mu(U)], whose per-sample
     # sd is sqrt(d/2) = 1 for d = 2: within 4 standard errors of the analytic value.
     assert ((h_sq - log_det) - h_gauss).abs().max() < 4 / n**0.5
     # Far out, float32 tanh rounds to exactly 1: the clamp keeps log(1 - a^2) finite.
-    far = squashed_entropy_decomposition(torch.full((1, 1), 10.0), torch.ones(1, 1),
-                                         num_samples=100)
+    far = squashed_entropy_decomposition(
+        torch.full((1, 1), 10.0), torch.ones(1, 1), num_samples=100
+    )
     assert torch.isfinite(far[2]).all()
 
 
@@ -144,8 +154,10 @@ def test_qualifies_analytic_entropy_in_actor_loss():
     n = 400_000
     mean, std = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [1.0]])
     h_sq, h_gauss, log_det = squashed_entropy_decomposition(mean, std, n)
-    exact = [squashed_entropy_by_quadrature(0.0, 1.0),
-             squashed_entropy_by_quadrature(2.0, 1.0)]
+    exact = [
+        squashed_entropy_by_quadrature(0.0, 1.0),
+        squashed_entropy_by_quadrature(2.0, 1.0),
+    ]
     for i, (h_u, e_log_det, h_tanh) in enumerate(exact):
         assert abs(h_gauss[i].item() - h_u) < 1e-6
         assert e_log_det < 0 and h_tanh < h_u  # the Gaussian entropy overstates H

@@ -18,7 +18,7 @@ def actor_gradient(w, obs, q_fn, temperature=0.1, seed=0):
     torch.manual_seed(seed)
     w = torch.tensor(w, requires_grad=True)
     dist = linear_actor(w, obs)
-    a = dist.rsample()                     # fresh action from the CURRENT policy
+    a = dist.rsample()  # fresh action from the CURRENT policy
     # J_pi = E_{s~D, eps}[alpha log pi(f(eps;s)|s) - Q(s, f(eps;s))]
     #                                                   Eq. (9), arXiv:1812.05905
     loss = (temperature * dist.log_prob(a) - q_fn(obs, a)).mean()
@@ -38,6 +38,8 @@ def score_function_gradient(w, obs, actions, q_fn):
     loss = -(dist.log_prob(actions) * q_fn(obs, actions)).mean()
     (g,) = torch.autograd.grad(loss, w)
     return g.item()
+
+
 # --8<-- [end:actor_reads_states_only]
 
 
@@ -66,6 +68,8 @@ def two_step_targets(q_target_fn, n, *, gamma=0.9, alpha=0.2, reward=1.0, seed=0
 def reward_at_s_prime(a):
     """R(a') = -4 (a' - 0.5)^2 for a' of shape (n, 1) -> (n,)."""
     return -4.0 * (a.squeeze(-1) - 0.5) ** 2
+
+
 # --8<-- [end:target_bias]
 
 
@@ -79,8 +83,10 @@ def soft_bellman_operator(q, reward, transition, pi, *, gamma, alpha):
     q, reward: (S, A); transition: (S, A, S) probabilities; pi: (S, A).
     returns (S, A).
     """
-    v = (pi * (q - alpha * torch.log(pi))).sum(-1)    # soft V(s'), (S,)
+    v = (pi * (q - alpha * torch.log(pi))).sum(-1)  # soft V(s'), (S,)
     return reward + gamma * transition @ v
+
+
 # --8<-- [end:soft_policy_evaluation]
 
 
@@ -93,6 +99,7 @@ import pytest
 def random_mdp():
     """Test data: random_mdp(seed) -> reward (5, 3), transition (5, 3, 5), pi (5, 3),
     a random finite MDP in float64."""
+
     def make(seed, S=5, A=3):
         g = torch.Generator().manual_seed(seed)
         reward = torch.randn(S, A, generator=g, dtype=torch.float64)
@@ -100,6 +107,7 @@ def random_mdp():
         transition = torch.softmax(2 * logits, -1)
         pi = torch.softmax(torch.randn(S, A, generator=g, dtype=torch.float64), -1)
         return reward, transition, pi
+
     return make
 
 
@@ -113,7 +121,8 @@ def exact_q_pi(reward, transition, pi, gamma, alpha):
 
 
 def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(
-        random_mdp, next_action="current"):
+    random_mdp, next_action="current"
+):
     """Repeatedly regressing on the target = applying T^pi, a gamma-contraction in
     the sup norm (Lemma 1, arXiv:1801.01290): 5 random MDPs x 3 starting points.
     next_action: "current" draws a' from pi, as SAC's target does; "buffer" from
@@ -124,13 +133,21 @@ def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(
         q_pi = exact_q_pi(reward, transition, pi, gamma, alpha)
         behaviour = random_mdp(50 + seed)[2]  # another policy mu, (5, 3)
         pi_next = pi if next_action == "current" else behaviour
-        op = lambda q: soft_bellman_operator(q, reward, transition,  # noqa: E731
-                                             pi_next, gamma=gamma, alpha=alpha)
+        op = lambda q: soft_bellman_operator(
+            q,
+            reward,
+            transition,  # noqa: E731
+            pi_next,
+            gamma=gamma,
+            alpha=alpha,
+        )
         torch.testing.assert_close(op(q_pi), q_pi, atol=1e-10, rtol=0)  # fixed point
         g = torch.Generator().manual_seed(100 + seed)
-        starts = (50.0 * torch.randn(5, 3, generator=g, dtype=torch.float64),
-                  torch.zeros(5, 3, dtype=torch.float64),
-                  torch.full((5, 3), -1000.0, dtype=torch.float64))
+        starts = (
+            50.0 * torch.randn(5, 3, generator=g, dtype=torch.float64),
+            torch.zeros(5, 3, dtype=torch.float64),
+            torch.full((5, 3), -1000.0, dtype=torch.float64),
+        )
         for q in starts:
             err = err0 = (q - q_pi).abs().max()
             for _ in range(100):
@@ -144,8 +161,9 @@ def test_soft_bellman_iteration_contracts_to_q_pi_from_any_start(
 
 def _chunk_estimates(fn, states, chunks=20):
     """fn(chunk, i) -> float on `chunks` disjoint chunks: (mean, standard error)."""
-    vals = torch.tensor([fn(c, i) for i, c in enumerate(states.chunk(chunks))],
-                        dtype=torch.float64)
+    vals = torch.tensor(
+        [fn(c, i) for i, c in enumerate(states.chunk(chunks))], dtype=torch.float64
+    )
     return vals.mean().item(), (vals.std() / chunks**0.5).item()
 
 
@@ -161,13 +179,15 @@ def test_qualifies_actor_update_is_on_policy(old_state_mean=2.0):
     n = 100_000
     states = torch.randn(n, 1, generator=g)
     eps_new, eps_old = torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g)
-    fresh = torch.tanh(1.0 * states + 0.5 * eps_new)     # a ~ pi_w(.|s), w = 1
-    old = torch.tanh(-1.0 * states + 0.5 * eps_old)      # a ~ an older policy, w = -1
+    fresh = torch.tanh(1.0 * states + 0.5 * eps_new)  # a ~ pi_w(.|s), w = 1
+    old = torch.tanh(-1.0 * states + 0.5 * eps_old)  # a ~ an older policy, w = -1
     sa = torch.cat([states, fresh, old], dim=1)
     g_actor, se_actor = _chunk_estimates(
-        lambda c, i: actor_gradient(1.0, c[:, :1], q_fn, temperature=0.0, seed=i), sa)
+        lambda c, i: actor_gradient(1.0, c[:, :1], q_fn, temperature=0.0, seed=i), sa
+    )
     g_fresh, se_fresh = _chunk_estimates(
-        lambda c, i: score_function_gradient(1.0, c[:, :1], c[:, 1:2], q_fn), sa)
+        lambda c, i: score_function_gradient(1.0, c[:, :1], c[:, 1:2], q_fn), sa
+    )
     se = (se_actor**2 + se_fresh**2) ** 0.5
     assert abs(g_actor - g_fresh) < 4 * se, (g_actor, g_fresh, se)
     # Two estimates that agree because both are 0 would show nothing: the gradient
@@ -176,7 +196,8 @@ def test_qualifies_actor_update_is_on_policy(old_state_mean=2.0):
     # Reusing the buffer's actions (from the older policy) without importance
     # weights estimates another quantity: the actor must sample its own actions.
     g_buffer, se_buffer = _chunk_estimates(
-        lambda c, i: score_function_gradient(1.0, c[:, :1], c[:, 2:3], q_fn), sa)
+        lambda c, i: score_function_gradient(1.0, c[:, :1], c[:, 2:3], q_fn), sa
+    )
     assert abs(g_buffer - g_actor) > 10 * (se_buffer**2 + se_actor**2) ** 0.5
     # Does not hold: the STATES come from the buffer, i.e. from the mixture of old
     # policies' visitation, not from the current policy's own state distribution.
@@ -184,7 +205,8 @@ def test_qualifies_actor_update_is_on_policy(old_state_mean=2.0):
     g2 = torch.Generator().manual_seed(2)
     # where an old policy went
     old_states = old_state_mean + 0.3 * torch.randn(n, 1, generator=g2)
-    now_states = 0.3 * torch.randn(n, 1, generator=g2)        # where pi_w goes now
+    now_states = 0.3 * torch.randn(n, 1, generator=g2)  # where pi_w goes now
+
     def grad_on(c, i):
         return actor_gradient(1.0, c, q_fn, seed=i)
 
@@ -200,7 +222,7 @@ def q_pi_two_step(gamma=0.9, alpha=0.2, reward=1.0):
     u = torch.linspace(m - 12 * s, m + 12 * s, 48_001, dtype=torch.float64)
     log_mu = -((u - m) ** 2) / (2 * s**2) - math.log(s * (2 * math.pi) ** 0.5)
     a = torch.tanh(u)
-    log_pi = log_mu - torch.log(1 - a**2)            # Eq. (21), arXiv:1801.01290
+    log_pi = log_mu - torch.log(1 - a**2)  # Eq. (21), arXiv:1801.01290
     y = reward + gamma * (-4.0 * (a - 0.5) ** 2 - alpha * log_pi)
     return torch.trapezoid(torch.exp(log_mu) * y, u).item()
 
@@ -215,8 +237,9 @@ def test_qualifies_bellman_target_is_unbiased_regression(combine="min"):
     # Does not hold in general: an error e of the target critic enters the target as
     # gamma e, sample by sample (linear, an identity): +0.5 everywhere gives +0.45.
     y_wrong = two_step_targets(lambda a, g: reward_at_s_prime(a) + 0.5, n)
-    torch.testing.assert_close(y_wrong - y, torch.full_like(y, gamma * 0.5),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        y_wrong - y, torch.full_like(y, gamma * 0.5), atol=1e-5, rtol=0
+    )
     # Even unbiased but noisy target critics give a biased target once they are
     # combined by min: E[min(Q + e1, Q + e2)] = Q - sigma / sqrt(pi), so the bias is
     # -gamma 0.3 / sqrt(pi) = -0.152.
@@ -231,8 +254,9 @@ def test_qualifies_bellman_target_is_unbiased_regression(combine="min"):
     y_min = two_step_targets(noisy_min, n)
     # (seeded: the critic's noise is drawn from the targets' own generator, so a
     # re-run gives the same targets)
-    assert torch.equal(two_step_targets(noisy_min, 1000),
-                       two_step_targets(noisy_min, 1000))
+    assert torch.equal(
+        two_step_targets(noisy_min, 1000), two_step_targets(noisy_min, 1000)
+    )
     se_min = (y_min.var() / n).sqrt().item()
     bias = y_min.mean().item() - q_true
     assert abs(bias + gamma * 0.3 / torch.pi**0.5) < 4 * se_min, (bias, se_min)

@@ -29,6 +29,8 @@ def read_curve(path=CURVE_CSV):
             steps.append(int(row["steps"]))
             rets.append(float(row["eval_return"]))
     return curves
+
+
 # --8<-- [end:read_curve]
 
 
@@ -48,9 +50,16 @@ from snippets.sac.pendulum_data import DATA, read_curve
 ROOT = DATA.parents[3]  # DATA = ROOT / "docs/topics/sac/data"
 # The code that determines the numbers in the CSVs: module -> top-level names.
 TRAINING_CODE = {
-    "snippets/sac/sac_pendulum.py": ("LOG_STD_MIN", "Actor", "EnsembleLinear",
-                                     "Critics", "ReplayBuffer", "sac_update",
-                                     "evaluate", "train"),
+    "snippets/sac/sac_pendulum.py": (
+        "LOG_STD_MIN",
+        "Actor",
+        "EnsembleLinear",
+        "Critics",
+        "ReplayBuffer",
+        "sac_update",
+        "evaluate",
+        "train",
+    ),
     "snippets/sac/distributions.py": ("tanh_normal",),
     "snippets/sac/critic.py": ("q_backup", "soft_td_target", "double_q_loss"),
     "snippets/sac/target.py": ("soft_update",),
@@ -60,9 +69,13 @@ TRAINING_CODE = {
 def _strip_docstrings(node):
     for n in ast.walk(node):
         body = getattr(n, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             n.body = body[1:] or [ast.Pass()]
     return node
 
@@ -71,8 +84,9 @@ def _names(node):
     if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
         return {node.name}
     if isinstance(node, ast.Assign):
-        return {n.id for t in node.targets for n in ast.walk(t)
-                if isinstance(n, ast.Name)}
+        return {
+            n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)
+        }
     return set()
 
 
@@ -111,12 +125,22 @@ def machine():
     cpu = platform.processor() or "unknown"
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
-    return {"torch": torch.__version__, "gymnasium": gymnasium.__version__,
-            "python": platform.python_version(), "cpu": cpu,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads()}
+            cpu = next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in f
+                    if line.startswith("model name")
+                ),
+                cpu,
+            )
+    return {
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def record_run(csv_path, seed, settings, curve, seconds, argv=None):
@@ -129,13 +153,19 @@ def record_run(csv_path, seed, settings, curve, seconds, argv=None):
     lines = ["?? (git status failed)"] if status is None else status.splitlines()
     dirty = sorted(line[3:] for line in lines if not line[3:].startswith(data_dir))
     argv = sys.argv[1:] if argv is None else argv
-    run = {"seed": seed,
-           "command": "python -m snippets.sac.sac_pendulum " + " ".join(argv),
-           "settings": settings, "commit": _git("rev-parse", "HEAD"),
-           "tree_clean": not dirty, "dirty": dirty,
-           "code_fingerprint": code_fingerprint(), **machine(),
-           "seconds": round(seconds, 1), "evaluations": len(curve),
-           "final_return": round(curve[-1][1], 2)}
+    run = {
+        "seed": seed,
+        "command": "python -m snippets.sac.sac_pendulum " + " ".join(argv),
+        "settings": settings,
+        "commit": _git("rev-parse", "HEAD"),
+        "tree_clean": not dirty,
+        "dirty": dirty,
+        "code_fingerprint": code_fingerprint(),
+        **machine(),
+        "seconds": round(seconds, 1),
+        "evaluations": len(curve),
+        "final_return": round(curve[-1][1], 2),
+    }
     new = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:
         w = csv.writer(f)
@@ -163,8 +193,9 @@ def load_runs(csv_path, root=ROOT):
     runs = {r["seed"]: r for r in log["runs"]}
     name = csv_path.name
     assert len(runs) == len(log["runs"]), f"{name}: a seed recorded twice"
-    assert sorted(runs) == sorted(curves), f"{name}: seeds {sorted(curves)} " \
-        f"in the CSV, {sorted(runs)} in the JSON"
+    assert sorted(runs) == sorted(curves), (
+        f"{name}: seeds {sorted(curves)} in the CSV, {sorted(runs)} in the JSON"
+    )
     for seed, (steps, rets) in curves.items():
         run, cfg = runs[seed], runs[seed]["settings"]
         assert cfg["seed"] == seed and steps == eval_steps(cfg), f"{name} seed {seed}"
@@ -175,8 +206,11 @@ def load_runs(csv_path, root=ROOT):
         same_code = run["code_fingerprint"] == code_fingerprint(root)
         assert same_code or mutated(root), (
             f"{name} seed {seed} was made by other training code than this one "
-            f"(commit {run['commit']}): re-run `{run['command']}`, commit the data")
+            f"(commit {run['commit']}): re-run `{run['command']}`, commit the data"
+        )
     return curves, runs
+
+
 # --8<-- [end:provenance]
 
 
@@ -212,10 +246,18 @@ def test_committed_runs_used_the_defaults_of_train_except_their_flags():
 
     from snippets.sac.sac_pendulum import train
 
-    defaults = {k: v.default for k, v in inspect.signature(train).parameters.items()
-                if k != "log"}
-    flag = {"seed": "--seed", "total_steps": "--total-steps", "tau": "--tau",
-            "eval_every": "--eval-every", "hidden": "--hidden"}
+    defaults = {
+        k: v.default
+        for k, v in inspect.signature(train).parameters.items()
+        if k != "log"
+    }
+    flag = {
+        "seed": "--seed",
+        "total_steps": "--total-steps",
+        "tau": "--tau",
+        "eval_every": "--eval-every",
+        "hidden": "--hidden",
+    }
     for path in (CURVE_CSV, TAU1_CSV):
         for seed, run in load_runs(path)[1].items():
             words = run["command"].split()
@@ -272,6 +314,8 @@ def test_rerun_of_seed_1_reproduces_the_committed_curve():
     lates = [late_mean(*c) for c in curves.values()]
     error = compare_rerun(curves[1], rerun, exact, max(lates) - min(lates))
     assert error is None, f"{error} (exact comparison: {exact}, {now})"
+
+
 # --8<-- [end:rerun]
 
 
@@ -294,7 +338,8 @@ def test_compare_rerun_on_made_up_curves():
     assert compare_rerun(committed, later, False, 10.0) is None
     shorter = (steps[:2], [-900.0, -150.0])
     assert compare_rerun(committed, shorter, False, 1e9) == (
-        f"evaluation steps differ: {steps} vs {steps[:2]}")
+        f"evaluation steps differ: {steps} vs {steps[:2]}"
+    )
     assert late_mean(*committed) == -130.0
 
 
@@ -319,16 +364,24 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
 
     same = fingerprint_of(lambda s: s)
     assert same == code_fingerprint()
-    reworded = fingerprint_of(lambda s: s.replace(
-        "# y = r + gamma (1 - done) V(s')", "# the target\n    # (reworded)").replace(
-        "Soft Bellman target, one sample", "Soft target, one draw"))
+    reworded = fingerprint_of(
+        lambda s: s.replace(
+            "# y = r + gamma (1 - done) V(s')", "# the target\n    # (reworded)"
+        ).replace("Soft Bellman target, one sample", "Soft target, one draw")
+    )
     assert reworded == same
-    changed = fingerprint_of(lambda s: s.replace(
-        "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"))
+    changed = fingerprint_of(
+        lambda s: s.replace(
+            "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"
+        )
+    )
     assert changed != same
     # The statement right after a docstring is code too (only the docstring goes).
-    first = fingerprint_of(lambda s: s.replace(
-        "num_critics, batch = next_qs.shape", "num_critics, batch = next_qs.T.shape"))
+    first = fingerprint_of(
+        lambda s: s.replace(
+            "num_critics, batch = next_qs.shape", "num_critics, batch = next_qs.T.shape"
+        )
+    )
     assert first != same
     # A name of TRAINING_CODE that is gone is an error that names it.
     gone = r"critic.py: \['double_q_loss'\] not found"
@@ -348,11 +401,17 @@ def _made_up_runs(root, edit=lambda log: None, seeds=(1, 2)):
     for seed in seeds:
         rets = [-1500.0 + seed, -300.25, -150.5 - seed]
         rows += [f"{s},{seed},{r:.2f}" for s, r in zip((2, 4, 5), rets)]
-        runs.append({"seed": seed, "settings": {"seed": seed, **settings},
-                     "command": f"python -m snippets.sac.sac_pendulum --seed {seed}",
-                     "commit": "0" * 40, "tree_clean": True,
-                     "code_fingerprint": code_fingerprint(root),
-                     "final_return": round(rets[-1], 2)})
+        runs.append(
+            {
+                "seed": seed,
+                "settings": {"seed": seed, **settings},
+                "command": f"python -m snippets.sac.sac_pendulum --seed {seed}",
+                "commit": "0" * 40,
+                "tree_clean": True,
+                "code_fingerprint": code_fingerprint(root),
+                "final_return": round(rets[-1], 2),
+            }
+        )
     log = {"runs": runs}
     edit(log)
     csv_path = root / "runs.csv"
@@ -363,8 +422,10 @@ def _made_up_runs(root, edit=lambda log: None, seeds=(1, 2)):
 
 def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
     curves, runs = load_runs(_made_up_runs(tmp_path / "ok"), root=tmp_path / "ok")
-    assert curves == {1: ([2, 4, 5], [-1499.0, -300.25, -151.5]),
-                      2: ([2, 4, 5], [-1498.0, -300.25, -152.5])}
+    assert curves == {
+        1: ([2, 4, 5], [-1499.0, -300.25, -151.5]),
+        2: ([2, 4, 5], [-1498.0, -300.25, -152.5]),
+    }
     assert sorted(runs) == [1, 2] and runs[2]["settings"]["seed"] == 2
     assert not mutated(tmp_path / "ok")  # so the fingerprint is checked below
 
@@ -378,16 +439,20 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
     record_1 = r"^\{'seed': 1, "  # the message is seed 1's provenance record
     broken = [
         ("a seed recorded twice", lambda log: log["runs"].append(log["runs"][0])),
-        (r"seeds \[1, 2\] in the CSV, \[1\] in the JSON",
-         lambda log: log["runs"].pop()),
+        (
+            r"seeds \[1, 2\] in the CSV, \[1\] in the JSON",
+            lambda log: log["runs"].pop(),
+        ),
         (seed_1, settings(seed=3)),  # the settings name another seed
         (seed_1, settings(total_steps=6)),  # other evaluation steps
         (seed_1, first("final_return", -151.49)),  # not the CSV's last value
         (record_1, first("tree_clean", False)),  # made from uncommitted changes
         (record_1, first("commit", "000")),  # not a full commit hash
         (record_1, first("commit", None)),
-        ("runs.csv seed 1 was made by other training code",
-         first("code_fingerprint", "0" * 64)),
+        (
+            "runs.csv seed 1 was made by other training code",
+            first("code_fingerprint", "0" * 64),
+        ),
     ]
     for n, (message, edit) in enumerate(broken):
         root = tmp_path / str(n)
@@ -397,26 +462,36 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
 
 # sac_update's wiring, decided with the update as a parameter; the counterfactuals are
 # the usual slips, made by calling the real sac_update with other arguments.
-def sac_update_online_target(batch, actor, critics, target_critics, log_alpha, opts,
-                             cfg):
+def sac_update_online_target(
+    batch, actor, critics, target_critics, log_alpha, opts, cfg
+):
     """The slip: the Bellman target computed by the online critics (no target)."""
     from snippets.sac.sac_pendulum import sac_update
 
     return sac_update(batch, actor, critics, critics, log_alpha, opts, cfg)
 
 
-def sac_update_done_as_mask(batch, actor, critics, target_critics, log_alpha, opts,
-                            cfg):
+def sac_update_done_as_mask(
+    batch, actor, critics, target_critics, log_alpha, opts, cfg
+):
     """The slip: the target multiplied by d instead of (1 - d)."""
     from snippets.sac.sac_pendulum import sac_update
 
     obs, act, rew, next_obs, done = batch
-    return sac_update((obs, act, rew, next_obs, 1.0 - done), actor, critics,
-                      target_critics, log_alpha, opts, cfg)
+    return sac_update(
+        (obs, act, rew, next_obs, 1.0 - done),
+        actor,
+        critics,
+        target_critics,
+        log_alpha,
+        opts,
+        cfg,
+    )
 
 
-def sac_update_buffer_next_action(batch, actor, critics, target_critics, log_alpha,
-                                  opts, cfg):
+def sac_update_buffer_next_action(
+    batch, actor, critics, target_critics, log_alpha, opts, cfg
+):
     """The slip: Q' evaluated at the buffer's action instead of a' ~ pi(.|s')."""
     import torch
 
@@ -433,8 +508,9 @@ def sac_update_buffer_next_action(batch, actor, critics, target_critics, log_alp
     return sac_update(batch, actor, critics, AtBufferAction(), log_alpha, opts, cfg)
 
 
-def sac_update_without_reparam(batch, actor, critics, target_critics, log_alpha,
-                               opts, cfg):
+def sac_update_without_reparam(
+    batch, actor, critics, target_critics, log_alpha, opts, cfg
+):
     """The slip: the actor's action is the same draw, detached (what sample() gives):
     the loss has the same value, but no gradient reaches the actor through a~."""
     import torch
@@ -479,13 +555,20 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
             p.add_(0.3 * torch.randn_like(p))
     log_alpha = torch.tensor(-0.5, requires_grad=True)
     n = 32
-    batch = (torch.randn(n, 3), torch.rand(n, 1) * 2 - 1, torch.randn(n),
-             torch.randn(n, 3), (torch.arange(n) % 4 == 0).float())
+    batch = (
+        torch.randn(n, 3),
+        torch.rand(n, 1) * 2 - 1,
+        torch.randn(n),
+        torch.randn(n, 3),
+        (torch.arange(n) % 4 == 0).float(),
+    )
     obs, act, rew, next_obs, done = batch
     cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
-    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
-            "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
-            "alpha": torch.optim.Adam([log_alpha], lr=1e-3)}
+    opts = {
+        "actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
+        "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
+        "alpha": torch.optim.Adam([log_alpha], lr=1e-3),
+    }
     actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
     alpha, rng = math.exp(log_alpha.item()), torch.get_rng_state()
     logs = update(batch, actor, critics, target, log_alpha, opts, cfg)
@@ -499,8 +582,7 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
         critic_loss = ((critics0(obs, act) - y) ** 2).mean(1).sum()
     dist = actor0(obs)
     new = dist.rsample()
-    actor_loss = (alpha * dist.log_prob(new)
-                  - critics(obs, new).min(0).values).mean()
+    actor_loss = (alpha * dist.log_prob(new) - critics(obs, new).min(0).values).mean()
     actor_grads = torch.autograd.grad(actor_loss, list(actor0.parameters()))
     # float32 sums of 32 terms: 1e-5 relative; the actor's loss: 1e-4 absolute
     assert abs(logs["critic_loss"] - critic_loss.item()) < 1e-5 * critic_loss.item()

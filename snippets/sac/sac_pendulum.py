@@ -27,9 +27,13 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim, act_dim, hidden=128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 2 * act_dim))
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 2 * act_dim),
+        )
 
     def forward(self, obs):
         mean, log_std = self.net(obs).chunk(2, dim=-1)
@@ -73,6 +77,8 @@ class Critics(nn.Module):
     def forward(self, obs, act):
         x = torch.cat([obs, act], dim=-1).expand(self.num_critics, -1, -1)
         return self.l3(F.relu(self.l2(F.relu(self.l1(x))))).squeeze(-1)
+
+
 # --8<-- [end:networks]
 
 
@@ -102,8 +108,15 @@ class ReplayBuffer:
         """-> obs (B, obs_dim), act (B, act_dim), rew (B,), next_obs (B, obs_dim),
         done (B,)."""
         idx = torch.randint(0, self.size, (batch,), generator=generator)
-        return (self.obs[idx], self.act[idx], self.rew[idx], self.next_obs[idx],
-                self.done[idx])
+        return (
+            self.obs[idx],
+            self.act[idx],
+            self.rew[idx],
+            self.next_obs[idx],
+            self.done[idx],
+        )
+
+
 # --8<-- [end:replay_buffer]
 
 
@@ -125,11 +138,17 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
     with torch.no_grad():
         next_dist = actor(next_obs)
         next_act = next_dist.sample()
-        next_qs = target_critics(next_obs, next_act)           # (num_critics, B)
-        y = soft_td_target(rew, done, next_qs, next_dist.log_prob(next_act),
-                           discount=cfg["gamma"], temperature=alpha,
-                           strategy=cfg["backup"])
-    critic_loss = double_q_loss(critics(obs, act), y)          # Eq. (5)
+        next_qs = target_critics(next_obs, next_act)  # (num_critics, B)
+        y = soft_td_target(
+            rew,
+            done,
+            next_qs,
+            next_dist.log_prob(next_act),
+            discount=cfg["gamma"],
+            temperature=alpha,
+            strategy=cfg["backup"],
+        )
+    critic_loss = double_q_loss(critics(obs, act), y)  # Eq. (5)
     opts["critic"].zero_grad(set_to_none=True)
     critic_loss.backward()
     opts["critic"].step()
@@ -138,9 +157,9 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
     #                                                   Eqs. (7), (9), arXiv:1812.05905
     critics.requires_grad_(False)  # the gradient flows through the action only
     dist = actor(obs)
-    new_act = dist.rsample()                                   # reparameterised a~
-    log_prob = dist.log_prob(new_act)                          # (B,)
-    q_new = critics(obs, new_act).min(dim=0).values            # (B,)
+    new_act = dist.rsample()  # reparameterised a~
+    log_prob = dist.log_prob(new_act)  # (B,)
+    q_new = critics(obs, new_act).min(dim=0).values  # (B,)
     actor_loss = (alpha * log_prob - q_new).mean()
     opts["actor"].zero_grad(set_to_none=True)
     actor_loss.backward()
@@ -158,8 +177,14 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
 
     # theta' <- tau theta + (1 - tau) theta'            Algorithm 1, arXiv:1812.05905
     soft_update(target_critics, critics, cfg["tau"])
-    return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
-            "alpha": alpha.item(), "entropy": -log_prob.mean().item()}
+    return {
+        "critic_loss": critic_loss.item(),
+        "actor_loss": actor_loss.item(),
+        "alpha": alpha.item(),
+        "entropy": -log_prob.mean().item(),
+    }
+
+
 # --8<-- [end:update]
 
 
@@ -189,9 +214,21 @@ def evaluate(actor, env, episodes, seed, action_scale):
     return total / episodes
 
 
-def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e-3,
-          gamma=0.99, tau=0.005, backup="min", target_entropy=None, hidden=128,
-          eval_every=1000, eval_episodes=10, log=print):
+def train(
+    seed=1,
+    total_steps=20000,
+    learning_starts=1000,
+    batch_size=256,
+    lr=1e-3,
+    gamma=0.99,
+    tau=0.005,
+    backup="min",
+    target_entropy=None,
+    hidden=128,
+    eval_every=1000,
+    eval_episodes=10,
+    log=print,
+):
     """Train SAC on Pendulum-v1.
     Returns {"curve": [(step, return)], "logs", "seconds", "log_alpha", "buffer"}."""
     torch.set_num_threads(1)
@@ -201,16 +238,22 @@ def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e
     # env action = action_scale * a, a in (-1, 1)
     action_scale = float(env.action_space.high[0])
     h_target = -float(act_dim) if target_entropy is None else target_entropy
-    cfg = {"gamma": gamma, "tau": tau, "backup": backup,
-           "target_entropy": h_target}                          # H_target = -dim(A)
+    cfg = {
+        "gamma": gamma,
+        "tau": tau,
+        "backup": backup,
+        "target_entropy": h_target,
+    }  # H_target = -dim(A)
 
     actor = Actor(obs_dim, act_dim, hidden)
     critics = Critics(obs_dim, act_dim, hidden=hidden)
     target_critics = copy.deepcopy(critics).requires_grad_(False)
     log_alpha = torch.zeros((), requires_grad=True)  # alpha = 1 at the start
-    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=lr),
-            "critic": torch.optim.Adam(critics.parameters(), lr=lr),
-            "alpha": torch.optim.Adam([log_alpha], lr=lr)}
+    opts = {
+        "actor": torch.optim.Adam(actor.parameters(), lr=lr),
+        "critic": torch.optim.Adam(critics.parameters(), lr=lr),
+        "alpha": torch.optim.Adam([log_alpha], lr=lr),
+    }
     buffer = ReplayBuffer(total_steps, obs_dim, act_dim)
     gen = torch.Generator().manual_seed(seed)
 
@@ -231,19 +274,40 @@ def train(seed=1, total_steps=20000, learning_starts=1000, batch_size=256, lr=1e
             obs, _ = env.reset()
 
         if step > learning_starts:
-            logs.append(sac_update(buffer.sample(batch_size, gen), actor, critics,
-                                   target_critics, log_alpha, opts, cfg))
+            logs.append(
+                sac_update(
+                    buffer.sample(batch_size, gen),
+                    actor,
+                    critics,
+                    target_critics,
+                    log_alpha,
+                    opts,
+                    cfg,
+                )
+            )
         if step % eval_every == 0 or step == total_steps:
-            ret = evaluate(actor, eval_env, eval_episodes, seed=10_000 * seed,
-                           action_scale=action_scale)
+            ret = evaluate(
+                actor,
+                eval_env,
+                eval_episodes,
+                seed=10_000 * seed,
+                action_scale=action_scale,
+            )
             curve.append((step, ret))
             last = logs[-1] if logs else {}
-            log(f"step {step:6d}  eval_return {ret:8.1f}  "
+            log(
+                f"step {step:6d}  eval_return {ret:8.1f}  "
                 f"alpha {last.get('alpha', 1.0):.3f}  "
                 f"entropy {last.get('entropy', float('nan')):.2f}  "
-                f"{time.time() - start:5.0f}s")
-    return {"curve": curve, "logs": logs, "seconds": time.time() - start,
-            "log_alpha": log_alpha.item(), "buffer": buffer}
+                f"{time.time() - start:5.0f}s"
+            )
+    return {
+        "curve": curve,
+        "logs": logs,
+        "seconds": time.time() - start,
+        "log_alpha": log_alpha.item(),
+        "buffer": buffer,
+    }
 
 
 def main():
@@ -252,18 +316,35 @@ def main():
     p.add_argument("--total-steps", type=int, default=20000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--hidden", type=int, default=128, help="width of the hidden layers")
-    p.add_argument("--tau", type=float, default=0.005,
-                   help="target-critic Polyak rate; 1.0 = no target network")
-    p.add_argument("--csv", help="append (steps, seed, eval_return) rows to this CSV, "
-                   "and the run's provenance to the .json beside it")
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=0.005,
+        help="target-critic Polyak rate; 1.0 = no target network",
+    )
+    p.add_argument(
+        "--csv",
+        help="append (steps, seed, eval_return) rows to this CSV, "
+        "and the run's provenance to the .json beside it",
+    )
     args = p.parse_args()
-    settings = {k: v.default for k, v in inspect.signature(train).parameters.items()
-                if k != "log"}
-    settings.update(seed=args.seed, total_steps=args.total_steps,
-                    eval_every=args.eval_every, hidden=args.hidden, tau=args.tau)
+    settings = {
+        k: v.default
+        for k, v in inspect.signature(train).parameters.items()
+        if k != "log"
+    }
+    settings.update(
+        seed=args.seed,
+        total_steps=args.total_steps,
+        eval_every=args.eval_every,
+        hidden=args.hidden,
+        tau=args.tau,
+    )
     out = train(**settings)
-    print(f"seed {args.seed}: final eval return {out['curve'][-1][1]:.1f} after "
-          f"{args.total_steps} steps, {out['seconds']:.0f}s wall time")
+    print(
+        f"seed {args.seed}: final eval return {out['curve'][-1][1]:.1f} after "
+        f"{args.total_steps} steps, {out['seconds']:.0f}s wall time"
+    )
     if args.csv:
         from snippets.sac.pendulum_data import record_run
 
@@ -330,8 +411,15 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     assert a.shape == (5, 1) and actor(obs).log_prob(a).shape == (5,)
     assert critics(obs, a).shape == (2, 5)
 
-    out = run(seed=0, total_steps=300, learning_starts=100, batch_size=64,
-              eval_every=300, eval_episodes=1, log=lambda *_: None)
+    out = run(
+        seed=0,
+        total_steps=300,
+        learning_starts=100,
+        batch_size=64,
+        eval_every=300,
+        eval_episodes=1,
+        log=lambda *_: None,
+    )
     assert len(out["logs"]) == 200 and len(out["curve"]) == 1
     for k in ("critic_loss", "actor_loss", "alpha", "entropy"):
         assert all(_math.isfinite(l[k]) for l in out["logs"]), k
@@ -349,15 +437,24 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     cos, sin, thdot = buf.obs[199].double().tolist()
     env.unwrapped.state = np.array([_math.atan2(sin, cos), thdot])
     successor, *_ = env.step((buf.act[199] * 2.0).numpy())
-    torch.testing.assert_close(buf.next_obs[199], torch.as_tensor(successor),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        buf.next_obs[199], torch.as_tensor(successor), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(buf.next_obs[198], buf.obs[199], atol=0, rtol=0)
     # Entropy is above the target -1 at the start, so alpha must shrink.
     assert out["logs"][0]["entropy"] > -1.0 and out["log_alpha"] < -0.05
     # An unreachable target (H of any law on (-1, 1) is at most log 2 < 5) makes
     # alpha grow instead.
-    up = train(seed=0, total_steps=150, learning_starts=100, batch_size=64,
-               eval_every=150, eval_episodes=1, target_entropy=5.0, log=lambda *_: None)
+    up = train(
+        seed=0,
+        total_steps=150,
+        learning_starts=100,
+        batch_size=64,
+        eval_every=150,
+        eval_episodes=1,
+        target_entropy=5.0,
+        log=lambda *_: None,
+    )
     assert up["log_alpha"] > 0.02, up["log_alpha"]
 
 
@@ -375,13 +472,20 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
             p.add_(0.3 * torch.randn_like(p))
     log_alpha = torch.tensor(-0.5, requires_grad=True)
     n = 32
-    batch = (torch.randn(n, 3), torch.rand(n, 1) * 2 - 1, torch.randn(n),
-             torch.randn(n, 3), (torch.arange(n) % 4 == 0).float())
+    batch = (
+        torch.randn(n, 3),
+        torch.rand(n, 1) * 2 - 1,
+        torch.randn(n),
+        torch.randn(n, 3),
+        (torch.arange(n) % 4 == 0).float(),
+    )
     obs, act, rew, next_obs, done = batch
     cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
-    opts = {"actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
-            "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
-            "alpha": torch.optim.Adam([log_alpha], lr=1e-3)}
+    opts = {
+        "actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
+        "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
+        "alpha": torch.optim.Adam([log_alpha], lr=1e-3),
+    }
     actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
     log_alpha0, rng = log_alpha.item(), torch.get_rng_state()
     logs = sac_update(batch, actor, critics, target, log_alpha, opts, cfg)
@@ -392,15 +496,19 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
         d = actor0(next_obs)
         a2 = d.sample()
         soft_v = target0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)
-        y = rew + 0.9 * (1 - done) * soft_v                    # Eq. (2)-(3)
+        y = rew + 0.9 * (1 - done) * soft_v  # Eq. (2)-(3)
         q = critics0(obs, act)
         expected_critic = ((q - y) ** 2).mean(1).sum()
         # The usual slips give other numbers: online critics in the target,
         # +alpha log pi, the mask written as done instead of 1 - done.
-        slips = [rew + 0.9 * (1 - done) * (critics0(next_obs, a2).min(0).values
-                                           - alpha * d.log_prob(a2)),
-                 rew + 0.9 * (1 - done) * (soft_v + 2 * alpha * d.log_prob(a2)),
-                 rew + 0.9 * done * soft_v]
+        slips = [
+            rew
+            + 0.9
+            * (1 - done)
+            * (critics0(next_obs, a2).min(0).values - alpha * d.log_prob(a2)),
+            rew + 0.9 * (1 - done) * (soft_v + 2 * alpha * d.log_prob(a2)),
+            rew + 0.9 * done * soft_v,
+        ]
         new = actor0(obs).rsample()
         dist0 = actor0(obs)
         logp_new = dist0.log_prob(new)
@@ -467,8 +575,9 @@ def test_networks_init_ranges_shapes_and_nonlinearity():
 def test_replay_buffer_fills_wraps_and_samples_what_it_holds():
     buf = ReplayBuffer(capacity=4, obs_dim=1, act_dim=1)
     for i in range(3):
-        buf.add(torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1),
-                0.0)
+        buf.add(
+            torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1), 0.0
+        )
     assert buf.size == 3
     g = torch.Generator().manual_seed(0)
     obs, act, rew, next_obs, done = buf.sample(1000, g)
@@ -479,8 +588,9 @@ def test_replay_buffer_fills_wraps_and_samples_what_it_holds():
     again = buf.sample(1000, torch.Generator().manual_seed(0))
     assert torch.equal(again[2], rew)
     for i in range(3, 6):  # FIFO: the oldest rows are overwritten first
-        buf.add(torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1),
-                0.0)
+        buf.add(
+            torch.tensor([float(i)]), torch.tensor([0.0]), float(i), torch.zeros(1), 0.0
+        )
     assert buf.size == 4 and buf.rew.tolist() == [4.0, 5.0, 2.0, 3.0]
 
 
@@ -527,8 +637,15 @@ def test_train_warm_up_replay_curve_and_progress_lines():
     report the latest update, and one Adam step moves log alpha by exactly lr."""
     from snippets.sac.pendulum_data import eval_steps
 
-    kw = dict(seed=1, total_steps=101, learning_starts=100, batch_size=32, lr=1e-2,
-              eval_every=50, eval_episodes=1)
+    kw = dict(
+        seed=1,
+        total_steps=101,
+        learning_starts=100,
+        batch_size=32,
+        lr=1e-2,
+        eval_every=50,
+        eval_episodes=1,
+    )
     lines = []
     out = train(**kw, log=lines.append)
     again = train(**kw, log=lambda *_: None)

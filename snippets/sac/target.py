@@ -11,6 +11,8 @@ def soft_update(target, source, tau):
     for t, s in zip(target.parameters(), source.parameters()):
         # theta' <- tau theta + (1 - tau) theta'   (Algorithm 1, arXiv:1812.05905)
         t.lerp_(s, tau)
+
+
 # --8<-- [end:soft_update]
 # soft_update keeps its decorator although mutmut then leaves it unmutated: its syntax
 # tree is part of the code fingerprint that the committed Pendulum runs record
@@ -36,6 +38,8 @@ def periodic_update(target, source, step, period):
         hard_update(target, source)
         return True
     return False
+
+
 # --8<-- [end:hard_update]
 
 
@@ -67,8 +71,9 @@ def test_soft_update_is_polyak_average_and_gap_shrinks_geometrically():
     gap0 = gap(target, source)
     for _ in range(50):
         soft_update(target, source, tau=0.05)
-    torch.testing.assert_close(gap(target, source), gap0 * 0.95**50,
-                               atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        gap(target, source), gap0 * 0.95**50, atol=1e-6, rtol=1e-4
+    )
 
 
 def test_periodic_update_copies_only_every_period_and_tau_one_is_hard():

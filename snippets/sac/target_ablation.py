@@ -36,8 +36,12 @@ def collapses_after_success(steps, returns, success=SUCCESS, collapse=COLLAPSE):
 def ablation_summary(curves):
     """curves: {seed: (steps, returns)} -> {seed: (first success, evaluations after
     it, collapses among them)}."""
-    return {seed: (first_success(st, rt), *collapses_after_success(st, rt))
-            for seed, (st, rt) in sorted(curves.items())}
+    return {
+        seed: (first_success(st, rt), *collapses_after_success(st, rt))
+        for seed, (st, rt) in sorted(curves.items())
+    }
+
+
 # --8<-- [end:collapses]
 
 
@@ -59,7 +63,9 @@ def test_collapse_metric_on_hand_made_curves():
     assert collapses_after_success(steps, rets, success=-150) == (1, 0)
     assert collapses_after_success(steps, rets, success=-150, collapse=-400) == (1, 1)
     assert ablation_summary({2: (steps, rets), 1: (steps, [-1500] * 5)}) == {
-        1: (None, 0, 0), 2: (2000, 3, 1)}
+        1: (None, 0, 0),
+        2: (2000, 3, 1),
+    }
 
 
 def test_median_first_success_counts_a_run_that_never_succeeds_as_last():
@@ -89,8 +95,10 @@ def test_qualifies_no_target_network_makes_learning_less_stable(without_csv=TAU1
     is the part of the claim that does not hold.
     without_csv: the runs without a target network (the analysis is decided on the
     curves first; that the two sets differ only in tau is checked after)."""
-    (with_target, runs_t), (without, runs_1) = (load_runs(CURVE_CSV),
-                                                load_runs(without_csv))
+    (with_target, runs_t), (without, runs_1) = (
+        load_runs(CURVE_CSV),
+        load_runs(without_csv),
+    )
     assert sorted(with_target) == sorted(without) and len(without) == 5
     s_target, s_tau1 = ablation_summary(with_target), ablation_summary(without)
     # Holds: without the target network most runs lose the learned policy again,
@@ -99,8 +107,9 @@ def test_qualifies_no_target_network_makes_learning_less_stable(without_csv=TAU1
     assert median_first_success(s_tau1) > median_first_success(s_target)
 
     def rate(summary):  # collapses per evaluation after the first success
-        return (sum(c for _, _, c in summary.values())
-                / max(1, sum(n for _, n, _ in summary.values())))
+        return sum(c for _, _, c in summary.values()) / max(
+            1, sum(n for _, n, _ in summary.values())
+        )
 
     assert rate(s_tau1) > rate(s_target), (s_tau1, s_target)
     # Does not hold: the target network does not rule collapses out.
@@ -167,8 +176,9 @@ def test_soft_update_is_exact_polyak_average(update=soft_update):
     gap0 = gap(target, source)
     for _ in range(50):
         update(target, source, tau=0.05)
-    torch.testing.assert_close(gap(target, source), gap0 * 0.95**50,
-                               atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        gap(target, source), gap0 * 0.95**50, atol=1e-6, rtol=1e-4
+    )
 
 
 def test_periodic_update_copies_only_every_period(update=periodic_update):
