@@ -159,7 +159,6 @@ def experiment(
 
     if labels not in ("bradley_terry", "reversed"):
         raise ValueError(f"labels: 'bradley_terry' or 'reversed', not {labels!r}")
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     ref_logits, reward = setup(seed)
     g = torch.Generator().manual_seed(seed + 1)

@@ -348,7 +348,6 @@ def _reference(pid: int):
 @functools.cache
 def _before_after(seed: int, pid: int, beta: float = 0.1):
     """One GRPO run, shared by the two tests below (pid: as in _reference)."""
-    torch.set_num_threads(1)
     ref = _reference(pid)
     policy, history, seconds = train_flow_grpo(ref, seed=seed, beta=beta)
     return evaluate(ref), evaluate(policy), seconds

@@ -54,7 +54,6 @@ from snippets.flow_matching.toy2d import eight_gaussians, sliced_wasserstein
 def pretrained_toy_model(steps: int = 2000, seed: int = 0):
     """Train the 8-Gaussians flow model (seconds on a CPU; snippets/flow_grpo uses it
     as its frozen reference model). returns (model, CPU seconds spent training)."""
-    torch.set_num_threads(1)
     start = time.process_time()  # CPU seconds: the machine is shared
     model = train_flow_matching(
         eight_gaussians, steps=steps, batch=512, lr=3e-3, hidden=128, seed=seed

@@ -187,7 +187,6 @@ def measure(p_correct=0.2, bonus=0.0, G=8, num_groups=40_000, seed=1):
     (bonus: e.g. a format reward every well-formed answer gets), with the exact values
     where they exist. SNR is unchanged by rescaling, so it compares rules that scale
     the advantages differently (the (G-1)/G of "mean", the 1/std of "grpo") fairly."""
-    torch.set_num_threads(1)
     probs, reward = _bandit(p_correct=p_correct)
     reward = reward + bonus
     true = true_gradient(probs, reward)

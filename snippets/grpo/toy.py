@@ -145,7 +145,6 @@ def plateau(beta, G, kl="k3_loss", std=True, p_ref=1 / 19, K=19):
 
 def experiment(steps=300, prompts_per_step=32, G=16, lr=5e-3, beta=0.04, seed=0):
     """The page's experiment: per-step history and wall time."""
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     policy = make_policy(seed)
     ref_policy = copy.deepcopy(policy).requires_grad_(False)  # frozen reference
