@@ -402,6 +402,7 @@ class SnippetModule:
     functions: dict[str, ast.FunctionDef]
     sections: dict[str, int]  # name -> 1-based line of the section's first code line
     skips: list[int]  # lines of module-level skips (pytest.skip / importorskip / pytestmark)
+    names: frozenset[str] = frozenset()  # every name the module binds at top level
 
     @property
     def tests_without_assertion(self) -> list[ast.FunctionDef]:
@@ -427,7 +428,16 @@ class SnippetModule:
             and SKIPPING.search(ast.unparse(n))
             and "pytest" in ast.unparse(n)
         ]
-        return cls(functions, sections, skips)
+        names = set()
+        for n in tree.body:
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(n.name)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in n.names)
+            elif isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                for t in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                    names.update(x.id for x in ast.walk(t) if isinstance(x, ast.Name))
+        return cls(functions, sections, skips, frozenset(names))
 
 
 @dataclass
@@ -796,6 +806,13 @@ class _Builder:
                 continue
             if status in (None, Status.OPEN) or test is None:
                 self.error(page.rel, f.line, "an open claim has no deciding test to run a counterfactual against")
+                continue
+            module = self.modules.get(test.code.path) if test else None
+            unknown = sorted({x.id for x in ast.walk(ast.parse(m.group("kwargs").join(("f(", ")")), mode="eval"))
+                              if isinstance(x, ast.Name) and x.id != "f"} - set(module.names if module else ()))
+            if module is not None and unknown:
+                self.error(page.rel, f.line, f"counterfactual names {', '.join(unknown)}, which {test.code.path} "
+                           "does not define or import at top level")
                 continue
             if fn is not None:
                 missing = [n for n in names if n not in defaults]

@@ -58,7 +58,10 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
 # --8<-- [end:kl_placement]
 
 
-from snippets.grpo.baseline import grpo_prompt_weight
+from snippets.grpo.baseline import (  # noqa: F401 (a counterfactual of the page names it)
+    grpo_prompt_weight,
+    mean_rule_prompt_weight,
+)
 
 
 def test_qualifies_grpo_is_ppo_with_same_objective(prompt_weight=grpo_prompt_weight):
