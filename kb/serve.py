@@ -115,6 +115,17 @@ class Checker:
 
         update_status(self.status, change)
 
+    def _unmark(self, pages: list[str]) -> None:
+        """Pages marked "checking" that have nothing to check after all: back to what they said before."""
+        def change(data: dict) -> None:
+            for uri in pages:
+                entry = data.get(uri)
+                if isinstance(entry, dict) and entry.get("running") and "passed" not in entry:
+                    data.pop(uri)
+
+        if pages:
+            update_status(self.status, change)
+
     def _loop(self) -> None:
         try:
             self._targets(set())  # learn which pages include which snippet files
@@ -136,12 +147,24 @@ class Checker:
         time.sleep(self.debounce)  # an editor writes a file in several steps
         with self.lock:
             paths, self.pending = self.pending, set()
-        try:
-            targets = self._targets(paths)
-        except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
-            print(f"kb serve: cannot read the project ({e})", file=sys.stderr)
+        for attempt in range(3):
+            try:
+                targets = self._targets(paths)
+                break
+            except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
+                # CPython 3.11's ast can fail when the MkDocs build parses Python in its thread at the
+                # same moment ("AST constructor recursion depth mismatch"): read again a little later.
+                problem = f"cannot read the project ({type(e).__name__}: {e})"
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            print(f"kb serve: {problem}", file=sys.stderr)
+            # the pages marked "checking" at the save say why instead, never "checking" for good
+            marked = sorted({uri for p in paths for uri in self._pages_of(p)})
+            if marked:
+                record_refusal(self.status, marked, problem)
             return
         if not targets:
+            self._unmark([uri for p in paths for uri in self._pages_of(p)])
             return
         docs = self.project.docs_dir
         uris = [

@@ -54,3 +54,30 @@ def test_a_failed_test_of_no_claim_or_page_fails_every_page_checked(tmp_path):
     )
     data = json.loads(status.read_text(encoding="utf-8"))
     assert data["a.md"]["passed"] is False and data["b.md"]["passed"] is False
+
+
+def test_a_page_marked_checking_says_why_when_the_project_cannot_be_read(mini_project):
+    """Found by `make bench`: the model load failed in the checker thread (CPython 3.11's ast, parsing
+    while the build parsed in another thread) and the saved page said "checking" for good."""
+    import time
+
+    from kb.live import read_status
+    from kb.project import Project
+    from kb.serve import Checker
+
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+
+    def unreadable(paths):
+        raise SystemError("AST constructor recursion depth mismatch (before=39, after=53)")
+
+    checker._targets = unreadable
+    page = mini_project / "docs" / "foundations" / "mse-conditional-mean.md"
+    page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(page))
+    assert read_status(checker.status)["foundations/mse-conditional-mean.md"] == {"running": True}
+    for _ in range(100):  # three attempts, 0.5 + 1 + 1.5 s apart
+        entry = read_status(checker.status)["foundations/mse-conditional-mean.md"]
+        if not entry.get("running"):
+            break
+        time.sleep(0.1)
+    assert entry["passed"] is False and "AST constructor recursion depth mismatch" in entry["problems"][0], entry
