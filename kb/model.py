@@ -808,11 +808,21 @@ class _Builder:
                 self.error(page.rel, f.line, "an open claim has no deciding test to run a counterfactual against")
                 continue
             module = self.modules.get(test.code.path) if test else None
-            unknown = sorted({x.id for x in ast.walk(ast.parse(m.group("kwargs").join(("f(", ")")), mode="eval"))
-                              if isinstance(x, ast.Name) and x.id != "f"} - set(module.names if module else ()))
+            unknown = sorted(
+                {
+                    x.id
+                    for x in ast.walk(ast.parse(m.group("kwargs").join(("f(", ")")), mode="eval"))
+                    if isinstance(x, ast.Name) and x.id != "f"
+                }
+                - set(module.names if module else ())
+            )
             if module is not None and unknown:
-                self.error(page.rel, f.line, f"counterfactual names {', '.join(unknown)}, which {test.code.path} "
-                           "does not define or import at top level")
+                self.error(
+                    page.rel,
+                    f.line,
+                    f"counterfactual names {', '.join(unknown)}, which {test.code.path} "
+                    "does not define or import at top level",
+                )
                 continue
             if fn is not None:
                 missing = [n for n in names if n not in defaults]

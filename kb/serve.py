@@ -117,6 +117,7 @@ class Checker:
 
     def _unmark(self, pages: list[str]) -> None:
         """Pages marked "checking" that have nothing to check after all: back to what they said before."""
+
         def change(data: dict) -> None:
             for uri in pages:
                 entry = data.get(uri)
