@@ -444,7 +444,7 @@ def _review_facts(c: Claim) -> str:
         state = "current" if c.review_current else "stale"
         label = f"复核 {last.date.isoformat()}" + ("" if c.review_current else "（改动后未重读）")
         parts.append(f'<span class="kb-review-state {state}" title="{html_text(last.found)}">{label}</span>')
-    return "".join(f" · {p}" for p in parts)
+    return "".join(f'<span class="kb-fact"> · {p}</span>' for p in parts)
 
 
 def _long_card_answers(kb: KnowledgeBase, href_to: Callable[..., str], uri: str) -> list[str]:
@@ -455,15 +455,13 @@ def _long_card_answers(kb: KnowledgeBase, href_to: Callable[..., str], uri: str)
         for card in cards.cards(kb)
         if card.over_limit and card.id.removeprefix("claim:") in by_id
     ]
-    head = (
-        f'??? warning "复习卡片的短答案超过 {cards.ANSWER_LIMIT} 字的论断 {len(long)} 条"'
-        if long
-        else f'??? success "每条论断的复习卡片短答案都在 {cards.ANSWER_LIMIT} 字以内"'
-    )
+    if not long:  # said in the page's info box instead (the page stays short on a phone)
+        return []
+    head = f'??? warning "复习卡片的短答案超过 {cards.ANSWER_LIMIT} 字的论断 {len(long)} 条"'
     body = [
         f"    - [{md_text(c.title)}]({link(uri, c.page.src_uri, c.anchor)})（`{c.where}`）：给它加一行 `review:`"
         for c in long
-    ] or ["    卡片的短答案取自论断说明的第一句，或论断的 `review:` 行（一句话）。"]
+    ]
     return [head, "", *body, ""]
 
 
@@ -530,7 +528,9 @@ def claims_page(kb: KnowledgeBase, layout: Layout, href_to: Callable[..., str]) 
             "",
             "    **反事实**：一条已验证或已证伪的论断写明至少一个“若……”的设定，在那个设定下论断不成立（或反过来成立）；"
             "`make test` 用这个设定再运行判定测试，要求测试自己的断言失败（崩溃不算），否则报出论断的名字。"
-            "**复核**：每条论断都由没写它的第二读者对照原文读过；论断或测试改动后显示为“改动后未重读”。",
+            "**复核**：每条论断都由没写它的第二读者对照原文读过；论断或测试改动后显示为“改动后未重读”。"
+            f"**复习卡片**：短答案取自论断说明的第一句或论断的 `review:` 行，不超过 {cards.ANSWER_LIMIT} 字"
+            "（超过的论断列在本页开头）。",
             "",
             f"    反事实 {sum(len(c.counterfactuals) for c in kb.claims)} 个，覆盖 "
             f"{sum(bool(c.counterfactuals) for c in kb.claims)} 条论断；"

@@ -10,48 +10,13 @@ error fails the test.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import ROOT, serve
+from conftest import ARGS, CHROMIUM, DESKTOP, PHONE, ROOT, SHOTS, serve  # noqa: E402,F401 (the browser fixture lives in conftest)
 
 from kb import review
-
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "artifacts" / "screenshots"
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """One Chromium for the session (each xdist worker's); each test opens its own context and pages."""
-    if not CHROMIUM.exists():
-        message = (
-            "Chromium not found at /usr/bin/chromium: install it with "
-            "`sudo apt-get install chromium fonts-noto-cjk` to run the browser tests"
-        )
-        if os.environ.get("KB_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def watched(browser, base: str, viewport=DESKTOP):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ENV, MINI_DOCS, copy_project, run, text_of
-from test_browser import SHOTS, browser, check_and_close, free_port, watched  # noqa: F401 (browser: a fixture)
+from test_browser import SHOTS, check_and_close, free_port, watched
 
 from kb import cards, review, review_server
 from kb.model import KnowledgeBase

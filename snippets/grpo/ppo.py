@@ -58,7 +58,8 @@ def kl_in_loss_gradient(logits, ref_logp, beta):
 # --8<-- [end:kl_placement]
 
 
-from snippets.grpo.baseline import (  # noqa: F401 (a counterfactual of the page names it)
+# mean_rule_prompt_weight: a counterfactual of the page names it (kept, unused here)
+from snippets.grpo.baseline import (  # noqa: F401
     grpo_prompt_weight,
     mean_rule_prompt_weight,
 )
