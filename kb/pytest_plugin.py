@@ -597,6 +597,9 @@ class State:
                 )
         return None
 
+    # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
+    # for the deciding tests that will run (and pytest's "selected" count is not made negative).
+    @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
         kept, dropped = [], []
         expanded = []
