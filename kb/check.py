@@ -208,16 +208,25 @@ def claim_line(
 
 
 def run(
-    project: Project, targets: list[str], cwd: Path, out=print, pytest_args: tuple[str, ...] = (), early=None
+    project: Project,
+    targets: list[str],
+    cwd: Path,
+    out=print,
+    pytest_args: tuple[str, ...] = (),
+    early=None,
+    kb: KnowledgeBase | None = None,
+    session=None,
 ) -> dict:
     """Check the pages the targets name; returns the result (also what the live status line shows).
 
     ``early`` is told at once when validation already fails (the live status line turns red
-    before the tests have run).
+    before the tests have run). ``kb``: the project's model, when the caller has just loaded it.
+    ``session(project, args, out)`` runs the pytest session (default: a new interpreter;
+    ``kb serve`` forks a warm one, ``kb.warm.pytest_in_fork``).
     """
 
     started = time.time()
-    kb = KnowledgeBase.load(project)
+    kb = kb or KnowledgeBase.load(project)
     pages = resolve(kb, targets, cwd)
     p = plan(Site.load(project), kb, pages)
     for problem in p.problems:
@@ -275,7 +284,7 @@ def run(
             *pytest_args,
             *[str(project.root / n) for n in p.node_ids],
         ]
-        code, report, running = _run_session(project, args, out)
+        code, report, running = (session or _run_session)(project, args, out)
         if report is None:
             what = f" while running {running}" if running else ""
             problems.append(

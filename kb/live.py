@@ -86,3 +86,28 @@ def record_refusal(path: Path, pages: list[str], problem: str) -> None:
             }
 
     update_status(path, change)
+
+
+def mark_running(path: Path, pages: list[str]) -> None:
+    """The pages say "checking": no verdict until the new check has one (when the last one ran stays)."""
+
+    def change(data: dict) -> None:
+        for uri in pages:
+            entry = data.get(uri)
+            ran = entry.get("ran_at") if isinstance(entry, dict) else None
+            data[uri] = {"running": True, **({"ran_at": ran} if isinstance(ran, str) else {})}
+
+    update_status(path, change)
+
+
+def unmark(path: Path, pages: list[str]) -> None:
+    """Pages marked "checking" that have nothing to check after all: back to what they said before."""
+
+    def change(data: dict) -> None:
+        for uri in pages:
+            entry = data.get(uri)
+            if isinstance(entry, dict) and entry.get("running") and "passed" not in entry:
+                data.pop(uri)
+
+    if pages:
+        update_status(path, change)

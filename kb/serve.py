@@ -1,8 +1,9 @@
 """``kb serve``: ``mkdocs serve``, plus a live check of each page you save.
 
 When a page, or a snippet file a page includes, is saved, ``kb check`` runs for
-the pages concerned (in a separate process, one check at a time, the latest
-save winning) and writes its result to ``.kb/status.json``. While serving, the
+the pages concerned (in a process forked from a warm forkserver, ``kb.warm``; one
+check at a time; a newer save of the same page wins) and writes its result to
+``.kb/status.json``. While serving, the
 MkDocs plugin puts a small status line on each page that reads that file: when
 the page's checks last ran and whether they passed, naming a failing claim.
 ``make build`` has no such line.
@@ -11,17 +12,20 @@ the page's checks last ran and whether they passed, naming a failing claim.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import subprocess
+import signal
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from kb import warm
 from kb.live import (  # noqa: F401
     BUILD_KEY,
     STATUS_ENV,
+    mark_running,
     read_status,
     record_build_problems,
     record_refusal,
@@ -32,17 +36,22 @@ from kb.project import Project
 
 
 class Checker:
-    """Re-checks the pages touched by saved files, one check at a time (a newer save restarts it)."""
+    """Re-checks the pages touched by saved files, one check at a time, each in a process forked from
+    a warm forkserver (``kb.warm``). A save of a page (or of a file it includes) that is being checked
+    stops that check and starts it again with the new content; a save of another page waits its turn,
+    so that one page's check never makes another wait for both."""
 
     def __init__(self, project: Project, debounce: float = 0.4):
         self.project, self.debounce = project, debounce
         self.pending: set[Path] = set()
         self.lock = threading.Condition()
         self.status = status_file(project)
-        # snippet file -> the docs pages that include or cite it, from the last model loaded: a save
-        # marks those pages "checking" at once, before the model is loaded again.
+        # snippet file -> the docs pages that include or cite it, as the last check found: a save
+        # marks those pages "checking" at once, before the project is read again.
         self.citing: dict[str, list[str]] = {}
         self.seen: dict[Path, str | None] = {}  # each saved file's content when last seen
+        self.ctx = warm.forkserver()
+        self.stamp = warm.kb_code_stamp()
         threading.Thread(target=self._loop, name="kb-check", daemon=True).start()
 
     def touched(self, path: str) -> None:
@@ -62,13 +71,13 @@ class Checker:
         if digest is not None and self.seen.get(p) == digest:
             return
         self.seen[p] = digest
+        try:  # within a second of the save, the page says it is being checked
+            mark_running(self.status, self._pages_of(p))
+        except (OSError, ValueError):
+            pass
         with self.lock:
             self.pending.add(p)
             self.lock.notify()
-        try:  # within a second of the save, the page says it is being checked
-            self._mark_running(self._pages_of(p))
-        except (OSError, ValueError):
-            pass
 
     def _pages_of(self, p: Path) -> list[str]:
         """The docs pages a saved file concerns, as far as known without reading the project again."""
@@ -83,55 +92,11 @@ class Checker:
                 return []
         return []
 
-    def _targets(self, paths: set[Path]) -> list[str]:
-        from kb.model import KnowledgeBase
-
-        kb = KnowledgeBase.load(self.project)
-        self.citing = {rel: [pg.src_uri for pg in pages if not pg.is_post] for rel, pages in kb.pages_citing.items()}
-        targets = []
-        for p in paths:
-            if not p.exists():
-                continue
-            rel = self.project.rel(p)
-            if p.suffix == ".py" and rel in kb.pages_citing:
-                targets.append(rel)
-            elif p.suffix in (".md", ".ipynb") and self.project.inside(p, self.project.docs_dir):
-                targets.append(rel)
-        return targets
-
-    def _mark_running(self, pages: list[str]) -> None:
-        def change(data: dict) -> None:
-            for uri in pages:
-                entry = data.get(uri)
-                # a new check: no verdict until it has one (only when the last one ran)
-                data[uri] = {
-                    "running": True,
-                    **(
-                        {"ran_at": entry["ran_at"]}
-                        if isinstance(entry, dict) and isinstance(entry.get("ran_at"), str)
-                        else {}
-                    ),
-                }
-
-        update_status(self.status, change)
-
-    def _unmark(self, pages: list[str]) -> None:
-        """Pages marked "checking" that have nothing to check after all: back to what they said before."""
-
-        def change(data: dict) -> None:
-            for uri in pages:
-                entry = data.get(uri)
-                if isinstance(entry, dict) and entry.get("running") and "passed" not in entry:
-                    data.pop(uri)
-
-        if pages:
-            update_status(self.status, change)
-
     def _loop(self) -> None:
-        try:
-            self._targets(set())  # learn which pages include which snippet files
-        except Exception:  # noqa: BLE001 - the first save tries again
-            pass
+        try:  # the forkserver starts (and warms up) now, and learns which pages include what
+            self._check(set())
+        except Exception as e:  # noqa: BLE001 - the first save tries again
+            print(f"kb serve: the live checks could not start ({type(e).__name__}: {e})", file=sys.stderr)
         while True:
             try:
                 self._once()
@@ -148,64 +113,60 @@ class Checker:
         time.sleep(self.debounce)  # an editor writes a file in several steps
         with self.lock:
             paths, self.pending = self.pending, set()
-        for attempt in range(3):
-            try:
-                targets = self._targets(paths)
-                break
-            except Exception as e:  # noqa: BLE001 - a broken page must not stop the loop
-                # CPython 3.11's ast can fail when the MkDocs build parses Python in its thread at the
-                # same moment ("AST constructor recursion depth mismatch"): read again a little later.
-                problem = f"cannot read the project ({type(e).__name__}: {e})"
-                time.sleep(0.5 * (attempt + 1))
-        else:
-            print(f"kb serve: {problem}", file=sys.stderr)
-            # the pages marked "checking" at the save say why instead, never "checking" for good
-            marked = sorted({uri for p in paths for uri in self._pages_of(p)})
-            if marked:
-                record_refusal(self.status, marked, problem)
-            return
-        if not targets:
-            self._unmark([uri for p in paths for uri in self._pages_of(p)])
-            return
-        docs = self.project.docs_dir
-        uris = [
-            (self.project.root / t).resolve().relative_to(docs).as_posix()
-            for t in targets
-            if (self.project.root / t).resolve().is_relative_to(docs)
-        ]
-        try:
-            self._mark_running(uris)
-        except (OSError, ValueError):
-            pass
-        print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kb.cli", "check", "--status-file", str(self.status), *targets],
-                cwd=self.project.root,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env={**os.environ, STATUS_ENV: ""},
-            )
-            while proc.poll() is None:  # a newer save wins: stop this check and check again with it
-                time.sleep(0.2)
+        self._check(paths)
+
+    def _check(self, paths: set[Path]) -> None:
+        marked = sorted({uri for p in paths for uri in self._pages_of(p)})
+        if warm.kb_code_stamp() != self.stamp:  # kb itself changed since the forkserver imported it
+            self.ctx, self.stamp = None, warm.kb_code_stamp()
+            print("kb serve: kb's code changed; live checks now start cold (restart kb serve)", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="kb-live-") as tmp:
+            info = Path(tmp) / "info.json"
+            args = (str(self.project.root), [str(p) for p in sorted(paths)], marked, str(self.status), str(info))
+            if self.ctx is not None:
+                proc = self.ctx.Process(target=warm.check_saved, args=args, name="kb-live-check")
+            else:
+                import multiprocessing
+
+                proc = multiprocessing.get_context("spawn").Process(target=warm.check_saved, args=args)
+            proc.start()
+            covered: set[str] = set(marked)
+            while proc.is_alive():
+                proc.join(0.1)
+                if not covered - set(marked) and info.exists():
+                    covered |= set(self._read_info(info).get("uris", []))
                 with self.lock:
-                    if self.pending:
-                        proc.kill()
-                        proc.wait()
+                    again = self.pending & paths or {u for p in self.pending for u in self._pages_of(p)} & covered
+                    if again and proc.is_alive():  # a newer save of a page this check covers: it wins
+                        self._stop(proc)
                         self.pending |= paths
                         return
-            err.seek(0)
-            said = err.read().decode("utf-8", "replace")
-        self._finished(proc.returncode, uris, said)
+            found = self._read_info(info)
+        if isinstance(found.get("citing"), dict):
+            self.citing = found["citing"]
+        if proc.exitcode not in (0, None):
+            uris = found.get("uris") or marked
+            what = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
+            problem = f"the check ended without a verdict ({what})"
+            print(f"kb serve: {problem}", file=sys.stderr)
+            if uris:
+                record_refusal(self.status, uris, problem)
 
-    def _finished(self, code: int, uris: list[str], stderr: str) -> None:
-        """kb check writes its result (exit 0 or 1); any other end leaves the pages saying why."""
-        sys.stderr.write(stderr)
-        if code in (0, 1):
-            return
-        lines = [line for line in stderr.splitlines() if line.strip()]
-        problem = lines[-1].removeprefix("kb check: error: ") if lines else f"kb check exited with status {code}"
-        record_refusal(self.status, uris, problem)
+    @staticmethod
+    def _read_info(path: Path) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _stop(proc) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the check and the pytest session it forked
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        proc.join()
 
 
 def serve(project: Project, dev_addr: str) -> int:

@@ -56,28 +56,160 @@ def test_a_failed_test_of_no_claim_or_page_fails_every_page_checked(tmp_path):
     assert data["a.md"]["passed"] is False and data["b.md"]["passed"] is False
 
 
-def test_a_page_marked_checking_says_why_when_the_project_cannot_be_read(mini_project):
-    """Found by `make bench`: the model load failed in the checker thread (CPython 3.11's ast, parsing
-    while the build parsed in another thread) and the saved page said "checking" for good."""
+def wait_for_verdict(status, uri: str, seconds: float = 120) -> dict:
     import time
 
+    from kb.live import read_status
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        entry = read_status(status).get(uri, {})
+        if "passed" in entry and not entry.get("running"):
+            return entry
+        time.sleep(0.1)
+    raise AssertionError(f"{uri}: no verdict after {seconds} s: {read_status(status).get(uri)}")
+
+
+def test_a_page_marked_checking_says_why_when_the_project_cannot_be_read(mini_project):
+    """Found by `make bench`: the model load failed and the saved page said "checking" for good.
+    Here mkdocs.yml is damaged after the page was saved: the page says why."""
     from kb.live import read_status
     from kb.project import Project
     from kb.serve import Checker
 
     checker = Checker(Project.find(mini_project), debounce=0.05)
-
-    def unreadable(paths):
-        raise SystemError("AST constructor recursion depth mismatch (before=39, after=53)")
-
-    checker._targets = unreadable
     page = mini_project / "docs" / "foundations" / "mse-conditional-mean.md"
     page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    config = mini_project / "mkdocs.yml"
+    config.write_text(config.read_text(encoding="utf-8") + "\nnav: [\n", encoding="utf-8")
     checker.touched(str(page))
     assert read_status(checker.status)["foundations/mse-conditional-mean.md"] == {"running": True}
-    for _ in range(100):  # three attempts, 0.5 + 1 + 1.5 s apart
-        entry = read_status(checker.status)["foundations/mse-conditional-mean.md"]
-        if not entry.get("running"):
-            break
-        time.sleep(0.1)
-    assert entry["passed"] is False and "AST constructor recursion depth mismatch" in entry["problems"][0], entry
+    entry = wait_for_verdict(checker.status, "foundations/mse-conditional-mean.md")
+    assert entry["passed"] is False and "mkdocs.yml" in entry["problems"][0], entry
+
+
+def test_a_test_that_exits_the_process_fails_the_live_check(mini_project):
+    """The live check forks its pytest session from a warm process: a test that ends that process
+    (os._exit(0)) leaves no session report, and the page is red, naming the test."""
+    from kb.project import Project
+    from kb.serve import Checker
+
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    text = mse.read_text(encoding="utf-8")
+    head = "def test_mse_decomposes_into_variance_plus_squared_bias("
+    mse.write_text(
+        text.replace(head, "def test_exits():\n    import os\n    os._exit(0)\n\n\n" + head), encoding="utf-8"
+    )
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    entry = wait_for_verdict(checker.status, "foundations/mse-conditional-mean.md")
+    assert entry["passed"] is False, entry
+    assert any(
+        "did not reach its end while running snippets/foundations/mse.py::test_exits" in p for p in entry["problems"]
+    ), entry
+
+
+class FakeCheck:
+    """A live check that runs until the test ends it (multiprocessing.Process's interface)."""
+
+    started: list[FakeCheck] = []
+
+    def __init__(self, target, args, name=None):
+        import threading
+
+        self.saved, self.marked, self.info = args[1], args[2], args[4]
+        self.done, self.stopped, self.exitcode, self.pid = threading.Event(), False, None, -1
+
+    def start(self):
+        import json
+
+        (self.__class__.started).append(self)
+        with open(self.info, "w", encoding="utf-8") as f:
+            json.dump({"uris": self.marked, "citing": {"snippets/shared.py": ["a.md", "b.md"]}}, f)
+
+    def is_alive(self):
+        return not self.done.is_set()
+
+    def join(self, timeout=None):
+        self.done.wait(timeout)
+        if self.done.is_set():
+            self.exitcode = 0
+
+
+class FakeContext:
+    Process = FakeCheck
+
+
+def scheduled(tmp_path, monkeypatch):
+    """A Checker whose checks are FakeChecks, over a docs folder with pages a.md and b.md."""
+    import time
+
+    from kb import serve, warm
+    from kb.project import Project
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "snippets").mkdir()
+    (tmp_path / "mkdocs.yml").write_text("site_name: t\n", encoding="utf-8")
+    for name in ("a.md", "b.md"):
+        (tmp_path / "docs" / name).write_text("# x\n", encoding="utf-8")
+    (tmp_path / "snippets" / "shared.py").write_text("x = 1\n", encoding="utf-8")
+    FakeCheck.started = []
+    monkeypatch.setattr(warm, "forkserver", lambda: FakeContext())
+    monkeypatch.setattr(
+        serve.Checker, "_stop", staticmethod(lambda proc: (setattr(proc, "stopped", True), proc.done.set()))
+    )
+    checker = serve.Checker(Project.at(tmp_path / "mkdocs.yml"), debounce=0.0)
+
+    def started(n: int) -> FakeCheck:
+        end = time.monotonic() + 10
+        while len(FakeCheck.started) < n:
+            assert time.monotonic() < end, f"{len(FakeCheck.started)} checks started, expected {n}"
+            time.sleep(0.01)
+        return FakeCheck.started[n - 1]
+
+    first = started(1)  # at start: which pages include what
+    first.done.set()
+
+    def save(name: str, text: str) -> None:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        checker.touched(str(path))
+
+    return checker, started, save
+
+
+def test_a_save_of_another_page_waits_for_the_running_check(tmp_path, monkeypatch):
+    """Found by `make bench`: a save of page B while page A was being checked restarted A's check as a
+    check of both, and A's verdict came tens of seconds late."""
+    import time
+
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    save("docs/b.md", "# b 1\n")
+    time.sleep(0.5)
+    assert not a.stopped and len(FakeCheck.started) == 2, "a save of b.md stopped a.md's check"
+    a.done.set()
+    b = started(3)
+    assert [a.saved, b.saved] == [[str(tmp_path / "docs/a.md")], [str(tmp_path / "docs/b.md")]]
+
+
+def test_a_new_save_of_the_page_being_checked_restarts_its_check(tmp_path, monkeypatch):
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    save("docs/a.md", "# a 2\n")
+    again = started(3)
+    assert a.stopped and again.saved == [str(tmp_path / "docs/a.md")]
+
+
+def test_a_save_of_a_snippet_the_checked_page_includes_restarts_its_check(tmp_path, monkeypatch):
+    """The check under way read the old snippet: its verdict would be stale."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    save("snippets/shared.py", "x = 2\n")
+    again = started(3)
+    assert a.stopped and sorted(again.saved) == sorted(
+        [str(tmp_path / "docs/a.md"), str(tmp_path / "snippets/shared.py")]
+    )
