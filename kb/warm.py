@@ -59,6 +59,7 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
                 os.environ.clear()
                 os.environ.update(env)
                 os.chdir(project.root)
+                _forget_project_modules(project.root)
                 sys.path.insert(0, str(project.root))
                 import pytest
 
@@ -78,6 +79,23 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
         running = report_path.with_suffix(".running")
         last = running.read_text(encoding="utf-8") if running.exists() else None
         return code, read_report(report_path), last
+
+
+def _forget_project_modules(root: Path) -> None:
+    """In the forked session: no module of a project (this one, or another one the parent process
+    imported, e.g. a test process checking a scratch copy) is reused from the parent; the session
+    imports the project's snippets, tests and conftest files as they are on disk now. kb stays."""
+    names = {"conftest", "snippets", "tests", "devtools", "docs"}
+    names |= {p.stem for p in root.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    names.discard("kb")
+    inside = str(root) + os.sep
+    installed = tuple({sys.prefix + os.sep, sys.base_prefix + os.sep})  # a venv inside the project
+    for name, module in list(sys.modules.items()):
+        top = name.split(".")[0]
+        where = getattr(module, "__file__", None) or ""
+        mine = where.startswith(inside) and not where.startswith(installed)
+        if top != "kb" and (top in names or mine):
+            del sys.modules[name]
 
 
 VERDICT_LINES = ("ok  ", "FAIL", "invalid:", "passed:", "FAILED:", "cached:", "note:")

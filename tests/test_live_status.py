@@ -213,3 +213,32 @@ def test_a_save_of_a_snippet_the_checked_page_includes_restarts_its_check(tmp_pa
     assert a.stopped and sorted(again.saved) == sorted(
         [str(tmp_path / "docs/a.md"), str(tmp_path / "snippets/shared.py")]
     )
+
+
+def test_a_session_forked_from_this_process_runs_the_scratch_projects_code_not_ours(mini_project):
+    """pytest_in_fork forks the process it is called from: here a test process that has imported this
+    checkout's snippets. The forked session must import the scratch copy's files as they are on disk."""
+    import snippets.foundations.mse  # noqa: F401 - this checkout's module, now in sys.modules
+    from kb import check, warm
+    from kb.project import Project
+
+    def checked() -> tuple[dict, list[str]]:
+        said: list[str] = []
+        page = ["docs/foundations/mse-conditional-mean.md"]
+        return check.run(
+            Project.find(mini_project), page, mini_project, out=said.append, session=warm.pytest_in_fork
+        ), said
+
+    result, said = checked()
+    assert result["passed"] is True and not result["failed_tests"], said
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    text = mse.read_text(encoding="utf-8")
+    head = "def test_mse_decomposes_into_variance_plus_squared_bias("
+    mse.write_text(
+        text.replace(head, "def test_exits():\n    import os\n    os._exit(0)\n\n\n" + head), encoding="utf-8"
+    )
+    result, said = checked()
+    assert result["passed"] is False
+    assert any(
+        "did not reach its end while running snippets/foundations/mse.py::test_exits" in p for p in result["problems"]
+    ), said
