@@ -113,7 +113,13 @@ class Checker:
         time.sleep(self.debounce)  # an editor writes a file in several steps
         with self.lock:
             paths, self.pending = self.pending, set()
-        self._check(paths)
+        try:
+            self._check(paths)
+        except Exception as e:  # noqa: BLE001 - the pages marked "checking" say why, never "checking" for good
+            marked = sorted({uri for p in paths for uri in self._pages_of(p)})
+            if marked:
+                record_refusal(self.status, marked, f"the live check could not run ({type(e).__name__}: {e})")
+            raise
 
     def _check(self, paths: set[Path]) -> None:
         marked = sorted({uri for p in paths for uri in self._pages_of(p)})

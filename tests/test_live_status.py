@@ -242,3 +242,16 @@ def test_a_session_forked_from_this_process_runs_the_scratch_projects_code_not_o
     assert any(
         "did not reach its end while running snippets/foundations/mse.py::test_exits" in p for p in result["problems"]
     ), said
+
+
+def test_a_check_that_cannot_start_leaves_the_page_saying_why(tmp_path, monkeypatch):
+    """The forkserver gone, out of processes...: the saved page never says "checking" for good."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+
+    def cannot_start(self):
+        raise OSError("[Errno 11] Resource temporarily unavailable")
+
+    monkeypatch.setattr(FakeCheck, "start", cannot_start)
+    save("docs/a.md", "# a 1\n")
+    entry = wait_for_verdict(checker.status, "a.md", seconds=10)
+    assert entry["passed"] is False and "could not run (OSError" in entry["problems"][0], entry
