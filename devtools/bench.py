@@ -1,6 +1,6 @@
 """``make bench``: the speed goals of the project, measured and printed (median of 3 by default).
 
-    python -m devtools.bench [--runs 3] [--suites 3] [--posts 1000] [--busy] [--only NAME ...]
+    python -m devtools.bench [--runs 3] [--suites 3] [--before REF] [--posts 1000] [--busy] [--only NAME ...]
 
 - ``kb check docs/topics/sac/critic.md``: one page's checks (goal < 10 s);
 - live status: while ``kb serve`` runs, save a page that breaks one of its
@@ -18,6 +18,8 @@
   1.13 s on a quiet machine), measured before and after each run, so that a busy or
   slower machine reads the same. Goal: at most 77 units (the suite was 131 units,
   232 s, 671 tests). The test count and outcomes come from the run's session report.
+  ``--before REF`` runs the suite of that commit too (a clean worktree), in turn with
+  this tree's, so a before/after comparison is made on the same machine in one run.
 
 ``--busy`` keeps one core busy with an unrelated process during every
 measurement, as on a learner's laptop. The machine's load is printed with
@@ -108,7 +110,7 @@ def suite(root: Path) -> tuple[float, dict]:
         code = subprocess.call(
             [sys.executable, "-m", "pytest", *args],
             cwd=root,
-            env=ENV,
+            env={**ENV, "PYTHONPATH": str(root)},  # that tree's kb and snippets, not the installed checkout's
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -119,34 +121,55 @@ def suite(root: Path) -> tuple[float, dict]:
     code = testrun.main(["-n", "2", "--dist", "loadgroup"], run_pytest=run_pytest)
     elapsed = time.perf_counter() - start
     if code != 0:
-        sys.exit(f"kb bench: make test failed (exit code {code}); run it to see why")
+        sys.exit(f"kb bench: make test failed in {root} (exit code {code}); run it there to see why")
     return elapsed, seen
 
 
-def suite_in_units(root: Path, runs: int) -> str:
-    """Each run of the suite between two calibrations; the median run in units, with the test count."""
-    units = []
+def suite_in_units(roots: dict[str, Path], runs: int) -> list[str]:
+    """Each run of the suite between two calibrations; the median run in units, with the test count.
+
+    ``roots``: the trees to measure by name ("this tree", and with ``--before REF`` that commit's tree),
+    run in turn within each round, so that a change of load hits both alike."""
+    units: dict[str, list[float]] = {name: [] for name in roots}
+    counts: dict[str, collections.Counter] = {}
     for _ in range(runs):
-        before = calibrate()
-        seconds, seen = suite(root)
-        after = calibrate()
-        unit = (before + after) / 2
-        units.append(seconds / unit)
-        counts = collections.Counter((seen.get("outcomes") or {}).values())
-        print(
-            f"  make test: {seconds:.1f} s = {seconds / unit:.1f} units (calibration {before:.2f} s before, "
-            f"{after:.2f} s after); {sum(counts.values())} tests: "
-            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-            flush=True,
+        for name, root in roots.items():
+            before = calibrate()
+            seconds, seen = suite(root)
+            after = calibrate()
+            unit = (before + after) / 2
+            units[name].append(seconds / unit)
+            counts[name] = collections.Counter((seen.get("outcomes") or {}).values())
+            print(
+                f"  make test ({name}): {seconds:.1f} s = {seconds / unit:.1f} units (calibration {before:.2f} s "
+                f"before, {after:.2f} s after); {sum(counts[name].values())} tests: "
+                + ", ".join(f"{n} {k}" for k, n in sorted(counts[name].items())),
+                flush=True,
+            )
+    lines = []
+    for name, got in units.items():
+        med = statistics.median(got)
+        lines.append(
+            f"{'make test (' + name + '), in units':<46} median {med:7.1f} u  (runs: "
+            f"{', '.join(f'{u:.1f}' for u in got)}; {sum(counts[name].values())} tests; goal <= "
+            f"{SUITE_GOAL_UNITS} units: {'ok' if med <= SUITE_GOAL_UNITS else 'OVER'})"
         )
-    med = statistics.median(units)
-    line = (
-        f"{'make test (the whole suite), in units':<46} median {med:7.1f} u  (runs: "
-        f"{', '.join(f'{u:.1f}' for u in units)}; goal <= {SUITE_GOAL_UNITS} units: "
-        f"{'ok' if med <= SUITE_GOAL_UNITS else 'OVER'})"
-    )
-    print(line, flush=True)
-    return line
+        print(lines[-1], flush=True)
+    return lines
+
+
+def tree_at(project: Project, ref: str, dest: Path) -> Path:
+    """A clean checkout of ``ref`` (a detached git worktree, removed by ``drop_tree``), with this
+    checkout's vendored assets (they are fetched, not committed)."""
+    subprocess.run(["git", "worktree", "add", "--quiet", "--detach", str(dest), ref], cwd=project.root, check=True)
+    vendor = project.docs_dir / "assets" / "vendor"
+    if vendor.is_dir() and not (dest / "docs" / "assets" / "vendor").exists():
+        (dest / "docs" / "assets" / "vendor").symlink_to(vendor.resolve())
+    return dest
+
+
+def drop_tree(project: Project, dest: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(dest)], cwd=project.root, check=False)
 
 
 def report(name: str, times: list[float], goal: float | None) -> str:
@@ -318,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs of each quick measurement")
     parser.add_argument("--suites", type=int, default=3, help="runs of make test")
+    parser.add_argument(
+        "--before", metavar="REF", help="also run make test on this commit's tree, in turn with this tree's"
+    )
     parser.add_argument("--posts", type=int, default=1000, help="posts in the long-journal copy")
     parser.add_argument("--busy", action="store_true", help="keep one core busy during the measurements")
     parser.add_argument("--only", nargs="*", default=["check", "live", "build", "journal", "suite"])
@@ -400,7 +426,14 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     served.stop()
             if "suite" in args.only and args.suites:
-                suite_in_units(project.root, args.suites)
+                roots = {"this tree": project.root}
+                if args.before:
+                    roots = {f"before: {args.before}": tree_at(project, args.before, tmp / "before")} | roots
+                try:
+                    suite_in_units(roots, args.suites)
+                finally:
+                    if args.before:
+                        drop_tree(project, tmp / "before")
     finally:
         if burner is not None:
             burner.terminate()
