@@ -163,8 +163,10 @@ def tree_at(project: Project, ref: str, dest: Path) -> Path:
     checkout's vendored assets (they are fetched, not committed)."""
     subprocess.run(["git", "worktree", "add", "--quiet", "--detach", str(dest), ref], cwd=project.root, check=True)
     vendor = project.docs_dir / "assets" / "vendor"
-    if vendor.is_dir() and not (dest / "docs" / "assets" / "vendor").exists():
-        (dest / "docs" / "assets" / "vendor").symlink_to(vendor.resolve())
+    there = dest / project.docs_dir.relative_to(project.root) / "assets" / "vendor"
+    if vendor.is_dir() and not there.exists():
+        there.parent.mkdir(parents=True, exist_ok=True)
+        there.symlink_to(vendor.resolve())
     return dest
 
 
