@@ -230,6 +230,10 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             # The blog looks posts up by equality, which compares titles: a title from the front matter
             # is a dictionary lookup, one parsed from the Markdown is a scan (quadratic over a long journal).
             page.meta.setdefault("title", source.title)
+        if markdown.split("\n") != source.lines and self._saved_during_build(page.file, markdown):
+            # kb serve: the page was saved again after this build read it. The build shows the text its
+            # model was made from; the save has already queued the next build, which shows the new text.
+            markdown = "\n".join(source.lines)
         try:
             out = render.page_markdown(self.kb, self.site.layout, source, markdown)
         except KbError as e:
@@ -237,6 +241,17 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         if os.environ.get(STATUS_ENV) and model.has_checks(self.kb, source):  # kb serve: the page's live check status
             out = render.live_status(source, get_relative_url(LIVE_FILE, page.url)) + out
         return out
+
+    def _saved_during_build(self, file, markdown: str) -> bool:
+        """The page file on disk now holds what MkDocs read (so no plugin changed it) and was written after
+        this build's model read it."""
+        path = Path(file.abs_src_path or "")
+        try:
+            saved_at = path.stat().st_mtime
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, ValueError):
+            return False
+        return saved_at >= getattr(self, "build_started", float("inf")) and markdown.strip() in text
 
     @event_priority(-100)  # after Material's search plugin has written its index
     def on_post_build(self, config):

@@ -255,3 +255,47 @@ def test_a_check_that_cannot_start_leaves_the_page_saying_why(tmp_path, monkeypa
     save("docs/a.md", "# a 1\n")
     entry = wait_for_verdict(checker.status, "a.md", seconds=10)
     assert entry["passed"] is False and "could not run (OSError" in entry["problems"][0], entry
+
+
+def test_a_page_saved_while_the_site_rebuilds_does_not_abort_the_build(mini_project, monkeypatch):
+    """Found by `make bench`: a page saved between kb reading it (on_files) and MkDocs reading it aborted
+    the rebuild with "its Markdown was changed before kb rendered it (plugin order in mkdocs.yml)", and
+    `kb serve` showed the old site until the next save. The build shows the text it read; the save
+    queues the next build."""
+    import time
+
+    from conftest import build_in_process
+
+    from kb.model import KnowledgeBase
+
+    page = mini_project / "docs" / "foundations" / "mse-conditional-mean.md"
+    real_build = KnowledgeBase.build.__func__
+
+    def build_then_save(cls, project, pages):
+        kb = real_build(cls, project, pages)
+        time.sleep(0.01)
+        page.write_text(page.read_text(encoding="utf-8") + "\n新保存的一段。\n", encoding="utf-8")
+        return kb
+
+    monkeypatch.setattr(KnowledgeBase, "build", classmethod(build_then_save))
+    built = build_in_process(mini_project, mini_project / "site", strict=False)
+    assert built.returncode == 0, built.stderr
+    html = (mini_project / "site" / "foundations" / "mse-conditional-mean" / "index.html").read_text(encoding="utf-8")
+    assert "新保存的一段" not in html and "claim-mse-predicts-conditional-mean" in html
+
+
+def test_a_plugin_that_changes_a_pages_markdown_before_kb_still_fails_the_build(mini_project, monkeypatch):
+    """The exception above is for a save only: Markdown changed by another plugin (not on disk) is refused."""
+    from conftest import build_in_process
+    from mkdocs.structure.pages import Page
+
+    real_read = Page.read_source
+
+    def read_and_change(self, config):
+        real_read(self, config)
+        if self.file.src_uri == "foundations/mse-conditional-mean.md":
+            self.markdown += "\n由别的插件加上的一段。\n"
+
+    monkeypatch.setattr(Page, "read_source", read_and_change)
+    built = build_in_process(mini_project, mini_project / "site", strict=False)
+    assert built.returncode == 1 and "its Markdown was changed before kb rendered it" in built.stderr, built.stderr
