@@ -1,22 +1,25 @@
 """Imported once by the forkserver of ``kb serve``'s live checks (see ``kb.warm``): importing this
-module is the warm-up. Every check forked from that server then finds torch, pytest and its plugins,
-MkDocs and Material's plugins already imported. Only installed packages and kb's own code: the
-project's snippets and tests are read by each check as they are then. A failure here only makes
-the checks start cold.
+module is the warm-up. Every check forked from that server then finds torch, pytest, Jupyter's
+client, MkDocs and Material's plugins already imported. Only installed packages and kb's own code:
+the project's snippets and tests are read by each check as they are then. pytest's plugins
+themselves (kb's, nbmake, xdist, pytest-codeblocks) are left for each session to import, so that
+pytest rewrites their assertions as in any run. A failure here only makes the checks start cold.
 """
 
-try:  # first: the plugin sets OMP_NUM_THREADS=1 before torch is imported
-    import kb.pytest_plugin  # noqa: F401
-except Exception:  # noqa: BLE001
-    pass
+import os
+
+# As kb.pytest_plugin does for every session: torch on one thread, set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 try:
-    import nbmake.pytest_items  # noqa: F401
+    import _pytest.python  # noqa: F401
+    import jupyter_client  # noqa: F401
+    import nbclient  # noqa: F401
+    import nbformat  # noqa: F401
     import numpy  # noqa: F401
     import pytest  # noqa: F401
-    import pytest_codeblocks  # noqa: F401
     import torch  # noqa: F401
-    import xdist  # noqa: F401
 
     import kb.check  # noqa: F401
     import kb.sandbox  # noqa: F401
