@@ -67,6 +67,39 @@ def kb(root: Path, *args: str, stdin: str | bytes | None = None, **env) -> subpr
     )
 
 
+@pytest.fixture
+def kb_here(monkeypatch, capsys):
+    """``kb_here(root, *args, stdin=None, **env)``: `kb ...` in this process, as ``kb`` runs it in a
+    child: from ``root`` (the project is found from the current directory), with its exit code and
+    what it printed. ``kb check``'s pytest session is forked from this process
+    (``kb.warm.pytest_in_fork``, as ``kb serve`` runs it): no new interpreter, and a test that ends
+    its process still ends only the session. A test whose subject is the process uses ``kb``."""
+    import io
+
+    from kb import check, cli, warm
+
+    def run_kb(root: Path, *args: str, stdin: str | bytes | None = None, **env: str) -> Ran:
+        with monkeypatch.context() as m:
+            m.chdir(root)
+            m.setattr(check, "_run_session", warm.pytest_in_fork)
+            m.setenv("NO_MKDOCS_2_WARNING", "1")
+            m.delenv("PYTEST_XDIST_WORKER", raising=False)
+            for name, value in env.items():
+                m.setenv(name, value)
+            if stdin is not None:
+                data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+                m.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+            capsys.readouterr()  # what was printed before is not this command's
+            try:
+                code = cli.main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+            said = capsys.readouterr()
+        return Ran(code, said.out, said.err)
+
+    return run_kb
+
+
 def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
     """pytest in a scratch project, with that project's configuration (xdist off)."""
     return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
@@ -128,7 +161,7 @@ def in_process(_libraries, pytester, monkeypatch):
     set aside for the run (and put back after the test).
     """
 
-    def run_in(root: Path, *args: str) -> Ran:
+    def run_in(root: Path, *args: str, **env: str) -> Ran:
         monkeypatch.chdir(root)
         monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
         monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
@@ -138,9 +171,12 @@ def in_process(_libraries, pytester, monkeypatch):
         # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
         handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
         start = time.monotonic()
-        result = pytester.runpytest_inprocess(
-            "-p", "no:cacheprovider", "-q", "-n", "0", *args, plugins=[_libraries.recorder(Path(root).resolve())]
-        )
+        with monkeypatch.context() as m:  # e.g. PYTEST_ADDOPTS, read by pytest as it starts: this run's only
+            for name, value in env.items():
+                m.setenv(name, value)
+            result = pytester.runpytest_inprocess(
+                "-p", "no:cacheprovider", "-q", "-n", "0", *args, plugins=[_libraries.recorder(Path(root).resolve())]
+            )
         if remaining:
             signal.signal(signal.SIGALRM, handler)
             signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - start), 0.001))
@@ -148,6 +184,25 @@ def in_process(_libraries, pytester, monkeypatch):
         return Ran(int(result.ret), result.stdout.str(), result.stderr.str(), result)
 
     return run_in
+
+
+def testrun_here(in_process, root: Path, *args: str, **env: str) -> Ran:
+    """``kb.testrun`` (what ``make test`` runs) with its pytest session inside this process
+    (``in_process``), xdist off: for a run whose subject is not the process ending."""
+    import io
+
+    from kb.testrun import main as testrun_main
+
+    runs: list[Ran] = []
+
+    def run_pytest(pytest_args: list[str]) -> int:
+        runs.append(in_process(root, *pytest_args, **env))
+        return runs[-1].returncode
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = testrun_main(["-p", "no:cacheprovider", "-q", "-n", "0", *args], run_pytest=run_pytest)
+    return Ran(code, "".join(r.stdout for r in runs), "".join(r.stderr for r in runs) + said.getvalue())
 
 
 class _Said(logging.Handler):
