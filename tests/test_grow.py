@@ -144,7 +144,8 @@ def test_a_new_topic_is_accepted_everywhere(mini_project, kb_here, in_process):
     # make test's collection (the snippet module, the page's blocks) and its run
     result = in_process(mini_project, "snippets/kuo_san_ce_lue", "docs/topics/kuo-san-ce-lue.md", "tests/test_pages.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "test_normal_log_prob_is_the_gaussian_formula" in in_process(mini_project, "--collect-only", "snippets").stdout
+    collected = in_process(mini_project, "--collect-only", "snippets").stdout
+    assert "test_normal_log_prob_is_the_gaussian_formula" in collected
     # the claim is decided by its test: kb check runs it and its counterfactual
     check = kb_here(mini_project, "check", "docs/topics/kuo-san-ce-lue.md")
     assert check.returncode == 0, check.stdout + check.stderr
