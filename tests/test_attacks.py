@@ -13,24 +13,18 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import edit, kb, run, run_pytest, testrun_here
+from conftest import edit, forked_pytest, kb, run, testrun_forked, testrun_here
 
 from kb.sandbox import run_forked
 
 MSE = "snippets/foundations/mse.py"
 PAGE = "docs/foundations/mse-conditional-mean.md"
 INDEX = "docs/foundations/index.md"
-
-
-def testrun(root: Path, *args: str, **env) -> subprocess.CompletedProcess:
-    """`python -m kb.testrun` (what `make test` runs) in a scratch project, xdist off."""
-    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root, **env)
 
 
 def write_page(root: Path, name: str, body: str) -> str:
@@ -71,7 +65,7 @@ def test_an_include_in_a_page_block_cannot_read_git_or_env(mini_project):
         '```python\nconfig = """\n--8<-- ".git/config"\n"""\n'
         'env = """\n--8<-- ".env"\n"""\nassert "SECRET" in config + env\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert "SECRET-GIT" not in result.stdout and "SECRET-ENV" not in result.stdout, result.stdout[-3000:]
     assert f"PASSED {path}" not in result.stdout, "a page block read .git/config and .env through an include"
 
@@ -87,7 +81,7 @@ def test_an_include_in_a_page_block_cannot_read_outside_the_project_through_a_sy
         "include-link.md",
         '```python\ntext = """\n--8<-- "snippets/link.txt"\n"""\nassert "SECRET-OUTSIDE" in text\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert f"PASSED {path}" not in result.stdout, "a page block read a file outside the project"
 
 
@@ -103,7 +97,7 @@ def test_a_hidden_pytest_mark_comment_runs_no_code_in_the_test_process(mini_proj
         f'<!---pytest.mark.skipif(__import__("pathlib").Path({str(planted)!r}).write_text("x") > 0, '
         'reason="")-->\n```python\nassert 1 + 1 == 3\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert not planted.exists(), "an HTML comment on a page ran code in the test process (wrote into the project)"
     assert result.returncode != 0, result.stdout[-3000:]
 
@@ -117,7 +111,7 @@ def test_a_hidden_directive_cannot_skip_or_xfail_a_page_block(mini_project):
         for comment in ("<!-- -pytest-codeblocks:skip-->", "<!----pytest.mark.xfail-->", "<!---pytest.mark.skip-->")
     )
     path = write_page(mini_project, "skip.md", body)
-    result = testrun(mini_project, "--allow-partial", path)
+    result = testrun_forked(mini_project, "--allow-partial", path)
     assert result.returncode != 0, result.stdout[-3000:]
     assert "skipped" not in result.stdout and "xfailed" not in result.stdout, result.stdout[-3000:]
 
@@ -133,7 +127,7 @@ def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
         ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
         "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n",
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     # each block is its own item: the first passes, the later wrong one fails
     assert result.returncode != 0 and f"FAILED {path}::doctests.md:14" in result.stdout, result.stdout[-3000:]
 
@@ -293,13 +287,14 @@ def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fai
     __code__, Tensor.__bool__ or approx's comparison switches the same checks off unseen."""
     folder = mini_project / "snippets" / "foundations"
     (folder / "wrong.py").write_text(WRONG, encoding="utf-8")
-    r = testrun(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
+    r = testrun_forked(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
     assert r.returncode != 0 and "3 failed" in r.stdout, r.stdout[-2000:]
     (folder / "a_tamper.py").write_text(
         "import torch\n\n" + "".join(TAMPERINGS.values()) + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n",
         encoding="utf-8",
     )
-    r = testrun(mini_project, "--allow-partial", "snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
+    wrong = ("snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
+    r = testrun_forked(mini_project, "--allow-partial", *wrong)  # the tampering stays in the fork
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
     assert "a_tamper.py" in out and "replaced" in out, out[-2000:]

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
-from conftest import edit, run, testrun_here
+from conftest import edit, testrun_forked, testrun_here
 
 MSE = "snippets/foundations/mse.py"
 PAGE = "docs/foundations/mse-conditional-mean.md"
-
-
-def testrun(root, *args: str):
-    """``python -m kb.testrun`` in its own process: for a run whose subject is the process ending."""
-    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
 
 
 def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project, kb_here):
@@ -21,7 +14,7 @@ def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project
         "def test_mse_decomposes_into_variance_plus_squared_bias(",
         "def test_exits():\n    import os\n    os._exit(0)\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(",
     )
-    r = testrun(mini_project, MSE)
+    r = testrun_forked(mini_project, MSE)  # its session is a process of its own, forked from this one
     assert r.returncode != 0, r.stdout + r.stderr
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stderr, r.stderr
     r = kb_here(mini_project, "check", PAGE)  # its session is a process of its own: forked from this one
@@ -31,7 +24,7 @@ def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project
 
 def test_a_module_that_exits_at_import_fails_the_run(mini_project):
     edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
-    r = testrun(mini_project, MSE)
+    r = testrun_forked(mini_project, MSE)
     assert r.returncode != 0, r.stdout + r.stderr
 
 
