@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import edit, forked_pytest, kb, run, testrun_forked, testrun_here
+from conftest import edit, forked_pytest, kb, run, testrun_here
 
 from kb.sandbox import run_forked
 
 MSE = "snippets/foundations/mse.py"
 PAGE = "docs/foundations/mse-conditional-mean.md"
 INDEX = "docs/foundations/index.md"
+
+
+def testrun(root: Path, *args: str, **env) -> subprocess.CompletedProcess:
+    """`python -m kb.testrun` (what `make test` runs) in a scratch project, xdist off: where the
+    run's last line (its counts) is asserted on, which a session forked from a test process loses."""
+    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root, **env)
 
 
 def write_page(root: Path, name: str, body: str) -> str:
@@ -111,7 +118,7 @@ def test_a_hidden_directive_cannot_skip_or_xfail_a_page_block(mini_project):
         for comment in ("<!-- -pytest-codeblocks:skip-->", "<!----pytest.mark.xfail-->", "<!---pytest.mark.skip-->")
     )
     path = write_page(mini_project, "skip.md", body)
-    result = testrun_forked(mini_project, "--allow-partial", path)
+    result = testrun(mini_project, "--allow-partial", path)
     assert result.returncode != 0, result.stdout[-3000:]
     assert "skipped" not in result.stdout and "xfailed" not in result.stdout, result.stdout[-3000:]
 
@@ -287,14 +294,13 @@ def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fai
     __code__, Tensor.__bool__ or approx's comparison switches the same checks off unseen."""
     folder = mini_project / "snippets" / "foundations"
     (folder / "wrong.py").write_text(WRONG, encoding="utf-8")
-    r = testrun_forked(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
+    r = testrun(mini_project, "--allow-partial", "snippets/foundations/wrong.py")
     assert r.returncode != 0 and "3 failed" in r.stdout, r.stdout[-2000:]
     (folder / "a_tamper.py").write_text(
         "import torch\n\n" + "".join(TAMPERINGS.values()) + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n",
         encoding="utf-8",
     )
-    wrong = ("snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
-    r = testrun_forked(mini_project, "--allow-partial", *wrong)  # the tampering stays in the fork
+    r = testrun(mini_project, "--allow-partial", "snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
     assert "a_tamper.py" in out and "replaced" in out, out[-2000:]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import frontmatter
 import pytest
-from conftest import ROOT, build_in_process, kb, mkdocs_build, run, testrun_forked, text_of
+from conftest import ROOT, build_in_process, kb, mkdocs_build, run, text_of
 
 from kb.project import read_config
 from kb.topics import module_name, slugify
@@ -368,9 +368,8 @@ def test_init_makes_the_machinery_and_none_of_this_content(fresh):
 
 @pytest.mark.timeout(600)
 def test_an_init_project_passes_its_own_tests_and_strict_build(fresh, kb_here):
-    # what `make test` runs once its venv is set up (the venv here: this interpreter, same pins),
-    # its session forked from this process
-    r = testrun_forked(fresh)
+    # what `make test` runs once its venv is set up (the venv here: this interpreter, same pins)
+    r = run([sys.executable, "-m", "kb.testrun", "-n", "0", "-p", "no:cacheprovider", "-q"], fresh, timeout=500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert re.search(r"\b[4-9] passed|\b\d\d+ passed", r.stdout), r.stdout[-2000:]
     check = kb_here(fresh, "check", "docs/topics/gao-si-fen-bu.md")
