@@ -67,6 +67,39 @@ def kb(root: Path, *args: str, stdin: str | bytes | None = None, **env) -> subpr
     )
 
 
+@pytest.fixture
+def kb_here(monkeypatch, capsys):
+    """``kb_here(root, *args, stdin=None, **env)``: `kb ...` in this process, as ``kb`` runs it in a
+    child: from ``root`` (the project is found from the current directory), with its exit code and
+    what it printed. ``kb check``'s pytest session is forked from this process
+    (``kb.warm.pytest_in_fork``, as ``kb serve`` runs it): no new interpreter, and a test that ends
+    its process still ends only the session. A test whose subject is the process uses ``kb``."""
+    import io
+
+    from kb import check, cli, warm
+
+    def run_kb(root: Path, *args: str, stdin: str | bytes | None = None, **env: str) -> Ran:
+        with monkeypatch.context() as m:
+            m.chdir(root)
+            m.setattr(check, "_run_session", warm.pytest_in_fork)
+            m.setenv("NO_MKDOCS_2_WARNING", "1")
+            m.delenv("PYTEST_XDIST_WORKER", raising=False)
+            for name, value in env.items():
+                m.setenv(name, value)
+            if stdin is not None:
+                data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+                m.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+            capsys.readouterr()  # what was printed before is not this command's
+            try:
+                code = cli.main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 2
+            said = capsys.readouterr()
+        return Ran(code, said.out, said.err)
+
+    return run_kb
+
+
 def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess:
     """pytest in a scratch project, with that project's configuration (xdist off)."""
     return run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
@@ -128,7 +161,7 @@ def in_process(_libraries, pytester, monkeypatch):
     set aside for the run (and put back after the test).
     """
 
-    def run_in(root: Path, *args: str) -> Ran:
+    def run_in(root: Path, *args: str, **env: str) -> Ran:
         monkeypatch.chdir(root)
         monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
         monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
@@ -138,9 +171,12 @@ def in_process(_libraries, pytester, monkeypatch):
         # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
         handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
         start = time.monotonic()
-        result = pytester.runpytest_inprocess(
-            "-p", "no:cacheprovider", "-q", "-n", "0", *args, plugins=[_libraries.recorder(Path(root).resolve())]
-        )
+        with monkeypatch.context() as m:  # e.g. PYTEST_ADDOPTS, read by pytest as it starts: this run's only
+            for name, value in env.items():
+                m.setenv(name, value)
+            result = pytester.runpytest_inprocess(
+                "-p", "no:cacheprovider", "-q", "-n", "0", *args, plugins=[_libraries.recorder(Path(root).resolve())]
+            )
         if remaining:
             signal.signal(signal.SIGALRM, handler)
             signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - start), 0.001))
@@ -148,6 +184,94 @@ def in_process(_libraries, pytester, monkeypatch):
         return Ran(int(result.ret), result.stdout.str(), result.stderr.str(), result)
 
     return run_in
+
+
+def testrun_here(in_process, root: Path, *args: str, **env: str) -> Ran:
+    """``kb.testrun`` (what ``make test`` runs) with its pytest session inside this process
+    (``in_process``), xdist off: for a run whose subject is not the process ending."""
+    import io
+
+    from kb.testrun import main as testrun_main
+
+    runs: list[Ran] = []
+
+    def run_pytest(pytest_args: list[str]) -> int:
+        runs.append(in_process(root, *pytest_args, **env))
+        return runs[-1].returncode
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = testrun_main(["-p", "no:cacheprovider", "-q", "-n", "0", *args], run_pytest=run_pytest)
+    return Ran(code, "".join(r.stdout for r in runs), "".join(r.stderr for r in runs) + said.getvalue())
+
+
+def forked_pytest(root: Path, *args: str) -> Ran:
+    """pytest in a scratch project, in a process forked from this one, as ``run_pytest`` runs it in a
+    new interpreter (with that project's configuration, xdist off), without the interpreter's start
+    and its imports of torch, pytest and MkDocs. The session is a process of its own: a test or
+    module that ends its process, or tampers with a library, ends or changes only the fork.
+
+    The fork forgets every module of this checkout's tests and snippets and of the scratch project
+    (kb stays: the scratch project's kb is a copy of it), so the session imports the scratch
+    project's files as they are on disk, whatever modules of the same names this process holds."""
+    import tempfile
+
+    root = Path(root).resolve()
+    with tempfile.TemporaryDirectory(prefix="kb-tests-fork-") as tmp:
+        log = Path(tmp) / "output.txt"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's coverage is its outcome, read below
+            code = 3
+            try:
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                # what Python prints goes there too, not to this test's capture (sys.stdout here)
+                sys.stdout = open(1, "w", 1, encoding="utf-8", errors="replace", closefd=False)
+                sys.stderr = open(2, "w", 1, encoding="utf-8", errors="replace", closefd=False)
+                os.environ.update({"PYTHONPATH": str(root), "NO_MKDOCS_2_WARNING": "1"})
+                os.environ.pop("PYTEST_XDIST_WORKER", None)
+                os.chdir(root)
+                places = (str(ROOT) + os.sep, str(root) + os.sep)
+                installed = (sys.prefix + os.sep, sys.base_prefix + os.sep)  # a venv inside a project
+                for name, module in list(sys.modules.items()):
+                    top, where = name.split(".")[0], getattr(module, "__file__", None) or ""
+                    ours = where.startswith(places) and not where.startswith(installed)
+                    if top != "kb" and (ours or top in {"conftest", "snippets", "tests"}):
+                        del sys.modules[name]
+                sys.path.insert(0, str(root))
+                code = int(pytest.main(["-p", "no:cacheprovider", "-q", "-n", "0", *args]))
+            except SystemExit as e:  # as the interpreter would end on it
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except BaseException:  # noqa: BLE001 - said in the output
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return Ran(os.waitstatus_to_exitcode(status), log.read_text(encoding="utf-8", errors="replace"))
+
+
+def testrun_forked(root: Path, *args: str) -> Ran:
+    """``kb.testrun`` (what ``make test`` runs) with its pytest session in a process forked from this
+    one (``forked_pytest``) instead of a new interpreter: for a run whose session ends its process."""
+    import io
+
+    from kb.testrun import main as testrun_main
+
+    runs: list[Ran] = []
+
+    def run_pytest(pytest_args: list[str]) -> int:
+        runs.append(forked_pytest(root, *pytest_args))
+        return runs[-1].returncode
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = testrun_main(["-p", "no:cacheprovider", "-q", "-n", "0", *args], run_pytest=run_pytest)
+    return Ran(code, "".join(r.stdout for r in runs), said.getvalue())
 
 
 class _Said(logging.Handler):

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import edit, kb, run, run_pytest
+from conftest import edit, forked_pytest, kb, run, testrun_here
 
 from kb.sandbox import run_forked
 
@@ -29,7 +29,8 @@ INDEX = "docs/foundations/index.md"
 
 
 def testrun(root: Path, *args: str, **env) -> subprocess.CompletedProcess:
-    """`python -m kb.testrun` (what `make test` runs) in a scratch project, xdist off."""
+    """`python -m kb.testrun` (what `make test` runs) in a scratch project, xdist off: where the
+    run's last line (its counts) is asserted on, which a session forked from a test process loses."""
     return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root, **env)
 
 
@@ -71,7 +72,7 @@ def test_an_include_in_a_page_block_cannot_read_git_or_env(mini_project):
         '```python\nconfig = """\n--8<-- ".git/config"\n"""\n'
         'env = """\n--8<-- ".env"\n"""\nassert "SECRET" in config + env\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert "SECRET-GIT" not in result.stdout and "SECRET-ENV" not in result.stdout, result.stdout[-3000:]
     assert f"PASSED {path}" not in result.stdout, "a page block read .git/config and .env through an include"
 
@@ -87,7 +88,7 @@ def test_an_include_in_a_page_block_cannot_read_outside_the_project_through_a_sy
         "include-link.md",
         '```python\ntext = """\n--8<-- "snippets/link.txt"\n"""\nassert "SECRET-OUTSIDE" in text\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert f"PASSED {path}" not in result.stdout, "a page block read a file outside the project"
 
 
@@ -103,7 +104,7 @@ def test_a_hidden_pytest_mark_comment_runs_no_code_in_the_test_process(mini_proj
         f'<!---pytest.mark.skipif(__import__("pathlib").Path({str(planted)!r}).write_text("x") > 0, '
         'reason="")-->\n```python\nassert 1 + 1 == 3\n```\n',
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     assert not planted.exists(), "an HTML comment on a page ran code in the test process (wrote into the project)"
     assert result.returncode != 0, result.stdout[-3000:]
 
@@ -133,7 +134,7 @@ def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
         ">>> doctest.OutputChecker.check_output = lambda self, want, got, flags: True\n```\n\n"
         "A later, wrong example:\n\n```pycon\n>>> 1 + 1\n3\n```\n",
     )
-    result = run_pytest(mini_project, path, "-rA")
+    result = forked_pytest(mini_project, path, "-rA")
     # each block is its own item: the first passes, the later wrong one fails
     assert result.returncode != 0 and f"FAILED {path}::doctests.md:14" in result.stdout, result.stdout[-3000:]
 
@@ -227,34 +228,35 @@ def test_a_block_does_not_inherit_the_test_process_secrets_from_its_environment(
 # ==== family 2: a run that ends early or is narrowed never reads as green ================================
 
 
-def test_make_test_refuses_a_run_narrowed_by_k_even_when_every_claim_is_decided(mini_project):
+def test_make_test_refuses_a_run_narrowed_by_k_even_when_every_claim_is_decided(mini_project, in_process):
     """Guarantee: a run narrowed by -k fails (README, "What make test runs"). kb.testrun only
     asks whether every claim was decided: a -k that leaves out a (failing) page block but no
     deciding test reads as green."""
     add_failing_block(mini_project)
-    r = testrun(mini_project, "snippets/foundations/", "docs/foundations/")
+    r = testrun_here(in_process, mini_project, "snippets/foundations/", "docs/foundations/")
     assert r.returncode != 0, "the failing block is not failing: the attack below proves nothing"
-    r = testrun(mini_project, "-k", "not index", "snippets/foundations/", "docs/foundations/")
+    r = testrun_here(in_process, mini_project, "-k", "not index", "snippets/foundations/", "docs/foundations/")
     assert r.returncode != 0, r.stdout[-2000:] + r.stderr
 
 
-def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(mini_project):
+def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(mini_project, in_process):
     """Guarantee: a run narrowed by --deselect or PYTEST_ADDOPTS fails."""
     add_failing_block(mini_project)
-    r = testrun(mini_project, "--deselect", f"{INDEX}::line 12", "snippets/foundations/", "docs/foundations/")
+    folders = ("snippets/foundations/", "docs/foundations/")
+    r = testrun_here(in_process, mini_project, "--deselect", f"{INDEX}::line 12", *folders)
     assert r.returncode != 0, r.stdout[-2000:] + r.stderr
-    r = testrun(mini_project, "snippets/foundations/", "docs/foundations/", PYTEST_ADDOPTS="--ignore-glob=*index.md")
+    r = testrun_here(in_process, mini_project, *folders, PYTEST_ADDOPTS="--ignore-glob=*index.md")
     assert r.returncode != 0, r.stdout[-2000:] + r.stderr
 
 
-def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project):
+def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
     checks as `passed` with 0 tests."""
     add_failing_block(mini_project)
-    r = kb(mini_project, "check", INDEX)
+    r = kb_here(mini_project, "check", INDEX)
     assert r.returncode != 0, "the failing block is not failing: the attack below proves nothing"
-    r = kb(mini_project, "check", INDEX, PYTEST_ADDOPTS="-k nothing_has_this_name")
+    r = kb_here(mini_project, "check", INDEX, PYTEST_ADDOPTS="-k nothing_has_this_name")
     assert r.returncode != 0, r.stdout[-2000:]
     assert "passed:" not in r.stdout, r.stdout[-2000:]
 
@@ -307,7 +309,7 @@ def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fai
 # ==== family 3: claims and counterfactuals ===============================================================
 
 
-def test_a_crash_turned_into_an_assertion_by_the_test_is_still_a_crash(mini_project):
+def test_a_crash_turned_into_an_assertion_by_the_test_is_still_a_crash(mini_project, in_process):
     """Guarantee: a counterfactual must make the deciding test's own assertion fail; a crash does not
     count. A test that catches the crash and asserts (`except Exception: assert False`) launders
     it: the AssertionError is raised in the test's own frame, and its __context__ (the crash) is
@@ -329,13 +331,13 @@ def test_a_crash_turned_into_an_assertion_by_the_test_is_still_a_crash(mini_proj
         'counterfactual: loss="l1" "若损失换成 L1（它学到',
         'counterfactual: loss="huber" "若损失换成 Huber（它学到',
     )
-    r = run_pytest(mini_project, MSE)
+    r = in_process(mini_project, MSE)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
     assert "mse-predicts-conditional-mean" in out and "crash" in out, out[-2000:]
 
 
-def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_project):
+def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a run with --kb-claims=off, and every counterfactual must
     make its test fail. kb check reads PYTEST_ADDOPTS; with --kb-claims=off no counterfactual
     item is made, and kb check still prints "N counterfactual(s) rejected" and passes: here a
@@ -345,9 +347,9 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
         'counterfactual: loss="l1" "若损失换成 L1（它学到',
         'counterfactual: loss="mse" "若损失换成 MSE（它学到',
     )
-    r = kb(mini_project, "check", PAGE)
+    r = kb_here(mini_project, "check", PAGE)
     assert r.returncode != 0, "the counterfactual is rejected after all: the attack below proves nothing"
-    r = kb(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
+    r = kb_here(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
     assert r.returncode != 0, r.stdout[-2000:]
 
 

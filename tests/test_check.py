@@ -116,7 +116,7 @@ def test_the_link_checker_and_the_build_agree_on_every_generated_page(mini_proje
         _strict_build(mini_project, tmp_path / "site2", monkeypatch)
 
 
-def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_claim(mini_project):
+def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_claim(mini_project, kb_here):
     edit(
         mini_project / "snippets/foundations/mse.py",
         "    return table.detach()\n",
@@ -126,7 +126,7 @@ def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_
         (mini_project / MSE_PAGE).read_text(encoding="utf-8") + "\n见 [不存在的小节](#no-such-anchor)。\n",
         encoding="utf-8",
     )
-    r = kb(mini_project, "check", "snippets/foundations/mse.py")
+    r = kb_here(mini_project, "check", "snippets/foundations/mse.py")
     assert r.returncode == 1, r.stdout[-2000:]
     assert re.search(
         r"^FAIL  \[verified\] mse-predicts-conditional-mean: snippets/foundations/mse\.py::\S+ failed", r.stdout, re.M
@@ -135,8 +135,8 @@ def test_a_broken_snippet_fails_the_check_of_a_page_that_includes_it_naming_the_
     assert re.search(r"^FAILED: 1 page\(s\)", r.stdout, re.M)
 
 
-def test_a_page_that_cannot_be_read_is_named_with_its_line(mini_project):
+def test_a_page_that_cannot_be_read_is_named_with_its_line(mini_project, kb_here):
     page = mini_project / MSE_PAGE
     page.write_text("---\ntitle: [broken\n---\n# x\n", encoding="utf-8")
-    r = kb(mini_project, "check", MSE_PAGE)
+    r = kb_here(mini_project, "check", MSE_PAGE)
     assert r.returncode == 2 and f"{MSE_PAGE}:3: front matter is not valid YAML" in r.stderr, r.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import frontmatter
 import pytest
-from conftest import ROOT, kb, mkdocs_build, run, text_of
+from conftest import ROOT, build_in_process, kb, mkdocs_build, run, text_of
 
 from kb.project import read_config
 from kb.topics import module_name, slugify
@@ -133,48 +133,28 @@ def test_new_names_topic_new_for_an_unknown_topic_without_a_far_guess(bare):
 
 
 @pytest.mark.timeout(400)
-def test_a_new_topic_is_accepted_everywhere(mini_project):
+def test_a_new_topic_is_accepted_everywhere(mini_project, kb_here, in_process):
     """Collection, strict build, claims page, journal categories and kb new all accept the topic,
     and its claim is decided by its test (counterfactual included)."""
-    r = kb(mini_project, "topic", "new", "扩散策略")
+    r = kb_here(mini_project, "topic", "new", "扩散策略")
     assert r.returncode == 0, r.stderr
-    r = kb(mini_project, "new", "--date", "2026-01-05", "--topic", "扩散策略", "-m", "扩散策略的第一条笔记")
+    r = kb_here(mini_project, "new", "--date", "2026-01-05", "--topic", "扩散策略", "-m", "扩散策略的第一条笔记")
     assert r.returncode == 0, r.stderr
     assert frontmatter.load(mini_project / "docs/journal/posts/2026-01-05.md")["categories"] == ["扩散策略"]
     # make test's collection (the snippet module, the page's blocks) and its run
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "-n",
-            "0",
-            "snippets/kuo_san_ce_lue",
-            "docs/topics/kuo-san-ce-lue.md",
-            "tests/test_pages.py",
-        ],
-        mini_project,
-    )
+    result = in_process(mini_project, "snippets/kuo_san_ce_lue", "docs/topics/kuo-san-ce-lue.md", "tests/test_pages.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert (
-        "test_normal_log_prob_is_the_gaussian_formula"
-        in run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "--collect-only", "snippets"],
-            mini_project,
-        ).stdout
-    )
+    collected = in_process(mini_project, "--collect-only", "snippets").stdout
+    assert "test_normal_log_prob_is_the_gaussian_formula" in collected
     # the claim is decided by its test: kb check runs it and its counterfactual
-    check = kb(mini_project, "check", "docs/topics/kuo-san-ce-lue.md")
+    check = kb_here(mini_project, "check", "docs/topics/kuo-san-ce-lue.md")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "kuo-san-ce-lue-normal-scale-is-std" in check.stdout + check.stderr
-    claims = kb(mini_project, "claims")
+    claims = kb_here(mini_project, "claims")
     assert re.search(
         r"docs/topics/kuo-san-ce-lue\.md:\d+: \[verified\] kuo-san-ce-lue-normal-scale-is-std", claims.stdout
     ), claims.stdout
-    build = mkdocs_build(mini_project, mini_project / "site")
+    build = build_in_process(mini_project, mini_project / "site")
     assert build.returncode == 0, build.stdout + build.stderr
     site = mini_project / "site"
     assert "扩散策略" in text_of(site / "topics/kuo-san-ce-lue/index.html")
@@ -387,12 +367,12 @@ def test_init_makes_the_machinery_and_none_of_this_content(fresh):
 
 
 @pytest.mark.timeout(600)
-def test_an_init_project_passes_its_own_tests_and_strict_build(fresh):
+def test_an_init_project_passes_its_own_tests_and_strict_build(fresh, kb_here):
     # what `make test` runs once its venv is set up (the venv here: this interpreter, same pins)
     r = run([sys.executable, "-m", "kb.testrun", "-n", "0", "-p", "no:cacheprovider", "-q"], fresh, timeout=500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert re.search(r"\b[4-9] passed|\b\d\d+ passed", r.stdout), r.stdout[-2000:]
-    check = kb(fresh, "check", "docs/topics/gao-si-fen-bu.md")
+    check = kb_here(fresh, "check", "docs/topics/gao-si-fen-bu.md")
     assert check.returncode == 0 and "gao-si-fen-bu-normal-scale-is-std" in check.stdout + check.stderr
     dry = run(["make", "-n", "test", "serve"], fresh)
     assert "kb.testrun -n 2" in dry.stdout and "kb serve --dev-addr 127.0.0.1:8000" in dry.stdout

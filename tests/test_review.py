@@ -66,7 +66,7 @@ def test_every_card_asks_one_thing_and_answers_it_short(model):
     assert not [c.id for c in deck if c.over_limit], "claims whose short answer had to be cut want a review: line"
 
 
-def test_a_short_answer_is_derived_cut_or_written(mini_project):
+def test_a_short_answer_is_derived_cut_or_written(mini_project, kb_here):
     long = "很长的理由，" * 40 + "结束。第二句。"
     short, cut = cards.short_answer(long)
     assert cut and cards.shown_length(short) <= cards.ANSWER_LIMIT and short.endswith("……")
@@ -98,7 +98,7 @@ def test_a_short_answer_is_derived_cut_or_written(mini_project):
     written = by_id["claim:mse-predicts-conditional-mean"]
     assert written.written and written.answer == "**已验证**。每组只有一个自由参数，平方损失的最小值点就是该组的均值。"
     assert by_id["claim:mse-bias-variance-decomposition"].over_limit
-    r = kb(mini_project, "claims")
+    r = kb_here(mini_project, "claims")
     assert r.returncode == 0, r.stderr
     from kb.render import Layout, claims_page
 
@@ -158,25 +158,25 @@ def test_a_changed_claim_is_due_again_and_says_why(model):
     assert s.changed == "此论断已从 已验证 改为 部分成立"
 
 
-def test_kb_review_session_changed_claim_and_stats(mini_project):
+def test_kb_review_session_changed_claim_and_stats(mini_project, kb_here):
     t0 = "2026-01-10T09:00"
     n = len(re.findall(r"^!!! claim", (mini_project / "docs/foundations/mse-conditional-mean.md").read_text(), re.M))
-    r = kb(mini_project, "review", "--now", t0, "--topic", "基础", stdin="\n3\n" * 50)
+    r = kb_here(mini_project, "review", "--now", t0, "--topic", "基础", stdin="\n3\n" * 50)
     assert r.returncode == 0, r.stderr
     log = (mini_project / "review-log.tsv").read_text(encoding="utf-8")
     lines = [l for l in log.split("\n") if l and not l.startswith("#")]
     assert len(lines) >= n and all(l.split("\t")[2] == "3" for l in lines)
     assert "本次复习" in r.stdout and "24 小时内到期" in r.stdout
     # Two days later, after learning them, nothing is due...
-    kb(mini_project, "review", "--now", "2026-01-10T09:11", stdin="\n4\n" * 50)
-    r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="q\n")
+    kb_here(mini_project, "review", "--now", "2026-01-10T09:11", stdin="\n4\n" * 50)
+    r = kb_here(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="q\n")
     assert "今天没有到期的卡片" in r.stdout, r.stdout
     # ...until a claim's reason is rewritten: its card comes back, saying so.
     rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
-    r = kb(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="\nq\n")
+    r = kb_here(mini_project, "review", "--now", "2026-01-12T09:00", "--topic", "基础", stdin="\nq\n")
     shown = r.stdout.replace("\n", "")  # lines are wrapped to the terminal's width
     assert "！此论断的内容已改写" in shown and "MSE 回归的最优解是条件均值" in shown, r.stdout
-    r = kb(mini_project, "review", "--stats", "--now", "2026-01-12T09:00")
+    r = kb_here(mini_project, "review", "--stats", "--now", "2026-01-12T09:00")
     assert r.returncode == 0 and "未来 7 天每天到期" in r.stdout and "基础" in r.stdout
 
 
@@ -202,14 +202,14 @@ def notes_of(apkg: Path) -> list[tuple[str, str]]:
         return con.execute("select guid, flds from notes order by guid").fetchall()
 
 
-def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_path):
+def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_path, kb_here):
     from kb.model import KnowledgeBase
     from kb.project import Project
 
     deck = review.cards(KnowledgeBase.load(Project.find(mini_project)))
-    assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg")).returncode == 0
+    assert kb_here(mini_project, "export", "anki", str(tmp_path / "a.apkg")).returncode == 0
     rewrite_reason(mini_project / "docs/foundations/mse-conditional-mean.md", "mse-predicts-conditional-mean")
-    assert kb(mini_project, "export", "anki", str(tmp_path / "b.apkg")).returncode == 0
+    assert kb_here(mini_project, "export", "anki", str(tmp_path / "b.apkg")).returncode == 0
     a, b = notes_of(tmp_path / "a.apkg"), notes_of(tmp_path / "b.apkg")
     assert len(a) == len(b) == len(deck)
     assert [g for g, _ in a] == [g for g, _ in b], "re-importing updates notes instead of adding copies"
@@ -223,7 +223,7 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
     config.write_text(
         config.read_text().replace("site_url: http://127.0.0.1:8000/", "site_url: https://example.org/notes/")
     )
-    assert kb(mini_project, "export", "anki", str(tmp_path / "d.apkg")).returncode == 0
+    assert kb_here(mini_project, "export", "anki", str(tmp_path / "d.apkg")).returncode == 0
     d = notes_of(tmp_path / "d.apkg")
     assert [g for g, _ in d] == [g for g, _ in a]
     links = re.findall(r'<a href="([^"]+)">', " ".join(f for _, f in d))
@@ -234,15 +234,15 @@ def test_anki_export_has_one_note_per_card_with_stable_guids(mini_project, tmp_p
             re.fullmatch(r"https://example\.org/notes/(journal/\d{4}/\d{2}/\d{2}/[^/#]+|[^#]*[^/#]|)/#[^#]+", url)
             and "/posts/" not in url
         ), url
-    r = kb(mini_project, "export", "anki", str(tmp_path / "c.txt"))
+    r = kb_here(mini_project, "export", "anki", str(tmp_path / "c.txt"))
     assert r.returncode == 2 and "must end in .apkg" in r.stderr
 
 
-def test_a_damaged_log_line_is_named_with_its_line(mini_project):
+def test_a_damaged_log_line_is_named_with_its_line(mini_project, kb_here):
     (mini_project / "review-log.tsv").write_text(
         review.LOG_HEADER + "2026-01-10T09:00:00+00:00\tclaim:x\t9\n", encoding="utf-8"
     )
-    r = kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="q\n")
+    r = kb_here(mini_project, "review", "--now", "2026-01-10T09:00", stdin="q\n")
     assert r.returncode == 2 and "review-log.tsv:3: not a review line" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -321,34 +321,34 @@ def test_ctrl_c_after_three_grades_keeps_three_lines(project_copy):
     assert len(_log_lines(project_copy)) == 3
 
 
-def test_the_daily_limit_holds_new_cards_back(project_copy):
-    r = kb(project_copy, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 300)
+def test_the_daily_limit_holds_new_cards_back(project_copy, kb_here):
+    r = kb_here(project_copy, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 300)
     assert "本次复习 20 张" in r.stdout, r.stdout[-300:]
-    r = kb(project_copy, "review", "--now", "2026-01-10T18:00", "--new-per-day", "25", stdin="\n3\n" * 300)
+    r = kb_here(project_copy, "review", "--now", "2026-01-10T18:00", "--new-per-day", "25", stdin="\n3\n" * 300)
     reviewed = int(re.search(r"本次复习 (\d+) 张", r.stdout).group(1))
     assert reviewed >= 5, "5 more new cards (25 a day), plus the learning steps of the morning's cards"
     lines = _log_lines(project_copy)
     assert len({l.split("\t")[1] for l in lines}) == 25, "25 distinct cards introduced on one day"
-    r = kb(project_copy, "review", "--stats", "--now", "2026-01-10T19:00")
+    r = kb_here(project_copy, "review", "--stats", "--now", "2026-01-10T19:00")
     assert r.returncode == 0 and "每天新卡片上限 20 张" in r.stdout
     days = re.findall(r"\d\d-\d\d:(\d+)\+(\d+)", r.stdout)
     assert [int(n) for _, n in days] == [0, 20, 20, 20, 20, 20, 0] or all(int(n) <= 20 for _, n in days), r.stdout
     assert int(days[0][1]) == 0, "today's 20 are used up (25 were introduced)"
     assert int(days[1][1]) == 20
-    r = kb(project_copy, "review", "--new-per-day", "x", "--now", "2026-01-10T19:00")
+    r = kb_here(project_copy, "review", "--new-per-day", "x", "--now", "2026-01-10T19:00")
     assert r.returncode == 2 and "--new-per-day" in r.stderr
 
 
-def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project, tmp_path):
+def test_anki_export_keeps_the_review_history_and_the_fsrs_schedule(mini_project, tmp_path, kb_here):
     """Opened with sqlite3: a revlog row per logged review, card intervals and due dates from the FSRS state."""
     from kb.model import KnowledgeBase
     from kb.project import Project
 
-    kb(mini_project, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 50)
-    kb(mini_project, "review", "--now", "2026-01-10T09:30", stdin="\n3\n" * 50)
-    kb(mini_project, "review", "--now", "2026-01-10T09:40", stdin="\n1\n\n3\n" * 50)
+    kb_here(mini_project, "review", "--now", "2026-01-10T09:00", stdin="\n3\n" * 50)
+    kb_here(mini_project, "review", "--now", "2026-01-10T09:30", stdin="\n3\n" * 50)
+    kb_here(mini_project, "review", "--now", "2026-01-10T09:40", stdin="\n1\n\n3\n" * 50)
     now = dt.datetime(2026, 1, 11, 9, 0, tzinfo=dt.UTC)
-    assert kb(mini_project, "export", "anki", str(tmp_path / "a.apkg"), "--now", now.isoformat()).returncode == 0
+    assert kb_here(mini_project, "export", "anki", str(tmp_path / "a.apkg"), "--now", now.isoformat()).returncode == 0
     project = Project.find(mini_project)
     log = review.project_log(project)
     deck = review.cards(KnowledgeBase.load(project))

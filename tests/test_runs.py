@@ -2,54 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import sys
-
-from conftest import Ran, edit, kb, run
-
-from kb.testrun import main as testrun_main
+from conftest import edit, testrun_forked, testrun_here
 
 MSE = "snippets/foundations/mse.py"
 PAGE = "docs/foundations/mse-conditional-mean.md"
 
 
-def testrun(root, *args: str):
-    """``python -m kb.testrun`` in its own process: for a run whose subject is the process ending."""
-    return run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", "-n", "0", *args], root)
-
-
-def testrun_here(in_process, root, *args: str) -> Ran:
-    """``kb.testrun`` (what ``make test`` runs) with its pytest session inside this process."""
-    runs: list[Ran] = []
-
-    def run_pytest(pytest_args: list[str]) -> int:
-        runs.append(in_process(root, *pytest_args))
-        return runs[-1].returncode
-
-    said = io.StringIO()
-    with contextlib.redirect_stderr(said):
-        code = testrun_main(["-p", "no:cacheprovider", "-q", "-n", "0", *args], run_pytest=run_pytest)
-    return Ran(code, "".join(r.stdout for r in runs), "".join(r.stderr for r in runs) + said.getvalue())
-
-
-def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project):
+def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project, kb_here):
     edit(
         mini_project / MSE,
         "def test_mse_decomposes_into_variance_plus_squared_bias(",
         "def test_exits():\n    import os\n    os._exit(0)\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(",
     )
-    r = testrun(mini_project, MSE)
+    r = testrun_forked(mini_project, MSE)  # its session is a process of its own, forked from this one
     assert r.returncode != 0, r.stdout + r.stderr
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stderr, r.stderr
-    r = kb(mini_project, "check", PAGE)
+    r = kb_here(mini_project, "check", PAGE)  # its session is a process of its own: forked from this one
     assert r.returncode != 0, r.stdout + r.stderr
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stdout, r.stdout
 
 
 def test_a_module_that_exits_at_import_fails_the_run(mini_project):
     edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
-    r = testrun(mini_project, MSE)
+    r = testrun_forked(mini_project, MSE)
     assert r.returncode != 0, r.stdout + r.stderr
 
 
@@ -78,21 +53,21 @@ def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuse
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_a_snippet_that_does_not_parse_fails_kb_check_naming_its_claims_undecided(mini_project):
+def test_a_snippet_that_does_not_parse_fails_kb_check_naming_its_claims_undecided(mini_project, kb_here):
     edit(mini_project / MSE, "import math\n", "import math\ndef broken(:\n")
-    r = kb(mini_project, "check", PAGE)
+    r = kb_here(mini_project, "check", PAGE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "mse.py" in r.stdout and "not valid Python" in r.stdout, r.stdout
     assert "undecided" in r.stdout and "mse-predicts-conditional-mean" in r.stdout, r.stdout
 
 
-def test_a_test_that_asserts_nothing_fails_kb_check(mini_project):
+def test_a_test_that_asserts_nothing_fails_kb_check(mini_project, kb_here):
     edit(
         mini_project / MSE,
         "def test_mse_decomposes_into_variance_plus_squared_bias(",
         "def test_empty():\n    x = 1 + 1\n\n\ndef test_mse_decomposes_into_variance_plus_squared_bias(",
     )
-    r = kb(mini_project, "check", PAGE)
+    r = kb_here(mini_project, "check", PAGE)
     assert r.returncode != 0, r.stdout + r.stderr
     assert "test_empty asserts nothing" in r.stdout, r.stdout
 

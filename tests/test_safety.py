@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, kb, mkdocs_build, run_pytest, text_of
+from conftest import ROOT, build_in_process, kb, text_of
 
 from kb import vendor
 from kb.project import KbError
@@ -52,18 +52,18 @@ def test_an_include_of_git_config_on_a_page_fails_the_build(mini_project):
     (mini_project / ".git" / "config").write_text("SECRET\n", encoding="utf-8")
     page = mini_project / "docs/foundations/mse-conditional-mean.md"
     page.write_text(text_of(page) + '\n```python\n--8<-- ".git/config"\n```\n', encoding="utf-8")
-    build = mkdocs_build(mini_project, mini_project / "site")
+    build = build_in_process(mini_project, mini_project / "site")
     assert build.returncode != 0 and "include of .git/config is outside snippets/" in build.stderr
 
 
 # ---- every test has a time limit (page blocks and notebooks: tests/test_sandbox.py) -------------------
 
 
-def test_every_test_has_a_time_limit(mini_project):
+def test_every_test_has_a_time_limit(mini_project, in_process):
     (mini_project / "snippets" / "foundations" / "hang.py").write_text(
         "def test_hangs():\n    while True:\n        pass\n", encoding="utf-8"
     )
-    result = run_pytest(mini_project, "snippets/foundations/hang.py", "-o", "timeout=2")
+    result = in_process(mini_project, "snippets/foundations/hang.py", "-o", "timeout=2")
     assert result.returncode == 1 and "Timeout" in result.stdout, result.stdout[-2000:]
 
 
@@ -76,7 +76,7 @@ def test_a_missing_or_changed_vendored_file_fails_the_build(mini_project):
     shutil.copytree(ROOT / "docs" / "assets" / "vendor", link)
     (link / "mermaid" / "mermaid.min.js").unlink()  # deleted
     (link / "katex" / "katex.min.js").write_text("window.katex = undefined;", encoding="utf-8")  # changed
-    build = mkdocs_build(mini_project, mini_project / "site")
+    build = build_in_process(mini_project, mini_project / "site")
     assert build.returncode != 0 and "run `kb assets`" in build.stderr and "(and 1 more)" in build.stderr
     assert vendor.problems(mini_project / "docs") == [
         f"{link}/katex/katex.min.js differs from katex's published file",
