@@ -500,6 +500,10 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
         ),
         (seed_1, settings(seed=3)),  # the settings name another seed
         (seed_1, settings(total_steps=6)),  # other evaluation steps
+        (  # a setting train() does not have
+            r"^runs\.csv seed 1: \['lr_decay'\] are not fields of Args",
+            settings(lr_decay=0.5),
+        ),
         (seed_1, first("final_return", -151.49)),  # not the CSV's last value
         (record_1, first("tree_clean", False)),  # made from uncommitted changes
         (record_1, first("commit", "000")),  # not a full commit hash
