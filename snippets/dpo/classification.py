@@ -142,7 +142,6 @@ def test_qualifies_dpo_as_supervised_classification(relabel=hard_labels):
         train_dpo,
     )
 
-    torch.set_num_threads(1)
     ref_logits, reward = setup()
     n, beta = 2000, 4.0  # a strong leash: pi*_beta is close to pi_ref
     g = torch.Generator().manual_seed(1)

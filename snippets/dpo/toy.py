@@ -333,7 +333,6 @@ def test_qualifies_kl_constrains_new_and_old_policy(anchor="reference"):
     # starts away from pi_ref ("reference": pi_ref, as DPO; "start": the start policy).
     from snippets.dpo.derivation import optimal_policy
 
-    torch.set_num_threads(1)
     ref_logits, reward = setup()
     # Holds: beta is a KL leash to pi_ref (the SFT model the policy starts from):
     # at the optimum the KL to pi_ref shrinks monotonically as beta grows

@@ -141,7 +141,6 @@ def velocity_errors(model, n: int = 20_000, seed: int = 123):
 def test_trained_network_matches_marginal_velocity(steps=1500):
     from snippets.flow_matching.model import train_flow_matching
 
-    torch.set_num_threads(1)
     data = lambda n, g: sample_gaussian_data(n, g)
     model = train_flow_matching(data, steps=steps, hidden=128, seed=0)
     err_net, err_target = velocity_errors(model)

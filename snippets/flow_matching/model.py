@@ -64,7 +64,6 @@ def train_flow_matching(
 
 
 def test_training_reduces_the_loss():
-    torch.set_num_threads(1)
     data = lambda n, g: torch.randn(n, 2, generator=g) * 0.3 + torch.tensor([1.0, -1.0])
     g = torch.Generator().manual_seed(5)
     untrained = VelocityMLP()

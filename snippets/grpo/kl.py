@@ -48,7 +48,6 @@ def _variance(p, v):
 def test_k3_is_nonnegative_and_unbiased(estimator="k3", sampler_shift=0.0):
     # estimator: the one claimed non-negative and unbiased; sampler_shift: the samples
     # come from pi_old = softmax(log pi + shift z) instead of pi when it is not 0.
-    torch.set_num_threads(1)
     z = torch.randn(8, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     for seed in range(5):
         logp, ref = _pair(seed, scale=1.5)

@@ -185,7 +185,6 @@ MARGIN_OVER_CROSSFADE_DB = 6.0
 
 
 def test_moving_gaussians_fit_every_frame_and_interpolate(moving=True):
-    torch.set_num_threads(1)
     for seed in (0, 1):  # the seed draws the initial colours
         r = in_between_experiment(seed=seed, moving=moving)
         assert min(r["train_psnr"]) > TRAIN_PSNR_DB, (seed, r["train_psnr"])

@@ -152,7 +152,6 @@ def local_slope(field: str, seed: int, lo: float, hi: float) -> float:
 def test_affine_projection_matches_monte_carlo_for_small_gaussians(
     affine_fn=project_covariance,
 ):
-    torch.set_num_threads(1)
     for seed in SEEDS:
         for sigma_over_z in (0.05, 0.02, 0.01):
             r = error_at(sigma_over_z, seed, affine_fn)
@@ -205,7 +204,6 @@ def test_pinhole_only_sees_size_over_depth():
 
 
 def test_qualifies_affine_projection_breaks_for_wide_or_close_gaussians():
-    torch.set_num_threads(1)
     for seed in SEEDS:
         far, close = error_at(0.02, seed), error_at(0.3, seed)
         # Holds: far from the camera the footprint agrees to Monte Carlo noise.
@@ -226,7 +224,6 @@ def test_close_gaussian_covariance_error_does_not_settle():
     # noise sqrt(2 / M) = 0.3 %; at sigma / z = 0.4 they spread over more than a
     # factor 2 (a conservative bar for a tail index 1/2), so no single value of
     # that row is a measurement.
-    torch.set_num_threads(1)
     q = torch.tensor([0.9, 0.3, -0.2, 0.25])
     s = torch.tensor([1.0, 0.6, 0.3]) * 0.1
 

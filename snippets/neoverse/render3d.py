@@ -347,7 +347,6 @@ def test_agree_away_from_edges_needs_both_sides():
 
 
 def test_novel_view_of_monocular_reconstruction_has_holes(shift=1.2, yaw_deg=-10.0):
-    torch.set_num_threads(1)
     r = novel_view_experiment(shift=shift, yaw_deg=yaw_deg)
     # Seen from where it was reconstructed, the frame comes back: no holes.
     assert r["holes_source"] == 0.0, r["holes_source"]
@@ -401,7 +400,6 @@ def occlusion_degradation_mirrored(
 def test_occlusion_simulation_makes_a_training_pair_from_one_frame(
     tol=0.05, degrade=occlusion_degradation
 ):
-    torch.set_num_threads(1)
     R0, t0 = camera(0.0, (0.0, 0.0, 0.0))
     frame, depth = raycast_scene(R0, t0)
     uncut, _ = render_3d(pixel_aligned_gaussians(frame, depth, R0, t0), R0, t0)

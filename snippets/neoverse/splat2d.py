@@ -163,7 +163,6 @@ INITIAL_MAX_DB = 15.0
 
 
 def test_splat_renderer_fits_synthetic_image(per_side=10):
-    torch.set_num_threads(1)
     target = synthetic_target(48)
     background = torch.zeros(3)
     for seed in (0, 1):  # the seed draws the initial colours

@@ -1,14 +1,17 @@
 """The committed Pendulum-v1 runs: learning curves, their provenance, and a re-run.
 
-Each run of `python -m snippets.sac.sac_pendulum --csv X.csv` appends its learning
-curve to X.csv (columns steps, seed, eval_return) and its provenance to X.json beside
-it: the command, the train() settings, the git commit and whether the tree was clean,
+Each run of `python -m snippets.sac.pendulum_data --csv X.csv [train flags]` trains
+(sac_pendulum.train, the flags are sac_pendulum.Args plus --csv) and appends its
+learning curve to X.csv (columns steps, seed, eval_return) and its provenance to X.json
+beside it: the command, the Args, the git commit and whether the tree was clean,
 the torch/gymnasium versions, the CPU, the wall time, and a fingerprint of the training
 code. The tests that decide the Pendulum claims read the CSV through `load_runs`, which
 fails when the CSV and the JSON disagree or when the training code no longer has the
 fingerprint recorded with the runs: a change to the training code cannot leave a claim
 standing on curves that the new code did not produce. The `experiment` test re-runs a
 seed and compares it with the committed curve.
+
+Imports go one way: this module imports the training code, never the reverse.
 """
 
 # --8<-- [start:read_curve]
@@ -37,6 +40,7 @@ def read_curve(path=CURVE_CSV):
 # --8<-- [start:provenance]
 import ast
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,12 +49,17 @@ import platform
 import subprocess
 import sys
 
+import tyro
+
 from snippets.sac.pendulum_data import DATA, read_curve
+from snippets.sac.sac_pendulum import Args, eval_steps, train
 
 ROOT = DATA.parents[3]  # DATA = ROOT / "docs/topics/sac/data"
 # The code that determines the numbers in the CSVs: module -> top-level names.
 TRAINING_CODE = {
     "snippets/sac/sac_pendulum.py": (
+        "Args",
+        "eval_steps",
         "LOG_STD_MIN",
         "Actor",
         "EnsembleLinear",
@@ -66,17 +75,20 @@ TRAINING_CODE = {
 }
 
 
+def _is_text(stmt):
+    """A bare string statement: a docstring, or a field's docstring in a dataclass."""
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
 def _strip_docstrings(node):
     for n in ast.walk(node):
         body = getattr(n, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            n.body = body[1:] or [ast.Pass()]
+        if isinstance(body, list) and body:
+            n.body = [stmt for stmt in body if not _is_text(stmt)] or [ast.Pass()]
     return node
 
 
@@ -143,8 +155,9 @@ def machine():
     }
 
 
-def record_run(csv_path, seed, settings, curve, seconds, argv=None):
-    """Append one run's curve to csv_path and its provenance to the .json beside it."""
+def record_run(csv_path, args, curve, seconds, argv=None):
+    """Append one run's curve (train(args)'s) to csv_path and its provenance to the
+    .json beside it."""
     csv_path = pathlib.Path(csv_path)
     json_path = csv_path.with_suffix(".json")
     # Clean = nothing changed but the data directory that the runs are writing to.
@@ -154,9 +167,9 @@ def record_run(csv_path, seed, settings, curve, seconds, argv=None):
     dirty = sorted(line[3:] for line in lines if not line[3:].startswith(data_dir))
     argv = sys.argv[1:] if argv is None else argv
     run = {
-        "seed": seed,
-        "command": "python -m snippets.sac.sac_pendulum " + " ".join(argv),
-        "settings": settings,
+        "seed": args.seed,
+        "command": "python -m snippets.sac.pendulum_data " + " ".join(argv),
+        "settings": dataclasses.asdict(args),
         "commit": _git("rev-parse", "HEAD"),
         "tree_clean": not dirty,
         "dirty": dirty,
@@ -171,16 +184,10 @@ def record_run(csv_path, seed, settings, curve, seconds, argv=None):
         w = csv.writer(f)
         if new:
             w.writerow(["steps", "seed", "eval_return"])
-        w.writerows((s, seed, f"{r:.2f}") for s, r in curve)
+        w.writerows((s, args.seed, f"{r:.2f}") for s, r in curve)
     log = json.loads(json_path.read_text()) if json_path.exists() else {"runs": []}
     log["runs"].append(run)
     json_path.write_text(json.dumps(log, indent=1, ensure_ascii=False) + "\n")
-
-
-def eval_steps(settings):
-    """The steps at which train() evaluates, for the recorded settings."""
-    every, total = settings["eval_every"], settings["total_steps"]
-    return list(range(every, total + 1, every)) + ([total] if total % every else [])
 
 
 def load_runs(csv_path, root=ROOT):
@@ -196,9 +203,13 @@ def load_runs(csv_path, root=ROOT):
     assert sorted(runs) == sorted(curves), (
         f"{name}: seeds {sorted(curves)} in the CSV, {sorted(runs)} in the JSON"
     )
+    fields = {f.name for f in dataclasses.fields(Args)}
     for seed, (steps, rets) in curves.items():
         run, cfg = runs[seed], runs[seed]["settings"]
-        assert cfg["seed"] == seed and steps == eval_steps(cfg), f"{name} seed {seed}"
+        unknown = sorted(set(cfg) - fields)
+        assert not unknown, f"{name} seed {seed}: {unknown} are not fields of Args"
+        args = Args(**cfg)
+        assert args.seed == seed and steps == eval_steps(args), f"{name} seed {seed}"
         # both rounded to 2 decimals when written: equal, not just close
         assert rets[-1] == run["final_return"], f"{name} seed {seed}"
         assert run["tree_clean"] and len(run["commit"] or "") == 40, run
@@ -209,6 +220,24 @@ def load_runs(csv_path, root=ROOT):
             f"(commit {run['commit']}): re-run `{run['command']}`, commit the data"
         )
     return curves, runs
+
+
+@dataclasses.dataclass(kw_only=True)
+class RecordedRun(Args):
+    """The training settings (Args) and where the run is recorded."""
+
+    csv: pathlib.Path
+    """append (steps, seed, eval_return) rows to this CSV, and the run's provenance
+    to the .json beside it"""
+
+
+def main(argv=None):
+    """Train with the flags' Args, then record the run (commit the code first)."""
+    cli = tyro.cli(RecordedRun, args=argv, description="Train SAC and record the run.")
+    args = Args(**{f.name: getattr(cli, f.name) for f in dataclasses.fields(Args)})
+    out = train(args)
+    record_run(cli.csv, args, out["curve"], out["seconds"], argv)
+    return args, out
 
 
 # --8<-- [end:provenance]
@@ -230,7 +259,7 @@ def test_provenance_names_the_command_that_made_each_curve():
         for seed, run in runs.items():
             cfg, words = run["settings"], run["command"].split()
             flags = dict(zip(words[3::2], words[4::2]))
-            assert words[:3] == ["python", "-m", "snippets.sac.sac_pendulum"]
+            assert words[:3] == ["python", "-m", "snippets.sac.pendulum_data"]
             assert int(flags["--seed"]) == seed and cfg["tau"] == tau
             assert int(flags["--total-steps"]) == cfg["total_steps"]
             assert float(flags.get("--tau", 0.005)) == tau
@@ -239,32 +268,16 @@ def test_provenance_names_the_command_that_made_each_curve():
 
 
 def test_committed_runs_used_the_defaults_of_train_except_their_flags():
-    """The pages describe train()'s defaults (batch 256, lr 1e-3, gamma 0.99, ...):
-    every setting a committed run did not take from its command line is train()'s
+    """The pages describe the defaults of Args (batch 256, lr 1e-3, gamma 0.99, ...):
+    every setting a committed run did not take from its command line is Args'
     default."""
-    import inspect
-
-    from snippets.sac.sac_pendulum import train
-
-    defaults = {
-        k: v.default
-        for k, v in inspect.signature(train).parameters.items()
-        if k != "log"
-    }
-    flag = {
-        "seed": "--seed",
-        "total_steps": "--total-steps",
-        "tau": "--tau",
-        "eval_every": "--eval-every",
-        "hidden": "--hidden",
-    }
+    defaults = dataclasses.asdict(Args())
     for path in (CURVE_CSV, TAU1_CSV):
         for seed, run in load_runs(path)[1].items():
-            words = run["command"].split()
-            given = set(words[3::2])
+            given = set(run["command"].split()[3::2])
             assert set(run["settings"]) == set(defaults), (path.name, seed)
             for k, v in run["settings"].items():
-                if flag.get(k) not in given:
+                if "--" + k.replace("_", "-") not in given:
                     assert v == defaults[k], (path.name, seed, k, v, defaults[k])
 
 
@@ -303,11 +316,11 @@ def test_rerun_of_seed_1_reproduces_the_committed_curve():
     differs, the difference grows through training, and the re-run behaves like
     another seed: its late mean must lie within the spread (max - min) of the
     committed seeds' late means."""
-    from snippets.sac.sac_pendulum import train
+    from snippets.sac.sac_pendulum import Args, train
 
     curves, runs = load_runs(CURVE_CSV)
     run = runs[1]
-    out = train(**run["settings"], log=lambda *_: None)
+    out = train(Args(**run["settings"]), log=lambda *_: None)
     rerun = ([s for s, _ in out["curve"]], [r for _, r in out["curve"]])
     now = machine()
     exact = all(now[k] == run[k] for k in ("torch", "cpu", "cpu_capability"))
@@ -343,22 +356,52 @@ def test_compare_rerun_on_made_up_curves():
     assert late_mean(*committed) == -130.0
 
 
-def test_evaluations_every_eval_every_steps_and_at_the_end():
-    for every, total in ((1000, 30_000), (50, 101), (50, 99), (3, 5), (7, 7)):
-        got = eval_steps({"eval_every": every, "total_steps": total})
-        assert got[-1] == total and all(s <= total for s in got), (every, total, got)
-        assert got[:-1] == list(range(every, total, every)), (every, total, got)
+def test_record_command_trains_then_appends_the_curve_and_the_provenance(tmp_path):
+    """`python -m snippets.sac.pendulum_data [flags] --csv X.csv`, twice (two seeds, a
+    short run): one CSV with both curves, one JSON with both runs; each run records
+    the command, the Args it trained with (flags, the rest Args' defaults), the
+    thread count, and its curve is train(args)'s, rounded to the CSV's 2 decimals."""
+    csv_path = tmp_path / "runs.csv"
+    short = ["--total-steps", "120", "--learning-starts", "100", "--batch-size", "32"]
+    short += ["--eval-every", "60", "--eval-episodes", "1", "--csv", str(csv_path)]
+    outs = {seed: main(["--seed", str(seed), *short]) for seed in (2, 3)}
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert [(int(r["seed"]), int(r["steps"])) for r in rows] == [
+        (2, 60),
+        (2, 120),
+        (3, 60),
+        (3, 120),
+    ]
+    log = json.loads(csv_path.with_suffix(".json").read_text())
+    assert [r["seed"] for r in log["runs"]] == [2, 3]
+    for run, (seed, (args, out)) in zip(log["runs"], outs.items()):
+        assert run["command"] == (
+            f"python -m snippets.sac.pendulum_data --seed {seed} " + " ".join(short)
+        )
+        expected = Args(
+            seed=seed,
+            total_steps=120,
+            learning_starts=100,
+            batch_size=32,
+            eval_every=60,
+            eval_episodes=1,
+        )
+        assert args == expected and run["settings"] == dataclasses.asdict(expected)
+        assert run["threads"] >= 1 and run["evaluations"] == 2
+        mine = [float(r["eval_return"]) for r in rows if int(r["seed"]) == seed]
+        assert mine == [round(r, 2) for _, r in out["curve"]]
+        assert run["final_return"] == mine[-1]
 
 
 def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
     import shutil
 
-    def fingerprint_of(edit):
+    def fingerprint_of(edit, module="critic"):
         root = tmp_path / str(len(list(tmp_path.iterdir())))
         for path in TRAINING_CODE:
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / path, root / path)
-        target = root / "snippets/sac/critic.py"
+        target = root / f"snippets/sac/{module}.py"
         target.write_text(edit(target.read_text(encoding="utf-8")), encoding="utf-8")
         return code_fingerprint(root)
 
@@ -370,6 +413,18 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path):
         ).replace("Soft Bellman target, one sample", "Soft target, one draw")
     )
     assert reworded == same
+    # The docstrings under the fields of Args (the command line's help) are text too;
+    # a default is code.
+    help_text = fingerprint_of(
+        lambda s: s.replace('"""discount factor of', '"""the discount factor of'),
+        module="sac_pendulum",
+    )
+    assert help_text == same
+    default = fingerprint_of(
+        lambda s: s.replace("gamma: float = 0.99", "gamma: float = 0.98"),
+        module="sac_pendulum",
+    )
+    assert default != same
     changed = fingerprint_of(
         lambda s: s.replace(
             "reward + discount * (1.0 - done) * next_v", "reward + discount * next_v"
@@ -445,6 +500,10 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
         ),
         (seed_1, settings(seed=3)),  # the settings name another seed
         (seed_1, settings(total_steps=6)),  # other evaluation steps
+        (  # a setting train() does not have
+            r"^runs\.csv seed 1: \['lr_decay'\] are not fields of Args",
+            settings(lr_decay=0.5),
+        ),
         (seed_1, first("final_return", -151.49)),  # not the CSV's last value
         (record_1, first("tree_clean", False)),  # made from uncommitted changes
         (record_1, first("commit", "000")),  # not a full commit hash
@@ -463,16 +522,16 @@ def test_load_runs_rejects_a_csv_its_provenance_does_not_describe(tmp_path):
 # sac_update's wiring, decided with the update as a parameter; the counterfactuals are
 # the usual slips, made by calling the real sac_update with other arguments.
 def sac_update_online_target(
-    batch, actor, critics, target_critics, log_alpha, opts, cfg
+    batch, actor, critics, target_critics, log_alpha, opts, args
 ):
     """The slip: the Bellman target computed by the online critics (no target)."""
     from snippets.sac.sac_pendulum import sac_update
 
-    return sac_update(batch, actor, critics, critics, log_alpha, opts, cfg)
+    return sac_update(batch, actor, critics, critics, log_alpha, opts, args)
 
 
 def sac_update_done_as_mask(
-    batch, actor, critics, target_critics, log_alpha, opts, cfg
+    batch, actor, critics, target_critics, log_alpha, opts, args
 ):
     """The slip: the target multiplied by d instead of (1 - d)."""
     from snippets.sac.sac_pendulum import sac_update
@@ -485,12 +544,12 @@ def sac_update_done_as_mask(
         target_critics,
         log_alpha,
         opts,
-        cfg,
+        args,
     )
 
 
 def sac_update_buffer_next_action(
-    batch, actor, critics, target_critics, log_alpha, opts, cfg
+    batch, actor, critics, target_critics, log_alpha, opts, args
 ):
     """The slip: Q' evaluated at the buffer's action instead of a' ~ pi(.|s')."""
     import torch
@@ -505,11 +564,11 @@ def sac_update_buffer_next_action(
         def forward(self, obs, act):
             return self.critics(obs, batch[1])
 
-    return sac_update(batch, actor, critics, AtBufferAction(), log_alpha, opts, cfg)
+    return sac_update(batch, actor, critics, AtBufferAction(), log_alpha, opts, args)
 
 
 def sac_update_without_reparam(
-    batch, actor, critics, target_critics, log_alpha, opts, cfg
+    batch, actor, critics, target_critics, log_alpha, opts, args
 ):
     """The slip: the actor's action is the same draw, detached (what sample() gives):
     the loss has the same value, but no gradient reaches the actor through a~."""
@@ -528,7 +587,7 @@ def sac_update_without_reparam(
             dist.rsample = lambda *shape: draw(*shape).detach()
             return dist
 
-    return sac_update(batch, Detached(), critics, target_critics, log_alpha, opts, cfg)
+    return sac_update(batch, Detached(), critics, target_critics, log_alpha, opts, args)
 
 
 def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
@@ -544,7 +603,7 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
 
     import torch
 
-    from snippets.sac.sac_pendulum import Actor, Critics, sac_update
+    from snippets.sac.sac_pendulum import Actor, Args, Critics, sac_update
 
     update = sac_update if update is None else update
     torch.manual_seed(0)
@@ -563,7 +622,7 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
         (torch.arange(n) % 4 == 0).float(),
     )
     obs, act, rew, next_obs, done = batch
-    cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
+    args = Args(gamma=0.9, tau=0.1, backup="min", target_entropy=-1.0)
     opts = {
         "actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
         "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
@@ -571,7 +630,7 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
     }
     actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
     alpha, rng = math.exp(log_alpha.item()), torch.get_rng_state()
-    logs = update(batch, actor, critics, target, log_alpha, opts, cfg)
+    logs = update(batch, actor, critics, target, log_alpha, opts, args)
 
     torch.set_rng_state(rng)  # replay the same draws by hand
     with torch.no_grad():
@@ -591,3 +650,10 @@ def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
     # absolute, 1e-5 relative): a~ = rsample carries the gradient of Q into the actor.
     for p, g in zip(actor.parameters(), actor_grads):
         torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-5)
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)  # once, where the process starts (provenance: threads)
+    main()

@@ -1,13 +1,60 @@
 """A minimal Soft Actor-Critic on gymnasium's Pendulum-v1, in one file (CleanRL style).
 
-    python -m snippets.sac.sac_pendulum --seed 1 --total-steps 30000 --csv curve.csv
+    python -m snippets.sac.sac_pendulum --seed 1 --total-steps 30000
 
-The pieces come from the other modules of this topic: tanh_normal (the policy's
-distribution), soft_td_target and double_q_loss (the critic), soft_update (the target
-critics). Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning (derived
-in Sec. 5, Eq. (18) in Sec. 6). The committed runs and their provenance:
-snippets/sac/pendulum_data.py.
+The settings are one dataclass, Args, parsed from the command line by tyro (`--help`
+lists them). The pieces come from the other modules of this topic: tanh_normal (the
+policy's distribution), soft_td_target and double_q_loss (the critic), soft_update (the
+target critics). Algorithm 1 of arXiv:1812.05905, with automatic temperature tuning
+(derived in Sec. 5, Eq. (18) in Sec. 6). The committed runs, their provenance and the
+command that trains and records one: snippets/sac/pendulum_data.py (it imports this
+module; this module imports nothing from it).
 """
+
+# --8<-- [start:args]
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass
+class Args:
+    """The settings of one run; each is a flag (total_steps: --total-steps)."""
+
+    seed: int = 1
+    """seeds torch (networks, policy draws), the warm-up actions and replay sampling,
+    and the first reset; evaluation episodes use 10_000 * seed + episode"""
+    total_steps: int = 20000
+    """environment steps; one update per step after learning_starts"""
+    learning_starts: int = 1000
+    """steps of uniform random actions that fill the buffer before the first update"""
+    batch_size: int = 256
+    """transitions per update, drawn uniformly from the replay buffer"""
+    lr: float = 1e-3
+    """Adam's learning rate, the same for the actor, the critics and log alpha"""
+    gamma: float = 0.99
+    """discount factor of the soft Bellman target"""
+    tau: float = 0.005
+    """Polyak rate of the target critics; 1.0 = no target network"""
+    backup: Literal["min", "mean", "doubleq"] = "min"
+    """how the target critics' values combine in the target (critic.q_backup)"""
+    target_entropy: float | None = None
+    """entropy target of the temperature loss, Eq. (18); None: -dim(A)"""
+    hidden: int = 128
+    """width of the two hidden layers of the actor and of each critic"""
+    eval_every: int = 1000
+    """evaluate the deterministic policy every eval_every steps, and at the end"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+
+
+def eval_steps(args):
+    """The steps at which train(args) evaluates: every eval_every, and the last."""
+    every, total = args.eval_every, args.total_steps
+    return list(range(every, total + 1, every)) + ([total] if total % every else [])
+
+
+# --8<-- [end:args]
+
 
 # --8<-- [start:networks]
 import math
@@ -127,11 +174,15 @@ from snippets.sac.critic import double_q_loss, soft_td_target
 from snippets.sac.target import soft_update
 
 
-def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
+def sac_update(batch, actor, critics, target_critics, log_alpha, opts, args: "Args"):
     """One gradient step on the critics, the actor and the temperature.
-    batch: ReplayBuffer.sample's tuple. Returns scalar logs."""
+    batch: ReplayBuffer.sample's tuple; args: gamma, tau, backup, target_entropy.
+    Returns scalar logs."""
     obs, act, rew, next_obs, done = batch
     alpha = log_alpha.exp().detach()
+    h_target = args.target_entropy
+    if h_target is None:
+        h_target = -float(act.shape[-1])  # H_target = -dim(A)
 
     # Critic: y = r + gamma (1 - d) (backup(Q'(s', a')) - alpha log pi(a'|s')),
     # a' ~ pi(.|s')                                     Eqs. (2)-(3), arXiv:1812.05905
@@ -144,9 +195,9 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
             done,
             next_qs,
             next_dist.log_prob(next_act),
-            discount=cfg["gamma"],
+            discount=args.gamma,
             temperature=alpha,
-            strategy=cfg["backup"],
+            strategy=args.backup,
         )
     critic_loss = double_q_loss(critics(obs, act), y)  # Eq. (5)
     opts["critic"].zero_grad(set_to_none=True)
@@ -170,13 +221,13 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
     #                                                   Eq. (18), arXiv:1812.05905
     # optimised in log alpha (softlearning's form):
     # d/dlog_alpha = -(log pi + H_target), the same sign as dJ/dalpha
-    alpha_loss = -(log_alpha * (log_prob.detach() + cfg["target_entropy"])).mean()
+    alpha_loss = -(log_alpha * (log_prob.detach() + h_target)).mean()
     opts["alpha"].zero_grad(set_to_none=True)
     alpha_loss.backward()
     opts["alpha"].step()
 
     # theta' <- tau theta + (1 - tau) theta'            Algorithm 1, arXiv:1812.05905
-    soft_update(target_critics, critics, cfg["tau"])
+    soft_update(target_critics, critics, args.tau)
     return {
         "critic_loss": critic_loss.item(),
         "actor_loss": actor_loss.item(),
@@ -189,13 +240,12 @@ def sac_update(batch, actor, critics, target_critics, log_alpha, opts, cfg):
 
 
 # --8<-- [start:train]
-import argparse
 import copy
-import inspect
 import time
 
 import gymnasium as gym
 import torch
+import tyro
 
 
 def evaluate(actor, env, episodes, seed, action_scale):
@@ -214,54 +264,32 @@ def evaluate(actor, env, episodes, seed, action_scale):
     return total / episodes
 
 
-def train(
-    seed=1,
-    total_steps=20000,
-    learning_starts=1000,
-    batch_size=256,
-    lr=1e-3,
-    gamma=0.99,
-    tau=0.005,
-    backup="min",
-    target_entropy=None,
-    hidden=128,
-    eval_every=1000,
-    eval_episodes=10,
-    log=print,
-):
-    """Train SAC on Pendulum-v1.
+def train(args: "Args", log=print):
+    """Train SAC on Pendulum-v1 with the settings args (an Args).
     Returns {"curve": [(step, return)], "logs", "seconds", "log_alpha", "buffer"}."""
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     env, eval_env = gym.make("Pendulum-v1"), gym.make("Pendulum-v1")
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     # env action = action_scale * a, a in (-1, 1)
     action_scale = float(env.action_space.high[0])
-    h_target = -float(act_dim) if target_entropy is None else target_entropy
-    cfg = {
-        "gamma": gamma,
-        "tau": tau,
-        "backup": backup,
-        "target_entropy": h_target,
-    }  # H_target = -dim(A)
 
-    actor = Actor(obs_dim, act_dim, hidden)
-    critics = Critics(obs_dim, act_dim, hidden=hidden)
+    actor = Actor(obs_dim, act_dim, args.hidden)
+    critics = Critics(obs_dim, act_dim, hidden=args.hidden)
     target_critics = copy.deepcopy(critics).requires_grad_(False)
     log_alpha = torch.zeros((), requires_grad=True)  # alpha = 1 at the start
     opts = {
-        "actor": torch.optim.Adam(actor.parameters(), lr=lr),
-        "critic": torch.optim.Adam(critics.parameters(), lr=lr),
-        "alpha": torch.optim.Adam([log_alpha], lr=lr),
+        "actor": torch.optim.Adam(actor.parameters(), lr=args.lr),
+        "critic": torch.optim.Adam(critics.parameters(), lr=args.lr),
+        "alpha": torch.optim.Adam([log_alpha], lr=args.lr),
     }
-    buffer = ReplayBuffer(total_steps, obs_dim, act_dim)
-    gen = torch.Generator().manual_seed(seed)
+    buffer = ReplayBuffer(args.total_steps, obs_dim, act_dim)
+    gen = torch.Generator().manual_seed(args.seed)
 
-    obs, _ = env.reset(seed=seed)
-    curve, logs, start = [], [], time.time()
-    for step in range(1, total_steps + 1):
+    obs, _ = env.reset(seed=args.seed)
+    curve, logs, evals, start = [], [], set(eval_steps(args)), time.time()
+    for step in range(1, args.total_steps + 1):
         obs_t = torch.as_tensor(obs, dtype=torch.float32)
-        if step <= learning_starts:  # uniform random actions fill the buffer first
+        if step <= args.learning_starts:  # uniform random actions fill the buffer first
             act = torch.rand(act_dim, generator=gen) * 2 - 1
         else:
             with torch.no_grad():
@@ -273,24 +301,24 @@ def train(
         if term or trunc:
             obs, _ = env.reset()
 
-        if step > learning_starts:
+        if step > args.learning_starts:
             logs.append(
                 sac_update(
-                    buffer.sample(batch_size, gen),
+                    buffer.sample(args.batch_size, gen),
                     actor,
                     critics,
                     target_critics,
                     log_alpha,
                     opts,
-                    cfg,
+                    args,
                 )
             )
-        if step % eval_every == 0 or step == total_steps:
+        if step in evals:
             ret = evaluate(
                 actor,
                 eval_env,
-                eval_episodes,
-                seed=10_000 * seed,
+                args.eval_episodes,
+                seed=10_000 * args.seed,
                 action_scale=action_scale,
             )
             curve.append((step, ret))
@@ -310,48 +338,19 @@ def train(
     }
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--total-steps", type=int, default=20000)
-    p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--hidden", type=int, default=128, help="width of the hidden layers")
-    p.add_argument(
-        "--tau",
-        type=float,
-        default=0.005,
-        help="target-critic Polyak rate; 1.0 = no target network",
-    )
-    p.add_argument(
-        "--csv",
-        help="append (steps, seed, eval_return) rows to this CSV, "
-        "and the run's provenance to the .json beside it",
-    )
-    args = p.parse_args()
-    settings = {
-        k: v.default
-        for k, v in inspect.signature(train).parameters.items()
-        if k != "log"
-    }
-    settings.update(
-        seed=args.seed,
-        total_steps=args.total_steps,
-        eval_every=args.eval_every,
-        hidden=args.hidden,
-        tau=args.tau,
-    )
-    out = train(**settings)
+def main(argv=None):
+    """The command line: flags -> Args (tyro; --help lists them) -> train."""
+    args = tyro.cli(Args, args=argv, description=__doc__.splitlines()[0])
+    out = train(args)
     print(
         f"seed {args.seed}: final eval return {out['curve'][-1][1]:.1f} after "
         f"{args.total_steps} steps, {out['seconds']:.0f}s wall time"
     )
-    if args.csv:
-        from snippets.sac.pendulum_data import record_run
-
-        record_run(args.csv, args.seed, settings, out["curve"], out["seconds"])
+    return args, out
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # once, where the process starts: the tensors are tiny
     main()
 # --8<-- [end:train]
 
@@ -367,13 +366,13 @@ class _TruncationAsTermination(gym.Wrapper):
         return obs, reward, terminated or truncated, truncated, info
 
 
-def train_storing_truncation_as_termination(**kw):
+def train_storing_truncation_as_termination(args, log=print):
     """The counterfactual of the smoke claim: the common slip of storing the time
     limit as `done` (the target then drops the value of a state that goes on)."""
     real = gym.make
     gym.make = lambda *a, **k: _TruncationAsTermination(real(*a, **k))
     try:
-        return train(**kw)
+        return train(args, log)
     finally:
         gym.make = real
 
@@ -389,13 +388,13 @@ class _ResetObservationAtTruncation(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def train_storing_reset_obs_at_truncation(**kw):
+def train_storing_reset_obs_at_truncation(args, log=print):
     """The counterfactual: the transition that ends an episode stores a reset
     observation as next_obs (train() then resets once more for the next episode)."""
     real = gym.make
     gym.make = lambda *a, **k: _ResetObservationAtTruncation(real(*a, **k))
     try:
-        return train(**kw)
+        return train(args, log)
     finally:
         gym.make = real
 
@@ -412,12 +411,14 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     assert critics(obs, a).shape == (2, 5)
 
     out = run(
-        seed=0,
-        total_steps=300,
-        learning_starts=100,
-        batch_size=64,
-        eval_every=300,
-        eval_episodes=1,
+        Args(
+            seed=0,
+            total_steps=300,
+            learning_starts=100,
+            batch_size=64,
+            eval_every=300,
+            eval_episodes=1,
+        ),
         log=lambda *_: None,
     )
     assert len(out["logs"]) == 200 and len(out["curve"]) == 1
@@ -446,13 +447,15 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     # An unreachable target (H of any law on (-1, 1) is at most log 2 < 5) makes
     # alpha grow instead.
     up = train(
-        seed=0,
-        total_steps=150,
-        learning_starts=100,
-        batch_size=64,
-        eval_every=150,
-        eval_episodes=1,
-        target_entropy=5.0,
+        Args(
+            seed=0,
+            total_steps=150,
+            learning_starts=100,
+            batch_size=64,
+            eval_every=150,
+            eval_episodes=1,
+            target_entropy=5.0,
+        ),
         log=lambda *_: None,
     )
     assert up["log_alpha"] > 0.02, up["log_alpha"]
@@ -480,7 +483,7 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
         (torch.arange(n) % 4 == 0).float(),
     )
     obs, act, rew, next_obs, done = batch
-    cfg = {"gamma": 0.9, "tau": 0.1, "backup": "min", "target_entropy": -1.0}
+    args = Args(gamma=0.9, tau=0.1, backup="min", target_entropy=-1.0)
     opts = {
         "actor": torch.optim.Adam(actor.parameters(), lr=1e-3),
         "critic": torch.optim.Adam(critics.parameters(), lr=1e-3),
@@ -488,7 +491,7 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
     }
     actor0, critics0, target0 = (copy.deepcopy(m) for m in (actor, critics, target))
     log_alpha0, rng = log_alpha.item(), torch.get_rng_state()
-    logs = sac_update(batch, actor, critics, target, log_alpha, opts, cfg)
+    logs = sac_update(batch, actor, critics, target, log_alpha, opts, args)
 
     torch.set_rng_state(rng)  # replay the same draws by hand
     alpha = math.exp(log_alpha0)
@@ -521,7 +524,7 @@ def test_one_update_uses_target_critics_current_policy_and_soft_target():
     assert abs(logs["actor_loss"] - expected_actor.item()) < 1e-4
     # Temperature: one Adam step of size lr against the sign of the gradient
     # -(E[log pi] + H_target) (Eq. (18); Adam's first step is lr * sign).
-    grad = -(logp_new.mean().item() + cfg["target_entropy"])
+    grad = -(logp_new.mean().item() + args.target_entropy)
     assert abs(log_alpha.item() - (log_alpha0 - 1e-3 * math.copysign(1, grad))) < 1e-6
     # Target critics: theta' <- tau theta + (1 - tau) theta' with the updated theta.
     params = zip(target.parameters(), target0.parameters(), critics.parameters())
@@ -635,9 +638,7 @@ def test_train_warm_up_replay_curve_and_progress_lines():
     the warm-up actions are the seeded uniform draws, the buffer holds what Pendulum
     answered to action_scale * a, evaluations fall on eval_steps, the progress lines
     report the latest update, and one Adam step moves log alpha by exactly lr."""
-    from snippets.sac.pendulum_data import eval_steps
-
-    kw = dict(
+    args = Args(
         seed=1,
         total_steps=101,
         learning_starts=100,
@@ -647,10 +648,10 @@ def test_train_warm_up_replay_curve_and_progress_lines():
         eval_episodes=1,
     )
     lines = []
-    out = train(**kw, log=lines.append)
-    again = train(**kw, log=lambda *_: None)
+    out = train(args, log=lines.append)
+    again = train(args, log=lambda *_: None)
     assert again["curve"] == out["curve"] and again["logs"] == out["logs"]
-    assert [s for s, _ in out["curve"]] == eval_steps(kw) == [50, 100, 101]
+    assert [s for s, _ in out["curve"]] == eval_steps(args) == [50, 100, 101]
     buf = out["buffer"]
     gen = torch.Generator().manual_seed(1)
     warm = torch.stack([torch.rand(1, generator=gen) * 2 - 1 for _ in range(100)])
@@ -674,3 +675,54 @@ def test_train_warm_up_replay_curve_and_progress_lines():
     # Adam's first step: lr against the sign of -(E[log pi] + H_target), H_target = -1.
     step = math.copysign(1e-2, last["entropy"] - (-1.0))
     assert abs(out["log_alpha"] - (-step)) < 1e-8, out["log_alpha"]
+
+
+def test_evaluations_every_eval_every_steps_and_at_the_end():
+    for every, total in ((1000, 30_000), (50, 101), (50, 99), (3, 5), (7, 7)):
+        got = eval_steps(Args(eval_every=every, total_steps=total))
+        assert got[-1] == total and all(s <= total for s in got), (every, total, got)
+        assert got[:-1] == list(range(every, total, every)), (every, total, got)
+
+
+def test_command_line_flags_are_the_fields_of_args():
+    """Every field of Args is a flag (underscores as dashes) with the field's default;
+    a value outside a field's type or choices exits with code 2 (argparse's)."""
+    import contextlib
+    import io
+
+    import pytest
+
+    assert tyro.cli(Args, args=[]) == Args()
+    given = {"--total-steps": "500", "--tau": "1.0", "--backup": "mean"}
+    given |= {"--target-entropy": "-0.5", "--hidden": "64", "--seed": "3"}
+    args = tyro.cli(Args, args=[w for kv in given.items() for w in kv])
+    assert args == Args(
+        seed=3, total_steps=500, tau=1.0, backup="mean", target_entropy=-0.5, hidden=64
+    )
+    flags = {"--" + f.name.replace("_", "-") for f in dataclasses.fields(Args)}
+    shown = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(shown):
+        tyro.cli(Args, args=["--help"])
+    assert all(flag in shown.getvalue() for flag in flags), shown.getvalue()
+    for bad in (["--backup", "max"], ["--seed", "1.5"], ["--lr"], ["--tua", "1"]):
+        with pytest.raises(SystemExit) as exit_:
+            tyro.cli(Args, args=bad, console_outputs=False)
+        assert exit_.value.code == 2, bad
+
+
+def test_training_code_imports_nothing_from_the_runs_module():
+    """One-way imports: pendulum_data (the committed runs) imports this module, never
+    the other way round (the training code does not depend on its records)."""
+    import ast
+    import pathlib
+
+    tree = ast.parse(pathlib.Path(__file__).read_text(encoding="utf-8"))
+    imported = {
+        n.module if isinstance(n, ast.ImportFrom) else a.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    }
+    ours = {m for m in imported if m.startswith("snippets.")}
+    pieces = {"distributions", "critic", "target"}  # the topic's building blocks
+    assert ours == {f"snippets.sac.{m}" for m in pieces}, ours
