@@ -252,7 +252,7 @@ def run(
             }
         )
     outcomes = Outcomes()
-    code = 0
+    code, report = 0, None
     session_problems: list[str] = []
     cf_results: dict[str, list[str]] = {}
     # A notebook that passed, unchanged and importing only unchanged code since, is not run again.
@@ -308,10 +308,15 @@ def run(
     for _, line in lines:
         out(line)
     failed_tests = sorted(n for n, o in outcomes.reports.items() if o != "passed")
-    # exit code 5 (nothing collected) is a pass only when there was nothing to run
+    # Exit code 5 (nothing collected) is a pass only when there was nothing to run: no session, or a
+    # session over pages alone (no claim, no module, no notebook) that nothing narrowed, whose pages
+    # show no code (a topic's overview page).
+    only_pages = {pg.rel for pg in pages} >= set(p.node_ids) and not p.claims
+    # (a check names its pages: narrowed by the paths given, and by nothing else)
+    unnarrowed = report is not None and all(n.startswith("paths given") for n in report.get("narrowed", ["?"]))
     passed = (
         not problems
-        and (code == 0 or (code == 5 and not p.node_ids))
+        and (code == 0 or (code == 5 and (not p.node_ids or (only_pages and unnarrowed))))
         and all(ok for ok, _ in lines)
         and not failed_tests
     )

@@ -140,3 +140,22 @@ def test_a_page_that_cannot_be_read_is_named_with_its_line(mini_project, kb_here
     page.write_text("---\ntitle: [broken\n---\n# x\n", encoding="utf-8")
     r = kb_here(mini_project, "check", MSE_PAGE)
     assert r.returncode == 2 and f"{MSE_PAGE}:3: front matter is not valid YAML" in r.stderr, r.stderr
+
+
+def test_a_page_with_nothing_to_run_passes_and_a_narrowed_session_over_a_page_does_not(mini_project):
+    """Found by a helper: `kb check docs/topics/sac/index.md` (an overview, no code) said FAILED: its
+    session collected nothing (exit code 5). Nothing collected is a pass only for pages that show no
+    code, in a session narrowed by nothing but the paths kb check gives it."""
+    from kb import warm
+
+    project = Project.at(mini_project / "mkdocs.yml")
+    overview = mini_project / "docs" / "foundations" / "overview.md"
+    overview.write_text("# 概览\n\n这一页只有文字。\n", encoding="utf-8")
+    ran = check.run(project, [str(overview)], mini_project, out=lambda _: None, session=warm.pytest_in_fork)
+    assert ran["passed"] is True and ran["node_ids"] == ["docs/foundations/overview.md"], ran
+    overview.write_text("# 概览\n\n```python\nassert 1 + 1 == 3\n```\n", encoding="utf-8")
+    for extra in ((), ("-k", "nothing_has_this_name")):
+        ran = check.run(
+            project, [str(overview)], mini_project, out=lambda _: None, pytest_args=extra, session=warm.pytest_in_fork
+        )
+        assert ran["passed"] is False, (extra, ran)
