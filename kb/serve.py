@@ -81,7 +81,7 @@ class Checker:
 
     def _pages_of(self, p: Path) -> list[str]:
         """The docs pages a saved file concerns, as far as known without reading the project again."""
-        if p.suffix == ".md":
+        if p.suffix in (".md", ".ipynb"):  # a notebook in docs/ is a page too (mkdocs-jupyter)
             docs = self.project.docs_dir
             q = p.resolve()
             return [q.relative_to(docs).as_posix()] if q.is_relative_to(docs) else []
@@ -137,10 +137,16 @@ class Checker:
                 proc = multiprocessing.get_context("spawn").Process(target=warm.check_saved, args=args)
             proc.start()
             covered: set[str] = set(marked)
+            learned = False
             while proc.is_alive():
                 proc.join(0.1)
-                if not covered - set(marked) and info.exists():
-                    covered |= set(self._read_info(info).get("uris", []))
+                if not learned and (early := self._read_info(info)):
+                    # at once, not when the check ends: a save of a snippet a page has just started to
+                    # include concerns that page (and stops its check) from now on
+                    learned = True
+                    covered |= set(early.get("uris", []))
+                    if isinstance(early.get("citing"), dict):
+                        self.citing = early["citing"]
                 with self.lock:
                     again = self.pending & paths or {u for p in self.pending for u in self._pages_of(p)} & covered
                     if again and proc.is_alive():  # a newer save of a page this check covers: it wins

@@ -143,7 +143,9 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         for t in targets
         if (project.root / t).resolve().is_relative_to(docs)
     ]
-    Path(info_path).write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
+    partial = Path(info_path).with_suffix(".partial")  # kb serve reads it while this check runs: whole or absent
+    partial.write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
+    partial.replace(info_path)
     if not targets:
         live.unmark(status, marked)
         return

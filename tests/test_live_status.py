@@ -125,7 +125,8 @@ class FakeCheck:
 
         (self.__class__.started).append(self)
         with open(self.info, "w", encoding="utf-8") as f:
-            json.dump({"uris": self.marked, "citing": {"snippets/shared.py": ["a.md", "b.md"]}}, f)
+            citing = {"snippets/shared.py": ["a.md", "b.md"], **getattr(self, "citing", {})}
+            json.dump({"uris": self.marked, "citing": citing}, f)
 
     def is_alive(self):
         return not self.done.is_set()
@@ -255,3 +256,29 @@ def test_a_check_that_cannot_start_leaves_the_page_saying_why(tmp_path, monkeypa
     save("docs/a.md", "# a 1\n")
     entry = wait_for_verdict(checker.status, "a.md", seconds=10)
     assert entry["passed"] is False and "could not run (OSError" in entry["problems"][0], entry
+
+
+# ---- attacks by a second reader (wave 4): each one that found something stays as a regression test ----
+
+
+def test_a_notebook_page_saved_says_checking_at_once(tmp_path, monkeypatch):
+    """Attack: a save of a notebook page (docs/*.ipynb is a page, mkdocs-jupyter) must mark it "checking"
+    within a second, as a Markdown page is, not only once the check has read the project again."""
+    from kb.live import read_status
+
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/n.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+    assert read_status(checker.status).get("n.ipynb") == {"running": True}
+
+
+def test_a_save_of_a_snippet_the_checked_page_has_just_started_including_restarts_its_check(tmp_path, monkeypatch):
+    """Attack: page a.md is saved now including a new snippet, and the snippet is saved while a.md's check
+    runs. The check under way says (in its info file) that a.md includes it: the checker must use that at
+    once, not only when the check ends, or a.md's verdict is of the snippet's old content."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    monkeypatch.setattr(FakeCheck, "citing", {"snippets/new.py": ["a.md"]}, raising=False)
+    save("docs/a.md", "# a\n\n--8<-- \"snippets/new.py\"\n")
+    a = started(2)
+    save("snippets/new.py", "x = 2\n")
+    again = started(3)
+    assert a.stopped and sorted(again.saved) == sorted([str(tmp_path / "docs/a.md"), str(tmp_path / "snippets/new.py")])
