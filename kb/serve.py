@@ -71,11 +71,11 @@ class Checker:
         if digest is not None and self.seen.get(p) == digest:
             return
         self.seen[p] = digest
-        try:  # within a second of the save, the page says it is being checked
-            mark_running(self.status, self._pages_of(p))
-        except (OSError, ValueError):
-            pass
-        with self.lock:
+        with self.lock:  # marked and queued at once: a refusal (below) never lands between the two
+            try:  # within a second of the save, the page says it is being checked
+                mark_running(self.status, self._pages_of(p))
+            except (OSError, ValueError):
+                pass
             self.pending.add(p)
             self.lock.notify()
 
@@ -116,10 +116,19 @@ class Checker:
         try:
             self._check(paths)
         except Exception as e:  # noqa: BLE001 - the pages marked "checking" say why, never "checking" for good
-            marked = sorted({uri for p in paths for uri in self._pages_of(p)})
-            if marked:
-                record_refusal(self.status, marked, f"the live check could not run ({type(e).__name__}: {e})")
+            self._refuse(
+                sorted({uri for p in paths for uri in self._pages_of(p)}),
+                f"the live check could not run ({type(e).__name__}: {e})",
+            )
             raise
+
+    def _refuse(self, pages: list[str], problem: str) -> None:
+        """Pages whose check ended without a verdict say why, except those saved again since: they
+        say "checking" until their next check ends."""
+        with self.lock:
+            newer = {uri for p in self.pending for uri in self._pages_of(p)}
+            if [u for u in pages if u not in newer]:
+                record_refusal(self.status, [u for u in pages if u not in newer], problem)
 
     def _check(self, paths: set[Path]) -> None:
         marked = sorted({uri for p in paths for uri in self._pages_of(p)})
@@ -161,8 +170,7 @@ class Checker:
             what = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
             problem = f"the check ended without a verdict ({what})"
             print(f"kb serve: {problem}", file=sys.stderr)
-            if uris:
-                record_refusal(self.status, uris, problem)
+            self._refuse(uris, problem)
 
     @staticmethod
     def _read_info(path: Path) -> dict:

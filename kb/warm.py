@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -116,6 +117,10 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
 
     os.environ[STATUS_ENV] = ""  # the check's own build of pages has no status line
     status = Path(status_path)
+    # Its own id on the pages it answers for, before it reads a file: a save after this marks them
+    # again (kb serve), and this check's verdict, of the content before, is then not written to them.
+    me = f"{os.getpid()}-{time.time_ns()}"
+    live.mark_running(status, marked, check=me)
     os.chdir(root)
     try:
         project = Project.find(Path(root))
@@ -124,10 +129,10 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         problem = f"cannot read the project ({type(e).__name__}: {e})"
         print(f"kb serve: {problem}", file=sys.stderr)
         if marked:
-            live.record_refusal(status, marked, problem)
+            live.record_refusal(status, marked, problem, check=me)
         return
     citing = {rel: [pg.src_uri for pg in pages if not pg.is_post] for rel, pages in kb.pages_citing.items()}
-    targets = []
+    targets, also = [], []
     for s in saved:
         p = Path(s)
         if not p.exists():
@@ -135,6 +140,7 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         rel = project.rel(p)
         if p.suffix == ".py" and rel in kb.pages_citing:
             targets.append(rel)
+            also += citing.get(rel, [])  # the pages that include or cite it: they say "checking" too
         elif p.suffix in (".md", ".ipynb") and project.inside(p, project.docs_dir):
             targets.append(rel)
     docs = project.docs_dir
@@ -143,13 +149,14 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         for t in targets
         if (project.root / t).resolve().is_relative_to(docs)
     ]
+    uris = list(dict.fromkeys(uris + also))
     partial = Path(info_path).with_suffix(".partial")  # kb serve reads it while this check runs: whole or absent
     partial.write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
     partial.replace(info_path)
     if not targets:
-        live.unmark(status, marked)
+        live.unmark(status, marked, check=me)
         return
-    live.mark_running(status, uris)
+    live.mark_running(status, [u for u in uris if u not in marked], check=me)
     print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
 
     def out(line: str) -> None:
@@ -162,12 +169,12 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
             targets,
             project.root,
             out=out,
-            early=lambda partial: check.write_status(status, partial),
+            early=lambda partial: check.write_status(status, partial, check_id=me),
             kb=kb,
             session=pytest_in_fork,
         )
     except KbError as e:
         print(f"kb serve: {e}", file=sys.stderr)
-        live.record_refusal(status, uris, str(e))
+        live.record_refusal(status, uris, str(e), check=me)
         return
-    check.write_status(status, result)
+    check.write_status(status, result, check_id=me)

@@ -119,6 +119,7 @@ class FakeCheck:
 
         self.saved, self.marked, self.info = args[1], args[2], args[4]
         self.done, self.stopped, self.exitcode, self.pid = threading.Event(), False, None, -1
+        self.ends_with = 0  # its exit code once done
 
     def start(self):
         import json
@@ -134,7 +135,7 @@ class FakeCheck:
     def join(self, timeout=None):
         self.done.wait(timeout)
         if self.done.is_set():
-            self.exitcode = 0
+            self.exitcode = self.ends_with
 
 
 class FakeContext:
@@ -277,8 +278,129 @@ def test_a_save_of_a_snippet_the_checked_page_has_just_started_including_restart
     once, not only when the check ends, or a.md's verdict is of the snippet's old content."""
     checker, started, save = scheduled(tmp_path, monkeypatch)
     monkeypatch.setattr(FakeCheck, "citing", {"snippets/new.py": ["a.md"]}, raising=False)
-    save("docs/a.md", "# a\n\n--8<-- \"snippets/new.py\"\n")
+    save("docs/a.md", '# a\n\n--8<-- "snippets/new.py"\n')
     a = started(2)
     save("snippets/new.py", "x = 2\n")
     again = started(3)
     assert a.stopped and sorted(again.saved) == sorted([str(tmp_path / "docs/a.md"), str(tmp_path / "snippets/new.py")])
+
+
+MSE_PAGE = "foundations/mse-conditional-mean.md"
+
+
+def held_checks(mini_project, monkeypatch, delay_stop: float = 0.0):
+    """A Checker on the mini project whose checks fork from this process (so they see this test's
+    patches) and whose check.run is canned: the n-th check writes `ready-<n>` to a gate folder, waits for
+    the gate's file `go-<n>` (or `go-all`), then returns a passing result for the mini page. ``delay_stop``: the checker's
+    loop is that late to stop a check (a busy machine)."""
+    import multiprocessing
+    import threading
+    import time
+
+    from kb import check, serve, warm
+    from kb.project import Project
+
+    gate = mini_project.parent / "gate"
+    gate.mkdir()
+
+    def held_run(project, targets, cwd, out=print, early=None, kb=None, session=None, **kw):
+        n = len(list(gate.glob("ready-*"))) + 1
+        (gate / f"ready-{n}").write_text(" ".join(targets), encoding="utf-8")
+        end = time.monotonic() + 60
+        while not {f"go-{n}", "go-all"} & {p.name for p in gate.iterdir()} and time.monotonic() < end:
+            time.sleep(0.005)
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        return {"pages": [MSE_PAGE], "passed": True, "ran_at": when, "seconds": 0.1, "failing_claims": [],
+                "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+
+    monkeypatch.setattr(check, "run", held_run)
+    monkeypatch.setattr(warm, "forkserver", lambda: multiprocessing.get_context("fork"))
+    stop = serve.Checker._stop
+    monkeypatch.setattr(serve.Checker, "_stop", staticmethod(lambda proc: (time.sleep(delay_stop), stop(proc))))
+    first, check_once = threading.Event(), serve.Checker._check
+
+    def checked(self, paths):
+        try:
+            check_once(self, paths)
+        finally:
+            first.set()
+
+    monkeypatch.setattr(serve.Checker, "_check", checked)
+    checker = serve.Checker(Project.find(mini_project), debounce=0.05)
+    # Its first check (which pages include what) has ended before the test saves anything: a fork while
+    # this thread holds the status file's lock would leave the child waiting for it for good.
+    assert first.wait(60), "the checker's first check never ended"
+
+    def ready(n: int) -> None:
+        end = time.monotonic() + 60
+        while not (gate / f"ready-{n}").exists():
+            assert time.monotonic() < end, f"check {n} never started"
+            time.sleep(0.01)
+
+    return checker, gate, ready
+
+
+def test_a_verdict_that_lands_after_a_newer_save_is_not_shown(mini_project, monkeypatch):
+    """Attack: the check's verdict is written just after a newer save marked the page "checking", before
+    the checker's loop stops that check. The page must go on saying "checking" (the verdict is of the
+    content saved before), never show that verdict, and then show the new content's verdict."""
+    import time
+
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch, delay_stop=1.0)
+    page = mini_project / "docs" / MSE_PAGE
+    text = page.read_text(encoding="utf-8")
+    page.write_text(text + "\n第一次保存。\n", encoding="utf-8")
+    checker.touched(str(page))
+    ready(1)
+    page.write_text(text + "\n第二次保存。\n", encoding="utf-8")
+    checker.touched(str(page))
+    (gate / "go-1").write_text("", encoding="utf-8")  # the first check's (stale) verdict is written now
+    end = time.monotonic() + 0.8  # the loop stops that check 1 s after it saw the save
+    while time.monotonic() < end:
+        entry = read_status(checker.status)[MSE_PAGE]
+        assert entry.get("running") and "passed" not in entry, f"a verdict of the content saved before: {entry}"
+        time.sleep(0.005)
+    (gate / "go-all").write_text("", encoding="utf-8")
+    ready(2)
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_check_that_dies_after_a_newer_save_leaves_the_page_checking_not_refused(tmp_path, monkeypatch):
+    """Attack: the check of a.md dies (killed by a signal) just as a.md is saved again. The refusal
+    ("ended without a verdict") is about the content before: the page must say "checking" until the
+    check of the new save ends."""
+    from kb.live import read_status
+
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    with checker.lock:  # the checker's loop looks again only once both have happened
+        save("docs/a.md", "# a 2\n")
+        a.ends_with = -9
+        a.done.set()
+    started(3)
+    assert read_status(checker.status)["a.md"] == {"running": True}
+
+
+def test_a_saved_snippet_marks_its_pages_checking_even_when_the_checker_did_not_know_them(mini_project, monkeypatch):
+    """Attack: kb serve does not (yet) know which pages include a snippet (its first check could not read
+    the project, or a page has just started to include it). A save of the snippet must still turn those
+    pages to "checking" once the check has read the project, not leave their old verdict up."""
+    from kb import check
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    checker.citing = {}
+    before = {"pages": [MSE_PAGE], "passed": True, "ran_at": "2026-12-07 09:00:00", "seconds": 1.0,
+              "failing_claims": [], "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+    check.write_status(checker.status, before)
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(mse))
+    ready(1)  # the check has read the project and runs the page's tests
+    entry = read_status(checker.status)[MSE_PAGE]
+    assert entry.get("running") and "passed" not in entry, f"a snippet saved, its page's old verdict: {entry}"
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["ran_at"] != before["ran_at"]
