@@ -36,11 +36,14 @@ def kb_code_stamp() -> tuple:
     return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in here.glob("*.py")))
 
 
-def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str | None]:
+def pytest_in_fork(
+    project, args: list[str], out, overran: list[str] | None = None
+) -> tuple[int, dict | None, str | None]:
     """``check``'s pytest session, forked from this (warm) process instead of a new interpreter.
 
     Same contract as ``check._run_session``: the exit code, the kb plugin's report (None when the
     session did not reach its end, e.g. a test called ``os._exit``), and the test that was running.
+    ``overran`` receives the problem of a module whose import overran the time limit (``CollectionTimeLimit``).
     """
     from kb.check import _session_env
     from kb.testrun import read_report
@@ -64,7 +67,8 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
                 sys.path.insert(0, str(project.root))
                 import pytest
 
-                code = int(pytest.main([*args, "--kb-report", str(report_path)]))
+                limit = CollectionTimeLimit(report_path.with_suffix(".overran"))
+                code = int(pytest.main([*args, "--kb-report", str(report_path)], plugins=[limit]))
             except BaseException:  # noqa: BLE001 - said in the output; the missing report fails the check
                 traceback.print_exc()
             finally:
@@ -79,7 +83,60 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
                 out(line)
         running = report_path.with_suffix(".running")
         last = running.read_text(encoding="utf-8") if running.exists() else None
+        note = report_path.with_suffix(".overran")
+        if overran is not None and note.exists():
+            overran.append(note.read_text(encoding="utf-8"))
         return code, read_report(report_path), last
+
+
+class CollectionTimeout(Exception):
+    pass
+
+
+class CollectionTimeLimit:
+    """pytest-timeout limits each test's setup, call and teardown, not the import of the test modules:
+    a snippet that never finishes importing would leave its page, and every page saved after it
+    (waiting its turn), "checking" for good. Collecting gets the time limit each test has (the project's
+    ``timeout``); the module that overran is a collection error, and the check fails naming it (the
+    problem, ``file:line: ...``, is written to ``note``)."""
+
+    def __init__(self, note: Path):
+        self.note = note
+
+    def pytest_collection(self, session) -> None:
+        import signal
+
+        try:
+            limit = float(session.config.getini("timeout") or 0)
+        except ValueError:  # pytest-timeout not installed: no limit to borrow
+            return
+        if limit <= 0:
+            return
+
+        root, installed = Path.cwd(), (Path(sys.prefix), Path(sys.base_prefix))
+
+        def expire(signum, frame):
+            where = "collecting the tests"  # the innermost line of the project's own code, if any
+            while frame is not None:
+                f = Path(frame.f_code.co_filename)
+                if f.is_absolute() and f.is_relative_to(root) and not any(f.is_relative_to(i) for i in installed):
+                    where = f"{f.relative_to(root).as_posix()}:{frame.f_lineno}"
+                    break
+                frame = frame.f_back
+            problem = (
+                f"{where}: importing the tests took longer than {limit:g} s, the time limit each test has "
+                "(pytest's `timeout` setting): does this module never finish importing?"
+            )
+            self.note.write_text(problem, encoding="utf-8")
+            raise CollectionTimeout(problem)
+
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+
+    def pytest_collection_finish(self, session) -> None:
+        import signal
+
+        signal.setitimer(signal.ITIMER_REAL, 0)  # the tests' own limits (pytest-timeout) from here
 
 
 def _forget_project_modules(root: Path) -> None:
@@ -163,6 +220,7 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         if line.startswith(VERDICT_LINES):
             print(f"  {line}", file=sys.stderr)
 
+    overran: list[str] = []
     try:
         result = check.run(
             project,
@@ -171,10 +229,12 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
             out=out,
             early=lambda partial: check.write_status(status, partial, check_id=me),
             kb=kb,
-            session=pytest_in_fork,
+            session=lambda project, args, out: pytest_in_fork(project, args, out, overran),
         )
     except KbError as e:
         print(f"kb serve: {e}", file=sys.stderr)
         live.record_refusal(status, uris, str(e), check=me)
         return
+    if overran:  # the tests that did not run fail their claims; the page says why
+        result = {**result, "passed": False, "problems": [*result["problems"], *overran]}
     check.write_status(status, result, check_id=me)
