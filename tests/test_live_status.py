@@ -404,3 +404,50 @@ def test_a_saved_snippet_marks_its_pages_checking_even_when_the_checker_did_not_
     assert entry.get("running") and "passed" not in entry, f"a snippet saved, its page's old verdict: {entry}"
     (gate / "go-all").write_text("", encoding="utf-8")
     assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["ran_at"] != before["ran_at"]
+
+
+def test_a_snippet_that_never_finishes_importing_fails_its_page_instead_of_checking_for_good(mini_project):
+    """Attack: a snippet that hangs at import (pytest-timeout limits tests, not collection) left its page
+    "checking" for good, and every page saved after it waiting its turn for good. Collecting now gets
+    the time limit each test has (the project's `timeout`, 5 s here)."""
+    from kb.project import Project
+    from kb.serve import Checker
+
+    config = mini_project / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "\ntimeout = 120\n" in text
+    config.write_text(text.replace("\ntimeout = 120\n", "\ntimeout = 5\n"), encoding="utf-8")
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text("import time\n\ntime.sleep(3600)\n" + mse.read_text(encoding="utf-8"), encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    entry = wait_for_verdict(checker.status, MSE_PAGE, seconds=120)
+    assert entry["passed"] is False, entry
+    said = json.dumps(entry, ensure_ascii=False)
+    assert "snippets/foundations/mse.py:3: importing the tests took longer than 5 s" in said, entry
+
+
+def test_the_live_checks_go_on_after_the_forkserver_was_killed(mini_project):
+    """Attack: the warm forkserver itself is killed (out of memory, a stray kill). The next save is
+    still checked (multiprocessing starts a new server), not refused for good."""
+    import multiprocessing.forkserver
+    import os
+    import signal
+    import time
+
+    from kb.project import Project
+    from kb.serve import Checker
+
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    end = time.monotonic() + 120
+    while not checker.citing:  # its first check, from the forkserver, has ended
+        assert time.monotonic() < end, "the checker's first check never ended"
+        time.sleep(0.1)
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert server
+    os.kill(server, signal.SIGKILL)
+    page = mini_project / "docs" / MSE_PAGE
+    page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(page))
+    entry = wait_for_verdict(checker.status, MSE_PAGE)
+    assert entry["passed"] is True, entry
