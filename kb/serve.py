@@ -81,11 +81,11 @@ class Checker:
 
     def _pages_of(self, p: Path) -> list[str]:
         """The docs pages a saved file concerns, as far as known without reading the project again."""
-        if p.suffix in (".md", ".ipynb"):  # a notebook in docs/ is a page too (mkdocs-jupyter)
+        if p.suffix == ".md":
             docs = self.project.docs_dir
             q = p.resolve()
             return [q.relative_to(docs).as_posix()] if q.is_relative_to(docs) else []
-        if p.suffix == ".py":
+        if p.suffix in (".py", ".ipynb"):  # the pages that include or cite it, or show the notebook
             try:
                 return self.citing.get(self.project.rel(p), [])
             except ValueError:

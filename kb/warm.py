@@ -169,7 +169,7 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
     os.setpgid(0, 0)  # its own process group: a newer save of the same page stops it and all it started
     from kb import check, live
     from kb.live import STATUS_ENV
-    from kb.model import KnowledgeBase
+    from kb.model import KnowledgeBase, notebooks_of
     from kb.project import KbError, Project
 
     os.environ[STATUS_ENV] = ""  # the check's own build of pages has no status line
@@ -189,7 +189,10 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
             live.record_refusal(status, marked, problem, check=me)
         return
     citing = {rel: [pg.src_uri for pg in pages if not pg.is_post] for rel, pages in kb.pages_citing.items()}
-    targets, also = [], []
+    for page in kb.pages.values():  # a notebook concerns the pages that show it (it has no status line)
+        for nb in [] if page.is_post else notebooks_of(kb, page):
+            citing.setdefault(project.rel(project.docs_dir / nb), []).append(page.src_uri)
+    targets = []
     for s in saved:
         p = Path(s)
         if not p.exists():
@@ -197,16 +200,17 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         rel = project.rel(p)
         if p.suffix == ".py" and rel in kb.pages_citing:
             targets.append(rel)
-            also += citing.get(rel, [])  # the pages that include or cite it: they say "checking" too
         elif p.suffix in (".md", ".ipynb") and project.inside(p, project.docs_dir):
             targets.append(rel)
     docs = project.docs_dir
-    uris = [
-        (project.root / t).resolve().relative_to(docs).as_posix()
-        for t in targets
-        if (project.root / t).resolve().is_relative_to(docs)
-    ]
-    uris = list(dict.fromkeys(uris + also))
+    uris = []  # the pages this check gives a verdict on: they say "checking" until it ends
+    for t in targets:
+        try:
+            uris += [pg.src_uri for pg in check.resolve(kb, [t], project.root)]
+        except KbError:  # check.run says why, on the page itself if the target is one
+            if (project.root / t).resolve().is_relative_to(docs) and t.endswith(".md"):
+                uris.append((project.root / t).resolve().relative_to(docs).as_posix())
+    uris = list(dict.fromkeys(uris))
     partial = Path(info_path).with_suffix(".partial")  # kb serve reads it while this check runs: whole or absent
     partial.write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
     partial.replace(info_path)

@@ -262,14 +262,18 @@ def test_a_check_that_cannot_start_leaves_the_page_saying_why(tmp_path, monkeypa
 # ---- attacks by a second reader (wave 4): each one that found something stays as a regression test ----
 
 
-def test_a_notebook_page_saved_says_checking_at_once(tmp_path, monkeypatch):
-    """Attack: a save of a notebook page (docs/*.ipynb is a page, mkdocs-jupyter) must mark it "checking"
-    within a second, as a Markdown page is, not only once the check has read the project again."""
+def test_a_saved_notebook_turns_the_pages_that_show_it_to_checking_at_once(tmp_path, monkeypatch):
+    """Attack: a save of a notebook (docs/*.ipynb) must mark the pages that show it "checking" within a
+    second, as a save of a snippet does for the pages including it, not only once a check has read the
+    project again (the notebook itself has no status line)."""
     from kb.live import read_status
 
     checker, started, save = scheduled(tmp_path, monkeypatch)
+    monkeypatch.setattr(FakeCheck, "citing", {"docs/n.ipynb": ["a.md"]}, raising=False)
+    save("docs/a.md", "# a\n\n[笔记本](n.ipynb)\n")
+    started(2).done.set()  # this check found that a.md shows n.ipynb
     save("docs/n.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
-    assert read_status(checker.status).get("n.ipynb") == {"running": True}
+    assert read_status(checker.status).get("a.md") == {"running": True}
 
 
 def test_a_save_of_a_snippet_the_checked_page_has_just_started_including_restarts_its_check(tmp_path, monkeypatch):
@@ -310,7 +314,7 @@ def held_checks(mini_project, monkeypatch, delay_stop: float = 0.0):
         while not {f"go-{n}", "go-all"} & {p.name for p in gate.iterdir()} and time.monotonic() < end:
             time.sleep(0.005)
         when = time.strftime("%Y-%m-%d %H:%M:%S")
-        return {"pages": [MSE_PAGE], "passed": True, "ran_at": when, "seconds": 0.1, "failing_claims": [],
+        return {"pages": [pg.src_uri for pg in check.resolve(kb, targets, cwd)], "passed": True, "ran_at": when, "seconds": 0.1, "failing_claims": [],
                 "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
 
     monkeypatch.setattr(check, "run", held_run)
@@ -451,3 +455,31 @@ def test_the_live_checks_go_on_after_the_forkserver_was_killed(mini_project):
     checker.touched(str(page))
     entry = wait_for_verdict(checker.status, MSE_PAGE)
     assert entry["passed"] is True, entry
+
+
+def test_a_saved_notebook_turns_the_pages_that_show_it_to_checking_when_the_checker_did_not_know_them(
+    mini_project, monkeypatch
+):
+    """Attack: the check of a saved notebook gives its verdict on the pages that show it (check.resolve);
+    those pages must say "checking" while it runs, not keep their verdict from before the save (and the
+    notebook's own entry, which no page shows, must not stay "checking" for good)."""
+    from kb import check
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    checker.citing = {}
+    shows = ["foundations/index.md", MSE_PAGE]
+    before = {"pages": shows, "passed": True, "ran_at": "2026-12-07 09:00:00", "seconds": 1.0,
+              "failing_claims": [], "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+    check.write_status(checker.status, before)
+    nb = mini_project / "docs" / "foundations" / "mse-experiments.ipynb"
+    nb.write_text(nb.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(nb))
+    ready(1)
+    status = read_status(checker.status)
+    for uri in shows:
+        assert status[uri].get("running") and "passed" not in status[uri], f"{uri}: {status[uri]}"
+    (gate / "go-all").write_text("", encoding="utf-8")
+    for uri in shows:
+        assert wait_for_verdict(checker.status, uri, seconds=60)["ran_at"] != before["ran_at"]
+    assert not read_status(checker.status).get("foundations/mse-experiments.ipynb", {}).get("running")
