@@ -156,6 +156,36 @@ def _forget_project_modules(root: Path) -> None:
             del sys.modules[name]
 
 
+def _importers(project, citing: dict[str, list[str]], cited: set[str]) -> dict[str, list[str]]:
+    """Project modules no page cites, each with the cited snippets and shown notebooks (keys of
+    ``citing``) that import it, directly or through other modules: what a save of it concerns."""
+    from kb import nbcache
+
+    out: dict[str, set[str]] = {}
+    for rel in citing:
+        path = project.root / rel
+        try:
+            if path.suffix == ".py":
+                cells = [path.read_text(encoding="utf-8", errors="replace")]
+            elif path.suffix == ".ipynb":
+                nb = json.loads(path.read_text(encoding="utf-8"))
+                cells = [
+                    "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                    for c in nb.get("cells", [])
+                    if c.get("cell_type") == "code"
+                ]
+            else:
+                continue
+            imported = nbcache.imports_of(project, cells)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # unreadable: its own check says so
+        for module in imported:
+            name = project.rel(module)
+            if name != rel and name not in cited:
+                out.setdefault(name, set()).add(rel)
+    return {name: sorted(files) for name, files in out.items()}
+
+
 VERDICT_LINES = ("ok  ", "FAIL", "invalid:", "passed:", "FAILED:", "cached:", "note:")
 
 
@@ -192,6 +222,9 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
     for page in kb.pages.values():  # a notebook concerns the pages that show it (it has no status line)
         for nb in [] if page.is_post else notebooks_of(kb, page):
             citing.setdefault(project.rel(project.docs_dir / nb), []).append(page.src_uri)
+    users = _importers(project, citing, set(kb.pages_citing))
+    for rel, files in users.items():  # a module imported by a cited snippet or a shown notebook
+        citing[rel] = sorted({uri for f in files for uri in citing[f]})
     targets = []
     for s in saved:
         p = Path(s)
@@ -200,6 +233,8 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         rel = project.rel(p)
         if p.suffix == ".py" and rel in kb.pages_citing:
             targets.append(rel)
+        elif p.suffix == ".py" and rel in users:  # checked through the snippets and notebooks importing it
+            targets += users[rel]
         elif p.suffix in (".md", ".ipynb") and project.inside(p, project.docs_dir):
             targets.append(rel)
     docs = project.docs_dir

@@ -483,3 +483,26 @@ def test_a_saved_notebook_turns_the_pages_that_show_it_to_checking_when_the_chec
     for uri in shows:
         assert wait_for_verdict(checker.status, uri, seconds=60)["ran_at"] != before["ran_at"]
     assert not read_status(checker.status).get("foundations/mse-experiments.ipynb", {}).get("running")
+
+
+def test_a_saved_module_that_a_cited_snippet_imports_rechecks_the_pages_citing_that_snippet(mini_project, monkeypatch):
+    """Attack: no page cites snippets/foundations/helper.py, but mse.py (which the page's claims cite)
+    imports it. A save of helper.py changes what the page's tests do: the page must say "checking" at
+    once and be checked again (through mse.py), not keep the verdict of the helper's old content."""
+    from kb.live import read_status
+
+    helper = mini_project / "snippets" / "foundations" / "helper.py"
+    helper.write_text("SCALE = 1.0\n", encoding="utf-8")
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text(
+        "from snippets.foundations.helper import SCALE  # noqa: F401\n" + mse.read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    helper.write_text("SCALE = 2.0\n", encoding="utf-8")
+    checker.touched(str(helper))
+    assert read_status(checker.status).get(MSE_PAGE) == {"running": True}
+    ready(1)
+    assert "snippets/foundations/mse.py" in (gate / "ready-1").read_text(encoding="utf-8").split()
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
