@@ -506,3 +506,50 @@ def test_a_saved_module_that_a_cited_snippet_imports_rechecks_the_pages_citing_t
     assert "snippets/foundations/mse.py" in (gate / "ready-1").read_text(encoding="utf-8").split()
     (gate / "go-all").write_text("", encoding="utf-8")
     assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_status_file_damaged_while_a_check_runs_gets_the_verdict(mini_project, monkeypatch):
+    """Attack: .kb/status.json is overwritten with garbage while a check runs (a crash, another tool).
+    The check's verdict is still written (a damaged file is started again), not lost nor refused."""
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    page = mini_project / "docs" / MSE_PAGE
+    page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(page))
+    ready(1)
+    checker.status.write_text('{"foundations/mse-conditional-mean.md": {"running": tr', encoding="utf-8")
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_saved_file_that_no_page_concerns_leaves_every_page_as_it_was(mini_project, monkeypatch):
+    """Attack: saves of files that are neither a page nor anything a page includes or runs (a note in
+    snippets/, a script no snippet imports): no page turns to "checking", none for good."""
+    import time
+
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    before = read_status(checker.status)
+    for name, text in (("snippets/foundations/NOTES.md", "# 草稿\n"), ("snippets/foundations/scratch.py", "x = 1\n")):
+        (mini_project / name).write_text(text, encoding="utf-8")
+        checker.touched(str(mini_project / name))
+    end = time.monotonic() + 30
+    while checker.pending or any(
+        isinstance(e, dict) and e.get("running") for e in read_status(checker.status).values()
+    ):
+        assert time.monotonic() < end, read_status(checker.status)
+        time.sleep(0.05)
+    time.sleep(1.0)  # a check of them, had one started, would have reached check.run by now
+    assert read_status(checker.status) == before and not list(gate.glob("ready-*"))
+
+
+def test_a_save_of_b_then_of_a_while_a_is_checked_checks_both_next(tmp_path, monkeypatch):
+    """Attack: b.md is saved (it waits its turn), then a.md again while a.md's check runs. a.md's stale
+    check stops; the next check covers both (b.md's save is neither lost nor made to wait twice)."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    save("docs/b.md", "# b 1\n")
+    save("docs/a.md", "# a 2\n")
+    both = started(3)
+    assert a.stopped and sorted(both.saved) == [str(tmp_path / "docs/a.md"), str(tmp_path / "docs/b.md")]
