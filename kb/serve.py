@@ -189,6 +189,14 @@ class Checker:
         proc.join()
 
 
+def saved_paths(event) -> list[str]:
+    """The files a watchdog event changes: written or created, deleted, and both ends of a rename (a
+    snippet deleted or renamed away changes the pages that include it as much as a save of it)."""
+    if event.is_directory or event.event_type not in ("modified", "created", "moved", "deleted"):
+        return []
+    return [p for p in (event.src_path, getattr(event, "dest_path", "")) if p]
+
+
 def serve(project: Project, dev_addr: str) -> int:
     from mkdocs.commands.serve import serve as mkdocs_serve
     from watchdog.events import FileSystemEventHandler
@@ -198,8 +206,8 @@ def serve(project: Project, dev_addr: str) -> int:
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event):
-            if event.event_type in ("modified", "created", "moved") and not event.is_directory:
-                checker.touched(getattr(event, "dest_path", "") or event.src_path)
+            for path in saved_paths(event):
+                checker.touched(path)
 
     observer = Observer()
     for folder in (project.docs_dir, project.snippets_dir):

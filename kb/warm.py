@@ -225,19 +225,21 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
     users = _importers(project, citing, set(kb.pages_citing))
     for rel, files in users.items():  # a module imported by a cited snippet or a shown notebook
         citing[rel] = sorted({uri for f in files for uri in citing[f]})
-    targets = []
+    targets, docs = [], project.docs_dir
     for s in saved:
         p = Path(s)
-        if not p.exists():
-            continue
         rel = project.rel(p)
+        if not p.exists():  # deleted or renamed away: the pages it concerned are checked again
+            targets += [project.rel(docs / u) for u in citing.get(rel, [])]
+            targets += [project.rel(docs / u) for u in marked if u.endswith(".md") and (docs / u).is_file()]
+            continue
         if p.suffix == ".py" and rel in kb.pages_citing:
             targets.append(rel)
         elif p.suffix == ".py" and rel in users:  # checked through the snippets and notebooks importing it
             targets += users[rel]
         elif p.suffix in (".md", ".ipynb") and project.inside(p, project.docs_dir):
             targets.append(rel)
-    docs = project.docs_dir
+    targets = list(dict.fromkeys(targets))
     uris = []  # the pages this check gives a verdict on: they say "checking" until it ends
     for t in targets:
         try:

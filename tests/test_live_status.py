@@ -553,3 +553,33 @@ def test_a_save_of_b_then_of_a_while_a_is_checked_checks_both_next(tmp_path, mon
     save("docs/a.md", "# a 2\n")
     both = started(3)
     assert a.stopped and sorted(both.saved) == [str(tmp_path / "docs/a.md"), str(tmp_path / "docs/b.md")]
+
+
+def test_a_deleted_or_renamed_file_counts_as_a_save_of_it(tmp_path):
+    """Attack: the watcher passed on a rename only its new name, and never a deletion: a snippet
+    deleted or renamed away left the pages that include it with their verdict from before."""
+    from watchdog.events import DirMovedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent
+
+    from kb.serve import saved_paths
+
+    assert saved_paths(FileModifiedEvent("/p/docs/a.md")) == ["/p/docs/a.md"]
+    assert saved_paths(FileDeletedEvent("/p/snippets/s.py")) == ["/p/snippets/s.py"]
+    assert saved_paths(FileMovedEvent("/p/snippets/s.py", "/p/snippets/t.py")) == [
+        "/p/snippets/s.py",
+        "/p/snippets/t.py",
+    ]
+    assert saved_paths(DirMovedEvent("/p/docs/x", "/p/docs/y")) == []
+
+
+def test_a_deleted_snippet_turns_the_pages_including_it_to_checking_and_rechecks_them(mini_project, monkeypatch):
+    """Attack: snippets/foundations/mse.py, which the page's claims cite, is deleted (or renamed away).
+    The page must say "checking" at once and be checked again (its claims now have no test)."""
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.rename(mse.with_name("mse_old.py"))
+    checker.touched(str(mse))
+    assert read_status(checker.status).get(MSE_PAGE) == {"running": True}
+    ready(1)
+    assert "docs/foundations/mse-conditional-mean.md" in (gate / "ready-1").read_text(encoding="utf-8").split()
