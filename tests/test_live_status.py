@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kb import check
 
 
@@ -583,3 +585,51 @@ def test_a_deleted_snippet_turns_the_pages_including_it_to_checking_and_rechecks
     assert read_status(checker.status).get(MSE_PAGE) == {"running": True}
     ready(1)
     assert "docs/foundations/mse-conditional-mean.md" in (gate / "ready-1").read_text(encoding="utf-8").split()
+
+
+def test_a_test_that_kills_the_check_process_turns_its_page_red_with_the_reason(mini_project):
+    """Attack: a snippet test kills its parent, the live check's process. The page is red and says the
+    check ended without a verdict, never "checking" for good nor green."""
+    from kb.project import Project
+    from kb.serve import Checker
+
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    kill = (
+        "def test_kills_the_check():\n    import os\n    import signal\n\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+    )
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n\n" + kill, encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    entry = wait_for_verdict(checker.status, MSE_PAGE)
+    assert entry["passed"] is False and "ended without a verdict (killed by signal 9)" in entry["problems"][0], entry
+
+
+@pytest.mark.timeout(300)  # two real checks, each up to wait_for_verdict's 120 s on a busy machine
+def test_what_a_test_changes_in_its_process_is_gone_at_the_next_check(mini_project):
+    """Attack: a snippet test changes its process's state (an environment variable, torch's default
+    dtype, the working directory). Each check forks afresh from the warm server: the next check of the
+    page must not see it (the test asserts a clean state, then dirties it)."""
+    import time
+
+    from kb.project import Project
+    from kb.serve import Checker
+
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    dirty = (
+        "def test_leaves_its_process_dirty():\n"
+        "    import os\n\n    import torch\n\n"
+        '    assert "KB_DIRTY" not in os.environ and torch.get_default_dtype() == torch.float32\n'
+        '    os.environ["KB_DIRTY"] = "1"\n'
+        "    torch.set_default_dtype(torch.float64)\n"
+        '    os.chdir("/")\n'
+    )
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n\n" + dirty, encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    first = wait_for_verdict(checker.status, MSE_PAGE)
+    assert first["passed"] is True, first
+    time.sleep(1.1)  # the next verdict's ran_at (whole seconds) differs
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(mse))
+    second = wait_for_verdict(checker.status, MSE_PAGE)
+    assert second["ran_at"] != first["ran_at"] and second["passed"] is True, second
