@@ -14,7 +14,6 @@ thing in both.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -413,16 +412,27 @@ def _own_part(result: dict, uri: str) -> dict:
     }
 
 
-def write_status(path: Path, result: dict) -> None:
-    """Merge a check's result into the live status file (one entry per page)."""
-    data = {}
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError):
-            data = {}
-    if not isinstance(data, dict):  # not ours (a list, a number): start again rather than fail
-        data = {}
+def write_status(path: Path, result: dict, check_id: str | None = None) -> None:
+    """Merge a check's result into the live status file (one entry per page), under its lock.
+
+    ``check_id``: the live check (``kb serve``) that marked its pages "checking" with that id; a page
+    a newer save has marked since goes on saying "checking" (this result is of the content before)."""
+    from kb import live
+
+    def change(data: dict) -> None:
+        newer = {u: data[u] for u in result["pages"] if live.marked_since(data.get(u), check_id)}
+        merge_status(data, result)
+        for uri in result["pages"]:
+            if uri in newer:
+                data[uri] = newer[uri]
+            elif check_id and result.get("running"):
+                data[uri]["check"] = check_id  # a partial result: the check goes on
+
+    live.update_status(path, change)  # a damaged file or one not ours (a list, a number): started again
+
+
+def merge_status(data: dict, result: dict) -> None:
+    """A check's result into the live status mapping (one entry per page)."""
     for uri in result["pages"]:
         data[uri] = {
             k: result[k]
@@ -440,7 +450,3 @@ def write_status(path: Path, result: dict) -> None:
         }
         if len(result["pages"]) > 1 and not result["passed"]:
             data[uri].update(_own_part(result, uri))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)

@@ -2,11 +2,17 @@
 
 ``kb serve`` sets ``STATUS_ENV`` to the file's path; only then does the MkDocs plugin put a status line
 on each page (reading the file, copied beside the pages as ``LIVE_FILE``). The checker thread and the
-build both write the file, one change at a time.
+build (in ``kb serve``'s process) and each check (in its own process) write the file, one change at a
+time (a lock file beside it).
+
+A live check marks its pages "checking" with its own id; a newer save of one of them marks it again
+without that id, and the check's verdict, of the content saved before, is then not written to it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -30,6 +36,17 @@ BUILD_KEY = "_build"  # the build's problems, [{"page": docs uri or None, "probl
 _STATUS_LOCK = threading.Lock()  # the checker thread and the MkDocs build share the file
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """Held while the status file is read, changed and written: by this process's threads, and by the
+    check processes (a lost update would drop a newer save's "checking" mark, or a verdict)."""
+    with _STATUS_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            yield
+
+
 def read_status(path: Path) -> dict:
     """The live status file as a mapping; damaged or not a mapping (someone else wrote it): empty."""
     try:
@@ -41,10 +58,9 @@ def read_status(path: Path) -> dict:
 
 def update_status(path: Path, change) -> None:
     """Change the live status file (a mapping) in place: read, change, write a temporary file, rename."""
-    with _STATUS_LOCK:
+    with locked(path):
         data = read_status(path)
         change(data)
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -70,12 +86,27 @@ def record_build_problems(path: Path, problems: list[dict]) -> None:
         print(f"kb serve: cannot write {path} ({e.strerror or e})", file=sys.stderr)
 
 
-def record_refusal(path: Path, pages: list[str], problem: str) -> None:
-    """A check that ended without a result (kb check refused the page): the pages say why, not "running"."""
+def marked_since(entry, check: str | None) -> bool:
+    """Whether a page's entry is a "checking" mark of a save newer than the start of live check ``check``
+    (which marked it with its id): that check's verdict, or refusal, is not for the page as saved now."""
+    return (
+        check is not None
+        and isinstance(entry, dict)
+        and bool(entry.get("running"))
+        and "passed" not in entry
+        and entry.get("check") != check
+    )
+
+
+def record_refusal(path: Path, pages: list[str], problem: str, check: str | None = None) -> None:
+    """A check that ended without a result (kb check refused the page): the pages say why, not "running".
+    ``check``: the live check that refuses (pages a newer save has marked since go on saying "checking")."""
     when = time.strftime("%Y-%m-%d %H:%M:%S")
 
     def change(data: dict) -> None:
         for uri in pages:
+            if marked_since(data.get(uri), check):
+                continue
             data[uri] = {
                 "passed": False,
                 "ran_at": when,
@@ -88,26 +119,33 @@ def record_refusal(path: Path, pages: list[str], problem: str) -> None:
     update_status(path, change)
 
 
-def mark_running(path: Path, pages: list[str]) -> None:
-    """The pages say "checking": no verdict until the new check has one (when the last one ran stays)."""
+def mark_running(path: Path, pages: list[str], check: str | None = None) -> None:
+    """The pages say "checking": no verdict until the new check has one (when the last one ran stays).
+    ``check``: the id of the live check that marks them (None: a save marks them)."""
 
     def change(data: dict) -> None:
         for uri in pages:
             entry = data.get(uri)
             ran = entry.get("ran_at") if isinstance(entry, dict) else None
-            data[uri] = {"running": True, **({"ran_at": ran} if isinstance(ran, str) else {})}
+            data[uri] = {
+                "running": True,
+                **({"ran_at": ran} if isinstance(ran, str) else {}),
+                **({"check": check} if check else {}),
+            }
 
     update_status(path, change)
 
 
-def unmark(path: Path, pages: list[str]) -> None:
-    """Pages marked "checking" that have nothing to check after all: back to what they said before."""
+def unmark(path: Path, pages: list[str], check: str | None = None) -> None:
+    """Pages marked "checking" that have nothing to check after all: back to what they said before.
+    ``check``: only the pages live check ``check`` marked (not those a newer save has marked since)."""
 
     def change(data: dict) -> None:
         for uri in pages:
             entry = data.get(uri)
             if isinstance(entry, dict) and entry.get("running") and "passed" not in entry:
-                data.pop(uri)
+                if not marked_since(entry, check):
+                    data.pop(uri)
 
     if pages:
         update_status(path, change)

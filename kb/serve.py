@@ -71,11 +71,11 @@ class Checker:
         if digest is not None and self.seen.get(p) == digest:
             return
         self.seen[p] = digest
-        try:  # within a second of the save, the page says it is being checked
-            mark_running(self.status, self._pages_of(p))
-        except (OSError, ValueError):
-            pass
-        with self.lock:
+        with self.lock:  # marked and queued at once: a refusal (below) never lands between the two
+            try:  # within a second of the save, the page says it is being checked
+                mark_running(self.status, self._pages_of(p))
+            except (OSError, ValueError):
+                pass
             self.pending.add(p)
             self.lock.notify()
 
@@ -85,7 +85,7 @@ class Checker:
             docs = self.project.docs_dir
             q = p.resolve()
             return [q.relative_to(docs).as_posix()] if q.is_relative_to(docs) else []
-        if p.suffix == ".py":
+        if p.suffix in (".py", ".ipynb"):  # the pages that include or cite it, or show the notebook
             try:
                 return self.citing.get(self.project.rel(p), [])
             except ValueError:
@@ -116,10 +116,19 @@ class Checker:
         try:
             self._check(paths)
         except Exception as e:  # noqa: BLE001 - the pages marked "checking" say why, never "checking" for good
-            marked = sorted({uri for p in paths for uri in self._pages_of(p)})
-            if marked:
-                record_refusal(self.status, marked, f"the live check could not run ({type(e).__name__}: {e})")
+            self._refuse(
+                sorted({uri for p in paths for uri in self._pages_of(p)}),
+                f"the live check could not run ({type(e).__name__}: {e})",
+            )
             raise
+
+    def _refuse(self, pages: list[str], problem: str) -> None:
+        """Pages whose check ended without a verdict say why, except those saved again since: they
+        say "checking" until their next check ends."""
+        with self.lock:
+            newer = {uri for p in self.pending for uri in self._pages_of(p)}
+            if [u for u in pages if u not in newer]:
+                record_refusal(self.status, [u for u in pages if u not in newer], problem)
 
     def _check(self, paths: set[Path]) -> None:
         marked = sorted({uri for p in paths for uri in self._pages_of(p)})
@@ -137,10 +146,16 @@ class Checker:
                 proc = multiprocessing.get_context("spawn").Process(target=warm.check_saved, args=args)
             proc.start()
             covered: set[str] = set(marked)
+            learned = False
             while proc.is_alive():
                 proc.join(0.1)
-                if not covered - set(marked) and info.exists():
-                    covered |= set(self._read_info(info).get("uris", []))
+                if not learned and (early := self._read_info(info)):
+                    # at once, not when the check ends: a save of a snippet a page has just started to
+                    # include concerns that page (and stops its check) from now on
+                    learned = True
+                    covered |= set(early.get("uris", []))
+                    if isinstance(early.get("citing"), dict):
+                        self.citing = early["citing"]
                 with self.lock:
                     again = self.pending & paths or {u for p in self.pending for u in self._pages_of(p)} & covered
                     if again and proc.is_alive():  # a newer save of a page this check covers: it wins
@@ -155,8 +170,7 @@ class Checker:
             what = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exit code {proc.exitcode}"
             problem = f"the check ended without a verdict ({what})"
             print(f"kb serve: {problem}", file=sys.stderr)
-            if uris:
-                record_refusal(self.status, uris, problem)
+            self._refuse(uris, problem)
 
     @staticmethod
     def _read_info(path: Path) -> dict:
@@ -175,6 +189,14 @@ class Checker:
         proc.join()
 
 
+def saved_paths(event) -> list[str]:
+    """The files a watchdog event changes: written or created, deleted, and both ends of a rename (a
+    snippet deleted or renamed away changes the pages that include it as much as a save of it)."""
+    if event.is_directory or event.event_type not in ("modified", "created", "moved", "deleted"):
+        return []
+    return [p for p in (event.src_path, getattr(event, "dest_path", "")) if p]
+
+
 def serve(project: Project, dev_addr: str) -> int:
     from mkdocs.commands.serve import serve as mkdocs_serve
     from watchdog.events import FileSystemEventHandler
@@ -184,8 +206,8 @@ def serve(project: Project, dev_addr: str) -> int:
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event):
-            if event.event_type in ("modified", "created", "moved") and not event.is_directory:
-                checker.touched(getattr(event, "dest_path", "") or event.src_path)
+            for path in saved_paths(event):
+                checker.touched(path)
 
     observer = Observer()
     for folder in (project.docs_dir, project.snippets_dir):

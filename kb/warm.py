@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -35,11 +36,14 @@ def kb_code_stamp() -> tuple:
     return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in here.glob("*.py")))
 
 
-def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str | None]:
+def pytest_in_fork(
+    project, args: list[str], out, overran: list[str] | None = None
+) -> tuple[int, dict | None, str | None]:
     """``check``'s pytest session, forked from this (warm) process instead of a new interpreter.
 
     Same contract as ``check._run_session``: the exit code, the kb plugin's report (None when the
     session did not reach its end, e.g. a test called ``os._exit``), and the test that was running.
+    ``overran`` receives the problem of a module whose import overran the time limit (``CollectionTimeLimit``).
     """
     from kb.check import _session_env
     from kb.testrun import read_report
@@ -66,7 +70,8 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
                 sys.path.insert(0, str(project.root))
                 import pytest
 
-                code = int(pytest.main([*args, "--kb-report", str(report_path)]))
+                limit = CollectionTimeLimit(report_path.with_suffix(".overran"))
+                code = int(pytest.main([*args, "--kb-report", str(report_path)], plugins=[limit]))
             except BaseException:  # noqa: BLE001 - said in the output; the missing report fails the check
                 traceback.print_exc()
             finally:
@@ -81,7 +86,60 @@ def pytest_in_fork(project, args: list[str], out) -> tuple[int, dict | None, str
                 out(line)
         running = report_path.with_suffix(".running")
         last = running.read_text(encoding="utf-8") if running.exists() else None
+        note = report_path.with_suffix(".overran")
+        if overran is not None and note.exists():
+            overran.append(note.read_text(encoding="utf-8"))
         return code, read_report(report_path), last
+
+
+class CollectionTimeout(Exception):
+    pass
+
+
+class CollectionTimeLimit:
+    """pytest-timeout limits each test's setup, call and teardown, not the import of the test modules:
+    a snippet that never finishes importing would leave its page, and every page saved after it
+    (waiting its turn), "checking" for good. Collecting gets the time limit each test has (the project's
+    ``timeout``); the module that overran is a collection error, and the check fails naming it (the
+    problem, ``file:line: ...``, is written to ``note``)."""
+
+    def __init__(self, note: Path):
+        self.note = note
+
+    def pytest_collection(self, session) -> None:
+        import signal
+
+        try:
+            limit = float(session.config.getini("timeout") or 0)
+        except ValueError:  # pytest-timeout not installed: no limit to borrow
+            return
+        if limit <= 0:
+            return
+
+        root, installed = Path.cwd(), (Path(sys.prefix), Path(sys.base_prefix))
+
+        def expire(signum, frame):
+            where = "collecting the tests"  # the innermost line of the project's own code, if any
+            while frame is not None:
+                f = Path(frame.f_code.co_filename)
+                if f.is_absolute() and f.is_relative_to(root) and not any(f.is_relative_to(i) for i in installed):
+                    where = f"{f.relative_to(root).as_posix()}:{frame.f_lineno}"
+                    break
+                frame = frame.f_back
+            problem = (
+                f"{where}: importing the tests took longer than {limit:g} s, the time limit each test has "
+                "(pytest's `timeout` setting): does this module never finish importing?"
+            )
+            self.note.write_text(problem, encoding="utf-8")
+            raise CollectionTimeout(problem)
+
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+
+    def pytest_collection_finish(self, session) -> None:
+        import signal
+
+        signal.setitimer(signal.ITIMER_REAL, 0)  # the tests' own limits (pytest-timeout) from here
 
 
 def _forget_project_modules(root: Path) -> None:
@@ -101,6 +159,36 @@ def _forget_project_modules(root: Path) -> None:
             del sys.modules[name]
 
 
+def _importers(project, citing: dict[str, list[str]], cited: set[str]) -> dict[str, list[str]]:
+    """Project modules no page cites, each with the cited snippets and shown notebooks (keys of
+    ``citing``) that import it, directly or through other modules: what a save of it concerns."""
+    from kb import nbcache
+
+    out: dict[str, set[str]] = {}
+    for rel in citing:
+        path = project.root / rel
+        try:
+            if path.suffix == ".py":
+                cells = [path.read_text(encoding="utf-8", errors="replace")]
+            elif path.suffix == ".ipynb":
+                nb = json.loads(path.read_text(encoding="utf-8"))
+                cells = [
+                    "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                    for c in nb.get("cells", [])
+                    if c.get("cell_type") == "code"
+                ]
+            else:
+                continue
+            imported = nbcache.imports_of(project, cells)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # unreadable: its own check says so
+        for module in imported:
+            name = project.rel(module)
+            if name != rel and name not in cited:
+                out.setdefault(name, set()).add(rel)
+    return {name: sorted(files) for name, files in out.items()}
+
+
 VERDICT_LINES = ("ok  ", "FAIL", "invalid:", "passed:", "FAILED:", "cached:", "note:")
 
 
@@ -114,11 +202,15 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
     os.setpgid(0, 0)  # its own process group: a newer save of the same page stops it and all it started
     from kb import check, live
     from kb.live import STATUS_ENV
-    from kb.model import KnowledgeBase
+    from kb.model import KnowledgeBase, notebooks_of
     from kb.project import KbError, Project
 
     os.environ[STATUS_ENV] = ""  # the check's own build of pages has no status line
     status = Path(status_path)
+    # Its own id on the pages it answers for, before it reads a file: a save after this marks them
+    # again (kb serve), and this check's verdict, of the content before, is then not written to them.
+    me = f"{os.getpid()}-{time.time_ns()}"
+    live.mark_running(status, marked, check=me)
     os.chdir(root)
     try:
         project = Project.find(Path(root))
@@ -127,48 +219,66 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
         problem = f"cannot read the project ({type(e).__name__}: {e})"
         print(f"kb serve: {problem}", file=sys.stderr)
         if marked:
-            live.record_refusal(status, marked, problem)
+            live.record_refusal(status, marked, problem, check=me)
         return
     citing = {rel: [pg.src_uri for pg in pages if not pg.is_post] for rel, pages in kb.pages_citing.items()}
-    targets = []
+    for page in kb.pages.values():  # a notebook concerns the pages that show it (it has no status line)
+        for nb in [] if page.is_post else notebooks_of(kb, page):
+            citing.setdefault(project.rel(project.docs_dir / nb), []).append(page.src_uri)
+    users = _importers(project, citing, set(kb.pages_citing))
+    for rel, files in users.items():  # a module imported by a cited snippet or a shown notebook
+        citing[rel] = sorted({uri for f in files for uri in citing[f]})
+    targets, docs = [], project.docs_dir
     for s in saved:
         p = Path(s)
-        if not p.exists():
-            continue
         rel = project.rel(p)
+        if not p.exists():  # deleted or renamed away: the pages it concerned are checked again
+            targets += [project.rel(docs / u) for u in citing.get(rel, [])]
+            targets += [project.rel(docs / u) for u in marked if u.endswith(".md") and (docs / u).is_file()]
+            continue
         if p.suffix == ".py" and rel in kb.pages_citing:
             targets.append(rel)
+        elif p.suffix == ".py" and rel in users:  # checked through the snippets and notebooks importing it
+            targets += users[rel]
         elif p.suffix in (".md", ".ipynb") and project.inside(p, project.docs_dir):
             targets.append(rel)
-    docs = project.docs_dir
-    uris = [
-        (project.root / t).resolve().relative_to(docs).as_posix()
-        for t in targets
-        if (project.root / t).resolve().is_relative_to(docs)
-    ]
-    Path(info_path).write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
+    targets = list(dict.fromkeys(targets))
+    uris = []  # the pages this check gives a verdict on: they say "checking" until it ends
+    for t in targets:
+        try:
+            uris += [pg.src_uri for pg in check.resolve(kb, [t], project.root)]
+        except KbError:  # check.run says why, on the page itself if the target is one
+            if (project.root / t).resolve().is_relative_to(docs) and t.endswith(".md"):
+                uris.append((project.root / t).resolve().relative_to(docs).as_posix())
+    uris = list(dict.fromkeys(uris))
+    partial = Path(info_path).with_suffix(".partial")  # kb serve reads it while this check runs: whole or absent
+    partial.write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
+    partial.replace(info_path)
     if not targets:
-        live.unmark(status, marked)
+        live.unmark(status, marked, check=me)
         return
-    live.mark_running(status, uris)
+    live.mark_running(status, [u for u in uris if u not in marked], check=me)
     print(f"kb serve: checking {', '.join(targets)}", file=sys.stderr)
 
     def out(line: str) -> None:
         if line.startswith(VERDICT_LINES):
             print(f"  {line}", file=sys.stderr)
 
+    overran: list[str] = []
     try:
         result = check.run(
             project,
             targets,
             project.root,
             out=out,
-            early=lambda partial: check.write_status(status, partial),
+            early=lambda partial: check.write_status(status, partial, check_id=me),
             kb=kb,
-            session=pytest_in_fork,
+            session=lambda project, args, out: pytest_in_fork(project, args, out, overran),
         )
     except KbError as e:
         print(f"kb serve: {e}", file=sys.stderr)
-        live.record_refusal(status, uris, str(e))
+        live.record_refusal(status, uris, str(e), check=me)
         return
-    check.write_status(status, result)
+    if overran:  # the tests that did not run fail their claims; the page says why
+        result = {**result, "passed": False, "problems": [*result["problems"], *overran]}
+    check.write_status(status, result, check_id=me)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kb import check
 
 
@@ -119,13 +121,15 @@ class FakeCheck:
 
         self.saved, self.marked, self.info = args[1], args[2], args[4]
         self.done, self.stopped, self.exitcode, self.pid = threading.Event(), False, None, -1
+        self.ends_with = 0  # its exit code once done
 
     def start(self):
         import json
 
         (self.__class__.started).append(self)
         with open(self.info, "w", encoding="utf-8") as f:
-            json.dump({"uris": self.marked, "citing": {"snippets/shared.py": ["a.md", "b.md"]}}, f)
+            citing = {"snippets/shared.py": ["a.md", "b.md"], **getattr(self, "citing", {})}
+            json.dump({"uris": self.marked, "citing": citing}, f)
 
     def is_alive(self):
         return not self.done.is_set()
@@ -133,7 +137,7 @@ class FakeCheck:
     def join(self, timeout=None):
         self.done.wait(timeout)
         if self.done.is_set():
-            self.exitcode = 0
+            self.exitcode = self.ends_with
 
 
 class FakeContext:
@@ -299,3 +303,377 @@ def test_a_plugin_that_changes_a_pages_markdown_before_kb_still_fails_the_build(
     monkeypatch.setattr(Page, "read_source", read_and_change)
     built = build_in_process(mini_project, mini_project / "site", strict=False)
     assert built.returncode == 1 and "its Markdown was changed before kb rendered it" in built.stderr, built.stderr
+
+
+# ---- attacks by a second reader (wave 4): each one that found something stays as a regression test ----
+
+
+def test_a_saved_notebook_turns_the_pages_that_show_it_to_checking_at_once(tmp_path, monkeypatch):
+    """Attack: a save of a notebook (docs/*.ipynb) must mark the pages that show it "checking" within a
+    second, as a save of a snippet does for the pages including it, not only once a check has read the
+    project again (the notebook itself has no status line)."""
+    from kb.live import read_status
+
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    monkeypatch.setattr(FakeCheck, "citing", {"docs/n.ipynb": ["a.md"]}, raising=False)
+    save("docs/a.md", "# a\n\n[笔记本](n.ipynb)\n")
+    started(2).done.set()  # this check found that a.md shows n.ipynb
+    save("docs/n.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+    assert read_status(checker.status).get("a.md") == {"running": True}
+
+
+def test_a_save_of_a_snippet_the_checked_page_has_just_started_including_restarts_its_check(tmp_path, monkeypatch):
+    """Attack: page a.md is saved now including a new snippet, and the snippet is saved while a.md's check
+    runs. The check under way says (in its info file) that a.md includes it: the checker must use that at
+    once, not only when the check ends, or a.md's verdict is of the snippet's old content."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    monkeypatch.setattr(FakeCheck, "citing", {"snippets/new.py": ["a.md"]}, raising=False)
+    save("docs/a.md", '# a\n\n--8<-- "snippets/new.py"\n')
+    a = started(2)
+    save("snippets/new.py", "x = 2\n")
+    again = started(3)
+    assert a.stopped and sorted(again.saved) == sorted([str(tmp_path / "docs/a.md"), str(tmp_path / "snippets/new.py")])
+
+
+MSE_PAGE = "foundations/mse-conditional-mean.md"
+
+
+def held_checks(mini_project, monkeypatch, delay_stop: float = 0.0):
+    """A Checker on the mini project whose checks fork from this process (so they see this test's
+    patches) and whose check.run is canned: the n-th check writes `ready-<n>` to a gate folder, waits for
+    the gate's file `go-<n>` (or `go-all`), then returns a passing result for the mini page. ``delay_stop``: the checker's
+    loop is that late to stop a check (a busy machine)."""
+    import multiprocessing
+    import threading
+    import time
+
+    from kb import check, serve, warm
+    from kb.project import Project
+
+    gate = mini_project.parent / "gate"
+    gate.mkdir()
+
+    def held_run(project, targets, cwd, out=print, early=None, kb=None, session=None, **kw):
+        n = len(list(gate.glob("ready-*"))) + 1
+        (gate / f"ready-{n}").write_text(" ".join(targets), encoding="utf-8")
+        end = time.monotonic() + 60
+        while not {f"go-{n}", "go-all"} & {p.name for p in gate.iterdir()} and time.monotonic() < end:
+            time.sleep(0.005)
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        return {"pages": [pg.src_uri for pg in check.resolve(kb, targets, cwd)], "passed": True, "ran_at": when, "seconds": 0.1, "failing_claims": [],
+                "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+
+    monkeypatch.setattr(check, "run", held_run)
+    monkeypatch.setattr(warm, "forkserver", lambda: multiprocessing.get_context("fork"))
+    stop = serve.Checker._stop
+    monkeypatch.setattr(serve.Checker, "_stop", staticmethod(lambda proc: (time.sleep(delay_stop), stop(proc))))
+    first, check_once = threading.Event(), serve.Checker._check
+
+    def checked(self, paths):
+        try:
+            check_once(self, paths)
+        finally:
+            first.set()
+
+    monkeypatch.setattr(serve.Checker, "_check", checked)
+    checker = serve.Checker(Project.find(mini_project), debounce=0.05)
+    # Its first check (which pages include what) has ended before the test saves anything: a fork while
+    # this thread holds the status file's lock would leave the child waiting for it for good.
+    assert first.wait(60), "the checker's first check never ended"
+
+    def ready(n: int) -> None:
+        end = time.monotonic() + 60
+        while not (gate / f"ready-{n}").exists():
+            assert time.monotonic() < end, f"check {n} never started"
+            time.sleep(0.01)
+
+    return checker, gate, ready
+
+
+def test_a_verdict_that_lands_after_a_newer_save_is_not_shown(mini_project, monkeypatch):
+    """Attack: the check's verdict is written just after a newer save marked the page "checking", before
+    the checker's loop stops that check. The page must go on saying "checking" (the verdict is of the
+    content saved before), never show that verdict, and then show the new content's verdict."""
+    import time
+
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch, delay_stop=1.0)
+    page = mini_project / "docs" / MSE_PAGE
+    text = page.read_text(encoding="utf-8")
+    page.write_text(text + "\n第一次保存。\n", encoding="utf-8")
+    checker.touched(str(page))
+    ready(1)
+    page.write_text(text + "\n第二次保存。\n", encoding="utf-8")
+    checker.touched(str(page))
+    (gate / "go-1").write_text("", encoding="utf-8")  # the first check's (stale) verdict is written now
+    end = time.monotonic() + 0.8  # the loop stops that check 1 s after it saw the save
+    while time.monotonic() < end:
+        entry = read_status(checker.status)[MSE_PAGE]
+        assert entry.get("running") and "passed" not in entry, f"a verdict of the content saved before: {entry}"
+        time.sleep(0.005)
+    (gate / "go-all").write_text("", encoding="utf-8")
+    ready(2)
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_check_that_dies_after_a_newer_save_leaves_the_page_checking_not_refused(tmp_path, monkeypatch):
+    """Attack: the check of a.md dies (killed by a signal) just as a.md is saved again. The refusal
+    ("ended without a verdict") is about the content before: the page must say "checking" until the
+    check of the new save ends."""
+    from kb.live import read_status
+
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    with checker.lock:  # the checker's loop looks again only once both have happened
+        save("docs/a.md", "# a 2\n")
+        a.ends_with = -9
+        a.done.set()
+    started(3)
+    assert read_status(checker.status)["a.md"] == {"running": True}
+
+
+def test_a_saved_snippet_marks_its_pages_checking_even_when_the_checker_did_not_know_them(mini_project, monkeypatch):
+    """Attack: kb serve does not (yet) know which pages include a snippet (its first check could not read
+    the project, or a page has just started to include it). A save of the snippet must still turn those
+    pages to "checking" once the check has read the project, not leave their old verdict up."""
+    from kb import check
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    checker.citing = {}
+    before = {"pages": [MSE_PAGE], "passed": True, "ran_at": "2026-12-07 09:00:00", "seconds": 1.0,
+              "failing_claims": [], "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+    check.write_status(checker.status, before)
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(mse))
+    ready(1)  # the check has read the project and runs the page's tests
+    entry = read_status(checker.status)[MSE_PAGE]
+    assert entry.get("running") and "passed" not in entry, f"a snippet saved, its page's old verdict: {entry}"
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["ran_at"] != before["ran_at"]
+
+
+def test_a_snippet_that_never_finishes_importing_fails_its_page_instead_of_checking_for_good(mini_project):
+    """Attack: a snippet that hangs at import (pytest-timeout limits tests, not collection) left its page
+    "checking" for good, and every page saved after it waiting its turn for good. Collecting now gets
+    the time limit each test has (the project's `timeout`, 5 s here)."""
+    from kb.project import Project
+    from kb.serve import Checker
+
+    config = mini_project / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "\ntimeout = 120\n" in text
+    config.write_text(text.replace("\ntimeout = 120\n", "\ntimeout = 5\n"), encoding="utf-8")
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text("import time\n\ntime.sleep(3600)\n" + mse.read_text(encoding="utf-8"), encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    entry = wait_for_verdict(checker.status, MSE_PAGE, seconds=120)
+    assert entry["passed"] is False, entry
+    said = json.dumps(entry, ensure_ascii=False)
+    assert "snippets/foundations/mse.py:3: importing the tests took longer than 5 s" in said, entry
+
+
+def test_the_live_checks_go_on_after_the_forkserver_was_killed(mini_project):
+    """Attack: the warm forkserver itself is killed (out of memory, a stray kill). The next save is
+    still checked (multiprocessing starts a new server), not refused for good."""
+    import multiprocessing.forkserver
+    import os
+    import signal
+    import time
+
+    from kb.project import Project
+    from kb.serve import Checker
+
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    end = time.monotonic() + 120
+    while not checker.citing:  # its first check, from the forkserver, has ended
+        assert time.monotonic() < end, "the checker's first check never ended"
+        time.sleep(0.1)
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert server
+    os.kill(server, signal.SIGKILL)
+    page = mini_project / "docs" / MSE_PAGE
+    page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(page))
+    entry = wait_for_verdict(checker.status, MSE_PAGE)
+    assert entry["passed"] is True, entry
+
+
+def test_a_saved_notebook_turns_the_pages_that_show_it_to_checking_when_the_checker_did_not_know_them(
+    mini_project, monkeypatch
+):
+    """Attack: the check of a saved notebook gives its verdict on the pages that show it (check.resolve);
+    those pages must say "checking" while it runs, not keep their verdict from before the save (and the
+    notebook's own entry, which no page shows, must not stay "checking" for good)."""
+    from kb import check
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    checker.citing = {}
+    shows = ["foundations/index.md", MSE_PAGE]
+    before = {"pages": shows, "passed": True, "ran_at": "2026-12-07 09:00:00", "seconds": 1.0,
+              "failing_claims": [], "failed_tests": [], "problems": [], "failures": []}  # fmt: skip
+    check.write_status(checker.status, before)
+    nb = mini_project / "docs" / "foundations" / "mse-experiments.ipynb"
+    nb.write_text(nb.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(nb))
+    ready(1)
+    status = read_status(checker.status)
+    for uri in shows:
+        assert status[uri].get("running") and "passed" not in status[uri], f"{uri}: {status[uri]}"
+    (gate / "go-all").write_text("", encoding="utf-8")
+    for uri in shows:
+        assert wait_for_verdict(checker.status, uri, seconds=60)["ran_at"] != before["ran_at"]
+    assert not read_status(checker.status).get("foundations/mse-experiments.ipynb", {}).get("running")
+
+
+def test_a_saved_module_that_a_cited_snippet_imports_rechecks_the_pages_citing_that_snippet(mini_project, monkeypatch):
+    """Attack: no page cites snippets/foundations/helper.py, but mse.py (which the page's claims cite)
+    imports it. A save of helper.py changes what the page's tests do: the page must say "checking" at
+    once and be checked again (through mse.py), not keep the verdict of the helper's old content."""
+    from kb.live import read_status
+
+    helper = mini_project / "snippets" / "foundations" / "helper.py"
+    helper.write_text("SCALE = 1.0\n", encoding="utf-8")
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.write_text(
+        "from snippets.foundations.helper import SCALE  # noqa: F401\n" + mse.read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    helper.write_text("SCALE = 2.0\n", encoding="utf-8")
+    checker.touched(str(helper))
+    assert read_status(checker.status).get(MSE_PAGE) == {"running": True}
+    ready(1)
+    assert "snippets/foundations/mse.py" in (gate / "ready-1").read_text(encoding="utf-8").split()
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_status_file_damaged_while_a_check_runs_gets_the_verdict(mini_project, monkeypatch):
+    """Attack: .kb/status.json is overwritten with garbage while a check runs (a crash, another tool).
+    The check's verdict is still written (a damaged file is started again), not lost nor refused."""
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    page = mini_project / "docs" / MSE_PAGE
+    page.write_text(page.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(page))
+    ready(1)
+    checker.status.write_text('{"foundations/mse-conditional-mean.md": {"running": tr', encoding="utf-8")
+    (gate / "go-all").write_text("", encoding="utf-8")
+    assert wait_for_verdict(checker.status, MSE_PAGE, seconds=60)["passed"] is True
+
+
+def test_a_saved_file_that_no_page_concerns_leaves_every_page_as_it_was(mini_project, monkeypatch):
+    """Attack: saves of files that are neither a page nor anything a page includes or runs (a note in
+    snippets/, a script no snippet imports): no page turns to "checking", none for good."""
+    import time
+
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    before = read_status(checker.status)
+    for name, text in (("snippets/foundations/NOTES.md", "# 草稿\n"), ("snippets/foundations/scratch.py", "x = 1\n")):
+        (mini_project / name).write_text(text, encoding="utf-8")
+        checker.touched(str(mini_project / name))
+    end = time.monotonic() + 30
+    while checker.pending or any(
+        isinstance(e, dict) and e.get("running") for e in read_status(checker.status).values()
+    ):
+        assert time.monotonic() < end, read_status(checker.status)
+        time.sleep(0.05)
+    time.sleep(1.0)  # a check of them, had one started, would have reached check.run by now
+    assert read_status(checker.status) == before and not list(gate.glob("ready-*"))
+
+
+def test_a_save_of_b_then_of_a_while_a_is_checked_checks_both_next(tmp_path, monkeypatch):
+    """Attack: b.md is saved (it waits its turn), then a.md again while a.md's check runs. a.md's stale
+    check stops; the next check covers both (b.md's save is neither lost nor made to wait twice)."""
+    checker, started, save = scheduled(tmp_path, monkeypatch)
+    save("docs/a.md", "# a 1\n")
+    a = started(2)
+    save("docs/b.md", "# b 1\n")
+    save("docs/a.md", "# a 2\n")
+    both = started(3)
+    assert a.stopped and sorted(both.saved) == [str(tmp_path / "docs/a.md"), str(tmp_path / "docs/b.md")]
+
+
+def test_a_deleted_or_renamed_file_counts_as_a_save_of_it(tmp_path):
+    """Attack: the watcher passed on a rename only its new name, and never a deletion: a snippet
+    deleted or renamed away left the pages that include it with their verdict from before."""
+    from watchdog.events import DirMovedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent
+
+    from kb.serve import saved_paths
+
+    assert saved_paths(FileModifiedEvent("/p/docs/a.md")) == ["/p/docs/a.md"]
+    assert saved_paths(FileDeletedEvent("/p/snippets/s.py")) == ["/p/snippets/s.py"]
+    assert saved_paths(FileMovedEvent("/p/snippets/s.py", "/p/snippets/t.py")) == [
+        "/p/snippets/s.py",
+        "/p/snippets/t.py",
+    ]
+    assert saved_paths(DirMovedEvent("/p/docs/x", "/p/docs/y")) == []
+
+
+def test_a_deleted_snippet_turns_the_pages_including_it_to_checking_and_rechecks_them(mini_project, monkeypatch):
+    """Attack: snippets/foundations/mse.py, which the page's claims cite, is deleted (or renamed away).
+    The page must say "checking" at once and be checked again (its claims now have no test)."""
+    from kb.live import read_status
+
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    mse.rename(mse.with_name("mse_old.py"))
+    checker.touched(str(mse))
+    assert read_status(checker.status).get(MSE_PAGE) == {"running": True}
+    ready(1)
+    assert "docs/foundations/mse-conditional-mean.md" in (gate / "ready-1").read_text(encoding="utf-8").split()
+
+
+def test_a_test_that_kills_the_check_process_turns_its_page_red_with_the_reason(mini_project):
+    """Attack: a snippet test kills its parent, the live check's process. The page is red and says the
+    check ended without a verdict, never "checking" for good nor green."""
+    from kb.project import Project
+    from kb.serve import Checker
+
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    kill = (
+        "def test_kills_the_check():\n    import os\n    import signal\n\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+    )
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n\n" + kill, encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    entry = wait_for_verdict(checker.status, MSE_PAGE)
+    assert entry["passed"] is False and "ended without a verdict (killed by signal 9)" in entry["problems"][0], entry
+
+
+@pytest.mark.timeout(300)  # two real checks, each up to wait_for_verdict's 120 s on a busy machine
+def test_what_a_test_changes_in_its_process_is_gone_at_the_next_check(mini_project):
+    """Attack: a snippet test changes its process's state (an environment variable, torch's default
+    dtype, the working directory). Each check forks afresh from the warm server: the next check of the
+    page must not see it (the test asserts a clean state, then dirties it)."""
+    import time
+
+    from kb.project import Project
+    from kb.serve import Checker
+
+    mse = mini_project / "snippets" / "foundations" / "mse.py"
+    dirty = (
+        "def test_leaves_its_process_dirty():\n"
+        "    import os\n\n    import torch\n\n"
+        '    assert "KB_DIRTY" not in os.environ and torch.get_default_dtype() == torch.float32\n'
+        '    os.environ["KB_DIRTY"] = "1"\n'
+        "    torch.set_default_dtype(torch.float64)\n"
+        '    os.chdir("/")\n'
+    )
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n\n" + dirty, encoding="utf-8")
+    checker = Checker(Project.find(mini_project), debounce=0.05)
+    checker.touched(str(mse))
+    first = wait_for_verdict(checker.status, MSE_PAGE)
+    assert first["passed"] is True, first
+    time.sleep(1.1)  # the next verdict's ran_at (whole seconds) differs
+    mse.write_text(mse.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    checker.touched(str(mse))
+    second = wait_for_verdict(checker.status, MSE_PAGE)
+    assert second["ran_at"] != first["ran_at"] and second["passed"] is True, second
