@@ -590,6 +590,53 @@ def sac_update_without_reparam(
     return sac_update(batch, Detached(), critics, target_critics, log_alpha, opts, args)
 
 
+def sac_update_actor_on_next_states(
+    batch, actor, critics, target_critics, log_alpha, opts, args
+):
+    """The slip: the actor's step taken on the batch's next states s' instead of
+    the buffer's states s (the actor's second call gets next_obs)."""
+    import torch
+
+    from snippets.sac.sac_pendulum import sac_update
+
+    next_obs = batch[3]
+
+    class OnNextStates(torch.nn.Module):  # the actor's parameters, other states
+        def __init__(self):
+            super().__init__()
+            self.actor, self.calls = actor, 0
+
+        def forward(self, obs):
+            self.calls += 1  # call 1: a' at s' (the target); call 2: the actor step
+            return self.actor(next_obs if self.calls == 2 else obs)
+
+    return sac_update(
+        batch, OnNextStates(), critics, target_critics, log_alpha, opts, args
+    )
+
+
+def sac_update_actor_before_critic_step(
+    batch, actor, critics, target_critics, log_alpha, opts, args
+):
+    """The slip: the actor's loss uses the critics as they were before this update's
+    critic step (the critic optimizer steps only after the actor's)."""
+    from snippets.sac.sac_pendulum import sac_update
+
+    real = opts["critic"]
+
+    class StepLater:  # the critic's gradients are kept; its step comes last
+        def zero_grad(self, set_to_none=True):
+            real.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            pass
+
+    late = {**opts, "critic": StepLater()}
+    logs = sac_update(batch, actor, critics, target_critics, log_alpha, late, args)
+    real.step()
+    return logs
+
+
 def test_update_target_uses_target_critics_current_policy_and_mask(update=None):
     """One update against the formulas with the same random draws (Eqs. (2)-(3),
     (7), (9), arXiv:1812.05905): the critic's target is r + gamma (1 - d)

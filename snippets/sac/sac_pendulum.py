@@ -399,6 +399,12 @@ def train_storing_reset_obs_at_truncation(args, log=print):
         gym.make = real
 
 
+def train_ignoring_target_entropy(args, log=print):
+    """The counterfactual: the temperature update ignores the configured entropy
+    target and always uses -dim(A) (a setting that is not passed through)."""
+    return train(dataclasses.replace(args, target_entropy=None), log)
+
+
 def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     """A few hundred steps: shapes right, losses finite, the buffer's done flag is
     termination only, alpha moves toward the entropy target (Eq. (18), 1812.05905)."""
@@ -446,7 +452,7 @@ def test_smoke_run_shapes_finite_losses_and_temperature_direction(run=train):
     assert out["logs"][0]["entropy"] > -1.0 and out["log_alpha"] < -0.05
     # An unreachable target (H of any law on (-1, 1) is at most log 2 < 5) makes
     # alpha grow instead.
-    up = train(
+    up = run(
         Args(
             seed=0,
             total_steps=150,

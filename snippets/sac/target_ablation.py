@@ -119,6 +119,42 @@ def test_qualifies_no_target_network_makes_learning_less_stable(without_csv=TAU1
         assert (a.pop("tau"), b.pop("tau")) == (0.005, 1.0) and a == b, (a, b)
 
 
+def collapses_in_first_evaluations(curves, k):
+    """curves: {seed: (steps, returns)} -> (collapses, evaluations) over the first k
+    evaluations after each run's first success: every run watched equally long."""
+    collapses = watched = 0
+    for steps, returns in curves.values():
+        t = first_success(steps, returns)
+        if t is not None:
+            end = steps.index(t) + 1 + k
+            n, c = collapses_after_success(steps[:end], returns[:end])
+            collapses, watched = collapses + c, watched + n
+    return collapses, watched
+
+
+def test_more_collapses_without_target_network_when_watched_equally_long():
+    """A check the second reading added after seeing the data (not one of the
+    criteria written beforehand). The collapse rate per evaluation favours the
+    group that learns later: it is watched for less time after its first success,
+    when newly learned policies may be most fragile. Watching every run for the
+    same k evaluations after its first success, k the shortest such period among
+    the 10 runs, the runs without a target network still collapse more."""
+    steps = [1000, 2000, 3000, 4000, 5000]
+    made_up = {1: (steps, [-1500, -150, -100, -900, -900]), 2: (steps, [-1500] * 5)}
+    assert collapses_in_first_evaluations(made_up, 1) == (0, 1)
+    assert collapses_in_first_evaluations(made_up, 3) == (2, 3)
+    with_target, without = load_runs(CURVE_CSV)[0], load_runs(TAU1_CSV)[0]
+    summaries = [*ablation_summary(with_target).values()]
+    summaries += [*ablation_summary(without).values()]
+    k = min(n for _, n, _ in summaries)
+    assert k >= 1, summaries  # every run succeeded at least once before the end
+    (c1, n1), (c0, n0) = (
+        collapses_in_first_evaluations(without, k),
+        collapses_in_first_evaluations(with_target, k),
+    )
+    assert n1 == n0 == 5 * k and c1 > c0, (k, c1, c0)
+
+
 # The update rules of target.py, decided here with the rule as a parameter: each
 # claim names the nearest wrong rule as its counterfactual. (target.py's soft_update
 # is part of the committed runs' code fingerprint, so that file stays as it is.)
