@@ -138,13 +138,7 @@ class Checker:
         with tempfile.TemporaryDirectory(prefix="kb-live-") as tmp:
             info = Path(tmp) / "info.json"
             args = (str(self.project.root), [str(p) for p in sorted(paths)], marked, str(self.status), str(info))
-            if self.ctx is not None:
-                proc = self.ctx.Process(target=warm.check_saved, args=args, name="kb-live-check")
-            else:
-                import multiprocessing
-
-                proc = multiprocessing.get_context("spawn").Process(target=warm.check_saved, args=args)
-            proc.start()
+            proc = self._start(args)
             covered: set[str] = set(marked)
             learned = False
             while proc.is_alive():
@@ -171,6 +165,23 @@ class Checker:
             problem = f"the check ended without a verdict ({what})"
             print(f"kb serve: {problem}", file=sys.stderr)
             self._refuse(uris, problem)
+
+    def _start(self, args: tuple):
+        """The check's process, forked from the warm server. A server that died (killed, out of memory)
+        is noticed by multiprocessing only on a later start: the first start then fails with EOFError
+        or a broken pipe, and the next one starts a new server."""
+        import multiprocessing
+
+        for attempt in range(3):
+            ctx = self.ctx or multiprocessing.get_context("spawn")
+            proc = ctx.Process(target=warm.check_saved, args=args, name="kb-live-check")
+            try:
+                proc.start()
+                return proc
+            except (EOFError, ConnectionError) as e:
+                problem = e
+                time.sleep(0.2 * (attempt + 1))
+        raise problem
 
     @staticmethod
     def _read_info(path: Path) -> dict:
