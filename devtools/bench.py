@@ -207,6 +207,69 @@ def make_journal(project: Project, folder: Path, n: int, seed: int) -> None:
         )
 
 
+BARE_CONFIG = "mkdocs.bare.yml"
+
+
+def bare_config(root: Path, name: str = BARE_CONFIG) -> Path:
+    """``root/name``: the project's ``mkdocs.yml`` without kb, for a bare Material build of the same content.
+
+    Read and written with ruamel.yaml's round trip, so every other setting is the project's own, as
+    written (theme and features, the search, tags and blog settings, the other plugins, the Markdown
+    extensions and their configurations, ``!!python`` tags included). Removed: the kb plugin, the
+    hooks that are kb's modules, and the nav entries of the pages kb generates (the claims, questions
+    and review pages and its code folder: without kb they do not exist, and a strict build fails on a
+    nav entry that names no file). The other entries stay, so that the same files are written.
+    """
+    from ruamel.yaml import YAML
+
+    from kb import render, site
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the project's layout: a diff shows only what is removed
+    source = root / "mkdocs.yml"
+    config = yaml.load(source.read_text(encoding="utf-8"))
+    plugins = config.get("plugins") or []
+    options: dict = {}
+    for k in reversed(range(len(plugins))):
+        entry = plugins[k]
+        if entry == site.PLUGIN or (hasattr(entry, "keys") and site.PLUGIN in entry):
+            options = dict(entry.get(site.PLUGIN) or {}) if hasattr(entry, "keys") else {}
+            del plugins[k]
+    kb_package = Path(render.__file__).resolve().parent
+    hooks = config.get("hooks") or []
+    for k in reversed(range(len(hooks))):
+        if (root / str(hooks[k])).resolve().is_relative_to(kb_package):
+            del hooks[k]
+    layout = render.Layout()
+    generated = {
+        options.get("claims_page", layout.claims),
+        options.get("questions_page", layout.questions),
+        options.get("review_page", layout.review),
+    }
+    code_dir = str(options.get("code_dir", layout.code_dir)).strip("/") + "/"
+
+    def kb_page(value) -> bool:
+        return isinstance(value, str) and (value in generated or value.startswith(code_dir))
+
+    def prune(items) -> None:
+        for k in reversed(range(len(items))):
+            item = items[k]
+            value = next(iter(item.values())) if hasattr(item, "values") and len(item) == 1 else item
+            if kb_page(value):
+                del items[k]
+            elif isinstance(value, list):
+                prune(value)
+
+    if isinstance(config.get("nav"), list):
+        prune(config["nav"])
+    dest = root / name
+    with dest.open("w", encoding="utf-8") as out:
+        yaml.dump(config, out)
+    return dest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
