@@ -12,6 +12,9 @@
 - ``mkdocs build --strict`` of the project, and of a scratch copy whose journal
   holds ``--posts`` dated posts (the seed's bodies with random topics; goal
   < 60 s), and a served page of that copy updated after a save (goal < 15 s);
+- the same copy built ``--strict`` by bare Material (``bare_config``: the project's
+  ``mkdocs.yml`` without kb), alternately with ours, and the ratio ours/bare of the
+  medians (goal: at most 1.0);
 - ``make test`` (the whole suite, run as the Makefile runs it), in calibration
   units: the seconds of a fixed one-thread torch workload (``torch.manual_seed(0);
   a = torch.randn(256, 256)``, then 3,000 times ``a = torch.tanh(a @ a / 16)``;
@@ -239,8 +242,9 @@ def bare_config(root: Path, name: str = BARE_CONFIG) -> Path:
             del plugins[k]
     kb_package = Path(render.__file__).resolve().parent
     hooks = config.get("hooks") or []
-    for k in reversed(range(len(hooks))):
-        if (root / str(hooks[k])).resolve().is_relative_to(kb_package):
+    for k in reversed(range(len(hooks))):  # a module of the kb package: the one imported, or the project's copy
+        hook = root / str(hooks[k])
+        if hook.resolve().is_relative_to(kb_package) or hook.resolve().is_relative_to(root / kb_package.name):
             del hooks[k]
     layout = render.Layout()
     generated = {
@@ -268,6 +272,39 @@ def bare_config(root: Path, name: str = BARE_CONFIG) -> Path:
     with dest.open("w", encoding="utf-8") as out:
         yaml.dump(config, out)
     return dest
+
+
+def ratio_report(name: str, ours: list[float], bare: list[float], goal: float) -> str:
+    """The ratio of two medians (each run's own ratio beside it), in the style of ``report``."""
+    ratio = statistics.median(ours) / statistics.median(bare)
+    runs = ", ".join(f"{a / b:.2f}" for a, b in zip(ours, bare))
+    line = f"{name:<46} median {ratio:7.2f}    (runs: {runs}; goal <= {goal:g}: {'ok' if ratio <= goal else 'OVER'})"
+    print(line, flush=True)
+    return line
+
+
+def journal_builds(root: Path, tmp: Path, posts: int, runs: int) -> list[str]:
+    """``mkdocs build --strict`` of the long-journal copy, ours and bare Material (``bare_config``),
+    alternately (ours, bare, ours, bare, ...) so that a change in the machine's load reaches both;
+    each median, and the ratio ours/bare (goal: at most 1)."""
+    bare = bare_config(root)
+    ours_times: list[float] = []
+    bare_times: list[float] = []
+    for _ in range(runs):
+        for config, times in ((root / "mkdocs.yml", ours_times), (bare, bare_times)):
+            times.append(
+                timed(
+                    [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config)]
+                    + ["--site-dir", str(tmp / f"jsite-{config.stem}")],
+                    root,
+                    PYTHONPATH=str(root),
+                )
+            )
+    return [
+        report(f"mkdocs build --strict, {posts} posts", ours_times, 60),
+        report(f"bare Material build --strict, {posts} posts", bare_times, None),
+        ratio_report(f"ratio ours / bare Material, {posts} posts", ours_times, bare_times, 1.0),
+    ]
 
 
 def free_port() -> int:
@@ -441,18 +478,7 @@ def main(argv: list[str] | None = None) -> int:
                     served.stop()
             if "journal" in args.only:
                 root = scratch(project, tmp / "journal", posts=args.posts)
-                report(
-                    f"mkdocs build --strict, {args.posts} posts",
-                    [
-                        timed(
-                            [py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "jsite")],
-                            root,
-                            PYTHONPATH=str(root),
-                        )
-                        for _ in range(args.runs)
-                    ],
-                    60,
-                )
+                journal_builds(root, tmp, args.posts, args.runs)
                 served = Served(root)
                 try:
                     report(

@@ -59,6 +59,8 @@ def drop_mermaid(html: str) -> str:
         out.append(html[last:start])
         last = m.end()
     return "".join(out) + html[last:] if out else html
+
+
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
