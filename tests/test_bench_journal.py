@@ -12,6 +12,7 @@ from conftest import ROOT, build_in_process, text_of
 from devtools.bench import bare_config
 from kb import mkdocs_plugin
 from kb.project import read_config
+from kb.render import Layout
 
 SMALL = """\
 site_name: Small
@@ -102,7 +103,7 @@ def test_bare_config_of_the_project_loads_as_mkdocs_reads_it(tmp_path):
     assert theirs.markdown_extensions == ours.markdown_extensions
     assert theirs.mdx_configs.keys() == ours.mdx_configs.keys()
     assert theirs.extra_javascript == ours.extra_javascript and theirs.extra_css == ours.extra_css
-    kb_pages = {"claims.md", "questions.md", "review.md"}
+    kb_pages = {Layout.claims, Layout.questions, Layout.review}
 
     def pages(nav) -> list[str]:
         out = []
