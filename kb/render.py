@@ -8,6 +8,7 @@ so that it renders as text: no HTML, no link, no attribute list.
 
 from __future__ import annotations
 
+import functools
 import html
 import posixpath
 import re
@@ -617,12 +618,18 @@ def html_text(text: str) -> str:
 TEX = re.compile(r"\\\[(.*?)\\\]|\\\((.*?)\\\)|\$\$(.*?)\$\$|(?<![\\$])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?!\$)", re.S)
 
 
-def tex_text(tex: str) -> str:
-    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
+@functools.cache
+def _latex2text():
     from pylatexenc.latex2text import LatexNodes2Text
 
+    return LatexNodes2Text(math_mode="text", strict_latex_spaces=True)
+
+
+@functools.lru_cache(maxsize=8192)  # a post's formula is indexed again in each list page showing its excerpt
+def tex_text(tex: str) -> str:
+    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
     try:
-        text = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(html.unescape(tex))
+        text = _latex2text().latex_to_text(html.unescape(tex))
     except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read is shown as written
         text = tex
     return html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, build_in_process, text_of
 
-from devtools.bench import bare_config
+from devtools.bench import bare_config, ratio_report
 from kb import mkdocs_plugin
 from kb.project import read_config
 from kb.render import Layout
@@ -172,3 +172,31 @@ def test_no_post_title_is_parsed_from_markdown(mini_project, tmp_path, monkeypat
     posts = [text_of(p) for p in (mini_project / "docs" / "journal" / "posts").glob("*.md")]
     bodies = [p[p.index("\n---", 3) + 4 :].strip()[:40] for p in posts]
     assert posts and not [m for m in parsed if any(b in m for b in bodies)]
+
+
+@pytest.mark.parametrize(
+    "tex", [r"\pi_\theta(a|s)", r"\frac{1}{2}\sum_i x_i^2", r"a &lt; b", r"\mathbb{E}[\log p]", r"\unknownmacro{x"]
+)
+def test_tex_text_is_what_a_fresh_converter_says(tex):
+    """The search teasers' formulas: one shared converter and a cache give what a new converter gives."""
+    import html
+
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    from kb import render
+
+    try:
+        text = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(html.unescape(tex))
+    except Exception:  # noqa: BLE001 - as tex_text: shown as written
+        text = tex
+    expected = html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)
+    assert render.tex_text(tex) == expected
+    assert render.tex_text(tex) == expected  # again, from the cache
+
+
+def test_the_ratio_pairs_each_run_with_the_bare_run_beside_it():
+    # a load that doubles between the pairs leaves each pair's ratio as it is
+    line = ratio_report("ratio", [10.0, 20.0, 44.0], [10.0, 25.0, 40.0], 1.0)
+    assert "median    0.80" not in line and "median    1.00" in line, line
+    assert "runs: 1.00, 0.80, 1.10" in line and "of the medians 0.80" in line and "goal <= 1: ok" in line
+    assert ratio_report("ratio", [12.0], [10.0], 1.0).endswith("goal <= 1: OVER)")
