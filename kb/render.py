@@ -28,6 +28,7 @@ KEPT = re.compile(f"{sources.CODE_SPAN.pattern}|{MATH}")
 # they render as themselves and start nothing (no link, emphasis, attribute
 # list, list item, heading, table cell, or math delimiter such as `\(`).
 ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: f"&#{ord(c)};" for c in "\\`*_{}[]#+-.!|~^=:"}}
+_ENTITY_TABLE = str.maketrans(ENTITIES)  # str.translate: the same replacement, character by character, in C
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,13 @@ class Layout:
 # ---- small pieces ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)  # a list page links to each post many times (one link per question)
+def _relative(to_uri: str, from_dir: str) -> str:
+    return posixpath.relpath(to_uri, from_dir)
+
+
 def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
-    target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
+    target = _relative(to_uri, posixpath.dirname(from_uri) or ".")
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -72,7 +78,7 @@ def md_text(text: str) -> str:
         if is_math:
             out.append(part)
             continue
-        out.extend(ENTITIES.get(ch, ch) for ch in part)
+        out.append(part.translate(_ENTITY_TABLE))
     return "".join(out)
 
 

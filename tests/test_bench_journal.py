@@ -3,6 +3,7 @@ and the kb plugin's per-page work that a long journal multiplies (same results, 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -200,3 +201,35 @@ def test_the_ratio_pairs_each_run_with_the_bare_run_beside_it():
     assert "median    0.80" not in line and "median    1.00" in line, line
     assert "runs: 1.00, 0.80, 1.10" in line and "of the medians 0.80" in line and "goal <= 1: ok" in line
     assert ratio_report("ratio", [12.0], [10.0], 1.0).endswith("goal <= 1: OVER)")
+
+
+def test_escapes_are_the_character_by_character_ones():
+    """md_text and the journal's text escapes use str.translate: the same output as replacing each
+    character through the table, on seeded random text made of the characters that matter."""
+    import random
+
+    from kb import render, sources
+
+    rng = random.Random(0)
+    alphabet = list(render.ENTITIES) + list(sources.TEXT_ESCAPES) + list("ab 中文`$") + ["``", "$x$"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        expected = "".join(
+            part if kept else "".join(render.ENTITIES.get(c, c) for c in part)
+            for kept, part in render._split_math(text)
+        )
+        assert render.md_text(text) == expected, text
+        pieces, last = [], 0
+        for m in sources.CODE_SPAN.finditer(text):
+            pieces += ["".join(sources.TEXT_ESCAPES.get(c, c) for c in text[last : m.start()]), m.group(0)]
+            last = m.end()
+        pieces.append("".join(sources.TEXT_ESCAPES.get(c, c) for c in text[last:]))
+        assert sources._escape_text(text) == "".join(pieces), text
+
+
+def test_link_is_the_relative_path():
+    from kb import render
+
+    for a, b in [("questions.md", "journal/posts/2024-01-01.md"), ("topics/sac/critic.md", "topics/dpo.md")]:
+        for _ in range(2):  # the second time from the cache
+            assert render.link(a, b, "q-3") == posixpath.relpath(b, posixpath.dirname(a) or ".") + "#q-3"
