@@ -230,6 +230,6 @@ def test_escapes_are_the_character_by_character_ones():
 def test_link_is_the_relative_path():
     from kb import render
 
-    for a, b in [("questions.md", "journal/posts/2024-01-01.md"), ("topics/sac/critic.md", "topics/dpo.md")]:
+    for a, b in [(Layout.questions, "journal/posts/2024-01-01.md"), ("topics/sac/critic.md", "topics/dpo.md")]:
         for _ in range(2):  # the second time from the cache
             assert render.link(a, b, "q-3") == posixpath.relpath(b, posixpath.dirname(a) or ".") + "#q-3"
