@@ -12,6 +12,10 @@
 - ``mkdocs build --strict`` of the project, and of a scratch copy whose journal
   holds ``--posts`` dated posts (the seed's bodies with random topics; goal
   < 60 s), and a served page of that copy updated after a save (goal < 15 s);
+- the same copy built ``--strict`` by bare Material (``bare_config``: the project's
+  ``mkdocs.yml`` without kb), alternately with ours, and the ratio ours/bare: the
+  median of each pair of runs' ratio (goal: at most 1.0), and the same ratio in
+  processor seconds (what the other work on a shared machine changes least);
 - ``make test`` (the whole suite, run as the Makefile runs it), in calibration
   units: the seconds of a fixed one-thread torch workload (``torch.manual_seed(0);
   a = torch.randn(256, 256)``, then 3,000 times ``a = torch.tanh(a @ a / 16)``;
@@ -36,6 +40,7 @@ import multiprocessing
 import os
 import random
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -232,6 +237,120 @@ def make_journal(project: Project, folder: Path, n: int, seed: int) -> None:
         )
 
 
+BARE_CONFIG = "mkdocs.bare.yml"
+
+
+def bare_config(root: Path, name: str = BARE_CONFIG) -> Path:
+    """``root/name``: the project's ``mkdocs.yml`` without kb, for a bare Material build of the same content.
+
+    Read and written with ruamel.yaml's round trip, so every other setting is the project's own, as
+    written (theme and features, the search, tags and blog settings, the other plugins, the Markdown
+    extensions and their configurations, ``!!python`` tags included). Removed: the kb plugin, the
+    hooks that are kb's modules, and the nav entries of the pages kb generates (the claims, questions
+    and review pages and its code folder: without kb they do not exist, and a strict build fails on a
+    nav entry that names no file). The other entries stay, so that the same files are written.
+    """
+    from ruamel.yaml import YAML
+
+    from kb import render, site
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the project's layout: a diff shows only what is removed
+    source = root / "mkdocs.yml"
+    config = yaml.load(source.read_text(encoding="utf-8"))
+    plugins = config.get("plugins") or []
+    options: dict = {}
+    for k in reversed(range(len(plugins))):
+        entry = plugins[k]
+        if entry == site.PLUGIN or (hasattr(entry, "keys") and site.PLUGIN in entry):
+            options = dict(entry.get(site.PLUGIN) or {}) if hasattr(entry, "keys") else {}
+            del plugins[k]
+    kb_package = Path(render.__file__).resolve().parent
+    hooks = config.get("hooks") or []
+    for k in reversed(range(len(hooks))):  # a module of the kb package: the one imported, or the project's copy
+        hook = root / str(hooks[k])
+        if hook.resolve().is_relative_to(kb_package) or hook.resolve().is_relative_to(root / kb_package.name):
+            del hooks[k]
+    layout = render.Layout()
+    generated = {
+        options.get("claims_page", layout.claims),
+        options.get("questions_page", layout.questions),
+        options.get("review_page", layout.review),
+    }
+    code_dir = str(options.get("code_dir", layout.code_dir)).strip("/") + "/"
+
+    def kb_page(value) -> bool:
+        return isinstance(value, str) and (value in generated or value.startswith(code_dir))
+
+    def prune(items) -> None:
+        for k in reversed(range(len(items))):
+            item = items[k]
+            value = next(iter(item.values())) if hasattr(item, "values") and len(item) == 1 else item
+            if kb_page(value):
+                del items[k]
+            elif isinstance(value, list):
+                prune(value)
+
+    if isinstance(config.get("nav"), list):
+        prune(config["nav"])
+    dest = root / name
+    with dest.open("w", encoding="utf-8") as out:
+        yaml.dump(config, out)
+    return dest
+
+
+def ratio_report(name: str, ours: list[float], bare: list[float], goal: float) -> str:
+    """The median of the runs' ratios (each run of ours over the bare run next to it, so that a change
+    of the machine's load between runs cancels), in the style of ``report``; the ratio of the medians beside."""
+    ratios = [a / b for a, b in zip(ours, bare, strict=True)]
+    ratio = statistics.median(ratios)
+    runs = ", ".join(f"{r:.2f}" for r in ratios)
+    line = (
+        f"{name:<46} median {ratio:7.2f}    (runs: {runs}; of the medians "
+        f"{statistics.median(ours) / statistics.median(bare):.2f}; goal <= {goal:g}: {'ok' if ratio <= goal else 'OVER'})"
+    )
+    print(line, flush=True)
+    return line
+
+
+def journal_builds(root: Path, tmp: Path, posts: int, runs: int) -> list[str]:
+    """``mkdocs build --strict`` of the long-journal copy, ours and bare Material (``bare_config``),
+    alternately (ours, bare, ours, bare, ...) so that a change in the machine's load reaches both;
+    each median, and the ratio ours/bare (``ratio_report``; goal: at most 1)."""
+    bare = bare_config(root)
+    wall: dict[Path, list[float]] = {root / "mkdocs.yml": [], bare: []}
+    cpu: dict[Path, list[float]] = {root / "mkdocs.yml": [], bare: []}
+    for _ in range(runs):
+        for config in wall:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall[config].append(
+                timed(
+                    [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(config)]
+                    + ["--site-dir", str(tmp / f"jsite-{config.stem}")],
+                    root,
+                    PYTHONPATH=str(root),
+                )
+            )
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[config].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    ours, theirs = wall.values()
+    ours_cpu, theirs_cpu = cpu.values()
+    return [
+        report(f"mkdocs build --strict, {posts} posts", ours, 60),
+        report(f"bare Material build --strict, {posts} posts", theirs, None),
+        ratio_report(f"ratio ours / bare Material, {posts} posts", ours, theirs, 1.0),
+        # the processor time of each build: what other work on a shared machine changes least
+        ratio_report(
+            f"  the same, in processor seconds ({statistics.median(ours_cpu):.1f}/{statistics.median(theirs_cpu):.1f})",
+            ours_cpu,
+            theirs_cpu,
+            1.0,
+        ),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -406,18 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                     served.stop()
             if "journal" in args.only:
                 root = scratch(project, tmp / "journal", posts=args.posts)
-                report(
-                    f"mkdocs build --strict, {args.posts} posts",
-                    [
-                        timed(
-                            [py, "-m", "mkdocs", "build", "--strict", "-q", "--site-dir", str(tmp / "jsite")],
-                            root,
-                            PYTHONPATH=str(root),
-                        )
-                        for _ in range(args.runs)
-                    ],
-                    60,
-                )
+                journal_builds(root, tmp, args.posts, args.runs)
                 served = Served(root)
                 try:
                     report(

@@ -30,6 +30,37 @@ HTML_ID = re.compile(r'\bid="([^"]+)"')
 # Mermaid (2.7 MB) is listed in extra_javascript for every page; only a page with a diagram keeps it.
 MERMAID_SCRIPT = re.compile(r'[ \t]*<script src="[^"]*assets/vendor/mermaid/mermaid\.min\.js"></script>\n?')
 MERMAID_USED = re.compile(r'class="[^"]*\bmermaid\b')
+# The same patterns without their leading part, so that they start with a literal, which the regex engine
+# looks for at C speed: the leading part (a word boundary, indentation) is checked around each hit.
+_ID_AT = re.compile(r'id="([^"]+)"')
+_WORD = re.compile(r"\w")
+_MERMAID_TAG = re.compile(MERMAID_SCRIPT.pattern.removeprefix("[ \\t]*"))
+
+
+def html_ids(html: str) -> set[str]:
+    """``set(HTML_ID.findall(html))``, found about ten times faster (once per page of a long journal)."""
+    found, pos = set(), 0
+    while m := _ID_AT.search(html, pos):
+        if m.start() and _WORD.match(html, m.start() - 1):  # no word boundary before "id": not a match here
+            pos = m.start() + 1
+            continue
+        found.add(m.group(1))
+        pos = m.end()
+    return found
+
+
+def drop_mermaid(html: str) -> str:
+    """``MERMAID_SCRIPT.sub("", html)``, found about ten times faster (once per page)."""
+    out, last = [], 0
+    for m in _MERMAID_TAG.finditer(html):
+        start = m.start()
+        while start > last and html[start - 1] in " \t":  # the indentation before the tag goes too
+            start -= 1
+        out.append(html[last:start])
+        last = m.end()
+    return "".join(out) + html[last:] if out else html
+
+
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -195,6 +226,18 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
             if g.kind == "source":
                 self.edit_urls[g.subject] = f.url
 
+    @event_priority(-100)  # after the blog, which has read its posts by now
+    def on_nav(self, nav, config, files):
+        # The blog looks each page up among its posts by equality, which compares titles: every post's
+        # title from the model (what on_page_markdown gives it below) is set now, before the first page,
+        # so that these lookups read a dictionary instead of parsing the Markdown of each later post
+        # (1,000 posts: a million parses). The titles the pages get are the same.
+        for f in files.documentation_pages():
+            source = self.kb.pages.get(f.src_uri)
+            if source is not None and source.is_post and f.page is not None and f.page.markdown is not None:
+                f.page.meta.setdefault("title", source.title)
+        return nav
+
     def on_env(self, env, config, files):
         # A dirty rebuild (kb serve) reads only the pages it rebuilds; a page it skips has no title,
         # and the nav of every rebuilt page would list it as "None". Its title is the model's
@@ -304,7 +347,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
 
     def on_post_page(self, output, page, config):
         if not MERMAID_USED.search(output):
-            output = MERMAID_SCRIPT.sub("", output)
+            output = drop_mermaid(output)
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
         found = site.external_load(output)
         if found:
@@ -329,5 +372,5 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         # writes into code blocks (evidence links) count too, so that strict
         # anchor validation checks every link to them.
         if page.present_anchor_ids is not None:
-            page.present_anchor_ids |= set(HTML_ID.findall(html))
+            page.present_anchor_ids |= html_ids(html)
         return html

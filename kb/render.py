@@ -8,6 +8,7 @@ so that it renders as text: no HTML, no link, no attribute list.
 
 from __future__ import annotations
 
+import functools
 import html
 import posixpath
 import re
@@ -27,6 +28,7 @@ KEPT = re.compile(f"{sources.CODE_SPAN.pattern}|{MATH}")
 # they render as themselves and start nothing (no link, emphasis, attribute
 # list, list item, heading, table cell, or math delimiter such as `\(`).
 ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: f"&#{ord(c)};" for c in "\\`*_{}[]#+-.!|~^=:"}}
+_ENTITY_TABLE = str.maketrans(ENTITIES)  # str.translate: the same replacement, character by character, in C
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,13 @@ class Layout:
 # ---- small pieces ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65536)  # a list page links to each post many times (one link per question)
+def _relative(to_uri: str, from_dir: str) -> str:
+    return posixpath.relpath(to_uri, from_dir)
+
+
 def link(from_uri: str, to_uri: str, anchor: str = "") -> str:
-    target = posixpath.relpath(to_uri, posixpath.dirname(from_uri) or ".")
+    target = _relative(to_uri, posixpath.dirname(from_uri) or ".")
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -71,7 +78,7 @@ def md_text(text: str) -> str:
         if is_math:
             out.append(part)
             continue
-        out.extend(ENTITIES.get(ch, ch) for ch in part)
+        out.append(part.translate(_ENTITY_TABLE))
     return "".join(out)
 
 
@@ -617,12 +624,18 @@ def html_text(text: str) -> str:
 TEX = re.compile(r"\\\[(.*?)\\\]|\\\((.*?)\\\)|\$\$(.*?)\$\$|(?<![\\$])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?!\$)", re.S)
 
 
-def tex_text(tex: str) -> str:
-    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
+@functools.cache
+def _latex2text():
     from pylatexenc.latex2text import LatexNodes2Text
 
+    return LatexNodes2Text(math_mode="text", strict_latex_spaces=True)
+
+
+@functools.lru_cache(maxsize=8192)  # a post's formula is indexed again in each list page showing its excerpt
+def tex_text(tex: str) -> str:
+    """A formula as plain Unicode text (pylatexenc): ``\\pi_\\theta(a|s)`` reads ``π_θ(a|s)``."""
     try:
-        text = LatexNodes2Text(math_mode="text", strict_latex_spaces=True).latex_to_text(html.unescape(tex))
+        text = _latex2text().latex_to_text(html.unescape(tex))
     except Exception:  # noqa: BLE001 - a formula pylatexenc cannot read is shown as written
         text = tex
     return html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)

@@ -413,13 +413,16 @@ TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", "{": "&#123;"}
 BLOCK_STARTS = {"!!!": "&#33;!!", "???": "&#63;??"}
 
 
+_TEXT_TABLE = str.maketrans(TEXT_ESCAPES)  # str.translate: the same replacement, character by character, in C
+
+
 def _escape_text(text: str) -> str:
     out, last = [], 0
     for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
-        out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last : m.start()]))
+        out.append(text[last : m.start()].translate(_TEXT_TABLE))
         out.append(m.group(0))
         last = m.end()
-    out.append("".join(TEXT_ESCAPES.get(c, c) for c in text[last:]))
+    out.append(text[last:].translate(_TEXT_TABLE))
     return "".join(out)
 
 
