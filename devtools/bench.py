@@ -89,6 +89,7 @@ for _ in range(3000):
 print(time.perf_counter() - start)
 """
 SUITE_GOAL_UNITS = 77
+LOGS = Path("artifacts")  # what each measured run printed (under the checkout the bench runs in)
 
 
 def calibrate() -> float:
@@ -104,21 +105,22 @@ def calibrate() -> float:
     return float(r.stdout.strip().splitlines()[-1])
 
 
-def suite(root: Path) -> tuple[float, dict]:
+def suite(root: Path, log: Path | None = None) -> tuple[float, dict]:
     """``make test`` (``python -m kb.testrun -n 2 --dist loadgroup``) in ``root``: its seconds and
-    its session report. A failing or incomplete run stops the bench."""
+    its session report. Its output goes to ``log``. A failing or incomplete run stops the bench."""
     from kb import testrun
 
     seen: dict = {}
 
     def run_pytest(args: list[str]) -> int:
-        code = subprocess.call(
-            [sys.executable, "-m", "pytest", *args],
-            cwd=root,
-            env={**ENV, "PYTHONPATH": str(root)},  # that tree's kb and snippets, not the installed checkout's
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(log or os.devnull, "w", encoding="utf-8") as out:
+            code = subprocess.call(
+                [sys.executable, "-m", "pytest", *args],
+                cwd=root,
+                env={**ENV, "PYTHONPATH": str(root)},  # that tree's kb and snippets, not the installed checkout's
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         seen.update(testrun.read_report(Path(args[args.index("--kb-report") + 1])) or {})
         return code
 
@@ -126,7 +128,7 @@ def suite(root: Path) -> tuple[float, dict]:
     code = testrun.main(["-n", "2", "--dist", "loadgroup"], run_pytest=run_pytest)
     elapsed = time.perf_counter() - start
     if code != 0:
-        sys.exit(f"kb bench: make test failed in {root} (exit code {code}); run it there to see why")
+        sys.exit(f"kb bench: make test failed in {root} (exit code {code}); its output: {log or 'not kept'}")
     return elapsed, seen
 
 
@@ -136,11 +138,12 @@ def suite_in_units(roots: dict[str, Path], runs: int) -> list[str]:
     ``roots``: the trees to measure by name ("this tree", and with ``--before REF`` that commit's tree),
     run in turn within each round, so that a change of load hits both alike."""
     units: dict[str, list[float]] = {name: [] for name in roots}
+    LOGS.mkdir(exist_ok=True)
     counts: dict[str, collections.Counter] = {}
     for _ in range(runs):
         for name, root in roots.items():
             before = calibrate()
-            seconds, seen = suite(root)
+            seconds, seen = suite(root, log=LOGS / f"bench-suite-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log")
             after = calibrate()
             unit = (before + after) / 2
             units[name].append(seconds / unit)

@@ -36,7 +36,9 @@ def test_each_round_runs_every_tree_in_turn_between_calibrations(monkeypatch, tm
     monkeypatch.setattr(
         bench,
         "suite",
-        lambda root: calls.append(root.name) or (50.0 if root.name == "old" else 40.0, {"outcomes": {"t": "passed"}}),
+        lambda root, log=None: (
+            calls.append(root.name) or (50.0 if root.name == "old" else 40.0, {"outcomes": {"t": "passed"}})
+        ),
     )
     lines = bench.suite_in_units({"before": tmp_path / "old", "this tree": tmp_path / "new"}, runs=2)
     assert calls == ["cal", "old", "cal", "cal", "new", "cal"] * 2
