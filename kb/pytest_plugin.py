@@ -13,8 +13,10 @@
   when its module was asked for).
 - Tests marked ``experiment`` (re-running a committed experiment) are left out
   unless ``--experiments`` is given.
-- torch runs on one thread (OMP_NUM_THREADS=1, set before anything imports it):
-  the tensors are tiny and threads only add contention on two cores.
+- torch runs on one thread (OMP_NUM_THREADS=1, set before anything imports it, whatever the shell
+  exported; and torch.set_num_threads(1) at configure, for a process that imported torch first):
+  the tensors are tiny, threads only add contention on two cores, and a verdict must not depend
+  on the machine's thread count. This is the one place the test processes set it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("KB_FAST", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = "1"  # assigned, not defaulted: an exported value must not change a verdict
+os.environ["MKL_NUM_THREADS"] = "1"
 
 import functools  # noqa: E402
 import inspect  # noqa: E402
@@ -85,6 +87,8 @@ PLUGIN_NAME = "kb-session"
 def pytest_configure(config):
     """Register this run's plugin object: all per-run state lives on it, one per pytest config
     (so a run started inside another, as pytester's are, has its own)."""
+    if "torch" in sys.modules:  # imported before this plugin (a warm or forked process): set it directly
+        sys.modules["torch"].set_num_threads(1)
     if sys.flags.optimize:
         raise pytest.UsageError(
             "kb: Python runs with -O, which strips assert statements: every check would pass without checking"

@@ -9,8 +9,8 @@ pytest rewrites their assertions as in any run. A failure here only makes the ch
 import os
 
 # As kb.pytest_plugin does for every session: torch on one thread, set before torch is imported.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 try:
     import _pytest.python  # noqa: F401

@@ -82,3 +82,38 @@ def test_a_run_inside_this_process_leaves_the_time_limit_of_the_test_that_starte
     assert r.returncode == 0, r.stdout
     after = signal.getitimer(signal.ITIMER_REAL)[0]
     assert 0 < after <= before, (before, after)
+
+
+THREADS_TEST = "import torch\n\n\ndef test_one_thread():\n    assert torch.get_num_threads() == 1\n"
+
+
+def test_tests_run_on_one_thread_whatever_the_shell_exported(mini_project):
+    """Found by a second reader: the plugin only defaulted OMP_NUM_THREADS, so an exported
+    OMP_NUM_THREADS=2 put the tests on two threads (a verdict must not depend on the machine)."""
+    import sys
+
+    from conftest import run
+
+    (mini_project / "snippets" / "foundations" / "threads.py").write_text(THREADS_TEST, encoding="utf-8")
+    r = run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "snippets/foundations/threads.py"],
+        mini_project,
+        OMP_NUM_THREADS="2",
+        MKL_NUM_THREADS="2",
+    )
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
+
+
+def test_tests_run_on_one_thread_in_a_process_that_imported_torch_first(mini_project, in_process):
+    """A warm or forked process (kb serve's live checks, a test's in-process run) imported torch
+    before the plugin set the environment: the plugin sets the thread count itself."""
+    import torch
+
+    (mini_project / "snippets" / "foundations" / "threads.py").write_text(THREADS_TEST, encoding="utf-8")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = in_process(mini_project, "snippets/foundations/threads.py")
+    finally:
+        torch.set_num_threads(before)
+    assert r.returncode == 0, r.stdout[-2000:]
