@@ -42,6 +42,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -120,6 +121,9 @@ def suite(root: Path, log: Path | None = None) -> tuple[float, dict]:
                 env={**ENV, "PYTHONPATH": str(root)},  # that tree's kb and snippets, not the installed checkout's
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # as from a terminal: a bench started in the background has SIGINT ignored, and the
+                # suite's Ctrl-C tests (a pty) would inherit that
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         seen.update(testrun.read_report(Path(args[args.index("--kb-report") + 1])) or {})
         return code

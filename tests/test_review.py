@@ -251,6 +251,7 @@ ANSI = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b\[[0-9;?]*[A-Za-z]")
 
 def _spawn(root: Path, *args: str, width: int):
     import io
+    import signal
     import sys
 
     pexpect = pytest.importorskip("pexpect")
@@ -264,6 +265,10 @@ def _spawn(root: Path, *args: str, width: int):
         encoding="utf-8",
         dimensions=(40, width),
         timeout=60,
+        # A learner's terminal delivers Ctrl-C. A run started as a background job of a script inherits
+        # SIGINT ignored (POSIX), and Python then never raises KeyboardInterrupt: the session would
+        # wait for good (found when `make bench` ran the suite from a background job).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     child.logfile_read = io.StringIO()  # everything the terminal showed
     return child
