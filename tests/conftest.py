@@ -167,6 +167,10 @@ def in_process(_libraries, pytester, monkeypatch):
         monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
         for name in _snippet_modules():
             monkeypatch.delitem(sys.modules, name)
+        # its tests/ modules are imported by basename (no package): this checkout's of the same name
+        # (tests/test_pages.py, imported when this worker collected) would be taken for them
+        for name in {f.stem for f in (Path(root) / "tests").glob("*.py")} & set(sys.modules):
+            monkeypatch.delitem(sys.modules, name)
         # pytest-timeout times each test with SIGALRM: the inner run's tests replace this test's
         # alarm, then cancel it. Each inner test is timed; this test's own limit resumes after.
         handler, (remaining, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
