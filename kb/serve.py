@@ -152,10 +152,12 @@ class Checker:
                         self.citing = early["citing"]
                 with self.lock:
                     again = self.pending & paths or {u for p in self.pending for u in self._pages_of(p)} & covered
-                    if again and proc.is_alive():  # a newer save of a page this check covers: it wins
-                        self._stop(proc)
+                    stop = bool(again) and proc.is_alive()  # a newer save of a page this check covers: it wins
+                    if stop:
                         self.pending |= paths
-                        return
+                if stop:  # outside the lock: a save arriving meanwhile is marked at once, not after the kill
+                    self._stop(proc)
+                    return
             found = self._read_info(info)
         if isinstance(found.get("citing"), dict):
             self.citing = found["citing"]
