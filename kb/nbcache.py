@@ -11,6 +11,7 @@ record keeps the outcome. The cache lives in ``.kb/jupyter-cache/`` (git-ignored
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -43,13 +44,15 @@ def open_cache(project: Project):
     return Cache(str(cache_dir(project))), None
 
 
-def _module_files(project: Project, source: str, package: str | None = None) -> set[Path]:
-    """Project files a piece of Python imports directly (``snippets.x.y``, ``from snippets.x import y``)."""
+@functools.lru_cache(maxsize=4096)
+def _imported_names(source: str, package: str | None) -> frozenset[str]:
+    """The dotted names a piece of Python imports (a pure function of its text, so kept: the live check
+    follows the imports of every cited snippet and notebook, and most of them share modules)."""
     lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]  # IPython magics
     try:
         tree = ast.parse("\n".join(lines))
     except SyntaxError:
-        return set()
+        return frozenset()
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -61,8 +64,13 @@ def _module_files(project: Project, source: str, package: str | None = None) -> 
                 base = ".".join([*parts, base] if base else parts)
             names.add(base)
             names |= {f"{base}.{a.name}" for a in node.names}
+    return frozenset(names)
+
+
+def _module_files(project: Project, source: str, package: str | None = None) -> set[Path]:
+    """Project files a piece of Python imports directly (``snippets.x.y``, ``from snippets.x import y``)."""
     found = set()
-    for name in names:
+    for name in _imported_names(source, package):
         rel = Path(*name.split(".")) if name else None
         if rel is None or not (project.root / rel.parts[0]).is_dir():
             continue

@@ -43,6 +43,7 @@ from kb.model import Claim, Counterfactual, KnowledgeBase  # noqa: E402
 from kb.project import KbError, Project  # noqa: E402
 from kb.sandbox import run_forked  # noqa: E402
 from kb.site import Site  # noqa: E402
+from kb.testrun import LoadedModel  # noqa: E402
 
 # What pytest-codeblocks reads as a directive (its own patterns: `<!--[-\s]*pytest-codeblocks:` and
 # `<!--[-\s]*pytest.mark.`, on the stripped line); a skipif's condition would be evaluated in this process.
@@ -548,7 +549,10 @@ class State:
     @property
     def kb(self) -> KnowledgeBase:
         if self._kb is None:
-            self._kb = KnowledgeBase.load(self.project)
+            given = self.config.pluginmanager.get_plugin(LoadedModel.NAME)  # the caller's, if it is of this project
+            loaded = getattr(given, "kb", None)
+            same = isinstance(loaded, KnowledgeBase) and loaded.project.root == self.project.root
+            self._kb = loaded if same else KnowledgeBase.load(self.project)
         return self._kb
 
     @functools.cached_property

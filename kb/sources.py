@@ -83,8 +83,8 @@ def conflict_markers(lines: list[str], first_line: int = 1) -> list[tuple[int, s
     return out
 
 
-def _invalid_value_line(front: str) -> tuple[int, str]:
-    """(1-based line within the front matter, value) of the first scalar YAML cannot construct."""
+def invalid_value_line(front: str) -> tuple[int, str]:
+    """(1-based line within the YAML text, value) of the first scalar YAML cannot construct (2026-02-30)."""
     loader = yaml.SafeLoader(front)
     try:
         root = loader.get_single_node()
@@ -125,7 +125,7 @@ def read_document(text: str, shown: str) -> Document:
                 shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})"
             ) from None
         except (ValueError, TypeError, OverflowError) as e:  # a well-formed value that is no value: date: 2026-02-30
-            line, value = _invalid_value_line(m.group(1))
+            line, value = invalid_value_line(m.group(1))
             raise SourceError(shown, line + 1, f"front matter value '{value}' is invalid ({e})") from None
         if not isinstance(data, dict):
             raise SourceError(shown, 1, "front matter must be a mapping of keys (key: value)")

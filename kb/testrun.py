@@ -20,6 +20,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+class LoadedModel:
+    """A pytest plugin object that hands the kb plugin a ``KnowledgeBase`` its caller has just loaded
+    from the same files: a session forked from that caller (``kb serve``'s live check,
+    ``kb.warm.pytest_in_fork``) then decides its claims from the model the check planned with,
+    instead of reading every page again. Only for a fork: a new interpreter cannot be handed one."""
+
+    NAME = "kb-loaded-model"
+
+    def __init__(self, kb) -> None:
+        self.kb = kb
+        self.__name__ = self.NAME  # the name pluggy registers it under (``get_plugin(NAME)``)
+
+
 def read_report(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -36,50 +37,71 @@ def kb_code_stamp() -> tuple:
     return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in here.glob("*.py")))
 
 
+def run_forked(
+    root: Path, env: dict[str, str], main: Callable[[], int], log: Path, also_forget: tuple[Path, ...] = ()
+) -> int:
+    """``main()`` in a process forked from this one, as a new interpreter would run it in ``root``:
+    with ``env`` as its whole environment, ``root`` as its working directory and first import path,
+    and no module of ``root``'s project, or of the projects ``also_forget`` names, carried over from
+    this process (``_forget_project_modules``; kb stays). Everything the fork prints, Python's
+    output included, goes to ``log``. Returns its exit code: ``main()``'s, a ``SystemExit``'s as the
+    interpreter reads it, 3 if it raised (said in ``log``), or what ended the process (e.g. a test
+    calling ``os._exit``). A test or module that ends or tampers with its process ends or changes
+    only the fork."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is its outcome, read by the caller
+        code = 3
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            # what Python prints goes there too, whatever sys.stdout was in the parent (a test's capture)
+            sys.stdout = open(1, "w", 1, encoding="utf-8", errors="replace", closefd=False)
+            sys.stderr = open(2, "w", 1, encoding="utf-8", errors="replace", closefd=False)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(root)
+            _forget_project_modules(root, *also_forget)
+            sys.path.insert(0, str(root))
+            code = int(main())
+        except SystemExit as e:  # as the interpreter would end on it
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        except BaseException:  # noqa: BLE001 - said in the output
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def pytest_in_fork(
-    project, args: list[str], out, overran: list[str] | None = None
+    project, args: list[str], out, overran: list[str] | None = None, kb=None
 ) -> tuple[int, dict | None, str | None]:
     """``check``'s pytest session, forked from this (warm) process instead of a new interpreter.
 
     Same contract as ``check._run_session``: the exit code, the kb plugin's report (None when the
     session did not reach its end, e.g. a test called ``os._exit``), and the test that was running.
     ``overran`` receives the problem of a module whose import overran the time limit (``CollectionTimeLimit``).
+    ``kb``: the model the caller has just loaded (the session's kb plugin uses it, ``LoadedModel``).
     """
     from kb.check import _session_env
-    from kb.testrun import read_report
+    from kb.testrun import LoadedModel, read_report
 
     with tempfile.TemporaryDirectory(prefix="kb-check-") as tmp:
         report_path, log = Path(tmp) / "report.json", Path(tmp) / "output.txt"
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child's coverage is its outcome, read below
-            code = 3
-            try:
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                # what Python prints goes there too, whatever sys.stdout was in the parent (a test's capture)
-                sys.stdout = open(1, "w", 1, encoding="utf-8", errors="replace", closefd=False)
-                sys.stderr = open(2, "w", 1, encoding="utf-8", errors="replace", closefd=False)
-                env = _session_env(project)
-                os.environ.clear()
-                os.environ.update(env)
-                os.chdir(project.root)
-                _forget_project_modules(project.root)
-                sys.path.insert(0, str(project.root))
-                import pytest
 
-                limit = CollectionTimeLimit(report_path.with_suffix(".overran"))
-                code = int(pytest.main([*args, "--kb-report", str(report_path)], plugins=[limit]))
-            except BaseException:  # noqa: BLE001 - said in the output; the missing report fails the check
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        def session() -> int:
+            import pytest
+
+            limit = CollectionTimeLimit(report_path.with_suffix(".overran"))
+            given = [LoadedModel(kb)] if kb is not None else []
+            return int(pytest.main([*args, "--kb-report", str(report_path)], plugins=[limit, *given]))
+
+        code = run_forked(project.root, _session_env(project), session, log)
         said = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
         for line in said.rstrip("\n").split("\n"):
             if line.strip():
@@ -142,14 +164,15 @@ class CollectionTimeLimit:
         signal.setitimer(signal.ITIMER_REAL, 0)  # the tests' own limits (pytest-timeout) from here
 
 
-def _forget_project_modules(root: Path) -> None:
-    """In the forked session: no module of a project (this one, or another one the parent process
-    imported, e.g. a test process checking a scratch copy) is reused from the parent; the session
-    imports the project's snippets, tests and conftest files as they are on disk now. kb stays."""
+def _forget_project_modules(*roots: Path) -> None:
+    """In the forked session: no module of these projects (the one checked, and e.g. the checkout
+    whose test process checks a scratch copy of it) is reused from the parent; the session imports
+    the project's snippets, tests and conftest files as they are on disk now. kb stays."""
     names = {"conftest", "snippets", "tests", "devtools", "docs"}
-    names |= {p.stem for p in root.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    for root in roots:
+        names |= {p.stem for p in Path(root).iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
     names.discard("kb")
-    inside = str(root) + os.sep
+    inside = tuple(str(root) + os.sep for root in roots)
     installed = tuple({sys.prefix + os.sep, sys.base_prefix + os.sep})  # a venv inside the project
     for name, module in list(sys.modules.items()):
         top = name.split(".")[0]
@@ -273,7 +296,7 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
             out=out,
             early=lambda partial: check.write_status(status, partial, check_id=me),
             kb=kb,
-            session=lambda project, args, out: pytest_in_fork(project, args, out, overran),
+            session=lambda project, args, out: pytest_in_fork(project, args, out, overran, kb=kb),
         )
     except KbError as e:
         print(f"kb serve: {e}", file=sys.stderr)

@@ -210,53 +210,27 @@ def testrun_here(in_process, root: Path, *args: str, **env: str) -> Ran:
 
 
 def forked_pytest(root: Path, *args: str) -> Ran:
-    """pytest in a scratch project, in a process forked from this one, as ``run_pytest`` runs it in a
-    new interpreter (with that project's configuration, xdist off), without the interpreter's start
-    and its imports of torch, pytest and MkDocs. The session is a process of its own: a test or
-    module that ends its process, or tampers with a library, ends or changes only the fork.
+    """pytest in a scratch project, in a process forked from this one (``kb.warm.run_forked``), as
+    ``run_pytest`` runs it in a new interpreter (with that project's configuration, xdist off),
+    without the interpreter's start and its imports of torch, pytest and MkDocs. The session is a
+    process of its own: a test or module that ends its process, or tampers with a library, ends or
+    changes only the fork.
 
-    The fork forgets every module of this checkout's tests and snippets and of the scratch project
+    The fork forgets every module of the scratch project and of this checkout's tests and snippets
     (kb stays: the scratch project's kb is a copy of it), so the session imports the scratch
     project's files as they are on disk, whatever modules of the same names this process holds."""
     import tempfile
 
+    from kb.warm import run_forked
+
     root = Path(root).resolve()
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    env.update({"PYTHONPATH": str(root), "NO_MKDOCS_2_WARNING": "1"})
     with tempfile.TemporaryDirectory(prefix="kb-tests-fork-") as tmp:
         log = Path(tmp) / "output.txt"
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child's coverage is its outcome, read below
-            code = 3
-            try:
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                # what Python prints goes there too, not to this test's capture (sys.stdout here)
-                sys.stdout = open(1, "w", 1, encoding="utf-8", errors="replace", closefd=False)
-                sys.stderr = open(2, "w", 1, encoding="utf-8", errors="replace", closefd=False)
-                os.environ.update({"PYTHONPATH": str(root), "NO_MKDOCS_2_WARNING": "1"})
-                os.environ.pop("PYTEST_XDIST_WORKER", None)
-                os.chdir(root)
-                places = (str(ROOT) + os.sep, str(root) + os.sep)
-                installed = (sys.prefix + os.sep, sys.base_prefix + os.sep)  # a venv inside a project
-                for name, module in list(sys.modules.items()):
-                    top, where = name.split(".")[0], getattr(module, "__file__", None) or ""
-                    ours = where.startswith(places) and not where.startswith(installed)
-                    if top != "kb" and (ours or top in {"conftest", "snippets", "tests"}):
-                        del sys.modules[name]
-                sys.path.insert(0, str(root))
-                code = int(pytest.main(["-p", "no:cacheprovider", "-q", "-n", "0", *args]))
-            except SystemExit as e:  # as the interpreter would end on it
-                code = e.code if isinstance(e.code, int) else int(e.code is not None)
-            except BaseException:  # noqa: BLE001 - said in the output
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        return Ran(os.waitstatus_to_exitcode(status), log.read_text(encoding="utf-8", errors="replace"))
+        session = ["-p", "no:cacheprovider", "-q", "-n", "0", *args]
+        code = run_forked(root, env, lambda: pytest.main(session), log, also_forget=(ROOT,))
+        return Ran(code, log.read_text(encoding="utf-8", errors="replace") if log.exists() else "")
 
 
 def testrun_forked(root: Path, *args: str) -> Ran:

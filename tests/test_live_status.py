@@ -677,3 +677,29 @@ def test_what_a_test_changes_in_its_process_is_gone_at_the_next_check(mini_proje
     checker.touched(str(mse))
     second = wait_for_verdict(checker.status, MSE_PAGE)
     assert second["ran_at"] != first["ran_at"] and second["passed"] is True, second
+
+
+def test_a_forked_session_decides_its_claims_from_the_model_it_is_handed(mini_project):
+    """The live check hands its pytest session the model it has just loaded (``LoadedModel``) instead of
+    the session reading every page again. A model with no claims, handed over, leaves no claim
+    undecided by a narrowed run: the session used it. A model of another project is not used."""
+    import dataclasses
+
+    from kb import warm
+    from kb.model import KnowledgeBase
+    from kb.project import Project
+
+    project = Project.find(mini_project)
+    args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--rootdir", str(mini_project)]
+    args.append("snippets/foundations/mse.py::test_mse_decomposes_into_variance_plus_squared_bias")
+
+    def undecided(kb) -> list[str]:
+        code, report, _ = warm.pytest_in_fork(project, args, out=lambda _: None, kb=kb)
+        assert code == 0 and report is not None
+        return report["undecided"]
+
+    kb = KnowledgeBase.load(project)
+    assert undecided(None)  # read by the session itself: the mini project's other claims are undecided
+    assert undecided(kb) == undecided(None)
+    assert undecided(dataclasses.replace(kb, claims=[])) == []
+    assert undecided(KnowledgeBase.load(Project.find())) == undecided(None)  # this checkout's model: ignored
