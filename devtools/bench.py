@@ -23,7 +23,8 @@
   slower machine reads the same. Goal: at most 77 units (the suite was 131 units,
   232 s, 671 tests). The test count and outcomes come from the run's session report.
   ``--before REF`` runs the suite of that commit too (a clean worktree), in turn with
-  this tree's, so a before/after comparison is made on the same machine in one run.
+  this tree's, so a before/after comparison is made on the same machine in one run;
+  it does the same for the live status times (two ``kb serve``, measured in turn).
 
 ``--busy`` keeps one core busy with an unrelated process during every
 measurement, as on a learner's laptop. The machine's load is printed with
@@ -465,6 +466,45 @@ def page_update(served: Served) -> float:
         save(served.root, f" {marker}", "")
 
 
+def live(project: Project, tmp: Path, runs: int, before: str | None) -> None:
+    """The live status line's times (``live_status``) for the cases below, each the median of ``runs``.
+    With ``before``, that commit's ``kb serve`` runs beside this tree's, on its own scratch copy, and
+    every run measures one then the other: a before/after pair sees the same load on a shared machine."""
+    cases = [
+        ("no notebook", dict(page=PLAIN_PAGE, claim=PLAIN_CLAIM, broken=PLAIN_BROKEN), 5),
+        ("notebook, cache cleared", dict(cold=True), 15),
+        ("notebook, cache kept", dict(), 5),
+    ]
+    trees = {"": project}
+    if before:
+        trees = {f" [before: {before}]": Project.find(tree_at(project, before, tmp / "before-live"))} | {
+            " [this tree]": project
+        }
+    (project.root / "artifacts").mkdir(exist_ok=True)
+    served: dict[str, Served] = {}
+    try:
+        for k, (tag, tree) in enumerate(trees.items()):
+            log = project.root / "artifacts" / f"bench-kb-serve{'-before' if k < len(trees) - 1 else ''}.log"
+            served[tag] = Served(scratch(tree, tmp / f"live-{k}"), log=log)
+            live_status(served[tag])  # the notebook has passed once: the cache holds it
+        for name, kwargs, goal in cases:
+            measured: dict[str, list[tuple[float, float, float]]] = {tag: [] for tag in served}
+            for _ in range(runs):
+                for tag, server in served.items():
+                    measured[tag].append(live_status(server, **kwargs))
+            for tag, times in measured.items():
+                report(f"live: 'checking' after saving ({name}){tag}", [c for c, _, _ in times], 1)
+                report(f"live: red after saving ({name}){tag}", [r for _, r, _ in times], goal)
+                report(f"live: green after fixing ({name}){tag}", [g for _, _, g in times], goal)
+        for tag, server in served.items():
+            report(f"served page updated after saving{tag}", [page_update(server) for _ in range(runs)], 15)
+    finally:
+        for server in served.values():
+            server.stop()
+        if before:
+            drop_tree(project, tmp / "before-live")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs of each quick measurement")
@@ -512,24 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                     20,
                 )
             if "live" in args.only:
-                root = scratch(project, tmp / "live")
-                (project.root / "artifacts").mkdir(exist_ok=True)
-                served = Served(root, log=project.root / "artifacts" / "bench-kb-serve.log")
-                try:
-                    cases = [
-                        ("no notebook", dict(page=PLAIN_PAGE, claim=PLAIN_CLAIM, broken=PLAIN_BROKEN), 5),
-                        ("notebook, cache cleared", dict(cold=True), 15),
-                        ("notebook, cache kept", dict(), 5),
-                    ]
-                    live_status(served)  # the notebook has passed once: the cache holds it
-                    for name, kwargs, goal in cases:
-                        runs = [live_status(served, **kwargs) for _ in range(args.runs)]
-                        report(f"live: 'checking' after saving ({name})", [c for c, _, _ in runs], 1)
-                        report(f"live: red after saving ({name})", [r for _, r, _ in runs], goal)
-                        report(f"live: green after fixing ({name})", [g for _, _, g in runs], goal)
-                    report("served page updated after saving", [page_update(served) for _ in range(args.runs)], 15)
-                finally:
-                    served.stop()
+                live(project, tmp, args.runs, args.before)
             if "journal" in args.only:
                 root = scratch(project, tmp / "journal", posts=args.posts)
                 journal_builds(root, tmp, args.posts, args.runs)

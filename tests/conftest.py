@@ -375,6 +375,50 @@ def _copy(src: Path, dest: Path) -> None:
     (shutil.copytree(src, dest, ignore=IGNORE) if src.is_dir() else shutil.copy2(src, dest))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def kb_serving(root: Path, first: str):
+    """``kb serve`` in a scratch project, as a learner runs it, on a free port of 127.0.0.1 (stopped at
+    the end): yields the base URL and the HTML of the page ``first`` once it is served (within 120 s)."""
+    import urllib.request
+
+    addr = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", addr],
+        cwd=root,
+        env={**ENV, "PYTHONPATH": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://{addr}/"
+    try:
+        html = None
+        for _ in range(240):
+            try:
+                html = urllib.request.urlopen(base + first, timeout=5).read().decode("utf-8")
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"kb serve exited: {proc.stderr.read()[-2000:]}")
+                time.sleep(0.5)
+        assert html is not None, f"kb serve did not serve {first} within 120 s"
+        yield base, html
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def copy_project(dest: Path, docs: tuple[str, ...] | None = None, snippets: tuple[str, ...] | None = None) -> Path:
     """A copy of the project (all of docs/ and snippets/, or only the parts named) with its tooling."""
     dest.mkdir(parents=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import ARGS, CHROMIUM, DESKTOP, PHONE, ROOT, SHOTS, serve  # noqa: E402,F401 (the browser fixture lives in conftest)
+from conftest import ARGS, CHROMIUM, DESKTOP, PHONE, ROOT, SHOTS, kb_serving, serve  # noqa: E402,F401 (the browser fixture lives in conftest)
 
 from kb import review
 
@@ -590,14 +590,6 @@ def test_a_hostile_note_shows_its_text_runs_nothing_and_requests_nothing(browser
         server.shutdown()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LIVE_PAGE = """---
 title: 实时检查
 ---
@@ -616,41 +608,10 @@ title: 实时检查
 @pytest.fixture
 def live_site(mini_project):
     """`kb serve` on the mini project, as a learner runs it (stopped at the end)."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from conftest import ENV
-
     # A page of its own, with one claim and no notebook: its checks take a couple of seconds.
     (mini_project / "docs/foundations/live.md").write_text(LIVE_PAGE, encoding="utf-8")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
-        cwd=mini_project,
-        env={**ENV, "PYTHONPATH": str(mini_project)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(base + "foundations/live/", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"kb serve exited: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.5)
+    with kb_serving(mini_project, "foundations/live/") as (base, _):
         yield mini_project, base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_while_serving_a_saved_page_shows_whether_its_claims_still_hold(browser, live_site, built_site):

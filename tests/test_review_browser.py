@@ -12,16 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ENV, MINI_DOCS, copy_project, run, text_of
-from test_browser import SHOTS, check_and_close, free_port, watched
+from conftest import MINI_DOCS, copy_project, kb_serving, run, text_of
+from test_browser import SHOTS, check_and_close, watched
 
 from kb import cards, review, review_server
 from kb.model import KnowledgeBase
@@ -46,36 +44,10 @@ def served(tmp_path_factory):
     """`kb serve` on a mini copy of the project, as a learner runs it: (root, base URL, token of the page)."""
     root = copy_project(tmp_path_factory.mktemp("review") / "mini", MINI_DOCS)
     (root / "docs" / "aside.md").write_text(ASIDE, encoding="utf-8")  # a card of a second topic
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kb.cli", "serve", "--dev-addr", f"127.0.0.1:{port}"],
-        cwd=root,
-        env={**ENV, "PYTHONPATH": str(root)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        html = None
-        for _ in range(240):
-            try:
-                html = urllib.request.urlopen(base + "review/", timeout=5).read().decode("utf-8")
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"kb serve exited: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.5)
-        assert html is not None, "kb serve did not serve the 复习 page within 120 s"
+    with kb_serving(root, "review/") as (base, html):
         token = re.search(r'<div class="kb-session"[^>]*\sdata-token="([^"]+)"', html)
         assert token, "the served 复习 page is not a review session"
         yield root, base, token.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def log_lines(root: Path) -> list[str]:
