@@ -58,14 +58,9 @@ def _line_of(node: yaml.Node | None) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
-# libyaml's parser when PyYAML has it (PyPI's wheels do): the same safe types, 20x faster; the live
-# check loads every review file at each save.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _parsed(text: str) -> tuple[yaml.Node | None, object]:
     """The document's node tree (for line numbers) and its data, from one parse."""
-    loader = _Loader(text)
+    loader = sources.FAST_LOADER(text)  # the live check reads every review file at each save
     try:
         node = loader.get_single_node()
         return node, loader.construct_document(node) if node is not None else None
