@@ -216,8 +216,7 @@ class Journal:
                 added = then(body_old)
                 if added is None:
                     return None
-                gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
-                self._write(path, head + body_old + gap + added, mode=stat.S_IMODE(path.stat().st_mode))
+                self._write(path, head + body_old + _gap(body_old) + added, mode=stat.S_IMODE(path.stat().st_mode))
                 return Result(path, created=False)
         except Timeout:
             raise JournalError(
@@ -239,8 +238,7 @@ class Journal:
         old = sources.read_text(path, self.shown(path))  # re-read under the lock
         head, body_old = self._plan(path, old, topics)
         stamp = (now or dt.datetime.now()).strftime("%H:%M")
-        gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
-        new = head + body_old + gap + f"## 补充 {stamp}\n\n" + note
+        new = head + body_old + _gap(body_old) + f"## 补充 {stamp}\n\n" + note
         assert new[len(head) :].startswith(body_old)  # the learner's text is a prefix, byte for byte
         self._write(path, new, mode=stat.S_IMODE(path.stat().st_mode))
         return Result(path, created=False)
@@ -292,6 +290,21 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _gap(body: str) -> str:
+    """What goes between a post's body and a section appended to it: a blank line.
+
+    A body that ends inside a code block (a note, or a hand edit, whose closing fence is
+    missing) gets that fence closed first: otherwise the new section, and every later
+    one, would be shown as code and their questions never gathered.
+    """
+    fence = sources.open_fence(body.split("\n"))
+    close = f"{fence.indent}{fence.fence}\n" if fence else ""
+    if close and not body.endswith("\n"):
+        close = "\n" + close
+    body += close
+    return close + ("" if body.endswith("\n\n") or not body else "\n" if body.endswith("\n") else "\n\n")
 
 
 def _front_matter(day: dt.date, topics: list[str]) -> str:

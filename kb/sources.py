@@ -147,6 +147,7 @@ class Fence:
     indent: str
     fence: str
     info: str
+    closed: bool = True  # False: the block runs to the end of the text
 
 
 def fences(lines: list[str]) -> list[Fence]:
@@ -164,9 +165,17 @@ def fences(lines: list[str]) -> list[Fence]:
             if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
                 break
             j += 1
-        out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip()))
+        out.append(
+            Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines))
+        )
         i = j + 1
     return out
+
+
+def open_fence(lines: list[str]) -> Fence | None:
+    """The code block the text leaves open at its end (its closing fence is missing), or None."""
+    found = fences(lines)
+    return found[-1] if found and not found[-1].closed else None
 
 
 def fenced(lines: list[str]) -> list[bool]:
