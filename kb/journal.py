@@ -122,6 +122,7 @@ class Journal:
         self.shown = shown  # how a path is named in messages
 
     def path(self, day: dt.date) -> Path:
+        """The day's post: the one whose front matter has that date, under any name (else ``<day>.md``)."""
         path = self.posts / f"{day.isoformat()}.md"
         if self.journal.is_symlink():
             raise JournalError(
@@ -140,6 +141,7 @@ class Journal:
             )
         if not self.posts.is_dir():
             raise JournalError(f"{self.shown(self.posts)}: the journal folder does not exist")
+        path = self._day_post(day) or path
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise JournalError(f"{self.shown(path)}: not a regular file (kb new only writes plain posts)")
         if not os.access(self.posts, os.W_OK | os.X_OK):
@@ -147,6 +149,37 @@ class Journal:
         if path.exists() and not os.access(path, os.R_OK):
             raise JournalError(f"{self.shown(path)}: the post is not readable")
         return path
+
+    def _day_post(self, day: dt.date) -> Path | None:
+        """The post dated ``day`` whatever its file name or folder (the blog allows one per day).
+
+        The learner may name a post otherwise (``sac-notes.md``, ``2026/jan-3.md``): a note for
+        its day goes there, not into a second post the build would refuse. ``<day>.md`` dated
+        another day is refused (a note there would belong to that other day).
+        """
+        found, named = [], None
+        for candidate in sorted(self.posts.rglob("*.md")):
+            if any(part.startswith(".") for part in candidate.relative_to(self.posts).parts):
+                continue  # MkDocs leaves dot files out of the site (and kb's temporary files are such)
+            if candidate.is_symlink() or not candidate.is_file():
+                continue  # refused by path() when it is the day's own name; never written through
+            date, line = _post_date(candidate, self.shown(candidate), day)
+            if date == day:
+                found.append(candidate)
+            elif candidate.name == f"{day.isoformat()}.md" and date is not None:
+                named = (candidate, date, line)
+        if len(found) > 1:
+            raise JournalError(
+                f"{', '.join(self.shown(p) for p in found)}: {len(found)} posts dated {day.isoformat()} "
+                "(the blog allows one per day): merge them; nothing written"
+            )
+        if not found and named:
+            candidate, date, line = named
+            raise JournalError(
+                f"{self.shown(candidate)}:{line}: this post is dated {date.isoformat()}, not "
+                f"{day.isoformat()} (its file name): fix its date or rename it; nothing written"
+            )
+        return found[0] if found else None
 
     def _symlink_on_the_way(self) -> Path | None:
         """A symlink among the folders from the journal down to the posts folder, as the path is written.
@@ -305,6 +338,38 @@ def _gap(body: str) -> str:
         close = "\n" + close
     body += close
     return close + ("" if body.endswith("\n\n") or not body else "\n" if body.endswith("\n") else "\n\n")
+
+
+def _post_date(path: Path, shown: str, day: dt.date) -> tuple[dt.date | None, int]:
+    """(the date a post's front matter gives, as the blog reads it, 1-based line of its key).
+
+    Only ``<day>.md`` and posts whose front matter spells ``day`` (YAML also reads ``2026-1-2``)
+    are parsed, so a long journal is cheap. A post that cannot be read is left to the build to
+    name, unless it may be ``day``'s post.
+    """
+    try:
+        text = sources.read_text(path, shown)
+    except SourceError:
+        return None, 1
+    m = sources.YAML_RE.match(text)
+    spelled = re.search(rf"(?<!\d){day.year}-0?{day.month}-0?{day.day}(?!\d)", m.group(1)) if m else None
+    if not m or not (spelled or path.name == f"{day.isoformat()}.md"):
+        return None, 1
+    try:
+        meta = sources.read_document(text, shown).meta
+    except SourceError:
+        if spelled:  # may be the day's post: appending elsewhere would make two
+            raise
+        return None, 1
+    date = meta.get("date")
+    if isinstance(date, dict):
+        date = date.get("created")
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if not isinstance(date, dt.date):
+        return None, 1
+    line = next((n for n, text_line in enumerate(m.group(1).split("\n"), 2) if text_line.startswith("date")), 1)
+    return date, line
 
 
 def _front_matter(day: dt.date, topics: list[str]) -> str:

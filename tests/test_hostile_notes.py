@@ -65,3 +65,46 @@ def test_a_hand_edited_post_left_inside_a_fence_gets_its_fence_closed_before_an_
     assert not sources.fenced(lines)[imported], lines
     assert kb_here(mini_project, "import", str(notes)).returncode == 0  # twice: nothing added
     assert text_of(post).count("导入的笔记") == 1
+
+
+# ---- a day's post under another name: kb new made a second post for the day ------------------------
+
+OTHER_NAMES = {
+    "sac-notes.md": "---\ndate: 2026-01-02\ncategories:\n  - SAC\n---\n# 20260102\n手写的帖子\n",
+    "2026/jan-3.md": "---\ndate: 2026-01-03 21:30:00\n---\n# 20260103\n子文件夹里的帖子\n",
+    "2026-01-04.md": "---\ndate:\n  created: 2026-01-05\n---\n# 20260105\n文件名写错了一天\n",
+}
+
+
+def test_a_days_post_the_learner_named_otherwise_gets_the_note(mini_project, kb_here):
+    """The build allows one post per day (any file name, any folder under posts/); kb new looked
+    only at posts/<day>.md, so it made a second post for the day and the strict build failed."""
+    for name, text in OTHER_NAMES.items():
+        (posts_of(mini_project) / name).parent.mkdir(parents=True, exist_ok=True)
+        (posts_of(mini_project) / name).write_text(text, encoding="utf-8")
+    for day, name in (("2026-01-02", "sac-notes.md"), ("2026-01-03", "2026/jan-3.md"), ("2026-01-05", "2026-01-04.md")):
+        r = kb_here(mini_project, "new", "--date", day, "--topic", "DPO", "-m", f"{day} 的新笔记")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == (POSTS / name).as_posix()
+        text = text_of(posts_of(mini_project) / name)
+        assert text.startswith(OTHER_NAMES[name].split("---\n", 2)[0]) and f"{day} 的新笔记" in text
+        assert text.endswith(OTHER_NAMES[name].split("---\n", 2)[2] + f"\n## {text.rsplit('## ', 1)[1]}")
+    assert not (posts_of(mini_project) / "2026-01-02.md").exists()
+    assert not (posts_of(mini_project) / "2026-01-05.md").exists()
+    # posts/2026-01-04.md is the post of 2026-01-05: a note for 2026-01-04 has no file to go to
+    before = text_of(posts_of(mini_project) / "2026-01-04.md")
+    r = kb_here(mini_project, "new", "--date", "2026-01-04", "--topic", "DPO", stdin="四号的笔记\n")
+    assert r.returncode == 2 and len(r.stderr.strip().split("\n")) == 1, r.stderr
+    assert "docs/journal/posts/2026-01-04.md:2: " in r.stderr and "2026-01-05" in r.stderr, r.stderr
+    assert text_of(posts_of(mini_project) / "2026-01-04.md") == before
+    assert kept_notes(mini_project) == ["四号的笔记\n".encode()]
+    build = build_in_process(mini_project, mini_project / "site")
+    assert build.returncode == 0, build.stderr[-3000:]
+
+
+def test_two_posts_for_one_day_are_named_and_nothing_is_added(mini_project, kb_here):
+    for name in ("a.md", "b.md"):
+        (posts_of(mini_project) / name).write_text("---\ndate: 2026-01-02\n---\n# x\n", encoding="utf-8")
+    r = kb_here(mini_project, "new", "--date", "2026-01-02", "-m", "笔记")
+    assert r.returncode == 2 and "docs/journal/posts/a.md" in r.stderr and "docs/journal/posts/b.md" in r.stderr
+    assert sorted(p.name for p in posts_of(mini_project).glob("*.md"))[-2:] == ["a.md", "b.md"]
