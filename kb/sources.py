@@ -165,9 +165,7 @@ def fences(lines: list[str]) -> list[Fence]:
             if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
                 break
             j += 1
-        out.append(
-            Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines))
-        )
+        out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines)))
         i = j + 1
     return out
 

@@ -4,12 +4,9 @@ version; the attacks that held are listed in the report, with the existing test 
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +105,59 @@ def test_two_posts_for_one_day_are_named_and_nothing_is_added(mini_project, kb_h
     r = kb_here(mini_project, "new", "--date", "2026-01-02", "-m", "笔记")
     assert r.returncode == 2 and "docs/journal/posts/a.md" in r.stderr and "docs/journal/posts/b.md" in r.stderr
     assert sorted(p.name for p in posts_of(mini_project).glob("*.md"))[-2:] == ["a.md", "b.md"]
+
+
+# ---- kb new stopped while it waits for the journal: the typed note went with it ---------------------
+
+
+def fake_editor(folder: Path, script: str) -> Path:
+    editor = folder / "fake-editor"
+    editor.write_text("#!/bin/sh\n" + script, encoding="utf-8")
+    editor.chmod(0o755)
+    return editor
+
+
+def kb_process(root: Path, *args: str, **env: str) -> subprocess.Popen:
+    """`kb ...` in its own process, SIGINT as from a terminal (a background test run inherits it ignored)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", *args],
+        cwd=root,
+        env={**ENV, "PYTHONPATH": str(ROOT), **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP", "KILL"])
+def test_a_note_typed_in_the_editor_survives_kb_new_being_stopped_while_it_waits(mini_project, tmp_path, sig):
+    """Another kb command holds the journal; the learner has typed the note and, while kb new waits
+    for the lock, presses Ctrl-C, closes the terminal, or the process is killed. Ctrl-C said
+    "interrupted; nothing written" and dropped the note; SIGTERM/SIGHUP/SIGKILL dropped it silently."""
+    note = f"在编辑器里写了很久的笔记（{sig}）\n"
+    # the editor saves the note and exits; 0.5 s later (kb new is waiting for the lock) kb new is stopped
+    editor = fake_editor(tmp_path, f"printf '%s' '{note}' > \"$1\"\n(sleep 0.5; kill -{sig} $PPID) &\n")
+    with FileLock(str(posts_of(mini_project) / jn.LOCK_NAME)):
+        proc = kb_process(mini_project, "new", "--date", "2026-01-02", "--topic", "SAC", "--edit", EDITOR=str(editor))
+        out, err = proc.communicate(timeout=30)  # well under the lock's 60 s: the signal ended it
+    assert proc.returncode != 0 and not (posts_of(mini_project) / "2026-01-02.md").exists(), err
+    assert kept_notes(mini_project) == [note.encode()], err
+    if sig != "KILL":  # a killed process says nothing; every other stop names where the note is
+        assert len(err.strip().split("\n")) == 1 and "your note is kept in" in err and "Traceback" not in err, err
+
+
+def test_a_note_the_editor_has_saved_is_kept_when_kb_new_is_stopped_while_it_is_open(mini_project, tmp_path):
+    note = "写到一半的笔记\n"
+    editor = fake_editor(tmp_path, f"printf '%s' '{note}' > \"$1\"\nkill -TERM $PPID\nsleep 2\n")
+    proc = kb_process(mini_project, "new", "--date", "2026-01-02", "--edit", EDITOR=str(editor))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "your note is kept in" in err, err
+    assert kept_notes(mini_project) == [note.encode()]
+
+
+def test_an_added_note_leaves_nothing_in_recovered(mini_project, kb_here):
+    assert kb_here(mini_project, "new", "--date", "2026-01-02", stdin="一条\n").returncode == 0
+    assert kb_here(mini_project, "new", "--date", "2026-01-02", "-m", "两条").returncode == 0
+    assert kept_notes(mini_project) == []
