@@ -13,9 +13,13 @@
 
 from __future__ import annotations
 
+import html
+import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from mkdocs.utils.meta import YAML_RE, get_data
@@ -423,24 +427,76 @@ BLOCK_STARTS = {"!!!": "&#33;!!", "???": "&#63;??"}
 _TEXT_TABLE = str.maketrans(TEXT_ESCAPES)  # str.translate: the same replacement, character by character, in C
 
 
-def _escape_text(text: str) -> str:
+URL_SCHEME = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
+LINK_DEFINITION = re.compile(r"^\[[^\]\n]+\]:[ \t]*(?P<url>\S+)")
+
+
+def linked_file(url: str, src_uri: str) -> str | None:
+    """The docs-relative file a relative link on page ``src_uri`` names, as MkDocs resolves it.
+
+    None: not a link to a file (an address with a scheme, an absolute path, an anchor on the
+    page, a folder or an address without an extension, which MkDocs does not look up).
+    """
+    url = html.unescape(url).strip("<>")
+    if URL_SCHEME.match(url) or url.startswith("/"):
+        return None
+    path = unquote(urlsplit(url).path)
+    if not path or not posixpath.splitext(path)[1]:
+        return None
+    return normalise_uri(posixpath.join(posixpath.dirname(src_uri), path))
+
+
+def _unlink(text: str, missing: Callable[[str], bool]) -> str:
+    """Links (and link definitions) whose target is ``missing`` shown as typed: ``[`` as an entity."""
+    if "](" not in text and "]:" not in text:  # most lines of a long journal: no regex
+        return text
+
+    def shown(m: re.Match) -> str:
+        if not missing(m.group("url")):
+            return m.group(0)
+        return m.group(0).replace("[", "&#91;", 1)
+
+    return LINK_DEFINITION.sub(shown, LINK.sub(shown, text))
+
+
+def learner_links(lines: list[str]) -> list[str]:
+    """The URLs of the links (and link definitions) a text has outside code, as written."""
+    in_code = fenced(lines)
+    out = []
+    for line, code in zip(lines, in_code):
+        if code:
+            continue
+        text = line.lstrip(" \t")
+        spans = [m.span() for m in CODE_SPAN.finditer(text)]
+        out += [m.group("url") for m in LINK.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
+        if m := LINK_DEFINITION.match(text):
+            out.append(m.group("url"))
+    return out
+
+
+def _escape_text(text: str, missing: Callable[[str], bool] | None = None) -> str:
     out, last = [], 0
     for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
-        out.append(text[last : m.start()].translate(_TEXT_TABLE))
+        part = text[last : m.start()].translate(_TEXT_TABLE)
+        out.append(_unlink(part, missing) if missing else part)
         out.append(m.group(0))
         last = m.end()
-    out.append(text[last:].translate(_TEXT_TABLE))
+    part = text[last:].translate(_TEXT_TABLE)
+    out.append(_unlink(part, missing) if missing else part)
     return "".join(out)
 
 
-def protect_learner_text(lines: list[str]) -> list[str]:
+def protect_learner_text(lines: list[str], missing: Callable[[str], bool] | None = None) -> list[str]:
     """Show a journal post's text as text: nothing in it acts on the site.
 
     Raw HTML reads as typed (``List<int>``), ``{: attr}`` lists set nothing,
     ``!!!``/``???`` open no box (so a ``!!! claim`` in a note is not a claim),
     and ``--8<--`` lines include nothing (escaped the pymdownx way, with ``;``,
     so they still read as written). Markdown itself (lists, emphasis, headings,
-    code) renders as the learner meant it.
+    code) renders as the learner meant it. A link whose target is ``missing``
+    (a link's URL as written -> bool) reads as typed too: a note keeps its links
+    as they were when it was written, and a page renamed since, or a file an
+    imported note linked to, must not fail the strict build.
     """
     in_code = fenced(lines)
     out = []
@@ -453,7 +509,7 @@ def protect_learner_text(lines: list[str]) -> list[str]:
             out.append(line)
             continue
         stripped = line.lstrip(" \t")
-        text = _escape_text(stripped)
+        text = _escape_text(stripped, missing)
         for start, entity in BLOCK_STARTS.items():
             if text.startswith(start):
                 text = entity + text[len(start) :]

@@ -4,6 +4,8 @@ version; the attacks that held are listed in the report, with the existing test 
 
 from __future__ import annotations
 
+import html
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +163,32 @@ def test_an_added_note_leaves_nothing_in_recovered(mini_project, kb_here):
     assert kb_here(mini_project, "new", "--date", "2026-01-02", stdin="一条\n").returncode == 0
     assert kb_here(mini_project, "new", "--date", "2026-01-02", "-m", "两条").returncode == 0
     assert kept_notes(mini_project) == []
+
+
+# ---- a link in a note to a page that is not there failed the strict build ----------------------------
+
+LINKS_NOTE = """\
+读了 [不存在的页面](missing.md)、![没有的图](img/nope.png) 和 [项目配置](../../../../mkdocs.yml)。
+还有 [首页](../../index.md)、[外部](https://arxiv.org/abs/1801.01290) 与 [博客地址](../2025/12/31/20251231/)。
+锚点：[本页](#no-such-heading)、[首页的某节](../../index.md#no-such-anchor)。
+引用式：[参考][r1]
+
+[r1]: ../../gone.md
+"""
+
+
+def test_a_note_linking_to_a_missing_page_image_or_anchor_does_not_fail_the_strict_build(mini_project, kb_here):
+    """The learner's links are their words (pages get renamed after a note is written, imported
+    notes link to files left behind): the build shows a link whose target is missing as typed."""
+    for day in ("2026-01-02", "2025-12-31"):  # a new post, and a section appended to a seed post
+        r = kb_here(mini_project, "new", "--date", day, "--topic", "SAC", stdin=LINKS_NOTE)
+        assert r.returncode == 0, r.stderr
+        assert LINKS_NOTE.rstrip("\n") in text_of(posts_of(mini_project) / f"{day}.md")
+    build = build_in_process(mini_project, mini_project / "site")
+    assert build.returncode == 0, build.stderr[-3000:]
+    page = text_of(mini_project / "site" / "journal" / "2026" / "01" / "02" / "20260102" / "index.html")
+    shown = html.unescape(re.sub(r"<[^>]+>", "", page))
+    for typed in ("[不存在的页面](missing.md)", "![没有的图](img/nope.png)", "[项目配置](../../../../mkdocs.yml)"):
+        assert typed in shown, typed
+    assert re.search(r'<a href="[./]*"[^>]*>首页</a>', page), "a link to a page that exists stays a link"
+    assert '<a href="https://arxiv.org/abs/1801.01290"' in page
