@@ -192,3 +192,21 @@ def test_a_note_linking_to_a_missing_page_image_or_anchor_does_not_fail_the_stri
         assert typed in shown, typed
     assert re.search(r'<a href="[./]*"[^>]*>首页</a>', page), "a link to a page that exists stays a link"
     assert '<a href="https://arxiv.org/abs/1801.01290"' in page
+
+
+# ---- kb import: a short note whose words the post already had somewhere was dropped ---------------------
+
+
+def test_an_imported_note_whose_text_is_part_of_a_line_of_the_post_is_added(mini_project, kb_here, tmp_path):
+    """kb import skipped a section when its text occurred anywhere in the post ("already there"), so a
+    short note ("复习 SAC") was dropped for a day whose post had a line "今天复习 SAC 的 critic"."""
+    r = kb_here(mini_project, "new", "--date", "2026-01-02", "--topic", "SAC", "-m", "今天复习 SAC 的 critic")
+    assert r.returncode == 0, r.stderr
+    notes = tmp_path / "2026-01-02.md"
+    notes.write_text("复习 SAC\n", encoding="utf-8")
+    r = kb_here(mini_project, "import", str(notes))
+    assert r.returncode == 0 and "appended to" in r.stdout, r.stdout + r.stderr
+    assert text_of(posts_of(mini_project) / "2026-01-02.md").endswith("## 导入自 2026-01-02.md\n\n复习 SAC\n")
+    again = kb_here(mini_project, "import", str(notes))  # twice: the section is there now
+    assert again.returncode == 0 and "already in" in again.stdout, again.stdout + again.stderr
+    assert text_of(posts_of(mini_project) / "2026-01-02.md").count("复习 SAC\n") == 1
