@@ -290,7 +290,16 @@ class Journal:
         return head, body
 
     def _write(self, path: Path, text: str, mode: int | None) -> None:
-        """Write through a temporary file in the same folder: fsync, rename, fsync the folder."""
+        """Write through a temporary file in the same folder: fsync, rename, fsync the folder.
+
+        An existing post keeps its bytes: saved with Windows line ends (every line break CRLF) or
+        a byte order mark, the new text gets them too, so the old file is a prefix of the new one.
+        """
+        raw = path.read_bytes() if path.is_file() else b""
+        if raw.startswith(b"\xef\xbb\xbf"):
+            text = "\ufeff" + text
+        if b"\r\n" in raw and raw.count(b"\n") == raw.count(b"\r\n"):
+            text = text.replace("\n", "\r\n")
         if mode is None:
             umask = os.umask(0)
             os.umask(umask)

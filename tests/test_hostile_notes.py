@@ -210,3 +210,23 @@ def test_an_imported_note_whose_text_is_part_of_a_line_of_the_post_is_added(mini
     again = kb_here(mini_project, "import", str(notes))  # twice: the section is there now
     assert again.returncode == 0 and "already in" in again.stdout, again.stdout + again.stderr
     assert text_of(posts_of(mini_project) / "2026-01-02.md").count("复习 SAC\n") == 1
+
+
+# ---- a post saved with Windows line ends (and a BOM) was rewritten whole by an append -------------------
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["crlf", "bom-crlf"])
+def test_an_append_keeps_a_windows_post_byte_for_byte(mini_project, kb_here, bom):
+    """kb new and kb import rewrote every line end of a CRLF post (and dropped its BOM): the learner's
+    text was unchanged for MkDocs, but every line of it changed for git and for the editor that saved it."""
+    post = posts_of(mini_project) / "2026-01-02.md"
+    old = (
+        bom
+        + '---\r\ndate: 2026-01-02\r\nslug: "20260102"\r\ncategories:\r\n  - SAC\r\n---\r\n# 20260102\r\n原文\r\n'.encode()
+    )
+    post.write_bytes(old)
+    r = kb_here(mini_project, "new", "--date", "2026-01-02", "--topic", "SAC", stdin="新的一段\n第二行\n")
+    assert r.returncode == 0, r.stderr
+    new = post.read_bytes()
+    assert new.startswith(old) and new.endswith("\r\n新的一段\r\n第二行\r\n".encode()), new
+    assert b"\n" not in new.replace(b"\r\n", b"")
