@@ -230,3 +230,69 @@ def test_an_append_keeps_a_windows_post_byte_for_byte(mini_project, kb_here, bom
     new = post.read_bytes()
     assert new.startswith(old) and new.endswith("\r\n新的一段\r\n第二行\r\n".encode()), new
     assert b"\n" not in new.replace(b"\r\n", b"")
+
+
+# ---- kb new killed at every step of its write --------------------------------------------------------
+
+KILL_AT = r"""
+import os, signal, sys
+
+step, when = sys.argv[1], sys.argv[2]
+real = getattr(os, step)
+
+def killing(*args, **kwargs):
+    if sys._getframe(1).f_globals.get("__name__") != "kb.journal":
+        return real(*args, **kwargs)  # filelock's and tempfile's own calls
+    if when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+setattr(os, step, killing)
+from kb import cli
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", ["fchmod", "fsync", "replace", "link", "unlink"])
+@pytest.mark.parametrize("exists", [True, False], ids=["append", "create"])
+def test_kb_new_killed_at_any_step_of_its_write_leaves_the_post_whole_and_the_note_kept(
+    mini_project, tmp_path, kb_here, step, when, exists
+):
+    day = "2026-01-02"
+    post = posts_of(mini_project) / f"{day}.md"
+    if exists:
+        assert kb_here(mini_project, "new", "--date", day, "--topic", "SAC", "-m", "原来的一段").returncode == 0
+    old = post.read_bytes() if exists else None
+    note = f"被杀掉的那次写入（{step} {when}）\n"
+    r = subprocess.run(
+        [sys.executable, "-c", KILL_AT, step, when, "new", "--date", day, "--topic", "SAC"],
+        cwd=mini_project,
+        env={**ENV, "PYTHONPATH": str(ROOT)},
+        input=note.encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    now = post.read_bytes() if post.exists() else None
+    if r.returncode == 0:  # this path never takes the step (create links, append replaces)
+        assert now is not None and note.encode() in now and kept_notes(mini_project) == []
+        return
+    assert r.returncode == -signal.SIGKILL, r.stderr.decode()
+    # the post is the old one or the old one with the note: never a part of either
+    if now != old:
+        assert now is not None and now.startswith(old or b"---\n") and now.endswith(note.encode()), now
+    assert kept_notes(mini_project) == [note.encode()]  # and the note is kept either way
+    later = kb_here(mini_project, "new", "--date", day, "--topic", "SAC", "-m", "之后的一段")
+    assert later.returncode == 0, later.stderr
+    assert "之后的一段" in text_of(post)
+    leftovers = [p.name for p in posts_of(mini_project).iterdir() if p.name.startswith(".") and p.suffix == ".tmp"]
+    assert all(not name.endswith(".md") for name in leftovers)  # a temporary file is never a page
+
+
+def test_a_post_that_is_a_folder_is_refused_and_the_note_kept(mini_project, kb_here):
+    (posts_of(mini_project) / "2026-01-02.md").mkdir()
+    r = kb_here(mini_project, "new", "--date", "2026-01-02", stdin="笔记\n")
+    assert r.returncode == 2 and "not a regular file" in r.stderr and "your note is kept in" in r.stderr, r.stderr
+    assert kept_notes(mini_project) == ["笔记\n".encode()]
