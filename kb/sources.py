@@ -486,6 +486,50 @@ def _escape_text(text: str, missing: Callable[[str], bool] | None = None) -> str
     return "".join(out)
 
 
+# The headings kb writes between the notes of a day (kb new, kb import): each starts a note of its own.
+NOTE_HEADING = re.compile(r"^## (?:补充 \d\d:\d\d|导入自 .+)$")
+FOOTNOTE_DEF = re.compile(r"^[ ]{0,3}\[\^(?P<label>[^\]\s]+)\]:")
+FOOTNOTE_REF = re.compile(r"\[\^(?P<label>[^\]\s]+)\]")
+
+
+def scope_footnotes(lines: list[str]) -> list[str]:
+    """Each note of a post keeps its own footnotes (rendering only).
+
+    Python-Markdown keeps one definition per label in a page, the last: a later note's
+    ``[^1]:`` would replace an earlier note's. A label a note defines again is renamed in
+    that note (its references and its definition), so every note shows its own text;
+    footnotes are numbered in order, so nothing visible changes. Code is left as typed.
+    """
+    in_code = fenced(lines)
+    note, notes = 0, []
+    for line, code in zip(lines, in_code):
+        note += bool(not code and NOTE_HEADING.match(line))
+        notes.append(note)
+    first: dict[str, int] = {}
+    renamed: dict[tuple[int, str], str] = {}
+    for line, code, n in zip(lines, in_code, notes):
+        m = None if code else FOOTNOTE_DEF.match(line)
+        if m and first.setdefault(m.group("label"), n) != n:
+            renamed[(n, m.group("label"))] = f"{m.group('label')}-{n}"
+    if not renamed:
+        return lines
+
+    def rename(text: str, n: int) -> str:
+        return FOOTNOTE_REF.sub(lambda m: f"[^{renamed.get((n, m.group('label')), m.group('label'))}]", text)
+
+    out = []
+    for line, code, n in zip(lines, in_code, notes):
+        if code or "[^" not in line:
+            out.append(line)
+            continue
+        parts, last = [], 0
+        for m in CODE_SPAN.finditer(line):
+            parts += [rename(line[last : m.start()], n), m.group(0)]
+            last = m.end()
+        out.append("".join([*parts, rename(line[last:], n)]))
+    return out
+
+
 def protect_learner_text(lines: list[str], missing: Callable[[str], bool] | None = None) -> list[str]:
     """Show a journal post's text as text: nothing in it acts on the site.
 

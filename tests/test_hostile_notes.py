@@ -296,3 +296,23 @@ def test_a_post_that_is_a_folder_is_refused_and_the_note_kept(mini_project, kb_h
     r = kb_here(mini_project, "new", "--date", "2026-01-02", stdin="笔记\n")
     assert r.returncode == 2 and "not a regular file" in r.stderr and "your note is kept in" in r.stderr, r.stderr
     assert kept_notes(mini_project) == ["笔记\n".encode()]
+
+
+# ---- two notes of one day with the same footnote label: the later one replaced the earlier's -------------
+
+
+def test_each_notes_footnotes_stay_its_own(mini_project, kb_here):
+    """Python-Markdown keeps one definition per footnote label in a page: a second note of the day
+    using [^1] made the first note's footnote show the second note's text (the first one's was gone)."""
+    day = "2026-01-02"
+    for words in ("甲：第一条笔记的脚注", "乙：第二条笔记的脚注"):
+        r = kb_here(
+            mini_project, "new", "--date", day, "--topic", "SAC", stdin=f"正文[^1]，代码 `[^1]`。\n\n[^1]: {words}\n"
+        )
+        assert r.returncode == 0, r.stderr
+    build = build_in_process(mini_project, mini_project / "site")
+    assert build.returncode == 0, build.stderr[-3000:]
+    page = text_of(mini_project / "site" / "journal" / "2026" / "01" / "02" / "20260102" / "index.html")
+    notes = re.search(r'<div class="footnote">.*?</div>', page, re.S).group(0)
+    assert "甲：第一条笔记的脚注" in notes and "乙：第二条笔记的脚注" in notes, notes
+    assert page.count("<code>[^1]</code>") == 2  # code shows what was typed
