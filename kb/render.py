@@ -102,7 +102,7 @@ def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) 
         lines = _label_code(sources.protect_learner_text(lines, functools.partial(_missing_file, kb, page)))
     lines = _mark_lines(kb, page, lines)
     if page.is_post:
-        lines = excerpt_break(sources.scope_footnotes(sources.normalise_list_indent(lines)))
+        lines = excerpt_break(sources.scope_labels(sources.normalise_list_indent(lines)))
     else:
         lines = _render_blocks(kb, layout, page, lines)
         lines = _title_includes(kb, layout, page, lines)

@@ -488,17 +488,20 @@ def _escape_text(text: str, missing: Callable[[str], bool] | None = None) -> str
 
 # The headings kb writes between the notes of a day (kb new, kb import): each starts a note of its own.
 NOTE_HEADING = re.compile(r"^## (?:补充 \d\d:\d\d|导入自 .+)$")
-FOOTNOTE_DEF = re.compile(r"^[ ]{0,3}\[\^(?P<label>[^\]\s]+)\]:")
+LABEL_DEF = re.compile(r"^[ ]{0,3}\[(?P<label>[^\]\n]+)\]:")
 FOOTNOTE_REF = re.compile(r"\[\^(?P<label>[^\]\s]+)\]")
+# [text][label], [label][] and [label] (a reference link in all its forms; not [text](url) nor a definition)
+REFERENCE = re.compile(r"\[(?P<text>[^\]\n]+)\](?:\[(?P<label>[^\]\n]*)\])?(?![(:\[])")
 
 
-def scope_footnotes(lines: list[str]) -> list[str]:
-    """Each note of a post keeps its own footnotes (rendering only).
+def scope_labels(lines: list[str]) -> list[str]:
+    """Each note of a post keeps its own footnotes and reference links (rendering only).
 
     Python-Markdown keeps one definition per label in a page, the last: a later note's
-    ``[^1]:`` would replace an earlier note's. A label a note defines again is renamed in
-    that note (its references and its definition), so every note shows its own text;
-    footnotes are numbered in order, so nothing visible changes. Code is left as typed.
+    ``[^1]:`` or ``[r]: url`` would replace an earlier note's (its footnote text, where its
+    link goes). A label a note defines again is renamed in that note, in its definition
+    and its references (``[r]`` becomes ``[r][r-2]``), so nothing visible changes but what
+    each note's footnotes say and where its links go. Code is left as typed.
     """
     in_code = fenced(lines)
     note, notes = 0, []
@@ -508,18 +511,34 @@ def scope_footnotes(lines: list[str]) -> list[str]:
     first: dict[str, int] = {}
     renamed: dict[tuple[int, str], str] = {}
     for line, code, n in zip(lines, in_code, notes):
-        m = None if code else FOOTNOTE_DEF.match(line)
-        if m and first.setdefault(m.group("label"), n) != n:
-            renamed[(n, m.group("label"))] = f"{m.group('label')}-{n}"
+        m = None if code else LABEL_DEF.match(line)
+        if m:
+            label = m.group("label").lower()
+            if first.setdefault(label, n) != n:
+                renamed[(n, label)] = f"{m.group('label')}-{n}"
     if not renamed:
         return lines
 
+    def footnote(m: re.Match, n: int) -> str:
+        new = renamed.get((n, "^" + m.group("label").lower()))
+        return f"[{new}]" if new else m.group(0)
+
+    def reference(m: re.Match, n: int) -> str:
+        label = m.group("label") or m.group("text")  # [text][], [text]: the text is the label
+        new = None if label.startswith("^") else renamed.get((n, label.lower()))
+        return f"[{m.group('text')}][{new}]" if new else m.group(0)
+
     def rename(text: str, n: int) -> str:
-        return FOOTNOTE_REF.sub(lambda m: f"[^{renamed.get((n, m.group('label')), m.group('label'))}]", text)
+        return REFERENCE.sub(lambda m: reference(m, n), FOOTNOTE_REF.sub(lambda m: footnote(m, n), text))
 
     out = []
     for line, code, n in zip(lines, in_code, notes):
-        if code or "[^" not in line:
+        if code or "[" not in line or not any(key[0] == n for key in renamed):
+            out.append(line)
+            continue
+        d = LABEL_DEF.match(line)
+        if d and (n, d.group("label").lower()) in renamed:  # the definition itself
+            line = f"{line[: d.start('label')]}{renamed[(n, d.group('label').lower())]}{line[d.end('label') :]}"
             out.append(line)
             continue
         parts, last = [], 0

@@ -298,17 +298,19 @@ def test_a_post_that_is_a_folder_is_refused_and_the_note_kept(mini_project, kb_h
     assert kept_notes(mini_project) == ["笔记\n".encode()]
 
 
-# ---- two notes of one day with the same footnote label: the later one replaced the earlier's -------------
+# ---- two notes of one day with the same footnote or link label: the later one replaced the earlier's -----
+
+LABELLED_NOTE = "正文[^1]，代码 `[^1]`，[论文][r] 和 [r]。\n\n[^1]: {words}\n[r]: https://{host}.example/\n"
 
 
-def test_each_notes_footnotes_stay_its_own(mini_project, kb_here):
-    """Python-Markdown keeps one definition per footnote label in a page: a second note of the day
-    using [^1] made the first note's footnote show the second note's text (the first one's was gone)."""
+def test_each_notes_footnotes_and_reference_links_stay_its_own(mini_project, kb_here):
+    """Python-Markdown keeps one definition per label in a page: a second note of the day using
+    [^1] (or [r]: url) made the first note's footnote show the second note's text (the first
+    one's was gone from the page) and sent the first note's links to the second note's address."""
     day = "2026-01-02"
-    for words in ("甲：第一条笔记的脚注", "乙：第二条笔记的脚注"):
-        r = kb_here(
-            mini_project, "new", "--date", day, "--topic", "SAC", stdin=f"正文[^1]，代码 `[^1]`。\n\n[^1]: {words}\n"
-        )
+    for words, host in (("甲：第一条笔记的脚注", "first"), ("乙：第二条笔记的脚注", "second")):
+        note = LABELLED_NOTE.format(words=words, host=host)
+        r = kb_here(mini_project, "new", "--date", day, "--topic", "SAC", stdin=note)
         assert r.returncode == 0, r.stderr
     build = build_in_process(mini_project, mini_project / "site")
     assert build.returncode == 0, build.stderr[-3000:]
@@ -316,3 +318,6 @@ def test_each_notes_footnotes_stay_its_own(mini_project, kb_here):
     notes = re.search(r'<div class="footnote">.*?</div>', page, re.S).group(0)
     assert "甲：第一条笔记的脚注" in notes and "乙：第二条笔记的脚注" in notes, notes
     assert page.count("<code>[^1]</code>") == 2  # code shows what was typed
+    first, second = page.split('<h2 id="补充', 1)  # the second note starts at its section heading
+    assert first.count('href="https://first.example/"') == 2 and "second.example" not in first
+    assert second.count('href="https://second.example/"') == 2 and "first.example" not in second
