@@ -21,15 +21,18 @@ and nothing is lost: a note that could not be added is saved and its path printe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from kb.project import KbError, Project
@@ -56,6 +59,31 @@ class Typed:
 
     def __init__(self, text: str | bytes, precious: bool, refused: str = ""):
         self.text, self.precious, self.refused = text, precious, refused
+
+
+class Interrupted(KbError):
+    """Ctrl-C, SIGTERM or SIGHUP (the terminal closed) while kb new held a typed note."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def _stops_as_interrupts():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so a stop runs the code that
+    keeps the note (their default ends the process at once). Only the main thread can set them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _editor_command() -> list[str]:
@@ -94,6 +122,16 @@ def _read_body(args) -> Typed:
         try:
             code = subprocess.call([*argv, str(draft)])
             data = draft.read_bytes()
+        except KeyboardInterrupt:  # stopped while the editor was open: keep what it saved
+            from kb.journal import recovery_file
+
+            saved = draft.read_bytes() if draft.exists() else b""
+            if not saved.strip():
+                raise Interrupted("interrupted while the editor was open; nothing written") from None
+            kept = recovery_file(_project(args).root, saved, dt.date.today())
+            raise Interrupted(
+                f"interrupted while the editor was open; nothing written; your note is kept in {kept}"
+            ) from None
         finally:
             draft.unlink(missing_ok=True)
         if code != 0 and not data.strip():
@@ -105,6 +143,11 @@ def _read_body(args) -> Typed:
 
 
 def cmd_new(args) -> int:
+    with _stops_as_interrupts():
+        return _new(args)
+
+
+def _new(args) -> int:
     from kb.journal import NOTE_LIMIT, Journal, parse_date, recovery_file
 
     project = _project(args)
@@ -113,24 +156,47 @@ def cmd_new(args) -> int:
     journal = Journal(posts, journal_dir, project.allowed_topics, shown=project.rel)
     # A note typed in the editor comes after every check (nothing is typed for a refusal); a note
     # given with -m or piped is already typed: it is read first, so a refusal keeps it.
+    # Once typed, the note is in .kb/recovered/ until it is in its post: a kb new killed while it waits
+    # for the journal (or writes) leaves it there; a refusal or a stop names it; success removes it.
     typed = None if args.edit else _read_body(args)
-    day = None
+    day, ahead = None, None
     try:
         day = parse_date(args.date)
+        if typed is not None:
+            ahead = _keep_ahead(project.root, typed, day)
         journal.check(day, args.topic)  # everything that can be refused
         if typed is None:
             typed = _read_body(args)
+            ahead = _keep_ahead(project.root, typed, day)
         if typed.refused:
             raise KbError(f"{typed.refused}; nothing written")
         body = _decode(typed.text, "the note") if isinstance(typed.text, bytes) else typed.text
         result = journal.add(day, args.topic, body, limit=None if args.allow_large else NOTE_LIMIT)
-    except KbError as e:
+    except (KbError, KeyboardInterrupt) as e:
+        stopped = isinstance(e, KeyboardInterrupt)
+        if isinstance(e, Interrupted):
+            raise
+        reason = "interrupted; nothing written" if stopped else str(e)
         if typed is not None and typed.precious and typed.text.strip():
-            saved = recovery_file(project.root, typed.text, day or dt.date.today())
-            raise KbError(f"{e}; your note is kept in {saved}") from None
-        raise
+            saved = ahead or recovery_file(project.root, typed.text, day or dt.date.today())
+            reason = f"{reason}; your note is kept in {saved}"
+        raise (Interrupted if stopped else KbError)(reason) from None
+    if ahead is not None:
+        ahead.unlink(missing_ok=True)
     print(project.rel(result.path))
     return 0
+
+
+def _keep_ahead(root: Path, typed: Typed, day) -> Path | None:
+    """The typed note saved in .kb/recovered/ before it is added (None: nothing worth keeping, or no room)."""
+    from kb.journal import recovery_file
+
+    if not typed.precious or not typed.text.strip():
+        return None
+    try:
+        return recovery_file(root, typed.text, day or dt.date.today())
+    except KbError:  # no room: a refusal tries again, and the note may still be added
+        return None
 
 
 # ---- listings --------------------------------------------------------------------------------

@@ -64,8 +64,12 @@ class Section:
     def appended(self) -> str:
         return f"## 导入自 {self.source.name}\n\n{self.key}\n"
 
+    def present_in(self, body: str) -> bool:
+        """Whether a post body holds this section's text as whole lines (a part of a line is not it)."""
+        return f"\n{self.key}\n" in f"\n{body}\n"
+
     def then(self, body: str) -> str | None:
-        return None if self.key in body else self.appended()
+        return None if self.present_in(body) else self.appended()
 
 
 def _day(m: re.Match, where: str) -> dt.date:
@@ -175,7 +179,7 @@ def plan(journal: Journal, found: list[Section]) -> list[Planned]:
         if s.day not in bodies:
             bodies[s.day] = s.first()
             out.append(Planned(s, "create"))
-        elif s.key in bodies[s.day]:
+        elif s.present_in(bodies[s.day]):
             out.append(Planned(s, "present"))
         else:
             bodies[s.day] += s.appended()

@@ -122,6 +122,7 @@ class Journal:
         self.shown = shown  # how a path is named in messages
 
     def path(self, day: dt.date) -> Path:
+        """The day's post: the one whose front matter has that date, under any name (else ``<day>.md``)."""
         path = self.posts / f"{day.isoformat()}.md"
         if self.journal.is_symlink():
             raise JournalError(
@@ -140,6 +141,7 @@ class Journal:
             )
         if not self.posts.is_dir():
             raise JournalError(f"{self.shown(self.posts)}: the journal folder does not exist")
+        path = self._day_post(day) or path
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise JournalError(f"{self.shown(path)}: not a regular file (kb new only writes plain posts)")
         if not os.access(self.posts, os.W_OK | os.X_OK):
@@ -147,6 +149,37 @@ class Journal:
         if path.exists() and not os.access(path, os.R_OK):
             raise JournalError(f"{self.shown(path)}: the post is not readable")
         return path
+
+    def _day_post(self, day: dt.date) -> Path | None:
+        """The post dated ``day`` whatever its file name or folder (the blog allows one per day).
+
+        The learner may name a post otherwise (``sac-notes.md``, ``2026/jan-3.md``): a note for
+        its day goes there, not into a second post the build would refuse. ``<day>.md`` dated
+        another day is refused (a note there would belong to that other day).
+        """
+        found, named = [], None
+        for candidate in sorted(self.posts.rglob("*.md")):
+            if any(part.startswith(".") for part in candidate.relative_to(self.posts).parts):
+                continue  # MkDocs leaves dot files out of the site (and kb's temporary files are such)
+            if candidate.is_symlink() or not candidate.is_file():
+                continue  # refused by path() when it is the day's own name; never written through
+            date, line = _post_date(candidate, self.shown(candidate), day)
+            if date == day:
+                found.append(candidate)
+            elif candidate.name == f"{day.isoformat()}.md" and date is not None:
+                named = (candidate, date, line)
+        if len(found) > 1:
+            raise JournalError(
+                f"{', '.join(self.shown(p) for p in found)}: {len(found)} posts dated {day.isoformat()} "
+                "(the blog allows one per day): merge them; nothing written"
+            )
+        if not found and named:
+            candidate, date, line = named
+            raise JournalError(
+                f"{self.shown(candidate)}:{line}: this post is dated {date.isoformat()}, not "
+                f"{day.isoformat()} (its file name): fix its date or rename it; nothing written"
+            )
+        return found[0] if found else None
 
     def _symlink_on_the_way(self) -> Path | None:
         """A symlink among the folders from the journal down to the posts folder, as the path is written.
@@ -216,8 +249,7 @@ class Journal:
                 added = then(body_old)
                 if added is None:
                     return None
-                gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
-                self._write(path, head + body_old + gap + added, mode=stat.S_IMODE(path.stat().st_mode))
+                self._write(path, head + body_old + _gap(body_old) + added, mode=stat.S_IMODE(path.stat().st_mode))
                 return Result(path, created=False)
         except Timeout:
             raise JournalError(
@@ -239,8 +271,7 @@ class Journal:
         old = sources.read_text(path, self.shown(path))  # re-read under the lock
         head, body_old = self._plan(path, old, topics)
         stamp = (now or dt.datetime.now()).strftime("%H:%M")
-        gap = "" if body_old.endswith("\n\n") or not body_old else "\n" if body_old.endswith("\n") else "\n\n"
-        new = head + body_old + gap + f"## 补充 {stamp}\n\n" + note
+        new = head + body_old + _gap(body_old) + f"## 补充 {stamp}\n\n" + note
         assert new[len(head) :].startswith(body_old)  # the learner's text is a prefix, byte for byte
         self._write(path, new, mode=stat.S_IMODE(path.stat().st_mode))
         return Result(path, created=False)
@@ -259,7 +290,16 @@ class Journal:
         return head, body
 
     def _write(self, path: Path, text: str, mode: int | None) -> None:
-        """Write through a temporary file in the same folder: fsync, rename, fsync the folder."""
+        """Write through a temporary file in the same folder: fsync, rename, fsync the folder.
+
+        An existing post keeps its bytes: saved with Windows line ends (every line break CRLF) or
+        a byte order mark, the new text gets them too, so the old file is a prefix of the new one.
+        """
+        raw = path.read_bytes() if path.is_file() else b""
+        if raw.startswith(b"\xef\xbb\xbf"):
+            text = "\ufeff" + text
+        if b"\r\n" in raw and raw.count(b"\n") == raw.count(b"\r\n"):
+            text = text.replace("\n", "\r\n")
         if mode is None:
             umask = os.umask(0)
             os.umask(umask)
@@ -292,6 +332,53 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _gap(body: str) -> str:
+    """What goes between a post's body and a section appended to it: a blank line.
+
+    A body that ends inside a code block (a note, or a hand edit, whose closing fence is
+    missing) gets that fence closed first: otherwise the new section, and every later
+    one, would be shown as code and their questions never gathered.
+    """
+    fence = sources.open_fence(body.split("\n"))
+    close = f"{fence.indent}{fence.fence}\n" if fence else ""
+    if close and not body.endswith("\n"):
+        close = "\n" + close
+    body += close
+    return close + ("" if body.endswith("\n\n") or not body else "\n" if body.endswith("\n") else "\n\n")
+
+
+def _post_date(path: Path, shown: str, day: dt.date) -> tuple[dt.date | None, int]:
+    """(the date a post's front matter gives, as the blog reads it, 1-based line of its key).
+
+    Only ``<day>.md`` and posts whose front matter spells ``day`` (YAML also reads ``2026-1-2``)
+    are parsed, so a long journal is cheap. A post that cannot be read is left to the build to
+    name, unless it may be ``day``'s post.
+    """
+    try:
+        text = sources.read_text(path, shown)
+    except SourceError:
+        return None, 1
+    m = sources.YAML_RE.match(text)
+    spelled = re.search(rf"(?<!\d){day.year}-0?{day.month}-0?{day.day}(?!\d)", m.group(1)) if m else None
+    if not m or not (spelled or path.name == f"{day.isoformat()}.md"):
+        return None, 1
+    try:
+        meta = sources.read_document(text, shown).meta
+    except SourceError:
+        if spelled:  # may be the day's post: appending elsewhere would make two
+            raise
+        return None, 1
+    date = meta.get("date")
+    if isinstance(date, dict):
+        date = date.get("created")
+    if isinstance(date, dt.datetime):
+        date = date.date()
+    if not isinstance(date, dt.date):
+        return None, 1
+    line = next((n for n, text_line in enumerate(m.group(1).split("\n"), 2) if text_line.startswith("date")), 1)
+    return date, line
 
 
 def _front_matter(day: dt.date, topics: list[str]) -> str:

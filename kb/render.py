@@ -99,15 +99,24 @@ def page_markdown(kb: KnowledgeBase, layout: Layout, page: Page, markdown: str) 
     if lines != page.lines:
         raise KbError(f"{page.rel}: its Markdown was changed before kb rendered it (plugin order in mkdocs.yml)")
     if page.is_post:  # the learner's words: shown as text, code shown and labelled, never run
-        lines = _label_code(sources.protect_learner_text(lines))
+        lines = _label_code(sources.protect_learner_text(lines, functools.partial(_missing_file, kb, page)))
     lines = _mark_lines(kb, page, lines)
     if page.is_post:
-        lines = excerpt_break(sources.normalise_list_indent(lines))
+        lines = excerpt_break(sources.scope_labels(sources.normalise_list_indent(lines)))
     else:
         lines = _render_blocks(kb, layout, page, lines)
         lines = _title_includes(kb, layout, page, lines)
         lines = link_citations(lines)
     return "\n".join(lines) + _footer(kb, page, layout)
+
+
+def _missing_file(kb: KnowledgeBase, page: Page, url: str) -> bool:
+    """Whether a relative link on ``page`` names a file that is not in the site (dot files are not)."""
+    target = sources.linked_file(url, page.src_uri)
+    if target is None:
+        return False
+    path = kb.project.docs_dir / target
+    return not path.is_file() or any(part.startswith(".") for part in target.split("/"))
 
 
 ARXIV = re.compile(r"(?<![\w/\[.])arXiv:(?P<id>\d{4}\.\d{4,5})(?P<v>v\d+)?(?![\w\]])")

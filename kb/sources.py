@@ -13,9 +13,13 @@
 
 from __future__ import annotations
 
+import html
+import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from mkdocs.utils.meta import YAML_RE, get_data
@@ -152,6 +156,7 @@ class Fence:
     indent: str
     fence: str
     info: str
+    closed: bool = True  # False: the block runs to the end of the text
 
 
 def fences(lines: list[str]) -> list[Fence]:
@@ -169,9 +174,15 @@ def fences(lines: list[str]) -> list[Fence]:
             if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
                 break
             j += 1
-        out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip()))
+        out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines)))
         i = j + 1
     return out
+
+
+def open_fence(lines: list[str]) -> Fence | None:
+    """The code block the text leaves open at its end (its closing fence is missing), or None."""
+    found = fences(lines)
+    return found[-1] if found and not found[-1].closed else None
 
 
 def fenced(lines: list[str]) -> list[bool]:
@@ -421,24 +432,139 @@ BLOCK_STARTS = {"!!!": "&#33;!!", "???": "&#63;??"}
 _TEXT_TABLE = str.maketrans(TEXT_ESCAPES)  # str.translate: the same replacement, character by character, in C
 
 
-def _escape_text(text: str) -> str:
+URL_SCHEME = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
+LINK_DEFINITION = re.compile(r"^\[[^\]\n]+\]:[ \t]*(?P<url>\S+)")
+
+
+def linked_file(url: str, src_uri: str) -> str | None:
+    """The docs-relative file a relative link on page ``src_uri`` names, as MkDocs resolves it.
+
+    None: not a link to a file (an address with a scheme, an absolute path, an anchor on the
+    page, a folder or an address without an extension, which MkDocs does not look up).
+    """
+    url = html.unescape(url).strip("<>")
+    if URL_SCHEME.match(url) or url.startswith("/"):
+        return None
+    path = unquote(urlsplit(url).path)
+    if not path or not posixpath.splitext(path)[1]:
+        return None
+    return normalise_uri(posixpath.join(posixpath.dirname(src_uri), path))
+
+
+def _unlink(text: str, missing: Callable[[str], bool]) -> str:
+    """Links (and link definitions) whose target is ``missing`` shown as typed: ``[`` as an entity."""
+    if "](" not in text and "]:" not in text:  # most lines of a long journal: no regex
+        return text
+
+    def shown(m: re.Match) -> str:
+        if not missing(m.group("url")):
+            return m.group(0)
+        return m.group(0).replace("[", "&#91;", 1)
+
+    return LINK_DEFINITION.sub(shown, LINK.sub(shown, text))
+
+
+def learner_links(lines: list[str]) -> list[str]:
+    """The URLs of the links (and link definitions) a text has outside code, as written."""
+    in_code = fenced(lines)
+    out = []
+    for line, code in zip(lines, in_code):
+        if code:
+            continue
+        text = line.lstrip(" \t")
+        spans = [m.span() for m in CODE_SPAN.finditer(text)]
+        out += [m.group("url") for m in LINK.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
+        if m := LINK_DEFINITION.match(text):
+            out.append(m.group("url"))
+    return out
+
+
+def _escape_text(text: str, missing: Callable[[str], bool] | None = None) -> str:
     out, last = [], 0
     for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
-        out.append(text[last : m.start()].translate(_TEXT_TABLE))
+        part = text[last : m.start()].translate(_TEXT_TABLE)
+        out.append(_unlink(part, missing) if missing else part)
         out.append(m.group(0))
         last = m.end()
-    out.append(text[last:].translate(_TEXT_TABLE))
+    part = text[last:].translate(_TEXT_TABLE)
+    out.append(_unlink(part, missing) if missing else part)
     return "".join(out)
 
 
-def protect_learner_text(lines: list[str]) -> list[str]:
+# The headings kb writes between the notes of a day (kb new, kb import): each starts a note of its own.
+NOTE_HEADING = re.compile(r"^## (?:补充 \d\d:\d\d|导入自 .+)$")
+LABEL_DEF = re.compile(r"^[ ]{0,3}\[(?P<label>[^\]\n]+)\]:")
+FOOTNOTE_REF = re.compile(r"\[\^(?P<label>[^\]\s]+)\]")
+# [text][label], [label][] and [label] (a reference link in all its forms; not [text](url) nor a definition)
+REFERENCE = re.compile(r"\[(?P<text>[^\]\n]+)\](?:\[(?P<label>[^\]\n]*)\])?(?![(:\[])")
+
+
+def scope_labels(lines: list[str]) -> list[str]:
+    """Each note of a post keeps its own footnotes and reference links (rendering only).
+
+    Python-Markdown keeps one definition per label in a page, the last: a later note's
+    ``[^1]:`` or ``[r]: url`` would replace an earlier note's (its footnote text, where its
+    link goes). A label a note defines again is renamed in that note, in its definition
+    and its references (``[r]`` becomes ``[r][r-2]``), so nothing visible changes but what
+    each note's footnotes say and where its links go. Code is left as typed.
+    """
+    in_code = fenced(lines)
+    note, notes = 0, []
+    for line, code in zip(lines, in_code):
+        note += bool(not code and NOTE_HEADING.match(line))
+        notes.append(note)
+    first: dict[str, int] = {}
+    renamed: dict[tuple[int, str], str] = {}
+    for line, code, n in zip(lines, in_code, notes):
+        m = None if code else LABEL_DEF.match(line)
+        if m:
+            label = m.group("label").lower()
+            if first.setdefault(label, n) != n:
+                renamed[(n, label)] = f"{m.group('label')}-{n}"
+    if not renamed:
+        return lines
+
+    def footnote(m: re.Match, n: int) -> str:
+        new = renamed.get((n, "^" + m.group("label").lower()))
+        return f"[{new}]" if new else m.group(0)
+
+    def reference(m: re.Match, n: int) -> str:
+        label = m.group("label") or m.group("text")  # [text][], [text]: the text is the label
+        new = None if label.startswith("^") else renamed.get((n, label.lower()))
+        return f"[{m.group('text')}][{new}]" if new else m.group(0)
+
+    def rename(text: str, n: int) -> str:
+        return REFERENCE.sub(lambda m: reference(m, n), FOOTNOTE_REF.sub(lambda m: footnote(m, n), text))
+
+    out = []
+    for line, code, n in zip(lines, in_code, notes):
+        if code or "[" not in line or not any(key[0] == n for key in renamed):
+            out.append(line)
+            continue
+        d = LABEL_DEF.match(line)
+        if d and (n, d.group("label").lower()) in renamed:  # the definition itself
+            line = f"{line[: d.start('label')]}{renamed[(n, d.group('label').lower())]}{line[d.end('label') :]}"
+            out.append(line)
+            continue
+        parts, last = [], 0
+        for m in CODE_SPAN.finditer(line):
+            parts += [rename(line[last : m.start()], n), m.group(0)]
+            last = m.end()
+        out.append("".join([*parts, rename(line[last:], n)]))
+    return out
+
+
+def protect_learner_text(lines: list[str], missing: Callable[[str], bool] | None = None) -> list[str]:
     """Show a journal post's text as text: nothing in it acts on the site.
 
     Raw HTML reads as typed (``List<int>``), ``{: attr}`` lists set nothing,
     ``!!!``/``???`` open no box (so a ``!!! claim`` in a note is not a claim),
     and ``--8<--`` lines include nothing (escaped the pymdownx way, with ``;``,
     so they still read as written). Markdown itself (lists, emphasis, headings,
-    code) renders as the learner meant it.
+    code) renders as the learner meant it. A link whose target is ``missing``
+    (a link's URL as written -> bool) reads as typed too: a note keeps its links
+    as they were when it was written, and a page renamed since, or a file an
+    imported note linked to, must not fail the strict build.
     """
     in_code = fenced(lines)
     out = []
@@ -451,7 +577,7 @@ def protect_learner_text(lines: list[str]) -> list[str]:
             out.append(line)
             continue
         stripped = line.lstrip(" \t")
-        text = _escape_text(stripped)
+        text = _escape_text(stripped, missing)
         for start, entity in BLOCK_STARTS.items():
             if text.startswith(start):
                 text = entity + text[len(start) :]
