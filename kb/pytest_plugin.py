@@ -27,12 +27,14 @@ os.environ.setdefault("KB_FAST", "1")
 os.environ["OMP_NUM_THREADS"] = "1"  # assigned, not defaulted: an exported value must not change a verdict
 os.environ["MKL_NUM_THREADS"] = "1"
 
+import fnmatch  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import unicodedata  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -227,6 +229,44 @@ def expand_includes(code: str, site: Site, project: Project | None = None) -> st
             ):
                 raise KbError(f"include of {inc.path}: a page block may include only files under snippets/")
     return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
+
+
+# Every suffix MkDocs makes a page of (mkdocs.utils.markdown_extensions); pytest reads *.md only.
+MARKDOWN_SUFFIXES = (".markdown", ".mdown", ".mkdn", ".mkd", ".md")
+# The Pygments lexers that show a block as Python code (pycon: a doctest, run wherever it is).
+PYTHON_LEXERS = ("Python", "Python 2.x", "NumPy", "IPython", "IPython3")
+
+
+def shown_as_python_not_run(lines: list[str]) -> list[tuple[int, str]]:
+    """The fences of a page (1-based line, info string) that the site shows as Python code (the
+    language as pymdownx.superfences reads it, looked up in Pygments as pymdownx.highlight does:
+    any alias, any case, or an attribute list's first class) but that pytest-codeblocks does not
+    run: it runs a fence of backticks whose info string is exactly ``python``. Invisible characters
+    (a zero-width space, a byte order mark) are read as the browser shows them: not at all."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+    from pymdownx.superfences import RE_NESTED_FENCE_START
+
+    out = []
+    for fence in sources.fences(lines):
+        opening = lines[fence.start].strip()
+        if fence.fence[0] == "`" and opening[len(fence.fence) :] == "python":
+            continue
+        seen = "".join(c for c in opening if unicodedata.category(c) != "Cf" and c != "\ufeff")
+        m = RE_NESTED_FENCE_START.match(seen)
+        lang = (m.group("lang") or "") if m else ""
+        if m and not lang and m.group("attrs"):
+            classes = re.findall(r"(?:^|\s)\.([\w#.+-]+)", m.group("attrs"))
+            lang = classes[0] if classes else ""
+        if not lang:
+            continue
+        try:
+            lexer = get_lexer_by_name(lang)
+        except ClassNotFound:
+            continue
+        if lexer.name in PYTHON_LEXERS:
+            out.append((fence.start + 1, fence.info))
+    return out
 
 
 def _warm() -> None:
@@ -582,23 +622,59 @@ class State:
                 "module's assertions rely on (put back; the module fails)"
             )
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_ignore_collect(self, collection_path, config):
+        path = Path(collection_path)
         # A journal post is the learner's words: its code is shown (labelled), never executed.
-        if self.is_post(Path(collection_path)):
+        if self.is_post(path) or (path.is_dir() and self.project.inside(path, self.project.posts_dir)):
             return True
+        if path.is_dir() and self.project.inside(path, self.project.docs_dir) and not path.name.startswith("."):
+            # norecursedirs (build, site, ...) names this repository's outputs, not the learner's
+            # folders: MkDocs makes pages of docs/<topic>/build/*.md, so their blocks run too
+            # (what --ignore and --ignore-glob leave out stays out: such a run is a narrowed one).
+            from _pytest.pathlib import absolutepath, fnmatch_ex
+
+            ignored = [absolutepath(x) for x in config.getoption("ignore") or []]
+            globs = [str(absolutepath(x)) for x in config.getoption("ignore_glob") or []]
+            if path in ignored or any(fnmatch.fnmatch(str(path), g) for g in globs):
+                return None
+            if any(fnmatch_ex(pattern, path) for pattern in config.getini("norecursedirs")):
+                return False
         return None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collect_file(self, file_path, parent):
-        if not self.is_page(Path(file_path)):
+        path = Path(file_path)
+        if (
+            path.suffix in MARKDOWN_SUFFIXES
+            and path.suffix != ".md"
+            and self.project.inside(path, self.project.docs_dir)
+            and not self.project.inside(path, self.project.posts_dir)
+        ):
+            raise pytest.UsageError(
+                f"{self.project.rel(file_path)}: MkDocs shows this file as a page, but its code blocks "
+                "would never run (pytest-codeblocks and the doctests read *.md only): rename it to .md"
+            )
+        if not self.is_page(path):
             return None
-        for i, line in enumerate(file_path.read_text(encoding="utf-8").split("\n"), 1):
+        lines = file_path.read_text(encoding="utf-8").split("\n")
+        for i, line in enumerate(lines, 1):
             if DIRECTIVE.match(line):
                 raise pytest.UsageError(
                     f"{self.project.rel(file_path)}:{i}: a pytest directive in a page ({line.strip()}); "
                     "every block a page shows runs: remove it, or show the code as not runnable "
-                    '(```python title="不运行：<reason>")'
+                    "(```text: a ```python fence with a title is not run, and is refused)"
                 )
+        unrun = shown_as_python_not_run(lines)
+        if unrun:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: the site shows this block ({info!r}) as Python, but "
+                    "nothing runs it (pytest-codeblocks runs ```python fences only, exactly so spelled): "
+                    "write ```python, or ```pycon with >>> prompts"
+                    for i, info in unrun
+                )
+            )
         return None
 
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
