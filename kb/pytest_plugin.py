@@ -294,7 +294,8 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
         except BaseException as e:  # noqa: BLE001 - skips and exits are failures of a page block too
             if isinstance(e, pytest.skip.Exception):
                 return f"{item.nodeid}: a page block may not skip itself ({e})"
-            return str(repr_failure(pytest.ExceptionInfo.from_exception(e)))
+            said = str(repr_failure(pytest.ExceptionInfo.from_exception(e)))
+            return said if said.strip() else f"{item.nodeid}: {type(e).__name__} with an empty message"
         return None
 
     def isolated() -> None:

@@ -492,6 +492,8 @@ def _verdict(data: bytes, nonce: str) -> str | None:
     failure = message["failure"]
     if failure is not None and not isinstance(failure, str):
         return "the block's process sent a result that is not the sandbox's (forged or garbled)"
+    if failure is not None and not failure.strip():  # a failure is never read as a pass, text or not
+        return "the block failed and said nothing (an exception with an empty message)"
     return failure
 
 

@@ -187,3 +187,37 @@ def test_a_block_cannot_read_the_test_process_environment_from_memory_it_inherit
 def test_a_block_cannot_read_a_copy_of_the_environment_the_test_process_keeps(tmp_path):
     found = scan_for_the_token(tmp_path, "saved = os.environ.copy()")
     assert found == "null", f"a block read the token from memory: {found}"
+
+
+# ==== promise 3: a block that ends early never passes ==============================================
+
+EARLY_ENDS = {
+    "SystemExit with an empty message": 'raise SystemExit("")',
+    "sys.exit with an empty message": 'import sys\nsys.exit("")',
+    "KeyboardInterrupt with an empty message": 'raise KeyboardInterrupt("")',
+    "GeneratorExit with an empty message": 'raise GeneratorExit("")',
+}
+
+
+def test_a_block_that_ends_early_with_an_empty_message_fails(mini_project):
+    """Promise: a block raising SystemExit or KeyboardInterrupt never passes. pytest-codeblocks
+    reports a failure as its exception's first argument; an empty one came back from the sandbox
+    as an empty failure text, which read as no failure: the block passed without running its end."""
+    body = "".join(f"{name}:\n\n```python\n{code}\nassert 1 + 1 == 3\n```\n\n" for name, code in EARLY_ENDS.items())
+    path = page(mini_project, "foundations/early.md", body)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    result = forked_pytest(mini_project, "docs/foundations/early.md", "-rA")
+    assert result.returncode == 1, result.stdout[-3000:]
+    for name, code in EARLY_ENDS.items():
+        lineno = lines.index(code.split("\n")[0]) - 1 + 1  # the fence's line, 1-based
+        assert f"FAILED docs/foundations/early.md::line {lineno}" in result.stdout, (name, result.stdout[-3000:])
+
+
+def test_an_empty_failure_text_from_a_block_is_a_failure(tmp_path):
+    """The sandbox's side of the attack above: whatever calls run_forked reads its answer as
+    "None: passed, text: failed"; an empty text is a failure too, never a pass."""
+    from kb.sandbox import run_forked
+
+    (tmp_path / "project").mkdir()
+    failure = run_forked(lambda: "", work=tmp_path / "work", project=tmp_path / "project", timeout=20)
+    assert failure, f"an empty failure text came back as {failure!r}"
