@@ -237,12 +237,49 @@ MARKDOWN_SUFFIXES = (".markdown", ".mdown", ".mkdn", ".mkd", ".md")
 PYTHON_LEXERS = ("Python", "Python 2.x", "NumPy", "IPython", "IPython3")
 
 
-def shown_as_python_not_run(lines: list[str]) -> list[tuple[int, str]]:
+# What nbmake and nbclient read from a notebook to let a cell go unrun or fail unseen (the page
+# shows the cell as any other): a notebook that allows errors, a cell skipped or allowed to raise
+# by its tags, a cell whose variables nbmake overwrites after it ran (mock, post_cell_execute).
+NOTEBOOK_TAGS = ("skip-execution", "raises-exception")
+
+
+def notebook_unrun(path: Path) -> list[str]:
+    """What of a notebook page would be shown and not run (or run and not checked), one line each."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # nbmake names an unreadable notebook
+    out = []
+    if not isinstance(nb, dict):
+        return out
+    execution = (nb.get("metadata") or {}).get("execution") or {}
+    if isinstance(execution, dict) and execution.get("allow_errors"):
+        out.append("its metadata says execution.allow_errors: a cell that fails would pass")
+    for n, cell in enumerate(nb.get("cells") or [], 1):
+        if not isinstance(cell, dict):
+            continue
+        meta = cell.get("metadata") or {}
+        tags = [t for t in (meta.get("tags") or []) if t in NOTEBOOK_TAGS] if isinstance(meta, dict) else []
+        if tags:
+            out.append(f"cell {n} is tagged {', '.join(tags)}: it would not run, or its failure would pass")
+        if isinstance(meta, dict) and meta.get("nbmake"):
+            out.append(f"cell {n} carries nbmake metadata (mock, post_cell_execute): code the page does not show")
+        if cell.get("cell_type") == "markdown":
+            source = cell.get("source") or ""
+            text = "".join(source) if isinstance(source, list) else str(source)
+            for line, info in shown_as_python_not_run(text.split("\n"), markdown_cell=True):
+                out.append(f"cell {n} (Markdown), line {line}: a ```{info} block nothing runs (use a code cell)")
+    return out
+
+
+def shown_as_python_not_run(lines: list[str], markdown_cell: bool = False) -> list[tuple[int, str]]:
     """The fences of a page (1-based line, info string) that the site shows as Python code (the
     language as pymdownx.superfences reads it, looked up in Pygments as pymdownx.highlight does:
     any alias, any case, or an attribute list's first class) but that pytest-codeblocks does not
     run: it runs a fence of backticks whose info string is exactly ``python``. Invisible characters
-    (a zero-width space, a byte order mark) are read as the browser shows them: not at all."""
+    (a zero-width space, a byte order mark) are read as the browser shows them: not at all.
+    In a notebook's Markdown cell (``markdown_cell``) nothing runs a fence: every Python one is
+    listed, ```python and ```pycon included."""
     from pygments.lexers import get_lexer_by_name
     from pygments.util import ClassNotFound
     from pymdownx.superfences import RE_NESTED_FENCE_START
@@ -250,7 +287,7 @@ def shown_as_python_not_run(lines: list[str]) -> list[tuple[int, str]]:
     out = []
     for fence in sources.fences(lines):
         opening = lines[fence.start].strip()
-        if fence.fence[0] == "`" and opening[len(fence.fence) :] == "python":
+        if not markdown_cell and fence.fence[0] == "`" and opening[len(fence.fence) :] == "python":
             continue
         seen = "".join(c for c in opening if unicodedata.category(c) != "Cf" and c != "\ufeff")
         m = RE_NESTED_FENCE_START.match(seen)
@@ -264,7 +301,7 @@ def shown_as_python_not_run(lines: list[str]) -> list[tuple[int, str]]:
             lexer = get_lexer_by_name(lang)
         except ClassNotFound:
             continue
-        if lexer.name in PYTHON_LEXERS:
+        if lexer.name in PYTHON_LEXERS or (markdown_cell and lexer.name == "Python console session"):
             out.append((fence.start + 1, fence.info))
     return out
 
@@ -656,6 +693,14 @@ class State:
                 f"{self.project.rel(file_path)}: MkDocs shows this file as a page, but its code blocks "
                 "would never run (pytest-codeblocks and the doctests read *.md only): rename it to .md"
             )
+        if path.suffix == ".ipynb" and self.project.inside(path, self.project.docs_dir):
+            unrun = notebook_unrun(path)
+            if unrun:
+                raise pytest.UsageError(
+                    "\n".join(f"{self.project.rel(file_path)}: {what}" for what in unrun)
+                    + "\n(every cell a notebook page shows runs, and a failing cell fails)"
+                )
+            return None
         if not self.is_page(path):
             return None
         lines = file_path.read_text(encoding="utf-8").split("\n")

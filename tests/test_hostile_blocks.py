@@ -221,3 +221,67 @@ def test_an_empty_failure_text_from_a_block_is_a_failure(tmp_path):
     (tmp_path / "project").mkdir()
     failure = run_forked(lambda: "", work=tmp_path / "work", project=tmp_path / "project", timeout=20)
     assert failure, f"an empty failure text came back as {failure!r}"
+
+
+# ==== promise 2, notebooks: every cell a notebook page shows runs, and a failing one fails ==========
+
+
+def notebook(root: Path, rel: str, cells: list[tuple[str, str, dict]], metadata: dict | None = None) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.metadata.update(metadata or {})
+    for kind, source, meta in cells:
+        cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+        cell.metadata.update(meta)
+        nb.cells.append(cell)
+    path = root / "docs" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+WRONG = "assert 1 + 1 == 3"
+NOTEBOOK_HATCHES = {  # each passed under nbmake, with a wrong cell on the page
+    "allow.ipynb": ([("code", WRONG, {})], {"execution": {"allow_errors": True}}, "execution.allow_errors"),
+    "skip.ipynb": ([("code", WRONG, {"tags": ["skip-execution"]})], {}, "cell 1 is tagged skip-execution"),
+    "raises.ipynb": ([("code", WRONG, {"tags": ["raises-exception"]})], {}, "cell 1 is tagged raises-exception"),
+    "mock.ipynb": (
+        [("code", "x = 1 + 1", {"nbmake": {"mock": {"x": 3}}}), ("code", "assert x == 3", {})],
+        {},
+        "cell 1 carries nbmake metadata",
+    ),
+    "post.ipynb": (
+        [("code", "x = 1 + 1", {"nbmake": {"post_cell_execute": ["x = 3"]}}), ("code", "assert x == 3", {})],
+        {},
+        "cell 1 carries nbmake metadata",
+    ),
+    "markdown.ipynb": (
+        [("markdown", f"Shown:\n\n```python\n{WRONG}\n```\n", {}), ("code", "assert True", {})],
+        {},
+        "cell 1 (Markdown), line 3: a ```python block nothing runs",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_HATCHES)
+def test_a_notebook_cannot_show_a_cell_that_is_not_run_or_not_checked(mini_project, name):
+    """Promise: every cell a notebook page shows runs, and a failing one fails the suite. nbmake
+    and nbclient read escape hatches from the notebook's JSON, which the page does not show: the
+    notebook's execution.allow_errors, a cell's skip-execution or raises-exception tag, nbmake's
+    mock and post_cell_execute (which overwrite a cell's variables after it ran); and a Markdown
+    cell's ```python block is shown as code that nothing runs. Each notebook passed."""
+    cells, metadata, said = NOTEBOOK_HATCHES[name]
+    notebook(mini_project, f"foundations/extra/{name}", cells, metadata)
+    result = forked_pytest(mini_project, f"docs/foundations/extra/{name}")
+    assert result.returncode not in (0, 5), result.stdout[-3000:]
+    assert f"docs/foundations/extra/{name}: " in result.stdout and said in result.stdout, result.stdout[-3000:]
+
+
+def test_a_notebook_without_hatches_still_runs(mini_project):
+    """The other side: tags and Markdown that let nothing slip are not refused."""
+    cells = [("markdown", "```console\n$ make test\n```\n", {}), ("code", "assert 1 + 1 == 2", {"tags": ["figure"]})]
+    notebook(mini_project, "foundations/extra/fine.ipynb", cells)
+    result = forked_pytest(mini_project, "docs/foundations/extra/fine.ipynb", "-rA")
+    assert result.returncode == 0 and "PASSED docs/foundations/extra/fine.ipynb" in result.stdout, result.stdout[-3000:]
