@@ -267,13 +267,13 @@ def notebook_unrun(path: Path) -> list[str]:
         if cell.get("cell_type") == "markdown":
             source = cell.get("source") or ""
             text = "".join(source) if isinstance(source, list) else str(source)
-            for line, info in shown_as_python_not_run(text.split("\n"), markdown_cell=True):
-                out.append(f"cell {n} (Markdown), line {line}: a ```{info} block nothing runs (use a code cell)")
+            for line, opening in shown_as_python_not_run(text.split("\n"), markdown_cell=True):
+                out.append(f"cell {n} (Markdown), line {line}: a {opening} block nothing runs (use a code cell)")
     return out
 
 
 def shown_as_python_not_run(lines: list[str], markdown_cell: bool = False) -> list[tuple[int, str]]:
-    """The fences of a page (1-based line, info string) that the site shows as Python code (the
+    """The fences of a page (1-based line, opening line) that the site shows as Python code (the
     language as pymdownx.superfences reads it, looked up in Pygments as pymdownx.highlight does:
     any alias, any case, or an attribute list's first class) but that pytest-codeblocks does not
     run: it runs a fence of backticks whose info string is exactly ``python``. Invisible characters
@@ -302,7 +302,7 @@ def shown_as_python_not_run(lines: list[str], markdown_cell: bool = False) -> li
         except ClassNotFound:
             continue
         if lexer.name in PYTHON_LEXERS or (markdown_cell and lexer.name == "Python console session"):
-            out.append((fence.start + 1, fence.info))
+            out.append((fence.start + 1, opening))
     return out
 
 
@@ -715,10 +715,10 @@ class State:
         if unrun:
             raise pytest.UsageError(
                 "\n".join(
-                    f"{self.project.rel(file_path)}:{i}: the site shows this block ({info!r}) as Python, but "
+                    f"{self.project.rel(file_path)}:{i}: the site shows this block ({opening!r}) as Python, but "
                     "nothing runs it (pytest-codeblocks runs ```python fences only, exactly so spelled): "
                     "write ```python, or ```pycon with >>> prompts"
-                    for i, info in unrun
+                    for i, opening in unrun
                 )
             )
         return None
