@@ -7,11 +7,9 @@ named in the report, not repeated here.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -93,9 +91,7 @@ def test_an_ignored_folder_of_pages_stays_ignored_and_the_run_is_narrowed(mini_p
     """The other side: what --ignore leaves out stays out (and kb.testrun calls such a run narrowed)."""
     page(mini_project, "foundations/extra/build/page.md", f"```python\n{FAILING}\n```\n")
     page(mini_project, "foundations/extra/ok.md", "```python\nassert 1 + 1 == 2\n```\n")
-    result = forked_pytest(
-        mini_project, "docs/foundations/extra", "--ignore", "docs/foundations/extra/build", "-rA"
-    )
+    result = forked_pytest(mini_project, "docs/foundations/extra", "--ignore", "docs/foundations/extra/build", "-rA")
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:]
 
 
@@ -110,9 +106,9 @@ def test_a_page_with_another_markdown_suffix_is_refused(mini_project, suffix):
     page(mini_project, f"foundations/extra/other{suffix}", f"```python\n{FAILING}\n```\n")
     result = forked_pytest(mini_project, "docs/foundations/extra")
     assert result.returncode not in (0, 5), result.stdout[-3000:]
-    assert f"docs/foundations/extra/other{suffix}: MkDocs shows this file as a page" in result.stdout, (
-        result.stdout[-3000:]
-    )
+    assert f"docs/foundations/extra/other{suffix}: MkDocs shows this file as a page" in result.stdout, result.stdout[
+        -3000:
+    ]
 
 
 # ==== promise 1: the sandbox ======================================================================
@@ -123,7 +119,7 @@ def test_a_page_with_another_markdown_suffix_is_refused(mini_project, suffix):
 # object pools, where a freed copy stays whole.
 HALF_A, HALF_B = "kb-hostile-token-", "5c1e9f04d2b7" * 80
 
-SCAN_MEMORY = '''
+SCAN_MEMORY = """
 import ctypes, json, os, sys, tempfile
 from pathlib import Path
 from kb.sandbox import run_forked
@@ -149,7 +145,7 @@ def scan():
 # what a test process does with its environment before a block runs
 os.environ.copy()
 print(json.dumps(run_forked(scan, work=Path(tempfile.mkdtemp()), project=Path.cwd(), timeout=60)))
-'''
+"""
 
 
 def scan_for_the_token(tmp_path: Path, before: str) -> str:
