@@ -7,6 +7,7 @@ named in the report, not repeated here.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -281,3 +282,40 @@ def test_a_notebook_without_hatches_still_runs(mini_project):
     notebook(mini_project, "foundations/extra/fine.ipynb", cells)
     result = forked_pytest(mini_project, "docs/foundations/extra/fine.ipynb", "-rA")
     assert result.returncode == 0 and "PASSED docs/foundations/extra/fine.ipynb" in result.stdout, result.stdout[-3000:]
+
+
+def test_a_block_in_a_user_namespace_of_its_own_cannot_unhide_git_or_remount_the_project(tmp_path):
+    """Promise: read-only project, .git hidden. A block may make a user namespace of its own, where
+    it holds every capability again, and a mount namespace: the mounts it inherits are locked
+    together there, so it can neither remount the project writable nor unmount what hides .git."""
+    from kb.sandbox import run_forked
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "config").write_text("[remote] token = kb-hostile-git-secret\n")
+
+    def nest() -> str | None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(0x10000000 | 0x00020000) != 0:  # CLONE_NEWUSER | CLONE_NEWNS
+            return None  # refused: nothing to attack from
+        done = []
+        ms_remount, ms_bind, mnt_detach = 32, 4096, 2
+        for flags in (ms_remount | ms_bind, ms_remount):
+            if libc.mount(None, str(project).encode(), None, ctypes.c_ulong(flags), None) == 0:
+                done.append(f"remounted the project (flags {flags})")
+        if libc.umount2(str(project / ".git").encode(), mnt_detach) == 0:
+            done.append("unmounted what hides .git")
+        try:
+            (project / "planted.txt").write_text("x")
+            done.append("wrote into the project")
+        except OSError:
+            pass
+        try:
+            done.append(f"read .git/config: {(project / '.git' / 'config').read_text()}")
+        except OSError:
+            pass
+        return "; ".join(done) or None
+
+    failure = run_forked(nest, work=tmp_path / "work", project=project, timeout=20)
+    assert failure is None, failure
+    assert not (project / "planted.txt").exists()
