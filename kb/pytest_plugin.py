@@ -642,7 +642,12 @@ class State:
         return path.suffix == ".md" and self.project.inside(path, self.project.posts_dir)
 
     def is_page(self, path: Path) -> bool:
-        return path.suffix == ".md" and self.project.inside(path, self.project.docs_dir) and not self.is_post(path)
+        """A Markdown file of docs/ that is not a post: where MkDocs finds it (a symlink in docs/ to a
+        file or folder outside is a page too: MkDocs follows it) or where it leads."""
+        docs = self.project.docs_dir
+        found = Path(os.path.abspath(path))
+        walked = found.is_relative_to(os.path.abspath(docs)) or found.is_relative_to(docs.resolve())
+        return path.suffix == ".md" and (walked or self.project.inside(path, docs)) and not self.is_post(path)
 
     # ---- collection ----
 
@@ -730,13 +735,15 @@ class State:
         kept, dropped = [], []
         expanded = []
         for item in items:
-            expanded += split_doctest(item) if self.is_page(Path(str(item.path))) else [item]
+            expanded += split_doctest(item) if Path(str(item.path)).suffix == ".md" else [item]
         for item in expanded:
             if item.get_closest_marker("experiment") and not config.getoption("experiments"):
                 dropped.append(item)
                 continue
             kept.append(item)
-            if not self.is_page(Path(str(item.path))):
+            # Whatever runs from a Markdown file (a page's block or doctest, or a .md file outside
+            # docs/ that pytest-codeblocks collects all the same) runs in the sandbox, never here.
+            if Path(str(item.path)).suffix != ".md":
                 if item.path.suffix == ".ipynb":  # the notebook's client and kernel run in the sandbox
                     _isolate(item, self, timeout=600)
                 continue

@@ -186,6 +186,46 @@ def test_a_block_cannot_read_a_copy_of_the_environment_the_test_process_keeps(tm
     assert found == "null", f"a block read the token from memory: {found}"
 
 
+SANDBOXED = 'import os\nassert os.getpid() == 1, "this block runs in the test process, not in its sandbox"'
+
+
+def test_a_page_reached_through_a_symlink_runs_its_blocks_in_the_sandbox(mini_project, tmp_path):
+    """Promise: page blocks run sandboxed. MkDocs follows symlinks: docs/x.md linking to a file
+    outside docs/ (or a folder of docs/ linking outside) is a page like any other. The plugin told
+    pages by their resolved path, so such a page's blocks ran in the test process itself, with its
+    environment, its network and write access to everything (and .md files under snippets/ or
+    tests/, which pytest-codeblocks collects too, likewise). In the sandbox a block is PID 1."""
+    outside = tmp_path / "outside"
+    (outside / "folder").mkdir(parents=True)
+    body = f"---\ntitle: Linked\n---\n# Linked\n\n```python\n{SANDBOXED}\n```\n"
+    (outside / "page.md").write_text(body, encoding="utf-8")
+    (outside / "folder" / "page.md").write_text(body, encoding="utf-8")
+    extra = mini_project / "docs" / "foundations" / "extra"
+    extra.mkdir()
+    (extra / "linked.md").symlink_to(outside / "page.md")
+    (extra / "linked-folder").symlink_to(outside / "folder", target_is_directory=True)
+    (mini_project / "snippets" / "notes.md").write_text(body, encoding="utf-8")
+    result = forked_pytest(mini_project, "docs/foundations/extra", "snippets/notes.md", "-rA")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for node in (
+        "docs/foundations/extra/linked.md",
+        "docs/foundations/extra/linked-folder/page.md",
+        "snippets/notes.md",
+    ):
+        assert f"PASSED {node}::line 6" in result.stdout, (node, result.stdout[-3000:])
+
+
+def test_a_page_reached_through_a_symlink_cannot_carry_a_directive(mini_project, tmp_path):
+    """The same page may not skip its blocks with a pytest directive (whose skipif condition
+    pytest-codeblocks would evaluate in the test process): it is a page, checked as one."""
+    outside = tmp_path / "outside.md"
+    outside.write_text(f"# Linked\n\n<!--pytest.mark.skip-->\n```python\n{FAILING}\n```\n", encoding="utf-8")
+    (mini_project / "docs" / "foundations" / "linked.md").symlink_to(outside)
+    result = forked_pytest(mini_project, "docs/foundations/linked.md", "-rA")
+    assert result.returncode not in (0, 5), result.stdout[-3000:]
+    assert "docs/foundations/linked.md:3: a pytest directive in a page" in result.stdout, result.stdout[-3000:]
+
+
 # ==== promise 3: a block that ends early never passes ==============================================
 
 EARLY_ENDS = {
