@@ -359,3 +359,32 @@ def test_a_block_in_a_user_namespace_of_its_own_cannot_unhide_git_or_remount_the
     failure = run_forked(nest, work=tmp_path / "work", project=project, timeout=20)
     assert failure is None, failure
     assert not (project / "planted.txt").exists()
+
+
+def test_nothing_a_block_leaves_in_tmp_shm_builtins_or_a_traced_parent_reaches_the_next(tmp_path):
+    """Promise: no change seen by the next test. A block writes /tmp, /dev/shm and $HOME, replaces a
+    builtin and tries to ptrace and signal the processes around it; the next block sees none of it
+    (each gets fresh tmpfs mounts, a fork of the test process, and a PID namespace of its own)."""
+    import builtins
+
+    from kb.sandbox import run_forked
+
+    project = tmp_path / "project"
+    project.mkdir()
+    places = ("/tmp/kb-left", "/dev/shm/kb-left")
+
+    def leave() -> str | None:
+        for place in (*places, os.path.join(os.environ["HOME"], "kb-left")):
+            Path(place).write_text("left by an earlier block")
+        builtins.len = lambda obj: 0
+        libc = ctypes.CDLL(None, use_errno=True)
+        reached = [pid for pid in (0, 1, 2, os.getppid()) if pid > 1 and libc.ptrace(16, pid, 0, 0) == 0]
+        return f"attached to {reached}" if reached else None  # PTRACE_ATTACH
+
+    def look() -> str | None:
+        left = [p for p in places if os.path.exists(p)] + os.listdir(os.environ["HOME"])
+        return f"found {left}" if left else (None if len([1]) == 1 else "builtins.len was replaced")
+
+    assert run_forked(leave, work=tmp_path / "w1", project=project, timeout=20) is None
+    assert run_forked(look, work=tmp_path / "w2", project=project, timeout=20) is None
+    assert builtins.len([1]) == 1 and not list(tmp_path.glob("w*/kb-left"))
