@@ -27,12 +27,14 @@ os.environ.setdefault("KB_FAST", "1")
 os.environ["OMP_NUM_THREADS"] = "1"  # assigned, not defaulted: an exported value must not change a verdict
 os.environ["MKL_NUM_THREADS"] = "1"
 
+import fnmatch  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import unicodedata  # noqa: E402
 from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -230,6 +232,81 @@ def expand_includes(code: str, site: Site, project: Project | None = None) -> st
     return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
 
 
+# Every suffix MkDocs makes a page of (mkdocs.utils.markdown_extensions); pytest reads *.md only.
+MARKDOWN_SUFFIXES = (".markdown", ".mdown", ".mkdn", ".mkd", ".md")
+# The Pygments lexers that show a block as Python code (pycon: a doctest, run wherever it is).
+PYTHON_LEXERS = ("Python", "Python 2.x", "NumPy", "IPython", "IPython3")
+
+
+# What nbmake and nbclient read from a notebook to let a cell go unrun or fail unseen (the page
+# shows the cell as any other): a notebook that allows errors, a cell skipped or allowed to raise
+# by its tags, a cell whose variables nbmake overwrites after it ran (mock, post_cell_execute).
+NOTEBOOK_TAGS = ("skip-execution", "raises-exception")
+
+
+def notebook_unrun(path: Path) -> list[str]:
+    """What of a notebook page would be shown and not run (or run and not checked), one line each."""
+    try:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # nbmake names an unreadable notebook
+    out = []
+    if not isinstance(nb, dict):
+        return out
+    execution = (nb.get("metadata") or {}).get("execution") or {}
+    if isinstance(execution, dict) and execution.get("allow_errors"):
+        out.append("its metadata says execution.allow_errors: a cell that fails would pass")
+    for n, cell in enumerate(nb.get("cells") or [], 1):
+        if not isinstance(cell, dict):
+            continue
+        meta = cell.get("metadata") or {}
+        tags = [t for t in (meta.get("tags") or []) if t in NOTEBOOK_TAGS] if isinstance(meta, dict) else []
+        if tags:
+            out.append(f"cell {n} is tagged {', '.join(tags)}: it would not run, or its failure would pass")
+        if isinstance(meta, dict) and meta.get("nbmake"):
+            out.append(f"cell {n} carries nbmake metadata (mock, post_cell_execute): code the page does not show")
+        if cell.get("cell_type") == "markdown":
+            source = cell.get("source") or ""
+            text = "".join(source) if isinstance(source, list) else str(source)
+            for line, opening in shown_as_python_not_run(text.split("\n"), markdown_cell=True):
+                out.append(f"cell {n} (Markdown), line {line}: a {opening} block nothing runs (use a code cell)")
+    return out
+
+
+def shown_as_python_not_run(lines: list[str], markdown_cell: bool = False) -> list[tuple[int, str]]:
+    """The fences of a page (1-based line, opening line) that the site shows as Python code (the
+    language as pymdownx.superfences reads it, looked up in Pygments as pymdownx.highlight does:
+    any alias, any case, or an attribute list's first class) but that pytest-codeblocks does not
+    run: it runs a fence of backticks whose info string is exactly ``python``. Invisible characters
+    (a zero-width space, a byte order mark) are read as the browser shows them: not at all.
+    In a notebook's Markdown cell (``markdown_cell``) nothing runs a fence: every Python one is
+    listed, ```python and ```pycon included."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+    from pymdownx.superfences import RE_NESTED_FENCE_START
+
+    out = []
+    for fence in sources.fences(lines):
+        opening = lines[fence.start].strip()
+        if not markdown_cell and fence.fence[0] == "`" and opening[len(fence.fence) :] == "python":
+            continue
+        seen = "".join(c for c in opening if unicodedata.category(c) != "Cf" and c != "\ufeff")
+        m = RE_NESTED_FENCE_START.match(seen)
+        lang = (m.group("lang") or "") if m else ""
+        if m and not lang and m.group("attrs"):
+            classes = re.findall(r"(?:^|\s)\.([\w#.+-]+)", m.group("attrs"))
+            lang = classes[0] if classes else ""
+        if not lang:
+            continue
+        try:
+            lexer = get_lexer_by_name(lang)
+        except ClassNotFound:
+            continue
+        if lexer.name in PYTHON_LEXERS or (markdown_cell and lexer.name == "Python console session"):
+            out.append((fence.start + 1, opening))
+    return out
+
+
 def _warm() -> None:
     """Import torch once in the parent, so that each forked block starts with it loaded (not 2 s each)."""
     try:
@@ -255,7 +332,8 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
         except BaseException as e:  # noqa: BLE001 - skips and exits are failures of a page block too
             if isinstance(e, pytest.skip.Exception):
                 return f"{item.nodeid}: a page block may not skip itself ({e})"
-            return str(repr_failure(pytest.ExceptionInfo.from_exception(e)))
+            said = str(repr_failure(pytest.ExceptionInfo.from_exception(e)))
+            return said if said.strip() else f"{item.nodeid}: {type(e).__name__} with an empty message"
         return None
 
     def isolated() -> None:
@@ -568,7 +646,12 @@ class State:
         return path.suffix == ".md" and self.project.inside(path, self.project.posts_dir)
 
     def is_page(self, path: Path) -> bool:
-        return path.suffix == ".md" and self.project.inside(path, self.project.docs_dir) and not self.is_post(path)
+        """A Markdown file of docs/ that is not a post: where MkDocs finds it (a symlink in docs/ to a
+        file or folder outside is a page too: MkDocs follows it) or where it leads."""
+        docs = self.project.docs_dir
+        found = Path(os.path.abspath(path))
+        walked = found.is_relative_to(os.path.abspath(docs)) or found.is_relative_to(docs.resolve())
+        return path.suffix == ".md" and (walked or self.project.inside(path, docs)) and not self.is_post(path)
 
     # ---- collection ----
 
@@ -586,23 +669,67 @@ class State:
                 "module's assertions rely on (put back; the module fails)"
             )
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_ignore_collect(self, collection_path, config):
+        path = Path(collection_path)
         # A journal post is the learner's words: its code is shown (labelled), never executed.
-        if self.is_post(Path(collection_path)):
+        if self.is_post(path) or (path.is_dir() and self.project.inside(path, self.project.posts_dir)):
             return True
+        if path.is_dir() and self.project.inside(path, self.project.docs_dir) and not path.name.startswith("."):
+            # norecursedirs (build, site, ...) names this repository's outputs, not the learner's
+            # folders: MkDocs makes pages of docs/<topic>/build/*.md, so their blocks run too
+            # (what --ignore and --ignore-glob leave out stays out: such a run is a narrowed one).
+            from _pytest.pathlib import absolutepath, fnmatch_ex
+
+            ignored = [absolutepath(x) for x in config.getoption("ignore") or []]
+            globs = [str(absolutepath(x)) for x in config.getoption("ignore_glob") or []]
+            if path in ignored or any(fnmatch.fnmatch(str(path), g) for g in globs):
+                return None
+            if any(fnmatch_ex(pattern, path) for pattern in config.getini("norecursedirs")):
+                return False
         return None
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collect_file(self, file_path, parent):
-        if not self.is_page(Path(file_path)):
+        path = Path(file_path)
+        if (
+            path.suffix in MARKDOWN_SUFFIXES
+            and path.suffix != ".md"
+            and self.project.inside(path, self.project.docs_dir)
+            and not self.project.inside(path, self.project.posts_dir)
+        ):
+            raise pytest.UsageError(
+                f"{self.project.rel(file_path)}: MkDocs shows this file as a page, but its code blocks "
+                "would never run (pytest-codeblocks and the doctests read *.md only): rename it to .md"
+            )
+        if path.suffix == ".ipynb" and self.project.inside(path, self.project.docs_dir):
+            unrun = notebook_unrun(path)
+            if unrun:
+                raise pytest.UsageError(
+                    "\n".join(f"{self.project.rel(file_path)}: {what}" for what in unrun)
+                    + "\n(every cell a notebook page shows runs, and a failing cell fails)"
+                )
             return None
-        for i, line in enumerate(file_path.read_text(encoding="utf-8").split("\n"), 1):
+        if not self.is_page(path):
+            return None
+        lines = file_path.read_text(encoding="utf-8").split("\n")
+        for i, line in enumerate(lines, 1):
             if DIRECTIVE.match(line):
                 raise pytest.UsageError(
                     f"{self.project.rel(file_path)}:{i}: a pytest directive in a page ({line.strip()}); "
                     "every block a page shows runs: remove it, or show the code as not runnable "
-                    '(```python title="不运行：<reason>")'
+                    "(```text: a ```python fence with a title is not run, and is refused)"
                 )
+        unrun = shown_as_python_not_run(lines)
+        if unrun:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: the site shows this block ({opening!r}) as Python, but "
+                    "nothing runs it (pytest-codeblocks runs ```python fences only, exactly so spelled): "
+                    "write ```python, or ```pycon with >>> prompts"
+                    for i, opening in unrun
+                )
+            )
         return None
 
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
@@ -612,13 +739,15 @@ class State:
         kept, dropped = [], []
         expanded = []
         for item in items:
-            expanded += split_doctest(item) if self.is_page(Path(str(item.path))) else [item]
+            expanded += split_doctest(item) if Path(str(item.path)).suffix == ".md" else [item]
         for item in expanded:
             if item.get_closest_marker("experiment") and not config.getoption("experiments"):
                 dropped.append(item)
                 continue
             kept.append(item)
-            if not self.is_page(Path(str(item.path))):
+            # Whatever runs from a Markdown file (a page's block or doctest, or a .md file outside
+            # docs/ that pytest-codeblocks collects all the same) runs in the sandbox, never here.
+            if Path(str(item.path)).suffix != ".md":
                 if item.path.suffix == ".ipynb":  # the notebook's client and kernel run in the sandbox
                     _isolate(item, self, timeout=600)
                 continue

@@ -331,9 +331,29 @@ def _enter(
     os.chdir(work)
     # The test process's environment (CI tokens, keys) stays outside: only what Python,
     # torch and the block's own folders need.
-    kept = {k: v for k, v in os.environ.items() if k in ENVIRONMENT or k.startswith("LC_")}
-    os.environ.clear()
+    # (only the kept values are read: reading a value leaves a copy of it in memory)
+    kept = {k: os.environ[k] for k in list(os.environ) if k in ENVIRONMENT or k.startswith("LC_")}
+    _forget_environment()
     os.environ.update(kept, TMPDIR=str(work), HOME=str(work), MPLCONFIGDIR=str(work))
+
+
+_BYTES_DATA = bytes.__basicsize__ - 1  # where a bytes object's characters start (CPython)
+
+
+def _forget_environment() -> None:
+    """Empty the environment, and wipe its copies that this fork of the test process holds in
+    memory a block can read: the values os.environ keeps (bytes, in CPython's heap, freed but not
+    erased by clear()), and the block of strings the process started with (on its stack, between
+    env_start and env_end of /proc/self/stat: what /proc/PID/environ shows)."""
+    for value in os.environ._data.values():  # type: ignore[attr-defined]
+        if isinstance(value, bytes) and len(value) > 1:  # b"" and one-byte bytes are shared singletons
+            ctypes.memset(id(value) + _BYTES_DATA, 0, len(value))
+    os.environ.clear()
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[47]), int(fields[48])  # fields 50 and 51: env_start, env_end
+    if 0 < start < end:
+        ctypes.memset(start, 0, end - start)
 
 
 def _send(fd: int, message: dict) -> None:
@@ -472,6 +492,8 @@ def _verdict(data: bytes, nonce: str) -> str | None:
     failure = message["failure"]
     if failure is not None and not isinstance(failure, str):
         return "the block's process sent a result that is not the sandbox's (forged or garbled)"
+    if failure is not None and not failure.strip():  # a failure is never read as a pass, text or not
+        return "the block failed and said nothing (an exception with an empty message)"
     return failure
 
 
