@@ -329,8 +329,9 @@ def _enter(
     resource.setrlimit(resource.RLIMIT_FSIZE, (memory_mb << 20, memory_mb << 20))
     _drop_privileges()
     os.chdir(work)
-    # The test process's environment (CI tokens, keys) stays outside: only what Python,
-    # torch and the block's own folders need.
+    # The test process's environment (CI tokens, keys) is emptied, and the copies of it this fork
+    # inherited are wiped (a copy the test process itself keeps elsewhere is not: a strict xfail in
+    # tests/test_hostile_blocks.py): only what Python, torch and the block's own folders need.
     # (only the kept values are read: reading a value leaves a copy of it in memory)
     kept = {k: os.environ[k] for k in list(os.environ) if k in ENVIRONMENT or k.startswith("LC_")}
     _forget_environment()
