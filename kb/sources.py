@@ -375,6 +375,8 @@ def journal_question(line: str, under_ask: bool) -> str | None:
     s = line.strip()
     if not s or s.startswith("#"):
         return None
+    if not under_ask and ">>" not in s and "吧" not in s and not any(w in s for w in INTERROGATIVES):
+        return None  # what the rules below need is not in the line (most lines of a journal)
     m = LIST_ITEM.match(line)
     text = (m.group("text") if m else s).strip()
     restart = text.startswith(">>")

@@ -209,3 +209,24 @@ def test_front_matter_is_read_by_libyaml_as_pyyamls_safe_loader_reads_it():
         with pytest.raises(yaml.YAMLError) as pure:
             yaml.load(damaged, Loader=yaml.SafeLoader)
         assert fast.value.problem_mark.line == pure.value.problem_mark.line, damaged
+
+
+@pytest.mark.parametrize("under_ask", [False, True])
+def test_a_line_without_a_question_word_is_passed_over_as_the_full_rules_would(under_ask):
+    """``journal_question`` returns early on a line with none of the words its rules look for (most
+    lines of a long journal): each rule needs one of them, so the early answer is the rules' answer."""
+    lines = [
+        "- 使用 target critic 获得下一时刻 Q-value",
+        "  1. 熵正则部分，梯度打开了",
+        "普通的一句话。",
+        "- 那优势函数怎么求？",
+        "- >> 重新想一遍 critic 的目标",
+        "- 这就是 on-policy 的吧",
+        "问：为什么要 double Q",
+        "* **加粗的条目**",
+    ]
+    expected = {
+        False: [None, None, None, "那优势函数怎么求？", "重新想一遍 critic 的目标", "这就是 on-policy 的吧", "问：为什么要 double Q", None],
+        True: ["使用 target critic 获得下一时刻 Q-value", "熵正则部分，梯度打开了", None, "那优势函数怎么求？", "重新想一遍 critic 的目标", "这就是 on-policy 的吧", "问：为什么要 double Q", "加粗的条目"],
+    }  # fmt: skip
+    assert [sources.journal_question(line, under_ask) for line in lines] == expected[under_ask]
