@@ -93,8 +93,10 @@ FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def invalid_value_line(front: str) -> tuple[int, str]:
-    """(1-based line within the YAML text, value) of the first scalar YAML cannot construct (2026-02-30)."""
-    loader = yaml.SafeLoader(front)
+    """(1-based line within the YAML text, value) of the first scalar YAML cannot construct (2026-02-30).
+    Read by the loader that refused the value (FAST_LOADER): libyaml accepts tabs PyYAML's own scanner
+    refuses, so a pure-Python reading of the same text could fail on them instead."""
+    loader = FAST_LOADER(front)
     try:
         root = loader.get_single_node()
     finally:
@@ -104,7 +106,7 @@ def invalid_value_line(front: str) -> tuple[int, str]:
         node = stack.pop(0)
         if isinstance(node, yaml.ScalarNode):
             try:
-                yaml.SafeLoader("").construct_object(node, deep=True)
+                FAST_LOADER("").construct_object(node, deep=True)
             except Exception:  # noqa: BLE001 - whatever the constructor raises, this is the value
                 return node.start_mark.line + 1, node.value
         elif isinstance(node, yaml.MappingNode):

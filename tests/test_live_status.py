@@ -703,3 +703,39 @@ def test_a_forked_session_decides_its_claims_from_the_model_it_is_handed(mini_pr
     assert undecided(kb) == undecided(None)
     assert undecided(dataclasses.replace(kb, claims=[])) == []
     assert undecided(KnowledgeBase.load(Project.find())) == undecided(None)  # this checkout's model: ignored
+
+
+# ---- second reader of the live check's speed-up (wave 6): attacks kept as regression tests --------
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        "title:\tMSE\ndate: 2026-02-30\n",  # a tab after the colon (an editor's Tab key)
+        "title: MSE\t# 注释\ndate: 2026-02-30\n",  # a tab before a comment
+        "tags: [a,\tb]\ndate: 2026-02-30\n",  # a tab inside a flow list
+    ],
+)
+def test_front_matter_libyaml_accepts_with_an_impossible_date_is_named_by_file_and_line(mini_project, front):
+    """Attack on the libyaml front matter (sources.FAST_LOADER): libyaml, as MkDocs reads front matter,
+    accepts tabs that PyYAML's pure-Python scanner refuses. With an impossible date beside such a
+    tab, the line of the bad value was looked up with the pure-Python loader, whose ScannerError
+    crashed the model (kb check and the live check: a traceback, no file:line). Both the page and a
+    claim-review file must name the file and the date's line."""
+    from kb.model import KnowledgeBase
+    from kb.project import Project
+
+    page = mini_project / "docs" / MSE_PAGE
+    text = page.read_text(encoding="utf-8")
+    body = text.split("\n---\n", 1)[1]
+    page.write_text(f"---\n{front}---\n{body}", encoding="utf-8")
+    reviews = mini_project / "claim-reviews"
+    reviews.mkdir(exist_ok=True)
+    (reviews / "some-claim.yml").write_text(
+        "claim: some-claim\nreviews:\n- date:\t2026-13-05\n  commit: abc\n", encoding="utf-8"
+    )
+    kb = KnowledgeBase.load(Project.find(mini_project))
+    said = [str(e) for e in kb.errors]
+    date_line = 1 + front.split("\n").index("date: 2026-02-30") + 1  # the opening --- is line 1
+    assert any(s.startswith(f"docs/{MSE_PAGE}:{date_line}:") and "2026-02-30" in s for s in said), said
+    assert any(s.startswith("claim-reviews/some-claim.yml:3:") and "2026-13-05" in s for s in said), said
