@@ -217,6 +217,39 @@ def _importers(project, citing: dict[str, list[str]], cited: set[str]) -> dict[s
     return {name: sorted(files) for name, files in out.items()}
 
 
+def _decided_together(kb, uris: list[str]) -> list[str]:
+    """The pages a check of ``uris`` must cover: a page's session runs whole modules (what it includes,
+    its claims' tests and evidence, as ``check.plan`` lists them) and decides every claim whose test is
+    in one of them, on any page, counterfactuals included. So the verdict of page A depends on page B
+    as saved whenever one of B's claims is tested in a module A's session runs (kb check A fails while
+    B's counterfactual still passes): A and B are checked together, to a fixed point. ``kb serve``
+    then stops this check at a save of any of them (its verdict would be of that page's content
+    before) and a save of B gives A a verdict again."""
+    from kb import sources
+
+    def modules(page) -> set[str]:
+        found = {i.path for i in sources.includes(page.lines, page.doc.body_line)}
+        for c in page.claims:
+            found |= {code.path for code in ([c.test.code] if c.test else []) + c.evidence}
+        return found
+
+    pages = {p.src_uri: p for p in kb.pages.values() if not p.is_post}
+    tested = {uri: {c.test.code.path for c in page.claims if c.test} for uri, page in pages.items()}
+    ran = {uri: modules(page) for uri, page in pages.items()}
+    out = list(dict.fromkeys(uris))
+    grew = True
+    while grew:
+        grew = False
+        now = set(out)
+        session = set().union(*(ran[u] for u in now if u in pages))
+        decided = set().union(*(tested[u] for u in now if u in pages))
+        for uri in pages:
+            if uri not in now and (tested[uri] & session or ran[uri] & decided):
+                out.append(uri)
+                grew = True
+    return out
+
+
 VERDICT_LINES = ("ok  ", "FAIL", "invalid:", "passed:", "FAILED:", "cached:", "note:")
 
 
@@ -279,6 +312,9 @@ def check_saved(root: str, saved: list[str], marked: list[str], status_path: str
             if (project.root / t).resolve().is_relative_to(docs) and t.endswith(".md"):
                 uris.append((project.root / t).resolve().relative_to(docs).as_posix())
     uris = list(dict.fromkeys(uris))
+    for uri in _decided_together(kb, uris)[len(uris) :]:  # pages whose claims its session decides too
+        uris.append(uri)
+        targets.append(project.rel(docs / uri))
     partial = Path(info_path).with_suffix(".partial")  # kb serve reads it while this check runs: whole or absent
     partial.write_text(json.dumps({"citing": citing, "uris": uris}), encoding="utf-8")
     partial.replace(info_path)

@@ -739,3 +739,52 @@ def test_front_matter_libyaml_accepts_with_an_impossible_date_is_named_by_file_a
     date_line = 1 + front.split("\n").index("date: 2026-02-30") + 1  # the opening --- is line 1
     assert any(s.startswith(f"docs/{MSE_PAGE}:{date_line}:") and "2026-02-30" in s for s in said), said
     assert any(s.startswith("claim-reviews/some-claim.yml:3:") and "2026-13-05" in s for s in said), said
+
+
+SHARING_PAGE = """\
+---
+title: B
+---
+
+# B
+
+!!! claim "MSE 的最优解是条件均值（另一页的说法）"
+    id: b-shares-the-test
+    status: verified
+    test: snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean
+    counterfactual: loss="l1" "若损失换成 L1"
+
+    与 MSE 那一页同一个测试。
+"""
+
+
+def test_a_save_of_a_page_whose_claims_the_checked_pages_session_decides_restarts_that_check(
+    mini_project, monkeypatch
+):
+    """Attack (staleness through the handed model): page B has a claim decided by a test in the module
+    page A's session runs, so A's session runs B's counterfactuals and A's verdict depends on B as
+    saved (kb check A fails while B's counterfactual still passes). The check handed its session the
+    model read at its start: a save of B while A was checked left A's verdict of B's content before,
+    and a save of B never checked A again. A check now covers the pages decided in the same session:
+    a save of B stops A's check and checks both, and a check started by B's save gives A its verdict."""
+    from kb.live import read_status
+
+    b = mini_project / "docs" / "foundations" / "b.md"
+    b.write_text(SHARING_PAGE, encoding="utf-8")
+    checker, gate, ready = held_checks(mini_project, monkeypatch)
+    page = mini_project / "docs" / MSE_PAGE
+    page.write_text(page.read_text(encoding="utf-8") + "\n第一次保存。\n", encoding="utf-8")
+    checker.touched(str(page))
+    ready(1)
+    first = (gate / "ready-1").read_text(encoding="utf-8").split()
+    assert "docs/foundations/b.md" in first, first  # A's check decides B's claim: B's page is checked too
+    b.write_text(SHARING_PAGE.replace('loss="l1"', 'loss="mse"'), encoding="utf-8")
+    checker.touched(str(b))
+    ready(2)  # B's save stopped A's check (its verdict would be of B's content before) and checks both
+    assert {f"docs/{MSE_PAGE}", "docs/foundations/b.md"} <= set((gate / "ready-2").read_text("utf-8").split())
+    (gate / "go-all").write_text("", encoding="utf-8")
+    for uri in (MSE_PAGE, "foundations/b.md"):
+        assert wait_for_verdict(checker.status, uri, seconds=60)["passed"] is True
+    assert not (gate / "ready-3").exists()
+    status = read_status(checker.status)
+    assert all("running" not in status[u] for u in (MSE_PAGE, "foundations/b.md")), status
