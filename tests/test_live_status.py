@@ -788,3 +788,33 @@ def test_a_save_of_a_page_whose_claims_the_checked_pages_session_decides_restart
     assert not (gate / "ready-3").exists()
     status = read_status(checker.status)
     assert all("running" not in status[u] for u in (MSE_PAGE, "foundations/b.md")), status
+
+
+def test_the_kept_import_names_never_answer_for_another_package_or_a_renamed_file(mini_project):
+    """Attack on nbcache._imported_names (an lru_cache keyed by text and package): the same text in
+    another package imports other modules, and a module renamed or deleted after its importer's
+    text was read once is followed as it is on disk now (only names are kept, never files)."""
+    from kb import nbcache
+    from kb.project import Project
+
+    project = Project.find(mini_project)
+    pkg = mini_project / "snippets" / "foundations"
+    (pkg / "helper_a.py").write_text("X = 1\n", encoding="utf-8")
+    (mini_project / "snippets" / "other").mkdir()
+    (mini_project / "snippets" / "other" / "__init__.py").write_text("", encoding="utf-8")
+    (mini_project / "snippets" / "other" / "helper_a.py").write_text("Y = 2\n", encoding="utf-8")
+    text = "from .helper_a import X\n"
+    assert nbcache._imported_names(text, "snippets.foundations") != nbcache._imported_names(text, "snippets.other")
+    importer = pkg / "uses_helper.py"
+    importer.write_text(text, encoding="utf-8")
+    cell = "import snippets.foundations.uses_helper\n"
+    assert pkg / "helper_a.py" in nbcache.imports_of(project, [cell])
+    (pkg / "helper_a.py").rename(pkg / "helper_b.py")  # same importer text: a kept answer would be stale
+    assert pkg / "helper_a.py" not in nbcache.imports_of(project, [cell])
+    importer.write_text(text.replace("helper_a", "helper_b"), encoding="utf-8")
+    assert pkg / "helper_b.py" in nbcache.imports_of(project, [cell])
+    other = mini_project / "snippets" / "other" / "uses_helper.py"
+    other.write_text(text, encoding="utf-8")  # the first text again, in the other package
+    assert mini_project / "snippets" / "other" / "helper_a.py" in nbcache.imports_of(
+        project, ["import snippets.other.uses_helper\n"]
+    )
