@@ -818,3 +818,30 @@ def test_the_kept_import_names_never_answer_for_another_package_or_a_renamed_fil
     assert mini_project / "snippets" / "other" / "helper_a.py" in nbcache.imports_of(
         project, ["import snippets.other.uses_helper\n"]
     )
+
+
+def test_a_forked_session_collects_its_tests_garbage_and_runs_their_finalizers(mini_project):
+    """Attack on gc.freeze in the forked session (warm.run_forked): only what the session inherits is
+    frozen; a test's own reference cycles are collected and their weakref callbacks and finalizers
+    run, as in ``kb check``'s new interpreter, and gc.get_objects() sees the test's objects."""
+    from kb import warm
+    from kb.project import Project
+
+    module = mini_project / "snippets" / "foundations" / "gc_probe.py"
+    module.write_text(
+        "import gc\nimport weakref\n\n\n"
+        "def test_cycles_are_collected_and_finalized():\n"
+        "    class Node:\n        pass\n\n"
+        "    fired = []\n    node = Node()\n    node.me = node\n"
+        "    weakref.finalize(node, fired.append, 'finalized')\n"
+        "    probe = weakref.ref(node, lambda _: fired.append('callback'))\n"
+        "    assert any(o is node for o in gc.get_objects())\n"
+        "    del node\n    gc.collect()\n"
+        "    assert probe() is None and sorted(fired) == ['callback', 'finalized'], fired\n",
+        encoding="utf-8",
+    )
+    said: list[str] = []
+    args = ["-p", "no:cacheprovider", "-q", "-n", "0", "--rootdir", str(mini_project), str(module)]
+    code, report, _ = warm.pytest_in_fork(Project.find(mini_project), args, out=said.append)
+    assert code == 0 and report is not None, said
+    assert report["outcomes"] == {"snippets/foundations/gc_probe.py::test_cycles_are_collected_and_finalized": "passed"}
