@@ -845,3 +845,35 @@ def test_a_forked_session_collects_its_tests_garbage_and_runs_their_finalizers(m
     code, report, _ = warm.pytest_in_fork(Project.find(mini_project), args, out=said.append)
     assert code == 0 and report is not None, said
     assert report["outcomes"] == {"snippets/foundations/gc_probe.py::test_cycles_are_collected_and_finalized": "passed"}
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        "title:\tMSE\n",  # libyaml accepts the tab PyYAML's pure-Python scanner refuses
+        "title: MSE\t# 注释\n",
+        "tags: [a,\tb]\n",
+        "\ufefftitle: MSE\n",  # a BOM right after the opening ---: libyaml drops it, PyYAML keeps it in the key
+        'title: "\\ud800"\n',  # a lone surrogate escape: PyYAML accepts it, libyaml refuses it
+        "title: a\ufeffb\n",
+        "title: 😀 𝔸\n",
+    ],
+)
+def test_front_matter_is_read_as_mkdocs_reads_it_where_libyaml_and_pyyaml_differ(front):
+    """Attack on sources.FAST_LOADER: on the inputs where libyaml and PyYAML's pure-Python loader
+    disagree, kb reads front matter as MkDocs does (mkdocs.utils.meta uses libyaml where PyYAML has
+    it): the same data, or a file:line refusal where MkDocs would silently drop the front matter."""
+    import yaml
+    from mkdocs.utils.meta import get_data
+
+    from kb import sources
+    from kb.project import SourceError
+
+    text = f"---\n{front}---\n\n# 标题\n"
+    _, mkdocs_meta = get_data(text)
+    try:
+        meta = sources.read_document(text, "docs/x.md").meta
+    except SourceError as e:
+        assert str(e).startswith("docs/x.md:") and mkdocs_meta == {}, (e, mkdocs_meta)
+        return
+    assert meta == mkdocs_meta == yaml.load(front, Loader=yaml.CSafeLoader)
