@@ -758,9 +758,7 @@ title: B
 """
 
 
-def test_a_save_of_a_page_whose_claims_the_checked_pages_session_decides_restarts_that_check(
-    mini_project, monkeypatch
-):
+def test_a_save_of_a_page_whose_claims_the_checked_pages_session_decides_restarts_that_check(mini_project, monkeypatch):
     """Attack (staleness through the handed model): page B has a claim decided by a test in the module
     page A's session runs, so A's session runs B's counterfactuals and A's verdict depends on B as
     saved (kb check A fails while B's counterfactual still passes). The check handed its session the
