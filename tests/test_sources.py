@@ -190,10 +190,13 @@ def test_learner_text_is_protected_but_markdown_still_works():
     assert out[7] == "<b>in code</b>" and out[9] == "**bold**"
 
 
-def test_front_matter_is_read_by_libyaml_as_pyyamls_safe_loader_reads_it():
-    """``read_document`` parses front matter with libyaml (``FAST_LOADER``, for a journal of 1,000
-    posts): on every page and post of this project, and on damaged front matter, the data and the
-    line of an error are PyYAML's safe loader's."""
+def test_front_matter_is_read_with_the_loader_mkdocs_reads_it_with():
+    """``read_document`` parses front matter with the loader MkDocs uses (``FAST_LOADER``: libyaml's
+    safe loader, as ``mkdocs.utils.meta``): on every page and post of this project, and on damaged
+    front matter, the data and the line of an error are also the pure-Python safe loader's."""
+    from mkdocs.utils import meta
+
+    assert sources.FAST_LOADER is meta.SafeLoader
     import yaml
     from mkdocs.utils.meta import YAML_RE
 
