@@ -388,3 +388,17 @@ def test_nothing_a_block_leaves_in_tmp_shm_builtins_or_a_traced_parent_reaches_t
     assert run_forked(leave, work=tmp_path / "w1", project=project, timeout=20) is None
     assert run_forked(look, work=tmp_path / "w2", project=project, timeout=20) is None
     assert builtins.len([1]) == 1 and not list(tmp_path.glob("w*/kb-left"))
+
+
+def test_a_block_indented_by_four_spaces_is_not_shown_as_code():
+    """pytest-codeblocks runs fences only: an indented block would be code on the page that nothing
+    ran. The site's Markdown (as MkDocs configures it) shows it as text; a fence stays code."""
+    from kb.project import Project
+    from kb.site import Site
+
+    md = Site.load(Project.find()).markdown()
+    shown = md.convert("一段话。\n\n    assert 1 == 2\n\n结束。\n")
+    assert "<pre" not in shown and "<code" not in shown and "assert 1 == 2" in shown, shown
+    md.reset()
+    fenced = md.convert("一段话。\n\n```python\nassert 1 == 1\n```\n")
+    assert "<pre" in fenced or "<code" in fenced, fenced
