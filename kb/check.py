@@ -82,6 +82,14 @@ def resolve(kb: KnowledgeBase, targets: list[str], cwd: Path) -> list[Page]:
     return sorted(pages.values(), key=lambda p: p.src_uri)
 
 
+def session_modules(page: Page) -> list[str]:
+    """The snippet modules a check of the page runs whole: what it includes, its claims' tests and evidence."""
+    modules = dict.fromkeys(i.path for i in sources.includes(page.lines, page.doc.body_line))
+    for c in page.claims:
+        modules.update(dict.fromkeys(code.path for code in ([c.test.code] if c.test else []) + c.evidence))
+    return list(modules)
+
+
 def plan(site: Site, kb: KnowledgeBase, pages: list[Page]) -> Plan:
     p = Plan(pages)
     root_rel = kb.project.rel(kb.project.docs_dir)
@@ -91,11 +99,8 @@ def plan(site: Site, kb: KnowledgeBase, pages: list[Page]) -> Plan:
         p.problems += link_errors(site, kb, page)
         if page.is_post:
             continue
-        modules.update(dict.fromkeys(i.path for i in sources.includes(page.lines, page.doc.body_line)))
-        for c in page.claims:
-            p.claims.append(c)
-            for code in ([c.test.code] if c.test else []) + c.evidence:
-                modules[code.path] = None
+        modules.update(dict.fromkeys(session_modules(page)))
+        p.claims += page.claims
         p.node_ids.append(page.rel)
         p.notebooks += [f"{root_rel}/{n}" for n in notebooks_of(kb, page)]
     # a snippet module the page names that cannot be read (not Python, a test asserting nothing)

@@ -218,24 +218,18 @@ def _importers(project, citing: dict[str, list[str]], cited: set[str]) -> dict[s
 
 
 def _decided_together(kb, uris: list[str]) -> list[str]:
-    """The pages a check of ``uris`` must cover: a page's session runs whole modules (what it includes,
-    its claims' tests and evidence, as ``check.plan`` lists them) and decides every claim whose test is
+    """The pages a check of ``uris`` must cover: a page's session runs whole modules
+    (``check.session_modules``) and decides every claim whose test is
     in one of them, on any page, counterfactuals included. So the verdict of page A depends on page B
     as saved whenever one of B's claims is tested in a module A's session runs (kb check A fails while
     B's counterfactual still passes): A and B are checked together, to a fixed point. ``kb serve``
     then stops this check at a save of any of them (its verdict would be of that page's content
     before) and a save of B gives A a verdict again."""
-    from kb import sources
-
-    def modules(page) -> set[str]:
-        found = {i.path for i in sources.includes(page.lines, page.doc.body_line)}
-        for c in page.claims:
-            found |= {code.path for code in ([c.test.code] if c.test else []) + c.evidence}
-        return found
+    from kb.check import session_modules
 
     pages = {p.src_uri: p for p in kb.pages.values() if not p.is_post}
     tested = {uri: {c.test.code.path for c in page.claims if c.test} for uri, page in pages.items()}
-    ran = {uri: modules(page) for uri, page in pages.items()}
+    ran = {uri: set(session_modules(page)) for uri, page in pages.items()}
     out = list(dict.fromkeys(uris))
     grew = True
     while grew:
