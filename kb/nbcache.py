@@ -95,12 +95,17 @@ def imports_of(project: Project, cells: list[str]) -> list[Path]:
     return sorted(seen)
 
 
+def code_cells(nb) -> list[str]:
+    """The source of each code cell of a notebook (as nbformat reads it)."""
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
 def keyed(project: Project, notebook: Path):
     """The notebook with the hash of what it depends on in its metadata (what the cache is keyed by)."""
     import nbformat
 
     nb = nbformat.read(str(notebook), as_version=4)
-    cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    cells = code_cells(nb)
     inputs = {
         p.relative_to(project.root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in imports_of(project, cells)

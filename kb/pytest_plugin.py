@@ -39,6 +39,7 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from mkdocs.utils import markdown_extensions  # noqa: E402
 
 from kb import sources  # noqa: E402
 from kb.model import Claim, Counterfactual, KnowledgeBase  # noqa: E402
@@ -232,8 +233,6 @@ def expand_includes(code: str, site: Site, project: Project | None = None) -> st
     return "\n".join(site.markdown().preprocessors["snippet"].run(code.split("\n"))) + "\n"
 
 
-# Every suffix MkDocs makes a page of (mkdocs.utils.markdown_extensions); pytest reads *.md only.
-MARKDOWN_SUFFIXES = (".markdown", ".mdown", ".mkdn", ".mkd", ".md")
 # The Pygments lexers that show a block as Python code (pycon: a doctest, run wherever it is).
 PYTHON_LEXERS = ("Python", "Python 2.x", "NumPy", "IPython", "IPython3")
 
@@ -693,7 +692,7 @@ class State:
     def pytest_collect_file(self, file_path, parent):
         path = Path(file_path)
         if (
-            path.suffix in MARKDOWN_SUFFIXES
+            path.suffix in markdown_extensions  # every suffix MkDocs makes a page of; pytest reads *.md only
             and path.suffix != ".md"
             and self.project.inside(path, self.project.docs_dir)
             and not self.project.inside(path, self.project.posts_dir)

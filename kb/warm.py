@@ -199,12 +199,9 @@ def _importers(project, citing: dict[str, list[str]], cited: set[str]) -> dict[s
             if path.suffix == ".py":
                 cells = [path.read_text(encoding="utf-8", errors="replace")]
             elif path.suffix == ".ipynb":
-                nb = json.loads(path.read_text(encoding="utf-8"))
-                cells = [
-                    "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-                    for c in nb.get("cells", [])
-                    if c.get("cell_type") == "code"
-                ]
+                import nbformat
+
+                cells = nbcache.code_cells(nbformat.read(str(path), as_version=4))
             else:
                 continue
             imported = nbcache.imports_of(project, cells)
