@@ -77,10 +77,14 @@ def load(project: Project) -> Readings:
     for path in sorted(folder.glob("*.yml")):
         rel = project.rel(path)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = sources.read_text(path, rel)  # not UTF-8: named by its line
             node, data = _parsed(text)
-        except UnicodeDecodeError as e:
-            out.errors.append(SourceError(rel, None, f"not UTF-8 ({e.reason} at byte {e.start})"))
+        except SourceError as e:
+            out.errors.append(e)
+            continue
+        except yaml.reader.ReaderError as e:  # a character YAML refuses (NUL); libyaml's position is in bytes
+            line = text.encode("utf-8")[: e.position].count(b"\n") + 1
+            out.errors.append(SourceError(rel, line, f"not valid YAML (character U+{e.character:04X}: {e.reason})"))
             continue
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)

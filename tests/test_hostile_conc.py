@@ -96,14 +96,19 @@ def test_a_review_file_with_odd_but_valid_bytes_is_read(tmp_path, data):
 
 REFUSED = {
     # what the file holds -> the line the problem is named at
-    "NUL byte": (GOOD.encode().replace(b"FOUND", b"a\x00b"), 9, "control characters are not allowed"),
+    "NUL byte": (GOOD.encode().replace(b"FOUND", b"a\x00b"), 9, "U+0000"),
+    "NUL byte after Chinese text": (
+        GOOD.replace("reviewer: second reader", "reviewer: 第二位读者，中文").encode().replace(b"FOUND", b"\x00"),
+        9,
+        "U+0000",
+    ),
     "escaped lone surrogate": (GOOD.replace("'FOUND'", '"a\\ud800b"').encode(), 9, "invalid Unicode"),
     "escaped lone surrogate in the claim id": (
         GOOD.replace("claim: some-claim", 'claim: "some\\ud800"').encode(),
         1,
         "invalid Unicode",
     ),
-    "encoded lone surrogate (not UTF-8)": (GOOD.encode().replace(b"FOUND", b"\xed\xa0\x80"), 9, "not UTF-8"),
+    "encoded lone surrogate (not UTF-8)": (GOOD.encode().replace(b"FOUND", b"\xed\xa0\x80"), 9, "not valid UTF-8"),
     "tab as indentation": (GOOD.replace("  commit:", "\tcommit:").encode(), 4, "tab"),
     "100k-char key": (GOOD.replace("  found: 'FOUND'", "  " + "k" * 100_000 + ": 1\n  found: x").encode(), 9, ""),
 }
