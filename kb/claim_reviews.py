@@ -82,15 +82,9 @@ def load(project: Project) -> Readings:
         except SourceError as e:
             out.errors.append(e)
             continue
-        except yaml.reader.ReaderError as e:  # a character YAML refuses (NUL); libyaml's position is in bytes
-            line = text.encode("utf-8")[: e.position].count(b"\n") + 1
-            out.errors.append(SourceError(rel, line, f"not valid YAML (character U+{e.character:04X}: {e.reason})"))
-            continue
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            out.errors.append(
-                SourceError(rel, mark.line + 1 if mark else None, f"not valid YAML ({getattr(e, 'problem', e)})")
-            )
+        except yaml.YAMLError as e:  # a syntax error, or a character YAML refuses (NUL)
+            line, problem = sources.yaml_error(e, text)
+            out.errors.append(SourceError(rel, line, f"not valid YAML ({problem})"))
             continue
         except (ValueError, TypeError, OverflowError) as e:  # well-formed, but no value: date: 2026-13-05
             line, value = sources.invalid_value_line(text)

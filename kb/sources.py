@@ -92,6 +92,18 @@ def conflict_markers(lines: list[str], first_line: int = 1) -> list[tuple[int, s
 FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def yaml_error(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """(1-based line within ``text``, what is wrong) of a YAML error. A character YAML refuses (NUL)
+    is a ``ReaderError`` without a mark: its position counts bytes with libyaml, characters otherwise."""
+    if isinstance(e, yaml.reader.ReaderError):
+        before = text.encode("utf-8")[: e.position] if FAST_LOADER is not yaml.SafeLoader else text[: e.position]
+        return before.count(
+            b"\n" if isinstance(before, bytes) else "\n"
+        ) + 1, f"character U+{e.character:04X}: {e.reason}"
+    mark = getattr(e, "problem_mark", None)
+    return (mark.line + 1 if mark else None), str(getattr(e, "problem", None) or "syntax error")
+
+
 def invalid_value_line(front: str) -> tuple[int, str]:
     """(1-based line within the YAML text, value) of the first scalar YAML cannot construct (2026-02-30).
     Read by the loader that refused the value (FAST_LOADER): libyaml accepts tabs PyYAML's own scanner
@@ -130,11 +142,8 @@ def read_document(text: str, shown: str) -> Document:
         try:
             data = yaml.load(m.group(1), Loader=FAST_LOADER)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = mark.line + 2 if mark else 1
-            raise SourceError(
-                shown, line, f"front matter is not valid YAML ({getattr(e, 'problem', None) or 'syntax error'})"
-            ) from None
+            line, problem = yaml_error(e, m.group(1))
+            raise SourceError(shown, line + 1 if line else 1, f"front matter is not valid YAML ({problem})") from None
         except (ValueError, TypeError, OverflowError) as e:  # a well-formed value that is no value: date: 2026-02-30
             line, value = invalid_value_line(m.group(1))
             raise SourceError(shown, line + 1, f"front matter value '{value}' is invalid ({e})") from None

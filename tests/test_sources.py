@@ -233,3 +233,12 @@ def test_a_line_without_a_question_word_is_passed_over_as_the_full_rules_would(u
         True: ["使用 target critic 获得下一时刻 Q-value", "熵正则部分，梯度打开了", None, "那优势函数怎么求？", "重新想一遍 critic 的目标", "这就是 on-policy 的吧", "问：为什么要 double Q", "加粗的条目"],
     }  # fmt: skip
     assert [sources.journal_question(line, under_ask) for line in lines] == expected[under_ask]
+
+
+def test_a_character_yaml_refuses_in_front_matter_is_named_by_its_line():
+    """A NUL byte is refused by YAML's reader, which gives a position, not a line: the line is counted
+    (after Chinese text, whose characters are several bytes each)."""
+    text = "---\ntitle: 标题\ntags:\n  - 强化学习\nnote: a\x00b\n---\n正文\n"
+    with pytest.raises(SourceError) as e:
+        sources.read_document(text, "p.md")
+    assert str(e.value).startswith("p.md:5: front matter is not valid YAML (character U+0000"), e.value
