@@ -228,25 +228,48 @@ def test_a_block_does_not_inherit_the_test_process_secrets_from_its_environment(
 # ==== family 2: a run that ends early or is narrowed never reads as green ================================
 
 
-def test_make_test_refuses_a_run_narrowed_by_k_even_when_every_claim_is_decided(mini_project, in_process):
+@pytest.fixture
+def whole_mini(mini_project) -> Path:
+    """The mini project with a failing page block, whose whole run (no paths: pytest's testpaths) is
+    its snippets and pages. Its tests/ folder (a copy of this suite) leaves its testpaths, and its
+    notebook goes: a whole run must be small, and neither is what these tests are about. With paths
+    given, a run is refused for the paths alone, so an attack by -k or --deselect would prove nothing."""
+    edit(
+        mini_project / "pyproject.toml",
+        'testpaths = ["tests", "devtools", "snippets", "docs"]',
+        'testpaths = ["snippets", "docs"]',
+    )
+    (mini_project / "docs" / "foundations" / "mse-experiments.ipynb").unlink()
+    add_failing_block(mini_project)
+    return mini_project
+
+
+def refused_for(r, reason: str) -> None:
+    """The run failed and kb.testrun named ``reason`` as how it was narrowed (and nothing else)."""
+    said = [line for line in r.stderr.splitlines() if "this run was narrowed" in line]
+    assert r.returncode != 0 and len(said) == 1 and f"narrowed ({reason}):" in said[0], r.stdout[-2000:] + r.stderr
+
+
+def test_make_test_refuses_a_run_narrowed_by_k_even_when_every_claim_is_decided(whole_mini, in_process):
     """Guarantee: a run narrowed by -k fails (README, "What make test runs"). kb.testrun only
     asks whether every claim was decided: a -k that leaves out a (failing) page block but no
     deciding test reads as green."""
-    add_failing_block(mini_project)
-    r = testrun_here(in_process, mini_project, "snippets/foundations/", "docs/foundations/")
-    assert r.returncode != 0, "the failing block is not failing: the attack below proves nothing"
-    r = testrun_here(in_process, mini_project, "-k", "not index", "snippets/foundations/", "docs/foundations/")
-    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+    r = testrun_here(in_process, whole_mini)
+    assert r.returncode != 0 and "this page block is wrong" in r.stdout, "the failing block is not failing"
+    assert "narrowed" not in r.stderr, "a whole run counts as narrowed: the attack below proves nothing"
+    r = testrun_here(in_process, whole_mini, "-k", "not index")
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, "-k left the block in"
+    refused_for(r, "-k not index")
 
 
-def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(mini_project, in_process):
+def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(whole_mini, in_process):
     """Guarantee: a run narrowed by --deselect or PYTEST_ADDOPTS fails."""
-    add_failing_block(mini_project)
-    folders = ("snippets/foundations/", "docs/foundations/")
-    r = testrun_here(in_process, mini_project, "--deselect", f"{INDEX}::line 12", *folders)
-    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
-    r = testrun_here(in_process, mini_project, *folders, PYTEST_ADDOPTS="--ignore-glob=*index.md")
-    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+    r = testrun_here(in_process, whole_mini, "--deselect", f"{INDEX}::line 12")
+    assert "this page block is wrong" not in r.stdout, "--deselect left the block in"
+    refused_for(r, f"--deselect {INDEX}::line 12")
+    r = testrun_here(in_process, whole_mini, PYTEST_ADDOPTS="--ignore-glob=*index.md")
+    assert "this page block is wrong" not in r.stdout, "PYTEST_ADDOPTS left the block in"
+    refused_for(r, "--ignore-glob *index.md; PYTEST_ADDOPTS=--ignore-glob=*index.md")
 
 
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
