@@ -5,6 +5,7 @@ A note file is cut at its date lines, in the forms learners write them:
     # 20251230            (the seed's form: a heading YYYYMMDD)
     ## 2026-01-02         (a heading with an ISO date; also 2026/01/02, 2026.01.02)
     2026年1月2日           (alone on its line, as a heading or not; a weekday may follow)
+    ## 2026-01-02 读 SAC  (a heading whose date a title follows: its line is kept, as text)
 
 Each section becomes its day's post: created (front matter, then the section: a
 ``# YYYYMMDD`` heading is kept as written, any other date line becomes one), or, when the
@@ -35,6 +36,11 @@ _DATE = (
 )
 _WEEKDAY = r"(?:[ \t]*[（(]?(?:星期|周|礼拜)[一二三四五六日天][)）]?)?"
 DATE_LINE = re.compile(rf"^(?P<marks>#{{1,6}}[ \t]+)?(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?[ \t]*#*[ \t]*$")
+# A heading that goes on with a title after its date (``## 2026-01-02 读 SAC``, ``### 2026年1月3日：GRPO``).
+# Only a heading: a line of prose may start with a date.
+TITLED_DATE_HEADING = re.compile(
+    rf"^(?P<marks>#{{1,6}}[ \t]+)(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?(?:[ \t]*[:：,，\-–—|·][ \t]*|[ \t]+)\S"
+)
 FILE_DATE = re.compile(rf"^(?:{_DATE}|(?P<uy>\d{{4}})_(?P<um>\d{{1,2}})_(?P<ud>\d{{1,2}}))$")
 SUFFIXES = (".md", ".markdown", ".txt")
 
@@ -45,7 +51,7 @@ class Section:
     line: int  # 1-based line of the date line (of the file's first line for a whole-file note)
     day: dt.date
     heading: str | None  # the date line as written (None: the whole file, dated by its name)
-    content: str  # the text after the date line, verbatim
+    content: str  # the text after the date line, verbatim (from the line itself when it has a title)
 
     @property
     def key(self) -> str:
@@ -109,12 +115,17 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
     text = _read(path)
     lines = text.split("\n")
     in_code = sources.fenced(lines)
-    starts = []
+    starts = []  # (index of the date line, its day, whether its line is text too: a title follows the date)
     for i, line in enumerate(lines):
         m = None if in_code[i] else DATE_LINE.match(line)
         # a bare 8-digit number is data, not a date line: YYYYMMDD needs its heading marks
         if m and not (m.group("compact") and not m.group("marks")):
-            starts.append((i, _day(m, f"{path}:{i + 1}")))
+            starts.append((i, _day(m, f"{path}:{i + 1}"), False))
+        elif not in_code[i] and (m := TITLED_DATE_HEADING.match(line)):
+            try:
+                starts.append((i, _day(m, f"{path}:{i + 1}"), True))
+            except KbError:  # no such day (## 2026-02-30 的计划): the heading is text, as before
+                pass
     if not starts:
         m = FILE_DATE.match(path.stem)
         if not m:
@@ -127,10 +138,10 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
     if "".join(lines[: starts[0][0]]).strip():
         notes.append(f"{path}:1-{starts[0][0]}: text before the first date line is not imported")
     out = []
-    for n, (i, day) in enumerate(starts):
+    for n, (i, day, titled) in enumerate(starts):
         end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
-        content = "\n".join(lines[i + 1 : end]) + ("\n" if end < len(lines) else "")
-        if not content.strip():
+        content = "\n".join(lines[i + (not titled) : end]) + ("\n" if end < len(lines) else "")
+        if not "\n".join(lines[i + 1 : end]).strip() and not titled:
             notes.append(f"{path}:{i + 1}: {day.isoformat()} has no text; skipped")
             continue
         out.append(Section(path, i + 1, day, lines[i], content))

@@ -241,6 +241,48 @@ def test_import_reads_iso_and_chinese_dates_and_files_named_by_date(empty_journa
     assert snapshot(empty_journal) == before
 
 
+TITLED = """\
+## 2026-01-02 读 SAC
+熵正则那一项的梯度。
+
+### 2026年1月3日（周六）：GRPO 组内归一化
+优势函数减去组均值。
+
+# 20260104 flow matching
+速度场回归。
+
+## 2026-02-30 的计划（没有这一天：这个标题是正文）
+
+2026-01-05 这一行以日期开头，但不是标题：它是 1 月 4 日笔记的一部分。
+"""
+
+
+def test_import_dates_a_heading_that_gives_a_title_after_its_date_and_keeps_the_title(empty_journal, tmp_path):
+    """A heading that starts with a date and goes on with a title (``## 2026-01-02 读 SAC``) starts that
+    day's note, and its line is kept as written. A line that is no heading and only starts with a date is
+    text of the note it is in (prose may start with a date)."""
+    notes = tmp_path / "notes.md"
+    notes.write_text(TITLED, encoding="utf-8")
+    r = kb(empty_journal, "import", str(notes))
+    assert r.returncode == 0, r.stderr
+    posts = empty_journal / "docs/journal/posts"
+    assert sorted(p.name for p in posts.glob("*.md")) == [f"2026-01-0{d}.md" for d in (2, 3, 4)]
+    assert (
+        frontmatter.load(posts / "2026-01-02.md").content == "# 20260102\n\n## 2026-01-02 读 SAC\n熵正则那一项的梯度。"
+    )
+    assert frontmatter.load(posts / "2026-01-03.md").content == (
+        "# 20260103\n\n### 2026年1月3日（周六）：GRPO 组内归一化\n优势函数减去组均值。"
+    )
+    assert frontmatter.load(posts / "2026-01-04.md").content == (
+        "# 20260104\n\n# 20260104 flow matching\n速度场回归。\n\n"
+        "## 2026-02-30 的计划（没有这一天：这个标题是正文）\n\n"
+        "2026-01-05 这一行以日期开头，但不是标题：它是 1 月 4 日笔记的一部分。"
+    )
+    before = snapshot(empty_journal)
+    assert kb(empty_journal, "import", str(notes)).returncode == 0
+    assert snapshot(empty_journal) == before
+
+
 def test_import_appends_to_a_day_that_has_a_post_as_a_new_section(empty_journal, tmp_path):
     r = kb(empty_journal, "new", "--date", "2026-01-02", "--topic", "SAC", "-m", "先写的笔记")
     assert r.returncode == 0, r.stderr
