@@ -356,6 +356,18 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
     item.add_marker(pytest.mark.timeout(timeout + 30))
 
 
+def doctest_skips(text: str) -> list[int]:
+    """The lines (1-based) of a page's ``>>>`` examples that a doctest directive skips (``+SKIP``), read
+    by doctest's own parser, as pytest's doctest collector reads the page."""
+    import doctest
+
+    try:
+        examples = doctest.DocTestParser().get_examples(text)
+    except ValueError:  # a malformed example or directive: doctest reports it when the page runs
+        return []
+    return [ex.lineno + 1 for ex in examples if ex.options.get(doctest.SKIP)]
+
+
 def split_doctest(item) -> list:
     """A page's doctest item, one item per fenced block: a block cannot change how a later block's
     output is checked (each runs in its own sandboxed process, with its own globals)."""
@@ -719,6 +731,15 @@ class State:
                     "every block a page shows runs: remove it, or show the code as not runnable "
                     "(```text: a ```python fence with a title is not run, and is refused)"
                 )
+        skips = doctest_skips("\n".join(lines))
+        if skips:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: a doctest directive skips this example (+SKIP): the "
+                    "page shows code and output nothing ran; remove the directive (every block a page shows runs)"
+                    for i in skips
+                )
+            )
         unrun = shown_as_python_not_run(lines)
         if unrun:
             raise pytest.UsageError(

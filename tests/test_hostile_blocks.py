@@ -402,3 +402,25 @@ def test_a_block_indented_by_four_spaces_is_not_shown_as_code():
     md.reset()
     fenced = md.convert("一段话。\n\n```python\nassert 1 == 1\n```\n")
     assert "<pre" in fenced or "<code" in fenced, fenced
+
+
+def test_a_doctest_skip_directive_in_a_page_is_refused_naming_its_line(mini_project):
+    """Promise: every code block a page shows is run. A ``# doctest: +SKIP`` comment on one ``>>>`` line
+    of a block makes doctest pass over that example while the others run: the reader sees the code (and
+    an output it never printed) and the run was green (a block whose every example is skipped already
+    failed as skipped). The run must fail at collection, naming file:line; ``-SKIP`` and the directives
+    that change how output is compared, not whether the code runs, are kept."""
+    body = (
+        "```pycon\n>>> x = 1\n>>> x + 1  # doctest: +ELLIPSIS\n2\n\n```\n\n"
+        "```pycon\n>>> x = 1\n>>> x + 1  # doctest: +NORMALIZE_WHITESPACE, +SKIP\n3\n\n```\n"
+    )
+    path = page(mini_project, "foundations/skipped.md", body)
+    line = path.read_text(encoding="utf-8").split("\n").index(">>> x + 1  # doctest: +NORMALIZE_WHITESPACE, +SKIP") + 1
+    result = forked_pytest(mini_project, "docs/foundations/skipped.md")
+    assert result.returncode not in (0, 5), result.stdout[-3000:]
+    assert f"docs/foundations/skipped.md:{line}: a doctest directive skips this example" in result.stdout, (
+        result.stdout[-3000:]
+    )
+    path.write_text(path.read_text(encoding="utf-8").replace("+SKIP\n3", "-SKIP\n2"), encoding="utf-8")
+    result = forked_pytest(mini_project, "docs/foundations/skipped.md")
+    assert result.returncode == 0, result.stdout[-3000:]
