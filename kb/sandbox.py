@@ -17,7 +17,9 @@ namespaces of its own, as bubblewrap does:
   full, random and urandom; the namespace's own ``/proc``;
 - a network namespace with nothing but its own loopback (a notebook's kernel
   talks to its client over it): no address outside can be reached;
-- IPC, UTS and cgroup namespaces of its own.
+- IPC, UTS and cgroup namespaces of its own;
+- a seccomp filter: no Unix socket can be made (``socket(AF_UNIX)``, io_uring),
+  so a host process's socket in a folder the block may read is out of reach.
 
 Limits: ``processes`` (RLIMIT_NPROC, counted per block: threads count too),
 ``memory_mb`` (RLIMIT_AS: how much address space each process may map beyond
@@ -287,6 +289,29 @@ def _drop_privileges() -> None:
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
+def _deny_unix_sockets() -> None:
+    """A seccomp filter (libseccomp, through pyseccomp): the block may not make a Unix socket.
+
+    A pathname socket of a host process, in a folder the block may read (the project), is
+    connectable through a read-only mount, and no namespace stops that: a socket(2) of family
+    AF_UNIX, and io_uring (which makes sockets without socket(2)), fail with EACCES. A connected
+    pair (socketpair(2)) reaches nothing outside and stays allowed. Another architecture's system
+    calls (int 0x80 on x86-64) are not in the filter: they kill the block (libseccomp's default).
+    The filter is inherited by every process the block starts and cannot be removed."""
+    try:
+        import pyseccomp as seccomp
+    except ImportError as e:  # no weaker fallback: the block does not run
+        raise SandboxError(f"pyseccomp is not installed ({e}): make setup installs it") from None
+    denied = seccomp.ERRNO(errno.EACCES)
+    rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    rules.add_rule(denied, "socket", seccomp.Arg(0, seccomp.EQ, socket.AF_UNIX))
+    rules.add_rule(denied, "io_uring_setup")
+    try:
+        rules.load()
+    except (OSError, RuntimeError) as e:
+        raise SandboxError(f"seccomp filter: {e}") from None
+
+
 # Environment variables a block sees (besides LC_*): paths, locale, thread counts, KB_FAST.
 ENVIRONMENT = {
     "PATH",
@@ -328,6 +353,7 @@ def _enter(
     # A file (a memfd included: memory that maps nothing) may not outgrow the memory allowance.
     resource.setrlimit(resource.RLIMIT_FSIZE, (memory_mb << 20, memory_mb << 20))
     _drop_privileges()
+    _deny_unix_sockets()
     os.chdir(work)
     # The test process's environment (CI tokens, keys) is emptied, and the copies of it this fork
     # inherited are wiped (a copy the test process itself keeps elsewhere is not: a strict xfail in

@@ -139,12 +139,6 @@ def test_one_doctest_block_cannot_make_a_later_failing_one_pass(mini_project):
     assert result.returncode != 0 and f"FAILED {path}::doctests.md:14" in result.stdout, result.stdout[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known hole: a pathname socket inside a folder the block may read (the "
-    "project) is connectable through the read-only mount; closing it needs a seccomp filter on "
-    "connect(2) (no network is reachable: the block has its own network namespace)",
-)
 def test_a_block_cannot_reach_a_unix_socket_outside_the_sandbox(tmp_path):
     """Guarantee: nothing leaves the sandbox but over its own loopback (no network at all). A
     pathname Unix socket in a folder the block may read (the project, here) is connectable: a
@@ -186,6 +180,29 @@ def test_a_block_cannot_reach_a_unix_socket_outside_the_sandbox(tmp_path):
         server.close()  # accept() returns
         listener.join(15)
     assert heard == [], f"a block talked to a host process over a Unix socket: {heard}"
+
+
+def test_a_block_cannot_make_a_unix_socket_by_io_uring_and_keeps_its_socket_pairs(tmp_path):
+    """Guarantee: no Unix socket leaves the sandbox. io_uring makes sockets without socket(2) (a
+    seccomp rule on socket(2) alone misses them): io_uring_setup is refused. A connected pair
+    (socketpair(2), what multiprocessing pipes use) reaches nothing outside and still works."""
+
+    def probe() -> str | None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params
+        fd = libc.syscall(425, 4, params)  # io_uring_setup(entries, params), x86-64 and arm64
+        if fd >= 0:
+            return "io_uring_setup made a ring"
+        if ctypes.get_errno() != 13:
+            return f"io_uring_setup failed with errno {ctypes.get_errno()}, not EACCES"
+        a, b = socket.socketpair()
+        a.sendall(b"ok")
+        return None if b.recv(2) == b"ok" else "a socket pair did not carry its bytes"
+
+    failure, _ = sandboxed(probe, tmp_path)
+    assert failure is None, failure
 
 
 def test_a_block_cannot_hold_more_memory_than_its_limit_in_a_memfd(tmp_path):
