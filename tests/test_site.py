@@ -124,7 +124,7 @@ LOAD_CASES = [
     '<p>//</p><SCRIPT SRC="HTTPS://x.org/a.js"></SCRIPT>',
     '<link rel="canonical" href="https://x.org/"><link rel="stylesheet" href="https://x.org/a.css">',
     '<img src="http://127.0.0.1:8000/a.png"><img src="//127.0.0.1x/b">',
-    '<imgx src="//x.org/a"><img\nsrc = \'//x.org/b\'>',
+    "<imgx src=\"//x.org/a\"><img\nsrc = '//x.org/b'>",
     '<img src="//x.org/never-closed"',  # no ">": no tag
     '<script>// a comment</script><iframe data-x="//" src="a.html"><video src=//x.org/v>',
     "// at the start <img src=a.png> // <embed src=//x.org/e>",
