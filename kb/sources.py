@@ -498,7 +498,7 @@ def learner_links(lines: list[str]) -> list[str]:
     in_code = fenced(lines)
     out = []
     for line, code in zip(lines, in_code):
-        if code:
+        if code or "[" not in line:  # every link and link definition has its "["
             continue
         text = line.lstrip(" \t")
         spans = [m.span() for m in CODE_SPAN.finditer(text)]

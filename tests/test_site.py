@@ -179,3 +179,17 @@ def test_the_page_scans_agree_with_their_regexes_on_random_html():
         used += bool(mkdocs_plugin.MERMAID_USED.search(html))
     # both answers are compared many times, not only "nothing found" (1%: 50 texts of each kind)
     assert min(loads, 5000 - loads, used, 5000 - used) >= 50, (loads, used)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain  text\t\twith spaces", r"a \(\pi_\theta\) b", "$x$ and $$y$$", r"\[z\]", "cost $5", "back\\slash  x", ""],
+)
+def test_search_text_is_the_tex_pass_then_the_space_pass(text):
+    # a text without a backslash or dollar skips the TeX pass: the answer is still both passes'
+    import re
+
+    from kb import render
+
+    full = re.sub(r"[ \t]{2,}", " ", render.TEX.sub(render._tex_as_text, text))
+    assert render.search_text(text) == full

@@ -303,6 +303,19 @@ def _escape_span_by_span(text: str, missing=None) -> str:
     return "".join([*out, sources._unlink(part, missing) if missing else part])
 
 
+def _links_line_by_line(lines: list[str]) -> list[str]:
+    out = []
+    for line, code in zip(lines, sources.fenced(lines)):
+        if code:
+            continue
+        text = line.lstrip(" \t")
+        spans = [m.span() for m in sources.CODE_SPAN.finditer(text)]
+        out += [m.group("url") for m in sources.LINK.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
+        if m := sources.LINK_DEFINITION.match(text):
+            out.append(m.group("url"))
+    return out
+
+
 SCAN_CASES = [
     ["```py", "x", "```", "text", "~~~~", "```", "~~~~", "after"],
     ["  ```", "  ```` not a close", "```", "````"],  # a close needs the fence's length, nothing after it
@@ -322,6 +335,7 @@ def test_the_fast_scans_agree_with_their_line_by_line_readings(lines):
 
     assert sources.fences(lines) == _fences_line_by_line(lines)
     assert sources.conflict_markers(lines) == _markers_line_by_line(lines)
+    assert sources.learner_links(lines) == _links_line_by_line(lines)
     for line in lines:
         for under_ask in (False, True):
             assert sources.journal_question(line, under_ask) == _question_every_word(line, under_ask), line
@@ -334,7 +348,7 @@ def test_the_fast_scans_agree_on_random_text():
     import random
 
     pieces = ["```", "~~~", "`", "~", "````", " ", "  ", "\t", "py", "x", "<<<<<<<", "|||||||", ">>>>>>>",
-              "=======", "=", "<", ">", "&", "{", "[a](b.md)", "[c]: d.md", "？", "?", "么", "吧", "如何", "哪",
+              "=======", "=", "<", ">", "&", "{", "[a](b.md)", "[c]: d.md", "[", "](", "]: ", "!", "？", "?", "么", "吧", "如何", "哪",
               "吗", "- ", "1. ", "# ", ">>", "*", "问：", "中文"]  # fmt: skip
     rng = random.Random(0)
     fenced_texts = 0
@@ -343,6 +357,7 @@ def test_the_fast_scans_agree_on_random_text():
         found = _fences_line_by_line(lines)
         assert sources.fences(lines) == found, lines
         assert sources.conflict_markers(lines) == _markers_line_by_line(lines), lines
+        assert sources.learner_links(lines) == _links_line_by_line(lines), lines
         fenced_texts += bool(found)
         for line in lines:
             assert sources.journal_question(line, False) == _question_every_word(line, False), line
