@@ -61,6 +61,20 @@ def drop_mermaid(html: str) -> str:
     return "".join(out) + html[last:] if out else html
 
 
+def mermaid_used(html: str) -> bool:
+    """``MERMAID_USED.search(html) is not None``, found from each word "mermaid" (a few in a page) rather
+    than from each ``class="`` (hundreds): the nearest ``class="`` before the word decides, as any
+    farther one has that one's closing quote between it and the word."""
+    at = html.find("mermaid")
+    while at >= 0:
+        if not (at and _WORD.match(html, at - 1)) and not _WORD.match(html, at + 7):
+            q = html.rfind('class="', 0, at)
+            if q >= 0 and html.find('"', q + 7, at) < 0:
+                return True
+        at = html.find("mermaid", at + 1)
+    return False
+
+
 log = logging.getLogger("mkdocs.plugins.kb")
 
 
@@ -346,7 +360,7 @@ class KnowledgeBasePlugin(BasePlugin[site.KbConfig]):
         return site.search_names(terms, url_of)
 
     def on_post_page(self, output, page, config):
-        if not MERMAID_USED.search(output):
+        if not mermaid_used(output):
             output = drop_mermaid(output)
         # Nothing a page shows may load from another host (a link out is fine): the site works offline.
         found = site.external_load(output)

@@ -1019,7 +1019,7 @@ class _Builder:
             for i, line in enumerate(page.lines):
                 if in_code[i]:
                     continue
-                task = sources.TASK_ITEM.match(line)
+                task = sources.TASK_ITEM.match(line) if "[" in line else None  # a task item has its "[ ]"
                 if task:
                     q = Question(
                         task.group("text").strip(), page, page.file_line(i), "task", checked=task.group("mark") != " "
@@ -1028,11 +1028,15 @@ class _Builder:
                     continue
                 if not page.is_post:
                     continue
-                if line.strip() in sources.ASK_HEADERS:
+                stripped = line.strip()
+                if stripped in sources.ASK_HEADERS:
                     under_ask = True
                     continue
-                if not line.strip():
+                if not stripped:
                     under_ask = False
+                    continue  # a blank line asks nothing
+                if not under_ask and not sources.QUESTION_HINT.search(line):
+                    continue  # what journal_question would refuse first, without the call (most lines)
                 text = sources.journal_question(line, under_ask)
                 if text:
                     q = Question(text, page, page.file_line(i), "journal")

@@ -650,11 +650,18 @@ def tex_text(tex: str) -> str:
     return html.escape(re.sub(r"\s+", " ", text).strip(), quote=False)
 
 
+SPACES = re.compile(r"[ \t]{2,}")
+
+
+def _tex_as_text(m: re.Match) -> str:
+    return " " + tex_text(next(g for g in m.groups() if g is not None)) + " "
+
+
 def search_text(text: str) -> str:
     """A search entry without raw TeX: result teasers show the formula as text, not ``\\(\\pi_\\theta\\)``."""
-    return re.sub(
-        r"[ \t]{2,}", " ", TEX.sub(lambda m: " " + tex_text(next(g for g in m.groups() if g is not None)) + " ", text)
-    )
+    if "\\" in text or "$" in text:  # every formula TEX finds starts with a backslash or a dollar
+        text = TEX.sub(_tex_as_text, text)
+    return SPACES.sub(" ", text)
 
 
 # ---- live status (kb serve only) ---------------------------------------------------------------------

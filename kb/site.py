@@ -210,12 +210,32 @@ FOREIGN = re.compile(r'\b(?:src|href|data|srcset)\s*=\s*["\']?(?:https?:)?//(?!1
 NOT_A_LOAD = re.compile(r'\brel\s*=\s*["\']?(?:canonical|alternate|me|author|license)\b', re.I)
 
 
+_TAG_START = re.compile(TAG.pattern.removesuffix(r"[^>]*>"), re.I)
+
+
 def external_load(html: str) -> str | None:
-    """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    for m in TAG.finditer(html):
-        tag = m.group(0)
-        if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
-            return tag
+    """The first element that loads something from another host when the page is shown (not a link to follow).
+
+    What ``TAG.finditer`` would find first, found from the ``//`` every such load has (about 20 in a page
+    of 60 KB, where ``TAG`` tries each of about 1,400 ``<``): the tag holding a ``//`` starts at the
+    first tag name after the last ``>`` before it (a tag holds no ``>`` but its last character), and
+    ``finditer``'s earlier matches all end at or before that ``>``, so it is the tag ``finditer`` finds.
+    """
+    done = 0  # the end of the last tag looked at: a later "//" in it is the same tag
+    at = html.find("//")
+    while at >= 0:
+        if at >= done:
+            gt = html.rfind(">", 0, at)
+            start = _TAG_START.search(html, gt + 1, at)
+            if start:
+                m = TAG.match(html, start.start())
+                if m is None:  # no ">" after it: no tag ends from here on
+                    return None
+                tag = m.group(0)
+                if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
+                    return tag
+                done = m.end()
+        at = html.find("//", at + 1)
     return None
 
 

@@ -76,6 +76,9 @@ def conflict_markers(lines: list[str], first_line: int = 1) -> list[tuple[int, s
     and a conflict inside a code block is as unresolved as one in prose (a page that
     shows a conflict on purpose can indent the marker lines, which Git never does).
     """
+    text = "\n".join(lines)
+    if "<<<<<<<" not in text and "|||||||" not in text and ">>>>>>>" not in text:
+        return []  # no opening or closing marker anywhere (every page but a conflicted one): no line scan
     out, inside = [], False
     for i, line in enumerate(lines):
         marker = conflict_marker(line)
@@ -171,22 +174,30 @@ class Fence:
 
 
 def fences(lines: list[str]) -> list[Fence]:
+    # Every opening and closing fence line holds three backticks or tildes in a row: only those lines
+    # are read (a journal post of 60 lines has none or a few; most have no fence at all).
+    text = "\n".join(lines)
+    if "```" not in text and "~~~" not in text:
+        return []
+    candidates = [i for i, line in enumerate(lines) if "```" in line or "~~~" in line]
     out: list[Fence] = []
-    i = 0
-    while i < len(lines):
+    k = 0
+    while k < len(candidates):
+        i = candidates[k]
         m = FENCE_OPEN.match(lines[i])
         if not m or (m.group("fence")[0] == "`" and "`" in m.group("info")):
-            i += 1
+            k += 1
             continue
         fence = m.group("fence")
-        j = i + 1
-        while j < len(lines):
-            c = lines[j].strip()
+        k += 1
+        while k < len(candidates):
+            c = lines[candidates[k]].strip()
             if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
                 break
-            j += 1
+            k += 1
+        j = candidates[k] if k < len(candidates) else len(lines)
         out.append(Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines)))
-        i = j + 1
+        k += 1
     return out
 
 
@@ -381,13 +392,18 @@ INTERROGATIVES = ("？", "?", "为什么", "什么", "怎么", "如何", "哪", 
 ASK_HEADERS = ("问：", "问:")
 
 
+# What a line needs to ask anything when not under a 问： header: ">>", "吧" or an interrogative
+# (each of INTERROGATIVES, or a shorter one it holds: "什么", "怎么" and "为什么" hold "么").
+QUESTION_HINT = re.compile("|".join(map(re.escape, (">>", "吧", *INTERROGATIVES))))
+
+
 def journal_question(line: str, under_ask: bool) -> str | None:
     """The question a journal line asks, or None (see CONTRIBUTING.md)."""
+    if not under_ask and not QUESTION_HINT.search(line):
+        return None  # what the rules below need is not in the line (most lines of a journal): one scan in C
     s = line.strip()
     if not s or s.startswith("#"):
         return None
-    if not under_ask and ">>" not in s and "吧" not in s and not any(w in s for w in INTERROGATIVES):
-        return None  # what the rules below need is not in the line (most lines of a journal)
     m = LIST_ITEM.match(line)
     text = (m.group("text") if m else s).strip()
     restart = text.startswith(">>")
@@ -482,7 +498,7 @@ def learner_links(lines: list[str]) -> list[str]:
     in_code = fenced(lines)
     out = []
     for line, code in zip(lines, in_code):
-        if code:
+        if code or "[" not in line:  # every link and link definition has its "["
             continue
         text = line.lstrip(" \t")
         spans = [m.span() for m in CODE_SPAN.finditer(text)]
@@ -493,6 +509,9 @@ def learner_links(lines: list[str]) -> list[str]:
 
 
 def _escape_text(text: str, missing: Callable[[str], bool] | None = None) -> str:
+    if "`" not in text:  # no code span (most lines): the whole text is escaped
+        text = text.translate(_TEXT_TABLE)
+        return _unlink(text, missing) if missing else text
     out, last = [], 0
     for m in CODE_SPAN.finditer(text):  # code spans are already shown literally by Markdown
         part = text[last : m.start()].translate(_TEXT_TABLE)

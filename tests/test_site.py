@@ -102,3 +102,94 @@ def test_the_extension_check_sees_the_list_it_replaced(tmp_path, site, monkeypat
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     with pytest.raises(AssertionError, match="second list of Markdown extensions"):
         test_the_markdown_extensions_are_named_only_in_mkdocs_yml(site)
+
+
+# ---- the per-page scans of a build: the same answers as the regular expressions that define them ----
+
+
+def _first_load(html: str) -> str | None:
+    """kb.site.external_load as its regular expressions define it: the first TAG that FOREIGN finds in."""
+    from kb import site as kb_site
+
+    for m in kb_site.TAG.finditer(html):
+        tag = m.group(0)
+        if kb_site.FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and kb_site.NOT_A_LOAD.search(tag)):
+            return tag
+    return None
+
+
+LOAD_CASES = [
+    '<a href="https://x.org">out</a><img src="//cdn.x/y.png">',
+    '<img alt="<script" src=//x.org/a.js>',  # a "<" inside a tag: the tag is the one that started first
+    '<p>//</p><SCRIPT SRC="HTTPS://x.org/a.js"></SCRIPT>',
+    '<link rel="canonical" href="https://x.org/"><link rel="stylesheet" href="https://x.org/a.css">',
+    '<img src="http://127.0.0.1:8000/a.png"><img src="//127.0.0.1x/b">',
+    "<imgx src=\"//x.org/a\"><img\nsrc = '//x.org/b'>",
+    '<img src="//x.org/never-closed"',  # no ">": no tag
+    '<script>// a comment</script><iframe data-x="//" src="a.html"><video src=//x.org/v>',
+    "// at the start <img src=a.png> // <embed src=//x.org/e>",
+    '<img src="a.png" srcset="b.png 1x, https://x.org/c.png 2x">',
+]
+MERMAID_USED_CASES = [
+    '<div class="mermaid">graph</div>',
+    '<pre class="a mermaid b">',
+    '<pre class="mermaidx">',
+    '<pre class="x-mermaid">',  # "-" is no word character: a word boundary
+    '<pre class="_mermaid">',
+    '<pre class="a" data-x="mermaid">',
+    'class="mermaid',
+    'mermaid class="" mermaid',
+    '<script src="assets/vendor/mermaid/mermaid.min.js"></script>',
+    'class="a\nmermaid"',
+    "",
+]
+
+
+@pytest.mark.parametrize("html", LOAD_CASES)
+def test_external_load_is_what_its_regexes_find(html):
+    from kb import site as kb_site
+
+    assert kb_site.external_load(html) == _first_load(html)
+
+
+@pytest.mark.parametrize("html", MERMAID_USED_CASES)
+def test_mermaid_used_is_what_its_regex_finds(html):
+    from kb import mkdocs_plugin
+
+    assert mkdocs_plugin.mermaid_used(html) == bool(mkdocs_plugin.MERMAID_USED.search(html))
+
+
+def test_the_page_scans_agree_with_their_regexes_on_random_html():
+    # Seeded text made of the pieces the scans look for, in every order (5,000 texts of 12-40 pieces):
+    # the cases above are the ones found by hand, this is what nobody thought of.
+    import random
+
+    from kb import mkdocs_plugin
+    from kb import site as kb_site
+
+    pieces = ["<", ">", "//", "/", '"', "'", " ", "\n", "=", "img", "IMG", "script", "link", "src", "href",
+              "rel=canonical", "https:", "127.0.0.1", ":", "x", "_", "-", 'class="', "mermaid", "é", *["<img ", " src=", "<link ", "<script ", "//x"] * 3]  # fmt: skip
+    rng = random.Random(0)
+    loads = used = 0
+    for _ in range(5000):
+        html = "".join(rng.choice(pieces) for _ in range(rng.randint(12, 40)))
+        assert kb_site.external_load(html) == _first_load(html), html
+        assert mkdocs_plugin.mermaid_used(html) == bool(mkdocs_plugin.MERMAID_USED.search(html)), html
+        loads += _first_load(html) is not None
+        used += bool(mkdocs_plugin.MERMAID_USED.search(html))
+    # both answers are compared many times, not only "nothing found" (1%: 50 texts of each kind)
+    assert min(loads, 5000 - loads, used, 5000 - used) >= 50, (loads, used)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain  text\t\twith spaces", r"a \(\pi_\theta\) b", "$x$ and $$y$$", r"\[z\]", "cost $5", "back\\slash  x", ""],
+)
+def test_search_text_is_the_tex_pass_then_the_space_pass(text):
+    # a text without a backslash or dollar skips the TeX pass: the answer is still both passes'
+    import re
+
+    from kb import render
+
+    full = re.sub(r"[ \t]{2,}", " ", render.TEX.sub(render._tex_as_text, text))
+    assert render.search_text(text) == full

@@ -242,3 +242,124 @@ def test_a_character_yaml_refuses_in_front_matter_is_named_by_its_line():
     with pytest.raises(SourceError) as e:
         sources.read_document(text, "p.md")
     assert str(e.value).startswith("p.md:5: front matter is not valid YAML (character U+0000"), e.value
+
+
+# ---- the early bail-outs of the per-line scans: the same answers as the line-by-line readings ----
+# The readings below are the scans as they were before they learned to skip lines (kept here as their
+# definition); each fast one must agree with its reading on hand-made cases and on seeded random text.
+
+
+def _fences_line_by_line(lines: list[str]) -> list[sources.Fence]:
+    out, i = [], 0
+    while i < len(lines):
+        m = sources.FENCE_OPEN.match(lines[i])
+        if not m or (m.group("fence")[0] == "`" and "`" in m.group("info")):
+            i += 1
+            continue
+        fence, j = m.group("fence"), i + 1
+        while j < len(lines):
+            c = lines[j].strip()
+            if c.startswith(fence[0] * len(fence)) and not c.lstrip(fence[0]):
+                break
+            j += 1
+        out.append(
+            sources.Fence(i, min(j, len(lines) - 1), m.group("indent"), fence, m.group("info").strip(), j < len(lines))
+        )
+        i = j + 1
+    return out
+
+
+def _markers_line_by_line(lines: list[str]) -> list[tuple[int, str]]:
+    out, inside = [], False
+    for i, line in enumerate(lines):
+        marker = sources.conflict_marker(line)
+        if marker:
+            out.append((1 + i, marker))
+            inside = not line.startswith(">")
+        elif inside and line.rstrip() == "=" * 7:
+            out.append((1 + i, "======="))
+    return out
+
+
+def _question_every_word(line: str, under_ask: bool) -> str | None:
+    s = line.strip()
+    if not s or s.startswith("#"):
+        return None
+    m = sources.LIST_ITEM.match(line)
+    text = (m.group("text") if m else s).strip()
+    restart = text.startswith(">>")
+    text = text.lstrip(">").strip().strip("*").strip()
+    asks = any(w in text for w in sources.INTERROGATIVES) or text.rstrip("。.，,！!").endswith("吧")
+    return text if restart or (under_ask and m) or asks else None
+
+
+def _escape_span_by_span(text: str, missing=None) -> str:
+    out, last = [], 0
+    for m in sources.CODE_SPAN.finditer(text):
+        part = text[last : m.start()].translate(sources._TEXT_TABLE)
+        out += [sources._unlink(part, missing) if missing else part, m.group(0)]
+        last = m.end()
+    part = text[last:].translate(sources._TEXT_TABLE)
+    return "".join([*out, sources._unlink(part, missing) if missing else part])
+
+
+def _links_line_by_line(lines: list[str]) -> list[str]:
+    out = []
+    for line, code in zip(lines, sources.fenced(lines)):
+        if code:
+            continue
+        text = line.lstrip(" \t")
+        spans = [m.span() for m in sources.CODE_SPAN.finditer(text)]
+        out += [m.group("url") for m in sources.LINK.finditer(text) if not any(a <= m.start() < b for a, b in spans)]
+        if m := sources.LINK_DEFINITION.match(text):
+            out.append(m.group("url"))
+    return out
+
+
+SCAN_CASES = [
+    ["```py", "x", "```", "text", "~~~~", "```", "~~~~", "after"],
+    ["  ```", "  ```` not a close", "```", "````"],  # a close needs the fence's length, nothing after it
+    ["```py `x`", "```", "```", "never closed", "```"],  # "`" in a backtick fence's info: no fence
+    ["~~~", "unclosed to the end"],
+    ["<<<<<<< ours", "a", "=======", "b", ">>>>>>> theirs", "=======", "|||||||", "======="],
+    ["=======", "<<<<<<<x", "<<<<<<<", "text >>>>>>> mid", ">>>>>>>"],
+    ["- 为什么？", "问：", "- 列表", ">> 重来", "# 标题？", "好吧", "  如何做  ", "吗", "", "*什么*"],
+    ["a `b` & <c> {d}", "no code [x](y.md) & [z]: q.md", "``a`b``` c", "`unclosed < &"],
+]
+
+
+@pytest.mark.parametrize("lines", SCAN_CASES)
+def test_the_fast_scans_agree_with_their_line_by_line_readings(lines):
+    def missing(url):
+        return url.endswith(".md")
+
+    assert sources.fences(lines) == _fences_line_by_line(lines)
+    assert sources.conflict_markers(lines) == _markers_line_by_line(lines)
+    assert sources.learner_links(lines) == _links_line_by_line(lines)
+    for line in lines:
+        for under_ask in (False, True):
+            assert sources.journal_question(line, under_ask) == _question_every_word(line, under_ask), line
+        assert sources._escape_text(line) == _escape_span_by_span(line), line
+        assert sources._escape_text(line, missing) == _escape_span_by_span(line, missing), line
+
+
+def test_the_fast_scans_agree_on_random_text():
+    # 3,000 seeded texts of 1-12 lines built from the pieces the scans look for
+    import random
+
+    pieces = ["```", "~~~", "`", "~", "````", " ", "  ", "\t", "py", "x", "<<<<<<<", "|||||||", ">>>>>>>",
+              "=======", "=", "<", ">", "&", "{", "[a](b.md)", "[c]: d.md", "[", "](", "]: ", "!", "？", "?", "么", "吧", "如何", "哪",
+              "吗", "- ", "1. ", "# ", ">>", "*", "问：", "中文"]  # fmt: skip
+    rng = random.Random(0)
+    fenced_texts = 0
+    for _ in range(3000):
+        lines = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 12))]
+        found = _fences_line_by_line(lines)
+        assert sources.fences(lines) == found, lines
+        assert sources.conflict_markers(lines) == _markers_line_by_line(lines), lines
+        assert sources.learner_links(lines) == _links_line_by_line(lines), lines
+        fenced_texts += bool(found)
+        for line in lines:
+            assert sources.journal_question(line, False) == _question_every_word(line, False), line
+            assert sources._escape_text(line, lambda u: True) == _escape_span_by_span(line, lambda u: True), line
+    assert fenced_texts >= 300, fenced_texts  # fences are compared, not only their absence (10% of the texts)
