@@ -107,28 +107,32 @@ def test_the_extension_check_sees_the_list_it_replaced(tmp_path, site, monkeypat
 # ---- the per-page scans of a build: the same answers as the regular expressions that define them ----
 
 
-def _first_load(html: str) -> str | None:
-    """kb.site.external_load as its regular expressions define it: the first TAG that FOREIGN finds in."""
-    from kb import site as kb_site
-
-    for m in kb_site.TAG.finditer(html):
-        tag = m.group(0)
-        if kb_site.FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and kb_site.NOT_A_LOAD.search(tag)):
-            return tag
-    return None
-
-
-LOAD_CASES = [
-    '<a href="https://x.org">out</a><img src="//cdn.x/y.png">',
-    '<img alt="<script" src=//x.org/a.js>',  # a "<" inside a tag: the tag is the one that started first
-    '<p>//</p><SCRIPT SRC="HTTPS://x.org/a.js"></SCRIPT>',
-    '<link rel="canonical" href="https://x.org/"><link rel="stylesheet" href="https://x.org/a.css">',
-    '<img src="http://127.0.0.1:8000/a.png"><img src="//127.0.0.1x/b">',
-    "<imgx src=\"//x.org/a\"><img\nsrc = '//x.org/b'>",
-    '<img src="//x.org/never-closed"',  # no ">": no tag
-    '<script>// a comment</script><iframe data-x="//" src="a.html"><video src=//x.org/v>',
-    "// at the start <img src=a.png> // <embed src=//x.org/e>",
-    '<img src="a.png" srcset="b.png 1x, https://x.org/c.png 2x">',
+LOAD_CASES = [  # (page, the element external_load names: the first that loads from another host)
+    ('<a href="https://x.org">out</a><img src="//cdn.x/y.png">', '<img src="//cdn.x/y.png">'),
+    ('<img alt="<script" src=//x.org/a.js>', '<img alt="<script" src=//x.org/a.js>'),  # "<" in a value
+    ('<p>//</p><SCRIPT SRC="HTTPS://x.org/a.js"></SCRIPT>', '<SCRIPT SRC="HTTPS://x.org/a.js">'),
+    (
+        '<link rel="canonical" href="https://x.org/"><link rel="stylesheet" href="https://x.org/a.css">',
+        '<link rel="stylesheet" href="https://x.org/a.css">',
+    ),
+    ('<img src="http://127.0.0.1:8000/a.png"><img src="//127.0.0.1x/b">', '<img src="//127.0.0.1x/b">'),
+    ("<imgx src=\"//x.org/a\"><img\nsrc = '//x.org/b'>", "<img\nsrc = '//x.org/b'>"),
+    ('<img src="//x.org/never-closed"', None),  # no ">": no tag, and the browser loads nothing either
+    ('<script>// a comment</script><iframe data-x="//" src="a.html"><video src=//x.org/v>', "<video src=//x.org/v>"),
+    ("// at the start <img src=a.png> // <embed src=//x.org/e>", "<embed src=//x.org/e>"),
+    (
+        '<img src="a.png" srcset="b.png 1x, https://x.org/c.png 2x">',
+        '<img src="a.png" srcset="b.png 1x, https://x.org/c.png 2x">',
+    ),
+    # a ">" inside a quoted value before the load (a browser reads the tag whole): it was missed
+    ('<img alt="a>b" src="https://cdn.x/y.png">', '<img alt="a>b" src="https://cdn.x/y.png">'),
+    ("<script data-note='1 > 0' src=//cdn.x/a.js></script>", "<script data-note='1 > 0' src=//cdn.x/a.js>"),
+    ("<img alt=it's src=//x.org/a>", "<img alt=it's src=//x.org/a>"),  # an unquoted value with a quote in it
+    ('<img alt="a>b" src="a.png"><p>src="//x.org/text"</p>', None),  # text after a tag is not in the tag
+    ('<video src="v.mp4" poster="https://x.org/p.jpg">', '<video src="v.mp4" poster="https://x.org/p.jpg">'),
+    ('<track src="//x.org/t.vtt">', '<track src="//x.org/t.vtt">'),
+    ('<img srcset="a.png 1x,//x.org/b.png 2x">', '<img srcset="a.png 1x,//x.org/b.png 2x">'),
+    ('<img srcset="a.png 1x, http://127.0.0.1:8000/b.png 2x">', None),
 ]
 MERMAID_USED_CASES = [
     '<div class="mermaid">graph</div>',
@@ -145,11 +149,11 @@ MERMAID_USED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("html", LOAD_CASES)
-def test_external_load_is_what_its_regexes_find(html):
+@pytest.mark.parametrize(("html", "load"), LOAD_CASES)
+def test_external_load_names_the_first_element_loading_from_another_host(html, load):
     from kb import site as kb_site
 
-    assert kb_site.external_load(html) == _first_load(html)
+    assert kb_site.external_load(html) == load
 
 
 @pytest.mark.parametrize("html", MERMAID_USED_CASES)
@@ -159,26 +163,22 @@ def test_mermaid_used_is_what_its_regex_finds(html):
     assert mkdocs_plugin.mermaid_used(html) == bool(mkdocs_plugin.MERMAID_USED.search(html))
 
 
-def test_the_page_scans_agree_with_their_regexes_on_random_html():
-    # Seeded text made of the pieces the scans look for, in every order (5,000 texts of 12-40 pieces):
+def test_mermaid_used_agrees_with_its_regex_on_random_html():
+    # Seeded text made of the pieces the scan looks for, in every order (5,000 texts of 12-40 pieces):
     # the cases above are the ones found by hand, this is what nobody thought of.
     import random
 
     from kb import mkdocs_plugin
-    from kb import site as kb_site
 
-    pieces = ["<", ">", "//", "/", '"', "'", " ", "\n", "=", "img", "IMG", "script", "link", "src", "href",
-              "rel=canonical", "https:", "127.0.0.1", ":", "x", "_", "-", 'class="', "mermaid", "é", *["<img ", " src=", "<link ", "<script ", "//x"] * 3]  # fmt: skip
+    pieces = ["<", ">", "/", '"', "'", " ", "\n", "=", "pre", "div", "x", "_", "-", 'class="', "mermaid", "é"]
     rng = random.Random(0)
-    loads = used = 0
+    used = 0
     for _ in range(5000):
         html = "".join(rng.choice(pieces) for _ in range(rng.randint(12, 40)))
-        assert kb_site.external_load(html) == _first_load(html), html
         assert mkdocs_plugin.mermaid_used(html) == bool(mkdocs_plugin.MERMAID_USED.search(html)), html
-        loads += _first_load(html) is not None
         used += bool(mkdocs_plugin.MERMAID_USED.search(html))
     # both answers are compared many times, not only "nothing found" (1%: 50 texts of each kind)
-    assert min(loads, 5000 - loads, used, 5000 - used) >= 50, (loads, used)
+    assert min(used, 5000 - used) >= 50, used
 
 
 @pytest.mark.parametrize(
