@@ -257,6 +257,53 @@ EMPTY_INDEX = json.dumps(
 MERMAID_STUB = "window.mermaid = {initialize() {}, run() { return Promise.resolve(); }};"
 
 
+# The source pages (code/...): one template, and no formula, diagram or notebook. The one script that
+# shapes them is kb-layout.js (each code line's indentation and break points). Each one's content is
+# put into one loaded source page in turn, kb-layout.js runs on it as on a page load (it subscribes to
+# Material's document$, which replays the page to a new subscriber), and it is measured there: the same
+# layout as a navigation to it (every box of its code the same size, every line the same number of
+# lines; checked on the first page each time, and on all 75 at both widths when this was written).
+SWAP_IN = """async (url) => {
+    const html = await (await fetch(url)).text();
+    const fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('.md-content');
+    document.querySelector('.md-content').replaceWith(fresh); }"""
+LAYOUT = """() => ({
+    page: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+    code: Array.from(document.querySelectorAll('.md-content pre > code'))
+               .map(c => [c.scrollWidth, c.clientWidth, c.scrollHeight]),
+    lines: Array.from(document.querySelectorAll('.md-content pre > code > span[id^="__span-"]'))
+                .map(l => [l.getClientRects().length, l.dataset.kbIndent, l.querySelectorAll('wbr').length]),
+    })"""
+
+# What katex-render.js, Mermaid or a notebook's styles would shape.
+OTHER_SCRIPTS = ('class="arithmatex"', 'class="mermaid"', "jupyter-wrapper")
+
+
+def swap_in(page, path: str) -> None:
+    page.evaluate(SWAP_IN, page.base + path)
+    page.add_script_tag(url=page.base + "assets/javascripts/kb-layout.js")
+
+
+def measure_sources(page, site: Path, sources: list[str], check: str) -> list[str]:
+    """``check``'s findings on each source page, measured by swapping its content into a loaded one."""
+    if not sources:
+        return []
+    shaped = [
+        p for p in sources if any(m in (site / p / "index.html").read_text(encoding="utf-8") for m in OTHER_SCRIPTS)
+    ]
+    assert not shaped, f"source pages with content another script shapes (load them instead): {shaped}"
+    page.goto(page.base + sources[0])
+    loaded = page.evaluate(LAYOUT)
+    assert loaded["lines"], f"{sources[0]}: no code lines to measure"
+    swap_in(page, sources[0])
+    assert page.evaluate(LAYOUT) == loaded, f"{sources[0]}: swapped in, it is laid out unlike the page loaded"
+    problems = []
+    for path in sources:
+        swap_in(page, path)
+        problems += [f"{path}: {p}" for p in page.evaluate(check)]
+    return problems
+
+
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_code_and_formulas_are_in_full_view_at_1366px(browser, served_site, built_site, chunk):
     paths = pages_with_code_or_math(built_site)
@@ -279,20 +326,7 @@ def test_code_and_formulas_are_in_full_view_at_1366px(browser, served_site, buil
         page.goto(page.base + path)
         page.wait_for_function("() => !document.querySelector('.arithmatex') || document.querySelector('.katex')")
         problems += [f"{path}: {p}" for p in page.evaluate(OVERFLOWING)]
-    # The source pages (code/...) share one template and no script shapes them: each one's content is
-    # put into a loaded source page in turn and measured there.
-    sources = [p for p in mine if p.startswith("code/")]
-    if sources:
-        page.goto(page.base + sources[0])
-    for path in sources:
-        page.evaluate(
-            """async (url) => {
-            const html = await (await fetch(url)).text();
-            const fresh = new DOMParser().parseFromString(html, 'text/html').querySelector('.md-content');
-            document.querySelector('.md-content').replaceWith(fresh); }""",
-            page.base + path,
-        )
-        problems += [f"{path}: {p}" for p in page.evaluate(OVERFLOWING)]
+    problems += measure_sources(page, built_site, [p for p in mine if p.startswith("code/")], OVERFLOWING)
     check_and_close(context, page)
     assert not problems, "\n".join(problems[:20])
 
@@ -357,10 +391,12 @@ def test_no_page_scrolls_sideways_at_390px(browser, served_site, built_site, chu
     context, page = watched(browser, served_site, PHONE)
     context.route("**/search/search_index.json", lambda r: r.fulfill(body=EMPTY_INDEX, content_type="application/json"))
     problems = []
-    for path in paths[chunk::CHUNKS]:
+    mine = paths[chunk::CHUNKS]
+    for path in [p for p in mine if not p.startswith("code/")]:
         page.goto(page.base + path)
         page.wait_for_function("() => !document.querySelector('.arithmatex') || document.querySelector('.katex')")
         problems += [f"{path}: {p}" for p in page.evaluate(SIDEWAYS)]
+    problems += measure_sources(page, built_site, [p for p in mine if p.startswith("code/")], SIDEWAYS)
     check_and_close(context, page)
     assert not problems, "\n".join(problems[:20])
 
