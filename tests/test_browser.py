@@ -172,15 +172,29 @@ def search(page, query: str) -> dict:
         arg=query,
         timeout=15_000,
     )
-    # The worker answers each keystroke in turn: read until two readings 300 ms apart agree.
-    read, last = None, None
-    for _ in range(20):
-        page.wait_for_timeout(300)
-        read = page.evaluate(RESULTS)
-        if read == last:
-            break
-        last = read
-    return read
+    # The worker answers each query in turn, and Material lists the answer as it arrives: read once
+    # the last query sent is this one and every query has its answer.
+    page.wait_for_function(
+        "(q) => kbSearch.sent.at(-1) === q && kbSearch.answered === kbSearch.sent.length", arg=query, timeout=15_000
+    )
+    return page.evaluate(RESULTS)
+
+
+# Counts the queries the page sends Material's search worker and the answers it gets back (message
+# types 2 and 3 of Material's search worker); it changes nothing. Added before the page loads.
+SEARCH_MESSAGES = """(() => {
+    const Base = window.Worker;
+    window.kbSearch = {sent: [], answered: 0};
+    window.Worker = class extends Base {
+        constructor(...args) {
+            super(...args);  // this listener runs before Material's, which lists the results
+            this.addEventListener('message', (e) => { if (e.data && e.data.type === 3) window.kbSearch.answered++; });
+        }
+        postMessage(message, ...rest) {
+            if (message && message.type === 2) window.kbSearch.sent.push(message.data);
+            return super.postMessage(message, ...rest);
+        }
+    }; })();"""
 
 
 RESULTS = """() => ({
@@ -193,6 +207,7 @@ RESULTS = """() => ({
 
 
 def test_search_finds_the_learners_words_and_ranks_the_page_about_them_first(page):
+    page.add_init_script(SEARCH_MESSAGES)
     problems = []
     for query, expected in SEARCHES.items():
         found = search(page, query)
