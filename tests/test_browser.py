@@ -57,7 +57,7 @@ def phone(browser, served_site):
 
 def test_chinese_renders_with_real_glyphs(page):
     page.goto(page.base + "journal/2025/12/31/20251231/")
-    page.wait_for_load_state("networkidle")
+    page.evaluate("() => document.fonts.ready.then(() => true)")  # every font the page asked for
     page.screenshot(path=SHOTS / "journal-20251231.png", full_page=False)
     # Draw characters in the page's own font: with no CJK font, every Chinese
     # character is the same "tofu" box, identical to an unassigned code point.
@@ -118,7 +118,8 @@ def test_a_jump_to_a_journal_line_highlights_it_and_shows_its_verdict(page, mode
     post = model.posts["20251231"]
     line = next(l for l, refs in model.refs_by_line[post.src_uri].items() if any(r.kind == "journal" for r, _ in refs))
     page.goto(page.base + f"journal/2025/12/31/20251231/#j-{line}")
-    page.wait_for_timeout(1600)  # past the flash animation
+    # Past the flash animation (1.5 s): it is brought to its end, the highlight that stays.
+    page.evaluate("() => document.getAnimations().filter(a => a.animationName === 'kb-flash').forEach(a => a.finish())")
     holder = page.locator(f"#j-{line}").locator("xpath=..")
     colour = holder.evaluate("e => getComputedStyle(e).backgroundColor")
     assert colour not in ("rgba(0, 0, 0, 0)", "transparent"), colour
