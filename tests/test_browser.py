@@ -347,6 +347,36 @@ def test_code_and_formulas_are_in_full_view_at_1366px(browser, served_site, buil
     assert not problems, "\n".join(problems[:20])
 
 
+# A defect planted in one source page's content: code that no longer wraps (a line of 203 characters
+# among it, wider than the column at 1366 px) and a box wider than a phone.
+PLANTED = (
+    "<style>.md-typeset pre > code { white-space: pre !important; overflow-wrap: normal; }</style>"
+    f"<pre><code>total = {' + '.join(['weight'] * 22)}</code></pre>"
+    '<div style="width: 520px; height: 4px"></div>'
+)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1366px", "390px"])
+def test_a_source_page_measured_by_swapping_it_in_still_shows_a_defect(browser, served_site, built_site, viewport):
+    sources = [p for p in all_pages(built_site) if p.startswith("code/")]
+    planted = "code/snippets/sac/critic/"
+    assert planted in sources and sources[0] != planted
+    html = (built_site / planted / "index.html").read_text(encoding="utf-8")
+    opening = '<article class="md-content__inner md-typeset">'
+    assert opening in html
+    context, page = watched(browser, served_site, viewport)
+    context.route(
+        lambda url: url.endswith("/" + planted),
+        lambda r: r.fulfill(body=html.replace(opening, opening + PLANTED, 1), content_type="text/html"),
+    )
+    found = measure_sources(page, built_site, [sources[0], planted], SIDEWAYS if viewport is PHONE else OVERFLOWING)
+    check_and_close(context, page)
+    assert found and all(f.startswith(planted) for f in found), found
+    assert any("code" in f.lower() for f in found), found
+    if viewport is PHONE:
+        assert any("the page is" in f for f in found), found
+
+
 def test_an_88_character_snippet_line_fits_its_code_block_at_1366px(page):
     page.goto(page.base + "topics/sac/critic/")
     fits = page.evaluate("""() => { const code = document.querySelector('.md-content pre > code');
