@@ -401,14 +401,14 @@ def kb_serving(root: Path, first: str):
     base = f"http://{addr}/"
     try:
         html = None
-        for _ in range(1200):
+        for _ in range(240):
             try:
                 html = urllib.request.urlopen(base + first, timeout=5).read().decode("utf-8")
                 break
             except OSError:
                 if proc.poll() is not None:
                     pytest.fail(f"kb serve exited: {proc.stderr.read()[-2000:]}")
-                time.sleep(0.1)
+                time.sleep(0.5)
         assert html is not None, f"kb serve did not serve {first} within 120 s"
         yield base, html
     finally:
