@@ -39,6 +39,11 @@ title: 旁支
 """
 
 
+# The tests that use the one `kb serve` of this module run on one xdist worker (make test: --dist
+# loadgroup): a module fixture is made once per worker, and kb serve takes seconds to start.
+SERVED = pytest.mark.xdist_group("review-served")
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`kb serve` on a mini copy of the project, as a learner runs it: (root, base URL, token of the page)."""
@@ -104,6 +109,7 @@ def due_card(base: str, token: str, root: Path) -> cards.Card:
     return deck(root)[got["cards"][0]["card"]]
 
 
+@SERVED
 def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):  # noqa: F811 (the fixture)
     from kb import render
 
@@ -128,6 +134,7 @@ def test_a_topic_pages_review_link_reviews_only_that_topic(browser, served):  # 
     check_and_close(context, pg)
 
 
+@SERVED
 def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, served):  # noqa: F811
     root, base, _ = served
     before = log_lines(root)
@@ -183,6 +190,7 @@ def test_three_cards_reviewed_on_the_served_page_are_three_log_lines(browser, se
     assert all(len(states[c].reviews) == 1 for c in shown)
 
 
+@SERVED
 @pytest.mark.parametrize(
     "what, kwargs, words",
     [
@@ -209,6 +217,7 @@ def test_a_grade_not_from_the_page_is_refused_and_writes_nothing(served, what, k
     assert log_lines(root) == before, f"{what}: a refused request wrote the log"
 
 
+@SERVED
 def test_todays_cards_are_not_told_without_the_token(served):
     root, base, token = served
     status, got = request(base, "due", method="GET", token=None)
@@ -217,6 +226,7 @@ def test_todays_cards_are_not_told_without_the_token(served):
     assert status == 403 and "Origin" in got["error"]
 
 
+@SERVED
 def test_a_malformed_grade_writes_nothing(served):
     root, base, token = served
     card = due_card(base, token, root)
@@ -249,6 +259,7 @@ def test_a_malformed_grade_writes_nothing(served):
     assert len(log_lines(root)) == len(before) + 1
 
 
+@SERVED
 def test_kb_review_links_to_the_running_server_and_never_learns_the_token(served):
     root, base, token = served
     info = review.served(Project.find(root))
