@@ -314,6 +314,25 @@ def fence_lexer(opening: str) -> str | None:
         return None
 
 
+QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
+
+
+def quoted_python_blocks(lines: list[str]) -> list[int]:
+    """The lines (1-based) that open a fence inside a blockquote (``> ```python``) that the site shows
+    as Python or as a console session: pymdownx.superfences renders it, while pytest-codeblocks and
+    doctest read a line that starts with ``>`` as prose, so nothing runs it."""
+    inside = sources.fenced(lines)
+    out = []
+    for i, line in enumerate(lines):
+        m = QUOTE_MARKS.match(line)
+        if inside[i] or not m:
+            continue
+        rest = line[m.end() :]
+        if sources.FENCE_OPEN.match(rest) and fence_lexer(rest) in (*PYTHON_LEXERS, "Python console session"):
+            out.append(i + 1)
+    return out
+
+
 def pycon_unchecked(text: str) -> list[int]:
     """The lines (1-based) of a page's console blocks (```pycon: the site shows code after ``>>>``
     and the rest as its output) that are neither an example's code nor the output doctest compares,
@@ -772,6 +791,16 @@ class State:
                     f"{self.project.rel(file_path)}:{i}: a doctest directive skips this example (+SKIP): the "
                     "page shows code and output nothing ran; remove the directive (every block a page shows runs)"
                     for i in skips
+                )
+            )
+        quoted = quoted_python_blocks(lines)
+        if quoted:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: the site shows this block in a blockquote as Python, but "
+                    "nothing runs it (pytest-codeblocks and doctest read a line that starts with > as prose): "
+                    "take the block out of the quote"
+                    for i in quoted
                 )
             )
         unchecked = pycon_unchecked("\n".join(lines))

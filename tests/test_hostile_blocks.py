@@ -468,3 +468,24 @@ def test_a_pycon_block_shows_nothing_that_doctest_did_not_run_or_compare(mini_pr
     page(mini_project, "foundations/pycon-fine.md", fine)
     result = forked_pytest(mini_project, "docs/foundations/pycon-fine.md")
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_block_in_a_blockquote_runs_or_is_refused(mini_project):
+    """Promise: every code block a page shows is run. pymdownx.superfences renders a fence inside a
+    blockquote (``> ```python``) as a highlighted code block; pytest-codeblocks and doctest read a
+    line that starts with ``>`` as prose (wave 9 second reader). A wrong block there must fail the
+    run, naming the page."""
+    bodies = {
+        "python": f"> ```python\n> {FAILING}\n> ```\n",
+        "pycon": "> ```pycon\n> >>> 1 + 1\n> 3\n>\n> ```\n",
+        "nested quote": f"> > ```python\n> > {FAILING}\n> > ```\n",
+    }
+    passed = []
+    for name, body in bodies.items():
+        rel = f"foundations/quoted-{name.replace(' ', '-')}.md"
+        path = page(mini_project, rel, f"{name}:\n\n{body}")
+        result = forked_pytest(mini_project, f"docs/{rel}")
+        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
+            passed.append(f"{name} (exit {result.returncode})")
+        path.unlink()
+    assert not passed, f"a wrong block in a blockquote, and the run did not fail naming the page: {passed}"
