@@ -124,8 +124,9 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
         elif not in_code[i] and (m := TITLED_DATE_HEADING.match(line)):
             try:
                 starts.append((i, _day(m, f"{path}:{i + 1}"), True))
-            except KbError:  # no such day (## 2026-02-30 的计划): the heading is text, as before
-                pass
+            except KbError as e:  # no such day (## 2026-02-30 的计划): the heading is text, as before, said
+                reason = str(e).split(": ", 1)[1].removesuffix("; nothing imported")
+                notes.append(f"{path}:{i + 1}: a heading that names no day ({reason}): kept as text")
     if not starts:
         m = FILE_DATE.match(path.stem)
         if not m:

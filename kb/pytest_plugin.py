@@ -280,29 +280,82 @@ def shown_as_python_not_run(lines: list[str], markdown_cell: bool = False) -> li
     (a zero-width space, a byte order mark) are read as the browser shows them: not at all.
     In a notebook's Markdown cell (``markdown_cell``) nothing runs a fence: every Python one is
     listed, ```python and ```pycon included."""
-    from pygments.lexers import get_lexer_by_name
-    from pygments.util import ClassNotFound
-    from pymdownx.superfences import RE_NESTED_FENCE_START
-
     out = []
     for fence in sources.fences(lines):
         opening = lines[fence.start].strip()
         if not markdown_cell and fence.fence[0] == "`" and opening[len(fence.fence) :] == "python":
             continue
-        seen = "".join(c for c in opening if unicodedata.category(c) != "Cf" and c != "\ufeff")
-        m = RE_NESTED_FENCE_START.match(seen)
-        lang = (m.group("lang") or "") if m else ""
-        if m and not lang and m.group("attrs"):
-            classes = re.findall(r"(?:^|\s)\.([\w#.+-]+)", m.group("attrs"))
-            lang = classes[0] if classes else ""
-        if not lang:
-            continue
-        try:
-            lexer = get_lexer_by_name(lang)
-        except ClassNotFound:
-            continue
-        if lexer.name in PYTHON_LEXERS or (markdown_cell and lexer.name == "Python console session"):
+        name = fence_lexer(opening)
+        if name in PYTHON_LEXERS or (markdown_cell and name == "Python console session"):
             out.append((fence.start + 1, opening))
+    return out
+
+
+def fence_lexer(opening: str) -> str | None:
+    """The name of the Pygments lexer the site highlights a fence with (its language as
+    pymdownx.superfences reads it, looked up in Pygments as pymdownx.highlight does: any alias, any
+    case, or an attribute list's first class; invisible characters read as the browser shows them:
+    not at all), or None."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+    from pymdownx.superfences import RE_NESTED_FENCE_START
+
+    seen = "".join(c for c in opening.strip() if unicodedata.category(c) != "Cf" and c != "\ufeff")
+    m = RE_NESTED_FENCE_START.match(seen)
+    lang = (m.group("lang") or "") if m else ""
+    if m and not lang and m.group("attrs"):
+        classes = re.findall(r"(?:^|\s)\.([\w#.+-]+)", m.group("attrs"))
+        lang = classes[0] if classes else ""
+    if not lang:
+        return None
+    try:
+        return get_lexer_by_name(lang).name
+    except ClassNotFound:
+        return None
+
+
+QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
+
+
+def quoted_python_blocks(lines: list[str]) -> list[int]:
+    """The lines (1-based) that open a fence inside a blockquote (``> ```python``) that the site shows
+    as Python or as a console session: pymdownx.superfences renders it, while pytest-codeblocks and
+    doctest read a line that starts with ``>`` as prose, so nothing runs it."""
+    inside = sources.fenced(lines)
+    out = []
+    for i, line in enumerate(lines):
+        m = QUOTE_MARKS.match(line)
+        if inside[i] or not m:
+            continue
+        rest = line[m.end() :]
+        if sources.FENCE_OPEN.match(rest) and fence_lexer(rest) in (*PYTHON_LEXERS, "Python console session"):
+            out.append(i + 1)
+    return out
+
+
+def pycon_unchecked(text: str) -> list[int]:
+    """The lines (1-based) of a page's console blocks (```pycon: the site shows code after ``>>>``
+    and the rest as its output) that are neither an example's code nor the output doctest compares,
+    read by doctest's own parser: a prompt it does not see (an invisible character before ``>>>``),
+    or a line after a blank line (which ends an example's expected output: doctest reads prose)."""
+    import doctest
+
+    try:
+        examples = doctest.DocTestParser().get_examples(text)
+    except ValueError:  # a malformed example or directive: doctest reports it when the page runs
+        return []
+    checked = set()
+    for ex in examples:
+        checked.update(range(ex.lineno, ex.lineno + ex.source.count("\n") + ex.want.count("\n")))
+    lines = text.split("\n")
+    out = []
+    for fence in sources.fences(lines):
+        if fence_lexer(lines[fence.start]) != "Python console session":
+            continue
+        for i in range(fence.start + 1, fence.end if fence.closed else fence.end + 1):
+            visible = "".join(c for c in lines[i] if unicodedata.category(c) != "Cf" and c != "\ufeff")
+            if visible.strip() and i not in checked:
+                out.append(i + 1)
     return out
 
 
@@ -738,6 +791,26 @@ class State:
                     f"{self.project.rel(file_path)}:{i}: a doctest directive skips this example (+SKIP): the "
                     "page shows code and output nothing ran; remove the directive (every block a page shows runs)"
                     for i in skips
+                )
+            )
+        quoted = quoted_python_blocks(lines)
+        if quoted:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: the site shows this block in a blockquote as Python, but "
+                    "nothing runs it (pytest-codeblocks and doctest read a line that starts with > as prose): "
+                    "take the block out of the quote"
+                    for i in quoted
+                )
+            )
+        unchecked = pycon_unchecked("\n".join(lines))
+        if unchecked:
+            raise pytest.UsageError(
+                "\n".join(
+                    f"{self.project.rel(file_path)}:{i}: the site shows this line of a console block as code or "
+                    "output, but doctest neither runs nor compares it (a prompt it does not see, or a line after "
+                    "a blank line, which ends an output): write >>> plainly; a blank output line is <BLANKLINE>"
+                    for i in unchecked
                 )
             )
         unrun = shown_as_python_not_run(lines)

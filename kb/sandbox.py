@@ -295,7 +295,9 @@ def _deny_unix_sockets() -> None:
     A pathname socket of a host process, in a folder the block may read (the project), is
     connectable through a read-only mount, and no namespace stops that: a socket(2) of family
     AF_UNIX, and io_uring (which makes sockets without socket(2)), fail with EACCES. A connected
-    pair (socketpair(2)) reaches nothing outside and stays allowed. Another architecture's system
+    stream pair (socketpair(2)) reaches nothing outside and stays allowed; a datagram pair does not
+    (a datagram socket sends to any pathname, by sendto or a new connect), so it is refused too
+    (its type is masked: SOCK_CLOEXEC and SOCK_NONBLOCK may be or-ed in). Another architecture's system
     calls (int 0x80 on x86-64) are not in the filter: they kill the block (libseccomp's default).
     The filter is inherited by every process the block starts and cannot be removed."""
     try:
@@ -305,6 +307,12 @@ def _deny_unix_sockets() -> None:
     denied = seccomp.ERRNO(errno.EACCES)
     rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     rules.add_rule(denied, "socket", seccomp.Arg(0, seccomp.EQ, socket.AF_UNIX))
+    rules.add_rule(
+        denied,
+        "socketpair",
+        seccomp.Arg(0, seccomp.EQ, socket.AF_UNIX),
+        seccomp.Arg(1, seccomp.MASKED_EQ, 0xF, socket.SOCK_DGRAM),
+    )
     rules.add_rule(denied, "io_uring_setup")
     try:
         rules.load()

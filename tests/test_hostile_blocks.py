@@ -424,3 +424,68 @@ def test_a_doctest_skip_directive_in_a_page_is_refused_naming_its_line(mini_proj
     path.write_text(path.read_text(encoding="utf-8").replace("+SKIP\n3", "-SKIP\n2"), encoding="utf-8")
     result = forked_pytest(mini_project, "docs/foundations/skipped.md")
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+# Ways a ```pycon block (the site shows it as a Python console session: code, then its output) could
+# show an example, or an output, that doctest never ran or never compared (wave 9 second reader). Each
+# shows a wrong output: a run that is green with it on the page broke the promise.
+PYCON_UNRUN = {
+    "skip on a continuation line": ">>> (1 +\n...  1)  # doctest: +SKIP\n3\n",
+    "skip without spaces": ">>> 1 + 1  #doctest:+SKIP\n3\n",
+    "zero-width space before the prompt": "\u200b>>> 1 + 1\n3\n",
+    "output after a blank line": ">>> x = 1 + 1\n\n3\n",
+    # doctest's parser raises for the whole page: the skip is not read, the page must fail anyway
+    "a malformed prompt beside a skip": ">>>x = 1\n>>> 1 + 1  # doctest: +SKIP\n3\n",
+    "a directive with no example beside a skip": ">>> # doctest: +SKIP\n>>> 1 + 1  # doctest: +SKIP\n3\n",
+}
+
+
+def _pycon(body: str) -> str:
+    return f"```pycon\n{body}\n```\n"
+
+
+def test_a_pycon_block_shows_nothing_that_doctest_did_not_run_or_compare(mini_project):
+    """Promise: every code block a page shows has been run, and the output it shows was checked.
+    doctest reads a page's ``>>>`` examples: an example it skips (``+SKIP``, however spelled or
+    placed), a prompt it does not see (an invisible character before ``>>>``), or a line it reads as
+    prose (a line after a blank line ends an example's expected output: the site still shows it in
+    the block, as output) shows code or output that no run checked. The run must fail, naming each
+    file:line; a block whose every line is an example's code or its compared output passes."""
+    bodies = {name: _pycon(body) for name, body in PYCON_UNRUN.items()}
+    bodies["output after a blank line, in an admonition"] = (
+        "!!! note\n\n    ```pycon\n    >>> y = 2 + 2\n\n    5\n    ```\n"
+    )
+    passed = []
+    for n, (name, body) in enumerate(bodies.items()):
+        rel = f"foundations/pycon-{n}.md"
+        path = page(mini_project, rel, f"{name}:\n\n{body}")
+        result = forked_pytest(mini_project, f"docs/{rel}")
+        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
+            passed.append(f"{name} (exit {result.returncode})")
+        path.unlink()
+    assert not passed, f"shown, not run or not compared, and the run did not fail naming the page: {passed}"
+    fine = "```pycon\n>>> x = 1 + 1\n>>> x\n2\n>>> print('a\\n\\nb')\na\n<BLANKLINE>\nb\n\n```\n"
+    page(mini_project, "foundations/pycon-fine.md", fine)
+    result = forked_pytest(mini_project, "docs/foundations/pycon-fine.md")
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_block_in_a_blockquote_runs_or_is_refused(mini_project):
+    """Promise: every code block a page shows is run. pymdownx.superfences renders a fence inside a
+    blockquote (``> ```python``) as a highlighted code block; pytest-codeblocks and doctest read a
+    line that starts with ``>`` as prose (wave 9 second reader). A wrong block there must fail the
+    run, naming the page."""
+    bodies = {
+        "python": f"> ```python\n> {FAILING}\n> ```\n",
+        "pycon": "> ```pycon\n> >>> 1 + 1\n> 3\n>\n> ```\n",
+        "nested quote": f"> > ```python\n> > {FAILING}\n> > ```\n",
+    }
+    passed = []
+    for name, body in bodies.items():
+        rel = f"foundations/quoted-{name.replace(' ', '-')}.md"
+        path = page(mini_project, rel, f"{name}:\n\n{body}")
+        result = forked_pytest(mini_project, f"docs/{rel}")
+        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
+            passed.append(f"{name} (exit {result.returncode})")
+        path.unlink()
+    assert not passed, f"a wrong block in a blockquote, and the run did not fail naming the page: {passed}"

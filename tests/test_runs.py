@@ -9,6 +9,8 @@ PAGE = "docs/foundations/mse-conditional-mean.md"
 
 
 def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project, kb_here):
+    r = testrun_forked(mini_project, "--allow-partial", MSE)  # the same run without the exit: green
+    assert r.returncode == 0, r.stdout + r.stderr
     edit(
         mini_project / MSE,
         "def test_mse_decomposes_into_variance_plus_squared_bias(",
@@ -24,6 +26,11 @@ def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project
 
 
 def test_a_module_that_exits_at_import_fails_the_run(mini_project):
+    """pytest itself fails this run (an INTERNALERROR: SystemExit while importing a test module), with or
+    without kb.testrun's check that the session reached its end (a mutant without that check passes this
+    test: wave 9 second reader); the run without the exit is green."""
+    r = testrun_forked(mini_project, "--allow-partial", MSE)
+    assert r.returncode == 0, r.stdout + r.stderr
     edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
     r = testrun_forked(mini_project, "--allow-partial", MSE)  # a path alone would fail the run
     assert r.returncode != 0, r.stdout + r.stderr
@@ -32,6 +39,8 @@ def test_a_module_that_exits_at_import_fails_the_run(mini_project):
 def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project, in_process):
     # Under xdist every worker imports every module while collecting: a replaced
     # assert_close would make a broken claim pass in another module.
+    r = testrun_here(in_process, mini_project, "--allow-partial", "snippets/foundations/")
+    assert r.returncode == 0, r.stdout + r.stderr  # the same run without the module: green
     (mini_project / "snippets" / "foundations" / "sneaky.py").write_text(
         "import torch\n\ntorch.testing.assert_close = lambda *a, **k: None\n\n\n"
         "def test_nothing():\n    assert 1 + 1 == 2\n",
