@@ -369,7 +369,7 @@ def cmd_import(args) -> int:
         )
         print(
             f"{'would ' if args.dry_run and step.action != 'present' else ''}{verb} "
-            f"{project.rel(journal.posts / f'{s.day.isoformat()}.md')} "
+            f"{project.rel(journal.posts / f'{(step.day or s.day).isoformat()}.md')} "
             f"({s.source}:{s.line}, {len(s.key.splitlines())} lines)"
         )
     counts = {a: sum(st.action == a for st in steps) for a in verbs}

@@ -37,9 +37,11 @@ _DATE = (
 _WEEKDAY = r"(?:[ \t]*[（(]?(?:星期|周|礼拜)[一二三四五六日天][)）]?)?"
 DATE_LINE = re.compile(rf"^(?P<marks>#{{1,6}}[ \t]+)?(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?[ \t]*#*[ \t]*$")
 # A heading that goes on with a title after its date (``## 2026-01-02 读 SAC``, ``### 2026年1月3日：GRPO``).
-# Only a heading: a line of prose may start with a date.
+# Only a heading: a line of prose may start with a date. A date a digit follows (### 20260102-153000,
+# a run's id) is no day.
 TITLED_DATE_HEADING = re.compile(
-    rf"^(?P<marks>#{{1,6}}[ \t]+)(?:\*\*)?(?:{_DATE}){_WEEKDAY}(?:\*\*)?(?:[ \t]*[:：,，\-–—|·][ \t]*|[ \t]+)\S"
+    rf"^(?P<marks>#{{1,6}}[ \t]+)(?:\*\*)?(?:{_DATE})(?![-–—.:/]?\d){_WEEKDAY}(?:\*\*)?"
+    rf"(?:[ \t]*[:：,，\-–—|·][ \t]*|[ \t]+)\S"
 )
 FILE_DATE = re.compile(rf"^(?:{_DATE}|(?P<uy>\d{{4}})_(?P<um>\d{{1,2}})_(?P<ud>\d{{1,2}}))$")
 SUFFIXES = (".md", ".markdown", ".txt")
@@ -52,6 +54,9 @@ class Section:
     day: dt.date
     heading: str | None  # the date line as written (None: the whole file, dated by its name)
     content: str  # the text after the date line, verbatim (from the line itself when it has a title)
+    # A titled heading's section: the day of the section before it in its file. An import before titled
+    # headings started days left the heading and its text in that day's post (where it is then found).
+    earlier: dt.date | None = None
 
     @property
     def key(self) -> str:
@@ -145,7 +150,8 @@ def sections(path: Path, notes: list[str]) -> list[Section]:
         if not "\n".join(lines[i + 1 : end]).strip() and not titled:
             notes.append(f"{path}:{i + 1}: {day.isoformat()} has no text; skipped")
             continue
-        out.append(Section(path, i + 1, day, lines[i], content))
+        earlier = out[-1].day if titled and out else None
+        out.append(Section(path, i + 1, day, lines[i], content, earlier))
     return out
 
 
@@ -175,6 +181,26 @@ def collect(target: Path, notes: list[str]) -> list[Section]:
 class Planned:
     section: Section
     action: str  # "create", "append" or "present"
+    day: dt.date | None = None  # the day whose post holds it or gets it (None: the section's own)
+
+
+def _body(journal: Journal, day: dt.date) -> str | None:
+    """A day's post without its front matter, or None when the day has no post."""
+    path = journal.path(day)
+    if not path.exists():
+        return None
+    text = sources.read_text(path, journal.shown(path))
+    m = sources.YAML_RE.match(text)
+    return text[m.end() :] if m else text
+
+
+def _imported_before(journal: Journal, s: Section, bodies: dict | None = None) -> bool:
+    """Whether a titled section is in the post of the day before it in its file, whole, as an import made
+    before titled headings started days put it there (importing again then adds nothing)."""
+    if s.earlier is None:
+        return False
+    body = bodies.get(s.earlier) if bodies is not None and s.earlier in bodies else _body(journal, s.earlier)
+    return body is not None and s.present_in(body)
 
 
 def plan(journal: Journal, found: list[Section]) -> list[Planned]:
@@ -182,12 +208,11 @@ def plan(journal: Journal, found: list[Section]) -> list[Planned]:
     bodies: dict[dt.date, str] = {}
     out = []
     for s in found:
-        if s.day not in bodies:
-            path = journal.path(s.day)
-            if path.exists():
-                text = sources.read_text(path, journal.shown(path))
-                m = sources.YAML_RE.match(text)
-                bodies[s.day] = text[m.end() :] if m else text
+        if _imported_before(journal, s, bodies):
+            out.append(Planned(s, "present", s.earlier))
+            continue
+        if s.day not in bodies and (body := _body(journal, s.day)) is not None:
+            bodies[s.day] = body
         if s.day not in bodies:
             bodies[s.day] = s.first()
             out.append(Planned(s, "create"))
@@ -203,6 +228,9 @@ def run(journal: Journal, found: list[Section], topics: list[str]) -> list[Plann
     """Write every section (each under the journal's lock); what was done, section by section."""
     done = []
     for s in found:
+        if _imported_before(journal, s):
+            done.append(Planned(s, "present", s.earlier))
+            continue
         result = journal.put(s.day, topics, s.first(), s.then)
         done.append(Planned(s, "present" if result is None else "create" if result.created else "append"))
     return done
