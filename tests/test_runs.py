@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import edit, testrun_forked, testrun_here
 
 MSE = "snippets/foundations/mse.py"
@@ -23,10 +24,19 @@ def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stdout, r.stdout
 
 
-def test_a_module_that_exits_at_import_fails_the_run(mini_project):
-    edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
+@pytest.mark.parametrize("how", ["os._exit(0)", "sys.exit(0)"])
+def test_a_module_that_exits_at_import_fails_the_run(mini_project, how):
+    """os._exit at import ends the process while collecting (no report: only kb.testrun can fail the
+    run, and there is no test to name); sys.exit raises SystemExit, which pytest itself reports as an
+    internal error (exit 3) and the session still writes its report: failed by pytest, not by kb."""
+    edit(mini_project / MSE, "import math\n", f"import math\nimport os\nimport sys\n{how}\n")
     r = testrun_forked(mini_project, "--allow-partial", MSE)  # a path alone would fail the run
     assert r.returncode != 0, r.stdout + r.stderr
+    if how == "os._exit(0)":
+        assert "kb.testrun: the test session did not reach its end (exit code 0)" in r.stderr, r.stdout + r.stderr
+    else:
+        assert "INTERNALERROR" in r.stdout and "SystemExit: 0" in r.stdout, r.stdout[-2000:] + r.stderr
+        assert "did not reach its end" not in r.stderr, r.stderr
 
 
 def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project, in_process):
