@@ -58,8 +58,16 @@ def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuse
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "l1-predicts-conditional-mean" in out and "not decided by this run" in out, out
-    r = testrun_here(in_process, mini_project, "snippets/", "docs/", "-o", "addopts=")  # the kb plugin switched off
+    # the kb plugin switched off. Not loaded (`-o addopts=`), its --kb-report is unknown: pytest refuses
+    # the run before anything is collected (exit 4), whatever kb.testrun makes of it.
+    r = testrun_here(in_process, mini_project, "snippets/", "docs/", "-o", "addopts=")
+    assert r.returncode == 4 and "unrecognized arguments: --kb-report" in r.stderr, r.stdout + r.stderr
+    # Loaded but its session object blocked (`-p no:kb-session`): pytest takes --kb-report, runs the tests
+    # (outside any sandbox, no claim decided) and exits 0; only the missing report fails the run. Forked:
+    # the page blocks run in that process, not in this one. --allow-partial: nothing else may fail it.
+    r = testrun_forked(mini_project, "--allow-partial", "snippets/foundations/", "-p", "no:kb-session")
     assert r.returncode != 0, r.stdout + r.stderr
+    assert "kb.testrun: the test session did not reach its end (exit code 0)" in r.stderr, r.stdout + r.stderr
     r = testrun_here(in_process, mini_project, "--allow-partial", "-k", "not l1", MSE)
     assert r.returncode == 0, r.stdout + r.stderr
 
