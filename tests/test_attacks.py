@@ -282,6 +282,9 @@ def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_
     r = kb_here(mini_project, "check", INDEX, PYTEST_ADDOPTS="-k nothing_has_this_name")
     assert r.returncode != 0, r.stdout[-2000:]
     assert "passed:" not in r.stdout, r.stdout[-2000:]
+    # not only refused (a -k run that ends with nothing collected is refused anyway): not narrowed at
+    # all, the block ran and failed as without PYTEST_ADDOPTS (the check ignores the caller's PYTEST_*)
+    assert "FAILED docs/foundations/index.md::line 12" in r.stdout, r.stdout[-2000:]
 
 
 WRONG = """\
@@ -378,10 +381,18 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
         'counterfactual: loss="l1" "若损失换成 L1（它学到',
         'counterfactual: loss="mse" "若损失换成 MSE（它学到',
     )
+    failing = (
+        "FAIL  [verified] mse-predicts-conditional-mean: counterfactual 1 (loss=\"mse\": "
+        "若损失换成 MSE（它学到条件中位数；数据是偏态的指数分布，中位数与均值相差约 31%）): "
+        "the deciding test snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean still passes"
+    )
     r = kb_here(mini_project, "check", PAGE)
-    assert r.returncode != 0, "the counterfactual is rejected after all: the attack below proves nothing"
+    assert r.returncode != 0 and failing in r.stdout, "the counterfactual is rejected: the attack below proves nothing"
     r = kb_here(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
     assert r.returncode != 0, r.stdout[-2000:]
+    # not only refused (a counterfactual that never ran fails its claim anyway): the counterfactual ran and
+    # failed its claim as without PYTEST_ADDOPTS (the check ignores the caller's PYTEST_*)
+    assert failing in r.stdout, r.stdout[-2000:]
 
 
 # ==== family 4: damaged files and refused notes ===========================================================
