@@ -272,6 +272,18 @@ def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(whole_mi
     refused_for(r, "--ignore-glob *index.md; PYTEST_ADDOPTS=--ignore-glob=*index.md")
 
 
+def test_make_test_refuses_a_run_narrowed_by_m_or_ignore(whole_mini, in_process):
+    """Guarantee: a run narrowed by -m or --ignore fails. Found by a second reader: no test gave
+    either, so removing their detection (kb.pytest_plugin.narrowed) left the suite green. Both
+    leave the failing block out (-m slow keeps only slow tests; --ignore drops its page)."""
+    r = testrun_here(in_process, whole_mini, "-m", "slow")
+    assert "this page block is wrong" not in r.stdout, "-m left the block in"
+    refused_for(r, "-m slow")
+    r = testrun_here(in_process, whole_mini, "--ignore", INDEX)
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, "--ignore left the block in"
+    refused_for(r, f"--ignore {INDEX}")
+
+
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
