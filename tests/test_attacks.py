@@ -394,7 +394,7 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
         'counterfactual: loss="mse" "若损失换成 MSE（它学到',
     )
     failing = (
-        "FAIL  [verified] mse-predicts-conditional-mean: counterfactual 1 (loss=\"mse\": "
+        'FAIL  [verified] mse-predicts-conditional-mean: counterfactual 1 (loss="mse": '
         "若损失换成 MSE（它学到条件中位数；数据是偏态的指数分布，中位数与均值相差约 31%）): "
         "the deciding test snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean still passes"
     )
