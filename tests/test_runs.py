@@ -136,3 +136,22 @@ def test_tests_run_on_one_thread_in_a_process_that_imported_torch_first(mini_pro
     finally:
         torch.set_num_threads(before)
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+def test_a_conftest_that_turns_the_exit_code_to_0_after_the_report_fails_the_run(mini_project, in_process):
+    """A hook that runs after the kb plugin wrote its report (a conftest's trylast sessionfinish) can set
+    the session's exit status to 0: pytest exits 0 with a failing test. kb.testrun compares pytest's
+    code with the one the report recorded. Found by a second reader: no test gave such a hook, so
+    removing that comparison (kb.testrun.verdict) left the suite green."""
+    folder = mini_project / "snippets" / "foundations"
+    (folder / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.hookimpl(trylast=True)\ndef pytest_sessionfinish(session, exitstatus):\n"
+        "    session.exitstatus = 0\n",
+        encoding="utf-8",
+    )
+    (folder / "wrong.py").write_text("def test_wrong():\n    assert 1 + 1 == 3\n", encoding="utf-8")
+    r = in_process(mini_project, "snippets/foundations/wrong.py")
+    assert r.returncode == 0 and "1 failed" in r.stdout, "pytest alone does not read green: this proves nothing"
+    r = testrun_here(in_process, mini_project, "--allow-partial", "snippets/foundations/wrong.py")
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+    assert "kb.testrun: pytest exited 0 but its session ended with 1" in r.stderr, r.stderr
