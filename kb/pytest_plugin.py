@@ -572,6 +572,19 @@ def narrowed(config) -> list[str]:
             out.append(f"{flag} {' '.join(map(str, getattr(config.option, name)))[:200]}")
     if config.getoption("kb_claims") == "off":
         out.append("--kb-claims=off")
+    # -o and another -c change what a run collects and how (testpaths; addopts: --codeblocks, the doctests).
+    # -o as given on the command line: pytest itself turns some options of addopts (--strict-markers) into -o.
+    args = [str(a) for a in config.invocation_params.args]
+    overrides = [
+        after if a in ("-o", "--override-ini") else a.partition("=")[2] if a.startswith("--") else a[2:]
+        for a, after in zip(args, [*args[1:], ""])
+        if a in ("-o", "--override-ini") or a.startswith(("-o", "--override-ini="))
+    ]
+    if overrides:
+        out.append(f"-o {' '.join(overrides)[:200]}")
+    given = getattr(config.option, "inifilename", None)
+    if given and Path(given).resolve() != (config.rootpath / "pyproject.toml").resolve():
+        out.append(f"-c {given}"[:200])
     if os.environ.get("PYTEST_ADDOPTS", "").strip():
         out.append(f"PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS'][:200]}")
     if (

@@ -284,6 +284,29 @@ def test_make_test_refuses_a_run_narrowed_by_m_or_ignore(whole_mini, in_process)
     refused_for(r, f"--ignore {INDEX}")
 
 
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("-o", "testpaths=snippets"),  # the pages are not collected
+        ("-o", "addopts=-p kb.pytest_plugin"),  # no --codeblocks, doctests or --nbmake: no page block runs
+        ("-c", "narrow.toml"),  # another configuration: its testpaths
+    ],
+    ids=["testpaths", "addopts", "config"],
+)
+def test_make_test_refuses_a_run_whose_configuration_was_overridden(whole_mini, in_process, how):
+    """Guarantee: a narrowed run fails. Found by a second reader: -o (--override-ini) and -c change what
+    a whole run collects and how, with no path, -k or PYTEST_ADDOPTS: each left the failing page
+    block out, every claim decided, and `python -m kb.testrun` exited 0."""
+    text = (whole_mini / "pyproject.toml").read_text(encoding="utf-8")
+    (whole_mini / "narrow.toml").write_text(
+        text.replace('testpaths = ["snippets", "docs"]', 'testpaths = ["snippets"]'), encoding="utf-8"
+    )
+    r = testrun_here(in_process, whole_mini, *how)
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, f"{how} left the block in"
+    assert "[100%]" in r.stdout, r.stdout[-2000:]  # the snippets' tests ran: a run, not a usage error
+    refused_for(r, f"{how[0]} {how[1]}" if how[0] == "-o" else "-c narrow.toml")
+
+
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
