@@ -585,8 +585,9 @@ def narrowed(config) -> list[str]:
     given = getattr(config.option, "inifilename", None)
     if given and Path(given).resolve() != (config.rootpath / "pyproject.toml").resolve():
         out.append(f"-c {given}"[:200])
-    if os.environ.get("PYTEST_ADDOPTS", "").strip():
-        out.append(f"PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS'][:200]}")
+    for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):  # options, and plugins that may drop any item
+        if os.environ.get(name, "").strip():
+            out.append(f"{name}={os.environ[name][:200]}")
     if (
         getattr(config.option, "lf", False)
         or getattr(config.option, "stepwise", False)

@@ -307,6 +307,21 @@ def test_make_test_refuses_a_run_whose_configuration_was_overridden(whole_mini, 
     refused_for(r, f"{how[0]} {how[1]}" if how[0] == "-o" else "-c narrow.toml")
 
 
+def test_make_test_refuses_a_run_with_plugins_loaded_from_the_environment(whole_mini, in_process):
+    """Guarantee: a narrowed run fails. Found by a second reader: PYTEST_PLUGINS (read by pytest as
+    PYTEST_ADDOPTS is) loads a plugin that can drop any item, here the failing page block: the whole
+    run exited 0 with every claim decided."""
+    (whole_mini / "drop_pages.py").write_text(
+        "def pytest_collection_modifyitems(config, items):\n"
+        '    items[:] = [i for i in items if not str(i.path).endswith(".md")]\n',
+        encoding="utf-8",
+    )
+    r = testrun_here(in_process, whole_mini, PYTEST_PLUGINS="drop_pages")
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, "the plugin left the block in"
+    assert "[100%]" in r.stdout, r.stdout[-2000:] + r.stderr  # the snippets' tests ran: the plugin was loaded
+    refused_for(r, "PYTEST_PLUGINS=drop_pages")
+
+
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
