@@ -636,6 +636,10 @@ class State:
         self.originals = shared_assertions()
         self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
         self.undecided: list[str] = []  # claims a narrowed run left undecided
+        # every item collected, and those -k, -m, --deselect, --lf ... deselected (as objects: xdist's
+        # loadgroup renames items)
+        self.collected: list[pytest.Item] = []
+        self.deselected: set[int] = set()
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -745,10 +749,27 @@ class State:
             )
         return None
 
+    def pytest_itemcollected(self, item):
+        self.collected.append(item)
+
+    def pytest_deselected(self, items):
+        self.deselected.update(id(i) for i in items)
+
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
     # for the deciding tests that will run (and pytest's "selected" count is not made negative).
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
+        # An item is left out by deselecting it (-k, -m, --deselect, --lf: the run is then a narrowed
+        # one), never by taking it out of the list: a conftest.py or plugin that does so unseen
+        # leaves page blocks unrun in a run that reads as whole.
+        kept_ids = {id(i) for i in items}
+        gone = [i.nodeid for i in self.collected if id(i) not in kept_ids and id(i) not in self.deselected]
+        if gone:
+            raise pytest.UsageError(
+                f"kb: {len(gone)} collected item(s) were taken out of the run without being deselected "
+                f"(a conftest.py or plugin's pytest_collection_modifyitems), first {gone[0]}: every item "
+                "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
+            )
         kept, dropped = [], []
         expanded = []
         for item in items:

@@ -322,6 +322,22 @@ def test_make_test_refuses_a_run_with_plugins_loaded_from_the_environment(whole_
     refused_for(r, "PYTEST_PLUGINS=drop_pages")
 
 
+@pytest.mark.parametrize("where", ["conftest.py", "docs/conftest.py"])
+def test_a_conftest_that_takes_page_blocks_out_of_the_run_fails_it(whole_mini, in_process, where):
+    """Guarantee: every block shown was run. Found by a second reader: a conftest.py (the project's or
+    one in docs/) whose pytest_collection_modifyitems takes items out of the list, without deselecting
+    them as -k and --deselect do, left the failing page block out of a whole run that exited 0."""
+    (whole_mini / where).write_text(
+        "def pytest_collection_modifyitems(config, items):\n"
+        '    items[:] = [i for i in items if not str(i.path).endswith("index.md")]\n',
+        encoding="utf-8",
+    )
+    r = testrun_here(in_process, whole_mini)
+    assert r.returncode != 0 and "this page block is wrong" not in r.stdout, r.stdout[-2000:] + r.stderr
+    said = [line for line in r.stderr.splitlines() if "taken out of the run without being deselected" in line]
+    assert said and f"first {INDEX}::line 12" in said[0], r.stdout[-2000:] + r.stderr
+
+
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
