@@ -770,6 +770,12 @@ class State:
                 f"(a conftest.py or plugin's pytest_collection_modifyitems), first {gone[0]}: every item "
                 "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
             )
+        if self.deselected and not narrowed(config):  # deselected, in a run no option narrowed
+            first = next(i.nodeid for i in self.collected if id(i) in self.deselected)
+            raise pytest.UsageError(
+                f"kb: {len(self.deselected)} item(s) were deselected by a conftest.py or plugin in a run that "
+                f"nothing narrowed (no path, -k, -m, --deselect), first {first}: every item collected runs"
+            )
         kept, dropped = [], []
         expanded = []
         for item in items:

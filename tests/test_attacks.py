@@ -309,11 +309,13 @@ def test_make_test_refuses_a_run_whose_configuration_was_overridden(whole_mini, 
 
 def test_make_test_refuses_a_run_with_plugins_loaded_from_the_environment(whole_mini, in_process):
     """Guarantee: a narrowed run fails. Found by a second reader: PYTEST_PLUGINS (read by pytest as
-    PYTEST_ADDOPTS is) loads a plugin that can drop any item, here the failing page block: the whole
-    run exited 0 with every claim decided."""
-    (whole_mini / "drop_pages.py").write_text(
+    PYTEST_ADDOPTS is) loads a plugin that can deselect any item, here the failing page block: the
+    whole run exited 0 with every claim decided."""
+    (whole_mini / "drop_pages.py").write_text(  # deselected as -k does (an item taken out unseen is refused)
         "def pytest_collection_modifyitems(config, items):\n"
-        '    items[:] = [i for i in items if not str(i.path).endswith(".md")]\n',
+        '    pages = [i for i in items if str(i.path).endswith(".md")]\n'
+        "    items[:] = [i for i in items if i not in pages]\n"
+        "    config.hook.pytest_deselected(items=pages)\n",
         encoding="utf-8",
     )
     r = testrun_here(in_process, whole_mini, PYTEST_PLUGINS="drop_pages")
@@ -322,19 +324,27 @@ def test_make_test_refuses_a_run_with_plugins_loaded_from_the_environment(whole_
     refused_for(r, "PYTEST_PLUGINS=drop_pages")
 
 
+DROPS = {
+    "taken out": ("", "were taken out of the run without being deselected"),
+    "deselected": ("    config.hook.pytest_deselected(items=pages)\n", "were deselected by a conftest.py or plugin"),
+}
+
+
+@pytest.mark.parametrize("how", DROPS)
 @pytest.mark.parametrize("where", ["conftest.py", "docs/conftest.py"])
-def test_a_conftest_that_takes_page_blocks_out_of_the_run_fails_it(whole_mini, in_process, where):
+def test_a_conftest_that_takes_page_blocks_out_of_the_run_fails_it(whole_mini, in_process, where, how):
     """Guarantee: every block shown was run. Found by a second reader: a conftest.py (the project's or
-    one in docs/) whose pytest_collection_modifyitems takes items out of the list, without deselecting
-    them as -k and --deselect do, left the failing page block out of a whole run that exited 0."""
+    one in docs/) whose pytest_collection_modifyitems takes items out of the list (deselecting them
+    as -k and --deselect do, or not) left the failing page block out of a whole run that exited 0."""
     (whole_mini / where).write_text(
         "def pytest_collection_modifyitems(config, items):\n"
-        '    items[:] = [i for i in items if not str(i.path).endswith("index.md")]\n',
+        '    pages = [i for i in items if str(i.path).endswith("index.md")]\n'
+        "    items[:] = [i for i in items if i not in pages]\n" + DROPS[how][0],
         encoding="utf-8",
     )
     r = testrun_here(in_process, whole_mini)
     assert r.returncode != 0 and "this page block is wrong" not in r.stdout, r.stdout[-2000:] + r.stderr
-    said = [line for line in r.stderr.splitlines() if "taken out of the run without being deselected" in line]
+    said = [line for line in r.stderr.splitlines() if DROPS[how][1] in line]
     assert said and f"first {INDEX}::line 12" in said[0], r.stdout[-2000:] + r.stderr
 
 
