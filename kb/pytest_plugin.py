@@ -637,8 +637,22 @@ def narrowed(config) -> list[str]:
             out.append(f"{flag} {' '.join(map(str, getattr(config.option, name)))[:200]}")
     if config.getoption("kb_claims") == "off":
         out.append("--kb-claims=off")
-    if os.environ.get("PYTEST_ADDOPTS", "").strip():
-        out.append(f"PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS'][:200]}")
+    # -o and another -c change what a run collects and how (testpaths; addopts: --codeblocks, the doctests).
+    # -o as given on the command line: pytest itself turns some options of addopts (--strict-markers) into -o.
+    args = [str(a) for a in config.invocation_params.args]
+    overrides = [
+        after if a in ("-o", "--override-ini") else a.partition("=")[2] if a.startswith("--") else a[2:]
+        for a, after in zip(args, [*args[1:], ""])
+        if a in ("-o", "--override-ini") or a.startswith(("-o", "--override-ini="))
+    ]
+    if overrides:
+        out.append(f"-o {' '.join(overrides)[:200]}")
+    given = getattr(config.option, "inifilename", None)
+    if given and Path(given).resolve() != (config.rootpath / "pyproject.toml").resolve():
+        out.append(f"-c {given}"[:200])
+    for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):  # options, and plugins that may drop any item
+        if os.environ.get(name, "").strip():
+            out.append(f"{name}={os.environ[name][:200]}")
     if (
         getattr(config.option, "lf", False)
         or getattr(config.option, "stepwise", False)
@@ -687,6 +701,10 @@ class State:
         self.originals = shared_assertions()
         self.report_path = Path(config.getoption("kb_report")).resolve() if config.getoption("kb_report") else None
         self.undecided: list[str] = []  # claims a narrowed run left undecided
+        # every item collected, and those -k, -m, --deselect, --lf ... deselected (as objects: xdist's
+        # loadgroup renames items)
+        self.collected: list[pytest.Item] = []
+        self.deselected: set[int] = set()
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -825,10 +843,33 @@ class State:
             )
         return None
 
+    def pytest_itemcollected(self, item):
+        self.collected.append(item)
+
+    def pytest_deselected(self, items):
+        self.deselected.update(id(i) for i in items)
+
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
     # for the deciding tests that will run (and pytest's "selected" count is not made negative).
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
+        # An item is left out by deselecting it (-k, -m, --deselect, --lf: the run is then a narrowed
+        # one), never by taking it out of the list: a conftest.py or plugin that does so unseen
+        # leaves page blocks unrun in a run that reads as whole.
+        kept_ids = {id(i) for i in items}
+        gone = [i.nodeid for i in self.collected if id(i) not in kept_ids and id(i) not in self.deselected]
+        if gone:
+            raise pytest.UsageError(
+                f"kb: {len(gone)} collected item(s) were taken out of the run without being deselected "
+                f"(a conftest.py or plugin's pytest_collection_modifyitems), first {gone[0]}: every item "
+                "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
+            )
+        if self.deselected and not narrowed(config):  # deselected, in a run no option narrowed
+            first = next(i.nodeid for i in self.collected if id(i) in self.deselected)
+            raise pytest.UsageError(
+                f"kb: {len(self.deselected)} item(s) were deselected by a conftest.py or plugin in a run that "
+                f"nothing narrowed (no path, -k, -m, --deselect), first {first}: every item collected runs"
+            )
         kept, dropped = [], []
         expanded = []
         for item in items:

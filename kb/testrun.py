@@ -5,8 +5,8 @@ with nothing checked: a snippet or test that calls ``os._exit(0)`` ends the proc
 any summary, and a run narrowed by ``-k``, ``--deselect``, ``PYTEST_ADDOPTS`` or with the kb
 plugin switched off leaves claims undecided or page blocks unrun. The kb pytest plugin writes a
 report at the end of the session (``--kb-report``); here a missing report is a failure naming
-the test that was running, and a full run (no paths, -k, -m, --deselect, --ignore, -x, --lf,
-PYTEST_ADDOPTS or --kb-claims=off) is required unless ``--allow-partial`` is given.
+the test that was running, and a full run (no paths, -k, -m, --deselect, --ignore, -x, --lf, -o,
+-c, PYTEST_ADDOPTS, PYTEST_PLUGINS or --kb-claims=off) is required unless ``--allow-partial`` is given.
 """
 
 from __future__ import annotations

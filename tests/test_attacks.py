@@ -412,6 +412,82 @@ def test_make_test_refuses_a_run_narrowed_by_deselect_or_pytest_addopts(whole_mi
     refused_for(r, "--ignore-glob *index.md; PYTEST_ADDOPTS=--ignore-glob=*index.md")
 
 
+def test_make_test_refuses_a_run_narrowed_by_m_or_ignore(whole_mini, in_process):
+    """Guarantee: a run narrowed by -m or --ignore fails. Found by a second reader: no test gave
+    either, so removing their detection (kb.pytest_plugin.narrowed) left the suite green. Both
+    leave the failing block out (-m slow keeps only slow tests; --ignore drops its page)."""
+    r = testrun_here(in_process, whole_mini, "-m", "slow")
+    assert "this page block is wrong" not in r.stdout, "-m left the block in"
+    refused_for(r, "-m slow")
+    r = testrun_here(in_process, whole_mini, "--ignore", INDEX)
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, "--ignore left the block in"
+    refused_for(r, f"--ignore {INDEX}")
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("-o", "testpaths=snippets"),  # the pages are not collected
+        ("-o", "addopts=-p kb.pytest_plugin"),  # no --codeblocks, doctests or --nbmake: no page block runs
+        ("-c", "narrow.toml"),  # another configuration: its testpaths
+    ],
+    ids=["testpaths", "addopts", "config"],
+)
+def test_make_test_refuses_a_run_whose_configuration_was_overridden(whole_mini, in_process, how):
+    """Guarantee: a narrowed run fails. Found by a second reader: -o (--override-ini) and -c change what
+    a whole run collects and how, with no path, -k or PYTEST_ADDOPTS: each left the failing page
+    block out, every claim decided, and `python -m kb.testrun` exited 0."""
+    text = (whole_mini / "pyproject.toml").read_text(encoding="utf-8")
+    (whole_mini / "narrow.toml").write_text(
+        text.replace('testpaths = ["snippets", "docs"]', 'testpaths = ["snippets"]'), encoding="utf-8"
+    )
+    r = testrun_here(in_process, whole_mini, *how)
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, f"{how} left the block in"
+    assert "[100%]" in r.stdout, r.stdout[-2000:]  # the snippets' tests ran: a run, not a usage error
+    refused_for(r, f"{how[0]} {how[1]}" if how[0] == "-o" else "-c narrow.toml")
+
+
+def test_make_test_refuses_a_run_with_plugins_loaded_from_the_environment(whole_mini, in_process):
+    """Guarantee: a narrowed run fails. Found by a second reader: PYTEST_PLUGINS (read by pytest as
+    PYTEST_ADDOPTS is) loads a plugin that can deselect any item, here the failing page block: the
+    whole run exited 0 with every claim decided."""
+    (whole_mini / "drop_pages.py").write_text(  # deselected as -k does (an item taken out unseen is refused)
+        "def pytest_collection_modifyitems(config, items):\n"
+        '    pages = [i for i in items if str(i.path).endswith(".md")]\n'
+        "    items[:] = [i for i in items if i not in pages]\n"
+        "    config.hook.pytest_deselected(items=pages)\n",
+        encoding="utf-8",
+    )
+    r = testrun_here(in_process, whole_mini, PYTEST_PLUGINS="drop_pages")
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, "the plugin left the block in"
+    assert "[100%]" in r.stdout, r.stdout[-2000:] + r.stderr  # the snippets' tests ran: the plugin was loaded
+    refused_for(r, "PYTEST_PLUGINS=drop_pages")
+
+
+DROPS = {
+    "taken out": ("", "were taken out of the run without being deselected"),
+    "deselected": ("    config.hook.pytest_deselected(items=pages)\n", "were deselected by a conftest.py or plugin"),
+}
+
+
+@pytest.mark.parametrize("how", DROPS)
+@pytest.mark.parametrize("where", ["conftest.py", "docs/conftest.py"])
+def test_a_conftest_that_takes_page_blocks_out_of_the_run_fails_it(whole_mini, in_process, where, how):
+    """Guarantee: every block shown was run. Found by a second reader: a conftest.py (the project's or
+    one in docs/) whose pytest_collection_modifyitems takes items out of the list (deselecting them
+    as -k and --deselect do, or not) left the failing page block out of a whole run that exited 0."""
+    (whole_mini / where).write_text(
+        "def pytest_collection_modifyitems(config, items):\n"
+        '    pages = [i for i in items if str(i.path).endswith("index.md")]\n'
+        "    items[:] = [i for i in items if i not in pages]\n" + DROPS[how][0],
+        encoding="utf-8",
+    )
+    r = testrun_here(in_process, whole_mini)
+    assert r.returncode != 0 and "this page block is wrong" not in r.stdout, r.stdout[-2000:] + r.stderr
+    said = [line for line in r.stderr.splitlines() if DROPS[how][1] in line]
+    assert said and f"first {INDEX}::line 12" in said[0], r.stdout[-2000:] + r.stderr
+
+
 def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_here):
     """Guarantee: `kb check PAGE` refuses a narrowed session. It takes PYTEST_ADDOPTS from the
     environment and accepts exit code 5 (nothing collected): a page whose only block fails
@@ -422,6 +498,9 @@ def test_kb_check_refuses_a_session_narrowed_by_pytest_addopts(mini_project, kb_
     r = kb_here(mini_project, "check", INDEX, PYTEST_ADDOPTS="-k nothing_has_this_name")
     assert r.returncode != 0, r.stdout[-2000:]
     assert "passed:" not in r.stdout, r.stdout[-2000:]
+    # not only refused (a -k run that ends with nothing collected is refused anyway): not narrowed at
+    # all, the block ran and failed as without PYTEST_ADDOPTS (the check ignores the caller's PYTEST_*)
+    assert "FAILED docs/foundations/index.md::line 12" in r.stdout, r.stdout[-2000:]
 
 
 WRONG = """\
@@ -463,10 +542,18 @@ def test_a_module_that_switches_off_shared_assertions_without_rebinding_them_fai
         "import torch\n\n" + "".join(TAMPERINGS.values()) + "\n\ndef test_nothing():\n    assert 1 + 1 == 2\n",
         encoding="utf-8",
     )
-    r = testrun(mini_project, "--allow-partial", "snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
+    tampered = ("snippets/foundations/a_tamper.py", "snippets/foundations/wrong.py")
+    # --continue-on-collection-errors: the tests after the failed module run, with what it replaced put back
+    r = testrun(mini_project, "--allow-partial", "--continue-on-collection-errors", *tampered)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-2000:]
-    assert "a_tamper.py" in out and "replaced" in out, out[-2000:]
+    # each tampering is named (one module does all three: the failure named for one alone would hide
+    # another that went unseen), and each is put back: the three wrong tests after it still fail
+    said = [line for line in out.splitlines() if "a_tamper.py: importing this module replaced" in line]
+    assert said, out[-2000:]
+    for name in ("torch.testing.assert_close", "torch.Tensor.__bool__", "_pytest.approx.ApproxScalar.__eq__"):
+        assert name in said[0], (name, said[0])
+    assert "3 failed, 1 error in" in r.stdout, r.stdout[-2000:]
 
 
 # ==== family 3: claims and counterfactuals ===============================================================
@@ -510,10 +597,18 @@ def test_kb_check_does_not_report_counterfactuals_rejected_that_never_ran(mini_p
         'counterfactual: loss="l1" "若损失换成 L1（它学到',
         'counterfactual: loss="mse" "若损失换成 MSE（它学到',
     )
+    failing = (
+        'FAIL  [verified] mse-predicts-conditional-mean: counterfactual 1 (loss="mse": '
+        "若损失换成 MSE（它学到条件中位数；数据是偏态的指数分布，中位数与均值相差约 31%）): "
+        "the deciding test snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean still passes"
+    )
     r = kb_here(mini_project, "check", PAGE)
-    assert r.returncode != 0, "the counterfactual is rejected after all: the attack below proves nothing"
+    assert r.returncode != 0 and failing in r.stdout, "the counterfactual is rejected: the attack below proves nothing"
     r = kb_here(mini_project, "check", PAGE, PYTEST_ADDOPTS="--kb-claims=off")
     assert r.returncode != 0, r.stdout[-2000:]
+    # not only refused (a counterfactual that never ran fails its claim anyway): the counterfactual ran and
+    # failed its claim as without PYTEST_ADDOPTS (the check ignores the caller's PYTEST_*)
+    assert failing in r.stdout, r.stdout[-2000:]
 
 
 # ==== family 4: damaged files and refused notes ===========================================================

@@ -129,14 +129,18 @@ def test_every_way_of_slipping_a_deciding_test_fails_the_run_naming_the_claim(at
 
 
 def test_a_full_run_fails_for_a_claim_whose_module_pytest_never_collected(attacked, in_process):
-    # `make test` collects its testpaths: here only snippets/attack/marker.py, so every other claim
-    # (the foundations page's, the other attacks') was never collected, and the run must say so.
-    result = in_process(attacked, "-o", "testpaths=snippets/attack/marker.py")
-    assert result.returncode == 1, result.stdout
-    assert re.search(
-        r"claim 'mse-predicts-conditional-mean' \(docs/foundations/mse-conditional-mean.md:\d+, "
-        r"marked verified\): its deciding test snippets/foundations/mse.py::\S+ was never collected",
-        result.stdout,
+    # `make test` collects its testpaths: here only snippets/foundations/, whose tests all pass, so the
+    # attacks' claims were never collected, and the run must say so and fail for that alone. (It gave
+    # snippets/attack/marker.py, whose test fails at setup: the run failed whatever the claims said, so
+    # dropping the exit status the unmet claims set, in kb.pytest_plugin's sessionfinish, left it green.)
+    result = in_process(attacked, "-o", "testpaths=snippets/foundations", "-rA")
+    counts = result.result.parseoutcomes()
+    assert counts.get("passed", 0) >= 3 and set(counts) <= {"passed", "warnings"}, counts  # no test failed
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert (
+        "claim 'attack-failing' (docs/attacks.md:" in result.stdout
+        and "marked verified): its deciding test snippets/attack/failing.py::test_x was never collected"
+        in result.stdout
     ), result.stdout[-3000:]
 
 

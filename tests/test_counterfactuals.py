@@ -123,3 +123,36 @@ def test_a_verified_or_refuted_claim_without_a_counterfactual_is_refused(mini_pr
     assert r.returncode == 2, r.stdout + r.stderr
     line = next(i for i, text in enumerate(lines, 1) if text.startswith('!!! claim "任何回归损失'))
     assert f"{PAGE}:{line}: claim is refuted but names no counterfactual" in r.stderr, r.stderr
+
+
+def test_a_counterfactual_no_case_of_a_parametrized_test_tells_apart_fails_the_run(mini_project, in_process):
+    """With several cases, a counterfactual item that passes does not fail by itself (another case may
+    reject it): the end of the session must find that no case did. Found by a second reader: no test
+    had a parametrized deciding test, so removing that check (kb.pytest_plugin.counterfactual_problem)
+    left the suite green while a counterfactual every case passes under read as rejected."""
+    edit(mini_project / MSE, "import math\n", "import math\n\nimport pytest\n")
+    edit(
+        mini_project / MSE,
+        'def test_mse_minimiser_is_conditional_mean(loss="mse"):',
+        '@pytest.mark.parametrize("seed", [0, 1])\ndef test_mse_minimiser_is_conditional_mean(seed, loss="mse"):',
+    )
+    edit(
+        mini_project / MSE,
+        "    for seed in (0, 1, 2):\n        x, y, true_mean = skewed",
+        "    if True:\n        x, y, true_mean = skewed",
+    )
+    r = in_process(mini_project, MSE, "-rA")
+    # the page's own counterfactual (L1): each case rejects it, the run passes with both cases in it
+    assert (
+        r.returncode == 0
+        and "PASSED snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean[1]" in r.stdout
+    ), r.stdout[-3000:]
+    _set_counterfactual(mini_project, 'loss="mse"')  # the claim's own setting: every case passes under it
+    r = in_process(mini_project, MSE, "-rA")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-3000:]
+    assert (
+        "claim 'mse-predicts-conditional-mean' (docs/foundations/mse-conditional-mean.md:44, marked verified): "
+        'counterfactual 1 (loss="mse": 若换一个设定): the deciding test '
+        "snippets/foundations/mse.py::test_mse_minimiser_is_conditional_mean still passes" in out
+    ), out[-3000:]

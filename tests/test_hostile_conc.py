@@ -27,8 +27,10 @@ JOURNAL_PAGE = "docs/journal/posts/2026-01-01.md"  # a page whose check is quick
 def test_twenty_kb_checks_started_together_each_exit_0_and_leave_the_status_file_whole(mini_project):
     """Twenty `kb check <page> --status-file .kb/status.json` processes started together: each exits 0
     with its own verdict, and the status file (read, changed and renamed under a lock by each) is
-    valid JSON holding the page. A lost lock or a torn write shows as a JSON error or a missing
-    entry; a crash in one run as its exit code."""
+    valid JSON holding the page. A torn write shows as a JSON error; a crash in one run as its exit
+    code. (A lost lock does not show here: every run writes the same entry, each by an atomic rename,
+    so the file is whole either way; removing the lock left this test green. The lock is held to its
+    promise by the next test.)"""
     env = {**os.environ, "PYTHONPATH": str(mini_project), "NO_MKDOCS_2_WARNING": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
     status = mini_project / ".kb" / "status.json"
@@ -52,6 +54,46 @@ def test_twenty_kb_checks_started_together_each_exit_0_and_leave_the_status_file
     entry = data["journal/posts/2026-01-01.md"]
     assert entry["passed"] is True and entry["problems"] == [] and entry["failures"] == []
     assert not list(status.parent.glob(".status.*.tmp")), "a run left its temporary status file behind"
+
+
+def test_a_kb_check_process_waits_for_the_status_files_lock_before_writing(mini_project):
+    """The lock the twenty runs above rely on: while another process holds the status file's lock, a
+    `kb check --status-file` that has reached its verdict waits, writing nothing; released, it writes
+    its entry and exits 0. Found by a second reader: removing the lock (kb.live.locked) left every
+    test green. Without it the file is written within milliseconds of the verdict; 3 s is the wait."""
+    import fcntl
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(mini_project), "NO_MKDOCS_2_WARNING": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    status = mini_project / ".kb" / "status.json"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    with open(status.with_name(status.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kb.cli", "check", JOURNAL_PAGE, "--status-file", str(status)],
+            cwd=mini_project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        said = []
+        try:
+            for line in proc.stdout:  # until its verdict: what follows is the write of the status file
+                said.append(line)
+                if line.startswith(("passed:", "FAILED:")):
+                    break
+            assert said and said[-1].startswith("passed: 1 page(s)"), "".join(said)
+            time.sleep(3)
+            assert proc.poll() is None and not status.exists(), "kb check wrote the status file under another's lock"
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    out = said + [proc.communicate(timeout=60)[0]]
+    assert proc.returncode == 0, "".join(out)
+    assert json.loads(status.read_text(encoding="utf-8"))["journal/posts/2026-01-01.md"]["passed"] is True
 
 
 GOOD = """\

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import edit, testrun_forked, testrun_here
 
 MSE = "snippets/foundations/mse.py"
@@ -25,15 +26,22 @@ def test_a_test_that_exits_the_process_fails_make_test_and_kb_check(mini_project
     assert "did not reach its end while running snippets/foundations/mse.py::test_exits" in r.stdout, r.stdout
 
 
-def test_a_module_that_exits_at_import_fails_the_run(mini_project):
-    """pytest itself fails this run (an INTERNALERROR: SystemExit while importing a test module), with or
-    without kb.testrun's check that the session reached its end (a mutant without that check passes this
-    test: wave 9 second reader); the run without the exit is green."""
+@pytest.mark.parametrize("how", ["os._exit(0)", "sys.exit(0)"])
+def test_a_module_that_exits_at_import_fails_the_run(mini_project, how):
+    """os._exit at import ends the process while collecting (no report: only kb.testrun can fail the
+    run, and there is no test to name); sys.exit raises SystemExit, which pytest itself reports as an
+    internal error (exit 3) and the session still writes its report: failed by pytest, not by kb.
+    The same run without the exit is green."""
     r = testrun_forked(mini_project, "--allow-partial", MSE)
     assert r.returncode == 0, r.stdout + r.stderr
-    edit(mini_project / MSE, "import math\n", "import math\nimport sys\nsys.exit(0)\n")
+    edit(mini_project / MSE, "import math\n", f"import math\nimport os\nimport sys\n{how}\n")
     r = testrun_forked(mini_project, "--allow-partial", MSE)  # a path alone would fail the run
     assert r.returncode != 0, r.stdout + r.stderr
+    if how == "os._exit(0)":
+        assert "kb.testrun: the test session did not reach its end (exit code 0)" in r.stderr, r.stdout + r.stderr
+    else:
+        assert "INTERNALERROR" in r.stdout and "SystemExit: 0" in r.stdout, r.stdout[-2000:] + r.stderr
+        assert "did not reach its end" not in r.stderr, r.stderr
 
 
 def test_a_module_replacing_assert_close_fails_the_run_naming_it(mini_project, in_process):
@@ -57,8 +65,16 @@ def test_a_narrowed_run_says_which_claims_it_left_undecided_and_make_test_refuse
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "l1-predicts-conditional-mean" in out and "not decided by this run" in out, out
-    r = testrun_here(in_process, mini_project, "snippets/", "docs/", "-o", "addopts=")  # the kb plugin switched off
+    # the kb plugin switched off. Not loaded (`-o addopts=`), its --kb-report is unknown: pytest refuses
+    # the run before anything is collected (exit 4), whatever kb.testrun makes of it.
+    r = testrun_here(in_process, mini_project, "snippets/", "docs/", "-o", "addopts=")
+    assert r.returncode == 4 and "unrecognized arguments: --kb-report" in r.stderr, r.stdout + r.stderr
+    # Loaded but its session object blocked (`-p no:kb-session`): pytest takes --kb-report, runs the tests
+    # (outside any sandbox, no claim decided) and exits 0; only the missing report fails the run. Forked:
+    # the page blocks run in that process, not in this one. --allow-partial: nothing else may fail it.
+    r = testrun_forked(mini_project, "--allow-partial", "snippets/foundations/", "-p", "no:kb-session")
     assert r.returncode != 0, r.stdout + r.stderr
+    assert "kb.testrun: the test session did not reach its end (exit code 0)" in r.stderr, r.stdout + r.stderr
     r = testrun_here(in_process, mini_project, "--allow-partial", "-k", "not l1", MSE)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -127,3 +143,22 @@ def test_tests_run_on_one_thread_in_a_process_that_imported_torch_first(mini_pro
     finally:
         torch.set_num_threads(before)
     assert r.returncode == 0, r.stdout[-2000:]
+
+
+def test_a_conftest_that_turns_the_exit_code_to_0_after_the_report_fails_the_run(mini_project, in_process):
+    """A hook that runs after the kb plugin wrote its report (a conftest's trylast sessionfinish) can set
+    the session's exit status to 0: pytest exits 0 with a failing test. kb.testrun compares pytest's
+    code with the one the report recorded. Found by a second reader: no test gave such a hook, so
+    removing that comparison (kb.testrun.verdict) left the suite green."""
+    folder = mini_project / "snippets" / "foundations"
+    (folder / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.hookimpl(trylast=True)\ndef pytest_sessionfinish(session, exitstatus):\n"
+        "    session.exitstatus = 0\n",
+        encoding="utf-8",
+    )
+    (folder / "wrong.py").write_text("def test_wrong():\n    assert 1 + 1 == 3\n", encoding="utf-8")
+    r = in_process(mini_project, "snippets/foundations/wrong.py")
+    assert r.returncode == 0 and "1 failed" in r.stdout, "pytest alone does not read green: this proves nothing"
+    r = testrun_here(in_process, mini_project, "--allow-partial", "snippets/foundations/wrong.py")
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+    assert "kb.testrun: pytest exited 0 but its session ended with 1" in r.stderr, r.stderr

@@ -65,6 +65,17 @@ def test_every_test_has_a_time_limit(mini_project, in_process):
     )
     result = in_process(mini_project, "snippets/foundations/hang.py", "-o", "timeout=2")
     assert result.returncode == 1 and "Timeout" in result.stdout, result.stdout[-2000:]
+    # The limit above was given on the command line; the promise is the project's own setting. Found by a
+    # second reader: with `timeout` taken out of pyproject.toml this test stayed green. A test run with
+    # the project's configuration as is finds its alarm set (pytest-timeout's signal method), within
+    # the 120 s the project sets.
+    (mini_project / "snippets" / "foundations" / "hang.py").write_text(
+        "import signal\n\n\ndef test_has_a_limit():\n"
+        "    left = signal.getitimer(signal.ITIMER_REAL)[0]\n    assert 0 < left <= 120, left\n",
+        encoding="utf-8",
+    )
+    result = in_process(mini_project, "snippets/foundations/hang.py")
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-2000:]
 
 
 # ---- vendored assets: present and unchanged, or the build stops -------------------------------------

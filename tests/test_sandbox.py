@@ -90,6 +90,37 @@ assert False
         assert not planted.exists(), "the test process unpickled what a block wrote"
 
 
+def forge_a_pass() -> str | None:
+    """What a block can do to read as passed: find the result's pipe and its nonce among the locals of
+    the frames that called it (kb.sandbox._block), send a pass, and end before its failing assertion."""
+    import json
+    import sys
+
+    frame = sys._getframe()
+    while frame is not None:
+        if "nonce" in frame.f_locals and "w" in frame.f_locals:
+            os.write(frame.f_locals["w"], json.dumps({"nonce": frame.f_locals["nonce"], "failure": None}).encode())
+            os._exit(0)
+        frame = frame.f_back
+    return "no nonce among the frames: the attack found nothing"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known hole (found by a second reader): the nonce that tells the sandbox's result from a "
+    "forged one is in the block's own process (every fork holds it), so a block that looks for it "
+    "forges a pass; code running in the process that reports can always do what the report does. "
+    "The nonce stops blind forgeries (the test above), not a block that searches its own memory",
+)
+def test_a_block_that_finds_the_nonce_in_its_frames_cannot_forge_a_pass(tmp_path):
+    def failing() -> None:
+        forge_a_pass()
+        raise AssertionError("this block is wrong")
+
+    assert sandboxed(failing, tmp_path) is not None, "a failing block read as passed"
+
+
 # ---- every process a block starts ends with it (J10), and a block cannot stop the run (J11a) ---------
 
 
