@@ -802,45 +802,46 @@ class State:
                     "every block a page shows runs: remove it, or show the code as not runnable "
                     "(```text: a ```python fence with a title is not run, and is refused)"
                 )
-        skips = doctest_skips("\n".join(lines))
-        if skips:
-            raise pytest.UsageError(
-                "\n".join(
-                    f"{self.project.rel(file_path)}:{i}: a doctest directive skips this example (+SKIP): the "
-                    "page shows code and output nothing ran; remove the directive (every block a page shows runs)"
-                    for i in skips
+        # Blocks the site shows as code that nothing would run or compare: each named file:line, at once.
+        text = "\n".join(lines)
+        shown_not_run = [
+            *(
+                (
+                    i,
+                    "a doctest directive skips this example (+SKIP): the page shows code and output nothing "
+                    "ran; remove the directive (every block a page shows runs)",
                 )
-            )
-        quoted = quoted_python_blocks(lines)
-        if quoted:
-            raise pytest.UsageError(
-                "\n".join(
-                    f"{self.project.rel(file_path)}:{i}: the site shows this block in a blockquote as Python, but "
-                    "nothing runs it (pytest-codeblocks and doctest read a line that starts with > as prose): "
-                    "take the block out of the quote"
-                    for i in quoted
+                for i in doctest_skips(text)
+            ),
+            *(
+                (
+                    i,
+                    "the site shows this block in a blockquote as Python, but nothing runs it (pytest-codeblocks "
+                    "and doctest read a line that starts with > as prose): take the block out of the quote",
                 )
-            )
-        unchecked = pycon_unchecked("\n".join(lines))
-        if unchecked:
-            raise pytest.UsageError(
-                "\n".join(
-                    f"{self.project.rel(file_path)}:{i}: the site shows this line of a console block as code or "
-                    "output, but doctest neither runs nor compares it (a prompt it does not see, or a line after "
-                    "a blank line, which ends an output): write >>> plainly; a blank output line is <BLANKLINE>"
-                    for i in unchecked
+                for i in quoted_python_blocks(lines)
+            ),
+            *(
+                (
+                    i,
+                    "the site shows this line of a console block as code or output, but doctest neither runs nor "
+                    "compares it (a prompt it does not see, or a line after a blank line, which ends an output): "
+                    "write >>> plainly; a blank output line is <BLANKLINE>",
                 )
-            )
-        unrun = shown_as_python_not_run(lines)
-        if unrun:
-            raise pytest.UsageError(
-                "\n".join(
-                    f"{self.project.rel(file_path)}:{i}: the site shows this block ({opening!r}) as Python, but "
-                    "nothing runs it (pytest-codeblocks runs ```python fences only, exactly so spelled): "
-                    "write ```python, or ```pycon with >>> prompts"
-                    for i, opening in unrun
+                for i in pycon_unchecked(text)
+            ),
+            *(
+                (
+                    i,
+                    f"the site shows this block ({opening!r}) as Python, but nothing runs it (pytest-codeblocks "
+                    "runs ```python fences only, exactly so spelled): write ```python, or ```pycon with >>> prompts",
                 )
-            )
+                for i, opening in shown_as_python_not_run(lines)
+            ),
+        ]
+        if shown_not_run:
+            rel = self.project.rel(file_path)
+            raise pytest.UsageError("\n".join(f"{rel}:{i}: {why}" for i, why in sorted(shown_not_run)))
         return None
 
     def pytest_itemcollected(self, item):
