@@ -24,6 +24,20 @@ RUNS = 20  # the promise: twenty runs at once
 JOURNAL_PAGE = "docs/journal/posts/2026-01-01.md"  # a page whose check is quick (no tests, no notebook)
 
 
+def kb_check_process(root: Path, status: Path, **env: str) -> subprocess.Popen:
+    """`kb check JOURNAL_PAGE --status-file STATUS` in ``root``, started, its output piped."""
+    env = {**os.environ, "PYTHONPATH": str(root), "NO_MKDOCS_2_WARNING": "1", **env}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kb.cli", "check", JOURNAL_PAGE, "--status-file", str(status)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_twenty_kb_checks_started_together_each_exit_0_and_leave_the_status_file_whole(mini_project):
     """Twenty `kb check <page> --status-file .kb/status.json` processes started together: each exits 0
     with its own verdict, and the status file (read, changed and renamed under a lock by each) is
@@ -31,20 +45,8 @@ def test_twenty_kb_checks_started_together_each_exit_0_and_leave_the_status_file
     code. (A lost lock does not show here: every run writes the same entry, each by an atomic rename,
     so the file is whole either way; removing the lock left this test green. The lock is held to its
     promise by the next test.)"""
-    env = {**os.environ, "PYTHONPATH": str(mini_project), "NO_MKDOCS_2_WARNING": "1"}
-    env.pop("PYTEST_XDIST_WORKER", None)
     status = mini_project / ".kb" / "status.json"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kb.cli", "check", JOURNAL_PAGE, "--status-file", str(status)],
-            cwd=mini_project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(RUNS)
-    ]
+    procs = [kb_check_process(mini_project, status) for _ in range(RUNS)]
     outs = [(p.communicate(timeout=300)[0], p.returncode) for p in procs]
     for out, code in outs:
         assert code == 0, out
@@ -64,20 +66,11 @@ def test_a_kb_check_process_waits_for_the_status_files_lock_before_writing(mini_
     import fcntl
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(mini_project), "NO_MKDOCS_2_WARNING": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTEST_XDIST_WORKER", None)
     status = mini_project / ".kb" / "status.json"
     status.parent.mkdir(parents=True, exist_ok=True)
     with open(status.with_name(status.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kb.cli", "check", JOURNAL_PAGE, "--status-file", str(status)],
-            cwd=mini_project,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = kb_check_process(mini_project, status, PYTHONUNBUFFERED="1")
         said = []
         try:
             for line in proc.stdout:  # until its verdict: what follows is the write of the status file
