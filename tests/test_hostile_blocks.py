@@ -26,6 +26,19 @@ def page(root: Path, rel: str, body: str) -> Path:
     return path
 
 
+def not_refused(root: Path, pages: dict[str, tuple[str, str]]) -> list[str]:
+    """Each page (docs-relative path: (name, body)) written alone and run: the names of those whose run
+    passed, collected nothing, or failed without naming the page."""
+    passed = []
+    for rel, (name, body) in pages.items():
+        path = page(root, rel, f"{name}:\n\n{body}")
+        result = forked_pytest(root, f"docs/{rel}")
+        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
+            passed.append(f"{name} (exit {result.returncode})")
+        path.unlink()
+    return passed
+
+
 # ==== promise 2: every code block a page shows runs ================================================
 
 # Fences the site (pymdownx.superfences + Pygments, case-insensitive aliases) shows as Python, and
@@ -456,14 +469,9 @@ def test_a_pycon_block_shows_nothing_that_doctest_did_not_run_or_compare(mini_pr
     bodies["output after a blank line, in an admonition"] = (
         "!!! note\n\n    ```pycon\n    >>> y = 2 + 2\n\n    5\n    ```\n"
     )
-    passed = []
-    for n, (name, body) in enumerate(bodies.items()):
-        rel = f"foundations/pycon-{n}.md"
-        path = page(mini_project, rel, f"{name}:\n\n{body}")
-        result = forked_pytest(mini_project, f"docs/{rel}")
-        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
-            passed.append(f"{name} (exit {result.returncode})")
-        path.unlink()
+    passed = not_refused(
+        mini_project, {f"foundations/pycon-{n}.md": (name, body) for n, (name, body) in enumerate(bodies.items())}
+    )
     assert not passed, f"shown, not run or not compared, and the run did not fail naming the page: {passed}"
     fine = "```pycon\n>>> x = 1 + 1\n>>> x\n2\n>>> print('a\\n\\nb')\na\n<BLANKLINE>\nb\n\n```\n"
     page(mini_project, "foundations/pycon-fine.md", fine)
@@ -481,12 +489,7 @@ def test_a_block_in_a_blockquote_runs_or_is_refused(mini_project):
         "pycon": "> ```pycon\n> >>> 1 + 1\n> 3\n>\n> ```\n",
         "nested quote": f"> > ```python\n> > {FAILING}\n> > ```\n",
     }
-    passed = []
-    for name, body in bodies.items():
-        rel = f"foundations/quoted-{name.replace(' ', '-')}.md"
-        path = page(mini_project, rel, f"{name}:\n\n{body}")
-        result = forked_pytest(mini_project, f"docs/{rel}")
-        if result.returncode in (0, 5) or f"docs/{rel}" not in result.stdout:
-            passed.append(f"{name} (exit {result.returncode})")
-        path.unlink()
+    passed = not_refused(
+        mini_project, {f"foundations/quoted-{n.replace(' ', '-')}.md": (n, b) for n, b in bodies.items()}
+    )
     assert not passed, f"a wrong block in a blockquote, and the run did not fail naming the page: {passed}"
