@@ -742,3 +742,63 @@ def test_the_offline_check_names_every_element_that_loads_from_another_host(html
     from kb import site as kb_site
 
     assert kb_site.external_load(html) is not None, html
+
+
+# A conftest.py of the project that leaves the failing page block (index.md) out of a whole run, by a
+# route other than taking the item out of pytest_collection_modifyitems's list.
+CONFTEST_DROPS = {
+    # pytest's own way to leave files out, read from any conftest.py: never collected, never deselected
+    "collect_ignore": 'collect_ignore = ["docs/foundations/index.md"]\n',
+    "collect_ignore_glob": 'collect_ignore_glob = ["*/index.md"]\n',
+    "pytest_ignore_collect": (
+        "def pytest_ignore_collect(collection_path, config):\n"
+        '    return True if collection_path.name == "index.md" else None\n'
+    ),
+    # a wrapper's code after its yield runs after every implementation, the kb plugin's trylast one too
+    "modifyitems wrapper": (
+        "import pytest\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collection_modifyitems(config, items):\n"
+        "    yield\n"
+        '    items[:] = [i for i in items if not str(i.path).endswith("index.md")]\n'
+    ),
+    "collection_finish": (
+        "def pytest_collection_finish(session):\n"
+        '    session.items[:] = [i for i in session.items if not str(i.path).endswith("index.md")]\n'
+    ),
+    "collect_file wrapper": (
+        "import pytest\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collect_file(file_path, parent):\n"
+        "    found = yield\n"
+        '    return [] if file_path.name == "index.md" else found\n'
+    ),
+    # collected and kept, then never run, or skipped
+    "runtest_protocol": (
+        "import pytest\n"
+        "@pytest.hookimpl(tryfirst=True)\n"
+        "def pytest_runtest_protocol(item, nextitem):\n"
+        '    return True if str(item.path).endswith("index.md") else None\n'
+    ),
+    "skip at setup": (
+        "import pytest\n"
+        "def pytest_runtest_setup(item):\n"
+        '    if str(item.path).endswith("index.md"):\n'
+        '        pytest.skip("not today")\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("conftest", CONFTEST_DROPS.values(), ids=CONFTEST_DROPS)
+def test_a_conftest_that_leaves_a_page_block_out_by_another_route_fails_the_run(whole_mini, in_process, conftest):
+    """Guarantee: `make test` green means every page block ran (README, "What make test runs"). Found
+    by a second reader: the kb plugin refuses an item taken out of pytest_collection_modifyitems's list
+    (a plain implementation), but a conftest.py has other routes to the same end, each a few lines:
+    pytest's collect_ignore, a pytest_ignore_collect or pytest_collect_file that drops the page, a wrapper
+    around pytest_collection_modifyitems (it runs after the kb plugin's check), session.items trimmed in
+    pytest_collection_finish, a pytest_runtest_protocol that runs nothing, or a skip at setup. Each left
+    the failing page block unrun and `python -m kb.testrun` exited 0, every claim decided."""
+    (whole_mini / "conftest.py").write_text(conftest, encoding="utf-8")
+    r = testrun_here(in_process, whole_mini)
+    assert "[100%]" in r.stdout or "%]" in r.stdout or r.returncode != 0, r.stdout[-2000:] + r.stderr
+    assert r.returncode != 0, "the failing page block was left out and the run exited 0:\n" + r.stdout[-2000:]
