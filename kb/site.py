@@ -204,29 +204,91 @@ def _files(config: MkDocsConfig, kb_plugin, shown: str) -> Files:
     return files
 
 
-# an element that loads something when the page is shown, from another host (not a link to follow). A quoted
-# attribute value is read whole: a ">" inside one (alt="a>b") does not end the tag, as it does not for a browser.
-# Possessive (*+): each character is read once, whatever the page holds (no backtracking on a tag never closed).
-TAG = re.compile(
-    r"""<(?:script|link|img|iframe|source|track|input|video|audio|embed|object)\b(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>""",
-    re.I,
-)
-# A URL an attribute loads: src, href, data, poster, or any candidate of a srcset (after a comma too).
-FOREIGN = re.compile(
-    r"""\b(?:(?:src|href|data|poster)\s*=\s*["']?|srcset\s*=\s*["']?(?:[^"'>]*,\s*)?)"""
-    r"""(?:https?:)?//(?!127\.0\.0\.1[:/"'])""",
-    re.I,
-)
-NOT_A_LOAD = re.compile(r'\brel\s*=\s*["\']?(?:canonical|alternate|me|author|license)\b', re.I)
+# What loads a URL when a page is shown (not a link to follow), by element: read from the HTML as a browser reads
+# it (html.parser: tag and attribute names in any case, quoted values read whole, character references decoded).
+LOADS = {
+    "script": ("src", "href", "xlink:href"),
+    "img": ("src", "srcset"),
+    "image": ("src", "href", "xlink:href"),  # SVG's image, and HTML's <image> (which the parser reads as <img>)
+    "source": ("src", "srcset"),
+    "track": ("src",),
+    "input": ("src",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "iframe": ("src",),
+    "link": ("href",),
+    "base": ("href",),  # every relative URL of the page then loads from its host
+    "use": ("href", "xlink:href"),
+    "feimage": ("href", "xlink:href"),
+    "body": ("background",),
+    "table": ("background",),
+    "td": ("background",),
+    "th": ("background",),
+}
+# A <link> whose every rel token is one of these is a link to follow, not a load.
+NOT_A_LOAD = {"canonical", "alternate", "me", "author", "license"}
+CSS_URL = re.compile(r"""url\(\s*(["']?)(.*?)\1\s*\)|@import\s*(["'])(.*?)\3""", re.I | re.S)
+CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
+
+
+def foreign(url: str) -> bool:
+    """Whether a URL, as the browser's URL parser reads it (spaces and control characters at its ends
+    stripped, tabs and newlines dropped, \\ read as /), is on another host (not this machine's 127.0.0.1)."""
+    from urllib.parse import urlsplit
+
+    u = re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33)))).replace("\\", "/")
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", u)
+    if scheme and scheme.group(1).lower() not in ("http", "https", "ftp", "ws", "wss"):
+        return False  # data:, blob:, a relative path with a colon later on: nothing from another host
+    if not scheme and not u.startswith("//"):
+        return False
+    try:
+        host = urlsplit(u if scheme else "http:" + u).hostname
+    except ValueError:
+        return True  # what Python cannot read, a browser may: another host unless shown otherwise
+    return host != "127.0.0.1"
+
+
+def css_foreign(css: str) -> bool:
+    css = CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), css)
+    return any(foreign(m.group(2) if m.group(1) is not None else m.group(4)) for m in CSS_URL.finditer(css))
 
 
 def external_load(html: str) -> str | None:
     """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    for m in TAG.finditer(html):
-        tag = m.group(0)
-        if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
-            return tag
-    return None
+    from html.parser import HTMLParser
+
+    class Loads(HTMLParser):
+        found: str | None = None
+        in_style: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            if self.found is not None:
+                return
+            values = {k: v or "" for k, v in attrs}
+            urls = [values[a] for a in LOADS.get(tag, ()) if a in values and a != "srcset"]
+            if "srcset" in LOADS.get(tag, ()):  # each candidate: a URL, then its size
+                urls += [c.split()[0] for c in values.get("srcset", "").split(",") if c.split()]
+            rel = set(values.get("rel", "").lower().split())
+            if tag == "link" and rel and rel <= NOT_A_LOAD:
+                urls = []
+            if any(foreign(u) for u in urls) or css_foreign(values.get("style", "")):
+                self.found = self.get_starttag_text()
+            self.in_style = self.get_starttag_text() if tag == "style" else None
+
+        def handle_data(self, data):
+            if self.found is None and self.in_style is not None and css_foreign(data):
+                self.found = self.in_style
+
+        def handle_endtag(self, tag):
+            self.in_style = None
+
+    parser = Loads(convert_charrefs=True)
+    parser.feed(html)
+    parser.close()
+    return parser.found
 
 
 def notebook_figures(path: Path) -> list[bytes]:
