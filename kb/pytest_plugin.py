@@ -418,9 +418,11 @@ def runs_something(path: Path, config) -> bool:
 
     from pytest_codeblocks.main import extract_from_file
 
-    if config.getoption("codeblocks", False) and any(
-        b.syntax in ("python", "sh", "bash") for b in extract_from_file(path)
-    ):
+    try:
+        blocks = extract_from_file(path) if config.getoption("codeblocks", False) else []
+    except Exception:  # noqa: BLE001 - pytest-codeblocks reports it as the page is collected
+        blocks = []
+    if any(b.syntax in ("python", "sh", "bash") for b in blocks):
         return True
     from _pytest.pathlib import fnmatch_ex  # how pytest's doctest plugin matches --doctest-glob
 
@@ -729,6 +731,7 @@ class State:
         self.collected: list[pytest.Item] = []
         self.deselected: set[int] = set()
         self.shown: list[Path] = []  # pages and notebooks handed to the collectors, each showing code to run
+        self.collect_failed: set[Path] = set()  # files whose collection failed (reported as errors)
         self.replaced: set[int] = set()  # a page's doctest item, replaced by one item per block (split_doctest)
 
     @property
@@ -882,7 +885,7 @@ class State:
         # A page or notebook that shows something to run was handed to the collectors: some item came of it
         # (a wrapper around pytest_collect_file could drop what pytest-codeblocks, doctest or nbmake made).
         # (In a run given node ids, pytest collects only the items they name: so in a whole run only.)
-        made = {Path(str(i.path)) for i in self.collected}
+        made = {Path(str(i.path)) for i in self.collected} | self.collect_failed
         whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
         lost = [p for p in self.shown if p not in made] if whole else []
         if lost:
@@ -1033,6 +1036,8 @@ class State:
             self.outcomes[report.nodeid].append("")
 
     def pytest_collectreport(self, report):
+        if report.failed and report.fspath:  # the page's collection error is reported: no item is expected of it
+            self.collect_failed.add(Path(os.path.abspath(self.config.rootpath / report.fspath)))
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             self.skipped_modules[report.nodeid] = reason

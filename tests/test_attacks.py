@@ -861,3 +861,19 @@ def test_a_conftest_that_reports_a_failing_page_block_as_passed_fails_the_run(wh
     (whole_mini / "conftest.py").write_text(conftest, encoding="utf-8")
     r = testrun_here(in_process, whole_mini)
     assert r.returncode != 0, "the failing page block read as passed:\n" + r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("workers", [["-n", "0"], ["-n", "2", "--dist", "loadgroup"]], ids=["n0", "xdist loadgroup"])
+def test_a_whole_run_is_not_refused_by_the_checks_that_nothing_was_left_out(whole_mini, workers):
+    """Guarantee, the other way: a whole run (what `make test` runs: `python -m kb.testrun -n 2 --dist
+    loadgroup`) that leaves nothing out is accepted. Tried by a second reader against the checks above:
+    a page of doctests only, split into one item per block (the page's item is replaced, not dropped),
+    and xdist's workers, each collecting and checking its own items."""
+    (whole_mini / INDEX).write_text(
+        (whole_mini / INDEX).read_text(encoding="utf-8").replace('assert 1 + 1 == 3, "this page block is wrong"', ""),
+        encoding="utf-8",
+    )
+    write_page(whole_mini, "two-doctests.md", "```pycon\n>>> 1 + 1\n2\n\n```\n\n```pycon\n>>> 2 + 2\n4\n\n```\n")
+    r = run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", *workers], whole_mini)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "kb:" not in r.stdout + r.stderr, r.stdout[-3000:]
