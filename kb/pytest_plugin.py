@@ -664,12 +664,8 @@ def narrowed(config) -> list[str]:
         out.append("--kb-claims=off")
     # -o and another -c change what a run collects and how (testpaths; addopts: --codeblocks, the doctests).
     # -o as given on the command line: pytest itself turns some options of addopts (--strict-markers) into -o.
-    args = [str(a) for a in config.invocation_params.args]
-    overrides = [
-        after if a in ("-o", "--override-ini") else a.partition("=")[2] if a.startswith("--") else a[2:]
-        for a, after in zip(args, [*args[1:], ""])
-        if a in ("-o", "--override-ini") or a.startswith(("-o", "--override-ini="))
-    ]
+    # Read by pytest's own parser (argparse): -o also ends a cluster of short options (-qo x, -qox).
+    overrides = config._parser.parse_known_args([str(a) for a in config.invocation_params.args]).override_ini or []
     if overrides:
         out.append(f"-o {' '.join(overrides)[:200]}")
     given = getattr(config.option, "inifilename", None)
