@@ -25,7 +25,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import markdown
 from mkdocs.config import config_options as c
@@ -236,8 +238,6 @@ CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
 def foreign(url: str) -> bool:
     """Whether a URL, as the browser's URL parser reads it (spaces and control characters at its ends
     stripped, tabs and newlines dropped, \\ read as /), is on another host (not this machine's 127.0.0.1)."""
-    from urllib.parse import urlsplit
-
     u = re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33)))).replace("\\", "/")
     scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", u)
     if scheme and scheme.group(1).lower() not in ("http", "https", "ftp", "ws", "wss"):
@@ -256,39 +256,49 @@ def css_foreign(css: str) -> bool:
     return any(foreign(m.group(2) if m.group(1) is not None else m.group(4)) for m in CSS_URL.finditer(css))
 
 
+# Every start tag, as a browser's tokenizer ends it: a quoted value (after "=") is read whole, so a ">" inside
+# one (alt="a>b") does not end the tag. Possessive (*+): each character is read once (no backtracking on a tag
+# never closed). A tag that may load is then read by html.parser (names in any case, references decoded).
+START_TAG = re.compile(r"""<([a-zA-Z][^\s/>]*)(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>""")
+STYLE_ELEMENT = re.compile(r"<style\b(?:=\s*\"[^\"]*\"|=\s*'[^']*'|[^>])*+>(.*?)(?:</style\s*>|$)", re.I | re.S)
+MAY_STYLE = re.compile(r"style", re.I)
+
+
 def external_load(html: str) -> str | None:
     """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    from html.parser import HTMLParser
+    for m in START_TAG.finditer(html):
+        if m.group(1).lower() in LOADS or MAY_STYLE.search(m.group(0)):
+            if _tag_loads(m.group(0)):
+                return m.group(0)
+    for m in STYLE_ELEMENT.finditer(html):
+        if css_foreign(m.group(1)):
+            return m.group(0)[: m.start(1) - m.start(0)]  # the <style> tag
+    return None
 
-    class Loads(HTMLParser):
-        found: str | None = None
-        in_style: str | None = None
 
-        def handle_starttag(self, tag, attrs):
-            if self.found is not None:
-                return
-            values = {k: v or "" for k, v in attrs}
-            urls = [values[a] for a in LOADS.get(tag, ()) if a in values and a != "srcset"]
-            if "srcset" in LOADS.get(tag, ()):  # each candidate: a URL, then its size
-                urls += [c.split()[0] for c in values.get("srcset", "").split(",") if c.split()]
-            rel = set(values.get("rel", "").lower().split())
-            if tag == "link" and rel and rel <= NOT_A_LOAD:
-                urls = []
-            if any(foreign(u) for u in urls) or css_foreign(values.get("style", "")):
-                self.found = self.get_starttag_text()
-            self.in_style = self.get_starttag_text() if tag == "style" else None
+class _StartTag(HTMLParser):
+    """One start tag, read as a browser reads it: whether it loads something from another host."""
 
-        def handle_data(self, data):
-            if self.found is None and self.in_style is not None and css_foreign(data):
-                self.found = self.in_style
+    def read(self, tag: str) -> bool:
+        self.reset()
+        self.loads = False
+        self.feed(tag)
+        self.close()
+        return self.loads
 
-        def handle_endtag(self, tag):
-            self.in_style = None
+    def handle_starttag(self, tag, attrs):
+        values = {k: v or "" for k, v in attrs}
+        urls = [values[a] for a in LOADS.get(tag, ()) if a in values and a != "srcset"]
+        if "srcset" in LOADS.get(tag, ()):  # each candidate: a URL, then its size
+            urls += [c.split()[0] for c in values.get("srcset", "").split(",") if c.split()]
+        rel = set(values.get("rel", "").lower().split())
+        if tag == "link" and rel and rel <= NOT_A_LOAD:
+            urls = []
+        self.loads = self.loads or any(foreign(u) for u in urls) or css_foreign(values.get("style", ""))
 
-    parser = Loads(convert_charrefs=True)
-    parser.feed(html)
-    parser.close()
-    return parser.found
+
+def _tag_loads(tag: str) -> bool:
+    return _StartTag(convert_charrefs=True).read(tag)
 
 
 def notebook_figures(path: Path) -> list[bytes]:
