@@ -839,6 +839,20 @@ CONFTEST_FORGERIES = {
         '        report.outcome, report.longrepr = "passed", None\n'
         "    return report\n"
     ),
+    # the page's collectors replaced by one that makes an item of the same name that passes
+    "collector swapped": (
+        "import pytest\n"
+        "class Fake(pytest.Item):\n"
+        "    def runtest(self):\n"
+        "        pass\n"
+        "class FakeFile(pytest.File):\n"
+        "    def collect(self):\n"
+        '        yield Fake.from_parent(self, name="line 12")\n'
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collect_file(file_path, parent):\n"
+        "    found = yield\n"
+        '    return [FakeFile.from_parent(parent, path=file_path)] if file_path.name == "index.md" else found\n'
+    ),
     # the failure is reported; the conftest.py sets the session's exit status before the kb plugin reads it
     "sessionfinish exit status": (
         "import pytest\n"
@@ -853,7 +867,8 @@ CONFTEST_FORGERIES = {
 def test_a_conftest_that_reports_a_failing_page_block_as_passed_fails_the_run(whole_mini, in_process, conftest):
     """Guarantee: `make test` green means every page block ran and passed. Found by a second reader, open
     for the report: a conftest.py is code in the test process, and a pytest_runtest_makereport wrapper
-    (outside the kb plugin's) rewrites the failing block's report as passed; `python -m kb.testrun`
+    (outside the kb plugin's) rewrites the failing block's report as passed, and a pytest_collect_file
+    wrapper swaps the page's collectors for one whose item of the same name passes; `python -m kb.testrun`
     exits 0. (The session's exit status set to 0 in a tryfirst pytest_sessionfinish held.) A check of
     outcomes inside the process cannot hold against it; the kb plugin could refuse (or count as narrowing)
     a conftest.py or plugin of the project that implements pytest hooks at all (this project's
