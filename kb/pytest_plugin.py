@@ -900,12 +900,42 @@ class State:
                 "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
             )
 
+    def project_hooks(self) -> list[str]:
+        """The pytest hooks that a conftest.py or plugin of the project (not the kb plugin, not an installed
+        package) implements, as "file: hook, hook"."""
+        own, installed, root = Path(__file__).resolve().parent, Path(sys.prefix).resolve(), self.project.root.resolve()
+        out = []
+        for plugin in self.config.pluginmanager.get_plugins():
+            try:
+                file = getattr(plugin, "__file__", None) or inspect.getfile(
+                    plugin if inspect.isclass(plugin) else type(plugin)
+                )
+            except TypeError:  # a built-in
+                continue
+            path = Path(file).resolve()
+            if not path.is_relative_to(root) or path.is_relative_to(own) or path.is_relative_to(installed):
+                continue
+            names = sorted(c.name for c in self.config.pluginmanager.get_hookcallers(plugin) or [])
+            if names:
+                out.append(f"{self.project.rel(path)}: {', '.join(names)}")
+        return out
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
         # Again as the items run: a wrapper around pytest_collection_modifyitems (its code after the yield
         # runs after this plugin's) or a pytest_collection_finish could still take items out of session.items.
         # (An xdist controller collects nothing; its workers check their own items.)
         self.check_none_taken_out(session.items)
+        # A hook of the project's own conftest.py can do what no check of outcomes sees (rewrite a report,
+        # swap a page's collector): in a whole run (make test) the project implements none (fixtures only).
+        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        hooks = self.project_hooks() if whole and not narrowed(self.config) else []
+        if hooks:
+            raise pytest.UsageError(
+                f"kb: {hooks[0]}: a conftest.py or plugin of the project implements pytest hooks, which can leave "
+                "out or rewrite what a page's blocks did; a whole run (make test) takes fixtures from conftest.py, "
+                "never hooks" + (f" (and {len(hooks) - 1} more)" if len(hooks) > 1 else "")
+            )
 
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
     # for the deciding tests that will run (and pytest's "selected" count is not made negative).
