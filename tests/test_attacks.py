@@ -865,14 +865,13 @@ CONFTEST_FORGERIES = {
 
 @pytest.mark.parametrize("conftest", CONFTEST_FORGERIES.values(), ids=CONFTEST_FORGERIES)
 def test_a_conftest_that_reports_a_failing_page_block_as_passed_fails_the_run(whole_mini, in_process, conftest):
-    """Guarantee: `make test` green means every page block ran and passed. Found by a second reader, open
-    for the report: a conftest.py is code in the test process, and a pytest_runtest_makereport wrapper
-    (outside the kb plugin's) rewrites the failing block's report as passed, and a pytest_collect_file
-    wrapper swaps the page's collectors for one whose item of the same name passes; `python -m kb.testrun`
-    exits 0. (The session's exit status set to 0 in a tryfirst pytest_sessionfinish held.) A check of
-    outcomes inside the process cannot hold against it; the kb plugin could refuse (or count as narrowing)
-    a conftest.py or plugin of the project that implements pytest hooks at all (this project's
-    tests/conftest.py implements none), in the xdist workers too (config.workeroutput)."""
+    """Guarantee: `make test` green means every page block ran and passed. Found by a second reader: a
+    conftest.py is code in the test process; a pytest_runtest_makereport wrapper (outside the kb plugin's)
+    rewrote the failing block's report as passed, and a pytest_collect_file wrapper swapped the page's
+    collectors for one whose item of the same name passes; `python -m kb.testrun` exited 0. No check of
+    outcomes sees either: a whole run now refuses a conftest.py or plugin of the project that implements
+    pytest hooks at all (kb.pytest_plugin, State.project_hooks). (The session's exit status set to 0 in a
+    tryfirst pytest_sessionfinish held before: kb.testrun compares it with the report.)"""
     (whole_mini / "conftest.py").write_text(conftest, encoding="utf-8")
     r = testrun_here(in_process, whole_mini)
     assert r.returncode != 0, "the failing page block read as passed:\n" + r.stdout[-2000:]
