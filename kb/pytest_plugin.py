@@ -406,7 +406,32 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
         return str(excinfo.value) if excinfo.errisinstance(BlockFailure) else repr_failure(excinfo)
 
     item.runtest, item.repr_failure = isolated, report
+    item.kb_isolated = True  # a page block or notebook: skipped by any means, it fails (pytest_runtest_makereport)
     item.add_marker(pytest.mark.timeout(timeout + 30))
+
+
+def runs_something(path: Path, config) -> bool:
+    """Whether a page shows something this run's collectors collect: a block pytest-codeblocks runs (read
+    by its own parser; with --codeblocks) or a ``>>>`` example (read by doctest's; with a --doctest-glob
+    the page's name matches)."""
+    import doctest
+
+    from pytest_codeblocks.main import extract_from_file
+
+    try:
+        blocks = extract_from_file(path) if config.getoption("codeblocks", False) else []
+    except Exception:  # noqa: BLE001 - pytest-codeblocks reports it as the page is collected
+        blocks = []
+    if any(b.syntax in ("python", "sh", "bash") for b in blocks):
+        return True
+    from _pytest.pathlib import fnmatch_ex  # how pytest's doctest plugin matches --doctest-glob
+
+    if not any(fnmatch_ex(g, path) for g in config.getoption("doctestglob", None) or []):
+        return False
+    try:
+        return bool(doctest.DocTestParser().get_examples(Path(path).read_text(encoding="utf-8")))
+    except ValueError:  # a malformed example: doctest reports it as the page is collected
+        return False
 
 
 def doctest_skips(text: str) -> list[int]:
@@ -639,12 +664,8 @@ def narrowed(config) -> list[str]:
         out.append("--kb-claims=off")
     # -o and another -c change what a run collects and how (testpaths; addopts: --codeblocks, the doctests).
     # -o as given on the command line: pytest itself turns some options of addopts (--strict-markers) into -o.
-    args = [str(a) for a in config.invocation_params.args]
-    overrides = [
-        after if a in ("-o", "--override-ini") else a.partition("=")[2] if a.startswith("--") else a[2:]
-        for a, after in zip(args, [*args[1:], ""])
-        if a in ("-o", "--override-ini") or a.startswith(("-o", "--override-ini="))
-    ]
+    # Read by pytest's own parser (argparse): -o also ends a cluster of short options (-qo x, -qox).
+    overrides = config._parser.parse_known_args([str(a) for a in config.invocation_params.args]).override_ini or []
     if overrides:
         out.append(f"-o {' '.join(overrides)[:200]}")
     given = getattr(config.option, "inifilename", None)
@@ -705,6 +726,9 @@ class State:
         # loadgroup renames items)
         self.collected: list[pytest.Item] = []
         self.deselected: set[int] = set()
+        self.shown: list[Path] = []  # pages and notebooks handed to the collectors, each showing code to run
+        self.collect_failed: set[Path] = set()  # files whose collection failed (reported as errors)
+        self.replaced: set[int] = set()  # a page's doctest item, replaced by one item per block (split_doctest)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -757,18 +781,18 @@ class State:
         # A journal post is the learner's words: its code is shown (labelled), never executed.
         if self.is_post(path) or (path.is_dir() and self.project.inside(path, self.project.posts_dir)):
             return True
-        if path.is_dir() and self.project.inside(path, self.project.docs_dir) and not path.name.startswith("."):
-            # norecursedirs (build, site, ...) names this repository's outputs, not the learner's
-            # folders: MkDocs makes pages of docs/<topic>/build/*.md, so their blocks run too
-            # (what --ignore and --ignore-glob leave out stays out: such a run is a narrowed one).
-            from _pytest.pathlib import absolutepath, fnmatch_ex
+        if self.project.inside(path, self.project.docs_dir) and not path.name.startswith("."):
+            # What MkDocs shows is collected: every folder of docs/ (norecursedirs, build, site, ..., names this
+            # repository's outputs, not the learner's folders: MkDocs makes pages of docs/<topic>/build/*.md),
+            # every page and notebook. Only --ignore and --ignore-glob leave something out, and the run is then a
+            # narrowed one; a conftest.py's collect_ignore or pytest_ignore_collect would leave it out unseen.
+            from _pytest.pathlib import absolutepath
 
             ignored = [absolutepath(x) for x in config.getoption("ignore") or []]
             globs = [str(absolutepath(x)) for x in config.getoption("ignore_glob") or []]
             if path in ignored or any(fnmatch.fnmatch(str(path), g) for g in globs):
                 return None
-            if any(fnmatch_ex(pattern, path) for pattern in config.getini("norecursedirs")):
-                return False
+            return False
         return None
 
     @pytest.hookimpl(tryfirst=True)
@@ -791,6 +815,8 @@ class State:
                     "\n".join(f"{self.project.rel(file_path)}: {what}" for what in unrun)
                     + "\n(every cell a notebook page shows runs, and a failing cell fails)"
                 )
+            if self.config.getoption("nbmake", False):
+                self.shown.append(path)
             return None
         if not self.is_page(path):
             return None
@@ -842,6 +868,8 @@ class State:
         if shown_not_run:
             rel = self.project.rel(file_path)
             raise pytest.UsageError("\n".join(f"{rel}:{i}: {why}" for i, why in sorted(shown_not_run)))
+        if runs_something(file_path, self.config):
+            self.shown.append(path)
         return None
 
     def pytest_itemcollected(self, item):
@@ -850,6 +878,66 @@ class State:
     def pytest_deselected(self, items):
         self.deselected.update(id(i) for i in items)
 
+    def check_none_taken_out(self, items) -> None:
+        # A page or notebook that shows something to run was handed to the collectors: some item came of it
+        # (a wrapper around pytest_collect_file could drop what pytest-codeblocks, doctest or nbmake made).
+        # (In a run given node ids, pytest collects only the items they name: so in a whole run only.)
+        made = {Path(str(i.path)) for i in self.collected} | self.collect_failed
+        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        lost = [p for p in self.shown if p not in made] if whole else []
+        if lost:
+            raise pytest.UsageError(
+                f"kb: {self.project.rel(lost[0])} shows code to run, but no test item was collected from it "
+                f"(a conftest.py or plugin dropped what pytest-codeblocks, doctest or nbmake collected)"
+                + (f", and {len(lost) - 1} more" if len(lost) > 1 else "")
+            )
+        kept_ids = {id(i) for i in items}
+        left = kept_ids | self.deselected | self.replaced
+        gone = [i.nodeid for i in self.collected if id(i) not in left]
+        if gone:
+            raise pytest.UsageError(
+                f"kb: {len(gone)} collected item(s) were taken out of the run without being deselected "
+                f"(a conftest.py or plugin's pytest_collection_modifyitems), first {gone[0]}: every item "
+                "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
+            )
+
+    def project_hooks(self) -> list[str]:
+        """The pytest hooks that a conftest.py or plugin of the project (not the kb plugin, not an installed
+        package) implements, as "file: hook, hook"."""
+        own, installed, root = Path(__file__).resolve().parent, Path(sys.prefix).resolve(), self.project.root.resolve()
+        out = []
+        for plugin in self.config.pluginmanager.get_plugins():
+            try:
+                file = getattr(plugin, "__file__", None) or inspect.getfile(
+                    plugin if inspect.isclass(plugin) else type(plugin)
+                )
+            except TypeError:  # a built-in
+                continue
+            path = Path(file).resolve()
+            if not path.is_relative_to(root) or path.is_relative_to(own) or path.is_relative_to(installed):
+                continue
+            names = sorted(c.name for c in self.config.pluginmanager.get_hookcallers(plugin) or [])
+            if names:
+                out.append(f"{self.project.rel(path)}: {', '.join(names)}")
+        return out
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        # Again as the items run: a wrapper around pytest_collection_modifyitems (its code after the yield
+        # runs after this plugin's) or a pytest_collection_finish could still take items out of session.items.
+        # (An xdist controller collects nothing; its workers check their own items.)
+        self.check_none_taken_out(session.items)
+        # A hook of the project's own conftest.py can do what no check of outcomes sees (rewrite a report,
+        # swap a page's collector): in a whole run (make test) the project implements none (fixtures only).
+        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
+        hooks = self.project_hooks() if whole and not narrowed(self.config) else []
+        if hooks:
+            raise pytest.UsageError(
+                f"kb: {hooks[0]}: a conftest.py or plugin of the project implements pytest hooks, which can leave "
+                "out or rewrite what a page's blocks did; a whole run (make test) takes fixtures from conftest.py, "
+                "never hooks" + (f" (and {len(hooks) - 1} more)" if len(hooks) > 1 else "")
+            )
+
     # Last: -k, -m and --deselect have already chosen the items, so counterfactual items are made only
     # for the deciding tests that will run (and pytest's "selected" count is not made negative).
     @pytest.hookimpl(trylast=True)
@@ -857,14 +945,7 @@ class State:
         # An item is left out by deselecting it (-k, -m, --deselect, --lf: the run is then a narrowed
         # one), never by taking it out of the list: a conftest.py or plugin that does so unseen
         # leaves page blocks unrun in a run that reads as whole.
-        kept_ids = {id(i) for i in items}
-        gone = [i.nodeid for i in self.collected if id(i) not in kept_ids and id(i) not in self.deselected]
-        if gone:
-            raise pytest.UsageError(
-                f"kb: {len(gone)} collected item(s) were taken out of the run without being deselected "
-                f"(a conftest.py or plugin's pytest_collection_modifyitems), first {gone[0]}: every item "
-                "collected runs unless -k, -m or --deselect leave it out (and the run is then a narrowed one)"
-            )
+        self.check_none_taken_out(items)
         if self.deselected and not narrowed(config):  # deselected, in a run no option narrowed
             first = next(i.nodeid for i in self.collected if id(i) in self.deselected)
             raise pytest.UsageError(
@@ -874,7 +955,10 @@ class State:
         kept, dropped = [], []
         expanded = []
         for item in items:
-            expanded += split_doctest(item) if Path(str(item.path)).suffix == ".md" else [item]
+            parts = split_doctest(item) if Path(str(item.path)).suffix == ".md" else [item]
+            if parts != [item]:  # the page's doctest, run as one item per block: nothing is left out
+                self.replaced.add(id(item))
+            expanded += parts
         for item in expanded:
             if item.get_closest_marker("experiment") and not config.getoption("experiments"):
                 dropped.append(item)
@@ -918,6 +1002,17 @@ class State:
                     f"{item.nodeid} replaced {', '.join(changed)}, which every module's assertions "
                     "rely on (put back; the test fails)"
                 )
+        if getattr(item, "kb_isolated", False) and (report.skipped or hasattr(report, "wasxfail")):
+            # A page block or notebook skipped or xfailed from outside (a conftest.py's setup hook, a marker):
+            # the page shows what did not run.
+            why = getattr(report, "wasxfail", None) or (
+                report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+            )
+            report.outcome = "failed"
+            report.longrepr = f"{item.nodeid}: a page block or notebook may not be skipped or xfailed ({why})"
+            if hasattr(report, "wasxfail"):
+                del report.wasxfail
+            return
         claims = self.claims_of(item.nodeid)
         if not claims:
             return
@@ -942,6 +1037,21 @@ class State:
             # what was running, should the session never reach its end (os._exit, a killed process)
             self.report_path.with_suffix(".running").write_text(nodeid, encoding="utf-8")
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        seen = len(self.outcomes.get(item.nodeid, []))
+        result = yield
+        if getattr(item, "kb_isolated", False) and len(self.outcomes.get(item.nodeid, [])) == seen:
+            # A page block or notebook that reported nothing did not run (a conftest.py's
+            # pytest_runtest_protocol returned before running it): it fails, as one that ran and failed.
+            from _pytest.reports import TestReport
+
+            said = f"{item.nodeid}: this page block or notebook never ran (a conftest.py or plugin ran its protocol)"
+            item.ihook.pytest_runtest_logreport(
+                report=TestReport(item.nodeid, item.location, {}, "failed", said, "call")
+            )
+        return result
+
     def pytest_runtest_logreport(self, report):
         for r in counterfactual_results(report):
             self.counterfactuals[(r["claim"], r["index"])].append(r["result"])
@@ -953,6 +1063,8 @@ class State:
             self.outcomes[report.nodeid].append("")
 
     def pytest_collectreport(self, report):
+        if report.failed and report.fspath:  # the page's collection error is reported: no item is expected of it
+            self.collect_failed.add(Path(os.path.abspath(self.config.rootpath / report.fspath)))
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             self.skipped_modules[report.nodeid] = reason

@@ -25,7 +25,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import markdown
 from mkdocs.config import config_options as c
@@ -204,29 +206,99 @@ def _files(config: MkDocsConfig, kb_plugin, shown: str) -> Files:
     return files
 
 
-# an element that loads something when the page is shown, from another host (not a link to follow). A quoted
-# attribute value is read whole: a ">" inside one (alt="a>b") does not end the tag, as it does not for a browser.
-# Possessive (*+): each character is read once, whatever the page holds (no backtracking on a tag never closed).
-TAG = re.compile(
-    r"""<(?:script|link|img|iframe|source|track|input|video|audio|embed|object)\b(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>""",
-    re.I,
-)
-# A URL an attribute loads: src, href, data, poster, or any candidate of a srcset (after a comma too).
-FOREIGN = re.compile(
-    r"""\b(?:(?:src|href|data|poster)\s*=\s*["']?|srcset\s*=\s*["']?(?:[^"'>]*,\s*)?)"""
-    r"""(?:https?:)?//(?!127\.0\.0\.1[:/"'])""",
-    re.I,
-)
-NOT_A_LOAD = re.compile(r'\brel\s*=\s*["\']?(?:canonical|alternate|me|author|license)\b', re.I)
+# What loads a URL when a page is shown (not a link to follow), by element: read from the HTML as a browser reads
+# it (html.parser: tag and attribute names in any case, quoted values read whole, character references decoded).
+LOADS = {
+    "script": ("src", "href", "xlink:href"),
+    "img": ("src", "srcset"),
+    "image": ("src", "href", "xlink:href"),  # SVG's image, and HTML's <image> (which the parser reads as <img>)
+    "source": ("src", "srcset"),
+    "track": ("src",),
+    "input": ("src",),
+    "video": ("src", "poster"),
+    "audio": ("src",),
+    "embed": ("src",),
+    "object": ("data",),
+    "iframe": ("src",),
+    "link": ("href",),
+    "base": ("href",),  # every relative URL of the page then loads from its host
+    "use": ("href", "xlink:href"),
+    "feimage": ("href", "xlink:href"),
+    "body": ("background",),
+    "table": ("background",),
+    "td": ("background",),
+    "th": ("background",),
+}
+# A <link> whose every rel token is one of these is a link to follow, not a load.
+NOT_A_LOAD = {"canonical", "alternate", "me", "author", "license"}
+CSS_URL = re.compile(r"""url\(\s*(["']?)(.*?)\1\s*\)|@import\s*(["'])(.*?)\3""", re.I | re.S)
+CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
+
+
+def foreign(url: str) -> bool:
+    """Whether a URL, as the browser's URL parser reads it (spaces and control characters at its ends
+    stripped, tabs and newlines dropped, \\ read as /), is on another host (not this machine's 127.0.0.1)."""
+    u = re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33)))).replace("\\", "/")
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", u)
+    if scheme and scheme.group(1).lower() not in ("http", "https", "ftp", "ws", "wss"):
+        return False  # data:, blob:, a relative path with a colon later on: nothing from another host
+    if not scheme and not u.startswith("//"):
+        return False
+    try:
+        host = urlsplit(u if scheme else "http:" + u).hostname
+    except ValueError:
+        return True  # what Python cannot read, a browser may: another host unless shown otherwise
+    return host != "127.0.0.1"
+
+
+def css_foreign(css: str) -> bool:
+    css = CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), css)
+    return any(foreign(m.group(2) if m.group(1) is not None else m.group(4)) for m in CSS_URL.finditer(css))
+
+
+# Every start tag, as a browser's tokenizer ends it: a quoted value (after "=") is read whole, so a ">" inside
+# one (alt="a>b") does not end the tag. Possessive (*+): each character is read once (no backtracking on a tag
+# never closed). A tag that may load is then read by html.parser (names in any case, references decoded).
+START_TAG = re.compile(r"""<([a-zA-Z][^\s/>]*)(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>""")
+STYLE_ELEMENT = re.compile(r"<style\b(?:=\s*\"[^\"]*\"|=\s*'[^']*'|[^>])*+>(.*?)(?:</style\s*>|$)", re.I | re.S)
+MAY_STYLE = re.compile(r"style", re.I)
 
 
 def external_load(html: str) -> str | None:
     """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    for m in TAG.finditer(html):
-        tag = m.group(0)
-        if FOREIGN.search(tag) and not (tag[:5].lower() == "<link" and NOT_A_LOAD.search(tag)):
-            return tag
+    for m in START_TAG.finditer(html):
+        if m.group(1).lower() in LOADS or MAY_STYLE.search(m.group(0)):
+            if _tag_loads(m.group(0)):
+                return m.group(0)
+    for m in STYLE_ELEMENT.finditer(html):
+        if css_foreign(m.group(1)):
+            return m.group(0)[: m.start(1) - m.start(0)]  # the <style> tag
     return None
+
+
+class _StartTag(HTMLParser):
+    """One start tag, read as a browser reads it: whether it loads something from another host."""
+
+    def read(self, tag: str) -> bool:
+        self.reset()
+        self.loads = False
+        self.feed(tag)
+        self.close()
+        return self.loads
+
+    def handle_starttag(self, tag, attrs):
+        values = {k: v or "" for k, v in attrs}
+        urls = [values[a] for a in LOADS.get(tag, ()) if a in values and a != "srcset"]
+        if "srcset" in LOADS.get(tag, ()):  # each candidate: a URL, then its size
+            urls += [c.split()[0] for c in values.get("srcset", "").split(",") if c.split()]
+        rel = set(values.get("rel", "").lower().split())
+        if tag == "link" and rel and rel <= NOT_A_LOAD:
+            urls = []
+        self.loads = self.loads or any(foreign(u) for u in urls) or css_foreign(values.get("style", ""))
+
+
+def _tag_loads(tag: str) -> bool:
+    return _StartTag(convert_charrefs=True).read(tag)
 
 
 def notebook_figures(path: Path) -> list[bytes]:

@@ -704,3 +704,201 @@ def test_a_status_file_nested_too_deep_does_not_stop_kb_serve(mini_project):
         KB_LIVE_STATUS=str(status),
     )
     assert r.returncode == 0 and "RecursionError" not in r.stderr, r.stderr[-2000:]
+
+
+# ==== wave 9 second reader: the "a make test run is whole" guards and the offline check =============
+
+# Each page loads something from another host when Chromium shows it; kb.site.external_load (the strict
+# build's offline check, README "the site works offline") must name an element for each.
+OFFLINE_MISSES = {
+    # the HTML parser reads <image> as <img> (HTML spec, "in body" insertion mode)
+    "image tag": '<image src="https://x.org/a.png">',
+    "svg image": '<svg><image href="https://x.org/a.png" width="9" height="9"/></svg>',
+    "style attribute url()": '<div style="background:url(https://x.org/a.png)">x</div>',
+    "style element @import": '<style>@import url("//x.org/a.css");</style>',
+    # an attribute's character references are decoded before the URL is read
+    "entities for //": '<img src="&#x2F;&#x2F;x.org/a.png">',
+    "entity for :": '<img src="https&#58;//x.org/a.png">',
+    # the URL parser strips leading spaces, reads \ as / in http(s) URLs, and drops tabs and newlines
+    "leading space": '<img src=" https://x.org/a.png">',
+    "backslashes": '<img src="https:\\\\x.org/a.png">',
+    "slash backslash": '<img src="/\\x.org/a.png">',
+    "tab between slashes": '<img src="/\t/x.org/a.png">',
+    # every relative URL of the page (the site's own assets) then loads from that host
+    "base href": '<base href="https://x.org/"><img src="a.png">',
+    # rel is a list of tokens: "me" does not make a stylesheet a link to follow
+    "rel me stylesheet": '<link rel="me stylesheet" href="https://x.org/a.css">',
+    # user info before @: the host is x.org, not 127.0.0.1
+    "userinfo 127.0.0.1": '<img src="//127.0.0.1:80@x.org/a.png">',
+    "body background": '<body background="https://x.org/a.png">',
+}
+
+
+@pytest.mark.parametrize("html", OFFLINE_MISSES.values(), ids=OFFLINE_MISSES)
+def test_the_offline_check_names_every_element_that_loads_from_another_host(html):
+    """Guarantee: the site works offline (a page that loads from another host fails the strict build).
+    Found by a second reader: kb.site.external_load reads tags and attributes with regular expressions
+    that know some tag names, literal `//` and a few attributes, and none of these."""
+    from kb import site as kb_site
+
+    assert kb_site.external_load(html) is not None, html
+
+
+# A conftest.py of the project that leaves the failing page block (index.md) out of a whole run, by a
+# route other than taking the item out of pytest_collection_modifyitems's list.
+CONFTEST_DROPS = {
+    # pytest's own way to leave files out, read from any conftest.py: never collected, never deselected
+    "collect_ignore": 'collect_ignore = ["docs/foundations/index.md"]\n',
+    "collect_ignore_glob": 'collect_ignore_glob = ["*/index.md"]\n',
+    "pytest_ignore_collect": (
+        "def pytest_ignore_collect(collection_path, config):\n"
+        '    return True if collection_path.name == "index.md" else None\n'
+    ),
+    # a wrapper's code after its yield runs after every implementation, the kb plugin's trylast one too
+    "modifyitems wrapper": (
+        "import pytest\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collection_modifyitems(config, items):\n"
+        "    yield\n"
+        '    items[:] = [i for i in items if not str(i.path).endswith("index.md")]\n'
+    ),
+    "collection_finish": (
+        "def pytest_collection_finish(session):\n"
+        '    session.items[:] = [i for i in session.items if not str(i.path).endswith("index.md")]\n'
+    ),
+    "collect_file wrapper": (
+        "import pytest\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collect_file(file_path, parent):\n"
+        "    found = yield\n"
+        '    return [] if file_path.name == "index.md" else found\n'
+    ),
+    # collected and kept, then never run, or skipped
+    "runtest_protocol": (
+        "import pytest\n"
+        "@pytest.hookimpl(tryfirst=True)\n"
+        "def pytest_runtest_protocol(item, nextitem):\n"
+        '    return True if str(item.path).endswith("index.md") else None\n'
+    ),
+    "skip at setup": (
+        "import pytest\n"
+        "def pytest_runtest_setup(item):\n"
+        '    if str(item.path).endswith("index.md"):\n'
+        '        pytest.skip("not today")\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("conftest", CONFTEST_DROPS.values(), ids=CONFTEST_DROPS)
+def test_a_conftest_that_leaves_a_page_block_out_by_another_route_fails_the_run(whole_mini, in_process, conftest):
+    """Guarantee: `make test` green means every page block ran (README, "What make test runs"). Found
+    by a second reader: the kb plugin refuses an item taken out of pytest_collection_modifyitems's list
+    (a plain implementation), but a conftest.py has other routes to the same end, each a few lines:
+    pytest's collect_ignore, a pytest_ignore_collect or pytest_collect_file that drops the page, a wrapper
+    around pytest_collection_modifyitems (it runs after the kb plugin's check), session.items trimmed in
+    pytest_collection_finish, a pytest_runtest_protocol that runs nothing, or a skip at setup. Each left
+    the failing page block unrun and `python -m kb.testrun` exited 0, every claim decided."""
+    (whole_mini / "conftest.py").write_text(conftest, encoding="utf-8")
+    r = testrun_here(in_process, whole_mini)
+    assert "[100%]" in r.stdout or "%]" in r.stdout or r.returncode != 0, r.stdout[-2000:] + r.stderr
+    assert r.returncode != 0, "the failing page block was left out and the run exited 0:\n" + r.stdout[-2000:]
+
+
+HELD_OPTIONS = {
+    # each leaves page blocks or claims out of the run; each is refused or fails (kept as regression tests)
+    "no codeblocks plugin": (["-p", "no:codeblocks"], {}),
+    "no doctest plugin": (["-p", "no:doctest"], {}),
+    "no nbmake plugin": (["-p", "no:nbmake"], {}),
+    "collect only": (["--co"], {}),
+    "setup only": (["--setup-only"], {}),
+    "no conftest": (["--noconftest"], {}),
+    "rootdir elsewhere": (["--rootdir", "docs"], {}),
+    "no plugin autoload": ([], {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}),
+}
+
+
+@pytest.mark.parametrize("how", HELD_OPTIONS.values(), ids=HELD_OPTIONS)
+def test_a_whole_run_with_options_that_leave_things_out_fails(whole_mini, in_process, how):
+    """Guarantee: `make test` green means every page block ran and every claim was decided. Tried by a
+    second reader, held: plugins blocked (-p no:...; PYTEST_DISABLE_PLUGIN_AUTOLOAD) leave an option of
+    addopts unknown; --co and --setup-only run no deciding test; --noconftest and --rootdir change nothing
+    the mini project's whole run needs, so the failing page block runs and fails."""
+    args, env = how
+    r = testrun_here(in_process, whole_mini, *args, **env)
+    assert r.returncode != 0, r.stdout[-2000:] + r.stderr
+
+
+CONFTEST_FORGERIES = {
+    # the page block runs and fails; the conftest.py reports it passed
+    "makereport wrapper": (
+        "import pytest\n"
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_runtest_makereport(item, call):\n"
+        "    report = yield\n"
+        '    if str(item.path).endswith("index.md"):\n'
+        '        report.outcome, report.longrepr = "passed", None\n'
+        "    return report\n"
+    ),
+    # the page's collectors replaced by one that makes an item of the same name that passes
+    "collector swapped": (
+        "import pytest\n"
+        "class Fake(pytest.Item):\n"
+        "    def runtest(self):\n"
+        "        pass\n"
+        "class FakeFile(pytest.File):\n"
+        "    def collect(self):\n"
+        '        yield Fake.from_parent(self, name="line 12")\n'
+        "@pytest.hookimpl(wrapper=True)\n"
+        "def pytest_collect_file(file_path, parent):\n"
+        "    found = yield\n"
+        '    return [FakeFile.from_parent(parent, path=file_path)] if file_path.name == "index.md" else found\n'
+    ),
+    # the failure is reported; the conftest.py sets the session's exit status before the kb plugin reads it
+    "sessionfinish exit status": (
+        "import pytest\n"
+        "@pytest.hookimpl(tryfirst=True)\n"
+        "def pytest_sessionfinish(session, exitstatus):\n"
+        "    session.exitstatus = 0\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("conftest", CONFTEST_FORGERIES.values(), ids=CONFTEST_FORGERIES)
+def test_a_conftest_that_reports_a_failing_page_block_as_passed_fails_the_run(whole_mini, in_process, conftest):
+    """Guarantee: `make test` green means every page block ran and passed. Found by a second reader: a
+    conftest.py is code in the test process; a pytest_runtest_makereport wrapper (outside the kb plugin's)
+    rewrote the failing block's report as passed, and a pytest_collect_file wrapper swapped the page's
+    collectors for one whose item of the same name passes; `python -m kb.testrun` exited 0. No check of
+    outcomes sees either: a whole run now refuses a conftest.py or plugin of the project that implements
+    pytest hooks at all (kb.pytest_plugin, State.project_hooks). (The session's exit status set to 0 in a
+    tryfirst pytest_sessionfinish held before: kb.testrun compares it with the report.)"""
+    (whole_mini / "conftest.py").write_text(conftest, encoding="utf-8")
+    r = testrun_here(in_process, whole_mini)
+    assert r.returncode != 0, "the failing page block read as passed:\n" + r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("workers", [["-n", "0"], ["-n", "2", "--dist", "loadgroup"]], ids=["n0", "xdist loadgroup"])
+def test_a_whole_run_is_not_refused_by_the_checks_that_nothing_was_left_out(whole_mini, workers):
+    """Guarantee, the other way: a whole run (what `make test` runs: `python -m kb.testrun -n 2 --dist
+    loadgroup`) that leaves nothing out is accepted. Tried by a second reader against the checks above:
+    a page of doctests only, split into one item per block (the page's item is replaced, not dropped),
+    and xdist's workers, each collecting and checking its own items."""
+    (whole_mini / INDEX).write_text(
+        (whole_mini / INDEX).read_text(encoding="utf-8").replace('assert 1 + 1 == 3, "this page block is wrong"', ""),
+        encoding="utf-8",
+    )
+    write_page(whole_mini, "two-doctests.md", "```pycon\n>>> 1 + 1\n2\n\n```\n\n```pycon\n>>> 2 + 2\n4\n\n```\n")
+    r = run([sys.executable, "-m", "kb.testrun", "-p", "no:cacheprovider", "-q", *workers], whole_mini)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "kb:" not in r.stdout + r.stderr, r.stdout[-3000:]
+
+
+@pytest.mark.parametrize("how", [("-qo", "testpaths=snippets"), ("-qotestpaths=snippets",)], ids=["-qo x", "-qox"])
+def test_make_test_refuses_an_override_given_in_a_cluster_of_short_options(whole_mini, in_process, how):
+    """Guarantee: a narrowed run fails. Found by a second reader: kb.pytest_plugin.narrowed looked for -o
+    in the command line's words by their start (-o, -oX, --override-ini), while pytest's parser (argparse)
+    also reads -o at the end of a cluster of short options: `-qo testpaths=snippets` left the pages (and the
+    failing block) out and `python -m kb.testrun` exited 0."""
+    r = testrun_here(in_process, whole_mini, *how)
+    assert "this page block is wrong" not in r.stdout and " failed" not in r.stdout, f"{how} left the block in"
+    refused_for(r, "-o testpaths=snippets")
