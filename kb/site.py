@@ -21,6 +21,7 @@ import logging
 import os
 import posixpath
 import re
+import string
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -238,7 +239,7 @@ CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
 def foreign(url: str) -> bool:
     """Whether a URL, as the browser's URL parser reads it (spaces and control characters at its ends
     stripped, tabs and newlines dropped, \\ read as /), is on another host (not this machine's 127.0.0.1)."""
-    u = re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33)))).replace("\\", "/")
+    u = re.sub(r"[\t\n\r]", "", url).strip(_URL_ENDS).replace("\\", "/")
     scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", u)
     if scheme and scheme.group(1).lower() not in ("http", "https", "ftp", "ws", "wss"):
         return False  # data:, blob:, a relative path with a colon later on: nothing from another host
@@ -256,24 +257,67 @@ def css_foreign(css: str) -> bool:
     return any(foreign(m.group(2) if m.group(1) is not None else m.group(4)) for m in CSS_URL.finditer(css))
 
 
-# Every start tag, as a browser's tokenizer ends it: a quoted value (after "=") is read whole, so a ">" inside
-# one (alt="a>b") does not end the tag. Possessive (*+): each character is read once (no backtracking on a tag
-# never closed). A tag that may load is then read by html.parser (names in any case, references decoded).
-START_TAG = re.compile(r"""<([a-zA-Z][^\s/>]*)(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>""")
-STYLE_ELEMENT = re.compile(r"<style\b(?:=\s*\"[^\"]*\"|=\s*'[^']*'|[^>])*+>(.*?)(?:</style\s*>|$)", re.I | re.S)
-MAY_STYLE = re.compile(r"style", re.I)
+# A start tag, as a browser's tokenizer ends it: a quoted value (after "=") is read whole, so a ">" inside one
+# (alt="a>b") does not end the tag. Possessive (*+): each character is read once (no backtracking on a tag never
+# closed). LOAD_TAG: only the elements that load, by their lower-case names (it reads the page in lower case; the
+# regex engine passes over every other tag at its name).
+_ATTRS = r"""(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>"""
+START_TAG = re.compile(r"<([a-zA-Z][^\s/>]*)" + _ATTRS)
+LOAD_TAG = re.compile(r"<(?:" + "|".join(sorted(LOADS, key=len, reverse=True)) + r")(?=[\s/>])" + _ATTRS)
+STYLE_OPEN = re.compile(r"<style(?=[\s/>])" + _ATTRS)  # a <style> element's start tag (in the page in lower case)
+# Every URL on another host holds one of these (tabs and newlines, which a URL parser drops, taken out first):
+# "//" or a backslash (read as "/"), a scheme's ":", or a character reference ("&#58;", "&sol;") that stands
+# for one. A tag without any of them is not read further: most of a page's tags (local assets, code spans).
+_MAY_LEAVE = re.compile(r"//|\\|:|&")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+STYLE_ATTR = re.compile(r"style\s*=")  # a style attribute, or a superset (read in lower case): CSS may load a URL
+_URL_ENDS = "".join(map(chr, range(33)))  # what a URL parser strips from both ends: spaces, control characters
+
+
+def _may_leave(tag: str) -> bool:
+    return _MAY_LEAVE.search(tag.replace("\t", "").replace("\n", "").replace("\r", "")) is not None
+
+
+def _enclosing_tag(html: str, at: int) -> re.Match | None:
+    """The start tag that holds position ``at`` (None when ``at`` is in text): back from ``at`` to each "<"
+    until one starts a tag (a "<" inside a quoted value starts none)."""
+    pos = html.rfind("<", 0, at)
+    while pos >= 0:
+        m = START_TAG.match(html, pos)
+        if m:
+            return m if m.end() > at else None
+        pos = html.rfind("<", 0, pos)
+    return None
 
 
 def external_load(html: str) -> str | None:
-    """The first element that loads something from another host when the page is shown (not a link to follow)."""
-    for m in START_TAG.finditer(html):
-        if m.group(1).lower() in LOADS or MAY_STYLE.search(m.group(0)):
-            if _tag_loads(m.group(0)):
-                return m.group(0)
-    for m in STYLE_ELEMENT.finditer(html):
-        if css_foreign(m.group(1)):
-            return m.group(0)[: m.start(1) - m.start(0)]  # the <style> tag
-    return None
+    """The first element that loads something from another host when the page is shown (not a link to follow):
+    an element that loads (``LOADS``), any element's style attribute, or a <style> element."""
+    low = html.lower()  # where to look: names and "style" in any case, found in C
+    if len(low) != len(html):  # a letter whose lower case is longer (İ): ASCII letters only, positions kept
+        low = html.translate(_ASCII_LOWER)
+    found: list[tuple[int, str]] = []  # (where, the tag): the first in the page is named
+    for m in LOAD_TAG.finditer(low):
+        tag = html[m.start() : m.end()]
+        if _may_leave(tag) and _tag_loads(tag):
+            found.append((m.start(), tag))
+            break
+    done = -1  # the end of the last tag read: a later style attribute inside it is that tag's
+    for s in STYLE_ATTR.finditer(low):
+        m = _enclosing_tag(html, s.start()) if s.start() >= done else None
+        if m is not None:
+            done = m.end()
+            if _may_leave(m.group(0)) and _tag_loads(m.group(0)):
+                found.append((m.start(), m.group(0)))
+                break
+    for m in STYLE_OPEN.finditer(low):  # a <style> element: its CSS runs to </style> (or to the end of the page)
+        end = low.find("</style", m.end())
+        css = low[m.end() : end if end >= 0 else len(low)]
+        # url( and @import load; a CSS escape (\\75 rl) may spell them: CSS with none of these loads nothing
+        if ("url" in css or "import" in css or "\\" in css) and css_foreign(html[m.end() : m.end() + len(css)]):
+            found.append((m.start(), html[m.start() : m.end()]))  # the <style> tag
+            break
+    return min(found)[1] if found else None
 
 
 class _StartTag(HTMLParser):
