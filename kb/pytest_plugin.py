@@ -466,7 +466,9 @@ def split_doctest(item) -> list:
     out = []
     for examples in groups.values():
         line = examples[0].lineno
-        test = doctest.DocTest(examples, {}, f"{item.dtest.name}:{line + 1}", item.dtest.filename, line, None)
+        # lineno 0 and the page as its docstring, as pytest reads a text file: examples keep their page lines,
+        # and a failure shows its context and what was expected and got
+        test = doctest.DocTest(examples, {}, f"{item.dtest.name}:{line + 1}", item.dtest.filename, 0, text)
         out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner, dtest=test))
     return out
 

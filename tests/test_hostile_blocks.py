@@ -493,3 +493,18 @@ def test_a_block_in_a_blockquote_runs_or_is_refused(mini_project):
         mini_project, {f"foundations/quoted-{n.replace(' ', '-')}.md": (n, b) for n, b in bodies.items()}
     )
     assert not passed, f"a wrong block in a blockquote, and the run did not fail naming the page: {passed}"
+
+
+def test_a_failing_example_on_a_page_of_several_doctest_blocks_says_what_was_expected_and_got(mini_project):
+    """A page's doctest is split into one item per block (a block cannot change how a later one is
+    checked). The split items had no page text and the wrong first line: a failing example reported a
+    bare "AssertionError:", so the learner could not tell which line failed or why (wave 9 second reader).
+    The failure names the example's page line and shows what was expected and what it printed."""
+    body = "```pycon\n>>> 1 + 1\n2\n\n```\n\n```pycon\n>>> 2 + 2\n5\n\n```\n"
+    path = page(mini_project, "foundations/two-blocks.md", body)
+    line = path.read_text(encoding="utf-8").split("\n").index(">>> 2 + 2") + 1
+    result = forked_pytest(mini_project, "docs/foundations/two-blocks.md")
+    out = result.stdout
+    assert result.returncode == 1 and "1 failed, 1 passed" in out, out[-3000:]
+    assert "Expected:\n    5\nGot:\n    4" in out, out[-3000:]
+    assert f"docs/foundations/two-blocks.md:{line}: DocTestFailure" in out, out[-3000:]
