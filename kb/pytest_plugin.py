@@ -333,17 +333,12 @@ def quoted_python_blocks(lines: list[str]) -> list[int]:
     return out
 
 
-def pycon_unchecked(text: str) -> list[int]:
+def pycon_unchecked(text: str, examples: list) -> list[int]:
     """The lines (1-based) of a page's console blocks (```pycon: the site shows code after ``>>>``
     and the rest as its output) that are neither an example's code nor the output doctest compares,
-    read by doctest's own parser: a prompt it does not see (an invisible character before ``>>>``),
-    or a line after a blank line (which ends an example's expected output: doctest reads prose)."""
-    import doctest
-
-    try:
-        examples = doctest.DocTestParser().get_examples(text)
-    except ValueError:  # a malformed example or directive: doctest reports it when the page runs
-        return []
+    read from its ``examples`` (``page_examples``): a prompt doctest does not see (an invisible character
+    before ``>>>``), or a line after a blank line (which ends an example's expected output: doctest reads
+    prose)."""
     checked = set()
     for ex in examples:
         checked.update(range(ex.lineno, ex.lineno + ex.source.count("\n") + ex.want.count("\n")))
@@ -410,12 +405,21 @@ def _isolate(item, state: State, timeout: float | None = None) -> None:
     item.add_marker(pytest.mark.timeout(timeout + 30))
 
 
-def runs_something(path: Path, config) -> bool:
-    """Whether a page shows something this run's collectors collect: a block pytest-codeblocks runs (read
-    by its own parser; with --codeblocks) or a ``>>>`` example (read by doctest's; with a --doctest-glob
-    the page's name matches)."""
+def page_examples(text: str) -> list:
+    """A page's ``>>>`` examples, read by doctest's own parser as pytest's doctest collector reads the page
+    (none when it cannot read them: a malformed example, which doctest reports when the page runs)."""
     import doctest
 
+    try:
+        return doctest.DocTestParser().get_examples(text)
+    except ValueError:
+        return []
+
+
+def runs_something(path: Path, config, examples: list) -> bool:
+    """Whether a page shows something this run's collectors collect: a block pytest-codeblocks runs (read
+    by its own parser; with --codeblocks) or one of its ``>>>`` ``examples`` (with a --doctest-glob the
+    page's name matches)."""
     from pytest_codeblocks.main import extract_from_file
 
     try:
@@ -426,23 +430,13 @@ def runs_something(path: Path, config) -> bool:
         return True
     from _pytest.pathlib import fnmatch_ex  # how pytest's doctest plugin matches --doctest-glob
 
-    if not any(fnmatch_ex(g, path) for g in config.getoption("doctestglob", None) or []):
-        return False
-    try:
-        return bool(doctest.DocTestParser().get_examples(Path(path).read_text(encoding="utf-8")))
-    except ValueError:  # a malformed example: doctest reports it as the page is collected
-        return False
+    return bool(examples) and any(fnmatch_ex(g, path) for g in config.getoption("doctestglob", None) or [])
 
 
-def doctest_skips(text: str) -> list[int]:
-    """The lines (1-based) of a page's ``>>>`` examples that a doctest directive skips (``+SKIP``), read
-    by doctest's own parser, as pytest's doctest collector reads the page."""
+def doctest_skips(examples: list) -> list[int]:
+    """The lines (1-based) of a page's ``>>>`` examples that a doctest directive skips (``+SKIP``)."""
     import doctest
 
-    try:
-        examples = doctest.DocTestParser().get_examples(text)
-    except ValueError:  # a malformed example or directive: doctest reports it when the page runs
-        return []
     return [ex.lineno + 1 for ex in examples if ex.options.get(doctest.SKIP)]
 
 
@@ -832,6 +826,7 @@ class State:
                 )
         # Blocks the site shows as code that nothing would run or compare: each named file:line, at once.
         text = "\n".join(lines)
+        examples = page_examples(text)
         shown_not_run = [
             *(
                 (
@@ -839,7 +834,7 @@ class State:
                     "a doctest directive skips this example (+SKIP): the page shows code and output nothing "
                     "ran; remove the directive (every block a page shows runs)",
                 )
-                for i in doctest_skips(text)
+                for i in doctest_skips(examples)
             ),
             *(
                 (
@@ -856,7 +851,7 @@ class State:
                     "compares it (a prompt it does not see, or a line after a blank line, which ends an output): "
                     "write >>> plainly; a blank output line is <BLANKLINE>",
                 )
-                for i in pycon_unchecked(text)
+                for i in pycon_unchecked(text, examples)
             ),
             *(
                 (
@@ -870,9 +865,14 @@ class State:
         if shown_not_run:
             rel = self.project.rel(file_path)
             raise pytest.UsageError("\n".join(f"{rel}:{i}: {why}" for i, why in sorted(shown_not_run)))
-        if runs_something(file_path, self.config):
+        if runs_something(file_path, self.config, examples):
             self.shown.append(path)
         return None
+
+    @property
+    def whole_run(self) -> bool:
+        """pytest collected its testpaths (no path or node id given): what make test runs."""
+        return self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
 
     def pytest_itemcollected(self, item):
         self.collected.append(item)
@@ -885,8 +885,7 @@ class State:
         # (a wrapper around pytest_collect_file could drop what pytest-codeblocks, doctest or nbmake made).
         # (In a run given node ids, pytest collects only the items they name: so in a whole run only.)
         made = {Path(str(i.path)) for i in self.collected} | self.collect_failed
-        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
-        lost = [p for p in self.shown if p not in made] if whole else []
+        lost = [p for p in self.shown if p not in made] if self.whole_run else []
         if lost:
             raise pytest.UsageError(
                 f"kb: {self.project.rel(lost[0])} shows code to run, but no test item was collected from it "
@@ -931,8 +930,7 @@ class State:
         self.check_none_taken_out(session.items)
         # A hook of the project's own conftest.py can do what no check of outcomes sees (rewrite a report,
         # swap a page's collector): in a whole run (make test) the project implements none (fixtures only).
-        whole = self.config.args_source == pytest.Config.ArgsSource.TESTPATHS
-        hooks = self.project_hooks() if whole and not narrowed(self.config) else []
+        hooks = self.project_hooks() if self.whole_run and not narrowed(self.config) else []
         if hooks:
             raise pytest.UsageError(
                 f"kb: {hooks[0]}: a conftest.py or plugin of the project implements pytest hooks, which can leave "
