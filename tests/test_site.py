@@ -140,8 +140,8 @@ LOAD_CASES = [  # (page, the element external_load names: the first that loads f
         '<div title="<b>" style="background:url(//x.org/a.png)">',
     ),
     (
-        "<div title=\"<x y='\" style=\"background:url(//x.org/a.png)\"><p title='x'>",
-        "<div title=\"<x y='\" style=\"background:url(//x.org/a.png)\">",
+        '<div title="<x y=\'" style="background:url(//x.org/a.png)"><p title=\'x\'>',
+        '<div title="<x y=\'" style="background:url(//x.org/a.png)">',
     ),
     # </stylex> does not end a <style> element (only "</style" then a space, "/" or ">" does): the CSS after it loads
     ("<style></stylex>{} body{background:url(//x.org/a.png)}</style>", "<style>"),
