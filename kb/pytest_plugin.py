@@ -462,7 +462,8 @@ def split_doctest(item) -> list:
         line = examples[0].lineno
         # lineno 0 and the page as its docstring, as pytest reads a text file: examples keep their page lines,
         # and a failure shows its context and what was expected and got
-        test = doctest.DocTest(examples, {}, f"{item.dtest.name}:{line + 1}", item.dtest.filename, 0, text)
+        globs = {"__name__": "__main__"}  # what pytest gives a text file's doctest; a new dict for each block
+        test = doctest.DocTest(examples, globs, f"{item.dtest.name}:{line + 1}", item.dtest.filename, 0, text)
         out.append(DoctestItem.from_parent(item.parent, name=f"{item.name}:{line + 1}", runner=item.runner, dtest=test))
     return out
 

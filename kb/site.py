@@ -233,6 +233,9 @@ LOADS = {
 # A <link> whose every rel token is one of these is a link to follow, not a load.
 NOT_A_LOAD = {"canonical", "alternate", "me", "author", "license"}
 CSS_URL = re.compile(r"""url\(\s*(["']?)(.*?)\1\s*\)|@import\s*(["'])(.*?)\3""", re.I | re.S)
+# image-set() (and -webkit-image-set()) reads a quoted string among its candidates as a URL, without url()
+IMAGE_SET = re.compile(r"image-set\(((?:[^()]|\([^()]*\))*)\)", re.I | re.S)
+CSS_STRING = re.compile(r"""(["'])(.*?)\1""", re.S)
 CSS_ESCAPE = re.compile(r"\\([0-9a-fA-F]{1,6})\s?|\\(.)", re.S)
 
 
@@ -254,7 +257,9 @@ def foreign(url: str) -> bool:
 
 def css_foreign(css: str) -> bool:
     css = CSS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else m.group(2), css)
-    return any(foreign(m.group(2) if m.group(1) is not None else m.group(4)) for m in CSS_URL.finditer(css))
+    urls = [m.group(2) if m.group(1) is not None else m.group(4) for m in CSS_URL.finditer(css)]
+    urls += [u.group(2) for m in IMAGE_SET.finditer(css) for u in CSS_STRING.finditer(m.group(1))]
+    return any(foreign(u) for u in urls)
 
 
 # A start tag, as a browser's tokenizer ends it: a quoted value (after "=") is read whole, so a ">" inside one
@@ -265,6 +270,7 @@ _ATTRS = r"""(?:=\s*"[^"]*"|=\s*'[^']*'|[^>])*+>"""
 START_TAG = re.compile(r"<([a-zA-Z][^\s/>]*)" + _ATTRS)
 LOAD_TAG = re.compile(r"<(?:" + "|".join(sorted(LOADS, key=len, reverse=True)) + r")(?=[\s/>])" + _ATTRS)
 STYLE_OPEN = re.compile(r"<style(?=[\s/>])" + _ATTRS)  # a <style> element's start tag (in the page in lower case)
+STYLE_CLOSE = re.compile(r"</style[\t\n\f\r />]")
 # Every URL on another host holds one of these (tabs and newlines, which a URL parser drops, taken out first):
 # "//" or a backslash (read as "/"), a scheme's ":", or a character reference ("&#58;", "&sol;") that stands
 # for one. A tag without any of them is not read further: most of a page's tags (local assets, code spans).
@@ -276,18 +282,6 @@ _URL_ENDS = "".join(map(chr, range(33)))  # what a URL parser strips from both e
 
 def _may_leave(tag: str) -> bool:
     return _MAY_LEAVE.search(tag.replace("\t", "").replace("\n", "").replace("\r", "")) is not None
-
-
-def _enclosing_tag(html: str, at: int) -> re.Match | None:
-    """The start tag that holds position ``at`` (None when ``at`` is in text): back from ``at`` to each "<"
-    until one starts a tag (a "<" inside a quoted value starts none)."""
-    pos = html.rfind("<", 0, at)
-    while pos >= 0:
-        m = START_TAG.match(html, pos)
-        if m:
-            return m if m.end() > at else None
-        pos = html.rfind("<", 0, pos)
-    return None
 
 
 def external_load(html: str) -> str | None:
@@ -302,19 +296,30 @@ def external_load(html: str) -> str | None:
         if _may_leave(tag) and _tag_loads(tag):
             found.append((m.start(), tag))
             break
-    done = -1  # the end of the last tag read: a later style attribute inside it is that tag's
+    # A style attribute's tag: the page's tags read forward from its start (in C, only as far as the last
+    # "style="), as a browser's tokenizer reads them; read back from "style=", a "<" inside an earlier quoted
+    # value (title="<b>") looked like the tag's start.
+    tags = START_TAG.finditer(html)
+    tag = next(tags, None)
+    read = -1  # the start of the last tag read: a later style attribute inside it is that tag's
     for s in STYLE_ATTR.finditer(low):
-        m = _enclosing_tag(html, s.start()) if s.start() >= done else None
-        if m is not None:
-            done = m.end()
-            if _may_leave(m.group(0)) and _tag_loads(m.group(0)):
-                found.append((m.start(), m.group(0)))
+        while tag is not None and tag.end() <= s.start():
+            tag = next(tags, None)
+        if tag is None:
+            break
+        if tag.start() < s.start() and tag.start() != read:
+            read = tag.start()
+            if _may_leave(tag.group(0)) and _tag_loads(tag.group(0)):
+                found.append((tag.start(), tag.group(0)))
                 break
     for m in STYLE_OPEN.finditer(low):  # a <style> element: its CSS runs to </style> (or to the end of the page)
-        end = low.find("</style", m.end())
+        close = STYLE_CLOSE.search(low, m.end())  # "</style" then a space, "/" or ">" ("</stylex>" ends nothing)
+        end = close.start() if close else -1
         css = low[m.end() : end if end >= 0 else len(low)]
-        # url( and @import load; a CSS escape (\\75 rl) may spell them: CSS with none of these loads nothing
-        if ("url" in css or "import" in css or "\\" in css) and css_foreign(html[m.end() : m.end() + len(css)]):
+        # url(, @import and image-set() load; a CSS escape (\\75 rl) may spell them: CSS with none of these loads
+        # nothing
+        may_load = "url" in css or "import" in css or "image-set" in css or "\\" in css
+        if may_load and css_foreign(html[m.end() : m.end() + len(css)]):
             found.append((m.start(), html[m.start() : m.end()]))  # the <style> tag
             break
     return min(found)[1] if found else None

@@ -508,3 +508,19 @@ def test_a_failing_example_on_a_page_of_several_doctest_blocks_says_what_was_exp
     assert result.returncode == 1 and "1 failed, 1 passed" in out, out[-3000:]
     assert "Expected:\n    5\nGot:\n    4" in out, out[-3000:]
     assert f"docs/foundations/two-blocks.md:{line}: DocTestFailure" in out, out[-3000:]
+
+
+def test_each_doctest_block_of_a_split_page_runs_as_main_like_a_page_of_one_block(mini_project):
+    """pytest runs a page's doctest with __name__ == "__main__"; the split items (one per block) were
+    given empty globals, so on a page of several blocks `if __name__ == "__main__":` silently skipped its
+    body and `__name__` read 'builtins' (wave 9 third reader). A later block still cannot see an earlier
+    block's names."""
+    body = (
+        "```pycon\n>>> seen = 1\n>>> __name__\n'__main__'\n\n```\n\n"
+        '```pycon\n>>> if __name__ == "__main__":\n...     print("ran")\nran\n'
+        ">>> 'seen' in globals()\nFalse\n\n```\n"
+    )
+    page(mini_project, "foundations/main-blocks.md", body)
+    result = forked_pytest(mini_project, "docs/foundations/main-blocks.md")
+    out = result.stdout
+    assert result.returncode == 0 and "2 passed" in out, out[-3000:]

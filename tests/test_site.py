@@ -133,6 +133,25 @@ LOAD_CASES = [  # (page, the element external_load names: the first that loads f
     ('<track src="//x.org/t.vtt">', '<track src="//x.org/t.vtt">'),
     ('<img srcset="a.png 1x,//x.org/b.png 2x">', '<img srcset="a.png 1x,//x.org/b.png 2x">'),
     ('<img srcset="a.png 1x, http://127.0.0.1:8000/b.png 2x">', None),
+    # a "<" inside an earlier quoted value of the same tag: the style attribute's tag is the one a browser reads
+    # from the start (it was looked for back from "style=", stopped at "<b>" and missed)
+    (
+        '<div title="<b>" style="background:url(//x.org/a.png)">x</div>',
+        '<div title="<b>" style="background:url(//x.org/a.png)">',
+    ),
+    (
+        '<div title="<x y=\'" style="background:url(//x.org/a.png)"><p title=\'x\'>',
+        '<div title="<x y=\'" style="background:url(//x.org/a.png)">',
+    ),
+    # </stylex> does not end a <style> element (only "</style" then a space, "/" or ">" does): the CSS after it loads
+    ("<style></stylex>{} body{background:url(//x.org/a.png)}</style>", "<style>"),
+    ("<style>p{}</style\n>b{background:url(//x.org/a.png)}", None),  # ended: what follows is text
+    # image-set() reads a quoted string as a URL (no url() needed): a browser loads it
+    (
+        "<div style=\"background-image:-webkit-image-set('a.png' 1x, '//x.org/b.png' 2x)\">",
+        "<div style=\"background-image:-webkit-image-set('a.png' 1x, '//x.org/b.png' 2x)\">",
+    ),
+    ('<style>p{background:image-set("a.png" 1x, url(b.png) 2x)}</style>', None),
 ]
 MERMAID_USED_CASES = [
     '<div class="mermaid">graph</div>',
